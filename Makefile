@@ -1,0 +1,52 @@
+# One command to run the platform, one to test it. Both set themselves up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYX := $(wildcard core_ext/*.pyx core_ext/*.pxd)
+# make loadtest: defaults, override on the command line (make loadtest USERS=1000 DURATION=2m)
+USERS ?= 100
+SPAWN_RATE ?= 50
+DURATION ?= 60s
+FUZZ_SECONDS ?= 300
+
+.PHONY: install build run test lint typecheck pytest bench fuzz loadtest clean
+
+$(STAMP): pyproject.toml setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) build
+
+# Rebuild the compiled core in place whenever a .pyx/.pxd changed (a no-op otherwise).
+build: $(STAMP)
+	@$(BIN)/python setup.py -q build_ext --inplace 2>&1 | grep -v -E '^(running|copying|Compiling)' || true
+	@$(BIN)/python -c "import core_ext" 
+
+run: install
+	$(BIN)/rechargectl serve
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy recharge server http_api core_ext loadtest
+
+pytest: install
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python -m bench.run_all
+
+fuzz: install
+	$(BIN)/python -m tests.fuzz_decoder --seconds $(FUZZ_SECONDS)
+
+loadtest: install
+	$(BIN)/python -m loadtest.run --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION)
+
+clean:
+	rm -rf build core_ext/*.c core_ext/*.so core_ext/*.html
