@@ -1,0 +1,1 @@
+"""The HTTP side-app: order JSON API, KaKaTong REST and SOAP, SMS hook, admin, metrics, health."""

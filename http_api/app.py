@@ -1,0 +1,120 @@
+"""The aiohttp application and its service wrapper on the shared event loop.
+
+aiohttp's ``AppRunner``/``TCPSite`` run inside a loop we own and, unlike
+``uvicorn.Server.serve()``, leave SIGINT/SIGTERM to us, so one signal handler drains both
+the DD server and HTTP (see docs/ARCHITECTURE.md). Feature modules listed in
+``ROUTE_MODULES`` each expose ``setup(app)`` to add their routes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from recharge import metrics
+from recharge.context import Busy, Platform
+
+log = logging.getLogger(__name__)
+
+PLATFORM_KEY: web.AppKey[Platform] = web.AppKey("platform", Platform)
+
+# Each module has ``setup(app: web.Application) -> None``. One line per feature.
+ROUTE_MODULES: tuple[str, ...] = ()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def platform_of(request: web.Request) -> Platform:
+    return request.app[PLATFORM_KEY]
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by its route template (never the raw path)."""
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except Busy:
+        status = 503
+        metrics.BUSY_ANSWERS.labels("http").inc()
+        return web.json_response({"status": 0, "errmsg": "system busy"}, status=503)
+    finally:
+        metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
+        metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process and its loop answer."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: serving, not draining, and the database answers."""
+    ctx = platform_of(request)
+    if not ctx.ready or ctx.draining:
+        return web.json_response({"status": "draining" if ctx.draining else "starting"}, status=503)
+    try:
+        async with ctx.acquire(1.0) as conn:
+            await conn.fetchval("SELECT 1")
+    except (Busy, OSError) as exc:
+        return web.json_response({"status": "database unavailable", "error": type(exc).__name__}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    pool = platform_of(request).pool
+    size, idle = pool.get_size(), pool.get_idle_size()
+    metrics.DB_POOL_CONNECTIONS.labels("in_use").set(size - idle)
+    metrics.DB_POOL_CONNECTIONS.labels("idle").set(idle)
+    metrics.DB_POOL_CONNECTIONS.labels("max").set(pool.get_max_size())
+    body, content_type = metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def build_app(ctx: Platform) -> web.Application:
+    app = web.Application(middlewares=[observe], client_max_size=ctx.settings.http_max_body_bytes)
+    app[PLATFORM_KEY] = ctx
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    for name in ROUTE_MODULES:
+        importlib.import_module(name).setup(app)
+    return app
+
+
+class HttpService:
+    """The HTTP listener: started and drained by the runtime beside the DD server."""
+
+    def __init__(self, ctx: Platform) -> None:
+        self.ctx = ctx
+        self.runner = web.AppRunner(
+            build_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=ctx.settings.shutdown_grace_s
+        )
+        self.port = 0
+
+    async def start(self) -> int:
+        s = self.ctx.settings
+        await self.runner.setup()
+        site = web.TCPSite(
+            self.runner, s.http_host, s.http_port, reuse_port=s.workers > 1 or None, backlog=1024
+        )
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else s.http_port
+        return int(self.port)
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (up to the grace period), close."""
+        await self.runner.cleanup()

@@ -1,0 +1,1 @@
+"""Locust load tests: HTTP users and simulated DD terminals with virtual cards."""

@@ -1,0 +1,157 @@
+"""``rechargectl``: run, migrate, seed, audit and operate the platform.
+
+Core commands live here; feature modules listed in ``COMMAND_MODULES`` each expose
+``register(subparsers)`` to add theirs (one line per feature). Every command that touches
+the database takes ``--database-url`` and ``--data-dir`` and, like ``serve``, starts the
+embedded PostgreSQL when no URL is configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from recharge.config import Settings, load_settings
+
+# Each module has ``register(subparsers) -> None``; its commands set ``func`` via
+# ``set_defaults(func=...)`` taking (settings, args) and returning an exit status.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every database command accepts."""
+    parser.add_argument("--config", help="TOML settings file (also RECHARGE_CONFIG)")
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: DATABASE_URL, else embedded)")
+    parser.add_argument("--data-dir", type=Path, help="data folder (default: ./var)")
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    return load_settings(
+        getattr(args, "config", None),
+        database_url=getattr(args, "database_url", None),
+        data_dir=getattr(args, "data_dir", None),
+        **extra,
+    )
+
+
+def run_with_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+    """Connect (starting the embedded server if needed), migrate, run ``work``; its status."""
+    from recharge import db
+
+    dsn, embedded = db.resolve_database_url(settings)
+
+    async def main() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await db.migrate(conn)
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        if embedded is not None:
+            embedded.cleanup()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from recharge.runtime import serve
+
+    return serve(settings, demo=args.demo)
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from recharge import db
+
+    async def work(conn: asyncpg.Connection) -> int:
+        applied = await db.migrate(conn)  # already applied by run_with_db; reports the state
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")]
+        print(f"schema at {versions[-1] if versions else 'empty'} ({len(versions)} migrations; {len(applied)} new)")
+        return 0
+
+    return run_with_db(settings, work)
+
+
+def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from recharge import demo
+    from recharge.keys import load_keys
+
+    async def work(conn: asyncpg.Connection) -> int:
+        keys = load_keys(settings.resolved_key_file, create_demo=True)
+        await demo.seed(conn, keys)
+        print(f"demo data present (merchant {demo.DEMO_MERCHANT}, terminal {demo.DEMO_TERMINAL});"
+              f" demo-only keys in {settings.resolved_key_file}")
+        return 0
+
+    return run_with_db(settings, work)
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from recharge.audit import audit
+
+    async def work(conn: asyncpg.Connection) -> int:
+        report = await audit(conn)
+        print(report.render())
+        return 0 if report.ok else 1
+
+    return run_with_db(settings, work)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rechargectl",
+        description="Recharge and stored-value card platform: DD terminal server, order API, "
+        "KaKaTong card service.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the DD server and the HTTP API on one event loop",
+                       description="Run the DD TCP server and the HTTP side-app until SIGTERM/SIGINT, "
+                       "which drains and exits 0. Starts an embedded PostgreSQL when no database is set.")
+    add_common(p)
+    p.add_argument("--dd-port", type=int, help="DD TCP port (default 9000; 0 = any free port)")
+    p.add_argument("--http-port", type=int, help="HTTP port (default 8080; 0 = any free port)")
+    p.add_argument("--workers", type=int, help="processes sharing the ports via SO_REUSEPORT (default 1)")
+    p.add_argument("--demo", action="store_true", help="seed the demo data (idempotent) before serving")
+    p.set_defaults(func=cmd_serve, extra=("dd_port", "http_port", "workers"))
+
+    p = sub.add_parser("migrate", help="apply database migrations (re-running is a no-op)")
+    add_common(p)
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("seed-demo", help="create the demo merchant, terminal, cards and keys (idempotent)")
+    add_common(p)
+    p.set_defaults(func=cmd_seed_demo)
+
+    p = sub.add_parser("audit", help="check that the ledger balances; exit 1 on any difference")
+    add_common(p)
+    p.set_defaults(func=cmd_audit)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    extra = {name: getattr(args, name) for name in getattr(args, "extra", ()) if getattr(args, name, None) is not None}
+    try:
+        settings = settings_from(args, **extra)
+    except (ValueError, OSError) as exc:
+        print(f"rechargectl: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    status: int = args.func(settings, args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

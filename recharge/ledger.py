@@ -1,0 +1,366 @@
+"""The double-entry ledger every flow moves money and points through.
+
+Vocabulary and guarantees follow TigerBeetle: a transfer has a client-chosen id; a retry
+with the same id and the same content answers ``exists`` (the first result), the same id
+with other content answers ``exists_with_different_fields`` and changes nothing. Transfers
+are single-phase (posted at once) or two-phase: a *pending* transfer reserves the amount,
+a *post* completes it, a *void* releases it, and the sweeper voids a pending transfer whose
+``timeout_at`` has passed (a pending transfer with no timeout — a load in progress — is
+never swept).
+
+Every function here takes a connection that is already inside a transaction and changes
+nothing unless it returns ``created``: the caller commits the transfer together with its
+own business rows, so balances and their transfers always commit together. Accounts are
+locked in id order, so concurrent transfers between the same accounts cannot deadlock
+each other; retry any remaining serialization failure with ``db.retry_transaction``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+import asyncpg
+
+
+class Result(StrEnum):
+    CREATED = "created"
+    EXISTS = "exists"
+    EXISTS_WITH_DIFFERENT_FIELDS = "exists_with_different_fields"
+    EXCEEDS_CREDITS = "exceeds_credits"
+    ACCOUNT_NOT_FOUND = "account_not_found"
+    LEDGER_MISMATCH = "accounts_must_have_the_same_ledger"
+    SAME_ACCOUNT = "accounts_must_be_different"
+    AMOUNT_MUST_BE_POSITIVE = "amount_must_be_positive"
+    PENDING_NOT_FOUND = "pending_transfer_not_found"
+    PENDING_ALREADY_POSTED = "pending_transfer_already_posted"
+    PENDING_ALREADY_VOIDED = "pending_transfer_already_voided"
+    PENDING_EXPIRED = "pending_transfer_expired"
+
+
+class AccountKind(StrEnum):
+    """What an account holds. Merchant accounts are per merchant and ledger."""
+
+    EXTERNAL = "external"  # money entering/leaving the platform (bank); may go negative
+    RECHARGE_FUND = "recharge_fund"  # a merchant's prepaid fund that pays recharges
+    MERCHANT_SALES = "merchant_sales"  # what cardholders spent at a consuming merchant
+    MERCHANT_DEPOSITS = "merchant_deposits"  # card deposits a terminal's merchant collected
+    POINTS_ISSUED = "points_issued"  # the points a merchant has granted (PTS ledger)
+    CARD_PURSE = "card_purse"  # a card's stored value (host card or the chip's mirror)
+    CARD_POINTS = "card_points"
+    CARD_DEPOSIT = "card_deposit"
+
+
+class LedgerError(Exception):
+    """A transfer the caller needed was refused; carries the ledger's result."""
+
+    def __init__(self, result: Result, transfer_id: str) -> None:
+        super().__init__(f"transfer {transfer_id}: {result.value}")
+        self.result = result
+        self.transfer_id = transfer_id
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    id: str
+    kind: str
+    debit_account_id: int
+    credit_account_id: int
+    amount: int
+    ledger: str
+    code: str
+    pending_id: str | None
+    status: str
+    timeout_at: dt.datetime | None
+    reference: str
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Transfer:
+        return cls(**{name: row[name] for name in cls.__slots__})  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    result: Result
+    transfer: Transfer | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the transfer now exists as asked (just created, or by an earlier retry)."""
+        return self.result in (Result.CREATED, Result.EXISTS)
+
+    def check(self, transfer_id: str) -> Outcome:
+        if not self.ok:
+            raise LedgerError(self.result, transfer_id)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    account_id: int
+    ledger: str
+    debits_pending: int
+    debits_posted: int
+    credits_pending: int
+    credits_posted: int
+    no_overdraft: bool
+
+    @property
+    def posted(self) -> int:
+        """Credits minus debits that have posted: what the holder owns."""
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def available(self) -> int:
+        """What may still be debited: posted balance less pending debits."""
+        return self.credits_posted - self.debits_posted - self.debits_pending
+
+
+_TRANSFER_COLUMNS = (
+    "id, kind, debit_account_id, credit_account_id, amount, ledger, code, pending_id, "
+    "status, timeout_at, reference"
+)
+
+
+async def ensure_account(
+    conn: asyncpg.Connection,
+    *,
+    ledger: str,
+    kind: AccountKind,
+    merchant_id: int | None = None,
+    card_no: str | None = None,
+    no_overdraft: bool = True,
+    name: str = "",
+) -> int:
+    """The id of the account of this kind for this merchant or card, created if missing."""
+    if card_no is not None:
+        row = await conn.fetchrow(
+            "SELECT id FROM accounts WHERE card_no = $1 AND kind = $2", card_no, kind.value
+        )
+    else:
+        row = await conn.fetchrow(
+            "SELECT id FROM accounts WHERE merchant_id IS NOT DISTINCT FROM $1 AND kind = $2"
+            " AND ledger = $3 AND card_no IS NULL",
+            merchant_id,
+            kind.value,
+            ledger,
+        )
+    if row is not None:
+        return int(row["id"])
+    account_id = await conn.fetchval(
+        "INSERT INTO accounts (ledger, kind, merchant_id, card_no, no_overdraft, name)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
+        ledger,
+        kind.value,
+        merchant_id,
+        card_no,
+        no_overdraft,
+        name,
+    )
+    if account_id is None:  # created concurrently by another transaction
+        return await ensure_account(
+            conn, ledger=ledger, kind=kind, merchant_id=merchant_id, card_no=card_no
+        )
+    return int(account_id)
+
+
+async def get_balance(conn: asyncpg.Connection, account_id: int) -> Balance:
+    row = await conn.fetchrow(
+        "SELECT id, ledger, debits_pending, debits_posted, credits_pending, credits_posted,"
+        " no_overdraft FROM accounts WHERE id = $1",
+        account_id,
+    )
+    if row is None:
+        raise LookupError(f"account {account_id} not found")
+    return Balance(*row)
+
+
+async def get_transfer(conn: asyncpg.Connection, transfer_id: str) -> Transfer | None:
+    row = await conn.fetchrow(f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE id = $1", transfer_id)
+    return Transfer.from_row(row) if row else None
+
+
+async def _lock_accounts(conn: asyncpg.Connection, *ids: int) -> dict[int, asyncpg.Record]:
+    rows = await conn.fetch(
+        "SELECT id, ledger, no_overdraft, debits_pending, debits_posted, credits_posted"
+        " FROM accounts WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+        sorted(set(ids)),
+    )
+    return {int(r["id"]): r for r in rows}
+
+
+_APPLY_SQL = """
+UPDATE accounts a SET
+    debits_pending  = a.debits_pending  + d.debits_pending,
+    debits_posted   = a.debits_posted   + d.debits_posted,
+    credits_pending = a.credits_pending + d.credits_pending,
+    credits_posted  = a.credits_posted  + d.credits_posted
+FROM (VALUES ($1::bigint, $2::bigint, $3::bigint, 0::bigint, 0::bigint),
+             ($4::bigint, 0::bigint, 0::bigint, $5::bigint, $6::bigint))
+    AS d(id, debits_pending, debits_posted, credits_pending, credits_posted)
+WHERE a.id = d.id
+"""
+
+
+async def _apply(
+    conn: asyncpg.Connection,
+    debit_id: int,
+    credit_id: int,
+    *,
+    pending_delta: int,
+    posted_delta: int,
+) -> None:
+    await conn.execute(
+        _APPLY_SQL, debit_id, pending_delta, posted_delta, credit_id, pending_delta, posted_delta
+    )
+
+
+async def create_transfer(
+    conn: asyncpg.Connection,
+    *,
+    id: str,
+    debit_account_id: int,
+    credit_account_id: int,
+    amount: int,
+    code: str = "",
+    reference: str = "",
+    pending: bool = False,
+    timeout_at: dt.datetime | None = None,
+) -> Outcome:
+    """Create a posted transfer, or a pending one (``pending=True``, optional timeout)."""
+    if amount <= 0:
+        return Outcome(Result.AMOUNT_MUST_BE_POSITIVE)
+    if debit_account_id == credit_account_id:
+        return Outcome(Result.SAME_ACCOUNT)
+    kind, status = ("pending", "pending") if pending else ("single", "posted")
+    accounts = await _lock_accounts(conn, debit_account_id, credit_account_id)
+    existing = await get_transfer(conn, id)
+    if existing is not None:
+        same = (
+            existing.kind == kind
+            and existing.debit_account_id == debit_account_id
+            and existing.credit_account_id == credit_account_id
+            and existing.amount == amount
+            and existing.code == code
+        )
+        return Outcome(Result.EXISTS if same else Result.EXISTS_WITH_DIFFERENT_FIELDS, existing)
+    if len(accounts) != 2:
+        return Outcome(Result.ACCOUNT_NOT_FOUND)
+    debit, credit = accounts[debit_account_id], accounts[credit_account_id]
+    if debit["ledger"] != credit["ledger"]:
+        return Outcome(Result.LEDGER_MISMATCH)
+    if debit["no_overdraft"] and (
+        debit["debits_posted"] + debit["debits_pending"] + amount > debit["credits_posted"]
+    ):
+        return Outcome(Result.EXCEEDS_CREDITS)
+    row = await conn.fetchrow(
+        "INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger,"
+        " code, status, timeout_at, reference) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+        f" ON CONFLICT (id) DO NOTHING RETURNING {_TRANSFER_COLUMNS}",
+        id,
+        kind,
+        debit_account_id,
+        credit_account_id,
+        amount,
+        debit["ledger"],
+        code,
+        status,
+        timeout_at if pending else None,
+        reference,
+    )
+    if row is None:  # the same id committed meanwhile by a transaction on other accounts
+        return Outcome(Result.EXISTS_WITH_DIFFERENT_FIELDS, await get_transfer(conn, id))
+    if pending:
+        await _apply(conn, debit_account_id, credit_account_id, pending_delta=amount, posted_delta=0)
+    else:
+        await _apply(conn, debit_account_id, credit_account_id, pending_delta=0, posted_delta=amount)
+    return Outcome(Result.CREATED, Transfer.from_row(row))
+
+
+async def _resolve(
+    conn: asyncpg.Connection, *, id: str, pending_id: str, post: bool, now: dt.datetime | None
+) -> Outcome:
+    kind = "post" if post else "void"
+    existing = await get_transfer(conn, id)
+    if existing is not None:
+        same = existing.kind == kind and existing.pending_id == pending_id
+        return Outcome(Result.EXISTS if same else Result.EXISTS_WITH_DIFFERENT_FIELDS, existing)
+    row = await conn.fetchrow(
+        f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE id = $1 AND kind = 'pending' FOR UPDATE",
+        pending_id,
+    )
+    if row is None:
+        return Outcome(Result.PENDING_NOT_FOUND)
+    pending = Transfer.from_row(row)
+    if pending.status == "posted":
+        return Outcome(Result.PENDING_ALREADY_POSTED, pending)
+    if pending.status == "voided":
+        return Outcome(Result.PENDING_ALREADY_VOIDED, pending)
+    if post and pending.timeout_at is not None:
+        current = now or await conn.fetchval("SELECT now()")
+        if pending.timeout_at <= current:
+            return Outcome(Result.PENDING_EXPIRED, pending)
+    await _lock_accounts(conn, pending.debit_account_id, pending.credit_account_id)
+    inserted = await conn.fetchrow(
+        "INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger,"
+        " code, pending_id, status, reference) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+        f" RETURNING {_TRANSFER_COLUMNS}",
+        id,
+        kind,
+        pending.debit_account_id,
+        pending.credit_account_id,
+        pending.amount,
+        pending.ledger,
+        pending.code,
+        pending_id,
+        "posted" if post else "voided",
+        pending.reference,
+    )
+    await conn.execute(
+        "UPDATE transfers SET status = $2, resolved_at = now() WHERE id = $1",
+        pending_id,
+        "posted" if post else "voided",
+    )
+    await _apply(
+        conn,
+        pending.debit_account_id,
+        pending.credit_account_id,
+        pending_delta=-pending.amount,
+        posted_delta=pending.amount if post else 0,
+    )
+    return Outcome(Result.CREATED, Transfer.from_row(inserted))
+
+
+async def post_pending(
+    conn: asyncpg.Connection, *, id: str, pending_id: str, now: dt.datetime | None = None
+) -> Outcome:
+    """Complete a pending transfer: its amount moves from pending to posted."""
+    return await _resolve(conn, id=id, pending_id=pending_id, post=True, now=now)
+
+
+async def void_pending(conn: asyncpg.Connection, *, id: str, pending_id: str) -> Outcome:
+    """Release a pending transfer: its reservation disappears, nothing moves."""
+    return await _resolve(conn, id=id, pending_id=pending_id, post=False, now=None)
+
+
+async def hold_pending(conn: asyncpg.Connection, pending_id: str) -> bool:
+    """Remove a pending transfer's timeout, so the sweeper never voids it (a load in flight).
+
+    Returns False when the transfer is not pending any more.
+    """
+    status = await conn.execute(
+        "UPDATE transfers SET timeout_at = NULL WHERE id = $1 AND kind = 'pending' AND status = 'pending'",
+        pending_id,
+    )
+    return status.endswith(" 1")
+
+
+async def expired_pending_ids(conn: asyncpg.Connection, *, limit: int) -> list[str]:
+    """Pending transfers past their timeout, locked for this transaction (others skip them)."""
+    rows = await conn.fetch(
+        "SELECT id FROM transfers WHERE status = 'pending' AND timeout_at IS NOT NULL"
+        " AND timeout_at <= now() ORDER BY timeout_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    return [r["id"] for r in rows]

@@ -1,0 +1,174 @@
+"""``rechargectl serve``: one uvloop event loop running the DD server and the HTTP side-app.
+
+Start-up: resolve the database (embedded PostgreSQL when none is configured), migrate,
+optionally seed the demo data, then listen. ``--workers N`` forks N such processes that
+share the ports through SO_REUSEPORT, with Prometheus multiprocess metrics in
+``<data_dir>/metrics`` (wiped at start). SIGTERM or SIGINT drains: stop accepting, let
+flows in progress finish within ``shutdown_grace_s``, close the pool, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+
+from recharge.config import Settings
+
+log = logging.getLogger("recharge")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _prepare_metrics_dir(settings: Settings) -> None:
+    """Multiprocess metrics need their directory before prometheus_client is imported."""
+    if settings.workers <= 1 and settings.prometheus_multiproc_dir is None:
+        return
+    path = settings.prometheus_multiproc_dir or settings.data_dir / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path.resolve())
+
+
+async def prepare_database(dsn: str, settings: Settings, *, demo: bool) -> None:
+    """Migrate, and seed the demo data when asked (both idempotent)."""
+    import asyncpg
+
+    from recharge import db
+    from recharge.keys import load_keys
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await db.migrate(conn)
+        if demo:
+            from recharge import demo as demo_data
+
+            keys = load_keys(settings.resolved_key_file, create_demo=True)
+            await demo_data.seed(conn, keys)
+    finally:
+        await conn.close()
+
+
+class RunningPlatform:
+    """Pool, DD server, HTTP side-app and sweeper of one worker, started and drained together."""
+
+    def __init__(self, settings: Settings, dsn: str) -> None:
+        self.settings = settings
+        self.dsn = dsn
+        self.dd_port = 0
+        self.http_port = 0
+
+    async def start(self) -> None:
+        from http_api.app import HttpService
+        from recharge import db
+        from recharge.context import Platform
+        from recharge.keys import load_keys
+        from recharge.sweeper import run_sweeper
+        from server.service import DDService
+
+        settings = self.settings
+        pool = await db.create_pool(self.dsn, settings)
+        self.ctx = Platform(settings=settings, pool=pool, keys=load_keys(settings.resolved_key_file), dsn=self.dsn)
+        self.http = HttpService(self.ctx)
+        self.dd = DDService(self.ctx)
+        self.http_port = await self.http.start()
+        self.dd_port = await self.dd.start()
+        self.ctx.background.add(
+            asyncio.create_task(run_sweeper(pool, settings.sweeper_interval_s), name="sweeper")
+        )
+        self.ctx.ready = True
+        log.info("listening: DD on port %d, HTTP on port %d", self.dd_port, self.http_port)
+
+    async def stop(self) -> None:
+        """Drain: stop accepting, let flows in progress finish within the grace period, close."""
+        log.info("draining (grace %.1fs)", self.settings.shutdown_grace_s)
+        self.ctx.draining = True
+        self.ctx.ready = False
+        await asyncio.gather(self.dd.stop(self.settings.shutdown_grace_s), self.http.stop())
+        for task in self.ctx.background:
+            task.cancel()
+        await asyncio.gather(*self.ctx.background, return_exceptions=True)
+        await self.ctx.pool.close()
+        log.info("stopped")
+
+
+async def worker_main(settings: Settings, dsn: str) -> None:
+    """One worker process: start everything, wait for SIGTERM/SIGINT, drain."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = RunningPlatform(settings, dsn)
+    await running.start()
+    print(f"READY dd_port={running.dd_port} http_port={running.http_port} pid={os.getpid()}", flush=True)
+    await stop.wait()
+    await running.stop()
+
+
+def _run_worker(settings: Settings, dsn: str) -> None:
+    import uvloop
+
+    uvloop.run(worker_main(settings, dsn))
+
+
+def serve(settings: Settings, *, demo: bool) -> int:
+    """Run the platform in the foreground until SIGTERM/SIGINT. Returns the exit status."""
+    import uvloop
+
+    from recharge import db
+
+    configure_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_metrics_dir(settings)
+    dsn, embedded = db.resolve_database_url(settings)
+    try:
+        uvloop.run(prepare_database(dsn, settings, demo=demo))
+        if settings.workers <= 1:
+            _run_worker(settings, dsn)
+            return 0
+        return _serve_forked(settings, dsn)
+    finally:
+        if embedded is not None:
+            embedded.cleanup()
+
+
+def _serve_forked(settings: Settings, dsn: str) -> int:
+    """N workers sharing the ports; the parent forwards SIGTERM/SIGINT and waits for them."""
+    children: list[int] = []
+    for _ in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:  # the child: its own loop, never returns into the parent's code
+            code = 0
+            try:
+                _run_worker(settings, dsn)
+            except BaseException:
+                log.exception("worker failed")
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        _, raw = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(raw)
+    return status
+

@@ -1,0 +1,71 @@
+"""Background upkeep: void pending transfers past their timeout, expire their orders, and
+export how many loads are left *loading* and how old the oldest is.
+
+A load whose MAC2 has left the platform has no timeout (``ledger.hold_pending``), so it is
+never swept; the order filter below guards that rule a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from recharge import ledger, metrics
+
+log = logging.getLogger(__name__)
+SWEEP_BATCH = 100
+
+
+async def sweep_once(pool: asyncpg.Pool) -> int:
+    """Void one batch of expired pending transfers; returns how many were voided."""
+    async with pool.acquire() as conn, conn.transaction():
+        ids = await ledger.expired_pending_ids(conn, limit=SWEEP_BATCH)
+        if not ids:
+            return 0
+        loading = {
+            r["pay_transfer_id"]
+            for r in await conn.fetch(
+                "SELECT pay_transfer_id FROM orders WHERE pay_transfer_id = ANY($1::text[]) AND loading",
+                ids,
+            )
+        }
+        voided = []
+        for pending_id in ids:
+            if pending_id in loading:
+                await ledger.hold_pending(conn, pending_id)
+                continue
+            outcome = await ledger.void_pending(conn, id=f"{pending_id}:timeout", pending_id=pending_id)
+            if outcome.ok:
+                voided.append(pending_id)
+        if voided:
+            await conn.execute(
+                "UPDATE orders SET state = '06', updated_at = now()"
+                " WHERE pay_transfer_id = ANY($1::text[]) AND state IN ('01', '02') AND NOT loading",
+                voided,
+            )
+    metrics.SWEPT_TRANSFERS.inc(len(voided))
+    return len(voided)
+
+
+async def export_loading_gauges(pool: asyncpg.Pool) -> None:
+    row = await pool.fetchrow(
+        "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(loading_since)), 0) AS age"
+        " FROM orders WHERE loading"
+    )
+    assert row is not None
+    metrics.LOADS_LOADING.set(row["n"])
+    metrics.LOADS_LOADING_OLDEST_AGE.set(float(row["age"]))
+
+
+async def run_sweeper(pool: asyncpg.Pool, interval_s: float) -> None:
+    """Forever: sweep until nothing is left, refresh the gauges, sleep."""
+    while True:
+        try:
+            while await sweep_once(pool) == SWEEP_BATCH:
+                pass
+            await export_loading_gauges(pool)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.warning("sweeper pass failed: %s", exc.__class__.__name__)
+        await asyncio.sleep(interval_s)

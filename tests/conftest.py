@@ -1,0 +1,162 @@
+"""Shared fixtures: a real PostgreSQL, a fresh migrated database per test run, the platform.
+
+By default the embedded PostgreSQL (``var/test-pgdata``) serves the tests; with
+``DATABASE_URL`` set they use that server instead. Either way a new database
+``recharge_test_<pid>`` is created, migrated, and dropped at the end, so runs never see each
+other's data. ``platform`` starts the real DD server and HTTP app on free ports in the test's
+event loop; ``audited`` checks after a test that the ledger still balances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import uvloop
+
+from recharge import db
+from recharge.audit import audit
+from recharge.config import Settings, load_settings
+from recharge.keys import MasterKeys, write_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> uvloop.EventLoopPolicy:
+    return uvloop.EventLoopPolicy()
+
+
+def _with_database(url: str, name: str) -> str:
+    """The same server URL pointing at another database (path or ?dbname= form)."""
+    parts = urlsplit(url)
+    if "dbname=" in parts.query:
+        query = "&".join(
+            f"dbname={name}" if q.startswith("dbname=") else q for q in parts.query.split("&")
+        )
+        return urlunsplit(parts._replace(query=query))
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The PostgreSQL server the tests use: DATABASE_URL, or the embedded one."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    embedded = db.EmbeddedPostgres(ROOT / "var" / "test-pgdata")
+    try:
+        yield embedded.uri
+    finally:
+        embedded.cleanup()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh, migrated database for this test run, dropped afterwards."""
+    name = f"recharge_test_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(_with_database(server_url, name))
+        try:
+            await db.migrate(conn)
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def test_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[MasterKeys, Path]:
+    """Random master keys for this run, in a key file (never the demo folder's)."""
+    keys = MasterKeys.generate(demo=True)
+    path = tmp_path_factory.mktemp("keys") / "keys.json"
+    write_keys(path, keys)
+    return keys, path
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, test_keys: tuple[MasterKeys, Path], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    base = load_settings(None)
+    return base.replace(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        key_file=test_keys[1],
+        dd_host="127.0.0.1",
+        dd_port=0,
+        http_host="127.0.0.1",
+        http_port=0,
+        dd_idle_timeout_s=3.0,
+        shutdown_grace_s=2.0,
+        sweeper_interval_s=0.5,
+        admin_token="test-admin-token",
+        sms_shared_secret="test-sms-secret",
+    )
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str, settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(database_url, settings)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+async def conn(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    async with pool.acquire() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def platform(settings: Settings) -> AsyncIterator[object]:
+    """The real platform (DD server + HTTP app) on free ports, shared by the session's tests.
+
+    Yields a ``recharge.runtime.RunningPlatform`` with ``dd_port``, ``http_port`` and ``ctx``.
+    """
+    from recharge.runtime import RunningPlatform
+
+    running = RunningPlatform(settings, settings.database_url or "")
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def audited(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """Fails the test if the ledger does not balance after it."""
+    yield
+    async with pool.acquire() as c:
+        report = await audit(c)
+    assert report.ok, report.render()
+
+
+def unique_digits(n: int) -> str:
+    """n random decimal digits, for codes and numbers that must not collide between tests."""
+    return "".join(secrets.choice("0123456789") for _ in range(n))
