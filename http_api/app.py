@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from recharge import metrics
+from recharge import metrics, observability
 from recharge.context import Busy, Platform
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    pool = platform_of(request).pool
-    size, idle = pool.get_size(), pool.get_idle_size()
-    metrics.DB_POOL_CONNECTIONS.labels("in_use").set(size - idle)
-    metrics.DB_POOL_CONNECTIONS.labels("idle").set(idle)
-    metrics.DB_POOL_CONNECTIONS.labels("max").set(pool.get_max_size())
+    """Prometheus exposition; the pool gauges are refreshed first so they are never stale."""
+    observability.sample_pool(platform_of(request).pool)
     body, content_type = metrics.render()
     return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -56,6 +56,8 @@ class Settings:
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None
+    loop_lag_interval_s: float = 0.25  # how often the event-loop lag probe sleeps and measures
+    loop_lag_warn_s: float = 0.1  # a probe woken later than this also logs a warning
     # --- keys (paths, never the keys themselves)
     key_file: Path | None = None  # default data_dir/keys.json (demo keys are generated there)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -96,6 +96,10 @@ DB_POOL_WAITING = Gauge(
 EVENT_LOOP_LAG = Histogram(
     "recharge_event_loop_lag_seconds", "How late the event loop ran a timer", buckets=LATENCY_BUCKETS_S
 )
+ORDER_EXPIRY_SECONDS = Gauge(
+    "recharge_order_expiry_seconds", "Configured order expiry (the pending reservation's timeout)",
+    multiprocess_mode="max",
+)
 
 
 def render() -> tuple[bytes, str]:

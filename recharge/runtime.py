@@ -72,6 +72,7 @@ class RunningPlatform:
         from recharge import db
         from recharge.context import Platform
         from recharge.keys import load_keys
+        from recharge.observability import run_monitors
         from recharge.sweeper import run_sweeper
         from server.service import DDService
 
@@ -85,6 +86,7 @@ class RunningPlatform:
         self.ctx.background.add(
             asyncio.create_task(run_sweeper(pool, settings.sweeper_interval_s), name="sweeper")
         )
+        self.ctx.background.add(asyncio.create_task(run_monitors(pool, settings), name="monitors"))
         self.ctx.ready = True
         log.info("listening: DD on port %d, HTTP on port %d", self.dd_port, self.http_port)
 
