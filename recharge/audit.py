@@ -77,27 +77,33 @@ class AuditReport:
 
 
 async def audit(conn: asyncpg.Connection) -> AuditReport:
-    """Check the whole ledger in one repeatable-read snapshot."""
-    report = AuditReport()
+    """Check the whole ledger in one repeatable-read snapshot (or the caller's transaction)."""
+    if conn.is_in_transaction():
+        return await _audit(conn)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        report.accounts = await conn.fetchval("SELECT count(*) FROM accounts")
-        report.transfers = await conn.fetchval("SELECT count(*) FROM transfers")
-        for r in await conn.fetch(_RECOMPUTE_SQL):
+        return await _audit(conn)
+
+
+async def _audit(conn: asyncpg.Connection) -> AuditReport:
+    report = AuditReport()
+    report.accounts = await conn.fetchval("SELECT count(*) FROM accounts")
+    report.transfers = await conn.fetchval("SELECT count(*) FROM transfers")
+    for r in await conn.fetch(_RECOMPUTE_SQL):
+        report.problems.append(
+            f"account {r['id']} ({r['ledger']} {r['kind']}): stored debits posted/pending "
+            f"{r['debits_posted']}/{r['debits_pending']}, credits posted/pending "
+            f"{r['credits_posted']}/{r['credits_pending']}; transfers say "
+            f"{r['dpo']}/{r['dpe']}, {r['cpo']}/{r['cpe']}"
+        )
+    for r in await conn.fetch(_TOTALS_SQL):
+        posted, pending = int(r["posted_sum"] or 0), int(r["pending_sum"] or 0)
+        report.ledgers[r["ledger"]] = (posted, pending)
+        if posted != 0 or pending != 0:
             report.problems.append(
-                f"account {r['id']} ({r['ledger']} {r['kind']}): stored debits posted/pending "
-                f"{r['debits_posted']}/{r['debits_pending']}, credits posted/pending "
-                f"{r['credits_posted']}/{r['credits_pending']}; transfers say "
-                f"{r['dpo']}/{r['dpe']}, {r['cpo']}/{r['cpe']}"
+                f"ledger {r['ledger']}: balances sum to {posted} posted, {pending} pending (must be 0)"
             )
-        for r in await conn.fetch(_TOTALS_SQL):
-            posted, pending = int(r["posted_sum"] or 0), int(r["pending_sum"] or 0)
-            report.ledgers[r["ledger"]] = (posted, pending)
-            if posted != 0 or pending != 0:
-                report.problems.append(
-                    f"ledger {r['ledger']}: balances sum to {posted} posted, {pending} pending (must be 0)"
-                )
-        for r in await conn.fetch(_RESOLUTION_SQL):
-            report.problems.append(
-                f"pending transfer {r['id']} is {r['status']} with {r['resolutions']} post/void record(s)"
-            )
+    for r in await conn.fetch(_RESOLUTION_SQL):
+        report.problems.append(
+            f"pending transfer {r['id']} is {r['status']} with {r['resolutions']} post/void record(s)"
+        )
     return report

