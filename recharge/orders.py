@@ -1,0 +1,561 @@
+"""Recharge orders (SPEC 2): numbers, creation, payment, the load life cycle, queries and
+daily settlement — the one order module both the DD server and the order API use.
+
+An order is paid by a **pending** ledger transfer ``order:<order_no>:pay`` from its
+merchant's recharge fund to the card's purse; its ``timeout_at`` is the order's
+``expires_at``, so ``recharge.sweeper`` voids the reservation of an order not loaded in time
+and marks the order ``06``. Once the MAC2 has left the platform (DD16) the order is
+*loading*: the transfer's timeout is removed and only a proof from the card (DD21) or an
+operator settles it. Every function takes a connection the caller may already have inside a
+transaction; functions that change several rows open a (nested) transaction of their own,
+so a refusal (``OrderError``) leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from recharge import ledger
+
+LOCAL_TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
+
+# Order states (SPEC 2, seed 004 orderstep).
+SUBMITTED = "01"
+PAID = "02"
+LOADED = "03"
+CONFIRMED = "04"
+SETTLED = "05"
+VOIDED = "06"
+STATES = (SUBMITTED, PAID, LOADED, CONFIRMED, SETTLED, VOIDED)
+
+ORDER_NO_DIGITS = 20
+_SEQ_DIGITS = 12  # order number = local date YYYYMMDD ‖ 12 digits of order_no_seq
+PAY_CODE = "order_pay"
+
+
+class OrderErrorCode(StrEnum):
+    """Why an order operation was refused; each maps to a DD info code / API errmsg."""
+
+    AMOUNT_INVALID = "amount_invalid"  # ≤ 0 or above the per-order limit
+    CARD_INVALID = "card_invalid"  # not 16 digits
+    CARD_REQUIRED = "card_required"  # paying needs the card whose purse is credited
+    CARD_MISMATCH = "card_mismatch"  # the order names another card
+    SERIAL_REUSED = "serial_reused"  # biz_serial_no already used with other content
+    NOT_FOUND = "not_found"
+    NOT_PAYABLE = "not_payable"  # state is not 01
+    NOT_LOADABLE = "not_loadable"  # expired, voided, loaded or loading
+    EXPIRED = "expired"
+    FUND_EMPTY = "fund_empty"  # the merchant's recharge fund does not cover it
+
+
+class OrderError(Exception):
+    """An order operation was refused; nothing was changed."""
+
+    def __init__(self, code: OrderErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    order_no: str
+    merchant_id: int
+    platform_id: int | None
+    biz_serial_no: str | None
+    request_digest: str | None
+    card_no: str | None
+    amount_cents: int
+    state: str
+    loading: bool
+    pay_transfer_id: str | None
+    terminal_code: str | None
+    online_serial: int | None
+    balance_before_cents: int | None
+    balance_after_cents: int | None
+    load_date: str | None
+    load_time: str | None
+    record_id: str | None
+    extra: dict[str, Any]
+    created_at: dt.datetime
+    paid_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    loading_since: dt.datetime | None
+    loaded_at: dt.datetime | None
+    confirmed_at: dt.datetime | None
+    settled_at: dt.datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Order:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        extra = values["extra"]
+        if isinstance(extra, str):  # a pool without the jsonb codec
+            values["extra"] = json.loads(extra)
+        return cls(**values)
+
+    @property
+    def order_no_bcd(self) -> bytes:
+        """The order number as DD11/DD19/DD21 carry it: 10 bytes BCD."""
+        return bytes.fromhex(self.order_no)
+
+
+_COLUMNS = ", ".join(f.name for f in fields(Order))
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def local_date(moment: dt.datetime) -> dt.date:
+    return moment.astimezone(LOCAL_TZ).date()
+
+
+def is_order_no(text: object) -> bool:
+    return isinstance(text, str) and len(text) == ORDER_NO_DIGITS and text.isascii() and text.isdigit()
+
+
+async def new_order_no(conn: asyncpg.Connection, now: dt.datetime | None = None) -> str:
+    """A fresh 20-digit order number: local date ‖ the next value of order_no_seq."""
+    seq = int(await conn.fetchval("SELECT nextval('order_no_seq')"))
+    day = local_date(now or _now()).strftime("%Y%m%d")
+    return f"{day}{seq % 10**_SEQ_DIGITS:0{_SEQ_DIGITS}d}"
+
+
+async def get_order(conn: asyncpg.Connection, order_no: str, *, for_update: bool = False) -> Order | None:
+    if not is_order_no(order_no):
+        return None
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM orders WHERE order_no = $1{lock}", order_no)
+    return Order.from_row(row) if row else None
+
+
+async def get_order_by_serial(conn: asyncpg.Connection, platform_id: int, biz_serial_no: str) -> Order | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM orders WHERE platform_id = $1 AND biz_serial_no = $2",
+        platform_id,
+        biz_serial_no,
+    )
+    return Order.from_row(row) if row else None
+
+
+def _check_card(card_no: str | None) -> None:
+    if card_no is not None and not (len(card_no) == 16 and card_no.isascii() and card_no.isdigit()):
+        raise OrderError(OrderErrorCode.CARD_INVALID, "card number must be 16 digits")
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    order: Order
+    created: bool  # False: an earlier request with the same biz_serial_no made it
+
+
+async def create_order(
+    conn: asyncpg.Connection,
+    *,
+    merchant_id: int,
+    amount_cents: int,
+    card_no: str | None = None,
+    platform_id: int | None = None,
+    biz_serial_no: str | None = None,
+    request_digest: str | None = None,
+    pay: bool = True,
+    expires_at: dt.datetime | None = None,
+    expiry_s: int = 24 * 3600,
+    max_amount_cents: int | None = None,
+    extra: dict[str, Any] | None = None,
+    now: dt.datetime | None = None,
+) -> Created:
+    """Create an order (and pay it unless ``pay=False``), idempotent per platform serial.
+
+    With ``platform_id`` and ``biz_serial_no`` a repeat returns the original order
+    (``created=False``) when ``request_digest`` matches it, and raises ``SERIAL_REUSED``
+    when it does not. ``expires_at`` defaults to now + ``expiry_s``.
+    """
+    if isinstance(amount_cents, bool) or not isinstance(amount_cents, int) or amount_cents <= 0:
+        raise OrderError(OrderErrorCode.AMOUNT_INVALID, "amount must be a positive number of cents")
+    if max_amount_cents is not None and amount_cents > max_amount_cents:
+        raise OrderError(OrderErrorCode.AMOUNT_INVALID, f"amount above the limit of {max_amount_cents} cents")
+    _check_card(card_no)
+    if pay and card_no is None:
+        raise OrderError(OrderErrorCode.CARD_REQUIRED, "paying an order needs its card number")
+    moment = now or _now()
+    expires = expires_at or moment + dt.timedelta(seconds=expiry_s)
+    if platform_id is not None and biz_serial_no is not None:
+        existing = await get_order_by_serial(conn, platform_id, biz_serial_no)
+        if existing is not None:
+            return _repeat(existing, request_digest)
+    async with conn.transaction():
+        order_no = await new_order_no(conn, moment)
+        row = await conn.fetchrow(
+            "INSERT INTO orders (order_no, merchant_id, platform_id, biz_serial_no, request_digest,"
+            " card_no, amount_cents, state, expires_at, extra, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, '01', $8, $9::jsonb, $10, $10)"
+            " ON CONFLICT (platform_id, biz_serial_no) DO NOTHING RETURNING order_no",
+            order_no,
+            merchant_id,
+            platform_id,
+            biz_serial_no,
+            request_digest,
+            card_no,
+            amount_cents,
+            expires,
+            json.dumps(extra or {}),
+            moment,
+        )
+        if row is None:  # the same serial committed meanwhile by a concurrent request
+            assert platform_id is not None and biz_serial_no is not None
+            existing = await get_order_by_serial(conn, platform_id, biz_serial_no)
+            assert existing is not None
+            return _repeat(existing, request_digest)
+        fetched = await pay_order(conn, order_no, now=moment) if pay else await get_order(conn, order_no)
+    assert fetched is not None
+    return Created(fetched, True)
+
+
+def _repeat(existing: Order, request_digest: str | None) -> Created:
+    if existing.request_digest != request_digest:
+        raise OrderError(
+            OrderErrorCode.SERIAL_REUSED, "biz_serial_no was already used for an order with other content"
+        )
+    return Created(existing, False)
+
+
+async def pay_order(
+    conn: asyncpg.Connection, order_no: str, *, card_no: str | None = None, now: dt.datetime | None = None
+) -> Order:
+    """Pay a submitted order: reserve its amount with a pending transfer fund → card purse.
+
+    Idempotent: an order already paid is returned as it is. ``card_no`` names the card when
+    the order does not (it must match when it does). Raises ``OrderError`` and changes
+    nothing when the order is missing, not ``01``, expired, or the fund does not cover it.
+    """
+    _check_card(card_no)
+    moment = now or _now()
+    async with conn.transaction():
+        order = await get_order(conn, order_no, for_update=True)
+        if order is None:
+            raise OrderError(OrderErrorCode.NOT_FOUND, "order number unknown")
+        if order.card_no is not None and card_no is not None and card_no != order.card_no:
+            raise OrderError(OrderErrorCode.CARD_MISMATCH, "the order is for another card")
+        if order.state == PAID and order.pay_transfer_id is not None:
+            return order
+        if order.state != SUBMITTED:
+            raise OrderError(OrderErrorCode.NOT_PAYABLE, f"order in state {order.state} cannot be paid")
+        if order.expires_at is not None and order.expires_at <= moment:
+            raise OrderError(OrderErrorCode.EXPIRED, "order expired")
+        card = order.card_no or card_no
+        if card is None:
+            raise OrderError(OrderErrorCode.CARD_REQUIRED, "paying an order needs its card number")
+        fund = await ledger.ensure_account(
+            conn, ledger="CNY", kind=ledger.AccountKind.RECHARGE_FUND, merchant_id=order.merchant_id,
+            name="recharge fund",
+        )
+        purse = await ledger.ensure_account(
+            conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE, card_no=card, name="card purse"
+        )
+        transfer_id = pay_transfer_id(order_no)
+        outcome = await ledger.create_transfer(
+            conn,
+            id=transfer_id,
+            debit_account_id=fund,
+            credit_account_id=purse,
+            amount=order.amount_cents,
+            code=PAY_CODE,
+            reference=order_no,
+            pending=True,
+            timeout_at=order.expires_at,
+        )
+        if outcome.result is ledger.Result.EXCEEDS_CREDITS:
+            raise OrderError(OrderErrorCode.FUND_EMPTY, "the merchant's recharge fund does not cover the order")
+        outcome.check(transfer_id)
+        row = await conn.fetchrow(
+            f"UPDATE orders SET state = '02', pay_transfer_id = $2, card_no = $3, paid_at = $4,"
+            f" updated_at = $4 WHERE order_no = $1 RETURNING {_COLUMNS}",
+            order_no,
+            transfer_id,
+            card,
+            moment,
+        )
+    assert row is not None
+    return Order.from_row(row)
+
+
+def pay_transfer_id(order_no: str) -> str:
+    return f"order:{order_no}:pay"
+
+
+# --- the load life cycle (DD16 → DD18 / DD21), shared by the DD server and operators
+
+
+async def mark_loading(conn: asyncpg.Connection, order_no: str, **load_fields: Any) -> Order:
+    """DD16: the MAC2 is about to leave; the reservation must no longer time out.
+
+    ``load_fields`` may set terminal_code, online_serial, balance_before_cents, load_date,
+    load_time. Raises ``NOT_LOADABLE`` unless the order is paid, not loading and not expired.
+    """
+    allowed = {"terminal_code", "online_serial", "balance_before_cents", "load_date", "load_time"}
+    unknown = set(load_fields) - allowed
+    if unknown:
+        raise TypeError(f"unknown load fields: {sorted(unknown)}")
+    async with conn.transaction():
+        order = await get_order(conn, order_no, for_update=True)
+        if order is None:
+            raise OrderError(OrderErrorCode.NOT_FOUND, "order number unknown")
+        if order.state != PAID or order.loading or order.pay_transfer_id is None:
+            raise OrderError(OrderErrorCode.NOT_LOADABLE, "order is not loadable")
+        if not await ledger.hold_pending(conn, order.pay_transfer_id):
+            raise OrderError(OrderErrorCode.NOT_LOADABLE, "the order's reservation is gone (expired)")
+        names = sorted(load_fields)
+        sets = "".join(f", {name} = ${i + 2}" for i, name in enumerate(names))
+        row = await conn.fetchrow(
+            f"UPDATE orders SET loading = true, loading_since = now(), updated_at = now(){sets}"
+            f" WHERE order_no = $1 RETURNING {_COLUMNS}",
+            order_no,
+            *(load_fields[n] for n in names),
+        )
+    assert row is not None
+    return Order.from_row(row)
+
+
+async def mark_loaded(
+    conn: asyncpg.Connection, order_no: str, *, balance_after_cents: int | None = None, record_id: str | None = None
+) -> Order:
+    """DD18 / DD21 proof: the card was credited. Posts the reservation; the order is 03."""
+    async with conn.transaction():
+        order = await get_order(conn, order_no, for_update=True)
+        if order is None:
+            raise OrderError(OrderErrorCode.NOT_FOUND, "order number unknown")
+        if order.state in (LOADED, CONFIRMED, SETTLED):
+            return order
+        if order.state != PAID or order.pay_transfer_id is None:
+            raise OrderError(OrderErrorCode.NOT_LOADABLE, f"order in state {order.state} cannot be loaded")
+        outcome = await ledger.post_pending(
+            conn, id=f"order:{order_no}:post", pending_id=order.pay_transfer_id
+        )
+        outcome.check(f"order:{order_no}:post")
+        row = await conn.fetchrow(
+            f"UPDATE orders SET state = '03', loading = false, loaded_at = now(), updated_at = now(),"
+            f" balance_after_cents = coalesce($2, balance_after_cents), record_id = coalesce($3, record_id)"
+            f" WHERE order_no = $1 RETURNING {_COLUMNS}",
+            order_no,
+            balance_after_cents,
+            record_id,
+        )
+    assert row is not None
+    return Order.from_row(row)
+
+
+async def release_loading(conn: asyncpg.Connection, order_no: str) -> Order:
+    """The card proves it was not credited: back to paid, the reservation may expire again."""
+    async with conn.transaction():
+        order = await get_order(conn, order_no, for_update=True)
+        if order is None:
+            raise OrderError(OrderErrorCode.NOT_FOUND, "order number unknown")
+        if order.state != PAID or order.pay_transfer_id is None:
+            raise OrderError(OrderErrorCode.NOT_LOADABLE, f"order in state {order.state} is not loading")
+        await conn.execute(
+            "UPDATE transfers SET timeout_at = $2 WHERE id = $1 AND status = 'pending'",
+            order.pay_transfer_id,
+            order.expires_at,
+        )
+        row = await conn.fetchrow(
+            f"UPDATE orders SET loading = false, loading_since = NULL, updated_at = now()"
+            f" WHERE order_no = $1 RETURNING {_COLUMNS}",
+            order_no,
+        )
+    assert row is not None
+    return Order.from_row(row)
+
+
+async def confirm_order(conn: asyncpg.Connection, order_no: str) -> Order:
+    """DD19/DD20: the terminal fetched its receipt; a loaded order becomes 04."""
+    row = await conn.fetchrow(
+        f"UPDATE orders SET state = '04', confirmed_at = now(), updated_at = now()"
+        f" WHERE order_no = $1 AND state = '03' RETURNING {_COLUMNS}",
+        order_no,
+    )
+    if row is not None:
+        return Order.from_row(row)
+    order = await get_order(conn, order_no)
+    if order is None:
+        raise OrderError(OrderErrorCode.NOT_FOUND, "order number unknown")
+    if order.state not in (CONFIRMED, SETTLED):
+        raise OrderError(OrderErrorCode.NOT_LOADABLE, f"order in state {order.state} cannot be confirmed")
+    return order
+
+
+async def void_order(conn: asyncpg.Connection, order_no: str, *, reason: str = "void") -> Order:
+    """Cancel an order that is not loading and not loaded: release its reservation; 06."""
+    async with conn.transaction():
+        order = await get_order(conn, order_no, for_update=True)
+        if order is None:
+            raise OrderError(OrderErrorCode.NOT_FOUND, "order number unknown")
+        if order.state == VOIDED:
+            return order
+        if order.state not in (SUBMITTED, PAID) or order.loading:
+            raise OrderError(OrderErrorCode.NOT_LOADABLE, f"order in state {order.state} cannot be voided")
+        if order.pay_transfer_id is not None:
+            outcome = await ledger.void_pending(
+                conn, id=f"{order.pay_transfer_id}:{reason}", pending_id=order.pay_transfer_id
+            )
+            if not outcome.ok and outcome.result is not ledger.Result.PENDING_ALREADY_VOIDED:
+                outcome.check(order.pay_transfer_id)
+        row = await conn.fetchrow(
+            f"UPDATE orders SET state = '06', updated_at = now() WHERE order_no = $1 RETURNING {_COLUMNS}",
+            order_no,
+        )
+    assert row is not None
+    return Order.from_row(row)
+
+
+# --- queries
+
+
+async def query_orders(
+    conn: asyncpg.Connection,
+    *,
+    platform_id: int | None = None,
+    merchant_id: int | None = None,
+    card_no: str | None = None,
+    order_no: str | None = None,
+    states: Sequence[str] | None = None,
+    start_date: dt.date | None = None,
+    end_date: dt.date | None = None,
+    limit: int = 100,
+) -> list[Order]:
+    """Orders matching every filter given (dates are local, inclusive, on created_at), newest first."""
+    clauses: list[str] = []
+    args: list[Any] = []
+
+    def add(sql: str, value: Any) -> None:
+        args.append(value)
+        clauses.append(sql.replace("?", f"${len(args)}"))
+
+    if platform_id is not None:
+        add("platform_id = ?", platform_id)
+    if merchant_id is not None:
+        add("merchant_id = ?", merchant_id)
+    if card_no is not None:
+        add("card_no = ?", card_no)
+    if order_no is not None:
+        add("order_no = ?", order_no)
+    if states:
+        add("state = ANY(?::text[])", list(states))
+    if start_date is not None:
+        add("created_at >= ?", _day_start(start_date))
+    if end_date is not None:
+        add("created_at < ?", _day_start(end_date + dt.timedelta(days=1)))
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    args.append(limit)
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM orders{where} ORDER BY created_at DESC, order_no DESC LIMIT ${len(args)}",
+        *args,
+    )
+    return [Order.from_row(r) for r in rows]
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(0), tzinfo=LOCAL_TZ)
+
+
+# --- settlement
+
+CSV_HEADER = (
+    "section", "biz_serial_no", "order_no", "card_no", "amount_cents", "state",
+    "loaded_at", "terminal_code",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One platform's reconciliation for one day: settled orders, and loads left loading."""
+
+    day: dt.date
+    platform_raw: str  # "operator" for orders created without a platform
+    settled: list[Order]
+    loading: list[Order]
+
+    @property
+    def file_name(self) -> str:
+        safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in self.platform_raw)
+        return f"{self.day:%Y%m%d}_{safe}.csv"
+
+    def render_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        for section, orders in (("settled", self.settled), ("loading", self.loading)):
+            for o in orders:
+                writer.writerow((
+                    section, o.biz_serial_no or "", o.order_no, o.card_no or "", o.amount_cents, o.state,
+                    o.loaded_at.astimezone(LOCAL_TZ).isoformat() if o.loaded_at else "",
+                    o.terminal_code or "",
+                ))
+        return out.getvalue()
+
+
+async def settle_day(conn: asyncpg.Connection, day: dt.date) -> list[Statement]:
+    """Move the day's loaded/confirmed orders (by local load date) to 05; build statements.
+
+    Idempotent: a second run moves nothing and builds the same statements, since the
+    statement lists every order loaded that day that is now settled. Orders still loading
+    (since before the day's end) are listed apart. One statement per enabled platform, plus
+    one per other platform (or "operator") that has orders in it.
+    """
+    start, end = _day_start(day), _day_start(day + dt.timedelta(days=1))
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE orders SET state = '05', settled_at = now(), updated_at = now()"
+            " WHERE state IN ('03', '04') AND loaded_at >= $1 AND loaded_at < $2",
+            start,
+            end,
+        )
+        settled = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM orders WHERE state = '05' AND loaded_at >= $1 AND loaded_at < $2"
+            " ORDER BY loaded_at, order_no",
+            start,
+            end,
+        )
+        loading = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM orders WHERE loading AND loading_since < $1 ORDER BY loading_since, order_no",
+            end,
+        )
+        platforms = {
+            int(r["id"]): (r["platform_raw"], bool(r["enabled"]))
+            for r in await conn.fetch("SELECT id, platform_raw, enabled FROM platforms")
+        }
+    by_key: dict[str, tuple[list[Order], list[Order]]] = {
+        raw: ([], []) for raw, enabled in platforms.values() if enabled
+    }
+    for rows, index in ((settled, 0), (loading, 1)):
+        for row in rows:
+            order = Order.from_row(row)
+            key = platforms[order.platform_id][0] if order.platform_id is not None else "operator"
+            by_key.setdefault(key, ([], []))[index].append(order)
+    return [Statement(day, key, s, ld) for key, (s, ld) in sorted(by_key.items())]
+
+
+def write_statements(statements: Sequence[Statement], directory: Path) -> list[Path]:
+    """Write each statement's CSV (atomically; an identical file is left untouched)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for st in statements:
+        path = directory / st.file_name
+        text = st.render_csv()
+        if not (path.exists() and path.read_text(encoding="utf-8") == text):
+            tmp = path.with_suffix(".csv.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        written.append(path)
+    return written
