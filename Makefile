@@ -10,7 +10,7 @@ SPAWN_RATE ?= 50
 DURATION ?= 60s
 FUZZ_SECONDS ?= 300
 
-.PHONY: install build run test lint typecheck pytest bench fuzz loadtest clean
+.PHONY: install build tools run test lint typecheck pytest bench fuzz loadtest clean
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,12 @@ build: $(STAMP)
 	@$(BIN)/python setup.py -q build_ext --inplace 2>&1 | grep -v -E '^(running|copying|Compiling)' || true
 	@$(BIN)/python -c "import core_ext" 
 
+# Machine tools the tests need beyond Python packages (promtool for the alert-rule tests).
+tools:
+	@sh scripts/ensure_promtool.sh
+
 run: install
-	$(BIN)/rechargectl serve
+	$(BIN)/rechargectl serve --demo
 
 lint: install
 	$(BIN)/ruff check .
@@ -34,7 +38,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy recharge server http_api core_ext loadtest
 
-pytest: install
+pytest: install tools
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
