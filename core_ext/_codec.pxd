@@ -1,0 +1,36 @@
+# Declarations of the compiled DD codec (see _codec.pyx).
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+
+cdef class Frame:
+    cdef readonly int stage
+    cdef readonly bytes user_id
+    cdef readonly bytes pki
+    cdef readonly bytes info
+    cdef readonly int step
+    cdef readonly int flow
+    cdef readonly int result
+
+
+cdef class FrameDecoder:
+    cdef readonly bint requests
+    cdef readonly Py_ssize_t max_length
+    cdef readonly bint dead
+    cdef unsigned char *buf
+    cdef Py_ssize_t have
+    cdef int _fail(self, str message, object info_code, object stage, object user_id, object pki) except -1
+    cdef Py_ssize_t _check_header(self, const unsigned char *p, Py_ssize_t avail) except -1
+    cdef int _emit(self, const unsigned char *p, Py_ssize_t size, list out) except -1
+
+
+cdef class Instruction:
+    cdef readonly int seq
+    cdef readonly bytes apdu
+    cdef readonly bytes expected_sw
+    cdef readonly int next_ok
+    cdef readonly int next_fail
+
+
+cdef class Reply:
+    cdef readonly int seq
+    cdef readonly bytes data

@@ -1,0 +1,531 @@
+# cython: language_level=3
+"""Compiled DD codec: CRC-32, BCD, big-endian integers, frames (SPEC 1.1) and reader scripts (SPEC 1.4)."""
+
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+
+cdef extern from "zlib.h":
+    unsigned long z_crc32 "crc32"(unsigned long crc, const unsigned char *buf, unsigned int length) nogil
+
+
+INFO_OK = 0x00
+INFO_STAGE = 0xA0
+INFO_PKI = 0xA1
+INFO_CHECKSUM = 0xA2
+INFO_PURSE_TYPE = 0xA3
+INFO_REVERSAL_FAILED = 0xA4
+INFO_REVERSAL_OK = 0xA5
+INFO_APP_TYPE = 0xA6
+INFO_FUND_EMPTY = 0xA7
+INFO_CARD_ERROR = 0xAA
+INFO_NOT_SIGNED_IN = 0xBB
+INFO_LENGTH = 0xCC
+INFO_BUSY = 0xDD
+INFO_INTERNAL = 0xEE
+INFO_NOT_LOADABLE = 0x96
+INFO_AMOUNT = 0x97
+INFO_CARD_MISMATCH = 0x98
+INFO_UNKNOWN_ORDER = 0x99
+
+# Frame layout (SPEC 1.1): DD stage version length(2) | user id(16) step|flow,result pki(4) n info(n) | crc(4)
+cdef enum:
+    HEADER_SIZE = 5
+    CRC_SIZE = 4
+    USER_ID_SIZE = 16
+    PKI_SIZE = 4
+    MAX_INFO = 255
+MAX_LENGTH = 278
+REQUEST_STAGES = frozenset((0x01, 0x03, 0x05, 0x07, 0x11, 0x13, 0x15, 0x17, 0x19, 0x21, 0x73))
+RESPONSE_STAGES = frozenset((0x02, 0x04, 0x06, 0x08, 0x12, 0x14, 0x16, 0x18, 0x20, 0x22, 0x74))
+
+# 0 unknown, 1 terminal->platform, 2 platform->terminal; filled from the sets above at import.
+cdef uint8_t STAGE_KIND[256]
+for _s in range(256):
+    STAGE_KIND[_s] = 1 if _s in REQUEST_STAGES else (2 if _s in RESPONSE_STAGES else 0)
+
+
+cdef inline uint32_t _crc(const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    cdef unsigned long c = 0
+    cdef unsigned int chunk
+    while n > 0:
+        chunk = <unsigned int>(n if n < 0x40000000 else 0x40000000)
+        c = z_crc32(c, p, chunk)
+        p += chunk
+        n -= chunk
+    return <uint32_t>c
+
+
+cdef inline uint32_t _be32(const unsigned char *p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | <uint32_t>p[3]
+
+
+def crc32(data) -> int:
+    """CRC-32 (zlib / IEEE 802.3) of a bytes-like object."""
+    cdef const unsigned char[::1] view = data
+    cdef Py_ssize_t n = view.shape[0]
+    if n == 0:
+        return 0
+    cdef uint32_t c
+    with nogil:
+        c = _crc(&view[0], n)
+    return c
+
+
+def bcd_encode(str digits not None, Py_ssize_t nbytes) -> bytes:
+    """Packed BCD of ``digits``, left-padded with zeros to ``2 * nbytes`` digits."""
+    cdef Py_ssize_t n = len(digits), width = 2 * nbytes, i
+    cdef Py_UCS4 ch
+    if nbytes < 0:
+        raise ValueError("negative BCD width")
+    if n > width:
+        raise ValueError("too many digits for the BCD field")
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, nbytes)
+    cdef unsigned char *o = <unsigned char *>PyBytes_AS_STRING(out)
+    cdef unsigned char nib
+    cdef Py_ssize_t pos = width - n
+    for i in range(nbytes):
+        o[i] = 0
+    for i in range(n):
+        ch = digits[i]
+        if ch < 48 or ch > 57:
+            raise ValueError("BCD field holds a non-decimal character")
+        nib = <unsigned char>(<int>ch - 48)
+        if (pos + i) & 1:
+            o[(pos + i) >> 1] |= nib
+        else:
+            o[(pos + i) >> 1] |= nib << 4
+    return out
+
+
+def bcd_decode(data) -> str:
+    """Digits of a packed BCD field; a nibble above 9 is a ValueError."""
+    cdef const unsigned char[::1] view = data
+    cdef Py_ssize_t n = view.shape[0], i
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 2 * n)
+    cdef unsigned char *o = <unsigned char *>PyBytes_AS_STRING(out)
+    cdef unsigned char b, hi, lo
+    for i in range(n):
+        b = view[i]
+        hi = b >> 4
+        lo = b & 0x0F
+        if hi > 9 or lo > 9:
+            raise ValueError("BCD field holds a nibble above 9")
+        o[2 * i] = hi + 48
+        o[2 * i + 1] = lo + 48
+    return out.decode("ascii")
+
+
+def be_encode(value, Py_ssize_t nbytes) -> bytes:
+    """Unsigned big-endian integer in exactly ``nbytes`` bytes."""
+    if nbytes < 0:
+        raise ValueError("negative width")
+    if value < 0 or value >> (8 * nbytes):
+        raise ValueError("value does not fit the field")
+    if nbytes > 8:
+        return int(value).to_bytes(nbytes, "big")
+    cdef uint64_t v = value
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, nbytes)
+    cdef unsigned char *o = <unsigned char *>PyBytes_AS_STRING(out)
+    cdef Py_ssize_t i
+    for i in range(nbytes - 1, -1, -1):
+        o[i] = v & 0xFF
+        v >>= 8
+    return out
+
+
+def be_decode(data) -> int:
+    """Unsigned big-endian integer of any width."""
+    cdef const unsigned char[::1] view = data
+    cdef Py_ssize_t n = view.shape[0], i
+    cdef uint64_t v = 0
+    if n > 8:
+        return int.from_bytes(bytes(view), "big")
+    for i in range(n):
+        v = (v << 8) | view[i]
+    return v
+
+
+class FrameError(Exception):
+    """A received frame that cannot be accepted; ``info_code`` None means close without an answer."""
+
+    def __init__(self, message, info_code=None, stage=None, user_id=None, pki=None):
+        super().__init__(message)
+        self.info_code = info_code
+        self.stage = stage
+        self.user_id = user_id
+        self.pki = pki
+
+
+cdef inline bytes _strip_user_id(const unsigned char *p):
+    cdef Py_ssize_t n = USER_ID_SIZE
+    while n > 0 and p[n - 1] == 0:
+        n -= 1
+    return PyBytes_FromStringAndSize(<const char *>p, n)
+
+
+@cython.freelist(256)
+@cython.final
+cdef class Frame:
+    """One DD frame; requests (odd stages) carry ``step``, responses ``flow`` and ``result``."""
+
+    def __init__(self, *, int stage, bytes user_id not None, bytes pki not None = b"\xff\xff\xff\xff",
+                 bytes info not None = b"", int step=0, int flow=0, int result=0):
+        self.stage = stage
+        self.user_id = user_id
+        self.pki = pki
+        self.info = info
+        self.step = step
+        self.flow = flow
+        self.result = result
+
+    @property
+    def is_request(self) -> bool:
+        return (self.stage & 1) == 1
+
+    def _astuple(self):
+        return (self.stage, self.user_id, self.pki, self.info, self.step, self.flow, self.result)
+
+    def __eq__(self, other):
+        if not isinstance(other, Frame):
+            return NotImplemented
+        return self._astuple() == (<Frame>other)._astuple()
+
+    def __hash__(self):
+        return hash(self._astuple())
+
+    def __repr__(self):
+        if self.stage & 1:
+            tail = f"step=0x{self.step:02X}"
+        else:
+            tail = f"flow=0x{self.flow:02X}, result=0x{self.result:02X}"
+        return (f"Frame(stage=0x{self.stage:02X}, user_id={self.user_id!r}, pki={self.pki!r}, "
+                f"info={self.info!r}, {tail})")
+
+
+def frame_encode(Frame frame not None) -> bytes:
+    """Wire bytes of a frame (header, body, CRC)."""
+    cdef bytes user_id = frame.user_id, pki = frame.pki, info = frame.info
+    cdef Py_ssize_t uid_n = PyBytes_GET_SIZE(user_id), n = PyBytes_GET_SIZE(info)
+    cdef int kind = STAGE_KIND[frame.stage & 0xFF] if 0 <= frame.stage <= 0xFF else 0
+    if kind == 0:
+        raise ValueError("unknown stage")
+    if uid_n > USER_ID_SIZE:
+        raise ValueError("user id longer than 16 bytes")
+    if PyBytes_GET_SIZE(pki) != PKI_SIZE:
+        raise ValueError("PKI field must be 4 bytes")
+    if n > MAX_INFO:
+        raise ValueError("info longer than 255 bytes")
+    cdef int a = frame.step if kind == 1 else frame.flow
+    if not (0 <= a <= 0xFF and 0 <= frame.result <= 0xFF):
+        raise ValueError("step, flow or result outside one byte")
+    cdef Py_ssize_t prefix = USER_ID_SIZE + (1 if kind == 1 else 2)
+    cdef Py_ssize_t length = prefix + PKI_SIZE + 1 + n
+    cdef Py_ssize_t size = HEADER_SIZE + length + CRC_SIZE
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef unsigned char *o = <unsigned char *>PyBytes_AS_STRING(out)
+    cdef unsigned char *body = o + HEADER_SIZE
+    cdef Py_ssize_t i
+    o[0] = 0xDD
+    o[1] = <unsigned char>frame.stage
+    o[2] = 0x01
+    o[3] = <unsigned char>(length >> 8)
+    o[4] = <unsigned char>length
+    memcpy(body, PyBytes_AS_STRING(user_id), uid_n)
+    for i in range(uid_n, USER_ID_SIZE):
+        body[i] = 0
+    body[USER_ID_SIZE] = <unsigned char>a
+    if kind == 2:
+        body[USER_ID_SIZE + 1] = <unsigned char>frame.result
+    memcpy(body + prefix, PyBytes_AS_STRING(pki), PKI_SIZE)
+    body[prefix + PKI_SIZE] = <unsigned char>n
+    memcpy(body + prefix + PKI_SIZE + 1, PyBytes_AS_STRING(info), n)
+    cdef uint32_t c = _crc(body, length)
+    cdef unsigned char *t = body + length
+    t[0] = c >> 24
+    t[1] = c >> 16
+    t[2] = c >> 8
+    t[3] = c
+    return out
+
+
+@cython.final
+cdef class FrameDecoder:
+    """Incremental decoder of one direction of a DD byte stream; dead after its first FrameError."""
+
+    def __cinit__(self, bint requests=True, Py_ssize_t max_length=MAX_LENGTH):
+        if max_length < 0 or max_length > 0xFFFF:
+            raise ValueError("max_length must fit the 2-byte length field")
+        self.requests = requests
+        self.max_length = max_length
+        self.dead = False
+        self.have = 0
+        self.buf = <unsigned char *>malloc(HEADER_SIZE + max_length + CRC_SIZE)
+        if self.buf == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of an incomplete frame."""
+        return self.have
+
+    cdef int _fail(self, str message, object info_code, object stage, object user_id, object pki) except -1:
+        self.dead = True
+        self.have = 0
+        raise FrameError(message, info_code, stage, user_id, pki)
+
+    cdef Py_ssize_t _check_header(self, const unsigned char *p, Py_ssize_t avail) except -1:
+        """Validate the header bytes present; the frame's total size once the length is known, else 0."""
+        cdef int kind
+        if avail >= 1 and p[0] != 0xDD:
+            self._fail("bad header byte", None, None, None, None)
+        if avail >= 2:
+            kind = STAGE_KIND[p[1]]
+            if kind == 0:
+                self._fail("unknown stage", None, p[1], None, None)
+            if kind != (1 if self.requests else 2):
+                self._fail("stage of the other direction", None, p[1], None, None)
+        if avail >= 3 and p[2] != 0x01:
+            self._fail("unsupported version", None, p[1], None, None)
+        if avail < HEADER_SIZE:
+            return 0
+        cdef Py_ssize_t length = (<Py_ssize_t>p[3] << 8) | p[4]
+        if length > self.max_length:
+            self._fail("length field above the maximum", None, p[1], None, None)
+        return HEADER_SIZE + length + CRC_SIZE
+
+    cdef int _emit(self, const unsigned char *p, Py_ssize_t size, list out) except -1:
+        cdef Py_ssize_t length = size - HEADER_SIZE - CRC_SIZE
+        cdef const unsigned char *body = p + HEADER_SIZE
+        cdef int stage = p[1]
+        cdef Py_ssize_t prefix = USER_ID_SIZE + (1 if self.requests else 2)
+        cdef object user_id = _strip_user_id(body) if length >= USER_ID_SIZE else None
+        cdef object pki = None
+        if length >= prefix + PKI_SIZE:
+            pki = PyBytes_FromStringAndSize(<const char *>body + prefix, PKI_SIZE)
+        if _crc(body, length) != _be32(body + length):
+            self._fail("checksum wrong", INFO_CHECKSUM, stage, user_id, pki)
+        if length < prefix + PKI_SIZE + 1 or length != prefix + PKI_SIZE + 1 + body[prefix + PKI_SIZE]:
+            self._fail("length field disagrees with the info length", INFO_LENGTH, stage, user_id, pki)
+        cdef Frame f = Frame.__new__(Frame)
+        f.stage = stage
+        f.user_id = user_id
+        f.pki = pki
+        f.info = PyBytes_FromStringAndSize(<const char *>body + prefix + PKI_SIZE + 1,
+                                           length - prefix - PKI_SIZE - 1)
+        if self.requests:
+            f.step = body[USER_ID_SIZE]
+            f.flow = 0
+            f.result = 0
+        else:
+            f.step = 0
+            f.flow = body[USER_ID_SIZE]
+            f.result = body[USER_ID_SIZE + 1]
+        out.append(f)
+        return 0
+
+    def feed(self, data) -> list:
+        """Consume bytes from the stream; the complete frames they finish, in order."""
+        if self.dead:
+            raise FrameError("decoder is closed after an earlier error")
+        cdef const unsigned char[::1] view = data
+        cdef Py_ssize_t n = view.shape[0], pos = 0, take, size, avail
+        cdef list out = []
+        if n == 0:
+            return out
+        cdef const unsigned char *src = &view[0]
+        while pos < n:
+            if self.have:
+                if self.have < HEADER_SIZE:
+                    take = min(HEADER_SIZE - self.have, n - pos)
+                    memcpy(self.buf + self.have, src + pos, take)
+                    self.have += take
+                    pos += take
+                size = self._check_header(self.buf, self.have)
+                if size == 0:
+                    break
+                take = min(size - self.have, n - pos)
+                memcpy(self.buf + self.have, src + pos, take)
+                self.have += take
+                pos += take
+                if self.have < size:
+                    break
+                self.have = 0
+                self._emit(self.buf, size, out)
+            else:
+                avail = n - pos
+                size = self._check_header(src + pos, avail)
+                if size == 0 or avail < size:
+                    memcpy(self.buf, src + pos, avail)
+                    self.have = avail
+                    break
+                self._emit(src + pos, size, out)
+                pos += size
+        return out
+
+
+def frame_decode(data, bint requests=True, Py_ssize_t max_length=MAX_LENGTH) -> Frame:
+    """Exactly one complete frame from ``data``; anything else is a FrameError."""
+    cdef FrameDecoder decoder = FrameDecoder(requests, max_length)
+    cdef list frames = decoder.feed(data)
+    if len(frames) != 1 or decoder.have:
+        raise FrameError("not exactly one complete frame")
+    return frames[0]
+
+
+@cython.final
+cdef class Instruction:
+    """One reader-script instruction: run ``apdu``; go to ``next_ok`` if the SW is ``expected_sw``."""
+
+    def __init__(self, int seq, bytes apdu not None, bytes expected_sw not None = b"\x90\x00",
+                 int next_ok=0, int next_fail=0):
+        self.seq = seq
+        self.apdu = apdu
+        self.expected_sw = expected_sw
+        self.next_ok = next_ok
+        self.next_fail = next_fail
+
+    def _astuple(self):
+        return (self.seq, self.apdu, self.expected_sw, self.next_ok, self.next_fail)
+
+    def __eq__(self, other):
+        if not isinstance(other, Instruction):
+            return NotImplemented
+        return self._astuple() == (<Instruction>other)._astuple()
+
+    def __hash__(self):
+        return hash(self._astuple())
+
+    def __repr__(self):
+        return (f"Instruction(seq={self.seq}, apdu={self.apdu.hex().upper()}, "
+                f"expected_sw={self.expected_sw.hex().upper()}, next_ok={self.next_ok}, next_fail={self.next_fail})")
+
+
+@cython.final
+cdef class Reply:
+    """One reader reply: the instruction's ``seq`` and the card's response data including SW."""
+
+    def __init__(self, int seq, bytes data not None):
+        self.seq = seq
+        self.data = data
+
+    @property
+    def sw(self) -> bytes:
+        return self.data[len(self.data) - 2:]
+
+    @property
+    def body(self) -> bytes:
+        return self.data[:max(len(self.data) - 2, 0)]
+
+    def _astuple(self):
+        return (self.seq, self.data)
+
+    def __eq__(self, other):
+        if not isinstance(other, Reply):
+            return NotImplemented
+        return self._astuple() == (<Reply>other)._astuple()
+
+    def __hash__(self):
+        return hash(self._astuple())
+
+    def __repr__(self):
+        return f"Reply(seq={self.seq}, data={self.data.hex().upper()})"
+
+
+cdef inline void _check_byte(int value, str what) except *:
+    if value < 0 or value > 0xFF:
+        raise ValueError(f"{what} outside one byte")
+
+
+def script_encode(instructions) -> bytes:
+    """The toreader bytes of a list of instructions."""
+    cdef bytearray out = bytearray()
+    cdef Instruction ins
+    for ins in instructions:
+        _check_byte(ins.seq, "seq")
+        _check_byte(ins.next_ok, "next_ok")
+        _check_byte(ins.next_fail, "next_fail")
+        if ins.seq == 0:
+            raise ValueError("instruction seq starts at 1")
+        if len(ins.apdu) > 0xFF:
+            raise ValueError("APDU longer than 255 bytes")
+        if len(ins.expected_sw) != 2:
+            raise ValueError("expected SW must be 2 bytes")
+        out.append(ins.seq)
+        out.append(len(ins.apdu))
+        out += ins.apdu
+        out += ins.expected_sw
+        out.append(ins.next_ok)
+        out.append(ins.next_fail)
+    return bytes(out)
+
+
+def script_decode(data) -> list:
+    """Instructions of a toreader script; malformed bytes are a ValueError."""
+    cdef const unsigned char[::1] view = data
+    cdef Py_ssize_t n = view.shape[0], pos = 0, ln
+    cdef list out = []
+    cdef Instruction ins
+    cdef const unsigned char *p
+    while pos < n:
+        if n - pos < 2:
+            raise ValueError("truncated instruction header")
+        p = &view[pos]
+        ln = p[1]
+        if n - pos < 2 + ln + 4:
+            raise ValueError("truncated instruction")
+        if p[0] == 0:
+            raise ValueError("instruction seq starts at 1")
+        ins = Instruction.__new__(Instruction)
+        ins.seq = p[0]
+        ins.apdu = PyBytes_FromStringAndSize(<const char *>p + 2, ln)
+        ins.expected_sw = PyBytes_FromStringAndSize(<const char *>p + 2 + ln, 2)
+        ins.next_ok = p[4 + ln]
+        ins.next_fail = p[5 + ln]
+        out.append(ins)
+        pos += 6 + ln
+    return out
+
+
+def reply_encode(replies) -> bytes:
+    """The reply-list bytes the terminal relays from the reader."""
+    cdef bytearray out = bytearray()
+    cdef Reply r
+    for r in replies:
+        _check_byte(r.seq, "seq")
+        if not 2 <= len(r.data) <= 0xFF:
+            raise ValueError("reply data must hold 2..255 bytes (SW included)")
+        out.append(r.seq)
+        out.append(len(r.data))
+        out += r.data
+    return bytes(out)
+
+
+def reply_decode(data) -> list:
+    """Replies of a reply list; malformed bytes are a ValueError."""
+    cdef const unsigned char[::1] view = data
+    cdef Py_ssize_t n = view.shape[0], pos = 0, ln
+    cdef list out = []
+    cdef Reply r
+    cdef const unsigned char *p
+    while pos < n:
+        if n - pos < 2:
+            raise ValueError("truncated reply header")
+        p = &view[pos]
+        ln = p[1]
+        if ln < 2:
+            raise ValueError("reply without a status word")
+        if n - pos < 2 + ln:
+            raise ValueError("truncated reply")
+        r = Reply.__new__(Reply)
+        r.seq = p[0]
+        r.data = PyBytes_FromStringAndSize(<const char *>p + 2, ln)
+        out.append(r)
+        pos += 2 + ln
+    return out
