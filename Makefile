@@ -22,7 +22,7 @@ install: $(STAMP) build
 
 # Rebuild the compiled core in place whenever a .pyx/.pxd changed (a no-op otherwise).
 build: $(STAMP)
-	@$(BIN)/python setup.py -q build_ext --inplace 2>&1 | grep -v -E '^(running|copying|Compiling)' || true
+	@$(BIN)/python setup.py -q build_ext --inplace
 	@$(BIN)/python -c "import core_ext" 
 
 # Machine tools the tests need beyond Python packages (promtool for the alert-rule tests).
