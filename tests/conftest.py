@@ -89,6 +89,23 @@ def database_url(server_url: str) -> Iterator[str]:
         asyncio.run(drop())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ledger_balances_after_the_whole_run(database_url: str) -> Iterator[None]:
+    """After every test of the run, `rechargectl audit`'s check must still pass."""
+    yield
+
+    async def check() -> str | None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            report = await audit(conn)
+        finally:
+            await conn.close()
+        return None if report.ok else report.render()
+
+    problem = asyncio.run(check())
+    assert problem is None, problem
+
+
 @pytest.fixture(scope="session")
 def test_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[MasterKeys, Path]:
     """Random master keys for this run, in a key file (never the demo folder's)."""

@@ -1,0 +1,90 @@
+"""`rechargectl serve` as an operator runs it: starts, answers health, drains on SIGTERM, exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recharge.keys import MasterKeys, write_keys
+from tests.conftest import ROOT
+
+
+def _start(database_url: str, data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    write_keys(data_dir / "keys.json", MasterKeys.generate(demo=True))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recharge.cli", "serve", "--dd-port", "0", "--http-port", "0",
+         "--database-url", database_url, "--data-dir", str(data_dir), *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RECHARGE_DD_HOST": "127.0.0.1", "RECHARGE_HTTP_HOST": "127.0.0.1"},
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("READY "):
+            fields = dict(item.split("=") for item in line.split()[1:])
+            return proc, {k: int(v) for k, v in fields.items()}
+    proc.kill()
+    raise AssertionError(f"serve did not become ready: {proc.stderr.read() if proc.stderr else ''}")
+
+
+@pytest.fixture
+def served(database_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
+    proc, ports = _start(database_url, tmp_path, "--demo")
+    try:
+        yield proc, ports
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_serve_answers_health_and_readiness_then_sigterm_exits_zero(served: tuple[subprocess.Popen[str], dict[str, int]]) -> None:
+    proc, ports = served
+    assert _get(ports["http_port"], "/healthz") == (200, {"status": "ok"})
+    assert _get(ports["http_port"], "/readyz") == (200, {"status": "ready"})
+    with socket.create_connection(("127.0.0.1", ports["dd_port"]), timeout=5):
+        pass  # the DD port accepts connections
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_serve_sigint_also_drains_and_exits_zero(served: tuple[subprocess.Popen[str], dict[str, int]]) -> None:
+    proc, ports = served
+    assert _get(ports["http_port"], "/healthz")[0] == 200
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_serve_with_demo_seeds_the_demo_terminal_and_metrics_are_exposed(served: tuple[subprocess.Popen[str], dict[str, int]]) -> None:
+    proc, ports = served
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['http_port']}/metrics", timeout=5) as response:
+        body = response.read().decode()
+        content_type = response.headers["Content-Type"]
+    assert content_type.startswith("text/plain")
+    assert "recharge_http_requests_total" in body
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
