@@ -39,6 +39,7 @@ class FrameError(Exception):
     stage: int | None
     user_id: bytes | None
     pki: bytes | None
+    frames: list[Frame]
     def __init__(
         self,
         message: str,

@@ -158,6 +158,8 @@ class FrameError(Exception):
         self.stage = stage
         self.user_id = user_id
         self.pki = pki
+        # Frames the same feed() call completed before the error, in order.
+        self.frames = []
 
 
 cdef inline bytes _strip_user_id(const unsigned char *p):
@@ -340,33 +342,37 @@ cdef class FrameDecoder:
         if n == 0:
             return out
         cdef const unsigned char *src = &view[0]
-        while pos < n:
-            if self.have:
-                if self.have < HEADER_SIZE:
-                    take = min(HEADER_SIZE - self.have, n - pos)
+        try:
+            while pos < n:
+                if self.have:
+                    if self.have < HEADER_SIZE:
+                        take = min(HEADER_SIZE - self.have, n - pos)
+                        memcpy(self.buf + self.have, src + pos, take)
+                        self.have += take
+                        pos += take
+                    size = self._check_header(self.buf, self.have)
+                    if size == 0:
+                        break
+                    take = min(size - self.have, n - pos)
                     memcpy(self.buf + self.have, src + pos, take)
                     self.have += take
                     pos += take
-                size = self._check_header(self.buf, self.have)
-                if size == 0:
-                    break
-                take = min(size - self.have, n - pos)
-                memcpy(self.buf + self.have, src + pos, take)
-                self.have += take
-                pos += take
-                if self.have < size:
-                    break
-                self.have = 0
-                self._emit(self.buf, size, out)
-            else:
-                avail = n - pos
-                size = self._check_header(src + pos, avail)
-                if size == 0 or avail < size:
-                    memcpy(self.buf, src + pos, avail)
-                    self.have = avail
-                    break
-                self._emit(src + pos, size, out)
-                pos += size
+                    if self.have < size:
+                        break
+                    self.have = 0
+                    self._emit(self.buf, size, out)
+                else:
+                    avail = n - pos
+                    size = self._check_header(src + pos, avail)
+                    if size == 0 or avail < size:
+                        memcpy(self.buf, src + pos, avail)
+                        self.have = avail
+                        break
+                    self._emit(src + pos, size, out)
+                    pos += size
+        except FrameError as exc:
+            exc.frames = out
+            raise
         return out
 
 

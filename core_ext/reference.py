@@ -101,6 +101,8 @@ class FrameError(Exception):
         self.stage = stage
         self.user_id = user_id
         self.pki = pki
+        # Frames the same feed() call completed before the error, in order.
+        self.frames: list[Frame] = []
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,7 +185,14 @@ class FrameDecoder:
         if self.dead:
             raise FrameError("decoder is closed after an earlier error")
         frames: list[Frame] = []
-        view = memoryview(data)
+        try:
+            self._feed(memoryview(data), frames)
+        except FrameError as exc:
+            exc.frames = frames
+            raise
+        return frames
+
+    def _feed(self, view: memoryview, frames: list[Frame]) -> None:
         while view:
             # Take only what the current frame needs, so at most one frame is ever buffered.
             need = 5 - len(self._buf) if len(self._buf) < 5 else 0
@@ -201,7 +210,6 @@ class FrameDecoder:
             frame = bytes(self._buf)
             self._buf.clear()
             frames.append(self._parse(frame))
-        return frames
 
     def _parse(self, frame: bytes) -> Frame:
         stage = frame[1]
