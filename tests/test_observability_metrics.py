@@ -114,7 +114,7 @@ from recharge import metrics
 n, open_conns, seconds, age = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 metrics.HTTP_REQUESTS.labels("/healthz", "GET", "200").inc(n)
 metrics.DD_CONNECTIONS_ACTIVE.inc(open_conns)
-metrics.DD_STAGE_SECONDS.labels("DD01").observe(seconds)
+metrics.DD_STAGE_SECONDS.labels("01").observe(seconds)
 metrics.LOADS_LOADING_OLDEST_AGE.set(age)
 """
 _READER = "import sys; from recharge import metrics; sys.stdout.write(metrics.render()[0].decode())"
@@ -145,9 +145,9 @@ def test_two_worker_processes_values_are_merged_in_one_scrape(tmp_path: Path) ->
     assert values[("recharge_http_requests_total", route)] == 8
     assert values[("recharge_dd_connections_active", ())] == 6  # livesum
     assert values[("recharge_loads_loading_oldest_age_seconds", ())] == 900  # max
-    assert values[("recharge_dd_stage_duration_seconds_count", (("stage", "DD01"),))] == 2
-    assert values[("recharge_dd_stage_duration_seconds_bucket", (("le", "0.0005"), ("stage", "DD01")))] == 1
-    assert values[("recharge_dd_stage_duration_seconds_bucket", (("le", "0.025"), ("stage", "DD01")))] == 2
+    assert values[("recharge_dd_stage_duration_seconds_count", (("stage", "01"),))] == 2
+    assert values[("recharge_dd_stage_duration_seconds_bucket", (("le", "0.0005"), ("stage", "01")))] == 1
+    assert values[("recharge_dd_stage_duration_seconds_bucket", (("le", "0.025"), ("stage", "01")))] == 2
 
 
 def test_serving_wipes_the_previous_runs_multiprocess_values(
