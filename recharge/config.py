@@ -42,6 +42,8 @@ class Settings:
     shutdown_grace_s: float = 10.0
     signin_business_day_end_hour: int = 24  # sign-ins expire at this local hour (24 = midnight)
     signin_max_failures: int = 5
+    dd_terminal_cache_ttl_s: float = 1.0  # DD01 answers from a terminal cache this fresh (0 = always ask the DB)
+    dd_max_deposit_cents: int = 100_000  # the largest card deposit a DD73 may open
     # --- orders and ledger
     order_expiry_s: int = 24 * 3600
     order_max_amount_cents: int = 100_000  # 1,000 yuan per order

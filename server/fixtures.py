@@ -1,0 +1,64 @@
+"""Set-up for tests, the terminal simulator and the benchmark: funded merchants, DD terminals,
+orders, virtual cards and security modules. Nothing here runs in the server itself.
+
+The virtual card and module need the master keys (the simulator reads the platform's key
+file): they are a test tool, never something to point at real cards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+import asyncpg
+
+from core_ext.virtual_card import VirtualCard
+from core_ext.virtual_sam import VirtualSAM
+from recharge import demo, orders
+from recharge.keys import MasterKeys
+
+
+def random_digits(n: int) -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(n))
+
+
+async def funded_merchant(conn: asyncpg.Connection, code: str, fund_cents: int, *, name: str = "") -> int:
+    """A merchant (created if missing) whose recharge fund receives ``fund_cents`` more."""
+    merchant_id = await demo.ensure_merchant(conn, code, name or f"merchant {code}")
+    if fund_cents > 0:
+        async with conn.transaction():
+            await demo.fund_recharge_fund(conn, merchant_id, fund_cents, f"fund:{code}:{secrets.token_hex(8)}")
+    return merchant_id
+
+
+async def dd_terminal(conn: asyncpg.Connection, merchant_id: int, code: str, pki: str) -> int:
+    """A DD terminal with its security module's PKI number (replaced if the code exists)."""
+    terminal_id = await conn.fetchval(
+        "INSERT INTO terminals (code, merchant_id, kind, pki_no) VALUES ($1, $2, 'pos', $3)"
+        " ON CONFLICT (code) DO UPDATE SET merchant_id = EXCLUDED.merchant_id, pki_no = EXCLUDED.pki_no,"
+        " locked = false, signin_failures = 0 RETURNING id",
+        code,
+        merchant_id,
+        pki,
+    )
+    return int(terminal_id)
+
+
+async def paid_order(
+    conn: asyncpg.Connection, merchant_id: int, card_no: str | None, amount_cents: int, *,
+    pay: bool = True, expires_in_s: int = 3600,
+) -> str:
+    """A new order (paid unless ``pay=False``); its 20-digit number."""
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=expires_in_s)
+    created = await orders.create_order(
+        conn, merchant_id=merchant_id, amount_cents=amount_cents, card_no=card_no, pay=pay, expires_at=expires
+    )
+    return created.order.order_no
+
+
+def virtual_card(keys: MasterKeys, card_no: str, balance_cents: int = 0, **knobs: object) -> VirtualCard:
+    return VirtualCard(card_no, balance_cents, keys.load, keys.tac, keys.maint, **knobs)  # type: ignore[arg-type]
+
+
+def virtual_module(keys: MasterKeys, pki: str) -> VirtualSAM:
+    return VirtualSAM.from_master(pki, keys.signin)

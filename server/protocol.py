@@ -1,0 +1,158 @@
+"""The asyncio glue of one DD connection: bytes to the sans-IO session, requests to the flows.
+
+``data_received`` parses synchronously (the uvloop model); only database work becomes a
+task, bounded by the service (``dd_max_inflight_db_tasks``: beyond it the request is
+answered ``0xDD`` at once). The idle timeout counts while the platform waits for the
+terminal, never while the terminal waits for the platform. ``pause_writing`` stops reading
+until the peer drains what we wrote. A connection lost mid-step lets its step finish: the
+database work of a step is one transaction and is never cut in half by a disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, cast
+
+from core_ext import INFO_BUSY, INFO_INTERNAL
+from recharge import metrics
+from server import flows
+from server.session import ProtocolError, Request, Response, TerminalSession
+
+if TYPE_CHECKING:
+    from server.service import DDService
+
+log = logging.getLogger(__name__)
+
+_STAGE_LABELS = {stage: f"{stage:02X}" for stage in range(256)}
+
+
+class DDProtocol(asyncio.Protocol):
+    """One terminal connection; at most one request in progress."""
+
+    def __init__(self, service: DDService) -> None:
+        self.service = service
+        self.session = TerminalSession(service.settings.dd_max_frame_length)
+        self.state = flows.FlowState()
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._idle_s = service.settings.dd_idle_timeout_s
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._started = 0.0
+        self._stage = 0
+
+    # --- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tcp = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        if not self.service.admit(self):
+            metrics.DD_CONNECTIONS_REFUSED.inc()
+            tcp.abort()
+            return
+        self.transport = tcp
+        metrics.DD_CONNECTIONS.inc()
+        metrics.DD_CONNECTIONS_ACTIVE.inc()
+        self._deadline = self._loop.time() + self._idle_s
+        self._timer = self._loop.call_at(self._deadline, self._on_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return
+        self.transport = None
+        metrics.DD_CONNECTIONS_ACTIVE.dec()
+        if self._timer is not None:
+            self._timer.cancel()
+        self.service.forget(self)
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            requests = self.session.receive_data(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        for request in requests:
+            self._dispatch(request)
+
+    # --- requests
+
+    def _dispatch(self, request: Request) -> None:
+        self._started = time.perf_counter()
+        self._stage = request.frame.stage
+        answer = flows.handle_sync(self.service.dd, self.state, request)
+        if answer is not None:
+            self._answer(answer)
+        elif not self.service.take_slot():
+            metrics.BUSY_ANSWERS.labels("dd").inc()
+            self._answer(Response.refuse(INFO_BUSY))
+        else:
+            self.task = self._loop.create_task(self._run(request))
+
+    async def _run(self, request: Request) -> None:
+        try:
+            answer = await flows.handle(self.service.dd, self.state, request)
+        except Exception:  # a defect: answer 0xEE, never leak details to the terminal
+            log.exception("stage 0x%02X: unexpected error", request.frame.stage)
+            answer = Response.refuse(INFO_INTERNAL)
+        finally:
+            self.service.release_slot()
+            self.task = None
+        if self.transport is not None and not self.transport.is_closing():
+            self._answer(answer)
+        self.service.task_done(self)
+
+    def _answer(self, response: Response) -> None:
+        assert self.transport is not None
+        self.transport.write(self.session.send(response))
+        stage = _STAGE_LABELS[self._stage]
+        metrics.DD_FRAMES.labels(stage, _STAGE_LABELS[response.result]).inc()
+        metrics.DD_STAGE_SECONDS.labels(stage).observe(time.perf_counter() - self._started)
+        if self.session.closed:
+            self.transport.close()
+        else:
+            self._deadline = self._loop.time() + self._idle_s
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        reason = "silent" if exc.info_code is None else _STAGE_LABELS[exc.info_code]
+        metrics.DD_PROTOCOL_ERRORS.labels(reason).inc()
+        if self.transport is None:
+            return
+        if exc.answer is not None:
+            self.transport.write(exc.answer)
+            self.transport.close()
+        else:
+            self.transport.abort()
+
+    # --- idle timeout and shutdown
+
+    def _on_idle(self) -> None:
+        self._timer = None
+        if self.transport is None:
+            return
+        now = self._loop.time()
+        if self.task is not None:  # the terminal is waiting for us, not the other way round
+            self._deadline = now + self._idle_s
+        elif now >= self._deadline:
+            metrics.DD_PROTOCOL_ERRORS.labels("idle").inc()
+            self.transport.abort()
+            return
+        self._timer = self._loop.call_at(self._deadline, self._on_idle)
+
+    @property
+    def between_flows(self) -> bool:
+        """No flow step in progress and none begun, or only the optional DD19 left."""
+        return self.task is None and (self.session.frames_seen == 0 or self.session.optional_next)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()

@@ -1,0 +1,101 @@
+"""``DDService``: the DD TCP listener of one worker — connection limit, task bound, drain.
+
+``start`` binds ``dd_host:dd_port`` (``SO_REUSEPORT`` when several workers share the port)
+and returns the bound port. ``stop(grace_s)`` stops accepting, closes connections that are
+between flows, lets flows in progress finish within the grace period, then closes what is
+left and waits briefly for database steps already running (they are single transactions;
+cancelling one would only roll it back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from recharge.context import Platform
+from server.flows import DDContext
+from server.protocol import DDProtocol
+
+log = logging.getLogger(__name__)
+
+_DRAIN_POLL_S = 0.05
+_STEP_FINISH_S = 2.0  # after the grace period, how long running database steps may still take
+
+
+class DDService:
+    """The DD server of one worker process, on the running event loop."""
+
+    def __init__(self, ctx: Platform) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.dd = DDContext.create(ctx)
+        self.connections: set[DDProtocol] = set()
+        self.inflight = 0
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: DDProtocol(self),
+            self.settings.dd_host,
+            self.settings.dd_port,
+            reuse_port=True if self.settings.workers > 1 else None,
+            backlog=min(self.settings.dd_max_connections, 4096),
+        )
+        port = int(self._server.sockets[0].getsockname()[1])
+        log.info("DD server listening on %s:%d", self.settings.dd_host, port)
+        return port
+
+    # --- bookkeeping called by the protocols
+
+    def admit(self, protocol: DDProtocol) -> bool:
+        """Count a new connection in, unless the limit is reached or we are draining."""
+        if len(self.connections) >= self.settings.dd_max_connections or self.ctx.draining:
+            return False
+        self.connections.add(protocol)
+        return True
+
+    def forget(self, protocol: DDProtocol) -> None:
+        self.connections.discard(protocol)
+
+    def take_slot(self) -> bool:
+        if self.inflight >= self.settings.dd_max_inflight_db_tasks:
+            return False
+        self.inflight += 1
+        return True
+
+    def release_slot(self) -> None:
+        self.inflight -= 1
+
+    def task_done(self, protocol: DDProtocol) -> None:
+        if self.ctx.draining and protocol.between_flows:
+            protocol.close()
+
+    # --- shutdown
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop accepting; flows in progress get ``grace_s`` to finish; then close the rest."""
+        if self._server is None:
+            return
+        self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while True:
+            for protocol in list(self.connections):
+                if protocol.between_flows:
+                    protocol.close()
+            if not self.connections or loop.time() >= deadline:
+                break
+            await asyncio.sleep(_DRAIN_POLL_S)
+        if self.connections:
+            log.warning("closing %d DD connections still in a flow after the grace period", len(self.connections))
+        running = [p.task for p in list(self.connections) if p.task is not None]
+        for protocol in list(self.connections):
+            protocol.close()
+        if running:
+            await asyncio.wait(running, timeout=_STEP_FINISH_S)
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+        except TimeoutError:
+            pass
+        self._server = None

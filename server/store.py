@@ -1,0 +1,258 @@
+"""The DD server's database work: terminals and sign-in, CPU cards, card deposits, receipts.
+
+Orders and their load life cycle live in ``recharge.orders`` (shared with the order API);
+money moves only through ``recharge.ledger``. Every function takes a connection; the ones
+that change several rows expect the caller's transaction (``run_transaction``), so a refusal
+leaves nothing behind. ``run_transaction`` takes the connection through ``Platform.acquire``
+(``Busy`` when the pool is exhausted) and retries the whole unit on deadlock/serialization.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import asyncpg
+
+from recharge import ledger, metrics
+from recharge.context import Platform
+from recharge.db import RETRYABLE_SQLSTATES
+from recharge.orders import LOCAL_TZ
+
+T = TypeVar("T")
+
+
+async def run_transaction(ctx: Platform, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """``work`` in one transaction on a bounded pool connection, retried whole on 40001/40P01."""
+    attempt = 0
+    while True:
+        async with ctx.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    return await work(conn)
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                    raise
+                if attempt >= ctx.settings.ledger_max_retries:
+                    raise
+        attempt += 1
+        metrics.LEDGER_RETRIES.inc()
+        await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
+
+
+# --- terminals and sign-in -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Terminal:
+    id: int
+    code: str
+    merchant_id: int
+    enabled: bool
+    pki_no: str | None
+    pki_enabled: bool
+    locked: bool
+    signin_failures: int
+    signed_in_until: dt.datetime | None
+    signin_pki: str | None
+
+    def signed_in(self, now: dt.datetime) -> bool:
+        return self.enabled and self.signed_in_until is not None and self.signed_in_until > now
+
+
+_TERMINAL_COLUMNS = (
+    "id, code, merchant_id, enabled, pki_no, pki_enabled, locked, signin_failures, signed_in_until, signin_pki"
+)
+
+
+async def get_terminal(conn: asyncpg.Connection, code: str) -> Terminal | None:
+    row = await conn.fetchrow(f"SELECT {_TERMINAL_COLUMNS} FROM terminals WHERE code = $1", code)
+    return Terminal(*row) if row else None
+
+
+async def record_signin_failure(conn: asyncpg.Connection, terminal_id: int, max_failures: int) -> Terminal:
+    """One more failed sign-in in a row; the terminal locks at ``max_failures``."""
+    row = await conn.fetchrow(
+        "UPDATE terminals SET signin_failures = signin_failures + 1,"
+        " locked = locked OR signin_failures + 1 >= $2 WHERE id = $1"
+        f" RETURNING {_TERMINAL_COLUMNS}",
+        terminal_id,
+        max_failures,
+    )
+    assert row is not None
+    return Terminal(*row)
+
+
+async def record_signin_success(
+    conn: asyncpg.Connection, terminal_id: int, pki_no: str, until: dt.datetime
+) -> str | None:
+    """Persist a sign-in; its 16-digit handshake serial, or None if the terminal locked meanwhile."""
+    serial = int(await conn.fetchval("SELECT nextval('dd_signin_serial_seq')"))
+    text = f"{serial % 10**16:016d}"
+    status = await conn.execute(
+        "UPDATE terminals SET signed_in_until = $2, signin_serial = $3, signin_pki = $4, signin_failures = 0"
+        " WHERE id = $1 AND NOT locked AND enabled",
+        terminal_id,
+        until,
+        text,
+        pki_no,
+    )
+    return text if status.endswith(" 1") else None
+
+
+def signin_expiry(now: dt.datetime, end_hour: int) -> dt.datetime:
+    """The end of the business day containing ``now``: the next ``end_hour`` o'clock, local time."""
+    local = now.astimezone(LOCAL_TZ)
+    day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    candidate = day_start + dt.timedelta(hours=end_hour)
+    if candidate <= local:
+        candidate += dt.timedelta(days=1)
+    # Re-localise: a fixed-offset zone here, but never carry a stale offset across days.
+    return candidate.astimezone(dt.UTC)
+
+
+async def add_terminal(conn: asyncpg.Connection, *, code: str, merchant_code: str, pki_no: str) -> int:
+    """Register a DD terminal of a merchant with its security module's PKI number."""
+    merchant_id = await conn.fetchval("SELECT id FROM merchants WHERE code = $1", merchant_code)
+    if merchant_id is None:
+        raise LookupError(f"merchant {merchant_code} not found")
+    terminal_id = await conn.fetchval(
+        "INSERT INTO terminals (code, merchant_id, kind, pki_no) VALUES ($1, $2, 'pos', $3) RETURNING id",
+        code,
+        merchant_id,
+        pki_no,
+    )
+    return int(terminal_id)
+
+
+async def unlock_terminal(conn: asyncpg.Connection, *, code: str, actor: str, reason: str) -> bool:
+    """Unlock a terminal locked by failed sign-ins (recorded in operator_actions)."""
+    status = await conn.execute(
+        "UPDATE terminals SET locked = false, signin_failures = 0 WHERE code = $1", code
+    )
+    if not status.endswith(" 1"):
+        return False
+    await record_action(conn, actor=actor, action="terminal_unlock", subject=code, reason=reason)
+    return True
+
+
+async def record_action(
+    conn: asyncpg.Connection, *, actor: str, action: str, subject: str, reason: str, detail: dict[str, object] | None = None
+) -> None:
+    await conn.execute(
+        "INSERT INTO operator_actions (actor, action, subject, reason, detail) VALUES ($1, $2, $3, $4, $5::jsonb)",
+        actor,
+        action,
+        subject,
+        reason,
+        json.dumps(detail or {}),
+    )
+
+
+# --- CPU cards -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    card_no: str
+    kind: str
+    deposit_open: bool
+    last_balance_cents: int | None
+
+
+async def ensure_cpu_card(conn: asyncpg.Connection, card_no: str, *, for_update: bool = False) -> Card:
+    """The card row of a logical card number, created as a 'cpu' card on first sight."""
+    await conn.execute(
+        "INSERT INTO cards (card_no, kind) VALUES ($1, 'cpu') ON CONFLICT (card_no) DO NOTHING", card_no
+    )
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(
+        f"SELECT card_no, kind, deposit_open, last_balance_cents FROM cards WHERE card_no = $1{lock}", card_no
+    )
+    assert row is not None
+    return Card(*row)
+
+
+async def last_balance(conn: asyncpg.Connection, card_no: str | None) -> int:
+    if card_no is None:
+        return 0
+    value = await conn.fetchval("SELECT last_balance_cents FROM cards WHERE card_no = $1", card_no)
+    return int(value or 0)
+
+
+async def set_last_balance(conn: asyncpg.Connection, card_no: str, balance_cents: int) -> None:
+    await conn.execute("UPDATE cards SET last_balance_cents = $2 WHERE card_no = $1", card_no, balance_cents)
+
+
+async def fund_available(conn: asyncpg.Connection, merchant_id: int) -> int:
+    """What the merchant's recharge fund can still reserve (0 when it has no fund)."""
+    row = await conn.fetchrow(
+        "SELECT credits_posted - debits_posted - debits_pending AS available FROM accounts"
+        " WHERE merchant_id = $1 AND kind = $2 AND ledger = 'CNY' AND card_no IS NULL",
+        merchant_id,
+        ledger.AccountKind.RECHARGE_FUND.value,
+    )
+    return int(row["available"]) if row else 0
+
+
+async def set_load_random(conn: asyncpg.Connection, order_no: str, random4: bytes) -> None:
+    await conn.execute("UPDATE orders SET load_random = $2 WHERE order_no = $1", order_no, random4.hex().upper())
+
+
+async def get_load_random(conn: asyncpg.Connection, order_no: str) -> bytes | None:
+    value = await conn.fetchval("SELECT load_random FROM orders WHERE order_no = $1", order_no)
+    return bytes.fromhex(value) if value else None
+
+
+async def new_record_id(conn: asyncpg.Connection, now: dt.datetime) -> str:
+    """A 20-digit receipt record id: local date ‖ 12 digits of dd_record_seq."""
+    seq = int(await conn.fetchval("SELECT nextval('dd_record_seq')"))
+    return f"{now.astimezone(LOCAL_TZ):%Y%m%d}{seq % 10**12:012d}"
+
+
+# --- card deposit (DD73) ---------------------------------------------------------------------
+
+
+class DepositRefused(Exception):
+    """Opening an open card, closing a closed one, or a refund that is not the deposit held."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def move_deposit(conn: asyncpg.Connection, *, card_no: str, merchant_id: int, open_: bool, amount: int) -> None:
+    """Open (merchant → card deposit) or close (refund) a card's deposit; inside a transaction.
+
+    The card row is locked first so two terminals cannot open the same card twice.
+    """
+    card = await ensure_cpu_card(conn, card_no, for_update=True)
+    if card.kind != "cpu":
+        raise DepositRefused("purse_type")
+    if card.deposit_open == open_:
+        raise DepositRefused("already_open" if open_ else "already_closed")
+    merchant_acct = await ledger.ensure_account(
+        conn, ledger="CNY", kind=ledger.AccountKind.MERCHANT_DEPOSITS, merchant_id=merchant_id,
+        no_overdraft=False, name="card deposits collected",
+    )
+    card_acct = await ledger.ensure_account(
+        conn, ledger="CNY", kind=ledger.AccountKind.CARD_DEPOSIT, card_no=card_no, name="card deposit"
+    )
+    if not open_:
+        held = (await ledger.get_balance(conn, card_acct)).available
+        if held != amount:
+            raise DepositRefused("amount")
+    transfer_id = f"deposit:{card_no}:{'open' if open_ else 'close'}:{uuid.uuid4().hex}"
+    debit, credit = (merchant_acct, card_acct) if open_ else (card_acct, merchant_acct)
+    outcome = await ledger.create_transfer(
+        conn, id=transfer_id, debit_account_id=debit, credit_account_id=credit, amount=amount,
+        code="card_deposit_open" if open_ else "card_deposit_close", reference=card_no,
+    )
+    outcome.check(transfer_id)
+    await conn.execute("UPDATE cards SET deposit_open = $2 WHERE card_no = $1", card_no, open_)
