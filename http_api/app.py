@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 PLATFORM_KEY: web.AppKey[Platform] = web.AppKey("platform", Platform)
 
 # Each module has ``setup(app: web.Application) -> None``. One line per feature.
-ROUTE_MODULES: tuple[str, ...] = ()
+ROUTE_MODULES: tuple[str, ...] = (
+    "http_api.order_api",
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -22,7 +22,9 @@ from recharge.config import Settings, load_settings
 
 # Each module has ``register(subparsers) -> None``; its commands set ``func`` via
 # ``set_defaults(func=...)`` taking (settings, args) and returning an exit status.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "recharge.order_cli",
+)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

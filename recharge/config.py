@@ -51,10 +51,28 @@ class Settings:
     ledger_max_retries: int = 10
     # --- order API
     order_api_timestamp_window_s: int = 300
+    order_api_session_ttl_s: int = 1800  # an APPLLogin serial is usable this long
+    order_api_max_query_rows: int = 100  # AcctQueryLNT lists at most this many orders
+    order_api_min_rsa_bits: int = 2048  # smaller platform public keys are refused
+    order_api_max_reqinfo_entries: int = 32  # reader replies one request may carry
     # --- HTTP
     http_max_body_bytes: int = 64 * 1024
     admin_token: str | None = None  # unset: admin endpoints answer 403
     sms_shared_secret: str | None = None  # unset: the SMS hook answers 403
+    # --- KaKaTong card service (SPEC 3.1; docs/OPERATIONS.md "KaKaTong")
+    kkt_gateway_open: bool = True  # False: every KaKaTong request answers 51 (gateway closed)
+    kkt_duplicate_window_s: int = 24 * 3600  # same card+terminal+trade+amount within it: 12
+    kkt_max_amount_cents: int = 100_000_000  # an AMOUNT above this is malformed (02)
+    kkt_per_txn_limit_cents: int = 1_000_000  # per-trade limit (09) for cards without their own
+    kkt_terminal_daily_recharge_cents: int = 10_000_000  # per-terminal daily recharge (58) default
+    kkt_card_daily_count: int = 100  # trades per card per day (67) for cards without their own
+    kkt_test_mode_daily_max: int = 100  # trades per merchant per day on a test-mode key (68)
+    kkt_password_max_failures: int = 5  # wrong passwords in a row that lock the card
+    kkt_password_lock_s: int = 24 * 3600  # how long such a lock lasts
+    kkt_password_hash_iterations: int = 1000  # PBKDF2-SHA256 rounds over the peppered MD5
+    kkt_cancel_window_s: int = 30 * 24 * 3600  # a cancel names a trade at most this old (06)
+    kkt_reversal_window_s: int = 24 * 3600  # a 0400 reversal finds trades at most this old
+    kkt_history_max_rows: int = 200  # records one tSRequest answers at most
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None

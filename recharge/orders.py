@@ -422,47 +422,63 @@ async def void_order(conn: asyncpg.Connection, order_no: str, *, reason: str = "
 # --- queries
 
 
-async def query_orders(
-    conn: asyncpg.Connection,
-    *,
-    platform_id: int | None = None,
-    merchant_id: int | None = None,
-    card_no: str | None = None,
-    order_no: str | None = None,
-    states: Sequence[str] | None = None,
-    start_date: dt.date | None = None,
-    end_date: dt.date | None = None,
-    limit: int = 100,
-) -> list[Order]:
-    """Orders matching every filter given (dates are local, inclusive, on created_at), newest first."""
-    clauses: list[str] = []
-    args: list[Any] = []
+@dataclass(frozen=True, slots=True)
+class OrderFilter:
+    """What ``query_orders`` / ``count_orders`` match; every field given must hold.
 
-    def add(sql: str, value: Any) -> None:
-        args.append(value)
-        clauses.append(sql.replace("?", f"${len(args)}"))
+    Dates are local (Asia/Shanghai), inclusive, on ``created_at``; ``userid`` and ``payway``
+    match the order's ``extra`` fields of the same names.
+    """
 
-    if platform_id is not None:
-        add("platform_id = ?", platform_id)
-    if merchant_id is not None:
-        add("merchant_id = ?", merchant_id)
-    if card_no is not None:
-        add("card_no = ?", card_no)
-    if order_no is not None:
-        add("order_no = ?", order_no)
-    if states:
-        add("state = ANY(?::text[])", list(states))
-    if start_date is not None:
-        add("created_at >= ?", _day_start(start_date))
-    if end_date is not None:
-        add("created_at < ?", _day_start(end_date + dt.timedelta(days=1)))
-    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    platform_id: int | None = None
+    merchant_id: int | None = None
+    card_no: str | None = None
+    order_no: str | None = None
+    states: Sequence[str] | None = None
+    start_date: dt.date | None = None
+    end_date: dt.date | None = None
+    userid: str | None = None
+    payway: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+
+        def add(sql: str, value: Any) -> None:
+            args.append(value)
+            clauses.append(sql.replace("?", f"${len(args)}"))
+
+        for column in ("platform_id", "merchant_id", "card_no", "order_no"):
+            value = getattr(self, column)
+            if value is not None:
+                add(f"{column} = ?", value)
+        if self.states:
+            add("state = ANY(?::text[])", list(self.states))
+        if self.start_date is not None:
+            add("created_at >= ?", _day_start(self.start_date))
+        if self.end_date is not None:
+            add("created_at < ?", _day_start(self.end_date + dt.timedelta(days=1)))
+        if self.userid is not None:
+            add("extra ->> 'userid' = ?", self.userid)
+        if self.payway is not None:
+            add("extra ->> 'payway' = ?", self.payway)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+async def query_orders(conn: asyncpg.Connection, *, limit: int = 100, **filters: Any) -> list[Order]:
+    """Orders matching ``OrderFilter(**filters)``, newest first, at most ``limit``."""
+    where, args = OrderFilter(**filters).where()
     args.append(limit)
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM orders{where} ORDER BY created_at DESC, order_no DESC LIMIT ${len(args)}",
         *args,
     )
     return [Order.from_row(r) for r in rows]
+
+
+async def count_orders(conn: asyncpg.Connection, **filters: Any) -> int:
+    where, args = OrderFilter(**filters).where()
+    return int(await conn.fetchval(f"SELECT count(*) FROM orders{where}", *args))
 
 
 def _day_start(day: dt.date) -> dt.datetime:

@@ -1,0 +1,167 @@
+"""``rechargectl`` commands of the order API: the envelope for integrators (``envelope
+encode`` / ``envelope decode``), third-party platforms (``platform add``) and daily
+settlement (``settle --date``)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from recharge.cli import add_common, run_with_db
+from recharge.config import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("envelope", help="encode or decode an order-API envelope (seed 004 3.2.1)")
+    env = p.add_subparsers(dest="envelope_command", required=True, metavar="ACTION")
+    e = env.add_parser(
+        "encode",
+        help="encrypt the plaintext JSON on stdin exactly as given; print the envelope",
+        description="Reads the JSON text of the encrypted fields on stdin (byte for byte: use printf, "
+        "not echo, to avoid a trailing newline) and prints {\"timestamp\":T,…,\"data\":…,\"mac\":…}.",
+    )
+    e.add_argument("--timestamp", required=True, help="decimal timestamp (seconds or milliseconds)")
+    e.add_argument("--clear", default="{}", help="JSON object of clear fields placed before data "
+                   "(covered by the mac), e.g. '{\"status\":1,\"errmsg\":\"\"}'")
+    e.add_argument("--lowercase", action="store_true", help="lower-case hex data, as the platform's replies")
+    e.set_defaults(func=cmd_envelope_encode)
+    d = env.add_parser("decode", help="check the mac of the envelope on stdin and print its plaintext",
+                       description="Exit status 1 when the mac, hex or padding is wrong.")
+    d.set_defaults(func=cmd_envelope_decode)
+
+    p = sub.add_parser("platform", help="manage order-API platforms")
+    plat = p.add_subparsers(dest="platform_command", required=True, metavar="ACTION")
+    a = plat.add_parser(
+        "add",
+        help="register a platform, its merchant and its public key (or generate a key pair)",
+        description="Registers platformRaw with the merchant whose recharge fund pays its orders "
+        "(created when missing) and the RSA public key for --crt-version. With --generate-key PATH a "
+        "new key pair is made for a test client: the private key is written to PATH (mode 0600, never "
+        "overwritten) and only the public key is stored.",
+    )
+    add_common(a)
+    a.add_argument("--raw", required=True, help="platformRaw, e.g. 7")
+    a.add_argument("--name", required=True, help="display name, e.g. 'public bicycle'")
+    a.add_argument("--merchant", required=True, help="4-digit merchant code whose fund pays the orders")
+    a.add_argument("--merchant-name", help="name for a merchant created here (default: --name)")
+    a.add_argument("--pki", help="8-digit PKI number the platform's replies carry")
+    a.add_argument("--crt-version", default="1", help="key version (default 1)")
+    key = a.add_mutually_exclusive_group(required=True)
+    key.add_argument("--public-key", type=Path, help="PEM file of the platform's RSA public key")
+    key.add_argument("--generate-key", type=Path, metavar="PRIVATE_KEY_PATH",
+                     help="generate a key pair; write the private key here")
+    a.set_defaults(func=cmd_platform_add)
+
+    s = sub.add_parser(
+        "settle",
+        help="settle a day's loaded orders and write one reconciliation CSV per platform",
+        description="Moves the orders loaded on DATE (Asia/Shanghai) in state 03/04 to 05 and writes "
+        "<data_dir>/settlement/YYYYMMDD_<platformRaw>.csv; loads still in progress are listed apart. "
+        "Running it again changes nothing.",
+    )
+    add_common(s)
+    s.add_argument("--date", required=True, type=dt.date.fromisoformat, help="YYYY-MM-DD")
+    s.set_defaults(func=cmd_settle)
+
+
+def _fail(message: str, status: int = 1) -> int:
+    print(f"rechargectl: {message}", file=sys.stderr)
+    return status
+
+
+def cmd_envelope_encode(settings: Settings, args: argparse.Namespace) -> int:
+    import core_ext
+
+    try:
+        plaintext = sys.stdin.buffer.read().decode("utf-8")
+        clear = json.loads(args.clear)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return _fail(f"bad input: {exc}", 2)
+    if not isinstance(clear, dict) or {"timestamp", "data", "mac"} & set(clear):
+        return _fail("--clear must be a JSON object without timestamp, data or mac", 2)
+    try:
+        data, mac = core_ext.envelope_encrypt(args.timestamp, plaintext, clear=clear, lowercase=args.lowercase)
+    except core_ext.EnvelopeError as exc:
+        return _fail(str(exc), 2)
+    envelope: dict[str, Any] = {"timestamp": int(args.timestamp), **clear, "data": data, "mac": mac}
+    print(json.dumps(envelope, separators=(",", ":"), ensure_ascii=False))
+    return 0
+
+
+def cmd_envelope_decode(settings: Settings, args: argparse.Namespace) -> int:
+    import core_ext
+
+    try:
+        envelope = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return _fail("stdin is not a JSON envelope")
+    if not isinstance(envelope, dict):
+        return _fail("stdin is not a JSON object")
+    timestamp, data, mac = envelope.get("timestamp"), envelope.get("data"), envelope.get("mac")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int) or not isinstance(data, str) \
+            or not isinstance(mac, str):
+        return _fail("the envelope needs an integer timestamp and string data and mac")
+    clear = {k: v for k, v in envelope.items() if k not in ("timestamp", "data", "mac")}
+    try:
+        plaintext = core_ext.envelope_decrypt(str(timestamp), data, mac, clear=clear)
+    except core_ext.EnvelopeError as exc:
+        return _fail(f"bad envelope: {exc}")
+    sys.stdout.write(plaintext + ("\n" if sys.stdout.isatty() else ""))
+    return 0
+
+
+def cmd_platform_add(settings: Settings, args: argparse.Namespace) -> int:
+    from recharge import order_platforms
+    from recharge.order_platforms import PlatformError
+
+    try:
+        if args.public_key is not None:
+            public_pem = args.public_key.read_text(encoding="ascii")
+            order_platforms.parse_public_key(public_pem, min_bits=settings.order_api_min_rsa_bits)
+    except (OSError, UnicodeDecodeError, PlatformError) as exc:
+        return _fail(f"public key: {exc}", 2)
+
+    async def work(conn: asyncpg.Connection) -> int:
+        try:
+            async with conn.transaction():
+                platform = await order_platforms.register_platform(
+                    conn, platform_raw=args.raw, name=args.name, merchant_code=args.merchant,
+                    merchant_name=args.merchant_name, pki_no=args.pki,
+                )
+                if args.generate_key is not None:
+                    pem = order_platforms.generate_key_pair(args.generate_key)
+                else:
+                    pem = public_pem
+                added = await order_platforms.add_public_key(
+                    conn, platform.id, args.crt_version, pem, min_bits=settings.order_api_min_rsa_bits
+                )
+        except PlatformError as exc:
+            if args.generate_key is not None and "not overwriting" not in str(exc):
+                args.generate_key.unlink(missing_ok=True)  # its public half was not registered
+            return _fail(str(exc), 2)
+        print(f"platform {platform.platform_raw} ({platform.name}) pays from merchant id {platform.merchant_id};"
+              f" key crt_version {args.crt_version} {'registered' if added else 'already registered'}")
+        if args.generate_key is not None:
+            print(f"private key written to {args.generate_key} (keep it with the client; never in the repo)")
+        return 0
+
+    return run_with_db(settings, work)
+
+
+def cmd_settle(settings: Settings, args: argparse.Namespace) -> int:
+    from recharge import orders
+
+    async def work(conn: asyncpg.Connection) -> int:
+        statements = await orders.settle_day(conn, args.date)
+        paths = orders.write_statements(statements, settings.data_dir / "settlement")
+        for st, path in zip(statements, paths, strict=True):
+            print(f"{path}: {len(st.settled)} settled, {len(st.loading)} loading")
+        return 0
+
+    return run_with_db(settings, work)
