@@ -247,3 +247,13 @@ def test_grafana_provisioning_files_are_valid(path: Path) -> None:
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert doc["apiVersion"] == 1
     assert doc.get("datasources") or doc.get("providers")
+
+
+def test_every_exported_metric_is_documented_in_the_operations_guide() -> None:
+    guide = OPERATIONS.read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(recharge_\w+)` \|", guide, flags=re.MULTILINE))
+    names = set()
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            names.add(value._name + ("_total" if isinstance(value, Counter) else ""))
+    assert names - documented == set(), "add these to the metrics table of docs/OPERATIONS.md"
