@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -16,10 +17,19 @@ from core_ext.virtual_card import VirtualCard
 from core_ext.virtual_sam import VirtualSAM
 from recharge import demo, orders
 from recharge.keys import MasterKeys
+from server.terminal_client import TerminalClient
 
 
 def random_digits(n: int) -> str:
     return "".join(secrets.choice("0123456789") for _ in range(n))
+
+
+async def fresh_merchant_code(conn: asyncpg.Connection) -> str:
+    """A 4-digit merchant code no merchant has yet."""
+    while True:
+        code = random_digits(4)
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM merchants WHERE code = $1)", code):
+            return code
 
 
 async def funded_merchant(conn: asyncpg.Connection, code: str, fund_cents: int, *, name: str = "") -> int:
@@ -62,3 +72,34 @@ def virtual_card(keys: MasterKeys, card_no: str, balance_cents: int = 0, **knobs
 
 def virtual_module(keys: MasterKeys, pki: str) -> VirtualSAM:
     return VirtualSAM.from_master(pki, keys.signin)
+
+
+@dataclass
+class SimTerminal:
+    """A registered DD terminal of a funded merchant, and how to reach the server."""
+
+    code: str
+    pki: str
+    merchant_id: int
+    host: str
+    port: int
+    keys: MasterKeys
+
+    def client(self, timeout_s: float = 5.0) -> TerminalClient:
+        return TerminalClient(self.host, self.port, self.code, self.pki, timeout_s=timeout_s)
+
+    def module(self) -> VirtualSAM:
+        return virtual_module(self.keys, self.pki)
+
+    def card(self, card_no: str | None = None, balance_cents: int = 0, **knobs: object) -> VirtualCard:
+        return virtual_card(self.keys, card_no or "1680" + random_digits(12), balance_cents, **knobs)
+
+
+async def sim_terminal(
+    conn: asyncpg.Connection, host: str, port: int, keys: MasterKeys, *, fund_cents: int = 10_000_000
+) -> SimTerminal:
+    """A new merchant with a funded recharge fund and one DD terminal (random codes)."""
+    merchant_id = await funded_merchant(conn, await fresh_merchant_code(conn), fund_cents)
+    code, pki = random_digits(8), random_digits(8)
+    await dd_terminal(conn, merchant_id, code, pki)
+    return SimTerminal(code, pki, merchant_id, host, port, keys)

@@ -1,80 +1,180 @@
 """End to end: the real DD server on a free port against PostgreSQL; the tests speak to it as a
 terminal (TerminalClient over a socket) with a virtual security module and virtual cards.
 
-Happy paths of every flow (sign-in, recharge with receipt, query, deposit), the ledger and
-order effects of each, and that the ledger audit balances after every test (``audited``).
+Happy paths of every flow (sign-in, recharge with receipt, query, deposit open and close),
+with their ledger and order effects; the ledger audit balances after every test.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import pytest
 
-from core_ext import bcd_decode, be_decode
+from core_ext import (
+    DEPOSIT_UPDATE_HEADER,
+    INFO_REVERSAL_OK,
+    bcd_decode,
+    be_decode,
+    script_decode,
+)
 from recharge import ledger, orders
-from recharge.keys import MasterKeys
 from server import fixtures
-from server.terminal_client import TerminalClient
-from tests.conftest import unique_digits
+from server.fixtures import SimTerminal
 
 pytestmark = pytest.mark.usefixtures("audited")
 
 
-@dataclass
-class Term:
-    """A registered DD terminal of a funded merchant, and how to reach the server."""
-
-    code: str
-    pki: str
-    merchant_id: int
-    port: int
-    keys: MasterKeys
-
-    def client(self) -> TerminalClient:
-        return TerminalClient("127.0.0.1", self.port, self.code, self.pki, timeout_s=5.0)
-
-    def module(self):  # type: ignore[no-untyped-def]
-        return fixtures.virtual_module(self.keys, self.pki)
-
-
 @pytest.fixture
-async def term(platform, conn: asyncpg.Connection, test_keys) -> Term:  # type: ignore[no-untyped-def]
-    merchant_code = unique_digits(4)
-    merchant_id = await fixtures.funded_merchant(conn, merchant_code, 1_000_000)
-    code, pki = unique_digits(8), unique_digits(8)
-    await fixtures.dd_terminal(conn, merchant_id, code, pki)
-    return Term(code, pki, merchant_id, platform.dd_port, test_keys[0])
+async def term(platform: Any, conn: asyncpg.Connection, test_keys: Any) -> SimTerminal:
+    return await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
 
 
-async def in_thread(fn, *args):  # type: ignore[no-untyped-def]
-    return await asyncio.to_thread(fn, *args)
+async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-async def test_signin_happy_path_persists_signed_in_until_and_serial(term: Term, conn: asyncpg.Connection) -> None:
+def query(term: SimTerminal, order_no: str) -> Any:
+    with term.client().connect() as client:
+        return client.dd21(order_no)
+
+
+async def purse_posted(conn: asyncpg.Connection, card_no: str) -> int:
+    purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE, card_no=card_no)
+    return (await ledger.get_balance(conn, purse)).posted
+
+
+async def test_signin_happy_path_persists_signed_in_until_and_serial(term: SimTerminal, conn: asyncpg.Connection) -> None:
     dd08 = await in_thread(term.client().sign_in, term.module())
     assert dd08.stage == 0x08 and dd08.flow == 0xFF and dd08.result == 0
-    assert len(dd08.info) == 15
+    assert dd08.pki == bytes.fromhex(term.pki) and len(dd08.info) == 15
     serial, expiry = bcd_decode(dd08.info[:8]), bcd_decode(dd08.info[8:])
-    row = await conn.fetchrow("SELECT signin_serial, signed_in_until, signin_pki FROM terminals WHERE code = $1", term.code)
+    row = await conn.fetchrow(
+        "SELECT signin_serial, signed_in_until, signin_pki FROM terminals WHERE code = $1", term.code
+    )
     assert row["signin_serial"] == serial and row["signin_pki"] == term.pki
     assert row["signed_in_until"].astimezone(orders.LOCAL_TZ).strftime("%Y%m%d%H%M%S") == expiry
 
 
-async def test_recharge_happy_path_posts_transfer_and_returns_receipt(term: Term, conn: asyncpg.Connection) -> None:
+async def test_signin_answers_carry_ff_pki_until_dd04_then_the_module_pki(term: SimTerminal) -> None:
+    def talk() -> None:
+        client, module = term.client(), term.module()
+        with client.connect():
+            dd02 = client.dd01()
+            assert (dd02.stage, dd02.flow, dd02.pki, dd02.info) == (0x02, 0, b"\xff" * 4, bytes.fromhex("BB10000000"))
+            dd04 = client.dd03(module.r_init())
+            assert dd04.pki == bytes.fromhex(term.pki) and len(dd04.info) == 16
+            dd06 = client.dd05(module.ac_login1(dd04.info))
+            assert dd06.flow == 0x00 and len(dd06.info) == 19
+            dd08 = client.dd07(module.ac_login2(dd06.info))
+            assert dd08.result == 0 and client.closed_by_peer()
+
+    await in_thread(talk)
+
+
+async def test_recharge_happy_path_posts_transfer_and_returns_receipt(term: SimTerminal, conn: asyncpg.Connection) -> None:
     await in_thread(term.client().sign_in, term.module())
-    card_no = "1680" + unique_digits(12)
-    order_no = await fixtures.paid_order(conn, term.merchant_id, card_no, 1234)
-    card = fixtures.virtual_card(term.keys, card_no, 500)
+    card = term.card(balance_cents=500)
+    order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 1234)
     dd20 = await in_thread(term.client().recharge, card, order_no, 1234)
     assert dd20.stage == 0x20 and dd20.result == 0 and dd20.flow == 0xFF
     assert card.balance == 1734
     info = dd20.info
-    assert bcd_decode(info[14:22]) == card_no and be_decode(info[22:26]) == 1234 and be_decode(info[26:30]) == 1734
+    assert len(info) == 30 and info[10:14] == bytes.fromhex(term.pki)
+    assert bcd_decode(info[14:22]) == card.card_no and be_decode(info[22:26]) == 1234
+    assert be_decode(info[26:30]) == 1734
     order = await orders.get_order(conn, order_no)
     assert order is not None and order.state == orders.CONFIRMED and not order.loading
-    assert bcd_decode(info[:10]) == order.record_id
-    purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE, card_no=card_no)
-    assert (await ledger.get_balance(conn, purse)).posted == 1234
+    assert bcd_decode(info[:10]) == order.record_id and order.balance_after_cents == 1734
+    assert await purse_posted(conn, card.card_no) == 1234
+    cpu = await conn.fetchrow("SELECT kind, last_balance_cents FROM cards WHERE card_no = $1", card.card_no)
+    assert cpu["kind"] == "cpu" and cpu["last_balance_cents"] == 1734
+
+
+async def test_recharge_without_receipt_leaves_order_loaded(term: SimTerminal, conn: asyncpg.Connection) -> None:
+    await in_thread(term.client().sign_in, term.module())
+    card = term.card()
+    order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 300)
+    dd18 = await in_thread(term.client().recharge, card, order_no, 300, receipt=False)
+    assert (dd18.stage, dd18.flow, dd18.result, dd18.info) == (0x18, 0xFF, 0, b"")
+    order = await orders.get_order(conn, order_no)
+    assert order is not None and order.state == orders.LOADED
+
+
+async def test_recharge_of_unpaid_order_pays_it_at_dd11(term: SimTerminal, conn: asyncpg.Connection) -> None:
+    await in_thread(term.client().sign_in, term.module())
+    card = term.card()
+    order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 777, pay=False)
+    client = term.client()
+    with client.connect():
+        assert (await in_thread(client.dd11, 777, order_no)).result == 0
+        paid = await orders.get_order(conn, order_no)
+        assert paid is not None and paid.state == orders.PAID and paid.pay_transfer_id is not None
+    await in_thread(term.client().recharge, card, order_no, 777)
+    assert await purse_posted(conn, card.card_no) == 777
+
+
+async def test_recharge_of_order_naming_no_card_pays_the_card_read_at_dd13(
+    term: SimTerminal, conn: asyncpg.Connection
+) -> None:
+    await in_thread(term.client().sign_in, term.module())
+    card = term.card(balance_cents=10)
+    order_no = await fixtures.paid_order(conn, term.merchant_id, None, 555, pay=False)
+    await in_thread(term.client().recharge, card, order_no, 555)
+    order = await orders.get_order(conn, order_no)
+    assert order is not None and order.card_no == card.card_no and order.state == orders.CONFIRMED
+    assert card.balance == 565 and await purse_posted(conn, card.card_no) == 555
+
+
+async def test_query_of_loaded_order_returns_receipt(term: SimTerminal, conn: asyncpg.Connection) -> None:
+    await in_thread(term.client().sign_in, term.module())
+    card = term.card(balance_cents=100)
+    order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 200)
+    await in_thread(term.client().recharge, card, order_no, 200, receipt=False)
+    dd22 = await in_thread(query, term, order_no)
+    assert (dd22.stage, dd22.flow, dd22.result) == (0x22, 0xFF, 0)
+    assert be_decode(dd22.info[22:26]) == 200 and be_decode(dd22.info[26:30]) == 300
+    order = await orders.get_order(conn, order_no)
+    assert order is not None and order.state == orders.CONFIRMED
+
+
+async def test_query_of_order_never_attempted_answers_A5_with_zero_amount(
+    term: SimTerminal, conn: asyncpg.Connection
+) -> None:
+    await in_thread(term.client().sign_in, term.module())
+    order_no = await fixtures.paid_order(conn, term.merchant_id, "1680" + fixtures.random_digits(12), 200)
+    dd22 = await in_thread(query, term, order_no)
+    assert (dd22.stage, dd22.flow, dd22.result) == (0x22, 0xFF, INFO_REVERSAL_OK)
+    assert be_decode(dd22.info[22:26]) == 0 and be_decode(dd22.info[26:30]) == 0
+
+
+def _deposit(term: SimTerminal, card: Any, operation: int, amount: int) -> Any:
+    """What a terminal does: read the card (select DDF1/ADF1), get a challenge, then DD73."""
+    card.transmit(bytes.fromhex("00A4000002DDF1"))
+    card.transmit(bytes.fromhex("00A4000002ADF1"))
+    challenge = card.transmit(bytes.fromhex("0084000004"))[:4]
+    with term.client().connect() as client:
+        return client.dd73(operation, card.card_no, amount, challenge)
+
+
+async def test_deposit_open_then_close_moves_money_and_card_flag(term: SimTerminal, conn: asyncpg.Connection) -> None:
+    await in_thread(term.client().sign_in, term.module())
+    card = term.card()
+    dd74 = await in_thread(_deposit, term, card, 0x01, 2000)
+    assert (dd74.stage, dd74.flow, dd74.result) == (0x74, 0xFF, 0)
+    [instruction] = script_decode(dd74.info)
+    assert instruction.apdu[:5] == DEPOSIT_UPDATE_HEADER and instruction.apdu[5] == 0x01
+    assert card.transmit(instruction.apdu) == b"\x90\x00" and card.deposit_flag == 1
+    deposit = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_DEPOSIT, card_no=card.card_no)
+    assert (await ledger.get_balance(conn, deposit)).posted == 2000
+    assert await conn.fetchval("SELECT deposit_open FROM cards WHERE card_no = $1", card.card_no)
+
+    dd74 = await in_thread(_deposit, term, card, 0x02, 2000)
+    assert dd74.result == 0
+    [instruction] = script_decode(dd74.info)
+    assert card.transmit(instruction.apdu) == b"\x90\x00" and card.deposit_flag == 0
+    assert (await ledger.get_balance(conn, deposit)).posted == 0
+    assert not await conn.fetchval("SELECT deposit_open FROM cards WHERE card_no = $1", card.card_no)
