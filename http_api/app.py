@@ -25,6 +25,7 @@ PLATFORM_KEY: web.AppKey[Platform] = web.AppKey("platform", Platform)
 # Each module has ``setup(app: web.Application) -> None``. One line per feature.
 ROUTE_MODULES: tuple[str, ...] = (
     "http_api.order_api",
+    "http_api.kkt_rest",
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

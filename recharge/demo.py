@@ -72,3 +72,6 @@ async def seed(conn: asyncpg.Connection, keys: MasterKeys) -> None:
             merchant_id,
         )
         await fund_recharge_fund(conn, merchant_id, DEMO_FUND_CENTS, f"demo:fund:{DEMO_MERCHANT}")
+        from recharge import cards  # KaKaTong demo cards 125–133 (seed 002's test section)
+
+        await cards.seed_demo(conn, keys, merchant_id, DEMO_TERMINAL)

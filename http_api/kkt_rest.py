@@ -1,0 +1,199 @@
+"""KaKaTong REST gateway (SPEC 3.1): ``GET /s/get?method=…`` answering UTF-8 XML.
+
+Parses the seed's parameters, checks the LICENSEKEY first (a bad key answers the bare
+license code as ``text/plain``), calls ``recharge.kkt`` and renders
+``<TradeResult><Record>…</Record></TradeResult>`` shaped exactly like the seed's examples.
+Business refusals are HTTP 200 with their return code; only an unknown method is 400 (code
+50). POST with a form body is accepted as well, for clients that cannot GET.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+
+from http_api.app import platform_of
+from recharge import kkt
+
+XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" ?>\n'
+MAX_PARAM_CHARS = 512  # the longest legal parameter (LICENSEKEY); longer values are cut off and fail
+Fields = Sequence[tuple[str, object]]
+
+
+def render(records: Iterable[Fields]) -> str:
+    """``<TradeResult>`` with one ``<Record>`` per field list; empty values as ``<X />``."""
+    parts = [XML_DECLARATION, "<TradeResult>\n"]
+    for fields in records:
+        parts.append("<Record>\n")
+        for name, value in fields:
+            text = "" if value is None else str(value)
+            parts.append(f"<{name}>{escape(text)}</{name}>\n" if text else f"<{name} />\n")
+        parts.append("</Record>\n")
+    parts.append("</TradeResult>\n")
+    return "".join(parts)
+
+
+def xml_response(records: Iterable[Fields], status: int = 200) -> web.Response:
+    return web.Response(text=render(records), content_type="text/xml", charset="utf-8", status=status)
+
+
+def trade_fields(result: kkt.TradeResult, chinese: bool) -> Fields:
+    """The seed's cTRequest record: PayInForm, PayInResult "(11)交易成功！", Stance, balances."""
+    return [
+        ("PayInForm", result.code),
+        ("PayInResult", f"({result.code}){result.text(chinese)}"),
+        ("Stance", result.stance),
+        ("Integral", result.integral),
+        ("Points", result.points),
+        ("CardNo", result.card_no),
+        ("TradeName", result.trade_name(chinese)),
+    ]
+
+
+class Params:
+    """The request's parameters: the query string, else a form body; first value wins."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+
+    def get(self, name: str) -> str | None:
+        value = self._values.get(name)
+        if value is None:
+            return None
+        return value[: MAX_PARAM_CHARS + 1]  # overlong: still fails validation, bounded work
+
+    def lang_chinese(self) -> bool:
+        return kkt.is_chinese(self.get("LANG"))
+
+
+async def _params(request: web.Request) -> Params:
+    if request.method == "POST":
+        form = await request.post()
+        merged = {k: v for k, v in form.items() if isinstance(v, str)}
+        merged.update({k: v for k, v in request.query.items() if k not in merged})
+        return Params(merged)
+    return Params(request.query)
+
+
+def license_response(code: int) -> web.Response:
+    return web.Response(text=str(code), content_type="text/plain", charset="utf-8")
+
+
+async def handle_get(request: web.Request) -> web.StreamResponse:
+    params = await _params(request)
+    method = params.get("method") or ""
+    handler = METHODS.get(method)
+    if handler is None:
+        kkt.metrics.KKT_TRADES.labels("unknown", "50").inc()
+        return xml_response([[("PayInForm", "50"),
+                              ("PayInResult", "(50)" + kkt.text("50", params.lang_chinese()))]], status=400)
+    ctx = platform_of(request)
+    license = await kkt.authorize(
+        ctx.pool, params.get("LICENSEKEY"), request.remote, copno=params.get("COPNO"),
+        terminal_code=params.get("POSCODE"),
+    )
+    if license.code != 0:
+        kkt.metrics.KKT_TRADES.labels(method, f"license_{license.code}").inc()
+        return license_response(license.code)
+    cfg = kkt.Config.of(ctx.settings, ctx.keys)
+    async with ctx.acquire() as conn:
+        return await handler(conn, params, license, cfg)
+
+
+async def _ct_request(conn: object, p: Params, license: kkt.License, cfg: kkt.Config) -> web.Response:
+    req = kkt.TradeRequest(
+        trade_type=p.get("TRADETYPE") or "", trade_mode=p.get("TRADEMODE") or "",
+        card_no=p.get("CARDNO") or "", terminal_code=p.get("POSCODE") or "", password=p.get("CARDPWD"),
+        amount=p.get("AMOUNT"), item_code=p.get("ITEMCODE"), stance_rev=p.get("STANCE_REV"),
+        req_id=p.get("REQID"), test_mode=license.test_mode,
+    )
+    result = await kkt.trade(conn, req, cfg)  # type: ignore[arg-type]
+    return xml_response([trade_fields(result, p.lang_chinese())])
+
+
+async def _ac_request(conn: object, p: Params, license: kkt.License, cfg: kkt.Config) -> web.Response:
+    req = kkt.ActivateRequest(
+        card_no=p.get("CARDNO") or "", password=p.get("CARDPWD"), terminal_code=p.get("POSCODE") or "",
+        license_merchant_id=license.merchant_id, amount=p.get("AMOUNT"), mobile=p.get("USR_MOBILE_NO"),
+    )
+    result = await kkt.activate(conn, req, cfg)  # type: ignore[arg-type]
+    return xml_response([[("Result", result.code), ("CardNo", result.card_no or p.get("CARDNO"))]])
+
+
+async def _rs_card_pwd(conn: object, p: Params, license: kkt.License, cfg: kkt.Config) -> web.Response:
+    req = kkt.PasswordRequest(
+        card_no=p.get("CARDNO") or "", new_password=p.get("NEW_PWD"), terminal_code=p.get("POSCODE") or "",
+        license_merchant_id=license.merchant_id, old_password=p.get("OLD_PWD"),
+    )
+    result = await kkt.change_password(conn, req, cfg)  # type: ignore[arg-type]
+    chinese = p.lang_chinese()
+    return xml_response([[("PayInForm", result.code), ("CardNo", result.card_no or p.get("CARDNO")),
+                          ("TradeName", result.trade_name(chinese))]])
+
+
+async def _bc_request(conn: object, p: Params, license: kkt.License, cfg: kkt.Config) -> web.Response:
+    req = kkt.BindRequest(
+        card_no=p.get("CARDNO") or "", password=p.get("CARDPWD"), id_num=p.get("IDNUM") or "",
+        trade_mode=p.get("TRADEMODE") or "", terminal_code=p.get("POSCODE") or "",
+    )
+    result = await kkt.bind(conn, req, cfg)  # type: ignore[arg-type]
+    return xml_response([[("Result", result.code), ("CardNo", result.card_no or p.get("CARDNO")),
+                          ("CopNo", license.merchant_code), ("IDNum", p.get("IDNUM")),
+                          ("TmnNo", p.get("POSCODE"))]])
+
+
+async def _ci_request(conn: object, p: Params, license: kkt.License, cfg: kkt.Config) -> web.Response:
+    updates = {name: p.get(name) or "" for name in kkt.HOLDER_FIELDS}
+    result = await kkt.card_info(conn, p.get("CARDNO") or "", license, updates, cfg)  # type: ignore[arg-type]
+    fields: list[tuple[str, object]] = [
+        ("Result", result.code), ("CardNo", result.card_no or p.get("CARDNO")), ("CopNo", license.merchant_code),
+    ]
+    for _param, (key, element, _max) in kkt.HOLDER_FIELDS.items():
+        default = "0000-00-00" if key == "birthday" else ""
+        fields.append((element, result.holder.get(key, default) if not result.code else default))
+    return xml_response([fields])
+
+
+async def _ts_request(conn: object, p: Params, license: kkt.License, cfg: kkt.Config) -> web.Response:
+    result = await kkt.history(
+        conn, license, trade_type=p.get("TRADETYPE") or "", trade_mode=p.get("TRADEMODE") or "",  # type: ignore[arg-type]
+        card_no=p.get("CARDNO"), terminal_code=p.get("POSCODE"), stance_no=p.get("STANCE_NO"),
+        start=p.get("START"), end=p.get("END"), cfg=cfg,
+    )
+    chinese = p.lang_chinese()
+    if result.code != kkt.OK:
+        return xml_response([[("Result", result.code), ("PayInResult", f"({result.code}){kkt.text(result.code, chinese)}")]])
+    return xml_response(
+        [
+            ("stanceNo", r.stance),
+            ("CardNo", r.card_no),
+            ("Amount", yuan(r.amount_cents)),
+            ("Points", f"{r.points}.00"),
+            ("TradeTime", r.trade_time.astimezone(kkt.SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")),
+            ("TmnNo", r.terminal_code),
+            ("TradeName", r.name(chinese)),
+        ]
+        for r in result.records
+    )
+
+
+def yuan(cents: int) -> str:
+    """History amounts are yuan with two decimals, as the seed's tSRequest example shows."""
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+METHODS = {
+    "cTRequest": _ct_request,
+    "aCRequest": _ac_request,
+    "rSCardPwd": _rs_card_pwd,
+    "tSRequest": _ts_request,
+    "cIRequest": _ci_request,
+    "bCRequest": _bc_request,
+}
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/s/get", handle_get)
+    app.router.add_post("/s/get", handle_get)

@@ -1,0 +1,125 @@
+"""Test support for the KaKaTong tests: a merchant of its own with terminal, key and cards.
+
+Each ``World`` has a fresh 4-digit merchant code, so tests sharing the run's database never
+touch each other's cards, serials or limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import asyncpg
+from defusedxml import ElementTree
+
+from recharge import cards, ledger
+from recharge.demo import fund_recharge_fund
+from recharge.keys import MasterKeys
+
+PASSWORD = "111111"
+PASSWORD_MD5 = hashlib.md5(PASSWORD.encode()).hexdigest()
+
+
+@dataclass
+class World:
+    pool: asyncpg.Pool
+    keys: MasterKeys
+    http_port: int
+    merchant_code: str
+    merchant_id: int
+    terminal: str
+    license_key: str
+    next_seq: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    async def new_card(
+        self, *, state: str = "active", kind: str = "both", password: str | None = PASSWORD,
+        balance: int = 0, points: int = 0, merchant_id: int | None = None, **columns: Any,
+    ) -> str:
+        card_no = cards.card_no_for(self.merchant_code, self.next_seq)
+        self.next_seq += 1
+        pepper = cards.password_pepper(self.keys)
+        md5 = cards.normalise_password(password) if password else None
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO cards (card_no, merchant_id, kind, state, password_hash) VALUES ($1,$2,$3,$4,$5)",
+                card_no, merchant_id or self.merchant_id, kind, state,
+                cards.hash_password(md5, pepper, 10) if md5 else None,
+            )
+            for name, value in columns.items():
+                await conn.execute(f"UPDATE cards SET {name} = $2 WHERE card_no = $1", card_no, value)
+            if balance:
+                fund = await fund_recharge_fund(conn, self.merchant_id, balance, f"test:fund:{card_no}")
+                purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE,
+                                                    card_no=card_no)
+                (await ledger.create_transfer(conn, id=f"test:load:{card_no}", debit_account_id=fund,
+                                              credit_account_id=purse, amount=balance)).check("load")
+            if points:
+                issued = await ledger.ensure_account(conn, ledger="PTS", kind=ledger.AccountKind.POINTS_ISSUED,
+                                                     merchant_id=self.merchant_id, no_overdraft=False)
+                acct = await ledger.ensure_account(conn, ledger="PTS", kind=ledger.AccountKind.CARD_POINTS,
+                                                   card_no=card_no)
+                (await ledger.create_transfer(conn, id=f"test:points:{card_no}", debit_account_id=issued,
+                                              credit_account_id=acct, amount=points)).check("points")
+        return card_no
+
+    async def get(self, method: str, **params: str) -> tuple[int, str]:
+        query = urllib.parse.urlencode({"method": method, **params})
+        async with aiohttp.ClientSession() as session, session.get(f"{self.base}/s/get?{query}") as resp:
+            return resp.status, await resp.text()
+
+    async def ct(self, **params: str) -> dict[str, str]:
+        """A cTRequest with this world's key and terminal; the first record as a dict."""
+        base = {"LICENSEKEY": self.license_key, "POSCODE": self.terminal, "CARDPWD": PASSWORD_MD5}
+        status, body = await self.get("cTRequest", **{**base, **params})
+        assert status == 200, body
+        return first_record(body)
+
+    async def balance(self, card_no: str) -> tuple[int, int]:
+        async with self.pool.acquire() as conn:
+            return await cards.card_balances(conn, card_no)
+
+
+def records(body: str) -> list[dict[str, str]]:
+    root = ElementTree.fromstring(body.encode("utf-8"))
+    assert root.tag == "TradeResult", body
+    return [{child.tag: child.text or "" for child in record} for record in root.findall("Record")]
+
+
+def first_record(body: str) -> dict[str, str]:
+    found = records(body)
+    assert found, body
+    return found[0]
+
+
+async def new_merchant(conn: asyncpg.Connection, *, name: str = "测试商户") -> tuple[str, int]:
+    while True:
+        code = f"{secrets.randbelow(9000) + 1000}"
+        merchant_id = await conn.fetchval(
+            "INSERT INTO merchants (code, name) VALUES ($1, $2) ON CONFLICT (code) DO NOTHING RETURNING id", code, name
+        )
+        if merchant_id is not None:
+            return code, int(merchant_id)
+
+
+async def make_world(pool: asyncpg.Pool, keys: MasterKeys, http_port: int, *, fund: int = 10_000_000,
+                     terminal_kind: str = "pos") -> World:
+    async with pool.acquire() as conn, conn.transaction():
+        code, merchant_id = await new_merchant(conn)
+        terminal = f"{code}{secrets.randbelow(10_000):04d}"
+        await conn.execute("INSERT INTO terminals (code, merchant_id, kind) VALUES ($1,$2,$3)",
+                           terminal, merchant_id, terminal_kind)
+        key = "K" + secrets.token_hex(12)
+        await conn.execute("INSERT INTO license_keys (license_key, merchant_id) VALUES ($1,$2)", key, merchant_id)
+        await conn.execute("INSERT INTO points_rules (merchant_id, cents_per_point) VALUES ($1, 100)", merchant_id)
+        if fund:
+            await fund_recharge_fund(conn, merchant_id, fund, f"test:fund:{code}")
+    return World(pool, keys, http_port, code, merchant_id, terminal, key)
