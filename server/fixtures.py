@@ -103,3 +103,17 @@ async def sim_terminal(
     code, pki = random_digits(8), random_digits(8)
     await dd_terminal(conn, merchant_id, code, pki)
     return SimTerminal(code, pki, merchant_id, host, port, keys)
+
+
+def recharge_until_dd16(client: TerminalClient, card: VirtualCard, order_no: str, amount_cents: int) -> bytes:
+    """DD11–DD15 on an open connection; the DD16 script (CREDIT FOR LOAD) the card has not run yet."""
+    dd12 = client.dd11(amount_cents, order_no)
+    if dd12.result != 0:
+        raise AssertionError(f"DD12 answered 0x{dd12.result:02X}")
+    dd14 = client.dd13(card.run_script(dd12.info))
+    if dd14.result != 0:
+        raise AssertionError(f"DD14 answered 0x{dd14.result:02X}")
+    dd16 = client.dd15(card.run_script(dd14.info))
+    if dd16.result != 0:
+        raise AssertionError(f"DD16 answered 0x{dd16.result:02X}")
+    return dd16.info

@@ -1,0 +1,224 @@
+"""Recharge faults end to end: wrong MAC1, wrong TAC, a card error status word, the connection
+lost after DD16 and recovered with DD21 (credited → posted; not credited → back to paid, then
+voided by expiry), two terminals racing for one order, and the sweeper never voiding a load
+left *loading*. The ledger audit balances after each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from core_ext import Frame, be_decode, reply_encode
+from core_ext import Reply as CardReply
+from recharge import ledger, orders, sweeper
+from server import fixtures
+from server.fixtures import SimTerminal
+from server.terminal_client import FlowFailed
+
+pytestmark = pytest.mark.usefixtures("audited")
+
+
+@pytest.fixture
+async def signed_in(platform: Any, conn: asyncpg.Connection, test_keys: Any) -> SimTerminal:
+    term = await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
+    await in_thread(term.client().sign_in, term.module())
+    return term
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
+
+
+async def get(conn: asyncpg.Connection, order_no: str) -> orders.Order:
+    order = await orders.get_order(conn, order_no)
+    assert order is not None
+    return order
+
+
+async def transfer_status(conn: asyncpg.Connection, order: orders.Order) -> tuple[str, Any]:
+    assert order.pay_transfer_id is not None
+    t = await ledger.get_transfer(conn, order.pay_transfer_id)
+    assert t is not None
+    return t.status, t.timeout_at
+
+
+async def test_wrong_mac1_answers_AA_and_leaves_order_paid_not_loading(
+    signed_in: SimTerminal, conn: asyncpg.Connection
+) -> None:
+    card = signed_in.card()
+    order_no = await fixtures.paid_order(conn, signed_in.merchant_id, card.card_no, 100)
+
+    def talk() -> Frame:
+        with signed_in.client().connect() as client:
+            dd14 = client.dd13(card.run_script(client.dd11(100, order_no).info))
+            reply = bytearray(card.run_script(dd14.info))
+            reply[-3] ^= 0x01  # the last byte of MAC1
+            return client.dd15(bytes(reply))
+
+    answer = await in_thread(talk)
+    assert (answer.stage, answer.result) == (0x16, 0xAA)
+    order = await get(conn, order_no)
+    assert order.state == orders.PAID and not order.loading
+    status, timeout_at = await transfer_status(conn, order)
+    assert status == "pending" and timeout_at is not None
+
+
+async def test_wrong_tac_answers_AA_and_leaves_load_loading_without_timeout(
+    signed_in: SimTerminal, conn: asyncpg.Connection
+) -> None:
+    card = signed_in.card()
+    card.corrupt_tac = True
+    order_no = await fixtures.paid_order(conn, signed_in.merchant_id, card.card_no, 100)
+    with pytest.raises(FlowFailed) as failed:
+        await in_thread(signed_in.client().recharge, card, order_no, 100)
+    assert (failed.value.stage, failed.value.result) == (0x18, 0xAA)
+    order = await get(conn, order_no)
+    assert order.state == orders.PAID and order.loading and order.loading_since is not None
+    assert await transfer_status(conn, order) == ("pending", None)
+    # the card holds the money: recovery finds the proof and posts it
+    card.corrupt_tac = False
+
+    def recover() -> Frame:
+        with signed_in.client().connect() as client:
+            return client.dd21_reply(order_no, card.run_script(client.dd21(order_no).info))
+
+    answer = await in_thread(recover)
+    assert (answer.stage, answer.flow, answer.result) == (0x22, 0xFF, 0)
+    assert (await get(conn, order_no)).state == orders.CONFIRMED
+
+
+async def test_card_error_status_word_goes_back_to_paid_and_retry_loads(
+    signed_in: SimTerminal, conn: asyncpg.Connection
+) -> None:
+    card = signed_in.card(balance_cents=5)
+    card.fail_next_credit_with = b"\x69\x85"
+    order_no = await fixtures.paid_order(conn, signed_in.merchant_id, card.card_no, 100)
+    with pytest.raises(FlowFailed) as failed:
+        await in_thread(signed_in.client().recharge, card, order_no, 100)
+    assert (failed.value.stage, failed.value.result) == (0x18, 0xAA)
+    order = await get(conn, order_no)
+    assert order.state == orders.PAID and not order.loading
+    status, timeout_at = await transfer_status(conn, order)
+    assert status == "pending" and timeout_at == order.expires_at
+    await in_thread(signed_in.client().recharge, card, order_no, 100)
+    assert card.balance == 105 and (await get(conn, order_no)).state == orders.CONFIRMED
+
+
+async def test_connection_dropped_after_dd16_then_dd21_posts_when_card_was_credited(
+    signed_in: SimTerminal, conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    card = signed_in.card(balance_cents=1000)
+    order_no = await fixtures.paid_order(conn, signed_in.merchant_id, card.card_no, 250)
+
+    def load_and_lose_the_answer() -> None:
+        with signed_in.client().connect() as client:
+            dd16 = fixtures.recharge_until_dd16(client, card, order_no, 250)
+            card.run_script(dd16)  # the card is credited, but the terminal never sends DD17
+
+    await in_thread(load_and_lose_the_answer)
+    order = await get(conn, order_no)
+    assert order.loading and card.balance == 1250
+    await conn.execute("UPDATE orders SET expires_at = now() - interval '1 second' WHERE order_no = $1", order_no)
+    while await sweeper.sweep_once(pool):  # a loading order is never swept, even past its expiry
+        pass
+    assert (await get(conn, order_no)).loading
+
+    def recover() -> tuple[Frame, Frame]:
+        with signed_in.client().connect() as client:
+            dd22 = client.dd21(order_no)
+            return dd22, client.dd21_reply(order_no, card.run_script(dd22.info))
+
+    prove, answer = await in_thread(recover)
+    assert (prove.stage, prove.flow, prove.result) == (0x22, 0x00, 0)
+    assert prove.info[2:7] == bytes.fromhex("805A000202")
+    assert (answer.flow, answer.result) == (0xFF, 0)
+    assert be_decode(answer.info[22:26]) == 250 and be_decode(answer.info[26:30]) == 1250
+    order = await get(conn, order_no)
+    assert order.state == orders.CONFIRMED and not order.loading
+    assert (await transfer_status(conn, order))[0] == "posted"
+
+
+async def test_connection_dropped_after_dd16_then_dd21_back_to_paid_and_expiry_voids(
+    signed_in: SimTerminal, conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    card = signed_in.card(balance_cents=70)
+    order_no = await fixtures.paid_order(conn, signed_in.merchant_id, card.card_no, 250)
+
+    def load_without_credit_then_recover() -> Frame:
+        with signed_in.client().connect() as client:
+            fixtures.recharge_until_dd16(client, card, order_no, 250)
+        with signed_in.client().connect() as client:
+            return client.dd21_reply(order_no, card.run_script(client.dd21(order_no).info))
+
+    answer = await in_thread(load_without_credit_then_recover)
+    assert (answer.flow, answer.result) == (0xFF, 0xA5)
+    order = await get(conn, order_no)
+    assert order.state == orders.PAID and not order.loading and card.balance == 70
+    # the reservation may expire again: past its expiry the sweeper voids it and the order is 06
+    await conn.execute("UPDATE orders SET expires_at = now() - interval '1 second' WHERE order_no = $1", order_no)
+    await conn.execute("UPDATE transfers SET timeout_at = now() - interval '1 second' WHERE id = $1",
+                       order.pay_transfer_id)
+    while await sweeper.sweep_once(pool):
+        pass
+    order = await get(conn, order_no)
+    assert order.state == orders.VOIDED
+    assert (await transfer_status(conn, order))[0] == "voided"
+
+    def query() -> Frame:
+        with signed_in.client().connect() as client:
+            return client.dd21(order_no)
+
+    assert (await in_thread(query)).result == 0xA5
+
+
+async def test_recovery_with_unparseable_reply_stays_loading_A4(signed_in: SimTerminal, conn: asyncpg.Connection) -> None:
+    card = signed_in.card()
+    order_no = await fixtures.paid_order(conn, signed_in.merchant_id, card.card_no, 100)
+
+    def talk() -> Frame:
+        with signed_in.client().connect() as client:
+            fixtures.recharge_until_dd16(client, card, order_no, 100)
+        with signed_in.client().connect() as client:
+            client.dd21(order_no)
+            return client.dd21_reply(order_no, reply_encode([CardReply(1, b"\x6a\x82")]))
+
+    answer = await in_thread(talk)
+    assert answer.result == 0xA4
+    assert (await get(conn, order_no)).loading
+
+
+async def test_two_terminals_racing_for_one_order_load_it_exactly_once(
+    platform: Any, signed_in: SimTerminal, conn: asyncpg.Connection, test_keys: Any
+) -> None:
+    rival = await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
+    await in_thread(rival.client().sign_in, rival.module())
+    card_no = "1680" + fixtures.random_digits(12)
+    order_no = await fixtures.paid_order(conn, signed_in.merchant_id, card_no, 300)
+    cards = [signed_in.card(card_no, 0), rival.card(card_no, 0)]  # the same card number on two readers
+    gate = threading.Barrier(2)  # both have read the card before either sends DD15
+
+    def race(term: SimTerminal, card: Any) -> int:
+        with term.client().connect() as client:
+            dd12 = client.dd11(300, order_no)
+            if dd12.result:
+                return dd12.result
+            dd14 = client.dd13(card.run_script(dd12.info))
+            gate.wait(timeout=5)
+            dd16 = client.dd15(card.run_script(dd14.info))
+            if dd16.result:
+                return dd16.result
+            return client.dd17(card.run_script(dd16.info)).result
+
+    results = await asyncio.gather(in_thread(race, signed_in, cards[0]), in_thread(race, rival, cards[1]))
+    assert sorted(results) == [0x00, 0x96]
+    assert sorted(c.balance for c in cards) == [0, 300]
+    order = await get(conn, order_no)
+    assert order.state == orders.LOADED
+    purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE, card_no=card_no)
+    assert (await ledger.get_balance(conn, purse)).posted == 300
