@@ -538,7 +538,8 @@ async def test_fund_short_of_the_amount_is_refused(
 async def test_unsupported_charge_or_trans_type_is_refused(
     http: aiohttp.ClientSession, conn: asyncpg.Connection, api: ApiPlatform, field: str, value: int
 ) -> None:
-    await refused(http, conn, api, "CreateAutoLoadOrder", create_body(api, new_card(), **{field: value}),
+    over: dict[str, Any] = {field: value}
+    await refused(http, conn, api, "CreateAutoLoadOrder", create_body(api, new_card(), 1_000, None, **over),
                   "not supported")
 
 
