@@ -356,7 +356,7 @@ async def appl_login(conn: asyncpg.Connection, req: Request) -> Reply:
     serial = f"{seq % 10**16:016d}"
     await conn.execute(
         "INSERT INTO order_api_sessions (serial, platform_id, userid, login_type, detail, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, now() + make_interval(secs => $6))",
+        " VALUES ($1, $2, $3, $4, $5::text::jsonb, now() + make_interval(secs => $6))",
         serial,
         req.platform.id,
         userid,

@@ -200,7 +200,7 @@ async def create_order(
         row = await conn.fetchrow(
             "INSERT INTO orders (order_no, merchant_id, platform_id, biz_serial_no, request_digest,"
             " card_no, amount_cents, state, expires_at, extra, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, '01', $8, $9::jsonb, $10, $10)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, '01', $8, $9::text::jsonb, $10, $10)"
             " ON CONFLICT (platform_id, biz_serial_no) DO NOTHING RETURNING order_no",
             order_no,
             merchant_id,

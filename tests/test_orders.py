@@ -251,3 +251,17 @@ async def test_settle_day_moves_loaded_orders_and_is_idempotent(
     orders.write_statements([again], tmp_path)
     assert paths[0].stat().st_mtime_ns == mtime
     assert (await orders.get_order(conn, made[0].order_no)).settled_at == settled.settled_at  # type: ignore[union-attr]
+
+
+async def test_query_orders_filters_by_userid_and_payway_in_extra(conn: asyncpg.Connection) -> None:
+    merchant = await new_merchant(conn, 10_000)
+    user = "user-" + unique_digits(8)
+    mine = (await orders.create_order(conn, merchant_id=merchant, amount_cents=100, card_no=new_card(),
+                                      extra={"userid": user, "payway": "00"})).order
+    await orders.create_order(conn, merchant_id=merchant, amount_cents=100, card_no=new_card(),
+                              extra={"userid": user + "x", "payway": "00"})
+    assert mine.extra == {"userid": user, "payway": "00"}
+    found = await orders.query_orders(conn, merchant_id=merchant, userid=user)
+    assert [o.order_no for o in found] == [mine.order_no]
+    assert await orders.count_orders(conn, merchant_id=merchant, payway="00") == 2
+    assert await orders.count_orders(conn, merchant_id=merchant, payway="01") == 0
