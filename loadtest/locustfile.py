@@ -1,0 +1,389 @@
+"""Locust users: simulated DD terminals with virtual cards, and HTTP users of every interface.
+
+``TerminalUser`` is a recharge terminal on a blocking socket (``server.terminal_client``;
+gevent makes it cooperative): it signs in with a virtual security module, then recharges
+its virtual card order after order — one Locust request per DD request stage, named by
+stage (``DD01`` … ``DD21``, request type ``DD``), timed from sending the frame to its
+answer. A non-zero result code, a closed connection or a bad answer is a failure; failures
+provoked on purpose (``LOADTEST_DELIBERATE_FAILURE_RATE``) say ``deliberate`` in their text.
+
+The HTTP users: ``OrderApiUser`` (APPLLogin → CreateAutoLoadOrder → AcctQueryLNT, signed and
+enveloped), ``KktRestUser`` (``GET /s/get?method=cTRequest`` balance queries), ``KktSoapUser``
+(``soapCardTrade`` over ``/s/sp.php``) and ``SmsUser`` (``/sms/inbound`` as an SMS operator).
+
+Everything the users need comes from the plan file ``loadtest.provision`` writes
+(``LOADTEST_PLAN``); ``loadtest.run`` sets it up. Knobs (environment): ``LOADTEST_PACING_S``
+(seconds per terminal iteration, default 10), ``LOADTEST_CLAIMS`` (folder where terminals are
+claimed, one user each), ``LOADTEST_DELIBERATE_FAILURE_RATE`` (0–1, default 0), and
+``LOADTEST_RESULT`` (where the final figures are written as JSON once the users stopped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import random
+import re
+import secrets
+import time
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from locust import FastHttpUser, User, constant_pacing, events, task
+
+from core_ext import Frame
+from core_ext.virtual_card import VirtualCard
+from core_ext.virtual_sam import VirtualSAM
+from loadtest.provision import Plan, PlannedTerminal
+from recharge.keys import MasterKeys, load_keys
+from server.terminal_client import ConnectionClosed, TerminalClient
+
+FLOW_END = 0xFF
+DELIBERATE = "deliberate"
+UNKNOWN_ORDER = "9" * 20  # never issued: today's orders start with today's date
+
+
+@cache
+def plan() -> Plan:
+    return Plan.read(Path(os.environ["LOADTEST_PLAN"]))
+
+
+@cache
+def master_keys() -> MasterKeys:
+    return load_keys(Path(plan().key_file))
+
+
+def pacing_s() -> float:
+    return float(os.environ.get("LOADTEST_PACING_S", "10"))
+
+
+def deliberate_failure_rate() -> float:
+    return float(os.environ.get("LOADTEST_DELIBERATE_FAILURE_RATE", "0"))
+
+
+class StageFailed(Exception):
+    """A DD answer that ends the flow: non-zero result, or a flow byte other than expected."""
+
+
+class _Claims:
+    """Each terminal goes to one user, across Locust worker processes (O_EXCL files)."""
+
+    _next = itertools.count()
+
+    @classmethod
+    def claim(cls, terminals: list[PlannedTerminal]) -> PlannedTerminal:
+        folder = Path(os.environ.get("LOADTEST_CLAIMS", Path(os.environ["LOADTEST_PLAN"]).parent / "claims"))
+        folder.mkdir(parents=True, exist_ok=True)
+        start = next(cls._next) * 7919 + os.getpid()  # spread processes over the list
+        for offset in range(len(terminals)):
+            terminal = terminals[(start + offset) % len(terminals)]
+            try:
+                os.close(os.open(folder / terminal.code, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            return terminal
+        raise RuntimeError(f"more terminal users than the {len(terminals)} provisioned terminals")
+
+
+class TerminalUser(User):
+    """A DD recharge terminal with its security module and a customer's card."""
+
+    wait_time = constant_pacing(pacing_s())
+    weight = 10
+
+    def on_start(self) -> None:
+        p = plan()
+        keys = master_keys()
+        self.terminal = _Claims.claim(p.terminals)
+        self.module = VirtualSAM.from_master(self.terminal.pki, keys.signin)
+        self.card = VirtualCard(self.terminal.card_no, 0, keys.load, keys.tac, keys.maint)
+        self.client = TerminalClient(p.dd_host, p.dd_port, self.terminal.code, self.terminal.pki, timeout_s=30)
+        self.amount = p.amount_cents
+        self.orders = iter(self.terminal.orders)
+        self.loaded: list[str] = []
+        self.signed_in = False
+        self.iteration = 0
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    # --- one Locust request per stage
+
+    def _stage(self, name: str, call: Callable[[], Frame], *, end: bool = False, expect_fail: str = "") -> Frame:
+        started = time.perf_counter()
+        exception: Exception | None = None
+        frame: Frame | None = None
+        try:
+            frame = call()
+            if frame.result != 0:
+                exception = StageFailed(f"{name} answered 0x{frame.result:02X}{expect_fail}")
+            elif end and frame.flow != FLOW_END:
+                exception = StageFailed(f"{name}: flow 0x{frame.flow:02X}, expected the end")
+        except (OSError, ConnectionClosed) as exc:
+            exception = exc
+        self.environment.events.request.fire(
+            request_type="DD", name=name, response_time=(time.perf_counter() - started) * 1000,
+            response_length=len(frame.info) if frame is not None else 0, exception=exception, context={},
+        )
+        if exception is not None:
+            raise StageFailed(str(exception))
+        assert frame is not None
+        return frame
+
+    # --- flows
+
+    def sign_in(self) -> None:
+        c, m = self.client, self.module
+        c.connect()
+        try:
+            self._stage("DD01", c.dd01)
+            r_init = m.r_init()
+            dd04 = self._stage("DD03", lambda: c.dd03(r_init))
+            cryptogram = m.ac_login1(dd04.info)
+            dd06 = self._stage("DD05", lambda: c.dd05(cryptogram))
+            proof = m.ac_login2(dd06.info)
+            self._stage("DD07", lambda: c.dd07(proof), end=True)
+            self.signed_in = True
+        finally:
+            c.close()
+
+    def recharge(self, order_no: str) -> None:
+        c, card = self.client, self.card
+        c.connect()
+        try:
+            # The card's work happens between the timed stages, as on a real reader.
+            dd12 = self._stage("DD11", lambda: c.dd11(self.amount, order_no))
+            read = card.run_script(dd12.info)
+            dd14 = self._stage("DD13", lambda: c.dd13(read))
+            initialized = card.run_script(dd14.info)
+            dd16 = self._stage("DD15", lambda: c.dd15(initialized))
+            credited = card.run_script(dd16.info)
+            self._stage("DD17", lambda: c.dd17(credited), end=True)
+            self.loaded.append(order_no)
+            self._stage("DD19", lambda: c.dd19(order_no), end=True)
+        finally:
+            c.close()
+
+    def deliberate_unknown_order(self) -> None:
+        c = self.client
+        c.connect()
+        try:
+            self._stage("DD11", lambda: c.dd11(self.amount, UNKNOWN_ORDER), expect_fail=f" ({DELIBERATE})")
+        finally:
+            c.close()
+
+    def query(self, order_no: str) -> None:
+        c = self.client
+        c.connect()
+        try:
+            self._stage("DD21", lambda: c.dd21(order_no), end=True)
+        finally:
+            c.close()
+
+    @task
+    def work(self) -> None:
+        """Sign in when needed, then one recharge; every fifth turn a result query too."""
+        self.iteration += 1
+        try:
+            if not self.signed_in:
+                self.sign_in()
+            if random.random() < deliberate_failure_rate():
+                self.deliberate_unknown_order()
+                return
+            order_no = next(self.orders, None)
+            if order_no is not None:
+                self.recharge(order_no)
+            if self.loaded and (order_no is None or self.iteration % 5 == 0):
+                self.query(self.loaded[-1])
+        except StageFailed as exc:
+            if "0xBB" in str(exc):  # the sign-in expired (business day over): sign in next turn
+                self.signed_in = False
+
+
+# --- HTTP users
+
+
+class OrderApiUser(FastHttpUser):
+    """A third-party platform: APPLLogin, CreateAutoLoadOrder for a card, AcctQueryLNT of it."""
+
+    wait_time = constant_pacing(pacing_s())
+    weight = 1
+
+    def on_start(self) -> None:
+        from http_api import order_client
+
+        info = plan().order_api
+        self.order_client = order_client
+        self.who = order_client.ClientIdentity(
+            info["platform_raw"], info["crt_version"], Path(info["private_key_file"]).read_text(encoding="ascii")
+        )
+        keys = master_keys()
+        self.card = VirtualCard("1680" + "9199" + f"{secrets.randbelow(10**8):08d}", 0, keys.load, keys.tac, keys.maint)
+        self.userid = f"loadtest-{secrets.token_hex(4)}"
+
+    def _post(self, endpoint: str, secret: dict[str, Any], **clear: Any) -> dict[str, Any] | None:
+        body = self.order_client.build_request(
+            self.who, {"platform": self.who.platform_raw, "userinfo": {"userid": self.userid}, **secret},
+            extra_clear=clear or None,
+        )
+        with self.client.post(f"/{endpoint}", json=body, name=endpoint, catch_response=True) as response:
+            try:
+                reply = self.order_client.open_reply(response.json())
+            except (ValueError, KeyError, TypeError) as exc:
+                response.failure(f"unreadable reply: {type(exc).__name__}")
+                return None
+            if reply.get("status") != 1:
+                response.failure(f"status {reply.get('status')}: {reply.get('errmsg')}")
+                return None
+            return reply
+
+    @task
+    def order(self) -> None:
+        login = self._post("APPLLogin", {"type": 5})
+        if login is None:
+            return
+        reqinfo = [self.card.run_script(bytes.fromhex(script)).hex() for script in login["toreader"]]
+        common = {"serial": login["serial"], "step": 0, "reqinfo": reqinfo}
+        created = self._post(
+            "CreateAutoLoadOrder",
+            {**common, "chargeamt": plan().amount_cents, "chargetype": 0, "transtype": 1},
+            biz_serial_no=f"lt-{secrets.token_hex(12)}",
+        )
+        if created is None:
+            return
+        self._post("AcctQueryLNT", {**common, "qrycondition": "orderid", "orderid": created["order"]})
+
+
+def _kkt_query(card_no: str) -> dict[str, str]:
+    kkt = plan().kkt
+    return {
+        "LICENSEKEY": kkt["license_key"], "TRADETYPE": "0011", "TRADEMODE": "0", "CARDNO": card_no,
+        "CARDPWD": hashlib.md5(kkt["password"].encode()).hexdigest(), "POSCODE": kkt["terminal"],
+        "AMOUNT": "", "ITEMCODE": "", "STANCE_REV": "", "COPNO": kkt["merchant"],
+        "REQID": secrets.token_hex(8),
+    }
+
+
+_PAYINFORM = re.compile(r"<PayInForm>(\d+)</PayInForm>")
+
+
+class KktRestUser(FastHttpUser):
+    """A KaKaTong POS website: stored-value balance queries over REST (seed 002's cTRequest)."""
+
+    wait_time = constant_pacing(pacing_s())
+    weight = 1
+
+    @task
+    def balance(self) -> None:
+        card = random.choice(plan().kkt["cards"])
+        url = "/s/get?" + urlencode({"method": "cTRequest", **_kkt_query(card)})
+        with self.client.get(url, name="/s/get cTRequest 0011", catch_response=True) as response:
+            found = _PAYINFORM.search(response.text or "")
+            if found is None or found.group(1) != "11":
+                response.failure(f"PayInForm {found.group(1) if found else 'missing'}")
+
+
+_SOAP = """<?xml version="1.0" encoding="UTF-8"?>
+<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"
+ xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+ xmlns:SOAP-ENC="http://schemas.xmlsoap.org/soap/encoding/"
+ SOAP-ENV:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><SOAP-ENV:Body>
+<ns1:soapCardTrade xmlns:ns1="urn:kakatong">{params}</ns1:soapCardTrade></SOAP-ENV:Body></SOAP-ENV:Envelope>"""
+_MAP_PAYINFORM = re.compile(r"<key[^>]*>PayInForm</key>\s*<value[^>]*>(\d+)</value>")
+
+
+class KktSoapUser(FastHttpUser):
+    """The seed's PHP SoapClient: ``soapCardTrade`` with nine positional arguments (rpc/encoded)."""
+
+    wait_time = constant_pacing(pacing_s())
+    weight = 1
+
+    @task
+    def balance(self) -> None:
+        q = _kkt_query(random.choice(plan().kkt["cards"]))
+        args = [q["LICENSEKEY"], q["TRADETYPE"], q["TRADEMODE"], q["CARDNO"], plan().kkt["password"],
+                q["POSCODE"], "", "", ""]
+        params = "".join(f'<param{i} xsi:type="xsd:string">{a}</param{i}>' for i, a in enumerate(args))
+        with self.client.post(
+            "/s/sp.php", data=_SOAP.format(params=params), name="/s/sp.php soapCardTrade 0011",
+            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"urn:kakatong#soapCardTrade"'},
+            catch_response=True,
+        ) as response:
+            found = _MAP_PAYINFORM.search(response.text or "")
+            if response.status_code != 200 or found is None or found.group(1) != "11":
+                response.failure(f"HTTP {response.status_code}, PayInForm {found.group(1) if found else 'missing'}")
+
+
+class SmsUser(FastHttpUser):
+    """The SMS gateway relaying an operator's balance queries (``YECX*card``)."""
+
+    wait_time = constant_pacing(pacing_s())
+    weight = 1
+
+    @task
+    def balance(self) -> None:
+        sms = plan().sms
+        query = {"from": sms["from"], "to": sms["to"], "text": f"YECX*{random.choice(sms['cards'])}"}
+        if sms.get("secret"):
+            query["secret"] = sms["secret"]
+        with self.client.get("/sms/inbound?" + urlencode(query), name="/sms/inbound YECX",
+                             catch_response=True) as response:
+            if response.status_code != 200 or not response.text:
+                response.failure(f"HTTP {response.status_code}")
+
+
+_environment: list[Any] = []
+
+
+@events.init.add_listener
+def _remember(environment: Any, **_: Any) -> None:
+    _environment.append(environment)
+
+
+def result_of(environment: Any) -> dict[str, Any]:
+    """Final figures per request name, and every distinct failure (deliberate ones marked)."""
+    stats = environment.stats
+    by_request = {
+        f"{entry.method} {entry.name}": {
+            "requests": entry.num_requests, "failures": entry.num_failures,
+            "p50_ms": entry.get_response_time_percentile(0.5), "p99_ms": entry.get_response_time_percentile(0.99),
+            "max_ms": entry.max_response_time, "rps": round(entry.total_rps, 2),
+        }
+        for entry in sorted(stats.entries.values(), key=lambda e: (e.method, e.name))
+    }
+    failures = [
+        {"name": f"{e.method} {e.name}", "error": str(e.error), "occurrences": e.occurrences,
+         "deliberate": DELIBERATE in str(e.error)}
+        for e in stats.errors.values()
+    ]
+    return {
+        "requests": stats.total.num_requests, "failures": stats.total.num_failures,
+        "rps": round(stats.total.total_rps, 2),
+        "p50_ms": stats.total.get_response_time_percentile(0.5),
+        "p99_ms": stats.total.get_response_time_percentile(0.99),
+        "deliberate_failures": sum(f["occurrences"] for f in failures if f["deliberate"]),
+        "unexpected_failures": sum(f["occurrences"] for f in failures if not f["deliberate"]),
+        "failure_kinds": failures, "by_request": by_request,
+    }
+
+
+@events.quitting.add_listener
+def _exit_status(environment: Any, **_: Any) -> None:
+    """Failures other than deliberate ones make Locust exit 1 (counted before the stop phase)."""
+    environment.process_exit_code = 1 if result_of(environment)["unexpected_failures"] else 0
+
+
+@events.quit.add_listener
+def _write_result(exit_code: int, **_: Any) -> None:
+    """After the users stopped: the complete figures, to ``LOADTEST_RESULT`` (master/local only)."""
+    from locust.runners import WorkerRunner
+
+    target = os.environ.get("LOADTEST_RESULT")
+    if not target or not _environment or isinstance(_environment[0].runner, WorkerRunner):
+        return
+    Path(target).write_text(json.dumps(result_of(_environment[0]), indent=1), encoding="utf-8")
