@@ -24,6 +24,7 @@ from recharge.config import Settings, load_settings
 # ``set_defaults(func=...)`` taking (settings, args) and returning an exit status.
 COMMAND_MODULES: tuple[str, ...] = (
     "recharge.order_cli",
+    "server.cli",
 )
 
 
@@ -88,7 +89,7 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work(conn: asyncpg.Connection) -> int:
         keys = load_keys(settings.resolved_key_file, create_demo=True)
-        await demo.seed(conn, keys)
+        await demo.seed(conn, keys, settings.data_dir)
         print(f"demo data present (merchant {demo.DEMO_MERCHANT}, terminal {demo.DEMO_TERMINAL});"
               f" demo-only keys in {settings.resolved_key_file}")
         return 0

@@ -7,6 +7,8 @@ cards. The master keys are the demo-only ones generated into the data folder.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 
 from recharge import ledger
@@ -55,8 +57,11 @@ async def fund_recharge_fund(conn: asyncpg.Connection, merchant_id: int, amount:
     return fund
 
 
-async def seed(conn: asyncpg.Connection, keys: MasterKeys) -> None:
-    """Create (or leave as they are) the demo merchant, terminal, license key and fund."""
+async def seed(conn: asyncpg.Connection, keys: MasterKeys, data_dir: Path | None = None) -> None:
+    """Create (or leave as they are) the demo merchant, terminal, license key and fund.
+
+    With ``data_dir``, also the order API's example platform 7, its key pair generated there.
+    """
     async with conn.transaction():
         merchant_id = await ensure_merchant(conn, DEMO_MERCHANT, DEMO_MERCHANT_NAME)
         await conn.execute(
@@ -75,3 +80,7 @@ async def seed(conn: asyncpg.Connection, keys: MasterKeys) -> None:
         from recharge import cards  # KaKaTong demo cards 125–133 (seed 002's test section)
 
         await cards.seed_demo(conn, keys, merchant_id, DEMO_TERMINAL)
+        if data_dir is not None:
+            from recharge import order_platforms  # platform 7 of seed 004 (public bicycle)
+
+            await order_platforms.seed_demo_platform(conn, data_dir)

@@ -53,7 +53,7 @@ async def prepare_database(dsn: str, settings: Settings, *, demo: bool) -> None:
             from recharge import demo as demo_data
 
             keys = load_keys(settings.resolved_key_file, create_demo=True)
-            await demo_data.seed(conn, keys)
+            await demo_data.seed(conn, keys, settings.data_dir)
     finally:
         await conn.close()
 

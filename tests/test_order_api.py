@@ -594,3 +594,24 @@ async def test_oversized_body_is_refused(http: aiohttp.ClientSession, conn: asyn
                                          platform: Any) -> None:
     big = b'{"x":"' + b"a" * (platform.ctx.settings.http_max_body_bytes + 10) + b'"}'
     await refused(http, conn, api, "CreateAutoLoadOrder", big, "too large")
+
+
+async def test_demo_seed_registers_platform_7_with_a_key_generated_into_the_data_dir(
+    http: aiohttp.ClientSession, conn: asyncpg.Connection, test_keys: Any, tmp_path: Path
+) -> None:
+    from recharge import demo
+
+    await demo.seed(conn, test_keys[0], tmp_path)
+    key_path = order_platforms.demo_private_key_path(tmp_path)
+    assert key_path.is_relative_to(tmp_path) and (key_path.stat().st_mode & 0o077) == 0
+    first = key_path.read_bytes()
+    await demo.seed(conn, test_keys[0], tmp_path)  # idempotent: same key, nothing regenerated
+    assert key_path.read_bytes() == first
+    platform = await order_platforms.get_platform(conn, "7")
+    assert platform is not None and platform.pki_no == "70000472"
+    assert await order_platforms.get_public_key_pem(conn, platform.id, "1") == \
+        order_platforms.public_key_of_private_file(key_path)
+    who = ClientIdentity(7, 1, key_path.read_text())
+    body = build_request(who, {"platform": 7, "userinfo": '{"userid":"gzzxc001"}', "type": 5})
+    opened = open_reply(await post(http, "APPLLogin", body))
+    assert opened["status"] == 1 and opened["pki"] == "70000472"
