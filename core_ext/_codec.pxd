@@ -18,6 +18,10 @@ cdef class FrameDecoder:
     cdef readonly bint dead
     cdef unsigned char *buf
     cdef Py_ssize_t have
+    cdef bytes last_user_id
+    cdef bytes last_pki
+    cdef bytes _user_id(self, const unsigned char *p)
+    cdef bytes _pki(self, const unsigned char *p)
     cdef int _fail(self, str message, object info_code, object stage, object user_id, object pki) except -1
     cdef Py_ssize_t _check_header(self, const unsigned char *p, Py_ssize_t avail) except -1
     cdef int _emit(self, const unsigned char *p, Py_ssize_t size, list out) except -1

@@ -5,7 +5,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 
 cdef extern from "zlib.h":
@@ -48,7 +48,67 @@ for _s in range(256):
     STAGE_KIND[_s] = 1 if _s in REQUEST_STAGES else (2 if _s in RESPONSE_STAGES else 0)
 
 
+# Slice-by-16 CRC-32 tables (reflected polynomial 0xEDB88320), built at import. For frame-sized inputs this
+# beats zlib's crc32, whose per-call set-up dominates below a few hundred bytes; long inputs go to zlib.
+cdef uint32_t CRC_TAB[16][256]
+
+
+def _init_crc_tables():
+    cdef uint32_t c
+    cdef int i, k, bit
+    for i in range(256):
+        c = i
+        for bit in range(8):
+            c = (c >> 1) ^ (0xEDB88320 if c & 1 else 0)
+        CRC_TAB[0][i] = c
+    for k in range(1, 16):
+        for i in range(256):
+            CRC_TAB[k][i] = (CRC_TAB[k - 1][i] >> 8) ^ CRC_TAB[0][CRC_TAB[k - 1][i] & 0xFF]
+
+
+_init_crc_tables()
+
+cdef enum:
+    CRC_ZLIB_THRESHOLD = 1024
+
+
+cdef inline uint32_t _le32(const unsigned char *p) noexcept nogil:
+    return <uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+cdef inline uint32_t _crc_small(const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    cdef uint32_t c = ~(<uint32_t>0), one, two, three, four
+    while n >= 16:
+        one = _le32(p) ^ c
+        two = _le32(p + 4)
+        three = _le32(p + 8)
+        four = _le32(p + 12)
+        c = (CRC_TAB[15][one & 0xFF] ^ CRC_TAB[14][(one >> 8) & 0xFF] ^ CRC_TAB[13][(one >> 16) & 0xFF]
+             ^ CRC_TAB[12][one >> 24] ^ CRC_TAB[11][two & 0xFF] ^ CRC_TAB[10][(two >> 8) & 0xFF]
+             ^ CRC_TAB[9][(two >> 16) & 0xFF] ^ CRC_TAB[8][two >> 24] ^ CRC_TAB[7][three & 0xFF]
+             ^ CRC_TAB[6][(three >> 8) & 0xFF] ^ CRC_TAB[5][(three >> 16) & 0xFF] ^ CRC_TAB[4][three >> 24]
+             ^ CRC_TAB[3][four & 0xFF] ^ CRC_TAB[2][(four >> 8) & 0xFF] ^ CRC_TAB[1][(four >> 16) & 0xFF]
+             ^ CRC_TAB[0][four >> 24])
+        p += 16
+        n -= 16
+    while n >= 8:
+        one = (<uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)) ^ c
+        two = <uint32_t>p[4] | (<uint32_t>p[5] << 8) | (<uint32_t>p[6] << 16) | (<uint32_t>p[7] << 24)
+        c = (CRC_TAB[7][one & 0xFF] ^ CRC_TAB[6][(one >> 8) & 0xFF] ^ CRC_TAB[5][(one >> 16) & 0xFF]
+             ^ CRC_TAB[4][one >> 24] ^ CRC_TAB[3][two & 0xFF] ^ CRC_TAB[2][(two >> 8) & 0xFF]
+             ^ CRC_TAB[1][(two >> 16) & 0xFF] ^ CRC_TAB[0][two >> 24])
+        p += 8
+        n -= 8
+    while n > 0:
+        c = (c >> 8) ^ CRC_TAB[0][(c ^ p[0]) & 0xFF]
+        p += 1
+        n -= 1
+    return ~c
+
+
 cdef inline uint32_t _crc(const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    if n < CRC_ZLIB_THRESHOLD:
+        return _crc_small(p, n)
     cdef unsigned long c = 0
     cdef unsigned int chunk
     while n > 0:
@@ -59,19 +119,34 @@ cdef inline uint32_t _crc(const unsigned char *p, Py_ssize_t n) noexcept nogil:
     return <uint32_t>c
 
 
+cdef inline const unsigned char *_bytes_ptr(object data, Py_ssize_t *n):
+    """Pointer and size of a bytes object without taking a buffer view (the common, fast case); else NULL."""
+    if type(data) is bytes:
+        n[0] = PyBytes_GET_SIZE(data)
+        return <const unsigned char *>PyBytes_AS_STRING(data)
+    return NULL
+
+
 cdef inline uint32_t _be32(const unsigned char *p) noexcept nogil:
     return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | <uint32_t>p[3]
 
 
 def crc32(data) -> int:
     """CRC-32 (zlib / IEEE 802.3) of a bytes-like object."""
-    cdef const unsigned char[::1] view = data
-    cdef Py_ssize_t n = view.shape[0]
-    if n == 0:
-        return 0
+    cdef Py_ssize_t n = 0
+    cdef const unsigned char *p = _bytes_ptr(data, &n)
+    cdef const unsigned char[::1] view
+    if p == NULL:
+        view = data
+        n = view.shape[0]
+        if n == 0:
+            return 0
+        p = &view[0]
     cdef uint32_t c
+    if n < 65536:
+        return _crc(p, n)  # releasing the GIL costs more than a short CRC
     with nogil:
-        c = _crc(&view[0], n)
+        c = _crc(p, n)
     return c
 
 
@@ -162,14 +237,9 @@ class FrameError(Exception):
         self.frames = []
 
 
-cdef inline bytes _strip_user_id(const unsigned char *p):
-    cdef Py_ssize_t n = USER_ID_SIZE
-    while n > 0 and p[n - 1] == 0:
-        n -= 1
-    return PyBytes_FromStringAndSize(<const char *>p, n)
-
-
+# Frames hold only bytes and ints, so they cannot be part of a cycle: no GC tracking, a freelist.
 @cython.freelist(256)
+@cython.no_gc
 @cython.final
 cdef class Frame:
     """One DD frame; requests (odd stages) carry ``step``, responses ``flow`` and ``result``."""
@@ -254,6 +324,7 @@ def frame_encode(Frame frame not None) -> bytes:
     return out
 
 
+@cython.no_gc
 @cython.final
 cdef class FrameDecoder:
     """Incremental decoder of one direction of a DD byte stream; dead after its first FrameError."""
@@ -302,15 +373,32 @@ cdef class FrameDecoder:
             self._fail("length field above the maximum", None, p[1], None, None)
         return HEADER_SIZE + length + CRC_SIZE
 
+    cdef bytes _user_id(self, const unsigned char *p):
+        # A connection repeats one user id: reuse the last object instead of allocating one per frame.
+        cdef Py_ssize_t n = USER_ID_SIZE
+        while n > 0 and p[n - 1] == 0:
+            n -= 1
+        if (self.last_user_id is not None and PyBytes_GET_SIZE(self.last_user_id) == n
+                and memcmp(PyBytes_AS_STRING(self.last_user_id), p, n) == 0):
+            return self.last_user_id
+        self.last_user_id = PyBytes_FromStringAndSize(<const char *>p, n)
+        return self.last_user_id
+
+    cdef bytes _pki(self, const unsigned char *p):
+        if self.last_pki is not None and memcmp(PyBytes_AS_STRING(self.last_pki), p, PKI_SIZE) == 0:
+            return self.last_pki
+        self.last_pki = PyBytes_FromStringAndSize(<const char *>p, PKI_SIZE)
+        return self.last_pki
+
     cdef int _emit(self, const unsigned char *p, Py_ssize_t size, list out) except -1:
         cdef Py_ssize_t length = size - HEADER_SIZE - CRC_SIZE
         cdef const unsigned char *body = p + HEADER_SIZE
         cdef int stage = p[1]
         cdef Py_ssize_t prefix = USER_ID_SIZE + (1 if self.requests else 2)
-        cdef object user_id = _strip_user_id(body) if length >= USER_ID_SIZE else None
+        cdef object user_id = self._user_id(body) if length >= USER_ID_SIZE else None
         cdef object pki = None
         if length >= prefix + PKI_SIZE:
-            pki = PyBytes_FromStringAndSize(<const char *>body + prefix, PKI_SIZE)
+            pki = self._pki(body + prefix)
         if _crc(body, length) != _be32(body + length):
             self._fail("checksum wrong", INFO_CHECKSUM, stage, user_id, pki)
         if length < prefix + PKI_SIZE + 1 or length != prefix + PKI_SIZE + 1 + body[prefix + PKI_SIZE]:
@@ -336,12 +424,16 @@ cdef class FrameDecoder:
         """Consume bytes from the stream; the complete frames they finish, in order."""
         if self.dead:
             raise FrameError("decoder is closed after an earlier error")
-        cdef const unsigned char[::1] view = data
-        cdef Py_ssize_t n = view.shape[0], pos = 0, take, size, avail
+        cdef Py_ssize_t n = 0, pos = 0, take, size, avail
+        cdef const unsigned char *src = _bytes_ptr(data, &n)
+        cdef const unsigned char[::1] view
         cdef list out = []
-        if n == 0:
-            return out
-        cdef const unsigned char *src = &view[0]
+        if src == NULL:
+            view = data
+            n = view.shape[0]
+            if n == 0:
+                return out
+            src = &view[0]
         try:
             while pos < n:
                 if self.have:
@@ -385,6 +477,7 @@ def frame_decode(data, bint requests=True, Py_ssize_t max_length=MAX_LENGTH) -> 
     return frames[0]
 
 
+@cython.no_gc
 @cython.final
 cdef class Instruction:
     """One reader-script instruction: run ``apdu``; go to ``next_ok`` if the SW is ``expected_sw``."""
@@ -413,6 +506,7 @@ cdef class Instruction:
                 f"expected_sw={self.expected_sw.hex().upper()}, next_ok={self.next_ok}, next_fail={self.next_fail})")
 
 
+@cython.no_gc
 @cython.final
 cdef class Reply:
     """One reader reply: the instruction's ``seq`` and the card's response data including SW."""
