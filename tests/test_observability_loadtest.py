@@ -1,0 +1,75 @@
+"""``make loadtest`` end to end, briefly: provisioning, Locust headless against the running
+platform, one request per DD stage, a non-zero result reported as a failure, reports written."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest.run import parse_duration_s
+from recharge.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SIGN_IN_STAGES = ("DD01", "DD03", "DD05", "DD07")
+RECHARGE_STAGES = ("DD11", "DD13", "DD15", "DD17", "DD19")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("45s", 45), ("2m", 120), ("1h30m", 5400)])
+def test_durations_read_like_locust_run_time(text: str, seconds: int) -> None:
+    assert parse_duration_s(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5x", "m"])
+def test_a_malformed_duration_is_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration_s(text)
+
+
+async def test_load_run_reports_every_stage_and_counts_only_deliberate_failures(
+    platform: object, settings: Settings, tmp_path: Path
+) -> None:
+    reports = tmp_path / "reports"
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "RECHARGE_KEY_FILE": str(settings.resolved_key_file),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loadtest.run", "--users", "6", "--spawn-rate", "6", "--duration", "4s",
+        "--pacing-s", "0.5", "--deliberate-failure-rate", "0.4", "--user-classes", "TerminalUser,OrderApiUser",
+        "--dd-port", str(platform.dd_port), "--http-port", str(platform.http_port),  # type: ignore[attr-defined]
+        "--data-dir", str(tmp_path / "data"), "--reports", str(reports),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    text = output.decode(errors="replace")
+    assert "using the platform already answering" in text, text[-3000:]
+    assert process.returncode == 0, text[-3000:]
+
+    (summary_path,) = reports.glob("*_summary.json")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    stages = summary["by_request"]
+    for stage in SIGN_IN_STAGES + RECHARGE_STAGES:
+        assert stages[f"DD {stage}"]["requests"] > 0, stage
+    for stage in SIGN_IN_STAGES + RECHARGE_STAGES[1:]:
+        assert stages[f"DD {stage}"]["failures"] == 0, stage
+    for endpoint in ("APPLLogin", "CreateAutoLoadOrder", "AcctQueryLNT"):
+        assert stages[f"POST {endpoint}"]["requests"] > 0, endpoint
+        assert stages[f"POST {endpoint}"]["failures"] == 0, endpoint
+    # The deliberate unknown orders were answered 0x99 and reported as DD11 failures, and
+    # they are the only failures.
+    assert summary["unexpected_failures"] == 0
+    assert summary["deliberate_failures"] == stages["DD DD11"]["failures"] > 0
+    assert {f["error"] for f in summary["failure_kinds"]} == {"DD11 answered 0x99 (deliberate)"}
+    # The platform agrees: what Locust counted as recharges finished, the server loaded.
+    assert summary["platform"]["recharge_recharges_total"]["result=loaded"] >= stages["DD DD17"]["requests"]
+    stamp = summary_path.name.removesuffix("_summary.json")
+    assert (reports / f"{stamp}_stats.csv").exists()
+    assert (reports / f"{stamp}.html").exists()
