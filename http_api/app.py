@@ -26,6 +26,7 @@ PLATFORM_KEY: web.AppKey[Platform] = web.AppKey("platform", Platform)
 ROUTE_MODULES: tuple[str, ...] = (
     "http_api.order_api",
     "http_api.kkt_rest",
+    "http_api.kkt_soap",
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
