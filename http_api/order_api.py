@@ -26,6 +26,7 @@ from aiohttp import web
 
 import core_ext
 from http_api.app import platform_of
+from http_api.order_envelope import open_envelope
 from recharge import metrics, order_platforms, orders
 from recharge.config import Settings
 from recharge.order_platforms import OrderPlatform
@@ -160,7 +161,7 @@ async def _gate(conn: asyncpg.Connection, body: bytes, settings: Settings, endpo
     crt_version = _want(message, "crt_version", int)
     data = _want(message, "data", str)
     sign = _want(message, "Sign", str)
-    mac = _want(message, "mac", str)
+    _want(message, "mac", str)
     if endpoint == "CreateAutoLoadOrder":
         _want(message, "biz_serial_no", str)
     if timestamp <= 0:
@@ -179,7 +180,7 @@ async def _gate(conn: asyncpg.Connection, body: bytes, settings: Settings, endpo
         raise Refused("Sign does not verify", "bad_sign")
     clear = {k: v for k, v in message.items() if k not in ("timestamp", "data", "mac")}
     try:
-        plaintext = core_ext.envelope_decrypt(str(timestamp), data, mac, clear=clear)
+        plaintext = open_envelope(message)
     except core_ext.EnvelopeError as exc:
         raise Refused(f"bad envelope: {exc}", "bad_envelope") from None
     fields = parse_json_object(plaintext, "data")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import core_ext
+from http_api.order_envelope import open_envelope, wire_mac
 from recharge.order_platforms import sign, sign_message
 
 
@@ -75,10 +76,9 @@ def open_reply(reply: dict[str, Any]) -> dict[str, Any]:
     """The reply's clear fields merged with its decrypted ``data`` (mac checked)."""
     clear = {k: v for k, v in reply.items() if k not in ("timestamp", "data", "mac")}
     if "data" not in reply:
-        expected = core_ext.envelope_mac({k: v for k, v in reply.items() if k != "mac"})
-        if expected != reply.get("mac"):
+        if wire_mac(reply) != reply.get("mac"):
             raise core_ext.EnvelopeError("mac does not match")
         return dict(clear)
-    plaintext = core_ext.envelope_decrypt(str(reply["timestamp"]), reply["data"], reply["mac"], clear=clear)
+    plaintext = open_envelope(reply)
     opened: dict[str, Any] = json.loads(plaintext)
     return {**clear, **opened}

@@ -107,9 +107,10 @@ def cmd_envelope_decode(settings: Settings, args: argparse.Namespace) -> int:
     if isinstance(timestamp, bool) or not isinstance(timestamp, int) or not isinstance(data, str) \
             or not isinstance(mac, str):
         return _fail("the envelope needs an integer timestamp and string data and mac")
-    clear = {k: v for k, v in envelope.items() if k not in ("timestamp", "data", "mac")}
+    from http_api.order_envelope import open_envelope
+
     try:
-        plaintext = core_ext.envelope_decrypt(str(timestamp), data, mac, clear=clear)
+        plaintext = open_envelope(envelope)
     except core_ext.EnvelopeError as exc:
         return _fail(f"bad envelope: {exc}")
     sys.stdout.write(plaintext + ("\n" if sys.stdout.isatty() else ""))

@@ -615,3 +615,18 @@ async def test_demo_seed_registers_platform_7_with_a_key_generated_into_the_data
     body = build_request(who, {"platform": 7, "userinfo": '{"userid":"gzzxc001"}', "type": 5})
     opened = open_reply(await post(http, "APPLLogin", body))
     assert opened["status"] == 1 and opened["pki"] == "70000472"
+
+
+async def test_mac_covers_the_fields_in_wire_order_when_data_is_not_last(
+    http: aiohttp.ClientSession, conn: asyncpg.Connection, api: ApiPlatform
+) -> None:
+    from http_api.order_envelope import wire_mac
+
+    signed = create_body(api, new_card(), 1_200)
+    reordered = {k: signed[k] for k in ("timestamp", "data", "version", "platformRaw", "crt_version",
+                                        "biz_serial_no", "Sign")}
+    canonical_mac = signed["mac"]  # timestamp … data last: not the order these fields travel in
+    assert wire_mac(reordered) != canonical_mac
+    await refused(http, conn, api, "CreateAutoLoadOrder", {**reordered, "mac": canonical_mac}, "mac does not match")
+    reply = await post(http, "CreateAutoLoadOrder", {**reordered, "mac": wire_mac(reordered)})
+    assert reply["status"] == 1 and orders.is_order_no(open_reply(reply)["order"])
