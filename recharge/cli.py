@@ -89,7 +89,7 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work(conn: asyncpg.Connection) -> int:
         keys = load_keys(settings.resolved_key_file, create_demo=True)
-        await demo.seed(conn, keys)
+        await demo.seed(conn, keys, settings.data_dir)
         print(f"demo data present (merchant {demo.DEMO_MERCHANT}, terminal {demo.DEMO_TERMINAL});"
               f" demo-only keys in {settings.resolved_key_file}")
         return 0
