@@ -27,6 +27,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "http_api.order_api",
     "http_api.kkt_rest",
     "http_api.kkt_soap",
+    "http_api.admin",
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

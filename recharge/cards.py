@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import re
 import secrets
 from collections.abc import Callable
@@ -106,9 +107,10 @@ def verify_password(stored: str | None, md5_hex: str, pepper: bytes) -> bool:
 async def record_action(
     conn: asyncpg.Connection, actor: str, action: str, subject: str, reason: str, **detail: object
 ) -> None:
+    # ::text::jsonb: works whether or not the connection has the pool's jsonb codec
     await conn.execute(
-        "INSERT INTO operator_actions (actor, action, subject, reason, detail) VALUES ($1,$2,$3,$4,$5)",
-        actor, action, subject, reason, detail,
+        "INSERT INTO operator_actions (actor, action, subject, reason, detail) VALUES ($1,$2,$3,$4,$5::text::jsonb)",
+        actor, action, subject, reason, json.dumps(detail, ensure_ascii=False, default=str),
     )
 
 
@@ -375,10 +377,11 @@ async def reissue_card(
             await conn.execute(
                 "INSERT INTO cards (card_no, merchant_id, kind, state, valid_from, valid_to, password_hash,"
                 " per_txn_limit_cents, daily_count_limit, bound_mobile, bound_id_no, holder, activated_at)"
-                " VALUES ($1,$2,$3,'active',$4,$5,$6,$7,$8,$9,$10,$11, now())",
+                " VALUES ($1,$2,$3,'active',$4,$5,$6,$7,$8,$9,$10,"
+                " (SELECT holder FROM cards WHERE card_no = $11), now())",
                 new_card_no, old["merchant_id"], old["kind"], old["valid_from"], old["valid_to"],
                 old["password_hash"], old["per_txn_limit_cents"], old["daily_count_limit"],
-                old["bound_mobile"], old["bound_id_no"], old["holder"],
+                old["bound_mobile"], old["bound_id_no"], card_no,
             )
         except asyncpg.UniqueViolationError:
             raise AdminError(f"card {new_card_no} already exists") from None

@@ -24,6 +24,7 @@ from recharge.config import Settings, load_settings
 # ``set_defaults(func=...)`` taking (settings, args) and returning an exit status.
 COMMAND_MODULES: tuple[str, ...] = (
     "recharge.order_cli",
+    "recharge.kkt_cli",
     "server.cli",
 )
 

@@ -526,14 +526,14 @@ async def _replay(conn: asyncpg.Connection, req: TradeRequest, terminal: Termina
     if not _REQID_RE.fullmatch(req.req_id):
         raise Refused("00")
     row = await conn.fetchrow(
-        "SELECT digest, reply FROM kkt_requests WHERE terminal_code = $1 AND req_id = $2",
+        "SELECT digest, reply::text AS reply FROM kkt_requests WHERE terminal_code = $1 AND req_id = $2",
         terminal.code, req.req_id,
     )
     if row is None:
         return None
     if row["digest"] != req.digest():
         return TradeResult("00")  # the same REQID for a different request: refused, never re-run
-    return TradeResult.from_json(row["reply"])
+    return TradeResult.from_json(json.loads(row["reply"]))
 
 
 async def _remember(conn: asyncpg.Connection, req: TradeRequest, terminal_code: str, result: TradeResult) -> None:
@@ -542,8 +542,8 @@ async def _remember(conn: asyncpg.Connection, req: TradeRequest, terminal_code: 
     try:
         async with conn.transaction():
             await conn.execute(
-                "INSERT INTO kkt_requests (terminal_code, req_id, digest, reply) VALUES ($1,$2,$3,$4)",
-                terminal_code, req.req_id, req.digest(), result.to_json(),
+                "INSERT INTO kkt_requests (terminal_code, req_id, digest, reply) VALUES ($1,$2,$3,$4::text::jsonb)",
+                terminal_code, req.req_id, req.digest(), json.dumps(result.to_json(), ensure_ascii=False),
             )
     except asyncpg.UniqueViolationError:
         raise _Retry() from None  # a concurrent twin committed first: start over and replay it
@@ -1072,14 +1072,15 @@ async def card_info(
                     return InfoResult("00", card_no, license.merchant_code)
             changes[key] = value
         row = await conn.fetchrow(
-            "SELECT holder FROM cards WHERE card_no = $1 AND merchant_id = $2 FOR UPDATE", card_no,
+            "SELECT holder::text AS holder FROM cards WHERE card_no = $1 AND merchant_id = $2 FOR UPDATE", card_no,
             license.merchant_id,
         )
         if row is None:
             return InfoResult("05", card_no, license.merchant_code)
-        holder = {**(row["holder"] or {}), **changes}
+        holder = {**json.loads(row["holder"] or "{}"), **changes}
         if changes:
-            await conn.execute("UPDATE cards SET holder = $2 WHERE card_no = $1", card_no, holder)
+            await conn.execute("UPDATE cards SET holder = $2::text::jsonb WHERE card_no = $1", card_no,
+                               json.dumps(holder, ensure_ascii=False))
         return InfoResult("", card_no, license.merchant_code, {k: str(v) for k, v in holder.items()})
 
     result = await _in_transaction(db, work, cfg.settings.ledger_max_retries)
