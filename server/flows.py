@@ -470,10 +470,10 @@ async def dd17(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         raise Refuse(INFO_CARD_ERROR)
 
     async def post(conn: asyncpg.Connection) -> Order:
+        # The merchant's fund row is the hot lock every post takes: take it last, hold it shortest.
         record_id = await store.new_record_id(conn, _now())
-        loaded = await orders.mark_loaded(conn, order.order_no, balance_after_cents=balance_after, record_id=record_id)
         await store.set_last_balance(conn, st.card_no, balance_after)
-        return loaded
+        return await orders.mark_loaded(conn, order.order_no, balance_after_cents=balance_after, record_id=record_id)
 
     st.order = await store.run_transaction(dd.platform, post)
     metrics.RECHARGES.labels("loaded").inc()

