@@ -293,7 +293,7 @@ _SOAP = """<?xml version="1.0" encoding="UTF-8"?>
  xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
  xmlns:SOAP-ENC="http://schemas.xmlsoap.org/soap/encoding/"
  SOAP-ENV:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><SOAP-ENV:Body>
-<ns1:soapCardTrade xmlns:ns1="urn:kakatong">{params}</ns1:soapCardTrade></SOAP-ENV:Body></SOAP-ENV:Envelope>"""
+<ns1:soapCardTrade xmlns:ns1="urn:KaKaTong">{params}</ns1:soapCardTrade></SOAP-ENV:Body></SOAP-ENV:Envelope>"""
 _MAP_PAYINFORM = re.compile(r"<key[^>]*>PayInForm</key>\s*<value[^>]*>(\d+)</value>")
 
 
@@ -311,7 +311,7 @@ class KktSoapUser(FastHttpUser):
         params = "".join(f'<param{i} xsi:type="xsd:string">{a}</param{i}>' for i, a in enumerate(args))
         with self.client.post(
             "/s/sp.php", data=_SOAP.format(params=params), name="/s/sp.php soapCardTrade 0011",
-            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"urn:kakatong#soapCardTrade"'},
+            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"urn:KaKaTong#soapCardTrade"'},
             catch_response=True,
         ) as response:
             found = _MAP_PAYINFORM.search(response.text or "")

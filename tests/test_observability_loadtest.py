@@ -42,8 +42,9 @@ async def test_load_run_reports_every_stage_and_counts_only_deliberate_failures(
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loadtest.run", "--users", "6", "--spawn-rate", "6", "--duration", "4s",
-        "--pacing-s", "0.5", "--deliberate-failure-rate", "0.4", "--user-classes", "TerminalUser,OrderApiUser",
+        sys.executable, "-m", "loadtest.run", "--users", "8", "--spawn-rate", "8", "--duration", "4s",
+        "--pacing-s", "0.5", "--deliberate-failure-rate", "0.4", "--user-classes",
+        "TerminalUser,OrderApiUser,KktRestUser,KktSoapUser",
         "--dd-port", str(platform.dd_port), "--http-port", str(platform.http_port),  # type: ignore[attr-defined]
         "--data-dir", str(tmp_path / "data"), "--reports", str(reports),
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -60,9 +61,10 @@ async def test_load_run_reports_every_stage_and_counts_only_deliberate_failures(
         assert stages[f"DD {stage}"]["requests"] > 0, stage
     for stage in SIGN_IN_STAGES + RECHARGE_STAGES[1:]:
         assert stages[f"DD {stage}"]["failures"] == 0, stage
-    for endpoint in ("APPLLogin", "CreateAutoLoadOrder", "AcctQueryLNT"):
-        assert stages[f"POST {endpoint}"]["requests"] > 0, endpoint
-        assert stages[f"POST {endpoint}"]["failures"] == 0, endpoint
+    for request in ("POST APPLLogin", "POST CreateAutoLoadOrder", "POST AcctQueryLNT",
+                    "GET /s/get cTRequest 0011", "POST /s/sp.php soapCardTrade 0011"):
+        assert stages[request]["requests"] > 0, request
+        assert stages[request]["failures"] == 0, request
     # The deliberate unknown orders were answered 0x99 and reported as DD11 failures, and
     # they are the only failures.
     assert summary["unexpected_failures"] == 0
