@@ -8,10 +8,6 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
 
 
-cdef extern from "zlib.h":
-    unsigned long z_crc32 "crc32"(unsigned long crc, const unsigned char *buf, unsigned int length) nogil
-
-
 INFO_OK = 0x00
 INFO_STAGE = 0xA0
 INFO_PKI = 0xA1
@@ -48,8 +44,28 @@ for _s in range(256):
     STAGE_KIND[_s] = 1 if _s in REQUEST_STAGES else (2 if _s in RESPONSE_STAGES else 0)
 
 
-# Slice-by-16 CRC-32 tables (reflected polynomial 0xEDB88320), built at import. For frame-sized inputs this
-# beats zlib's crc32, whose per-call set-up dominates below a few hundred bytes; long inputs go to zlib.
+# zlib's crc32 when the build found zlib (setup.py defines CORE_EXT_HAVE_ZLIB), else a stub never called.
+cdef extern from *:
+    """
+    #ifdef CORE_EXT_HAVE_ZLIB
+    #include <zlib.h>
+    #define CORE_EXT_ZLIB 1
+    static unsigned long core_ext_zlib_crc32(unsigned long c, const unsigned char *p, unsigned int n) {
+        return crc32(c, p, n);
+    }
+    #else
+    #define CORE_EXT_ZLIB 0
+    static unsigned long core_ext_zlib_crc32(unsigned long c, const unsigned char *p, unsigned int n) {
+        (void)p; (void)n; return c;
+    }
+    #endif
+    """
+    const int CORE_EXT_ZLIB
+    unsigned long core_ext_zlib_crc32(unsigned long c, const unsigned char *p, unsigned int n) nogil
+
+# Slice-by-16 CRC-32 tables (reflected polynomial 0xEDB88320, the zlib CRC), built at import. On
+# frame-sized input it is several times faster than zlib, whose per-call set-up dominates there; from
+# 1 KiB on, zlib (when built in) is faster.
 cdef uint32_t CRC_TAB[16][256]
 
 
@@ -68,15 +84,32 @@ def _init_crc_tables():
 
 _init_crc_tables()
 
-cdef enum:
-    CRC_ZLIB_THRESHOLD = 1024
-
-
 cdef inline uint32_t _le32(const unsigned char *p) noexcept nogil:
     return <uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
 
 
-cdef inline uint32_t _crc_small(const unsigned char *p, Py_ssize_t n) noexcept nogil:
+cdef enum:
+    CRC_ZLIB_THRESHOLD = 1024
+
+
+cdef inline uint32_t _crc(const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    if CORE_EXT_ZLIB and n >= CRC_ZLIB_THRESHOLD:
+        return _crc_zlib(p, n)
+    return _crc_table(p, n)
+
+
+cdef uint32_t _crc_zlib(const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    cdef unsigned long c = 0
+    cdef unsigned int chunk
+    while n > 0:
+        chunk = <unsigned int>(n if n < 0x40000000 else 0x40000000)
+        c = core_ext_zlib_crc32(c, p, chunk)
+        p += chunk
+        n -= chunk
+    return <uint32_t>c
+
+
+cdef inline uint32_t _crc_table(const unsigned char *p, Py_ssize_t n) noexcept nogil:
     cdef uint32_t c = ~(<uint32_t>0), one, two, three, four
     while n >= 16:
         one = _le32(p) ^ c
@@ -104,19 +137,6 @@ cdef inline uint32_t _crc_small(const unsigned char *p, Py_ssize_t n) noexcept n
         p += 1
         n -= 1
     return ~c
-
-
-cdef inline uint32_t _crc(const unsigned char *p, Py_ssize_t n) noexcept nogil:
-    if n < CRC_ZLIB_THRESHOLD:
-        return _crc_small(p, n)
-    cdef unsigned long c = 0
-    cdef unsigned int chunk
-    while n > 0:
-        chunk = <unsigned int>(n if n < 0x40000000 else 0x40000000)
-        c = z_crc32(c, p, chunk)
-        p += chunk
-        n -= chunk
-    return <uint32_t>c
 
 
 cdef inline const unsigned char *_bytes_ptr(object data, Py_ssize_t *n):

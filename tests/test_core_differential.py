@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from hypothesis import given, settings
@@ -253,3 +254,9 @@ def test_envelope_agrees_and_round_trips(timestamp: str, plaintext: str, lowerca
     assert sealed == R.envelope_encrypt(timestamp, plaintext, clear=clear, lowercase=lowercase)
     assert C.envelope_decrypt(timestamp, *sealed, clear=clear) == plaintext
     assert R.envelope_decrypt(timestamp, *sealed, clear=clear) == plaintext
+
+
+def test_crc32_of_a_mebibyte_and_of_buffer_types_matches_zlib() -> None:
+    data = bytes(range(256)) * 4096 + b"tail"
+    assert C.crc32(data) == zlib.crc32(data)
+    assert C.crc32(bytearray(data[:1000])) == C.crc32(memoryview(data)[:1000]) == zlib.crc32(data[:1000])
