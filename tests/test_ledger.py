@@ -14,6 +14,7 @@ from recharge.audit import audit
 from recharge.demo import ensure_merchant, external_account, fund_recharge_fund
 from recharge.ledger import AccountKind, Result
 from recharge.sweeper import sweep_once
+from server.fixtures import fresh_merchant_code
 from tests.conftest import unique_digits
 
 pytestmark = pytest.mark.usefixtures("audited")
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("audited")
 async def _funded_pair(conn: asyncpg.Connection, fund_cents: int) -> tuple[int, int]:
     """A merchant recharge fund holding ``fund_cents`` and a fresh card purse."""
     async with conn.transaction():
-        merchant = await ensure_merchant(conn, unique_digits(4), "ledger test")
+        merchant = await ensure_merchant(conn, await fresh_merchant_code(conn), "ledger test")
         fund = await fund_recharge_fund(conn, merchant, fund_cents, f"t:{unique_digits(12)}") if fund_cents else (
             await ledger.ensure_account(conn, ledger="CNY", kind=AccountKind.RECHARGE_FUND, merchant_id=merchant)
         )
@@ -158,15 +159,13 @@ async def test_concurrent_transfers_between_few_accounts_lose_no_update(pool: as
     """Many tasks move money back and forth between three accounts in both directions;
     deadlocks are avoided or retried and every created transfer is reflected exactly."""
     async with pool.acquire() as c, c.transaction():
-        merchant = await ensure_merchant(c, unique_digits(4), "concurrency")
         accounts = []
-        for i in range(3):
+        for _ in range(3):
             acc = await ledger.ensure_account(c, ledger="CNY", kind=AccountKind.CARD_PURSE, card_no="7" + unique_digits(15))
             await ledger.create_transfer(
                 c, id=_tid(), debit_account_id=await external_account(c), credit_account_id=acc, amount=10_000
             )
             accounts.append(acc)
-        del merchant
     rng = random.Random(20261121)
     plan = [(rng.sample(accounts, 2), rng.randint(1, 500), _tid()) for _ in range(300)]
 
