@@ -89,6 +89,19 @@ def database_url(server_url: str) -> Iterator[str]:
         asyncio.run(drop())
 
 
+@pytest.fixture
+async def empty_database(server_url: str) -> AsyncIterator[str]:
+    """A new, empty database of its own (not migrated), dropped after the test."""
+    name = f"recharge_empty_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ledger_balances_after_the_whole_run(database_url: str) -> Iterator[None]:
     """After every test of the run, `rechargectl audit`'s check must still pass."""

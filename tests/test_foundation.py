@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -14,19 +13,7 @@ import pytest
 from recharge import db
 from recharge.config import load_settings
 from recharge.keys import KeyFileError, MasterKeys, load_keys, write_keys
-from tests.conftest import ROOT, _with_database
-
-
-@pytest.fixture
-async def empty_database(server_url: str) -> object:
-    name = f"recharge_empty_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(server_url, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+from tests.conftest import ROOT
 
 
 async def test_migrations_apply_to_an_empty_database_and_rerun_is_a_noop(empty_database: str) -> None:

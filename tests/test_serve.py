@@ -44,8 +44,8 @@ def _start(database_url: str, data_dir: Path, *extra: str) -> tuple[subprocess.P
 
 
 @pytest.fixture
-def served(database_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
-    proc, ports = _start(database_url, tmp_path, "--demo")
+def served(empty_database: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
+    proc, ports = _start(empty_database, tmp_path, "--demo")
     try:
         yield proc, ports
     finally:
