@@ -90,16 +90,15 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
         return xml_response([[("PayInForm", "50"),
                               ("PayInResult", "(50)" + kkt.text("50", params.lang_chinese()))]], status=400)
     ctx = platform_of(request)
-    license = await kkt.authorize(
-        ctx.pool, params.get("LICENSEKEY"), request.remote, copno=params.get("COPNO"),
-        terminal_code=params.get("POSCODE"),
-    )
-    if license.code != 0:
-        kkt.metrics.KKT_TRADES.labels(method, f"license_{license.code}").inc()
-        return license_response(license.code)
-    cfg = kkt.Config.of(ctx.settings, ctx.keys)
     async with ctx.acquire() as conn:
-        return await handler(conn, params, license, cfg)
+        license = await kkt.authorize(
+            conn, params.get("LICENSEKEY"), request.remote, copno=params.get("COPNO"),
+            terminal_code=params.get("POSCODE"),
+        )
+        if license.code != 0:
+            kkt.metrics.KKT_TRADES.labels(method, f"license_{license.code}").inc()
+            return license_response(license.code)
+        return await handler(conn, params, license, kkt.Config.of(ctx.settings, ctx.keys))
 
 
 async def _ct_request(conn: object, p: Params, license: kkt.License, cfg: kkt.Config) -> web.Response:

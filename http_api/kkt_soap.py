@@ -285,14 +285,14 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
         return fault(_guess_version(request), exc.message)
     lang = values.get("LANG") or request.query.get("LANG")
     call = Call(values, chinese=lang is None or kkt.is_chinese(lang), remote=request.remote)
-    lic = await kkt.authorize(ctx.pool, call.get("LICENSEKEY"), request.remote, copno=call.get("COPNO"),
-                              terminal_code=call.get("POSCODE"))
     reply: Reply
-    if lic.code != 0:
-        metrics.KKT_TRADES.labels(name, f"license_{lic.code}").inc()
-        reply = lic.code
-    else:
-        async with ctx.acquire() as conn:
+    async with ctx.acquire() as conn:
+        lic = await kkt.authorize(conn, call.get("LICENSEKEY"), request.remote, copno=call.get("COPNO"),
+                                  terminal_code=call.get("POSCODE"))
+        if lic.code != 0:
+            metrics.KKT_TRADES.labels(name, f"license_{lic.code}").inc()
+            reply = lic.code
+        else:
             reply = await operation.handler(conn, call, lic, kkt.Config.of(ctx.settings, ctx.keys))
     content_type = "application/soap+xml" if version == SOAP12_ENV else "text/xml"
     return web.Response(text=envelope(version, name, reply), content_type=content_type, charset="utf-8")

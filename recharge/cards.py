@@ -12,6 +12,7 @@ write records who and why in ``operator_actions``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -36,6 +37,7 @@ _PIN_RE = re.compile(r"[0-9]{6}")
 _MERCHANT_RE = re.compile(r"[0-9]{4}")
 _HASH_SCHEME = "p1"
 BATCH_CHUNK = 5000  # cards per COPY in a batch
+VERIFY_CACHE_ENTRIES = 65_536  # (stored hash, password) pairs whose PBKDF2 result is memoised
 
 
 class AdminError(ValueError):
@@ -90,6 +92,13 @@ def verify_password(stored: str | None, md5_hex: str, pepper: bytes) -> bool:
     """Constant-time check of a normalised password against a stored hash."""
     if not stored:
         return False
+    return _verify_cached(stored, md5_hex, pepper)
+
+
+@functools.lru_cache(maxsize=VERIFY_CACHE_ENTRIES)
+def _verify_cached(stored: str, md5_hex: str, pepper: bytes) -> bool:
+    # Memoised in process memory only: a card's next trade with the same password skips the
+    # PBKDF2 rounds (≈1 ms of CPU). A new password or salt is a new stored hash, a new key.
     try:
         scheme, rounds, salt_hex, digest_hex = stored.split("$")
         if scheme != _HASH_SCHEME:

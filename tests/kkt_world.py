@@ -21,6 +21,7 @@ from recharge.demo import fund_recharge_fund
 from recharge.keys import MasterKeys
 
 PASSWORD = "111111"
+RESERVED_MERCHANTS = {"1155", "1072"} | {f"{7000 + i}" for i in range(64)}  # demo, PHP example, bench
 PASSWORD_MD5 = hashlib.md5(PASSWORD.encode()).hexdigest()
 
 
@@ -103,6 +104,8 @@ def first_record(body: str) -> dict[str, str]:
 async def new_merchant(conn: asyncpg.Connection, *, name: str = "测试商户") -> tuple[str, int]:
     while True:
         code = f"{secrets.randbelow(9000) + 1000}"
+        if code in RESERVED_MERCHANTS:
+            continue
         merchant_id = await conn.fetchval(
             "INSERT INTO merchants (code, name) VALUES ($1, $2) ON CONFLICT (code) DO NOTHING RETURNING id", code, name
         )

@@ -79,6 +79,7 @@ async def test_demo_seed_is_idempotent_and_starts_serials_at_6698(pool: Any, tes
     async with pool.acquire() as conn:
         await demo.seed(conn, test_keys[0])
         await demo.seed(conn, test_keys[0])
-        cards = await conn.fetch("SELECT card_no, state FROM cards WHERE card_no LIKE '16801155%' ORDER BY 1")
+        cards = await conn.fetch("SELECT card_no, state FROM cards WHERE card_no BETWEEN '1680115500000100'"
+                                 " AND '1680115500000199' ORDER BY 1")
         assert [r["card_no"] for r in cards] == [f"16801155{n:08d}" for n in range(125, 134)]
         assert await conn.fetchval("SELECT stance_seq FROM merchants WHERE code = '1155'") >= 6697
