@@ -28,6 +28,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "http_api.kkt_rest",
     "http_api.kkt_soap",
     "http_api.admin",
+    "http_api.sms",
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -49,6 +49,10 @@ class Settings:
     order_max_amount_cents: int = 100_000  # 1,000 yuan per order
     sweeper_interval_s: float = 5.0
     ledger_max_retries: int = 10
+    ledger_batch_max: int = 32  # DD recharge steps sharing one transaction/commit (keep ≤ 64: subtransactions)
+    ledger_batch_max_wait_ms: float = 1.0  # how long a batch waits for more steps before it runs
+    ledger_batch_queue_depth: int = 1024  # DD steps waiting for a batch; more → 0xDD
+    ledger_batch_pipeline: int = 2  # batches in flight at once (one runs while the previous commits)
     # --- order API
     order_api_timestamp_window_s: int = 300
     order_api_session_ttl_s: int = 1800  # an APPLLogin serial is usable this long
@@ -59,6 +63,8 @@ class Settings:
     http_max_body_bytes: int = 64 * 1024
     admin_token: str | None = None  # unset: admin endpoints answer 403
     sms_shared_secret: str | None = None  # unset: the SMS hook answers 403
+    sms_max_message_chars: int = 160  # a longer inbound SMS text is refused unread (one GSM SMS)
+    sms_max_reply_chars: int = 70  # a reply fits one Chinese (UCS-2) SMS; longer texts are cut
     # --- KaKaTong card service (SPEC 3.1; docs/OPERATIONS.md "KaKaTong")
     kkt_gateway_open: bool = True  # False: every KaKaTong request answers 51 (gateway closed)
     kkt_duplicate_window_s: int = 24 * 3600  # same card+terminal+trade+amount within it: 12

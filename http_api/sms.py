@@ -1,0 +1,126 @@
+"""The inbound-SMS hook (SPEC 3.3): ``GET``/``POST /sms/inbound`` for an SMS gateway.
+
+Kannel's conventions: ``get-url`` sends ``from``, ``to`` and ``text`` as query parameters
+(``…/sms/inbound?secret=S&from=%p&to=%P&text=%a&id=%I``); ``post-url`` POSTs the message as
+the body (``text/plain``, its charset) with the numbers in the URL or in the
+``X-Kannel-From`` / ``X-Kannel-To`` headers; a form body (``from``, ``to``, ``text``) works
+too. The ``text/plain; charset=utf-8`` body we answer is the reply SMS.
+
+The gateway proves itself with the shared secret ``sms_shared_secret``, sent as the
+``X-SMS-Secret`` header or the ``secret`` parameter (query or form), compared in constant
+time; missing or wrong → 403, and an unset secret disables the hook (403). A malformed
+gateway request (no or bad ``from``, bad ``id``, undecodable body) → 400. Everything a
+sender can type is answered 200 with a text — business refusals, and also a busy or broken
+database (a gateway turns a 5xx into "could not fetch content" for the user).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+
+from aiohttp import web
+
+from http_api.app import platform_of
+from recharge import kkt, metrics, sms, sms_channel
+from recharge.context import Busy
+
+log = logging.getLogger(__name__)
+
+PATH = "/sms/inbound"
+SECRET_HEADER = "X-SMS-Secret"
+SECRET_PARAM = "secret"
+KANNEL_FROM_HEADER = "X-Kannel-From"
+KANNEL_TO_HEADER = "X-Kannel-To"
+_MSISDN_RE = re.compile(r"\+?([0-9]{3,20})")
+_MESSAGE_ID_RE = re.compile(r"[0-9A-Za-z_.:-]{1,64}")  # what the card service accepts as REQID
+_CHINA_PREFIXES = ("0086", "86")
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class _BadRequest(Exception):
+    """The gateway (not the sender) sent something malformed: 400."""
+
+
+def normalise_msisdn(raw: str | None) -> str | None:
+    """``+8613811111111`` / ``008613811111111`` / ``13811111111`` → ``13811111111``;
+    other numbers as their digits; None when not a phone number."""
+    found = _MSISDN_RE.fullmatch((raw or "").strip())
+    if found is None:
+        return None
+    digits = found.group(1)
+    for prefix in _CHINA_PREFIXES:
+        rest = digits[len(prefix):]
+        if digits.startswith(prefix) and len(rest) == 11 and rest.startswith("1"):
+            return rest
+    return digits
+
+
+def authorised(given: str | None, secret: str | None) -> bool:
+    """Constant-time comparison; an unset (or empty) secret authorises nobody."""
+    if not secret or not given:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8"))
+
+
+async def _params(request: web.Request) -> dict[str, str]:
+    """The query parameters, and a form body's fields (first value wins)."""
+    params: dict[str, str] = dict(request.query)
+    if request.method == "POST" and request.content_type in _FORM_TYPES:
+        form = await request.post()
+        params.update({k: v for k, v in form.items() if isinstance(v, str) and k not in params})
+    return params
+
+
+async def _text(request: web.Request, params: dict[str, str]) -> str:
+    """The message: the ``text`` parameter, or a post-url body (after the secret is checked)."""
+    if request.method != "POST" or request.content_type in _FORM_TYPES:
+        return params.get("text", "")
+    try:
+        return await request.text()
+    except (UnicodeDecodeError, LookupError):
+        raise _BadRequest("bad request: the body is not text in its declared charset") from None
+
+
+def _text_response(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, content_type="text/plain", charset="utf-8", status=status)
+
+
+async def inbound(request: web.Request) -> web.Response:
+    settings = platform_of(request).settings
+    params = await _params(request)
+    if not authorised(request.headers.get(SECRET_HEADER) or params.get(SECRET_PARAM), settings.sms_shared_secret):
+        metrics.SMS_REQUESTS.labels("none", "forbidden").inc()
+        return _text_response("forbidden", 403)
+    sender = normalise_msisdn(params.get("from") or request.headers.get(KANNEL_FROM_HEADER))
+    message_id = params.get("id") or None
+    try:
+        if sender is None or (message_id is not None and not _MESSAGE_ID_RE.fullmatch(message_id)):
+            raise _BadRequest("bad request: from must be a phone number, id 1-64 of [0-9A-Za-z_.:-]")
+        text = await _text(request, params)
+    except _BadRequest as bad:
+        metrics.SMS_REQUESTS.labels("none", "bad_request").inc()
+        return _text_response(str(bad), 400)
+    answer = await _answer(request, sender, text, message_id)
+    metrics.SMS_REQUESTS.labels(answer.command, answer.outcome).inc()
+    return _text_response(answer.reply)
+
+
+async def _answer(request: web.Request, sender: str, text: str, message_id: str | None) -> sms_channel.Answer:
+    ctx = platform_of(request)
+    busy = sms.fit(sms.BUSY, ctx.settings.sms_max_reply_chars)
+    try:
+        async with ctx.acquire() as conn:
+            return await sms_channel.handle(conn, kkt.Config.of(ctx.settings, ctx.keys), sender, text, message_id)
+    except Busy:
+        metrics.BUSY_ANSWERS.labels("http").inc()
+        return sms_channel.Answer(busy, "unknown", "busy")
+    except Exception:  # the sender still gets an answer; the log and the metric say what broke
+        log.exception("SMS command failed")  # no message text: it may hold a card password
+        return sms_channel.Answer(busy, "unknown", "error")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get(PATH, inbound)
+    app.router.add_post(PATH, inbound)
