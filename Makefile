@@ -25,9 +25,11 @@ build: $(STAMP)
 	@$(BIN)/python setup.py -q build_ext --inplace
 	@$(BIN)/python -c "import core_ext" 
 
-# Machine tools the tests need beyond Python packages (promtool for the alert-rule tests).
+# Machine tools the tests need beyond Python packages: promtool for the alert-rule tests,
+# PHP's SoapClient for the test that runs seed 002's own PHP example.
 tools:
 	@sh scripts/ensure_promtool.sh
+	@sh scripts/ensure_php_soap.sh
 
 run: install
 	$(BIN)/rechargectl serve --demo

