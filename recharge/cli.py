@@ -110,7 +110,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     return run_with_db(settings, work)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, feature_commands: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rechargectl",
         description="Recharge and stored-value card platform: DD terminal server, order API, "
@@ -140,14 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(p)
     p.set_defaults(func=cmd_audit)
 
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    if feature_commands:
+        for name in COMMAND_MODULES:
+            importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # `serve` must choose Prometheus's multiprocess mode before anything imports
+    # prometheus_client, so it is parsed without importing the feature modules.
+    parser = build_parser(feature_commands=arguments[:1] != ["serve"])
+    args = parser.parse_args(arguments)
     extra = {name: getattr(args, name) for name in getattr(args, "extra", ()) if getattr(args, name, None) is not None}
     try:
         settings = settings_from(args, **extra)

@@ -88,3 +88,47 @@ def test_serve_with_demo_seeds_the_demo_terminal_and_metrics_are_exposed(served:
     assert "recharge_http_requests_total" in body
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_with_two_workers_shares_the_ports_and_drains_both(empty_database: str, tmp_path: Path) -> None:
+    dd_port, http_port = _free_port(), _free_port()
+    write_keys(tmp_path / "keys.json", MasterKeys.generate(demo=True))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recharge.cli", "serve", "--workers", "2", "--dd-port", str(dd_port),
+         "--http-port", str(http_port), "--database-url", empty_database, "--data-dir", str(tmp_path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "RECHARGE_DD_HOST": "127.0.0.1", "RECHARGE_HTTP_HOST": "127.0.0.1"},
+    )
+    try:
+        assert proc.stdout is not None
+        pids = set()
+        while len(pids) < 2:
+            line = proc.stdout.readline()
+            assert line, "serve exited before both workers were ready"
+            if line.startswith("READY "):
+                pids.add(line.split("pid=")[1].strip())
+        assert len(pids) == 2  # two processes, one port each kind
+        for _ in range(6):
+            assert _get(http_port, "/healthz")[0] == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+        # multiprocess mode: the scrape merges every worker's counters, whichever served it
+        healthz_total = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in body.splitlines()
+            if line.startswith("recharge_http_requests_total{") and 'route="/healthz"' in line
+        )
+        assert healthz_total == 6
+        assert (tmp_path / "metrics").is_dir() and any((tmp_path / "metrics").iterdir())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
