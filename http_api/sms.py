@@ -122,5 +122,5 @@ async def _answer(request: web.Request, sender: str, text: str, message_id: str 
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get(PATH, inbound)
+    app.router.add_get(PATH, inbound, allow_head=False)  # a HEAD must not run a command
     app.router.add_post(PATH, inbound)

@@ -448,3 +448,12 @@ async def test_requests_are_counted_by_command_and_outcome(w: SmsWorld) -> None:
     await send_raw(w.url, {"from": w.operator, "text": "YECX"})
     for key, value in before.items():
         assert count(*key) == value + 1, key
+
+
+async def test_head_requests_run_nothing(w: SmsWorld) -> None:
+    card = await w.card(balance=5000)
+    before = await w.state(card)
+    reply = await send_raw(w.url, {"secret": SECRET, "from": w.operator, "text": f"CZXF*{card}*1*111111"},
+                           method="HEAD")
+    assert reply.status == 405
+    assert await w.state(card) == before
