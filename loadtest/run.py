@@ -12,8 +12,9 @@
    (default: every class, weighted; ``--user-classes TerminalUser`` for terminals only), and
    writes ``<reports>/<stamp>_stats.csv`` (and the other CSVs), ``<stamp>.html`` and
    ``<stamp>_summary.json`` (requests, failures, per-stage percentiles, platform counters).
+4. The ledger audit runs on the database afterwards (``ledger_audit`` in the summary).
 
-Exit status 0 only when no request failed except deliberate ones.
+Exit status 0 only when no request failed except deliberate ones and the books balance.
 """
 
 from __future__ import annotations
@@ -159,6 +160,20 @@ async def _prepare(dsn: str, settings: Settings, args: argparse.Namespace, termi
     )
 
 
+async def _audit(dsn: str) -> str:
+    """The ledger audit after the run: ``ok``, or the differences it found."""
+    import asyncpg
+
+    from recharge.audit import audit
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        report = await audit(conn)
+    finally:
+        await conn.close()
+    return "ok" if report.ok else report.render()
+
+
 def run_locust(args: argparse.Namespace, base_url: str, prefix: Path, env: dict[str, str]) -> int:
     classes = [c.strip() for c in args.user_classes.split(",") if c.strip()]
     unknown = set(classes) - set(USER_CLASSES)
@@ -238,16 +253,20 @@ def main(argv: list[str] | None = None) -> int:
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         status = run_locust(args, platform.base_url, prefix, env)
         counters = platform.scrape()
+        ledger_audit = asyncio.run(_audit(dsn))
         shutil.rmtree(claims, ignore_errors=True)
     finally:
         platform.stop()
         if embedded is not None:
             embedded.cleanup()
     summary = summarize(args, prefix, status, counters)
+    summary["ledger_audit"] = ledger_audit
     Path(f"{prefix}_summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     print_summary(summary)
     print(f"\nreports: {prefix}_stats.csv, {prefix}.html, {prefix}_summary.json")
-    return 0 if summary["unexpected_failures"] == 0 and summary["requests"] > 0 else 1
+    print(f"ledger audit after the run: {ledger_audit}")
+    ok = summary["unexpected_failures"] == 0 and summary["requests"] > 0 and ledger_audit == "ok"
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ async def test_load_run_reports_every_stage_and_counts_only_deliberate_failures(
     # The deliberate unknown orders were answered 0x99 and reported as DD11 failures, and
     # they are the only failures.
     assert summary["unexpected_failures"] == 0
+    assert summary["ledger_audit"] == "ok"
     assert summary["deliberate_failures"] == stages["DD DD11"]["failures"] > 0
     assert {f["error"] for f in summary["failure_kinds"]} == {"DD11 answered 0x99 (deliberate)"}
     # The platform agrees: what Locust counted as recharges finished, the server loaded.
