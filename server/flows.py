@@ -2,9 +2,12 @@
 
 Sign-in DD01–DD08 (SPEC 1.3), recharge DD11–DD20 (1.4), result query and recovery DD21/DD22,
 card deposit DD73/DD74 (1.7). A step checks the request in the order the spec lists, does
-its database work in one transaction (``store.run_transaction``) and returns the
-``Response``; a refusal is raised as ``Refuse(info_code)`` and becomes an ending error
-answer. ``handle`` is the only entry point; ``handle_sync`` answers the few requests that
+its database work in one transaction and returns the ``Response``; a refusal is raised as
+``Refuse(info_code)`` and becomes an ending error answer. The recharge steps' writes (pay,
+DD13's card balance, DD15's *loading*, DD17's post or release, DD19's confirm) are steps of
+the service's group-commit batcher (``DDContext.batcher``): they share a transaction and a
+commit with other terminals' steps, and are answered only once that commit is durable. Their
+checks that only read run on a pool connection without a transaction. ``handle`` is the only entry point; ``handle_sync`` answers the few requests that
 need no database (DD01 with the terminal cached) without a task.
 
 Security: the master keys are only ever passed to ``core_ext``; nothing here logs a key, a
@@ -64,6 +67,7 @@ from core_ext import (
 )
 from recharge import metrics, orders
 from recharge.context import Busy, Platform
+from recharge.ledger_batch import Batcher
 from recharge.orders import LOCAL_TZ, Order, OrderError, OrderErrorCode
 from server import store
 from server.session import NO_PKI, Flow, Request, Response
@@ -148,11 +152,17 @@ class DDContext:
 
     platform: Platform
     terminals: TerminalCache
+    batcher: Batcher  # group commit of the recharge steps (recharge.ledger_batch)
 
     @classmethod
     def create(cls, platform: Platform) -> DDContext:
         s = platform.settings
-        return cls(platform, TerminalCache(s.dd_terminal_cache_ttl_s, s.dd_max_connections))
+        batcher = Batcher(
+            platform.acquire, max_batch=s.ledger_batch_max, max_wait_ms=s.ledger_batch_max_wait_ms,
+            queue_depth=s.ledger_batch_queue_depth, pipeline=s.ledger_batch_pipeline,
+            max_retries=s.ledger_max_retries,
+        )
+        return cls(platform, TerminalCache(s.dd_terminal_cache_ttl_s, s.dd_max_connections), batcher)
 
 
 Step = Callable[[DDContext, FlowState, Frame], Awaitable[Response]]
@@ -327,12 +337,23 @@ def _single_reply(info: bytes) -> Reply:
 # --- recharge (SPEC 1.4) ---------------------------------------------------------------------
 
 
+async def _pay(conn: asyncpg.Connection, order_no: str, card_no: str | None = None) -> Order:
+    try:
+        return await orders.pay_order(conn, order_no, card_no=card_no)
+    except OrderError as exc:
+        raise _order_error(exc) from None
+
+
 async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
-    """app type ‖ amount ‖ order number: checks BB, A1, A6, 99, 96, 97, A7; pays an unpaid order."""
+    """app type ‖ amount ‖ order number: checks BB, A1, A6, 99, 96, 97, A7; pays an unpaid order.
+
+    The checks only read (no transaction, no commit); paying an unpaid order naming its card
+    is a batched step (``DDContext.batcher``), answered once committed.
+    """
     _need_length(frame, 15)
     info = frame.info
-
-    async def work(conn: asyncpg.Connection) -> Response:
+    pay_at_card = False
+    async with dd.platform.acquire() as conn:
         await _signed_in(conn, st, frame)
         if info[0] != APP_MERCHANT_LOAD:
             raise Refuse(INFO_APP_TYPE)
@@ -344,21 +365,15 @@ async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
             raise Refuse(INFO_NOT_LOADABLE)
         if amount != order.amount_cents:
             raise Refuse(INFO_AMOUNT)
-        st.pay_at_card = False
-        if order.state == orders.SUBMITTED:
-            if order.card_no is not None:
-                try:
-                    order = await orders.pay_order(conn, order.order_no)
-                except OrderError as exc:
-                    raise _order_error(exc) from None
-            elif await store.fund_available(conn, order.merchant_id) < order.amount_cents:
+        if order.state == orders.SUBMITTED and order.card_no is None:
+            if await store.fund_available(conn, order.merchant_id) < order.amount_cents:
                 raise Refuse(INFO_FUND_EMPTY)
-            else:
-                st.pay_at_card = True
-        st.order = order
-        return Response(info=READ_CARD_SCRIPT)
-
-    return await store.run_transaction(dd.platform, work)
+            pay_at_card = True
+    if order.state == orders.SUBMITTED and order.card_no is not None:
+        order_no = order.order_no
+        order = await dd.batcher.run(lambda conn: _pay(conn, order_no), hot=True)
+    st.order, st.pay_at_card = order, pay_at_card
+    return Response(info=READ_CARD_SCRIPT)
 
 
 def _read_card(info: bytes) -> tuple[str, int]:
@@ -388,18 +403,15 @@ async def dd13(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     if order.card_no is not None and order.card_no != card_no:
         raise Refuse(INFO_CARD_MISMATCH)
 
-    async def work(conn: asyncpg.Connection) -> None:
-        card = await store.ensure_cpu_card(conn, card_no)
-        if card.kind != "cpu":
-            raise Refuse(INFO_PURSE_TYPE)
-        await store.set_last_balance(conn, card_no, balance)
-        if st.pay_at_card:
-            try:
-                st.order = await orders.pay_order(conn, order.order_no, card_no=card_no)
-            except OrderError as exc:
-                raise _order_error(exc) from None
+    pay_at_card = st.pay_at_card
 
-    await store.run_transaction(dd.platform, work)
+    async def work(conn: asyncpg.Connection) -> Order:
+        if not await store.record_cpu_card_balance(conn, card_no, balance):
+            raise Refuse(INFO_PURSE_TYPE)
+        return await _pay(conn, order.order_no, card_no) if pay_at_card else order
+
+    # Paying locks the merchant's fund row: a hot step.
+    st.order = await dd.batcher.run(work, hot=pay_at_card)
     st.card_no, st.balance_before = card_no, balance
     apdu = (
         bytes.fromhex("805000020B01") + be_encode(order.amount_cents, 4)
@@ -437,7 +449,7 @@ async def dd15(dd: DDContext, st: FlowState, frame: Frame) -> Response:
             raise _order_error(exc) from None
         await store.set_load_random(conn, order.order_no, random4)
 
-    await store.run_transaction(dd.platform, work)  # committed before MAC2 leaves
+    await dd.batcher.run(work)  # committed before MAC2 leaves
     st.balance_before, st.online_serial, st.load_date, st.load_time = balance, serial, date4, time3
     apdu = bytes.fromhex("805200000B") + date4 + time3 + mac2 + b"\x04"
     return Response(info=script_encode([Instruction(1, apdu, SW_OK, 0, 0)]))
@@ -456,7 +468,7 @@ async def dd17(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         async def release(conn: asyncpg.Connection) -> None:
             await orders.release_loading(conn, order.order_no)
 
-        await store.run_transaction(dd.platform, release)
+        await dd.batcher.run(release)
         metrics.RECHARGES.labels("card_refused").inc()
         raise Refuse(INFO_CARD_ERROR)
     balance_after = st.balance_before + order.amount_cents
@@ -469,13 +481,15 @@ async def dd17(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         log.warning("order %s: TAC did not verify; left loading for customer service", order.order_no)
         raise Refuse(INFO_CARD_ERROR)
 
+    card_no = st.card_no
+
     async def post(conn: asyncpg.Connection) -> Order:
-        # The merchant's fund row is the hot lock every post takes: take it last, hold it shortest.
-        record_id = await store.new_record_id(conn, _now())
-        await store.set_last_balance(conn, st.card_no, balance_after)
+        # The merchant's fund row is the hot lock every post takes: take it last, hold it shortest
+        # (and the batch runs hot steps after its other steps).
+        record_id = await store.loaded_balance_and_record_id(conn, card_no, balance_after, _now())
         return await orders.mark_loaded(conn, order.order_no, balance_after_cents=balance_after, record_id=record_id)
 
-    st.order = await store.run_transaction(dd.platform, post)
+    st.order = await dd.batcher.run(post, hot=True)  # committed before DD18 leaves
     metrics.RECHARGES.labels("loaded").inc()
     return Response(end=True)
 
@@ -499,7 +513,7 @@ async def dd19(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     async def work(conn: asyncpg.Connection) -> Order:
         return await orders.confirm_order(conn, order.order_no)
 
-    confirmed = await store.run_transaction(dd.platform, work)
+    confirmed = await dd.batcher.run(work)
     return Response(
         info=_receipt(confirmed, st.pki, amount=confirmed.amount_cents, balance=confirmed.balance_after_cents or 0),
         end=True,

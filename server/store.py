@@ -2,9 +2,12 @@
 
 Orders and their load life cycle live in ``recharge.orders`` (shared with the order API);
 money moves only through ``recharge.ledger``. Every function takes a connection; the ones
-that change several rows expect the caller's transaction (``run_transaction``), so a refusal
-leaves nothing behind. ``run_transaction`` takes the connection through ``Platform.acquire``
-(``Busy`` when the pool is exhausted) and retries the whole unit on deadlock/serialization.
+that change several rows expect the caller's transaction, so a refusal leaves nothing behind:
+either ``run_transaction`` (one transaction on a pool connection taken through
+``Platform.acquire`` — ``Busy`` when the pool is exhausted — retried whole on
+deadlock/serialization; sign-in, DD21, DD73) or a step of the DD service's group-commit
+``recharge.ledger_batch.Batcher`` (the recharge steps DD11–DD19: one savepoint per step, one
+commit per batch).
 """
 
 from __future__ import annotations
@@ -179,6 +182,21 @@ async def ensure_cpu_card(conn: asyncpg.Connection, card_no: str, *, for_update:
     return Card(*row)
 
 
+async def record_cpu_card_balance(conn: asyncpg.Connection, card_no: str, balance_cents: int) -> bool:
+    """DD13: remember the balance a CPU card reported, creating its row on first sight; one statement.
+
+    False (nothing changed) when the number belongs to a card that is not a CPU card.
+    """
+    kind = await conn.fetchval(
+        "INSERT INTO cards (card_no, kind, last_balance_cents) VALUES ($1, 'cpu', $2)"
+        " ON CONFLICT (card_no) DO UPDATE SET last_balance_cents = EXCLUDED.last_balance_cents"
+        " WHERE cards.kind = 'cpu' RETURNING kind",
+        card_no,
+        balance_cents,
+    )
+    return kind is not None
+
+
 async def last_balance(conn: asyncpg.Connection, card_no: str | None) -> int:
     if card_no is None:
         return 0
@@ -212,7 +230,21 @@ async def get_load_random(conn: asyncpg.Connection, order_no: str) -> bytes | No
 
 async def new_record_id(conn: asyncpg.Connection, now: dt.datetime) -> str:
     """A 20-digit receipt record id: local date ‖ 12 digits of dd_record_seq."""
-    seq = int(await conn.fetchval("SELECT nextval('dd_record_seq')"))
+    return _record_id(int(await conn.fetchval("SELECT nextval('dd_record_seq')")), now)
+
+
+async def loaded_balance_and_record_id(conn: asyncpg.Connection, card_no: str, balance_cents: int, now: dt.datetime) -> str:
+    """DD17: the card's balance after the load, and a fresh receipt record id — one round trip."""
+    seq = await conn.fetchval(
+        "WITH card AS (UPDATE cards SET last_balance_cents = $2 WHERE card_no = $1)"
+        " SELECT nextval('dd_record_seq')",
+        card_no,
+        balance_cents,
+    )
+    return _record_id(int(seq), now)
+
+
+def _record_id(seq: int, now: dt.datetime) -> str:
     return f"{now.astimezone(LOCAL_TZ):%Y%m%d}{seq % 10**12:012d}"
 
 

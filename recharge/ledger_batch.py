@@ -1,0 +1,312 @@
+"""Group commit: the short database steps of many concurrent flows share one transaction and one commit.
+
+A recharge step (pay, mark *loading*, post, confirm) is a few statements whose cost is
+dominated by its commit's WAL flush and, for a post, by the merchant's recharge-fund row it
+locks until that flush is done. ``Batcher`` pays that once per batch (TigerBeetle's lesson):
+
+- ``run(work)`` queues ``work`` (an ``async (conn) -> T``) and waits. A runner takes up to
+  ``max_batch`` queued steps (lingering at most ``max_wait_ms`` for more), runs them in ONE
+  transaction, each under its own savepoint, and commits once. A step that raises is rolled
+  back to its savepoint alone; its exception goes to its own caller only, its batch-mates
+  commit. **Every caller is answered only after the commit** (a step's success is durable
+  before anyone hears of it; if the commit fails, every caller of the batch gets the error).
+- Steps marked ``hot`` (they lock a shared row, like the recharge fund) run after the
+  others of their batch, so the batch holds the hot row for the shortest time and the next
+  batch can run its other steps while this one commits.
+- Pipeline: while one batch commits, the next one collects and runs (``pipeline`` batches
+  at most in flight; the statements of two batches never run at the same time, so two
+  batches cannot deadlock each other).
+- A deadlock or serialization failure (40P01/40001) anywhere in the batch rolls the whole
+  batch back and runs it again (every step is re-runnable: all of it was rolled back), up
+  to ``max_retries`` times. ``work`` may therefore run more than once: it must not keep
+  side effects outside the connection (return values; set state after ``run`` returns).
+- The queue is bounded: ``run`` raises ``Busy`` at once when ``queue_depth`` steps wait.
+
+Nothing here knows the DD protocol; ``server.flows`` uses one ``Batcher`` per DD service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+
+from recharge import metrics
+from recharge.context import Busy
+from recharge.db import RETRYABLE_SQLSTATES
+
+T = TypeVar("T")
+Work = Callable[[asyncpg.Connection], Awaitable[Any]]
+Acquire = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
+
+# One savepoint name, re-made after each step: ROLLBACK TO keeps it, RELEASE + SAVEPOINT in one round trip.
+_SAVEPOINT = "SAVEPOINT ledger_batch_step"
+_NEXT_STEP = "RELEASE SAVEPOINT ledger_batch_step; SAVEPOINT ledger_batch_step"
+_UNDO_STEP = "ROLLBACK TO SAVEPOINT ledger_batch_step"
+
+
+@dataclass(eq=False, slots=True)
+class _Step:
+    work: Work
+    future: asyncio.Future[Any]
+    hot: bool
+    outcome: tuple[bool, Any] = field(default=(False, None))  # (ok, result or exception) of the last attempt
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """What a batcher has done since it was made (for tests and the benchmark)."""
+
+    batches: int
+    steps: int
+    retries: int
+
+
+class Batcher:
+    """Run concurrent callers' database steps in shared transactions, one commit per batch."""
+
+    def __init__(
+        self,
+        acquire: Acquire | asyncpg.Pool,
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+        queue_depth: int = 1024,
+        pipeline: int = 2,
+        max_retries: int = 10,
+    ) -> None:
+        if max_batch < 1 or queue_depth < 1 or pipeline < 1 or max_wait_ms < 0 or max_retries < 0:
+            raise ValueError("ledger batch limits must be positive")
+        self._acquire: Acquire = acquire.acquire if isinstance(acquire, asyncpg.Pool) else acquire
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.queue_depth = queue_depth
+        self.max_retries = max_retries
+        self._queue: collections.deque[_Step] = collections.deque()
+        self._slots = asyncio.Semaphore(pipeline)
+        self._arrived: asyncio.Event | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
+        self._spare: list[tuple[AbstractAsyncContextManager[asyncpg.Connection], asyncpg.Connection]] = []
+        self._closing: asyncio.Task[None] | None = None
+        self._stats = [0, 0, 0]  # batches committed, steps in them, retries
+
+    @property
+    def stats(self) -> BatchStats:
+        return BatchStats(*self._stats)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, hot: bool = False) -> T:
+        """``work``'s result once its batch has committed; its exception if it (or the batch) failed.
+
+        Raises ``Busy`` at once when the queue is full.
+        """
+        if len(self._queue) >= self.queue_depth:
+            raise Busy("ledger batch queue full")
+        loop = asyncio.get_running_loop()
+        step = _Step(work, loop.create_future(), hot)
+        self._queue.append(step)
+        if self._runner is None or self._runner.done():
+            self._runner = loop.create_task(self._drain())
+        elif self._arrived is not None:
+            self._arrived.set()
+        result: T = await step.future
+        return result
+
+    async def wait_idle(self) -> None:
+        """Until nothing is queued, running or committing (for a graceful stop and tests)."""
+        while self._queue or self._spare or any(t is not None and not t.done() for t in self._tasks()):
+            pending = [t for t in self._tasks() if t is not None and not t.done()]
+            if pending:
+                await asyncio.wait(pending)
+            else:
+                await asyncio.sleep(0)
+
+    def _tasks(self) -> list[asyncio.Task[None] | None]:
+        return [self._runner, self._closing, *self._batches]
+
+    # --- the runner: one at a time, started by ``run`` and ending when the queue is empty
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            await self._slots.acquire()
+            try:
+                batch = await self._collect(loop)
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                continue
+            executed: asyncio.Future[None] = loop.create_future()
+            task = loop.create_task(self._run_batch(batch, executed))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+            await executed  # the next batch collects and runs while this one commits
+        if not self._batches and self._spare:  # no await after the queue check: ``run`` must find us done
+            spares, self._spare = self._spare, []
+            self._closing = loop.create_task(self._release(spares))
+
+    def _take(self, batch: list[_Step]) -> None:
+        while self._queue and len(batch) < self.max_batch:
+            step = self._queue.popleft()
+            if not step.future.done():  # skip callers that went away before their step ran
+                batch.append(step)
+
+    async def _collect(self, loop: asyncio.AbstractEventLoop) -> list[_Step]:
+        batch: list[_Step] = []
+        self._take(batch)
+        if not batch or len(batch) >= self.max_batch or self.max_wait_s <= 0:
+            return batch
+        deadline = loop.time() + self.max_wait_s
+        self._arrived = arrived = asyncio.Event()
+        try:
+            while len(batch) < self.max_batch:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                arrived.clear()
+                try:
+                    async with asyncio.timeout(remaining):
+                        await arrived.wait()
+                except TimeoutError:
+                    break
+                self._take(batch)
+        finally:
+            self._arrived = None
+        self._take(batch)
+        return batch
+
+    # --- connections: kept between batches while there is work, so a batch skips the pool's reset
+
+    async def _connection(self) -> tuple[AbstractAsyncContextManager[asyncpg.Connection], asyncpg.Connection]:
+        while self._spare:
+            holder, conn = self._spare.pop()
+            if not conn.is_closed():
+                return holder, conn
+            await holder.__aexit__(None, None, None)
+        holder = self._acquire()
+        return holder, await holder.__aenter__()
+
+    async def _give_back(
+        self, holder: AbstractAsyncContextManager[asyncpg.Connection], conn: asyncpg.Connection, *, clean: bool
+    ) -> None:
+        busy = bool(self._queue) or (self._runner is not None and not self._runner.done())
+        if clean and busy and not conn.is_closed() and not conn.is_in_transaction():
+            self._spare.append((holder, conn))
+        else:
+            await holder.__aexit__(None, None, None)
+
+    async def _release_spares(self) -> None:
+        spares, self._spare = self._spare, []
+        await self._release(spares)
+
+    @staticmethod
+    async def _release(spares: list[tuple[AbstractAsyncContextManager[asyncpg.Connection], asyncpg.Connection]]) -> None:
+        for holder, _ in spares:
+            await holder.__aexit__(None, None, None)
+
+    # --- one batch
+
+    async def _run_batch(self, batch: list[_Step], executed: asyncio.Future[None]) -> None:
+        ordered = [s for s in batch if not s.hot] + [s for s in batch if s.hot]
+        attempt = 0
+        isolate = False  # the first run has no savepoints; a step that fails makes the batch run again with them
+        try:
+            while True:
+                try:
+                    if await self._attempt(ordered, executed, isolate=isolate):
+                        break
+                    isolate = True  # a step failed in an unisolated run: everything was rolled back
+                    continue
+                except asyncpg.PostgresError as exc:
+                    if getattr(exc, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt >= self.max_retries:
+                        self._fail(ordered, exc)
+                        return
+                except Exception as exc:  # Busy (pool exhausted), a lost connection, ...
+                    self._fail(ordered, exc)
+                    return
+                attempt += 1
+                self._stats[2] += 1
+                metrics.LEDGER_RETRIES.inc()
+                await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
+            self._stats[0] += 1
+            self._stats[1] += len(ordered)
+            metrics.LEDGER_BATCH_SIZE.observe(len(ordered))
+            for step in ordered:
+                ok, value = step.outcome
+                if step.future.done():
+                    continue
+                if ok:
+                    step.future.set_result(value)
+                else:
+                    step.future.set_exception(value)
+        except BaseException:  # cancelled (shutdown): nobody may think their step committed
+            for step in ordered:
+                step.future.cancel()
+            raise
+        finally:
+            if not executed.done():
+                executed.set_result(None)
+            self._slots.release()
+            if self._runner is None or self._runner.done():
+                await self._release_spares()
+
+    async def _attempt(self, steps: list[_Step], executed: asyncio.Future[None], *, isolate: bool) -> bool:
+        """Run and commit the batch once; False (all rolled back) when a step failed unisolated."""
+        holder, conn = await self._connection()
+        clean = False
+        try:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                if not await self._steps(conn, steps, isolate=isolate):
+                    await tx.rollback()
+                    clean = True
+                    return False
+            except BaseException:
+                if not conn.is_closed():
+                    await tx.rollback()
+                raise
+            if not executed.done():
+                executed.set_result(None)
+            await tx.commit()
+            clean = True
+            return True
+        finally:
+            await self._give_back(holder, conn, clean=clean)
+
+    @staticmethod
+    async def _steps(conn: asyncpg.Connection, steps: list[_Step], *, isolate: bool) -> bool:
+        if isolate:
+            await conn.execute(_SAVEPOINT)
+        for index, step in enumerate(steps):
+            try:
+                step.outcome = (True, await step.work(conn))
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES:
+                    raise  # the batch holds locks the other side waits for: all of it again
+                if not isolate:
+                    return False
+                await conn.execute(_UNDO_STEP)
+                step.outcome = (False, exc)
+                continue
+            if isolate and index + 1 < len(steps):
+                await conn.execute(_NEXT_STEP)
+        return True
+
+    @staticmethod
+    def _fail(steps: list[_Step], exc: BaseException) -> None:
+        for step in steps:
+            if not step.future.done():
+                step.future.set_exception(exc)
