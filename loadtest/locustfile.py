@@ -14,7 +14,8 @@ enveloped), ``KktRestUser`` (``GET /s/get?method=cTRequest`` balance queries), `
 Everything the users need comes from the plan file ``loadtest.provision`` writes
 (``LOADTEST_PLAN``); ``loadtest.run`` sets it up. Knobs (environment): ``LOADTEST_PACING_S``
 (seconds per terminal iteration, default 10), ``LOADTEST_CLAIMS`` (folder where terminals are
-claimed, one user each), ``LOADTEST_DELIBERATE_FAILURE_RATE`` (0–1, default 0), and
+claimed, one user each), ``LOADTEST_DELIBERATE_FAILURE_RATE`` (0–1, default 0),
+``LOADTEST_SMS_SECRET`` (the SMS gateway's shared secret), and
 ``LOADTEST_RESULT`` (where the final figures are written as JSON once the users stopped).
 """
 
@@ -328,13 +329,16 @@ class SmsUser(FastHttpUser):
     @task
     def balance(self) -> None:
         sms = plan().sms
-        query = {"from": sms["from"], "to": sms["to"], "text": f"YECX*{random.choice(sms['cards'])}"}
-        if sms.get("secret"):
-            query["secret"] = sms["secret"]
-        with self.client.get("/sms/inbound?" + urlencode(query), name="/sms/inbound YECX",
+        query = {"from": sms["from"], "to": sms["to"], "text": f"YECX*{random.choice(sms['cards'])}",
+                 "id": secrets.token_hex(8)}
+        # The gateway's shared secret comes from the environment, never from the plan file.
+        headers = {"X-SMS-Secret": os.environ.get("LOADTEST_SMS_SECRET", "")}
+        with self.client.get("/sms/inbound?" + urlencode(query), name="/sms/inbound YECX", headers=headers,
                              catch_response=True) as response:
-            if response.status_code != 200 or not response.text:
-                response.failure(f"HTTP {response.status_code}")
+            text = response.text or ""
+            # A refusal is still HTTP 200 (gateways show 5xx as "could not fetch"): read the text.
+            if response.status_code != 200 or "余额" not in text or "失败" in text:
+                response.failure(f"HTTP {response.status_code}: {text[:40]}")
 
 
 _environment: list[Any] = []

@@ -170,6 +170,6 @@ async def provision(
         kkt={"license_key": demo.DEMO_LICENSE_KEY, "merchant": demo.DEMO_MERCHANT, "terminal": demo.DEMO_TERMINAL,
              "cards": [c for c in cards.DEMO_CARDS if c != cards.DEMO_INACTIVE_CARD],
              "password": cards.DEMO_PASSWORD},
-        sms={"from": SMS_OPERATOR_MSISDN, "to": "10658000", "secret": settings.sms_shared_secret,
+        sms={"from": SMS_OPERATOR_MSISDN, "to": "10658000",
              "cards": [c for c in cards.DEMO_CARDS if c != cards.DEMO_INACTIVE_CARD]},
     )

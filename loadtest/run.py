@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -107,7 +108,8 @@ class Platform:
         s = self.settings
         command = [sys.executable, "-m", "recharge.cli", "serve", "--demo", "--data-dir", str(s.data_dir),
                    "--dd-port", str(s.dd_port), "--http-port", str(s.http_port), "--workers", str(s.workers)]
-        env = {**os.environ, "DATABASE_URL": self.dsn, "RECHARGE_KEY_FILE": str(s.resolved_key_file)}
+        env = {**os.environ, "DATABASE_URL": self.dsn, "RECHARGE_KEY_FILE": str(s.resolved_key_file),
+               "RECHARGE_SMS_SHARED_SECRET": s.sms_shared_secret or ""}
         print(f"starting the platform: {' '.join(command[2:])} (log: {self.log_path})", flush=True)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -227,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         None, data_dir=args.data_dir, database_url=args.database_url, dd_port=args.dd_port,
         http_port=args.http_port, workers=args.workers,
     )
+    if not settings.sms_shared_secret:  # a platform started here gets a fresh one for the SMS user
+        settings = settings.replace(sms_shared_secret=secrets.token_urlsafe(24))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     args.reports.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -247,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         platform.start_if_needed()
         claims = work_dir / f"claims-{stamp}"
         env = {**os.environ, "LOADTEST_PLAN": str(plan_path.resolve()), "LOADTEST_CLAIMS": str(claims.resolve()),
-               "LOADTEST_PACING_S": str(args.pacing_s),
+               "LOADTEST_PACING_S": str(args.pacing_s), "LOADTEST_SMS_SECRET": settings.sms_shared_secret or "",
                "LOADTEST_DELIBERATE_FAILURE_RATE": str(args.deliberate_failure_rate),
                "LOADTEST_RESULT": str(Path(f"{prefix}_result.json").resolve()),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

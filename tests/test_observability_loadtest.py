@@ -39,12 +39,13 @@ async def test_load_run_reports_every_stage_and_counts_only_deliberate_failures(
         **os.environ,
         "DATABASE_URL": settings.database_url or "",
         "RECHARGE_KEY_FILE": str(settings.resolved_key_file),
+        "RECHARGE_SMS_SHARED_SECRET": settings.sms_shared_secret or "",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loadtest.run", "--users", "8", "--spawn-rate", "8", "--duration", "4s",
+        sys.executable, "-m", "loadtest.run", "--users", "10", "--spawn-rate", "10", "--duration", "4s",
         "--pacing-s", "0.5", "--deliberate-failure-rate", "0.4", "--user-classes",
-        "TerminalUser,OrderApiUser,KktRestUser,KktSoapUser",
+        "TerminalUser,OrderApiUser,KktRestUser,KktSoapUser,SmsUser",
         "--dd-port", str(platform.dd_port), "--http-port", str(platform.http_port),  # type: ignore[attr-defined]
         "--data-dir", str(tmp_path / "data"), "--reports", str(reports),
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -62,7 +63,7 @@ async def test_load_run_reports_every_stage_and_counts_only_deliberate_failures(
     for stage in SIGN_IN_STAGES + RECHARGE_STAGES[1:]:
         assert stages[f"DD {stage}"]["failures"] == 0, stage
     for request in ("POST APPLLogin", "POST CreateAutoLoadOrder", "POST AcctQueryLNT",
-                    "GET /s/get cTRequest 0011", "POST /s/sp.php soapCardTrade 0011"):
+                    "GET /s/get cTRequest 0011", "POST /s/sp.php soapCardTrade 0011", "GET /sms/inbound YECX"):
         assert stages[request]["requests"] > 0, request
         assert stages[request]["failures"] == 0, request
     # The deliberate unknown orders were answered 0x99 and reported as DD11 failures, and
