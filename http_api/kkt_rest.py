@@ -93,7 +93,7 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
     async with ctx.acquire() as conn:
         license = await kkt.authorize(
             conn, params.get("LICENSEKEY"), request.remote, copno=params.get("COPNO"),
-            terminal_code=params.get("POSCODE"),
+            terminal_code=params.get("POSCODE"), settings=ctx.settings,
         )
         if license.code != 0:
             kkt.metrics.KKT_TRADES.labels(method, f"license_{license.code}").inc()

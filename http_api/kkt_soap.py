@@ -288,7 +288,7 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     reply: Reply
     async with ctx.acquire() as conn:
         lic = await kkt.authorize(conn, call.get("LICENSEKEY"), request.remote, copno=call.get("COPNO"),
-                                  terminal_code=call.get("POSCODE"))
+                                  terminal_code=call.get("POSCODE"), settings=ctx.settings)
         if lic.code != 0:
             metrics.KKT_TRADES.labels(name, f"license_{lic.code}").inc()
             reply = lic.code

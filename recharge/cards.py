@@ -6,7 +6,9 @@ What the card service (``recharge.kkt``), the CLI (``recharge.kkt_cli``), the ad
 scheme (the client sends the lowercase hex MD5 of the 6-digit password or the 6 digits; we
 store ``PBKDF2-SHA256(md5hex, salt ‖ pepper)``, the pepper derived from the master key file,
 never stored in the database), and the operator's reference-data writes. Every operator
-write records who and why in ``operator_actions``.
+write records who and why in ``operator_actions``. Every write of reference data (merchants,
+terminals, license keys, service codes, points rules) empties this process's reference cache
+(``recharge.kkt_reference``), so the change applies here at once and elsewhere within its TTL.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from recharge import ledger
+from recharge import kkt_reference, ledger
 from recharge.keys import MasterKeys
 
 CARD_PREFIX = "1680"
@@ -150,6 +152,7 @@ async def upsert_merchant(
         " is_consuming = EXCLUDED.is_consuming, closed = EXCLUDED.closed RETURNING id",
         code, name, issuing, consuming, closed,
     )
+    kkt_reference.invalidate()
     await record_action(conn, actor, "merchant_upsert", code, "operator request",
                         issuing=issuing, consuming=consuming, closed=closed)
     return int(merchant_id)
@@ -185,6 +188,7 @@ async def upsert_terminal(
         )
     except asyncpg.UniqueViolationError:
         raise AdminError("that mobile number is already another terminal's") from None
+    kkt_reference.invalidate()
     await record_action(conn, actor, "terminal_upsert", code, "operator request", kind=kind, enabled=enabled)
 
 
@@ -216,6 +220,7 @@ async def upsert_license_key(
         " allowed_networks = EXCLUDED.allowed_networks, test_mode = EXCLUDED.test_mode",
         key, merchant_id, enabled, valid_to, nets, test_mode,
     )
+    kkt_reference.invalidate()
     # the key itself is a credential: the audit trail names only its merchant and tail
     await record_action(conn, actor, "license_key_upsert", f"{merchant_code}:…{key[-4:]}", "operator request",
                         enabled=enabled, networks=nets)
@@ -234,6 +239,7 @@ async def upsert_service_code(
         " ON CONFLICT (merchant_id, item_code) DO UPDATE SET name = EXCLUDED.name",
         merchant_id, item_code, name,
     )
+    kkt_reference.invalidate()
     await record_action(conn, actor, "service_code_upsert", f"{merchant_code}:{item_code}", "operator request")
 
 
@@ -248,6 +254,7 @@ async def upsert_points_rule(
         " ON CONFLICT (merchant_id) DO UPDATE SET cents_per_point = EXCLUDED.cents_per_point",
         merchant_id, cents_per_point,
     )
+    kkt_reference.invalidate()
     await record_action(conn, actor, "points_rule_upsert", merchant_code, "operator request",
                         cents_per_point=cents_per_point)
 

@@ -79,6 +79,8 @@ class Settings:
     kkt_cancel_window_s: int = 30 * 24 * 3600  # a cancel names a trade at most this old (06)
     kkt_reversal_window_s: int = 24 * 3600  # a 0400 reversal finds trades at most this old
     kkt_history_max_rows: int = 200  # records one tSRequest answers at most
+    kkt_reference_cache_ttl_s: float = 1.0  # license keys, terminals, service codes, points rules cached this long (0 = off)
+    kkt_reference_cache_max_entries: int = 100_000  # bound on that cache; the oldest entries go first
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None

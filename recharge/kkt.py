@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from recharge import cards, ledger, metrics
+from recharge import cards, kkt_reference, ledger, metrics
 from recharge.config import Settings
 from recharge.keys import MasterKeys
 
@@ -297,6 +297,94 @@ class License:
     test_mode: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _KeyRow:
+    merchant_id: int
+    merchant_code: str
+    enabled: bool
+    valid_to: dt.datetime | None
+    allowed_networks: tuple[str, ...]
+    test_mode: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _TerminalRow:
+    id: int
+    code: str
+    kind: str
+    enabled: bool
+    merchant_id: int
+    merchant_code: str
+    closed: bool
+    is_consuming: bool
+    daily_recharge_limit_cents: int | None
+
+
+_TERMINAL_COLUMNS = (
+    "t.id, t.code, t.kind, t.enabled, t.merchant_id, m.code AS merchant_code, m.closed, m.is_consuming,"
+    " t.daily_recharge_limit_cents"
+)
+_TERMINAL_SQL = (
+    f"SELECT {_TERMINAL_COLUMNS} FROM terminals t JOIN merchants m ON m.id = t.merchant_id WHERE t.code = $1"
+)
+# The license key and (when named) the terminal in one round trip; both rows are cached.
+_LICENSE_SQL = (
+    "SELECT k.merchant_id AS k_merchant_id, k.enabled AS k_enabled, k.valid_to AS k_valid_to,"
+    " k.allowed_networks AS k_allowed_networks, k.test_mode AS k_test_mode, km.code AS k_merchant_code,"
+    f" tt.* FROM license_keys k JOIN merchants km ON km.id = k.merchant_id"
+    f" LEFT JOIN (SELECT {_TERMINAL_COLUMNS} FROM terminals t JOIN merchants m ON m.id = t.merchant_id"
+    " WHERE t.code = $2) AS tt ON true WHERE k.license_key = $1"
+)
+
+
+def _cache_settings(settings: Settings | None) -> tuple[float, int]:
+    if settings is None:
+        return 0.0, 0
+    return settings.kkt_reference_cache_ttl_s, settings.kkt_reference_cache_max_entries
+
+
+def _terminal_from(row: Mapping[str, Any]) -> _TerminalRow:
+    return _TerminalRow(int(row["id"]), row["code"], row["kind"], bool(row["enabled"]), int(row["merchant_id"]),
+                        row["merchant_code"], bool(row["closed"]), bool(row["is_consuming"]),
+                        row["daily_recharge_limit_cents"])
+
+
+async def _terminal_row(conn: asyncpg.Connection, code: str, settings: Settings | None) -> _TerminalRow | None:
+    """The terminal and its merchant's state, from the reference cache when fresh there."""
+    ttl_s, max_entries = _cache_settings(settings)
+    key = ("terminal", code)
+    cached = kkt_reference.CACHE.get(key, ttl_s)
+    if cached is not kkt_reference.MISSING:
+        return cached  # type: ignore[no-any-return]
+    row = await conn.fetchrow(_TERMINAL_SQL, code)
+    if row is None:
+        return None  # unknown terminals are not cached: one created now is seen at once
+    terminal = _terminal_from(row)
+    kkt_reference.CACHE.put(key, terminal, ttl_s, max_entries)
+    return terminal
+
+
+async def _license_rows(
+    conn: asyncpg.Connection, key: str, terminal_code: str, settings: Settings | None
+) -> tuple[_KeyRow | None, _TerminalRow | None]:
+    ttl_s, max_entries = _cache_settings(settings)
+    cached = kkt_reference.CACHE.get(("license", key), ttl_s)
+    if cached is not kkt_reference.MISSING:
+        terminal = await _terminal_row(conn, terminal_code, settings) if terminal_code else None
+        return cached, terminal
+    row = await conn.fetchrow(_LICENSE_SQL, key, terminal_code)
+    if row is None:
+        return None, None  # unknown keys are not cached
+    key_row = _KeyRow(int(row["k_merchant_id"]), row["k_merchant_code"], bool(row["k_enabled"]), row["k_valid_to"],
+                      tuple(row["k_allowed_networks"] or ()), bool(row["k_test_mode"]))
+    kkt_reference.CACHE.put(("license", key), key_row, ttl_s, max_entries)
+    terminal = None
+    if row["id"] is not None:
+        terminal = _terminal_from(row)
+        kkt_reference.CACHE.put(("terminal", terminal.code), terminal, ttl_s, max_entries)
+    return key_row, terminal
+
+
 async def authorize(
     db: asyncpg.Pool | asyncpg.Connection,
     license_key: str | None,
@@ -304,33 +392,33 @@ async def authorize(
     *,
     copno: str | None = None,
     terminal_code: str | None = None,
+    settings: Settings | None = None,
 ) -> License:
     """Check a LICENSEKEY first, as the seed does: 1 unknown or malformed, 2 expired,
     3 disabled or used for another merchant (COPNO, or a terminal of another merchant),
-    4 the caller's address is outside the key's allowed networks."""
+    4 the caller's address is outside the key's allowed networks.
+
+    With ``settings``, the key and terminal rows come from the reference cache
+    (``recharge.kkt_reference``) when fresh there; without, they are read every time."""
     key = (license_key or "").strip()
     if not 16 <= len(key) <= 512:
         return License(1)
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
-            return await authorize(conn, key, remote_ip, copno=copno, terminal_code=terminal_code)
-    row = await db.fetchrow(
-        "SELECT k.merchant_id, k.enabled, k.valid_to < now() AS expired, k.allowed_networks, k.test_mode,"
-        " m.code, (SELECT merchant_id FROM terminals WHERE code = $2) AS terminal_merchant"
-        " FROM license_keys k JOIN merchants m ON m.id = k.merchant_id WHERE k.license_key = $1",
-        key, terminal_code or "",
-    )
+            return await authorize(conn, key, remote_ip, copno=copno, terminal_code=terminal_code,
+                                   settings=settings)
+    row, terminal = await _license_rows(db, key, terminal_code or "", settings)
     if row is None:
         return License(1)
-    if row["expired"]:
+    if row.valid_to is not None and row.valid_to < dt.datetime.now(dt.UTC):
         return License(2)
-    if not row["enabled"] or (copno and copno.strip() and copno.strip() != row["code"]):
+    if not row.enabled or (copno and copno.strip() and copno.strip() != row.merchant_code):
         return License(3)
-    if row["terminal_merchant"] is not None and row["terminal_merchant"] != row["merchant_id"]:
+    if terminal is not None and terminal.merchant_id != row.merchant_id:
         return License(3)
-    if not _address_allowed(remote_ip, row["allowed_networks"]):
+    if not _address_allowed(remote_ip, list(row.allowed_networks)):
         return License(4)
-    return License(0, int(row["merchant_id"]), row["code"], bool(row["test_mode"]))
+    return License(0, row.merchant_id, row.merchant_code, row.test_mode)
 
 
 def _address_allowed(remote_ip: str | None, networks: list[str]) -> bool:
@@ -371,20 +459,18 @@ class Terminal:
     daily_recharge_limit_cents: int | None
 
 
-async def _terminal(conn: asyncpg.Connection, code: str | None, kinds: frozenset[str]) -> Terminal:
+async def _terminal(
+    conn: asyncpg.Connection, code: str | None, kinds: frozenset[str], settings: Settings | None = None
+) -> Terminal:
     if not code or len(code) > 16:
         raise Refused("70")
-    row = await conn.fetchrow(
-        "SELECT t.id, t.code, t.kind, t.enabled, t.merchant_id, m.code AS merchant_code, m.closed,"
-        " m.is_consuming, t.daily_recharge_limit_cents FROM terminals t JOIN merchants m ON m.id = t.merchant_id"
-        " WHERE t.code = $1", code,
-    )
-    if row is None or not row["enabled"] or row["kind"] not in kinds:
+    row = await _terminal_row(conn, code, settings)
+    if row is None or not row.enabled or row.kind not in kinds:
         raise Refused("70")
-    if row["closed"] or not row["is_consuming"]:
+    if row.closed or not row.is_consuming:
         raise Refused("60")
-    return Terminal(row["id"], row["code"], row["kind"], row["merchant_id"], row["merchant_code"],
-                    row["closed"], row["daily_recharge_limit_cents"])
+    return Terminal(row.id, row.code, row.kind, row.merchant_id, row.merchant_code, row.closed,
+                    row.daily_recharge_limit_cents)
 
 
 def _card_no(raw: str | None, merchant_code: str) -> str:
@@ -398,6 +484,37 @@ async def _lock_card(conn: asyncpg.Connection, card_no: str) -> asyncpg.Record:
     row = await conn.fetchrow(
         "SELECT c.*, m.code AS merchant_code, m.closed AS merchant_closed FROM cards c"
         " LEFT JOIN merchants m ON m.id = c.merchant_id WHERE c.card_no = $1 FOR UPDATE OF c", card_no,
+    )
+    if row is None:
+        raise Refused("05")
+    return row
+
+
+# A trade's card, locked, with the ledger accounts the trade may move (NULL: not opened yet):
+# the card's purse and points, and the terminal merchant's account of the kind the trade
+# uses ($3/$4; '' for none). Account ids never change, so reading them here saves a round
+# trip per account.
+_TRADE_CARD_SQL = (
+    "SELECT c.*, m.code AS merchant_code, m.closed AS merchant_closed,"
+    " (SELECT a.id FROM accounts a WHERE a.card_no = c.card_no AND a.kind = 'card_purse') AS purse_account,"
+    " (SELECT a.id FROM accounts a WHERE a.card_no = c.card_no AND a.kind = 'card_points') AS points_account,"
+    " (SELECT a.id FROM accounts a WHERE a.merchant_id = $2 AND a.kind = $3 AND a.ledger = $4"
+    " AND a.card_no IS NULL) AS merchant_account"
+    " FROM cards c LEFT JOIN merchants m ON m.id = c.merchant_id WHERE c.card_no = $1 FOR UPDATE OF c"
+)
+_MERCHANT_ACCOUNT_OF = {  # trade kind: the terminal merchant's account it moves money or points with
+    "consume": ledger.AccountKind.MERCHANT_SALES,
+    "recharge": ledger.AccountKind.RECHARGE_FUND,
+    "points_add": ledger.AccountKind.POINTS_ISSUED,
+    "points_use": ledger.AccountKind.POINTS_ISSUED,
+}
+
+
+async def _lock_trade_card(conn: asyncpg.Connection, card_no: str, kind: TradeKind, merchant_id: int) -> asyncpg.Record:
+    account_kind = _MERCHANT_ACCOUNT_OF.get(kind.kind)
+    row = await conn.fetchrow(
+        _TRADE_CARD_SQL, card_no, merchant_id, account_kind.value if account_kind else "",
+        _ledger_of(account_kind) if account_kind else "",
     )
     if row is None:
         raise Refused("05")
@@ -456,28 +573,58 @@ def _day_start(now: dt.datetime) -> dt.datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(dt.UTC)
 
 
-async def _allocate_stance(conn: asyncpg.Connection, merchant_id: int) -> str:
-    """The merchant's next 8-digit serial (wraps after 99999999). Taken last in a trade, so
-    the merchant row stays locked for as short a time as possible."""
-    seq = await conn.fetchval(
-        "UPDATE merchants SET stance_seq = CASE WHEN stance_seq >= 99999999 THEN 1 ELSE stance_seq + 1 END"
-        " WHERE id = $1 RETURNING stance_seq", merchant_id,
-    )
-    return f"{int(seq):08d}"
+def _ledger_of(kind: ledger.AccountKind) -> str:
+    return "PTS" if kind in (ledger.AccountKind.CARD_POINTS, ledger.AccountKind.POINTS_ISSUED) else "CNY"
 
 
 async def _account(conn: asyncpg.Connection, kind: ledger.AccountKind, *, card_no: str | None = None,
                    merchant_id: int | None = None) -> int:
-    pts = kind in (ledger.AccountKind.CARD_POINTS, ledger.AccountKind.POINTS_ISSUED)
     return await ledger.ensure_account(
-        conn, ledger="PTS" if pts else "CNY", kind=kind, card_no=card_no, merchant_id=merchant_id,
+        conn, ledger=_ledger_of(kind), kind=kind, card_no=card_no, merchant_id=merchant_id,
         # points a merchant grants are created out of nothing: its issued-points account goes negative
         no_overdraft=kind is not ledger.AccountKind.POINTS_ISSUED,
     )
 
 
-async def _balances(conn: asyncpg.Connection, card_no: str) -> tuple[int, int]:
-    return await cards.card_balances(conn, card_no)
+async def _trade_account(conn: asyncpg.Connection, card: asyncpg.Record, trade_kind: str,
+                         kind: ledger.AccountKind, merchant_id: int) -> int:
+    """An account the row of ``_lock_trade_card(…, trade_kind, merchant_id)`` names, opened
+    when it does not exist yet."""
+    K = ledger.AccountKind
+    if kind is K.CARD_PURSE or kind is K.CARD_POINTS:
+        found = card["purse_account" if kind is K.CARD_PURSE else "points_account"]
+        return int(found) if found is not None else await _account(conn, kind, card_no=card["card_no"])
+    found = card["merchant_account"]
+    if found is not None and _MERCHANT_ACCOUNT_OF.get(trade_kind) is kind:
+        return int(found)
+    return await _account(conn, kind, merchant_id=merchant_id)
+
+
+async def _service_name(conn: asyncpg.Connection, merchant_id: int, item_code: str, settings: Settings) -> str | None:
+    """The merchant's name for a service code (ITEMCODE), None when it has none (cached)."""
+    ttl_s, max_entries = _cache_settings(settings)
+    key = ("service", merchant_id, item_code)
+    cached = kkt_reference.CACHE.get(key, ttl_s)
+    if cached is not kkt_reference.MISSING:
+        return cached  # type: ignore[no-any-return]
+    name = await conn.fetchval(
+        "SELECT name FROM service_codes WHERE merchant_id = $1 AND item_code = $2", merchant_id, item_code
+    )
+    kkt_reference.CACHE.put(key, name, ttl_s, max_entries)
+    return name  # type: ignore[no-any-return]
+
+
+async def _points_rule(conn: asyncpg.Connection, merchant_id: int, settings: Settings) -> int | None:
+    """Cents per point of the merchant's points rule, None when it has none (cached)."""
+    ttl_s, max_entries = _cache_settings(settings)
+    key = ("points_rule", merchant_id)
+    cached = kkt_reference.CACHE.get(key, ttl_s)
+    if cached is not kkt_reference.MISSING:
+        return cached  # type: ignore[no-any-return]
+    value = await conn.fetchval("SELECT cents_per_point FROM points_rules WHERE merchant_id = $1", merchant_id)
+    result = None if value is None else int(value)
+    kkt_reference.CACHE.put(key, result, ttl_s, max_entries)
+    return result
 
 
 # --- cTRequest ----------------------------------------------------------------------------
@@ -503,7 +650,7 @@ async def _trade(conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, c
     names = _Names(kind.name_zh, kind.name_en)
     card_no = ""
     try:
-        terminal = await _terminal(conn, req.terminal_code, req.terminal_kinds)
+        terminal = await _terminal(conn, req.terminal_code, req.terminal_kinds, cfg.settings)
         card_no = _card_no(req.card_no, terminal.merchant_code)
         replay = await _replay(conn, req, terminal)
         if replay is not None:
@@ -575,7 +722,7 @@ async def _trade_checked(
         raise Refused("06")
     if kind is REVERSAL and stance_rev is not None and not _STANCE_RE.fullmatch(stance_rev):
         raise Refused("06")
-    card = await _lock_card(conn, card_no)
+    card = await _lock_trade_card(conn, card_no, kind, terminal.merchant_id)
     if kind is REVERSAL:
         return await _reverse(conn, req, cfg, terminal, card, stance_rev, now)
     _check_card_usable(card, now.astimezone(SHANGHAI).date())
@@ -594,17 +741,12 @@ async def _trade_checked(
             raise Refused("68")
     trade_name_zh, trade_name_en = kind.name_zh, kind.name_en
     if item_code is not None:
-        service = await conn.fetchval(
-            "SELECT name FROM service_codes WHERE merchant_id = $1 AND item_code = $2",
-            terminal.merchant_id, item_code,
-        )
+        service = await _service_name(conn, terminal.merchant_id, item_code, s)
         if service:
             trade_name_zh = trade_name_en = service
     if kind.query:
-        purse, points = await _balances(conn, card_no)
-        stance = await _allocate_stance(conn, terminal.merchant_id)
-        await _journal(conn, terminal, card_no, req, kind, stance, 0, 0, item_code, trade_name_zh,
-                       None, None, purse, points)
+        _, stance, purse, points = await _journal(conn, terminal, card_no, req, kind, 0, 0, item_code,
+                                                  trade_name_zh, None, None)
         integral = purse if kind.family == "sv" else points
         return TradeResult(OK, card_no, stance, purse, points if kind.family == "pts" else None, integral,
                            trade_name_zh=trade_name_zh, trade_name_en=trade_name_en)
@@ -615,7 +757,15 @@ async def _trade_checked(
         return await _finish(conn, req, kind, terminal, card_no, original["amount_cents"], original["points"],
                              item_code, (trade_name_zh, trade_name_en), transfer_id, original["id"])
     await _check_limits(conn, card, terminal, req, kind, amount, cfg, now)
-    return await _move(conn, req, kind, terminal, card, amount, item_code, (trade_name_zh, trade_name_en))
+    return await _move(conn, req, kind, terminal, card, amount, item_code, (trade_name_zh, trade_name_en), s)
+
+
+# trades of the card today that moved something, counted only up to the limit ($1 card, $2 day
+# start, $3 limit): never a scan of a busy card's whole day
+_TODAY_COUNT_SQL = (
+    "(SELECT count(*) FROM (SELECT 1 FROM kkt_trades WHERE card_no = $1 AND created_at >= $2"
+    " AND amount_cents > 0 LIMIT $3) AS t) AS today"
+)
 
 
 async def _check_limits(
@@ -624,31 +774,31 @@ async def _check_limits(
 ) -> None:
     s = cfg.settings
     card_no = card["card_no"]
+    day_start = _day_start(now)
+    count_limit = card["daily_count_limit"] if card["daily_count_limit"] is not None else s.kkt_card_daily_count
+    # a separate statement from the card lock: its snapshot sees trades committed while we waited
     if s.kkt_duplicate_window_s > 0 and amount > 0:
-        duplicate = await conn.fetchval(
-            "SELECT 1 FROM kkt_trades WHERE card_no = $1 AND created_at > $2 AND terminal_code = $3"
-            " AND trade_type = $4 AND trade_mode = $5 AND amount_cents = $6 LIMIT 1",
-            card_no, now - dt.timedelta(seconds=s.kkt_duplicate_window_s), terminal.code,
+        row = await conn.fetchrow(
+            f"SELECT EXISTS (SELECT 1 FROM kkt_trades WHERE card_no = $1 AND created_at > $4 AND terminal_code = $5"
+            f" AND trade_type = $6 AND trade_mode = $7 AND amount_cents = $8) AS duplicate, {_TODAY_COUNT_SQL}",
+            card_no, day_start, count_limit, now - dt.timedelta(seconds=s.kkt_duplicate_window_s), terminal.code,
             req.trade_type, req.trade_mode, amount,
         )
-        if duplicate:
-            raise Refused("12")
+    else:
+        row = await conn.fetchrow(f"SELECT false AS duplicate, {_TODAY_COUNT_SQL}", card_no, day_start, count_limit)
+    if row["duplicate"]:
+        raise Refused("12")
     limit = card["per_txn_limit_cents"] if card["per_txn_limit_cents"] is not None else s.kkt_per_txn_limit_cents
     if kind.family == "sv" and amount > limit:
         raise Refused("09")
-    day_start = _day_start(now)
-    count_limit = card["daily_count_limit"] if card["daily_count_limit"] is not None else s.kkt_card_daily_count
-    count = await conn.fetchval(  # bounded by the limit: never a scan of a busy card's whole day
-        "SELECT count(*) FROM (SELECT 1 FROM kkt_trades WHERE card_no = $1 AND created_at >= $2"
-        " AND amount_cents > 0 LIMIT $3) AS today",
-        card_no, day_start, count_limit,
-    )
-    if count >= count_limit:
+    if row["today"] >= count_limit:
         raise Refused("67")
     if kind.kind == "recharge":
-        # serialise a terminal's recharges so two cannot both slip under its daily limit
-        await conn.execute("SELECT 1 FROM terminals WHERE id = $1 FOR UPDATE", terminal.id)
-        day_limit = terminal.daily_recharge_limit_cents
+        # serialise a terminal's recharges so two cannot both slip under its daily limit (the
+        # limit is read with the lock, never from the reference cache)
+        day_limit = await conn.fetchval(
+            "SELECT daily_recharge_limit_cents FROM terminals WHERE id = $1 FOR UPDATE", terminal.id
+        )
         if day_limit is None:
             day_limit = s.kkt_terminal_daily_recharge_cents
         today = await conn.fetchval(
@@ -662,29 +812,27 @@ async def _check_limits(
 
 async def _move(
     conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, terminal: Terminal, card: asyncpg.Record,
-    amount: int, item_code: str | None, names: tuple[str, str],
+    amount: int, item_code: str | None, names: tuple[str, str], settings: Settings,
 ) -> TradeResult:
     K = ledger.AccountKind
     card_no = card["card_no"]
     m = terminal.merchant_id
     points = 0
     if kind.kind == "consume":
-        debit, credit = await _account(conn, K.CARD_PURSE, card_no=card_no), await _account(conn, K.MERCHANT_SALES, merchant_id=m)
-        short = "08"
+        debit_kind, credit_kind, short = K.CARD_PURSE, K.MERCHANT_SALES, "08"
     elif kind.kind == "recharge":
-        debit, credit = await _account(conn, K.RECHARGE_FUND, merchant_id=m), await _account(conn, K.CARD_PURSE, card_no=card_no)
-        short = "54" if card["merchant_id"] == m else "65"
+        debit_kind, credit_kind, short = K.RECHARGE_FUND, K.CARD_PURSE, "54" if card["merchant_id"] == m else "65"
     elif kind.kind == "points_add":
-        cents_per_point = await conn.fetchval("SELECT cents_per_point FROM points_rules WHERE merchant_id = $1", m)
+        cents_per_point = await _points_rule(conn, m, settings)
         if cents_per_point is None:
             raise Refused("16")
-        points = amount // int(cents_per_point)
-        debit, credit = await _account(conn, K.POINTS_ISSUED, merchant_id=m), await _account(conn, K.CARD_POINTS, card_no=card_no)
-        short = "00"
+        points = amount // cents_per_point
+        debit_kind, credit_kind, short = K.POINTS_ISSUED, K.CARD_POINTS, "00"
     else:  # points_use: AMOUNT is the points to spend
         points = amount
-        debit, credit = await _account(conn, K.CARD_POINTS, card_no=card_no), await _account(conn, K.POINTS_ISSUED, merchant_id=m)
-        short = "66"
+        debit_kind, credit_kind, short = K.CARD_POINTS, K.POINTS_ISSUED, "66"
+    debit = await _trade_account(conn, card, kind.kind, debit_kind, m)
+    credit = await _trade_account(conn, card, kind.kind, credit_kind, m)
     moved = points if kind.family == "pts" else amount
     transfer_id = None
     if moved > 0:
@@ -705,12 +853,8 @@ async def _finish(
     amount: int, points: int, item_code: str | None, names: tuple[str, str], transfer_id: str | None,
     original_id: int | None, code: str = OK,
 ) -> TradeResult:
-    purse, points_after = await _balances(conn, card_no)
-    stance = await _allocate_stance(conn, terminal.merchant_id)
-    trade_id = await _journal(conn, terminal, card_no, req, kind, stance, amount, points, item_code, names[0],
-                              transfer_id, original_id, purse, points_after)
-    if original_id is not None:
-        await conn.execute("UPDATE kkt_trades SET cancelled_by = $2 WHERE id = $1", original_id, trade_id)
+    _, stance, purse, points_after = await _journal(conn, terminal, card_no, req, kind, amount, points, item_code,
+                                                    names[0], transfer_id, original_id)
     sv = kind.family == "sv"
     return TradeResult(
         code, card_no, stance, purse, None if sv else points_after, purse if sv else points_after,
@@ -718,20 +862,46 @@ async def _finish(
     )
 
 
+# The end of every trade in one round trip: the card's balances after it, the merchant's next
+# 8-digit Stance (wrapping after 99999999; taken last, so the merchant row stays locked for as
+# short a time as possible), the journal row, and a cancelled original's cancelled_by.
+_JOURNAL_SQL = """
+WITH balances AS (
+    SELECT coalesce(sum(credits_posted - debits_posted) FILTER (WHERE kind = 'card_purse'), 0)::bigint AS purse,
+           coalesce(sum(credits_posted - debits_posted) FILTER (WHERE kind = 'card_points'), 0)::bigint AS points
+    FROM accounts WHERE card_no = $3::text AND kind IN ('card_purse', 'card_points')
+), serial AS (
+    UPDATE merchants SET stance_seq = CASE WHEN stance_seq >= 99999999 THEN 1 ELSE stance_seq + 1 END
+    WHERE id = $1::bigint RETURNING stance_seq
+), journal AS (
+    INSERT INTO kkt_trades (merchant_id, stance, card_no, terminal_code, trade_type, trade_mode, kind,
+                            amount_cents, points, item_code, trade_name, transfer_id, original_id,
+                            purse_after_cents, points_after)
+    SELECT $1::bigint, lpad(serial.stance_seq::text, 8, '0'), $3::text, $4::text, $5::text, $6::text, $7::text,
+           $8::bigint, $9::bigint, $10::text, $11::text, $12::text, $2::bigint, balances.purse, balances.points
+    FROM serial, balances
+    RETURNING id, stance, purse_after_cents, points_after
+), cancelled AS (
+    UPDATE kkt_trades o SET cancelled_by = journal.id FROM journal WHERE o.id = $2::bigint
+)
+SELECT id, stance, purse_after_cents, points_after FROM journal
+"""
+
+
 async def _journal(
-    conn: asyncpg.Connection, terminal: Terminal, card_no: str, req: TradeRequest, kind: TradeKind, stance: str,
+    conn: asyncpg.Connection, terminal: Terminal, card_no: str, req: TradeRequest, kind: TradeKind,
     amount: int, points: int, item_code: str | None, trade_name: str, transfer_id: str | None,
-    original_id: int | None, purse: int, points_after: int,
-) -> int:
-    trade_id = await conn.fetchval(
-        "INSERT INTO kkt_trades (merchant_id, stance, card_no, terminal_code, trade_type, trade_mode, kind,"
-        " amount_cents, points, item_code, trade_name, transfer_id, original_id, purse_after_cents, points_after)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) RETURNING id",
-        terminal.merchant_id, stance, card_no, terminal.code, req.trade_type,
+    original_id: int | None,
+) -> tuple[int, str, int, int]:
+    """Journal a successful trade: (its id, its Stance, the card's stored value and points after)."""
+    row = await conn.fetchrow(
+        _JOURNAL_SQL, terminal.merchant_id, original_id, card_no, terminal.code, req.trade_type,
         req.trade_mode if kind is not REVERSAL else "", kind.kind, amount, points, item_code, trade_name,
-        transfer_id, original_id, purse, points_after,
+        transfer_id,
     )
-    return int(trade_id)
+    if row is None:
+        raise LookupError(f"merchant {terminal.merchant_id} does not exist")
+    return int(row["id"]), row["stance"], int(row["purse_after_cents"]), int(row["points_after"])
 
 
 async def _find_original(
@@ -854,7 +1024,7 @@ async def activate(db: asyncpg.Pool | asyncpg.Connection, req: ActivateRequest, 
 async def _activate(conn: asyncpg.Connection, req: ActivateRequest, cfg: Config) -> TradeResult:
     card_no = ""
     try:
-        terminal = await _terminal(conn, req.terminal_code, req.terminal_kinds)
+        terminal = await _terminal(conn, req.terminal_code, req.terminal_kinds, cfg.settings)
         card_no = _card_no(req.card_no, terminal.merchant_code)
         amount = _parse_amount(req.amount, cfg) if (req.amount or "").strip() else 0
         md5_hex = cards.normalise_password((req.password or "").strip() or None)
@@ -935,7 +1105,7 @@ async def _change_password(conn: asyncpg.Connection, req: PasswordRequest, cfg: 
     zh, en = PASSWORD_TRADE_NAMES
     card_no = ""
     try:
-        terminal = await _terminal(conn, req.terminal_code, req.terminal_kinds)
+        terminal = await _terminal(conn, req.terminal_code, req.terminal_kinds, cfg.settings)
         card_no = _card_no(req.card_no, terminal.merchant_code)
         new_md5 = cards.normalise_password((req.new_password or "").strip() or None)
         if new_md5 is None:
@@ -987,7 +1157,7 @@ async def _bind(conn: asyncpg.Connection, req: BindRequest, cfg: Config) -> Trad
     card_no = ""
     id_num = (req.id_num or "").strip()
     try:
-        terminal = await _terminal(conn, req.terminal_code, req.terminal_kinds)
+        terminal = await _terminal(conn, req.terminal_code, req.terminal_kinds, cfg.settings)
         card_no = _card_no(req.card_no, terminal.merchant_code)
         if _MOBILE_RE.fullmatch(id_num):
             column = "bound_mobile"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from recharge import kkt
+from recharge import kkt, kkt_reference
 from tests.kkt_world import PASSWORD_MD5, World, first_record, make_world, records
 
 
@@ -97,6 +97,7 @@ async def test_code_11_service_code_names_the_trade(world: World, pool: Any) -> 
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO service_codes (merchant_id, item_code, name) VALUES ($1,'888','洗车')",
                            world.merchant_id)
+        kkt_reference.invalidate()  # a direct SQL edit applies within the cache TTL; skip the wait
     card = await world.new_card(balance=100)
     rec = await world.ct(TRADETYPE="0022", TRADEMODE="1", CARDNO=card, AMOUNT="10", ITEMCODE="888", LANG="GB2312")
     assert rec["TradeName"] == "洗车"
@@ -251,6 +252,7 @@ async def test_codes_14_15_17_19_69_card_states(world: World, state: str, code: 
 async def test_code_16_no_points_rule(world: World, pool: Any) -> None:
     async with pool.acquire() as conn:
         await conn.execute("DELETE FROM points_rules WHERE merchant_id = $1", world.merchant_id)
+        kkt_reference.invalidate()  # a direct SQL edit applies within the cache TTL; skip the wait
     card = await world.new_card()
     assert (await world.ct(TRADETYPE="0033", TRADEMODE="0", CARDNO=card, AMOUNT="100"))["PayInForm"] == "16"
 
@@ -319,6 +321,7 @@ async def test_code_60_merchant_closed(world: World, pool: Any) -> None:
     card = await world.new_card(balance=10)
     async with pool.acquire() as conn:
         await conn.execute("UPDATE merchants SET closed = true WHERE id = $1", world.merchant_id)
+        kkt_reference.invalidate()  # a direct SQL edit applies within the cache TTL; skip the wait
     assert (await world.ct(TRADETYPE="0011", TRADEMODE="0", CARDNO=card))["PayInForm"] == "60"
 
 
@@ -367,6 +370,7 @@ async def test_code_67_daily_trade_count(world: World) -> None:
 async def test_code_68_test_mode_daily_limit(world: World, pool: Any, platform: Any) -> None:
     async with pool.acquire() as conn:
         await conn.execute("UPDATE license_keys SET test_mode = true WHERE license_key = $1", world.license_key)
+        kkt_reference.invalidate()  # a direct SQL edit applies within the cache TTL; skip the wait
     card = await world.new_card(balance=100)
     with settings_changed(platform, kkt_test_mode_daily_max=2):
         assert (await world.ct(TRADETYPE="0011", TRADEMODE="0", CARDNO=card))["PayInForm"] == "11"
@@ -380,6 +384,7 @@ async def test_code_70_terminal_not_a_gateway_pos(world: World, pool: Any) -> No
     async with pool.acquire() as conn:
         await conn.execute("UPDATE terminals SET kind = 'sms', msisdn = $2 WHERE code = $1", world.terminal,
                            "139" + world.terminal[:8])
+        kkt_reference.invalidate()  # a direct SQL edit applies within the cache TTL; skip the wait
     assert (await world.ct(TRADETYPE="0011", TRADEMODE="0", CARDNO=card))["PayInForm"] == "70"
 
 
@@ -402,6 +407,7 @@ async def test_license_code_2_expired_key(world: World, pool: Any) -> None:
     async with pool.acquire() as conn:
         await conn.execute("UPDATE license_keys SET valid_to = now() - interval '1 day' WHERE license_key = $1",
                            world.license_key)
+        kkt_reference.invalidate()  # a direct SQL edit applies within the cache TTL; skip the wait
     assert await _bare(world, LICENSEKEY=world.license_key) == (200, "2")
 
 
@@ -409,6 +415,7 @@ async def test_license_code_3_disabled_or_other_merchant(world: World, pool: Any
     assert await _bare(world, LICENSEKEY=world.license_key, COPNO="0000") == (200, "3")
     async with pool.acquire() as conn:
         await conn.execute("UPDATE license_keys SET enabled = false WHERE license_key = $1", world.license_key)
+        kkt_reference.invalidate()  # a direct SQL edit applies within the cache TTL; skip the wait
     assert await _bare(world, LICENSEKEY=world.license_key) == (200, "3")
 
 
@@ -416,6 +423,7 @@ async def test_license_code_4_caller_outside_allowed_networks(world: World, pool
     async with pool.acquire() as conn:
         await conn.execute("UPDATE license_keys SET allowed_networks = ARRAY['10.9.8.0/24'] WHERE license_key = $1",
                            world.license_key)
+        kkt_reference.invalidate()  # a direct SQL edit applies within the cache TTL; skip the wait
     assert await _bare(world, LICENSEKEY=world.license_key) == (200, "4")
 
 

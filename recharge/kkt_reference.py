@@ -1,0 +1,68 @@
+"""In-process cache of the KaKaTong reference data every request reads: license keys,
+terminals (with their merchant's state), service codes and points rules.
+
+Entries live ``kkt_reference_cache_ttl_s`` (0 turns the cache off), so a change made behind
+this process's back — another process, the CLI, a direct SQL edit — takes effect within that
+time. Operator writes through ``recharge.cards`` call ``invalidate()``, which empties the
+cache at once *and* stores nothing for one TTL afterwards: the operator's transaction may
+still be committing, and a request that re-read the old row meanwhile must not keep it for a
+whole TTL. Only rows that exist are cached for license keys and terminals (an unknown key
+or terminal is asked again each time, as before), so creating one is seen at once. The
+number of entries is bounded (``kkt_reference_cache_max_entries``; the oldest go first).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+from typing import Any
+
+_MISSING = object()
+
+
+class ReferenceCache:
+    """Entries keyed by a tuple, each with its own expiry (monotonic seconds)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, tuple[float, Any]] = {}
+        self._invalidated_at = float("-inf")
+
+    def get(self, key: Hashable, ttl_s: float) -> Any:
+        """The cached value, or ``MISSING``."""
+        if ttl_s <= 0:
+            return _MISSING
+        entry = self._entries.get(key)
+        if entry is None:
+            return _MISSING
+        expires, value = entry
+        if time.monotonic() >= expires:
+            self._entries.pop(key, None)
+            return _MISSING
+        return value
+
+    def put(self, key: Hashable, value: Any, ttl_s: float, max_entries: int) -> None:
+        if ttl_s <= 0 or max_entries <= 0:
+            return
+        now = time.monotonic()
+        if now - self._invalidated_at < ttl_s:
+            return  # an operator write may still be committing: do not keep what was read
+        self._entries.pop(key, None)
+        while len(self._entries) >= max_entries:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (now + ttl_s, value)
+
+    def invalidate(self) -> None:
+        self._entries.clear()
+        self._invalidated_at = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+MISSING = _MISSING
+CACHE = ReferenceCache()
+
+
+def invalidate() -> None:
+    """Forget every cached reference row now (and cache nothing for one TTL)."""
+    CACHE.invalidate()
