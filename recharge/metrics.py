@@ -82,7 +82,7 @@ LEDGER_TRANSFERS = Counter(
     "recharge_ledger_transfers_total", "Ledger operations by kind and result", ["kind", "result"]
 )
 LEDGER_BATCH_SIZE = Histogram(
-    "recharge_ledger_batch_size", "Transfers written per database transaction",
+    "recharge_ledger_batch_size", "DD steps committed per batched (group-commit) transaction",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 LEDGER_RETRIES = Counter("recharge_ledger_retries_total", "Transactions retried after deadlock/serialization")
