@@ -597,24 +597,37 @@ async def test_oversized_body_is_refused(http: aiohttp.ClientSession, conn: asyn
 
 
 async def test_demo_seed_registers_platform_7_with_a_key_generated_into_the_data_dir(
-    http: aiohttp.ClientSession, conn: asyncpg.Connection, test_keys: Any, tmp_path: Path
+    empty_database: str, settings: Any, test_keys: Any, tmp_path: Path
 ) -> None:
-    from recharge import demo
+    """On a database of its own: other tests register platform 7 (the seed's example) too."""
+    from recharge import db, demo
+    from recharge.runtime import RunningPlatform
 
-    await demo.seed(conn, test_keys[0], tmp_path)
-    key_path = order_platforms.demo_private_key_path(tmp_path)
-    assert key_path.is_relative_to(tmp_path) and (key_path.stat().st_mode & 0o077) == 0
-    first = key_path.read_bytes()
-    await demo.seed(conn, test_keys[0], tmp_path)  # idempotent: same key, nothing regenerated
-    assert key_path.read_bytes() == first
-    platform = await order_platforms.get_platform(conn, "7")
-    assert platform is not None and platform.pki_no == "70000472"
-    assert await order_platforms.get_public_key_pem(conn, platform.id, "1") == \
-        order_platforms.public_key_of_private_file(key_path)
-    who = ClientIdentity(7, 1, key_path.read_text())
-    body = build_request(who, {"platform": 7, "userinfo": '{"userid":"gzzxc001"}', "type": 5})
-    opened = open_reply(await post(http, "APPLLogin", body))
-    assert opened["status"] == 1 and opened["pki"] == "70000472"
+    conn = await asyncpg.connect(empty_database)
+    running = RunningPlatform(settings.replace(database_url=empty_database), empty_database)
+    try:
+        await db.init_connection(conn)
+        await db.migrate(conn)
+        await demo.seed(conn, test_keys[0], tmp_path)
+        key_path = order_platforms.demo_private_key_path(tmp_path)
+        assert key_path.is_relative_to(tmp_path) and (key_path.stat().st_mode & 0o077) == 0
+        first = key_path.read_bytes()
+        await demo.seed(conn, test_keys[0], tmp_path)  # idempotent: same key, nothing regenerated
+        assert key_path.read_bytes() == first
+        platform = await order_platforms.get_platform(conn, "7")
+        assert platform is not None and platform.pki_no == "70000472"
+        assert await order_platforms.get_public_key_pem(conn, platform.id, "1") == \
+            order_platforms.public_key_of_private_file(key_path)
+        await running.start()
+        who = ClientIdentity(7, 1, key_path.read_text())
+        body = build_request(who, {"platform": 7, "userinfo": '{"userid":"gzzxc001"}', "type": 5})
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{running.http_port}") as http:
+            opened = open_reply(await post(http, "APPLLogin", body))
+        assert opened["status"] == 1 and opened["pki"] == "70000472"
+    finally:
+        if getattr(running, "ctx", None) is not None:
+            await running.stop()
+        await conn.close()
 
 
 async def test_mac_covers_the_fields_in_wire_order_when_data_is_not_last(
