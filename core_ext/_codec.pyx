@@ -5,7 +5,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memset
 
 
 INFO_OK = 0x00
@@ -63,6 +63,42 @@ cdef extern from *:
     const int CORE_EXT_ZLIB
     unsigned long core_ext_zlib_crc32(unsigned long c, const unsigned char *p, unsigned int n) nogil
 
+# Copies of frame-sized, variable-length runs. gcc expands a memcpy whose size it can bound (a field of at
+# most 255 bytes) into ``rep movs``, whose start-up costs more than the copy itself at these sizes; this
+# copies in fixed 16/8/4-byte moves (single loads and stores), the last one overlapping the one before.
+cdef extern from *:
+    """
+    #include <string.h>
+    static inline void core_ext_copy(unsigned char *d, const unsigned char *s, size_t n) {
+        if (n >= 16) {
+            size_t i = 0;
+            do {
+                unsigned char t[16];
+                memcpy(t, s + i, 16);
+                memcpy(d + i, t, 16);
+                i += 16;
+            } while (i + 16 <= n);
+            if (i < n) {
+                unsigned char t[16];
+                memcpy(t, s + n - 16, 16);
+                memcpy(d + n - 16, t, 16);
+            }
+        } else if (n >= 8) {
+            unsigned char a[8], b[8];
+            memcpy(a, s, 8); memcpy(b, s + n - 8, 8);
+            memcpy(d, a, 8); memcpy(d + n - 8, b, 8);
+        } else if (n >= 4) {
+            unsigned char a[4], b[4];
+            memcpy(a, s, 4); memcpy(b, s + n - 4, 4);
+            memcpy(d, a, 4); memcpy(d + n - 4, b, 4);
+        } else if (n > 0) {
+            d[0] = s[0]; d[n / 2] = s[n / 2]; d[n - 1] = s[n - 1];
+        }
+    }
+    """
+    void core_ext_copy(unsigned char *d, const unsigned char *s, size_t n) noexcept nogil
+
+
 # Slice-by-16 CRC-32 tables (reflected polynomial 0xEDB88320, the zlib CRC), built at import. On
 # frame-sized input it is several times faster than zlib, whose per-call set-up dominates there; from
 # 1 KiB on, zlib (when built in) is faster.
@@ -110,7 +146,8 @@ cdef uint32_t _crc_zlib(const unsigned char *p, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline uint32_t _crc_table(const unsigned char *p, Py_ssize_t n) noexcept nogil:
-    cdef uint32_t c = ~(<uint32_t>0), one, two, three, four
+    cdef uint32_t c = ~(<uint32_t>0), one, two, three, four, acc
+    cdef Py_ssize_t i
     while n >= 16:
         one = _le32(p) ^ c
         two = _le32(p + 4)
@@ -124,19 +161,18 @@ cdef inline uint32_t _crc_table(const unsigned char *p, Py_ssize_t n) noexcept n
              ^ CRC_TAB[0][four >> 24])
         p += 16
         n -= 16
-    while n >= 8:
-        one = (<uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)) ^ c
-        two = <uint32_t>p[4] | (<uint32_t>p[5] << 8) | (<uint32_t>p[6] << 16) | (<uint32_t>p[7] << 24)
-        c = (CRC_TAB[7][one & 0xFF] ^ CRC_TAB[6][(one >> 8) & 0xFF] ^ CRC_TAB[5][(one >> 16) & 0xFF]
-             ^ CRC_TAB[4][one >> 24] ^ CRC_TAB[3][two & 0xFF] ^ CRC_TAB[2][(two >> 8) & 0xFF]
-             ^ CRC_TAB[1][(two >> 16) & 0xFF] ^ CRC_TAB[0][two >> 24])
-        p += 8
-        n -= 8
-    while n > 0:
-        c = (c >> 8) ^ CRC_TAB[0][(c ^ p[0]) & 0xFF]
-        p += 1
-        n -= 1
-    return ~c
+    if n == 0:
+        return ~c
+    # The last 1..15 bytes in one step, the slice-by-n generalisation: byte i (xored with byte i of the
+    # state for i < 4) goes through table n-1-i; the state bytes no data byte met shift down. The lookups
+    # are independent of each other, so this costs a few cycles, not one dependent lookup per byte.
+    acc = (c >> (8 * n)) if n < 4 else 0
+    for i in range(n):
+        if i < 4:
+            acc ^= CRC_TAB[n - 1 - i][(p[i] ^ (c >> (8 * i))) & 0xFF]
+        else:
+            acc ^= CRC_TAB[n - 1 - i][p[i]]
+    return ~acc
 
 
 cdef inline const unsigned char *_bytes_ptr(object data, Py_ssize_t *n):
@@ -300,9 +336,14 @@ cdef class Frame:
 
 def frame_encode(Frame frame not None) -> bytes:
     """Wire bytes of a frame (header, body, CRC)."""
+    return _frame_encode(frame)
+
+
+cdef bytes _frame_encode(Frame frame):
     cdef bytes user_id = frame.user_id, pki = frame.pki, info = frame.info
     cdef Py_ssize_t uid_n = PyBytes_GET_SIZE(user_id), n = PyBytes_GET_SIZE(info)
-    cdef int kind = STAGE_KIND[frame.stage & 0xFF] if 0 <= frame.stage <= 0xFF else 0
+    cdef int stage = frame.stage
+    cdef int kind = STAGE_KIND[stage] if 0 <= stage <= 0xFF else 0
     if kind == 0:
         raise ValueError("unknown stage")
     if uid_n > USER_ID_SIZE:
@@ -316,25 +357,22 @@ def frame_encode(Frame frame not None) -> bytes:
         raise ValueError("step, flow or result outside one byte")
     cdef Py_ssize_t prefix = USER_ID_SIZE + (1 if kind == 1 else 2)
     cdef Py_ssize_t length = prefix + PKI_SIZE + 1 + n
-    cdef Py_ssize_t size = HEADER_SIZE + length + CRC_SIZE
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + length + CRC_SIZE)
     cdef unsigned char *o = <unsigned char *>PyBytes_AS_STRING(out)
     cdef unsigned char *body = o + HEADER_SIZE
-    cdef Py_ssize_t i
     o[0] = 0xDD
-    o[1] = <unsigned char>frame.stage
+    o[1] = <unsigned char>stage
     o[2] = 0x01
     o[3] = <unsigned char>(length >> 8)
     o[4] = <unsigned char>length
-    memcpy(body, PyBytes_AS_STRING(user_id), uid_n)
-    for i in range(uid_n, USER_ID_SIZE):
-        body[i] = 0
+    memset(body, 0, USER_ID_SIZE)
+    core_ext_copy(body, <const unsigned char *>PyBytes_AS_STRING(user_id), uid_n)
     body[USER_ID_SIZE] = <unsigned char>a
     if kind == 2:
         body[USER_ID_SIZE + 1] = <unsigned char>frame.result
     memcpy(body + prefix, PyBytes_AS_STRING(pki), PKI_SIZE)
     body[prefix + PKI_SIZE] = <unsigned char>n
-    memcpy(body + prefix + PKI_SIZE + 1, PyBytes_AS_STRING(info), n)
+    core_ext_copy(body + prefix + PKI_SIZE + 1, <const unsigned char *>PyBytes_AS_STRING(info), n)
     cdef uint32_t c = _crc(body, length)
     cdef unsigned char *t = body + length
     t[0] = c >> 24
@@ -344,6 +382,11 @@ def frame_encode(Frame frame not None) -> bytes:
     return out
 
 
+# The PKI field of frames sent before sign-in: one shared object instead of one per frame.
+cdef bytes NO_PKI = b"\xff\xff\xff\xff"
+
+
+@cython.freelist(16)
 @cython.no_gc
 @cython.final
 cdef class FrameDecoder:
@@ -356,58 +399,74 @@ cdef class FrameDecoder:
         self.max_length = max_length
         self.dead = False
         self.have = 0
-        self.buf = <unsigned char *>malloc(HEADER_SIZE + max_length + CRC_SIZE)
-        if self.buf == NULL:
-            raise MemoryError()
+        self.last_user_id = None
+        self.last_pki = None
+        # A frame of the default maximum fits the decoder's own storage; only a larger bound allocates.
+        if HEADER_SIZE + max_length + CRC_SIZE <= DECODER_INLINE_BUF:
+            self.buf = self.inline_buf
+        else:
+            self.buf = <unsigned char *>malloc(HEADER_SIZE + max_length + CRC_SIZE)
+            if self.buf == NULL:
+                raise MemoryError()
 
     def __dealloc__(self):
-        free(self.buf)
+        if self.buf != NULL and self.buf != self.inline_buf:
+            free(self.buf)
+        self.buf = NULL
 
     @property
     def buffered(self) -> int:
         """Bytes held of an incomplete frame."""
         return self.have
 
-    cdef int _fail(self, str message, object info_code, object stage, object user_id, object pki) except -1:
+    cdef int _fail(self, list out, str message, object info_code, object stage, object user_id,
+                   object pki) except -1:
         self.dead = True
         self.have = 0
-        raise FrameError(message, info_code, stage, user_id, pki)
+        exc = FrameError(message, info_code, stage, user_id, pki)
+        if out is not None:
+            exc.frames = out
+        raise exc
 
-    cdef Py_ssize_t _check_header(self, const unsigned char *p, Py_ssize_t avail) except -1:
+    cdef Py_ssize_t _check_header(self, const unsigned char *p, Py_ssize_t avail, list out) except -1:
         """Validate the header bytes present; the frame's total size once the length is known, else 0."""
         cdef int kind
         if avail >= 1 and p[0] != 0xDD:
-            self._fail("bad header byte", None, None, None, None)
+            self._fail(out, "bad header byte", None, None, None, None)
         if avail >= 2:
             kind = STAGE_KIND[p[1]]
             if kind == 0:
-                self._fail("unknown stage", None, p[1], None, None)
+                self._fail(out, "unknown stage", None, p[1], None, None)
             if kind != (1 if self.requests else 2):
-                self._fail("stage of the other direction", None, p[1], None, None)
+                self._fail(out, "stage of the other direction", None, p[1], None, None)
         if avail >= 3 and p[2] != 0x01:
-            self._fail("unsupported version", None, p[1], None, None)
+            self._fail(out, "unsupported version", None, p[1], None, None)
         if avail < HEADER_SIZE:
             return 0
         cdef Py_ssize_t length = (<Py_ssize_t>p[3] << 8) | p[4]
         if length > self.max_length:
-            self._fail("length field above the maximum", None, p[1], None, None)
+            self._fail(out, "length field above the maximum", None, p[1], None, None)
         return HEADER_SIZE + length + CRC_SIZE
 
-    cdef bytes _user_id(self, const unsigned char *p):
-        # A connection repeats one user id: reuse the last object instead of allocating one per frame.
+    cdef inline bytes _user_id(self, const unsigned char *p):
+        # A connection repeats one user id: the raw 16-byte field is compared with the last one, and the
+        # last object reused, so a frame costs neither an allocation nor the strip of its zero padding.
+        if self.last_user_id is not None and memcmp(p, self.last_uid_raw, USER_ID_SIZE) == 0:
+            return self.last_user_id
         cdef Py_ssize_t n = USER_ID_SIZE
         while n > 0 and p[n - 1] == 0:
             n -= 1
-        if (self.last_user_id is not None and PyBytes_GET_SIZE(self.last_user_id) == n
-                and memcmp(PyBytes_AS_STRING(self.last_user_id), p, n) == 0):
-            return self.last_user_id
         self.last_user_id = PyBytes_FromStringAndSize(<const char *>p, n)
+        memcpy(self.last_uid_raw, p, USER_ID_SIZE)
         return self.last_user_id
 
-    cdef bytes _pki(self, const unsigned char *p):
-        if self.last_pki is not None and memcmp(PyBytes_AS_STRING(self.last_pki), p, PKI_SIZE) == 0:
+    cdef inline bytes _pki(self, const unsigned char *p):
+        if _le32(p) == <uint32_t>0xFFFFFFFF:
+            return NO_PKI
+        if self.last_pki is not None and memcmp(p, self.last_pki_raw, PKI_SIZE) == 0:
             return self.last_pki
         self.last_pki = PyBytes_FromStringAndSize(<const char *>p, PKI_SIZE)
+        memcpy(self.last_pki_raw, p, PKI_SIZE)
         return self.last_pki
 
     cdef int _emit(self, const unsigned char *p, Py_ssize_t size, list out) except -1:
@@ -415,76 +474,76 @@ cdef class FrameDecoder:
         cdef const unsigned char *body = p + HEADER_SIZE
         cdef int stage = p[1]
         cdef Py_ssize_t prefix = USER_ID_SIZE + (1 if self.requests else 2)
-        cdef object user_id = self._user_id(body) if length >= USER_ID_SIZE else None
-        cdef object pki = None
-        if length >= prefix + PKI_SIZE:
-            pki = self._pki(body + prefix)
-        if _crc(body, length) != _be32(body + length):
-            self._fail("checksum wrong", INFO_CHECKSUM, stage, user_id, pki)
-        if length < prefix + PKI_SIZE + 1 or length != prefix + PKI_SIZE + 1 + body[prefix + PKI_SIZE]:
-            self._fail("length field disagrees with the info length", INFO_LENGTH, stage, user_id, pki)
+        if _crc(body, length) != _be32(body + length) or (
+                length < prefix + PKI_SIZE + 1 or length != prefix + PKI_SIZE + 1 + body[prefix + PKI_SIZE]):
+            return self._reject(body, length, stage, prefix, out)
         cdef Frame f = Frame.__new__(Frame)
         f.stage = stage
-        f.user_id = user_id
-        f.pki = pki
+        f.user_id = self._user_id(body)
+        f.pki = self._pki(body + prefix)
         f.info = PyBytes_FromStringAndSize(<const char *>body + prefix + PKI_SIZE + 1,
                                            length - prefix - PKI_SIZE - 1)
         if self.requests:
             f.step = body[USER_ID_SIZE]
-            f.flow = 0
-            f.result = 0
         else:
-            f.step = 0
             f.flow = body[USER_ID_SIZE]
             f.result = body[USER_ID_SIZE + 1]
         out.append(f)
         return 0
 
+    cdef int _reject(self, const unsigned char *body, Py_ssize_t length, int stage, Py_ssize_t prefix,
+                     list out) except -1:
+        """Raise the error of a complete frame whose checksum or length is wrong, with what it could read."""
+        cdef object user_id = self._user_id(body) if length >= USER_ID_SIZE else None
+        cdef object pki = self._pki(body + prefix) if length >= prefix + PKI_SIZE else None
+        if _crc(body, length) != _be32(body + length):
+            return self._fail(out, "checksum wrong", INFO_CHECKSUM, stage, user_id, pki)
+        return self._fail(out, "length field disagrees with the info length", INFO_LENGTH, stage, user_id, pki)
+
     def feed(self, data) -> list:
         """Consume bytes from the stream; the complete frames they finish, in order."""
+        cdef Py_ssize_t n
+        cdef const unsigned char[::1] view
         if self.dead:
             raise FrameError("decoder is closed after an earlier error")
-        cdef Py_ssize_t n = 0, pos = 0, take, size, avail
-        cdef const unsigned char *src = _bytes_ptr(data, &n)
-        cdef const unsigned char[::1] view
+        if type(data) is bytes:
+            return self._feed(<const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        view = data
+        n = view.shape[0]
+        if n == 0:
+            return []
+        return self._feed(&view[0], n)
+
+    cdef list _feed(self, const unsigned char *src, Py_ssize_t n):
+        cdef Py_ssize_t pos = 0, take, size, avail
         cdef list out = []
-        if src == NULL:
-            view = data
-            n = view.shape[0]
-            if n == 0:
-                return out
-            src = &view[0]
-        try:
-            while pos < n:
-                if self.have:
-                    if self.have < HEADER_SIZE:
-                        take = min(HEADER_SIZE - self.have, n - pos)
-                        memcpy(self.buf + self.have, src + pos, take)
-                        self.have += take
-                        pos += take
-                    size = self._check_header(self.buf, self.have)
-                    if size == 0:
-                        break
-                    take = min(size - self.have, n - pos)
+        while pos < n:
+            if self.have:
+                if self.have < HEADER_SIZE:
+                    take = min(HEADER_SIZE - self.have, n - pos)
                     memcpy(self.buf + self.have, src + pos, take)
                     self.have += take
                     pos += take
-                    if self.have < size:
-                        break
-                    self.have = 0
-                    self._emit(self.buf, size, out)
-                else:
-                    avail = n - pos
-                    size = self._check_header(src + pos, avail)
-                    if size == 0 or avail < size:
-                        memcpy(self.buf, src + pos, avail)
-                        self.have = avail
-                        break
-                    self._emit(src + pos, size, out)
-                    pos += size
-        except FrameError as exc:
-            exc.frames = out
-            raise
+                size = self._check_header(self.buf, self.have, out)
+                if size == 0:
+                    break
+                take = min(size - self.have, n - pos)
+                memcpy(self.buf + self.have, src + pos, take)
+                self.have += take
+                pos += take
+                if self.have < size:
+                    break
+                self.have = 0
+                self._emit(self.buf, size, out)
+            else:
+                avail = n - pos
+                size = self._check_header(src + pos, avail, out)
+                if size == 0 or avail < size:
+                    memcpy(self.buf, src + pos, avail)
+                    self.have = avail
+                    break
+                self._emit(src + pos, size, out)
+                pos += size
         return out
 
 
