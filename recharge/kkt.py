@@ -286,6 +286,15 @@ async def _in_transaction(
                 raise
 
 
+async def _without_transaction(
+    db: asyncpg.Pool | asyncpg.Connection, work: Callable[[asyncpg.Connection], Awaitable[T]]
+) -> T:
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await work(conn)
+    return await work(db)
+
+
 # --- the license check -------------------------------------------------------------------
 
 
@@ -500,7 +509,7 @@ _TRADE_CARD_SQL = (
     " (SELECT a.id FROM accounts a WHERE a.card_no = c.card_no AND a.kind = 'card_points') AS points_account,"
     " (SELECT a.id FROM accounts a WHERE a.merchant_id = $2 AND a.kind = $3 AND a.ledger = $4"
     " AND a.card_no IS NULL) AS merchant_account"
-    " FROM cards c LEFT JOIN merchants m ON m.id = c.merchant_id WHERE c.card_no = $1 FOR UPDATE OF c"
+    " FROM cards c LEFT JOIN merchants m ON m.id = c.merchant_id WHERE c.card_no = $1"
 )
 _MERCHANT_ACCOUNT_OF = {  # trade kind: the terminal merchant's account it moves money or points with
     "consume": ledger.AccountKind.MERCHANT_SALES,
@@ -510,10 +519,12 @@ _MERCHANT_ACCOUNT_OF = {  # trade kind: the terminal merchant's account it moves
 }
 
 
-async def _lock_trade_card(conn: asyncpg.Connection, card_no: str, kind: TradeKind, merchant_id: int) -> asyncpg.Record:
+async def _lock_trade_card(
+    conn: asyncpg.Connection, card_no: str, kind: TradeKind, merchant_id: int, lock: bool = True
+) -> asyncpg.Record:
     account_kind = _MERCHANT_ACCOUNT_OF.get(kind.kind)
     row = await conn.fetchrow(
-        _TRADE_CARD_SQL, card_no, merchant_id, account_kind.value if account_kind else "",
+        _TRADE_CARD_SQL + " FOR UPDATE OF c" if lock else _TRADE_CARD_SQL, card_no, merchant_id, account_kind.value if account_kind else "",
         _ledger_of(account_kind) if account_kind else "",
     )
     if row is None:
@@ -639,6 +650,11 @@ async def trade(db: asyncpg.Pool | asyncpg.Connection, req: TradeRequest, cfg: C
         result = TradeResult("03" if req.trade_type not in _TRADE_TYPES else "04")
     elif not cfg.settings.kkt_gateway_open:
         result = TradeResult("51")
+    elif kind.query and not req.req_id:
+        # A balance or points query moves nothing: two statements, no transaction around
+        # them. The card is read unlocked; the journal statement (balances, Stance, row) is
+        # atomic by itself; a wrong password's counter is an atomic UPDATE of its own.
+        result = await _without_transaction(db, lambda conn: _trade(conn, req, kind, cfg, lock=False))
     else:
         result = await _in_transaction(db, lambda conn: _trade(conn, req, kind, cfg),
                                        cfg.settings.ledger_max_retries)
@@ -646,7 +662,9 @@ async def trade(db: asyncpg.Pool | asyncpg.Connection, req: TradeRequest, cfg: C
     return result
 
 
-async def _trade(conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config) -> TradeResult:
+async def _trade(
+    conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, lock: bool = True
+) -> TradeResult:
     names = _Names(kind.name_zh, kind.name_en)
     card_no = ""
     try:
@@ -655,7 +673,7 @@ async def _trade(conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, c
         replay = await _replay(conn, req, terminal)
         if replay is not None:
             return replay
-        result = await _trade_checked(conn, req, kind, cfg, terminal, card_no)
+        result = await _trade_checked(conn, req, kind, cfg, terminal, card_no, lock)
     except _CommitThenRefuse as refusal:
         result = TradeResult(refusal.code, card_no=card_no, trade_name_zh=names.zh, trade_name_en=names.en)
     except Refused as refusal:
@@ -707,7 +725,8 @@ def _parse_amount(raw: str | None, cfg: Config) -> int:
 
 
 async def _trade_checked(
-    conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, terminal: Terminal, card_no: str
+    conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, terminal: Terminal, card_no: str,
+    lock: bool = True,
 ) -> TradeResult:
     s = cfg.settings
     now = dt.datetime.now(dt.UTC)
@@ -722,7 +741,7 @@ async def _trade_checked(
         raise Refused("06")
     if kind is REVERSAL and stance_rev is not None and not _STANCE_RE.fullmatch(stance_rev):
         raise Refused("06")
-    card = await _lock_trade_card(conn, card_no, kind, terminal.merchant_id)
+    card = await _lock_trade_card(conn, card_no, kind, terminal.merchant_id, lock)
     if kind is REVERSAL:
         return await _reverse(conn, req, cfg, terminal, card, stance_rev, now)
     _check_card_usable(card, now.astimezone(SHANGHAI).date())

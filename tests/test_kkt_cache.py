@@ -1,0 +1,190 @@
+"""KaKaTong speed without changed answers: the reference cache (license keys, terminals,
+service codes, points rules) applies an operator's change at once in this process and a
+direct SQL edit within its TTL; a trade takes a bounded number of database round trips."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from asyncpg.connection import Connection
+
+from recharge import kkt, kkt_reference
+from recharge.kkt_reference import MISSING, ReferenceCache
+from tests.kkt_world import PASSWORD_MD5, World, make_world
+
+TOKEN = "test-admin-token"  # tests/conftest.py settings
+
+
+@pytest.fixture
+async def world(platform: Any, pool: Any, test_keys: Any) -> World:
+    return await make_world(pool, test_keys[0], platform.http_port)
+
+
+@contextmanager
+def settings_changed(platform: Any, **changes: Any) -> Iterator[None]:
+    before = platform.ctx.settings
+    platform.ctx.settings = before.replace(**changes)
+    try:
+        yield
+    finally:
+        platform.ctx.settings = before
+
+
+async def admin_put(world: World, path: str, body: dict[str, Any]) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-Admin-Actor": "tester"}
+    async with aiohttp.ClientSession() as session, session.put(f"{world.base}{path}", json=body,
+                                                               headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def query(world: World, card: str) -> str:
+    """A balance query's PayInForm, or the bare license code the gateway answers."""
+    status, body = await world.get("cTRequest", LICENSEKEY=world.license_key, POSCODE=world.terminal,
+                                   CARDPWD=PASSWORD_MD5, TRADETYPE="0011", TRADEMODE="0", CARDNO=card)
+    assert status == 200, body
+    if "<PayInForm>" not in body:
+        return f"license {body}"
+    return body.split("<PayInForm>")[1].split("<")[0]
+
+
+# --- the cache itself -----------------------------------------------------------------------
+
+
+def test_cache_entries_expire_after_their_ttl() -> None:
+    cache = ReferenceCache()
+    cache.put("k", 1, 0.05, 10)
+    assert cache.get("k", 0.05) == 1
+    time.sleep(0.06)
+    assert cache.get("k", 0.05) is MISSING
+
+
+def test_cache_off_with_ttl_zero_and_bounded_in_entries() -> None:
+    cache = ReferenceCache()
+    cache.put("k", 1, 0, 10)
+    assert cache.get("k", 0) is MISSING
+    for i in range(5):
+        cache.put(i, i, 10.0, 3)
+    assert len(cache) == 3
+    assert cache.get(0, 10.0) is MISSING and cache.get(4, 10.0) == 4
+
+
+def test_invalidation_empties_the_cache_and_keeps_nothing_for_one_ttl() -> None:
+    cache = ReferenceCache()
+    cache.put("k", "old", 0.05, 10)
+    cache.invalidate()
+    assert cache.get("k", 0.05) is MISSING
+    # a row read while the operator's transaction may still be committing is not kept
+    cache.put("k", "maybe old", 0.05, 10)
+    assert cache.get("k", 0.05) is MISSING
+    time.sleep(0.06)  # after one TTL, caching resumes
+    cache.put("k", "fresh", 0.05, 10)
+    assert cache.get("k", 0.05) == "fresh"
+
+
+# --- operator changes through the admin API apply at once --------------------------------
+
+
+async def test_a_key_revoked_through_the_admin_api_is_refused_at_once(world: World) -> None:
+    card = await world.new_card(balance=100)
+    assert await query(world, card) == "11"  # the key and terminal are now cached
+    await admin_put(world, "/admin/kkt/license-keys",
+                    {"key": world.license_key, "merchant": world.merchant_code, "enabled": False})
+    assert await query(world, card) == "license 3"
+
+
+async def test_a_terminal_disabled_through_the_admin_api_is_refused_at_once(world: World) -> None:
+    card = await world.new_card(balance=100)
+    assert await query(world, card) == "11"
+    await admin_put(world, f"/admin/kkt/terminals/{world.terminal}",
+                    {"merchant": world.merchant_code, "kind": "pos", "enabled": False})
+    assert await query(world, card) == "70"
+
+
+async def test_a_merchant_closed_through_the_admin_api_is_refused_at_once(world: World) -> None:
+    card = await world.new_card(balance=100)
+    assert await query(world, card) == "11"
+    await admin_put(world, f"/admin/kkt/merchants/{world.merchant_code}", {"name": "closed", "closed": True})
+    assert await query(world, card) == "60"
+
+
+async def test_a_direct_sql_revocation_applies_within_the_ttl(world: World, platform: Any, pool: Any) -> None:
+    card = await world.new_card(balance=100)
+    with settings_changed(platform, kkt_reference_cache_ttl_s=0.3):
+        kkt_reference.invalidate()
+        await asyncio.sleep(0.31)  # past the quiet window of that invalidation
+        assert await query(world, card) == "11"
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE license_keys SET enabled = false WHERE license_key = $1", world.license_key)
+        await asyncio.sleep(0.31)
+        assert await query(world, card) == "license 3"
+
+
+async def test_without_the_cache_a_direct_sql_revocation_applies_at_once(
+    world: World, platform: Any, pool: Any
+) -> None:
+    card = await world.new_card(balance=100)
+    with settings_changed(platform, kkt_reference_cache_ttl_s=0):
+        assert await query(world, card) == "11"
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE terminals SET enabled = false WHERE code = $1", world.terminal)
+        assert await query(world, card) == "70"
+
+
+# --- round trips ------------------------------------------------------------------------
+
+
+@contextmanager
+def statements_of(conn: asyncpg.Connection) -> Iterator[list[str]]:
+    """The statements this one connection sends (other connections are not counted)."""
+    seen: list[str] = []
+    target = conn._con if hasattr(conn, "_con") else conn  # type: ignore[attr-defined]
+    original_execute, original_exec = Connection.execute, Connection._execute
+
+    async def execute(self: Connection, query: str, *args: Any, **kwargs: Any) -> str:
+        if self is target and not args:
+            seen.append(query)
+        return await original_execute(self, query, *args, **kwargs)
+
+    async def _execute(self: Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        if self is target:
+            seen.append(query)
+        return await original_exec(self, query, *args, **kwargs)
+
+    Connection.execute = execute  # type: ignore[method-assign]
+    Connection._execute = _execute  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        Connection.execute = original_execute  # type: ignore[method-assign]
+        Connection._execute = original_exec  # type: ignore[method-assign]
+
+
+async def test_a_consume_takes_six_statements_and_a_balance_query_two(
+    world: World, platform: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kkt_reference, "CACHE", ReferenceCache())  # no quiet window left by other tests
+    card = await world.new_card(balance=10_000)
+    cfg = kkt.Config.of(platform.ctx.settings, platform.ctx.keys)
+
+    def request(trade_type: str, mode: str, amount: str | None) -> kkt.TradeRequest:
+        return kkt.TradeRequest(trade_type, mode, card, world.terminal, password=PASSWORD_MD5, amount=amount)
+
+    async with platform.ctx.acquire() as conn:
+        # first trades open the merchant's account and fill the caches
+        assert (await kkt.trade(conn, request("0022", "1", "1"), cfg)).code == "11"
+        with statements_of(conn) as seen:
+            result = await kkt.trade(conn, request("0022", "1", "2"), cfg)
+        assert result.code == "11" and result.purse_cents == 10_000 - 3
+        # BEGIN, card, limits, ledger transfer, balances+Stance+journal, COMMIT
+        assert len(seen) == 6, seen
+        with statements_of(conn) as seen:
+            result = await kkt.trade(conn, request("0011", "0", None), cfg)
+        assert result.code == "11" and result.purse_cents == 10_000 - 3
+        assert len(seen) == 2, seen  # card, balances+Stance+journal
