@@ -131,6 +131,11 @@ def _one(name: str, out: Path) -> int:
     return 0
 
 
+def fmt(value: float) -> str:
+    """Three significant digits, without exponents for the rates (1,550 rather than 1.55e+03)."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def render_report(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
@@ -163,7 +168,7 @@ def render_report(results: dict[str, Any]) -> str:
         for name, value in module["figures"].items():
             goal = module["goals"].get(name)
             met = goal_met(value, goal)
-            lines.append(f"| `{name}` | {value:.3g} | {goal or '—'} | {'' if met is None else 'yes' if met else '**no**'} |")
+            lines.append(f"| `{name}` | {fmt(value)} | {goal or '—'} | {'' if met is None else 'yes' if met else '**no**'} |")
     for name, module in results["modules"].items():
         lines += ["", f"## {name}", "", f"Ran in {module['seconds']} s."]
         if module["error"]:
@@ -179,11 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=MODULE_TIMEOUT_S, help="time limit per module")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--report", type=Path, default=REPORT)
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the report from the existing results file, running nothing")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         return _one(args.one, args.out)
+    if args.report_only:
+        args.report.write_text(render_report(json.loads(args.results.read_text(encoding="utf-8"))), encoding="utf-8")
+        return 0
 
     available = bench_modules()
     names = [n.strip() for n in args.only.split(",")] if args.only else available
@@ -205,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         results["figures"].update(outcome["figures"])
         for figure, value in outcome["figures"].items():
             goal = outcome["goals"].get(figure)
-            print(f"  {figure}: {value:.3g}" + (f" (goal {goal})" if goal else ""), flush=True)
+            print(f"  {figure}: {fmt(value)}" + (f" (goal {goal})" if goal else ""), flush=True)
         if outcome["error"]:
             print(f"  FAILED: {outcome['error']}", flush=True)
     args.results.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -20,6 +20,11 @@ def test_goals_compare_in_their_direction(value: float, goal: str | None, met: b
     assert run_all.goal_met(value, goal) is met
 
 
+@pytest.mark.parametrize(("value", "text"), [(22.71, "22.7"), (0.0598, "0.0598"), (1550.4, "1,550"), (92.6, "92.6")])
+def test_figures_print_without_exponents(value: float, text: str) -> None:
+    assert run_all.fmt(value) == text
+
+
 def test_a_module_that_cannot_run_is_reported_with_its_error() -> None:
     outcome = run_all.run_module("bench_that_does_not_exist", timeout_s=60)
     assert outcome["figures"] == {}
@@ -40,5 +45,5 @@ def test_bench_writes_every_figure_with_goal_and_machine(tmp_path: Path) -> None
     report = report_path.read_text(encoding="utf-8")
     for name, value in figures.items():
         goal = results["modules"][first]["goals"].get(name, "—")
-        assert f"| `{name}` | {value:.3g} | {goal} |" in report
+        assert f"| `{name}` | {run_all.fmt(value)} | {goal} |" in report
     assert results["machine"]["cpu_model"] in report
