@@ -109,3 +109,11 @@ async def test_rechargectl_audit_exits_nonzero_on_a_corrupted_balance(empty_data
     audit = _rechargectl("audit", *common)
     assert audit.returncode == 1
     assert "FAILED" in audit.stdout
+
+
+def test_every_setting_is_documented_in_operations_guide() -> None:
+    from recharge.config import setting_names
+
+    guide = (ROOT / "docs" / "OPERATIONS.md").read_text(encoding="utf-8")
+    undocumented = [name for name in setting_names() if f"`{name}`" not in guide]
+    assert undocumented == []
