@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,6 @@ class Settings:
     loop_lag_warn_s: float = 0.1  # a probe woken later than this also logs a warning
     # --- keys (paths, never the keys themselves)
     key_file: Path | None = None  # default data_dir/keys.json (demo keys are generated there)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def resolved_key_file(self) -> Path:
@@ -116,7 +115,7 @@ def _coerce(kind: Any, raw: Any) -> Any:
 
 
 def setting_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(Settings) if f.name != "extra"]
+    return [f.name for f in dataclasses.fields(Settings)]
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
