@@ -43,7 +43,7 @@ async def test_load_run_reports_every_stage_and_counts_only_deliberate_failures(
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loadtest.run", "--users", "10", "--spawn-rate", "10", "--duration", "4s",
+        sys.executable, "-m", "loadtest.run", "--users", "10", "--spawn-rate", "10", "--duration", "3s",
         "--pacing-s", "0.5", "--deliberate-failure-rate", "0.4", "--user-classes",
         "TerminalUser,OrderApiUser,KktRestUser,KktSoapUser,SmsUser",
         "--dd-port", str(platform.dd_port), "--http-port", str(platform.http_port),  # type: ignore[attr-defined]
