@@ -12,11 +12,6 @@ cdef class Frame:
     cdef readonly int result
 
 
-cdef enum:
-    # HEADER_SIZE + MAX_LENGTH + CRC_SIZE: a decoder of the default bound holds its frame in itself.
-    DECODER_INLINE_BUF = 5 + 278 + 4
-
-
 cdef class FrameDecoder:
     cdef readonly bint requests
     cdef readonly Py_ssize_t max_length
@@ -27,16 +22,16 @@ cdef class FrameDecoder:
     cdef bytes last_pki
     cdef unsigned char last_uid_raw[16]
     cdef unsigned char last_pki_raw[4]
-    cdef unsigned char inline_buf[DECODER_INLINE_BUF]
     cdef inline bytes _user_id(self, const unsigned char *p)
     cdef inline bytes _pki(self, const unsigned char *p)
     cdef int _fail(self, list out, str message, object info_code, object stage, object user_id,
                    object pki) except -1
     cdef Py_ssize_t _check_header(self, const unsigned char *p, Py_ssize_t avail, list out) except -1
-    cdef int _emit(self, const unsigned char *p, Py_ssize_t size, list out) except -1
+    cdef Frame _emit(self, const unsigned char *p, Py_ssize_t size, list out)
     cdef int _reject(self, const unsigned char *body, Py_ssize_t length, int stage, Py_ssize_t prefix,
                      list out) except -1
     cdef list _feed(self, const unsigned char *src, Py_ssize_t n)
+    cdef int _hold(self, const unsigned char *p, Py_ssize_t n) except -1
 
 
 cdef class Instruction:

@@ -2,9 +2,11 @@
 """Compiled DD codec: CRC-32, BCD, big-endian integers, frames (SPEC 1.1) and reader scripts (SPEC 1.4)."""
 
 cimport cython
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memcmp, memcpy, memset
 
 
@@ -334,6 +336,8 @@ cdef class Frame:
                 f"info={self.info!r}, {tail})")
 
 
+# A plain builtin rather than a CyFunction: the interpreter's call-site specialisation calls it directly.
+@cython.binding(False)
 def frame_encode(Frame frame not None) -> bytes:
     """Wire bytes of a frame (header, body, CRC)."""
     return _frame_encode(frame)
@@ -401,18 +405,23 @@ cdef class FrameDecoder:
         self.have = 0
         self.last_user_id = None
         self.last_pki = None
-        # A frame of the default maximum fits the decoder's own storage; only a larger bound allocates.
-        if HEADER_SIZE + max_length + CRC_SIZE <= DECODER_INLINE_BUF:
-            self.buf = self.inline_buf
-        else:
-            self.buf = <unsigned char *>malloc(HEADER_SIZE + max_length + CRC_SIZE)
-            if self.buf == NULL:
-                raise MemoryError()
+        # The buffer of a split frame is allocated when a read first ends inside a frame: a peer that
+        # sends whole frames (the usual case) never needs it.
+        self.buf = NULL
 
     def __dealloc__(self):
-        if self.buf != NULL and self.buf != self.inline_buf:
-            free(self.buf)
+        PyMem_Free(self.buf)
         self.buf = NULL
+
+    cdef int _hold(self, const unsigned char *p, Py_ssize_t n) except -1:
+        """Keep the first ``n`` bytes of a frame that the next reads complete."""
+        if self.buf == NULL:
+            self.buf = <unsigned char *>PyMem_Malloc(HEADER_SIZE + self.max_length + CRC_SIZE)
+            if self.buf == NULL:
+                raise MemoryError()
+        memcpy(self.buf, p, n)
+        self.have = n
+        return 0
 
     @property
     def buffered(self) -> int:
@@ -469,14 +478,14 @@ cdef class FrameDecoder:
         memcpy(self.last_pki_raw, p, PKI_SIZE)
         return self.last_pki
 
-    cdef int _emit(self, const unsigned char *p, Py_ssize_t size, list out) except -1:
+    cdef Frame _emit(self, const unsigned char *p, Py_ssize_t size, list out):
         cdef Py_ssize_t length = size - HEADER_SIZE - CRC_SIZE
         cdef const unsigned char *body = p + HEADER_SIZE
         cdef int stage = p[1]
         cdef Py_ssize_t prefix = USER_ID_SIZE + (1 if self.requests else 2)
         if _crc(body, length) != _be32(body + length) or (
                 length < prefix + PKI_SIZE + 1 or length != prefix + PKI_SIZE + 1 + body[prefix + PKI_SIZE]):
-            return self._reject(body, length, stage, prefix, out)
+            self._reject(body, length, stage, prefix, out)
         cdef Frame f = Frame.__new__(Frame)
         f.stage = stage
         f.user_id = self._user_id(body)
@@ -488,8 +497,7 @@ cdef class FrameDecoder:
         else:
             f.flow = body[USER_ID_SIZE]
             f.result = body[USER_ID_SIZE + 1]
-        out.append(f)
-        return 0
+        return f
 
     cdef int _reject(self, const unsigned char *body, Py_ssize_t length, int stage, Py_ssize_t prefix,
                      list out) except -1:
@@ -516,7 +524,8 @@ cdef class FrameDecoder:
 
     cdef list _feed(self, const unsigned char *src, Py_ssize_t n):
         cdef Py_ssize_t pos = 0, take, size, avail
-        cdef list out = []
+        cdef list out = None  # made with the first frame: sized for one, the usual case
+        cdef Frame f
         while pos < n:
             if self.have:
                 if self.have < HEADER_SIZE:
@@ -534,17 +543,28 @@ cdef class FrameDecoder:
                 if self.have < size:
                     break
                 self.have = 0
-                self._emit(self.buf, size, out)
+                f = self._emit(self.buf, size, out)
+                out = _add_frame(out, f)
             else:
                 avail = n - pos
                 size = self._check_header(src + pos, avail, out)
                 if size == 0 or avail < size:
-                    memcpy(self.buf, src + pos, avail)
-                    self.have = avail
+                    self._hold(src + pos, avail)
                     break
-                self._emit(src + pos, size, out)
+                f = self._emit(src + pos, size, out)
+                out = _add_frame(out, f)
                 pos += size
-        return out
+        return out if out is not None else []
+
+
+cdef inline list _add_frame(list out, Frame f):
+    if out is None:
+        out = PyList_New(1)
+        Py_INCREF(f)
+        PyList_SET_ITEM(out, 0, f)
+    else:
+        out.append(f)
+    return out
 
 
 def frame_decode(data, bint requests=True, Py_ssize_t max_length=MAX_LENGTH) -> Frame:
