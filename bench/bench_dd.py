@@ -8,10 +8,16 @@
   answered from the terminal cache (``dd_terminal_cache_ttl_s`` set to an hour): no database work
   after the first DD01. The client runs in a second process.
 - ``recharge_ratio_vs_pgbench``: complete recharges per second (sign-in once, then DD11 → DD20 per
-  order: five round trips and four committed transactions each, synchronous commit as configured)
-  with ``TERMINALS`` concurrent simulated terminals (``server.simulator``, asyncio, in a second
-  process) divided by pgbench's TPC-B-like TPS with the same number of clients on the same
-  PostgreSQL (scale 10, ``PGBENCH_SECONDS``).
+  pre-paid order: five round trips each) with ``TERMINALS`` concurrent simulated terminals
+  (``server.simulator``, asyncio, in a second process) divided by pgbench's TPC-B-like TPS with the
+  same number of clients (``-c TERMINALS``) on the same PostgreSQL (scale 10, ``PGBENCH_SECONDS``).
+  Every recharge write is durable before its answer leaves (synchronous commit as configured): DD11's
+  checks only read; DD13 (card balance), DD15 (*loading*), DD17 (post) and DD19 (confirm) are steps
+  of the server's group-commit batcher (``recharge.ledger_batch``, default ``ledger_batch_*``
+  settings), so concurrent terminals' steps share one transaction and one commit. Both sides share
+  the machine's two cores with their own client (pgbench in C; the simulator and the server in
+  Python), so the ratio also measures the Python CPU cost per recharge (about 20 statements and five
+  frames with their cryptography), not only the database.
 - ``dd_<stage>_p50_ms`` / ``dd_<stage>_p99_ms``: latency per request stage as the terminals saw it
   during the recharge run (DD01 from the round-trip run).
 

@@ -5,7 +5,7 @@ card deposit DD73/DD74 (1.7). A step checks the request in the order the spec li
 its database work in one transaction and returns the ``Response``; a refusal is raised as
 ``Refuse(info_code)`` and becomes an ending error answer. The recharge steps' writes (pay,
 DD13's card balance, DD15's *loading*, DD17's post or release, DD19's confirm) are steps of
-the service's group-commit batcher (``DDContext.batcher``): they share a transaction and a
+the service's group-commit batchers (``DDContext.batched``): they share a transaction and a
 commit with other terminals' steps, and are answered only once that commit is durable. Their
 checks that only read run on a pool connection without a transaction. ``handle`` is the only entry point; ``handle_sync`` answers the few requests that
 need no database (DD01 with the terminal cached) without a task.
@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import asyncpg
 
@@ -152,19 +153,32 @@ class DDContext:
 
     platform: Platform
     terminals: TerminalCache
-    batcher: Batcher  # group commit of the recharge steps (recharge.ledger_batch)
+    batcher: Batcher  # group commit of the recharge steps that lock no shared row (recharge.ledger_batch)
+    fund_batcher: Batcher  # group commit of the steps that lock a merchant's recharge fund (pay, post)
 
     @classmethod
     def create(cls, platform: Platform) -> DDContext:
         s = platform.settings
-        batcher = Batcher(
-            platform.acquire, max_batch=s.ledger_batch_max, max_wait_ms=s.ledger_batch_max_wait_ms,
-            queue_depth=s.ledger_batch_queue_depth, pipeline=s.ledger_batch_pipeline,
-            max_retries=s.ledger_max_retries,
-        )
-        return cls(platform, TerminalCache(s.dd_terminal_cache_ttl_s, s.dd_max_connections), batcher)
+
+        def batcher() -> Batcher:
+            return Batcher(
+                platform.acquire, max_batch=s.ledger_batch_max, max_wait_ms=s.ledger_batch_max_wait_ms,
+                queue_depth=s.ledger_batch_queue_depth, pipeline=s.ledger_batch_pipeline,
+                max_retries=s.ledger_max_retries,
+            )
+
+        return cls(platform, TerminalCache(s.dd_terminal_cache_ttl_s, s.dd_max_connections), batcher(), batcher())
+
+    async def batched(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, fund: bool = False) -> T:
+        """``work`` as a step of a group commit, once committed. ``fund``: it locks a recharge fund.
+
+        The two kinds run in separate batches (two lanes, each its own pipeline): the fund row
+        serialises the batches of its lane, and the other steps need not wait for it.
+        """
+        return await (self.fund_batcher if fund else self.batcher).run(work, hot=fund)
 
 
+T = TypeVar("T")
 Step = Callable[[DDContext, FlowState, Frame], Awaitable[Response]]
 
 
@@ -348,7 +362,7 @@ async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     """app type ‖ amount ‖ order number: checks BB, A1, A6, 99, 96, 97, A7; pays an unpaid order.
 
     The checks only read (no transaction, no commit); paying an unpaid order naming its card
-    is a batched step (``DDContext.batcher``), answered once committed.
+    is a batched step (``DDContext.batched``), answered once committed.
     """
     _need_length(frame, 15)
     info = frame.info
@@ -371,7 +385,7 @@ async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
             pay_at_card = True
     if order.state == orders.SUBMITTED and order.card_no is not None:
         order_no = order.order_no
-        order = await dd.batcher.run(lambda conn: _pay(conn, order_no), hot=True)
+        order = await dd.batched(lambda conn: _pay(conn, order_no), fund=True)
     st.order, st.pay_at_card = order, pay_at_card
     return Response(info=READ_CARD_SCRIPT)
 
@@ -411,7 +425,7 @@ async def dd13(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         return await _pay(conn, order.order_no, card_no) if pay_at_card else order
 
     # Paying locks the merchant's fund row: a hot step.
-    st.order = await dd.batcher.run(work, hot=pay_at_card)
+    st.order = await dd.batched(work, fund=pay_at_card)
     st.card_no, st.balance_before = card_no, balance
     apdu = (
         bytes.fromhex("805000020B01") + be_encode(order.amount_cents, 4)
@@ -449,7 +463,7 @@ async def dd15(dd: DDContext, st: FlowState, frame: Frame) -> Response:
             raise _order_error(exc) from None
         await store.set_load_random(conn, order.order_no, random4)
 
-    await dd.batcher.run(work)  # committed before MAC2 leaves
+    await dd.batched(work)  # committed before MAC2 leaves
     st.balance_before, st.online_serial, st.load_date, st.load_time = balance, serial, date4, time3
     apdu = bytes.fromhex("805200000B") + date4 + time3 + mac2 + b"\x04"
     return Response(info=script_encode([Instruction(1, apdu, SW_OK, 0, 0)]))
@@ -468,7 +482,7 @@ async def dd17(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         async def release(conn: asyncpg.Connection) -> None:
             await orders.release_loading(conn, order.order_no)
 
-        await dd.batcher.run(release)
+        await dd.batched(release)
         metrics.RECHARGES.labels("card_refused").inc()
         raise Refuse(INFO_CARD_ERROR)
     balance_after = st.balance_before + order.amount_cents
@@ -489,7 +503,7 @@ async def dd17(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         record_id = await store.loaded_balance_and_record_id(conn, card_no, balance_after, _now())
         return await orders.mark_loaded(conn, order.order_no, balance_after_cents=balance_after, record_id=record_id)
 
-    st.order = await dd.batcher.run(post, hot=True)  # committed before DD18 leaves
+    st.order = await dd.batched(post, fund=True)  # committed before DD18 leaves
     metrics.RECHARGES.labels("loaded").inc()
     return Response(end=True)
 
@@ -513,7 +527,7 @@ async def dd19(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     async def work(conn: asyncpg.Connection) -> Order:
         return await orders.confirm_order(conn, order.order_no)
 
-    confirmed = await dd.batcher.run(work)
+    confirmed = await dd.batched(work)
     return Response(
         info=_receipt(confirmed, st.pki, amount=confirmed.amount_cents, balance=confirmed.balance_after_cents or 0),
         end=True,
