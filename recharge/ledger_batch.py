@@ -6,9 +6,10 @@ locks until that flush is done. ``Batcher`` pays that once per batch (TigerBeetl
 
 - ``run(work)`` queues ``work`` (an ``async (conn) -> T``) and waits. A runner takes up to
   ``max_batch`` queued steps (lingering at most ``max_wait_ms`` for more), runs them in ONE
-  transaction, each under its own savepoint, and commits once. A step that raises is rolled
-  back to its savepoint alone; its exception goes to its own caller only, its batch-mates
-  commit. **Every caller is answered only after the commit** (a step's success is durable
+  transaction and commits once. A step that raises is rolled back alone; its exception goes to
+  its own caller only, its batch-mates commit. (The first run of a batch takes no savepoints;
+  when a step fails there, the whole batch is rolled back and run again with a savepoint per
+  step — one round trip per step saved in the common case.) **Every caller is answered only after the commit** (a step's success is durable
   before anyone hears of it; if the commit fails, every caller of the batch gets the error).
 - Steps marked ``hot`` (they lock a shared row, like the recharge fund) run after the
   others of their batch, so the batch holds the hot row for the shortest time and the next
@@ -22,7 +23,8 @@ locks until that flush is done. ``Batcher`` pays that once per batch (TigerBeetl
   side effects outside the connection (return values; set state after ``run`` returns).
 - The queue is bounded: ``run`` raises ``Busy`` at once when ``queue_depth`` steps wait.
 
-Nothing here knows the DD protocol; ``server.flows`` uses one ``Batcher`` per DD service.
+Nothing here knows the DD protocol; ``server.flows`` uses two per DD worker: one for the steps
+that lock a merchant's recharge fund (pay, post), one for the others (``DDContext.batched``).
 """
 
 from __future__ import annotations
