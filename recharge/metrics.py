@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 # Sub-millisecond resolution for per-stage work: most DD stages take 100 µs – 5 ms.
 LATENCY_BUCKETS_S = (
@@ -103,9 +103,13 @@ ORDER_EXPIRY_SECONDS = Gauge(
 
 
 def render() -> tuple[bytes, str]:
-    """The exposition text for a scrape (merged across workers in multiprocess mode)."""
+    """The exposition text for a scrape (merged across workers in multiprocess mode).
+
+    Announced as text format 0.0.4, which every Prometheus 2.x scraper parses (our metric
+    names are all legacy-charset, so the body is the same in both versions).
+    """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST
+        return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4
+    return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_PLAIN_0_0_4
