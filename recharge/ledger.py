@@ -336,6 +336,41 @@ async def _refusal(
     return Outcome(Result.EXISTS_WITH_DIFFERENT_FIELDS, None)
 
 
+# A post or void that can happen, in one round trip: lock both accounts in id order (read
+# whole before the insert), append the post/void row, mark the pending transfer resolved,
+# move its amount out of pending (into posted for a post).
+_RESOLVE_SQL = f"""
+WITH locked AS MATERIALIZED (
+    SELECT id FROM accounts WHERE id = ANY(ARRAY[$3::bigint, $4::bigint]) ORDER BY id FOR UPDATE
+), inserted AS (
+    INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger, code, pending_id,
+                           status, reference)
+    SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::bigint, $6::text, $7::text, $8::text, $9::text,
+           $10::text
+    WHERE (SELECT count(*) FROM locked) = 2
+    RETURNING {_TRANSFER_COLUMNS}
+), resolved AS (
+    UPDATE transfers p SET status = $9::text, resolved_at = now() FROM inserted
+    WHERE p.id = $8::text
+    RETURNING p.id
+), applied AS (
+    UPDATE accounts a SET
+        debits_pending  = a.debits_pending  + d.debits_pending,
+        debits_posted   = a.debits_posted   + d.debits_posted,
+        credits_pending = a.credits_pending + d.credits_pending,
+        credits_posted  = a.credits_posted  + d.credits_posted
+    FROM (VALUES ($3::bigint, -$5::bigint, $11::bigint, 0::bigint, 0::bigint),
+                 ($4::bigint, 0::bigint, 0::bigint, -$5::bigint, $11::bigint))
+        AS d(id, debits_pending, debits_posted, credits_pending, credits_posted),
+        inserted
+    WHERE a.id = d.id
+    RETURNING a.id
+)
+SELECT {_TRANSFER_COLUMNS}, (SELECT count(*) FROM resolved) AS resolved, (SELECT count(*) FROM applied) AS applied
+FROM inserted
+"""
+
+
 async def _resolve(
     conn: asyncpg.Connection, *, id: str, pending_id: str, post: bool, now: dt.datetime | None
 ) -> Outcome:
@@ -345,7 +380,7 @@ async def _resolve(
         same = existing.kind == kind and existing.pending_id == pending_id
         return Outcome(Result.EXISTS if same else Result.EXISTS_WITH_DIFFERENT_FIELDS, existing)
     row = await conn.fetchrow(
-        f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE id = $1 AND kind = 'pending' FOR UPDATE",
+        f"SELECT {_TRANSFER_COLUMNS}, now() AS db_now FROM transfers WHERE id = $1 AND kind = 'pending' FOR UPDATE",
         pending_id,
     )
     if row is None:
@@ -356,14 +391,11 @@ async def _resolve(
     if pending.status == "voided":
         return Outcome(Result.PENDING_ALREADY_VOIDED, pending)
     if post and pending.timeout_at is not None:
-        current = now or await conn.fetchval("SELECT now()")
+        current = now or row["db_now"]  # now(): the transaction's start, as a separate SELECT gave
         if pending.timeout_at <= current:
             return Outcome(Result.PENDING_EXPIRED, pending)
-    await _lock_accounts(conn, pending.debit_account_id, pending.credit_account_id)
     inserted = await conn.fetchrow(
-        "INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger,"
-        " code, pending_id, status, reference) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
-        f" RETURNING {_TRANSFER_COLUMNS}",
+        _RESOLVE_SQL,
         id,
         kind,
         pending.debit_account_id,
@@ -374,19 +406,11 @@ async def _resolve(
         pending_id,
         "posted" if post else "voided",
         pending.reference,
+        pending.amount if post else 0,
     )
-    await conn.execute(
-        "UPDATE transfers SET status = $2, resolved_at = now() WHERE id = $1",
-        pending_id,
-        "posted" if post else "voided",
-    )
-    await _apply(
-        conn,
-        pending.debit_account_id,
-        pending.credit_account_id,
-        pending_delta=-pending.amount,
-        posted_delta=pending.amount if post else 0,
-    )
+    if inserted is None or inserted["resolved"] != 1 or inserted["applied"] != 2:
+        # cannot happen: a pending transfer's accounts exist (foreign keys) and it is locked here
+        raise RuntimeError(f"transfer {id}: resolving {pending_id} did not apply")
     return Outcome(Result.CREATED, Transfer.from_row(inserted))
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
-from asyncpg.connection import Connection
 
 from recharge import kkt, kkt_reference
 from recharge.kkt_reference import MISSING, ReferenceCache
@@ -140,30 +139,22 @@ async def test_without_the_cache_a_direct_sql_revocation_applies_at_once(
 # --- round trips ------------------------------------------------------------------------
 
 
-@contextmanager
-def statements_of(conn: asyncpg.Connection) -> Iterator[list[str]]:
-    """The statements this one connection sends (other connections are not counted)."""
+@asynccontextmanager
+async def statements_of(conn: asyncpg.Connection) -> AsyncIterator[list[str]]:
+    """The statements this one connection sends while the block runs (asyncpg calls query
+    loggers on the next loop turn, hence the sleeps)."""
     seen: list[str] = []
-    target = conn._con if hasattr(conn, "_con") else conn  # type: ignore[attr-defined]
-    original_execute, original_exec = Connection.execute, Connection._execute
 
-    async def execute(self: Connection, query: str, *args: Any, **kwargs: Any) -> str:
-        if self is target and not args:
-            seen.append(query)
-        return await original_execute(self, query, *args, **kwargs)
+    def log(record: asyncpg.connection.LoggedQuery) -> None:
+        seen.append(record.query)
 
-    async def _execute(self: Connection, query: str, *args: Any, **kwargs: Any) -> Any:
-        if self is target:
-            seen.append(query)
-        return await original_exec(self, query, *args, **kwargs)
-
-    Connection.execute = execute  # type: ignore[method-assign]
-    Connection._execute = _execute  # type: ignore[method-assign]
+    await asyncio.sleep(0)
+    conn.add_query_logger(log)
     try:
         yield seen
+        await asyncio.sleep(0)
     finally:
-        Connection.execute = original_execute  # type: ignore[method-assign]
-        Connection._execute = original_exec  # type: ignore[method-assign]
+        conn.remove_query_logger(log)
 
 
 async def test_a_consume_takes_six_statements_and_a_balance_query_two(
@@ -179,12 +170,12 @@ async def test_a_consume_takes_six_statements_and_a_balance_query_two(
     async with platform.ctx.acquire() as conn:
         # first trades open the merchant's account and fill the caches
         assert (await kkt.trade(conn, request("0022", "1", "1"), cfg)).code == "11"
-        with statements_of(conn) as seen:
+        async with statements_of(conn) as seen:
             result = await kkt.trade(conn, request("0022", "1", "2"), cfg)
         assert result.code == "11" and result.purse_cents == 10_000 - 3
         # BEGIN, card, limits, ledger transfer, balances+Stance+journal, COMMIT
         assert len(seen) == 6, seen
-        with statements_of(conn) as seen:
+        async with statements_of(conn) as seen:
             result = await kkt.trade(conn, request("0011", "0", None), cfg)
         assert result.code == "11" and result.purse_cents == 10_000 - 3
         assert len(seen) == 2, seen  # card, balances+Stance+journal

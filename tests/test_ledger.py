@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
+from collections.abc import Awaitable
 
 import asyncpg
 import pytest
@@ -202,3 +203,36 @@ async def test_audit_catches_a_corrupted_balance(pool: asyncpg.Pool) -> None:
         assert any(f"account {card} " in p for p in report.problems)
         assert any("CNY" in p and "sum" in p for p in report.problems)
         assert (await audit(c)).ok
+
+
+async def test_a_transfer_is_one_statement_and_a_post_three(conn: asyncpg.Connection) -> None:
+    fund, card = await _funded_pair(conn, 1000)
+    seen: list[str] = []
+
+    def log(record: asyncpg.connection.LoggedQuery) -> None:
+        seen.append(record.query)
+
+    async def statements(work: Awaitable[ledger.Outcome]) -> tuple[ledger.Outcome, int]:
+        await asyncio.sleep(0)  # asyncpg calls query loggers on the next loop turn
+        seen.clear()
+        outcome = await work
+        await asyncio.sleep(0)
+        return outcome, len(seen)
+
+    conn.add_query_logger(log)
+    try:
+        async with conn.transaction():
+            created, n = await statements(ledger.create_transfer(
+                conn, id=_tid(), debit_account_id=fund, credit_account_id=card, amount=100
+            ))
+            assert created.result is Result.CREATED and n == 1, seen
+            pending_id = _tid()
+            await ledger.create_transfer(
+                conn, id=pending_id, debit_account_id=fund, credit_account_id=card, amount=50, pending=True
+            )
+            posted, n = await statements(ledger.post_pending(conn, id=_tid(), pending_id=pending_id))
+            assert posted.result is Result.CREATED and n == 3, seen  # existing id, pending row, the write
+    finally:
+        conn.remove_query_logger(log)
+    assert (await ledger.get_balance(conn, card)).posted == 150
+    assert (await ledger.get_balance(conn, fund)).available == 1000 - 150
