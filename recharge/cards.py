@@ -70,7 +70,13 @@ def card_no_for(merchant_code: str, sequence: int) -> str:
 def password_pepper(keys: MasterKeys) -> bytes:
     """The pepper for card passwords: derived from the key file, so a database alone cannot
     be brute-forced over the 10^6 possible passwords."""
-    return hmac.new(keys.maint, b"recharge/kkt card password pepper v1", hashlib.sha256).digest()
+    return _pepper_of(keys.maint)
+
+
+@functools.lru_cache(maxsize=4)
+def _pepper_of(maint: bytes) -> bytes:
+    # every request builds its kkt.Config: derive the pepper once per key, not per request
+    return hmac.new(maint, b"recharge/kkt card password pepper v1", hashlib.sha256).digest()
 
 
 def normalise_password(raw: str | None) -> str | None:

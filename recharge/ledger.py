@@ -190,32 +190,6 @@ async def _lock_accounts(conn: asyncpg.Connection, *ids: int) -> dict[int, async
     return {int(r["id"]): r for r in rows}
 
 
-_APPLY_SQL = """
-UPDATE accounts a SET
-    debits_pending  = a.debits_pending  + d.debits_pending,
-    debits_posted   = a.debits_posted   + d.debits_posted,
-    credits_pending = a.credits_pending + d.credits_pending,
-    credits_posted  = a.credits_posted  + d.credits_posted
-FROM (VALUES ($1::bigint, $2::bigint, $3::bigint, 0::bigint, 0::bigint),
-             ($4::bigint, 0::bigint, 0::bigint, $5::bigint, $6::bigint))
-    AS d(id, debits_pending, debits_posted, credits_pending, credits_posted)
-WHERE a.id = d.id
-"""
-
-
-async def _apply(
-    conn: asyncpg.Connection,
-    debit_id: int,
-    credit_id: int,
-    *,
-    pending_delta: int,
-    posted_delta: int,
-) -> None:
-    await conn.execute(
-        _APPLY_SQL, debit_id, pending_delta, posted_delta, credit_id, pending_delta, posted_delta
-    )
-
-
 # One round trip for a transfer that can be created: lock both accounts in id order (the
 # MATERIALIZED CTE is read whole, its ORDER BY id ... FOR UPDATE takes the row locks in id
 # order), check ledgers and no-overdraft on the locked rows, insert the transfer (ON CONFLICT:
