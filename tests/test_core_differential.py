@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import zlib
 from typing import Any
 
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 import core_ext as C
 from core_ext import reference as R
+from core_ext._codec import _crc32_paths
 
 key8 = st.binary(min_size=8, max_size=8)
 key16 = st.binary(min_size=16, max_size=16)
@@ -254,6 +256,16 @@ def test_envelope_agrees_and_round_trips(timestamp: str, plaintext: str, lowerca
     assert sealed == R.envelope_encrypt(timestamp, plaintext, clear=clear, lowercase=lowercase)
     assert C.envelope_decrypt(timestamp, *sealed, clear=clear) == plaintext
     assert R.envelope_decrypt(timestamp, *sealed, clear=clear) == plaintext
+
+
+def test_both_short_crc_paths_match_zlib_at_every_length_up_to_the_zlib_threshold() -> None:
+    rng = random.Random(3)
+    for n in range(1025):
+        for _ in range(3):
+            data = rng.randbytes(n)
+            table, clmul = _crc32_paths(data)
+            assert table == zlib.crc32(data), n
+            assert clmul is None or clmul == zlib.crc32(data), n
 
 
 def test_crc32_of_a_mebibyte_and_of_buffer_types_matches_zlib() -> None:
