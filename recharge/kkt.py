@@ -522,9 +522,11 @@ _MERCHANT_ACCOUNT_OF = {  # trade kind: the terminal merchant's account it moves
 async def _lock_trade_card(
     conn: asyncpg.Connection, card_no: str, kind: TradeKind, merchant_id: int, lock: bool = True
 ) -> asyncpg.Record:
+    """The card (locked unless ``lock`` is false: a query) and the accounts ``kind`` moves."""
     account_kind = _MERCHANT_ACCOUNT_OF.get(kind.kind)
+    sql = _TRADE_CARD_SQL + " FOR UPDATE OF c" if lock else _TRADE_CARD_SQL
     row = await conn.fetchrow(
-        _TRADE_CARD_SQL + " FOR UPDATE OF c" if lock else _TRADE_CARD_SQL, card_no, merchant_id, account_kind.value if account_kind else "",
+        sql, card_no, merchant_id, account_kind.value if account_kind else "",
         _ledger_of(account_kind) if account_kind else "",
     )
     if row is None:
