@@ -179,3 +179,38 @@ async def test_a_consume_takes_six_statements_and_a_balance_query_two(
             result = await kkt.trade(conn, request("0011", "0", None), cfg)
         assert result.code == "11" and result.purse_cents == 10_000 - 3
         assert len(seen) == 2, seen  # card, balances+Stance+journal
+
+
+# --- fewer statements, same answers under concurrency ------------------------------------
+
+
+async def test_concurrent_twin_consumes_answer_11_once_and_12_to_the_rest(world: World, audited: None) -> None:
+    """The duplicate rule is read after the card lock is held, in a statement of its own, so
+    a twin that waited for the lock sees the trade that held it."""
+    card = await world.new_card(balance=1000)
+    answers = await asyncio.gather(*[
+        world.ct(TRADETYPE="0022", TRADEMODE="1", CARDNO=card, AMOUNT="100") for _ in range(6)
+    ])
+    assert sorted(a["PayInForm"] for a in answers) == ["11"] + ["12"] * 5
+    assert await world.balance(card) == (900, 0)
+
+
+async def test_queries_beside_consumes_answer_consistent_balances(world: World, audited: None) -> None:
+    card = await world.new_card(balance=1000)
+    calls = []
+    for i in range(8):
+        calls.append(world.ct(TRADETYPE="0022", TRADEMODE="1", CARDNO=card, AMOUNT=str(10 + i)))
+        calls.append(world.ct(TRADETYPE="0011", TRADEMODE="0", CARDNO=card))
+    answers = await asyncio.gather(*calls)
+    assert {a["PayInForm"] for a in answers} == {"11"}
+    assert await world.balance(card) == (1000 - sum(10 + i for i in range(8)), 0)
+    possible = {1000 - sum(10 + i for i in spent) for spent in _subsets(range(8))}
+    assert all(int(a["Integral"]) in possible for a in answers[1::2])
+    stances = [a["Stance"] for a in answers]
+    assert len(set(stances)) == len(stances)
+
+
+def _subsets(items: range) -> list[tuple[int, ...]]:
+    from itertools import combinations
+
+    return [c for n in range(len(items) + 1) for c in combinations(items, n)]

@@ -236,3 +236,22 @@ async def test_a_transfer_is_one_statement_and_a_post_three(conn: asyncpg.Connec
         conn.remove_query_logger(log)
     assert (await ledger.get_balance(conn, card)).posted == 150
     assert (await ledger.get_balance(conn, fund)).available == 1000 - 150
+
+
+async def test_the_same_transfer_sent_twice_at_once_is_created_once(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        fund, card = await _funded_pair(conn, 1000)
+    transfer_id = _tid()
+
+    async def send() -> ledger.Outcome:
+        async with pool.acquire() as conn, conn.transaction():
+            outcome = await ledger.create_transfer(
+                conn, id=transfer_id, debit_account_id=fund, credit_account_id=card, amount=300
+            )
+            await asyncio.sleep(0.05)  # hold the account locks while the twin waits for them
+            return outcome
+
+    results = sorted(o.result.value for o in await asyncio.gather(send(), send(), send()))
+    assert results == ["created", "exists", "exists"]
+    async with pool.acquire() as conn:
+        assert (await ledger.get_balance(conn, card)).posted == 300
