@@ -16,6 +16,7 @@ cdef class FrameDecoder:
     cdef readonly bint requests
     cdef readonly Py_ssize_t max_length
     cdef readonly bint dead
+    cdef int kind  # STAGE_KIND of the frames expected: 1 requests, 2 responses
     cdef unsigned char *buf
     cdef Py_ssize_t have
     cdef bytes last_user_id

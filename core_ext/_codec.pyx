@@ -503,6 +503,7 @@ cdef class FrameDecoder:
         if max_length < 0 or max_length > 0xFFFF:
             raise ValueError("max_length must fit the 2-byte length field")
         self.requests = requests
+        self.kind = 1 if requests else 2
         self.max_length = max_length
         self.dead = False
         self.have = 0
@@ -650,6 +651,12 @@ cdef class FrameDecoder:
                 out = _add_frame(out, f)
             else:
                 avail = n - pos
+                size = _whole_frame(src + pos, avail, self.kind, self.max_length)
+                if size:  # the usual case: a complete frame whose header needs no error path
+                    f = self._emit(src + pos, size, out)
+                    out = _add_frame(out, f)
+                    pos += size
+                    continue
                 size = self._check_header(src + pos, avail, out)
                 if size == 0 or avail < size:
                     self._hold(src + pos, avail)
@@ -658,6 +665,17 @@ cdef class FrameDecoder:
                 out = _add_frame(out, f)
                 pos += size
         return out if out is not None else []
+
+
+cdef inline Py_ssize_t _whole_frame(const unsigned char *p, Py_ssize_t avail, int kind,
+                                    Py_ssize_t max_length) noexcept nogil:
+    """Size of the complete frame at ``p`` when its header passes every check, else 0 (look closer)."""
+    if avail < HEADER_SIZE or p[0] != 0xDD or STAGE_KIND[p[1]] != kind or p[2] != 0x01:
+        return 0
+    cdef Py_ssize_t size = HEADER_SIZE + ((<Py_ssize_t>p[3] << 8) | p[4]) + CRC_SIZE
+    if size - HEADER_SIZE - CRC_SIZE > max_length or size > avail:
+        return 0
+    return size
 
 
 cdef inline list _add_frame(list out, Frame f):
