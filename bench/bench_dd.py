@@ -137,8 +137,10 @@ def _simulator_client_main(plan: Any, results: Any) -> None:
 
     from server import simulator
 
+    cpu_started = time.process_time()
     report = uvloop.run(simulator.run(plan))
-    results.put((dict(report.results), report.timings.by_stage, report.elapsed_s, report.recharges_ok))
+    results.put((dict(report.results), report.timings.by_stage, report.elapsed_s, report.recharges_ok,
+                 time.process_time() - cpu_started))
 
 
 # --- database ------------------------------------------------------------------------------------
@@ -233,6 +235,57 @@ def _client(ctx: Any, target: Any, *args: Any, timeout_s: float = 300) -> Any:
     return value
 
 
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu_s(postmaster: int) -> float:
+    """CPU seconds of a PostgreSQL server so far: its postmaster and the children alive now."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _parent_pid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+async def _postmaster_pid(dsn: str) -> int:
+    """The pid of the postmaster serving ``dsn`` (the parent of a backend); 0 when not on this machine."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:  # read while the backend lives
+        return _parent_pid(int(await conn.fetchval("SELECT pg_backend_pid()")))
+    finally:
+        await conn.close()
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent outside idle/iowait so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct_ms(values: list[float], q: int) -> float:
     if len(values) < 2:
         return values[0] * 1000 if values else 0.0
@@ -279,7 +332,11 @@ def run() -> dict[str, float]:
                 plan.port = dd_port
                 for term in plan.terminals:
                     term.port = dd_port
-                results, by_stage, elapsed_s, loaded = _client(ctx, _simulator_client_main, plan)
+                postmaster = asyncio.run(_postmaster_pid(dsn))
+                server_cpu, pg_cpu, busy = _process_cpu_s(server.pid), _postgres_cpu_s(postmaster), _machine_busy_s()
+                results, by_stage, elapsed_s, loaded, simulator_cpu = _client(ctx, _simulator_client_main, plan)
+                server_cpu = _process_cpu_s(server.pid) - server_cpu
+                pg_cpu, busy = _postgres_cpu_s(postmaster) - pg_cpu, _machine_busy_s() - busy
             finally:
                 server.terminate()
             tps = _pgbench_tps(bin_dir, _with_database(server_url, pgbench_name), TERMINALS)
@@ -295,6 +352,14 @@ def run() -> dict[str, float]:
     figures["recharges_per_s"] = loaded / elapsed_s
     figures["pgbench_tpcb_tps"] = tps
     figures["recharge_ratio_vs_pgbench"] = (loaded / elapsed_s) / tps
+    # Where the CPU of the recharge run went, per recharge: the DD server process, the simulator
+    # process, PostgreSQL (postmaster and its children: backends, WAL writer, checkpointer), and
+    # the rest of the machine (the kernel's share not charged to those, other users' work).
+    per = 1000.0 / max(loaded, 1)
+    figures["cpu_ms_per_recharge_server"] = server_cpu * per
+    figures["cpu_ms_per_recharge_simulator"] = simulator_cpu * per
+    figures["cpu_ms_per_recharge_postgres"] = pg_cpu * per
+    figures["cpu_ms_per_recharge_rest"] = max(busy - server_cpu - simulator_cpu - pg_cpu, 0.0) * per
     figures["dd_DD01_p50_ms"] = _pct_ms(dd01_latencies, 50)
     figures["dd_DD01_p99_ms"] = _pct_ms(dd01_latencies, 99)
     for stage, values in sorted(by_stage.items()):

@@ -400,6 +400,60 @@ async def void_pending(conn: asyncpg.Connection, *, id: str, pending_id: str) ->
     return await _resolve(conn, id=id, pending_id=pending_id, post=False, now=None)
 
 
+# The common case of a post in one round trip: the pending transfer is still pending and not
+# expired, the post's id is unused. Same locks in the same order as ``_resolve`` (the pending
+# row, then both accounts in id order), same rows written.
+_POST_AT_ONCE_SQL = f"""
+WITH p AS MATERIALIZED (
+    SELECT id, debit_account_id, credit_account_id, amount, ledger, code, reference FROM transfers
+    WHERE id = $2::text AND kind = 'pending' AND status = 'pending' AND (timeout_at IS NULL OR timeout_at > now())
+    FOR UPDATE
+), locked AS MATERIALIZED (
+    SELECT a.id FROM accounts a, p WHERE a.id IN (p.debit_account_id, p.credit_account_id) ORDER BY a.id FOR UPDATE OF a
+), inserted AS (
+    INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger, code, pending_id,
+                           status, reference)
+    SELECT $1::text, 'post', p.debit_account_id, p.credit_account_id, p.amount, p.ledger, p.code, p.id, 'posted',
+           p.reference
+    FROM p WHERE (SELECT count(*) FROM locked) = 2
+    ON CONFLICT (id) DO NOTHING
+    RETURNING {_TRANSFER_COLUMNS}
+), resolved AS (
+    UPDATE transfers t SET status = 'posted', resolved_at = now() FROM inserted
+    WHERE t.id = inserted.pending_id
+    RETURNING t.id
+), applied AS (
+    UPDATE accounts a SET
+        debits_pending  = a.debits_pending  + d.debits_pending,
+        debits_posted   = a.debits_posted   + d.debits_posted,
+        credits_pending = a.credits_pending + d.credits_pending,
+        credits_posted  = a.credits_posted  + d.credits_posted
+    FROM (SELECT debit_account_id, -amount, amount, 0::bigint, 0::bigint FROM inserted
+          UNION ALL SELECT credit_account_id, 0::bigint, 0::bigint, -amount, amount FROM inserted)
+        AS d(id, debits_pending, debits_posted, credits_pending, credits_posted)
+    WHERE a.id = d.id
+    RETURNING a.id
+)
+SELECT {_TRANSFER_COLUMNS}, (SELECT count(*) FROM resolved) AS resolved, (SELECT count(*) FROM applied) AS applied
+FROM inserted
+"""
+
+
+async def post_pending_at_once(conn: asyncpg.Connection, *, id: str, pending_id: str) -> Outcome:
+    """``post_pending`` (at the transaction's time) in one statement when the post can happen.
+
+    Anything else — an id already used, a pending transfer missing, posted, voided or expired —
+    is answered by ``post_pending`` itself, so the results are exactly its own.
+    """
+    row = await conn.fetchrow(_POST_AT_ONCE_SQL, id, pending_id)
+    if row is None:
+        return await post_pending(conn, id=id, pending_id=pending_id)
+    if row["resolved"] != 1 or row["applied"] != 2:
+        # cannot happen: the pending row and both accounts were locked by this statement
+        raise RuntimeError(f"transfer {id}: posting {pending_id} did not apply")
+    return Outcome(Result.CREATED, Transfer.from_row(row))
+
+
 async def hold_pending(conn: asyncpg.Connection, pending_id: str) -> bool:
     """Remove a pending transfer's timeout, so the sweeper never voids it (a load in flight).
 

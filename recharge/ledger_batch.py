@@ -22,6 +22,10 @@ locks until that flush is done. ``Batcher`` pays that once per batch (TigerBeetl
   to ``max_retries`` times. ``work`` may therefore run more than once: it must not keep
   side effects outside the connection (return values; set state after ``run`` returns).
 - The queue is bounded: ``run`` raises ``Busy`` at once when ``queue_depth`` steps wait.
+- Connections: a batch's connection is kept for the next batch while there is work, and
+  ``linger_ms`` after the last use (0: given back at once), so a busy batcher does not pay
+  the pool's reset (four statements) per batch. ``read(work)`` runs a read-only ``work`` on
+  one of those connections at once, outside any transaction (nothing to commit, no wait).
 
 Nothing here knows the DD protocol; ``server.flows`` uses two per DD worker: one for the steps
 that lock a merchant's recharge fund (pay, post), one for the others (``DDContext.batched``).
@@ -82,14 +86,19 @@ class Batcher:
         queue_depth: int = 1024,
         pipeline: int = 2,
         max_retries: int = 10,
+        linger_ms: float = 0.0,
     ) -> None:
-        if max_batch < 1 or queue_depth < 1 or pipeline < 1 or max_wait_ms < 0 or max_retries < 0:
+        if max_batch < 1 or queue_depth < 1 or pipeline < 1 or max_wait_ms < 0 or max_retries < 0 or linger_ms < 0:
             raise ValueError("ledger batch limits must be positive")
         self._acquire: Acquire = acquire.acquire if isinstance(acquire, asyncpg.Pool) else acquire
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.queue_depth = queue_depth
         self.max_retries = max_retries
+        self.linger_s = linger_ms / 1000.0
+        self._reading = 0
+        self._last_use = 0.0
+        self._linger: asyncio.TimerHandle | None = None
         self._queue: collections.deque[_Step] = collections.deque()
         self._slots = asyncio.Semaphore(pipeline)
         self._arrived: asyncio.Event | None = None
@@ -124,12 +133,34 @@ class Batcher:
         result: T = await step.future
         return result
 
+    async def read(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``work`` (read-only) on a kept connection, outside any transaction; its result at once."""
+        self._reading += 1
+        try:
+            holder, conn = await self._connection()
+            clean = False
+            try:
+                result = await work(conn)
+                clean = True
+                return result
+            except Exception:
+                clean = True  # an answer (a refusal, an SQL error) leaves the connection usable
+                raise
+            finally:
+                await self._give_back(holder, conn, clean=clean)
+        finally:
+            self._reading -= 1
+            if self._idle():
+                self._spares_idle()
+
     async def wait_idle(self) -> None:
         """Until nothing is queued, running or committing (for a graceful stop and tests)."""
         while self._queue or self._spare or any(t is not None and not t.done() for t in self._tasks()):
             pending = [t for t in self._tasks() if t is not None and not t.done()]
             if pending:
                 await asyncio.wait(pending)
+            elif self._spare and self._idle():
+                await self._release_spares()
             else:
                 await asyncio.sleep(0)
 
@@ -155,9 +186,8 @@ class Batcher:
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
             await executed  # the next batch collects and runs while this one commits
-        if not self._batches and self._spare:  # no await after the queue check: ``run`` must find us done
-            spares, self._spare = self._spare, []
-            self._closing = loop.create_task(self._release(spares))
+        if not self._batches and self._spare and not self._reading:  # no await after the queue check
+            self._spares_idle()
 
     def _take(self, batch: list[_Step]) -> None:
         while self._queue and len(batch) < self.max_batch:
@@ -203,11 +233,40 @@ class Batcher:
     async def _give_back(
         self, holder: AbstractAsyncContextManager[asyncpg.Connection], conn: asyncpg.Connection, *, clean: bool
     ) -> None:
-        busy = bool(self._queue) or (self._runner is not None and not self._runner.done())
-        if clean and busy and not conn.is_closed() and not conn.is_in_transaction():
+        busy = bool(self._queue) or (self._runner is not None and not self._runner.done()) or self._reading > 0
+        if clean and (busy or self.linger_s > 0) and not conn.is_closed() and not conn.is_in_transaction():
             self._spare.append((holder, conn))
+            self._last_use = asyncio.get_running_loop().time()
         else:
             await holder.__aexit__(None, None, None)
+
+    def _idle(self) -> bool:
+        return (
+            not self._queue and not self._batches and not self._reading
+            and (self._runner is None or self._runner.done())
+        )
+
+    def _spares_idle(self) -> None:
+        """Nothing runs: give the kept connections back now, or ``linger_ms`` after their last use."""
+        if not self._spare:
+            return
+        if self.linger_s <= 0:
+            spares, self._spare = self._spare, []
+            self._closing = asyncio.get_running_loop().create_task(self._release(spares))
+        elif self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(self.linger_s, self._linger_over)
+
+    def _linger_over(self) -> None:
+        self._linger = None
+        if not self._spare:
+            return
+        loop = asyncio.get_running_loop()
+        left = self._last_use + self.linger_s - loop.time()
+        if left > 0 or not self._idle():
+            self._linger = loop.call_later(max(left, self.linger_s / 4), self._linger_over)
+            return
+        spares, self._spare = self._spare, []
+        self._closing = loop.create_task(self._release(spares))
 
     async def _release_spares(self) -> None:
         spares, self._spare = self._spare, []
@@ -261,8 +320,11 @@ class Batcher:
             if not executed.done():
                 executed.set_result(None)
             self._slots.release()
-            if self._runner is None or self._runner.done():
-                await self._release_spares()
+            if (self._runner is None or self._runner.done()) and not self._reading:
+                if self.linger_s <= 0:
+                    await self._release_spares()
+                else:
+                    self._spares_idle()
 
     async def _attempt(self, steps: list[_Step], executed: asyncio.Future[None], *, isolate: bool) -> bool:
         """Run and commit the batch once; False (all rolled back) when a step failed unisolated."""

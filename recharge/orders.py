@@ -111,6 +111,7 @@ class Order:
 
 
 _COLUMNS = ", ".join(f.name for f in fields(Order))
+_QUALIFIED_COLUMNS = ", ".join(f"orders.{f.name}" for f in fields(Order))
 
 
 def _now() -> dt.datetime:
@@ -354,6 +355,76 @@ async def mark_loaded(
         )
     assert row is not None
     return Order.from_row(row)
+
+
+_LOAD_FIELDS = frozenset({"terminal_code", "online_serial", "balance_before_cents", "load_date", "load_time"})
+
+
+async def mark_loading_in_transaction(
+    conn: asyncpg.Connection, order_no: str, *, load_random: str | None = None, **load_fields: Any
+) -> Order:
+    """``mark_loading`` inside the caller's transaction, in one statement when the order is loadable.
+
+    The same checks and writes as ``mark_loading`` (lock the order, hold its reservation, mark it
+    *loading* with ``load_fields``) without a savepoint of its own; ``load_random`` (8 hex
+    digits: the card's INITIALIZE FOR LOAD random, for DD21 recovery) is stored with them. When
+    the one statement changes nothing, ``mark_loading`` itself runs, so refusals (``OrderError``)
+    are exactly its own and leave nothing behind.
+    """
+    unknown = set(load_fields) - _LOAD_FIELDS
+    if unknown:
+        raise TypeError(f"unknown load fields: {sorted(unknown)}")
+    values = dict(load_fields)
+    if load_random is not None:
+        values["load_random"] = load_random
+    names = sorted(values)
+    sets = "".join(f", {name} = ${i + 2}" for i, name in enumerate(names))
+    row = await conn.fetchrow(
+        "WITH o AS (SELECT order_no, pay_transfer_id FROM orders WHERE order_no = $1 AND state = '02'"
+        "   AND NOT loading AND pay_transfer_id IS NOT NULL FOR UPDATE),"
+        " held AS (UPDATE transfers t SET timeout_at = NULL FROM o"
+        "   WHERE t.id = o.pay_transfer_id AND t.kind = 'pending' AND t.status = 'pending' RETURNING t.id)"
+        f" UPDATE orders SET loading = true, loading_since = now(), updated_at = now(){sets} FROM held"
+        f" WHERE orders.order_no = $1 RETURNING {_QUALIFIED_COLUMNS}",
+        order_no,
+        *(values[n] for n in names),
+    )
+    if row is not None:
+        return Order.from_row(row)
+    order = await mark_loading(conn, order_no, **load_fields)  # raises the refusal, or won a race
+    if load_random is not None:
+        await conn.execute("UPDATE orders SET load_random = $2 WHERE order_no = $1", order_no, load_random)
+    return order
+
+
+async def mark_loaded_in_transaction(
+    conn: asyncpg.Connection, order_no: str, *, balance_after_cents: int | None = None, record_id: str | None = None
+) -> Order:
+    """``mark_loaded`` inside the caller's transaction: two statements when the order is loading.
+
+    Locks the paid order and marks it 03, then posts its reservation (``ledger.post_pending_at_once``);
+    an order already loaded, confirmed or settled, or one that cannot be loaded, goes through
+    ``mark_loaded`` itself (same answers and refusals). No savepoint of its own: when the post is
+    refused it raises ``LedgerError`` after the order row changed, so the caller must roll its
+    transaction (or its own savepoint) back — as the DD service's batcher does with a failed step.
+    """
+    row = await conn.fetchrow(
+        "WITH o AS (SELECT order_no FROM orders WHERE order_no = $1 AND state = '02'"
+        "   AND pay_transfer_id IS NOT NULL FOR UPDATE)"
+        " UPDATE orders SET state = '03', loading = false, loaded_at = now(), updated_at = now(),"
+        " balance_after_cents = coalesce($2, balance_after_cents), record_id = coalesce($3, record_id)"
+        f" FROM o WHERE orders.order_no = o.order_no RETURNING {_QUALIFIED_COLUMNS}",
+        order_no,
+        balance_after_cents,
+        record_id,
+    )
+    if row is None:
+        return await mark_loaded(conn, order_no, balance_after_cents=balance_after_cents, record_id=record_id)
+    order = Order.from_row(row)
+    assert order.pay_transfer_id is not None
+    post_id = f"order:{order_no}:post"
+    (await ledger.post_pending_at_once(conn, id=post_id, pending_id=order.pay_transfer_id)).check(post_id)
+    return order
 
 
 async def release_loading(conn: asyncpg.Connection, order_no: str) -> Order:

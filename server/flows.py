@@ -164,7 +164,7 @@ class DDContext:
             return Batcher(
                 platform.acquire, max_batch=s.ledger_batch_max, max_wait_ms=s.ledger_batch_max_wait_ms,
                 queue_depth=s.ledger_batch_queue_depth, pipeline=s.ledger_batch_pipeline,
-                max_retries=s.ledger_max_retries,
+                max_retries=s.ledger_max_retries, linger_ms=s.ledger_batch_linger_ms,
             )
 
         return cls(platform, TerminalCache(s.dd_terminal_cache_ttl_s, s.dd_max_connections), batcher(), batcher())
@@ -308,6 +308,10 @@ async def _count_signin_failure(dd: DDContext, st: FlowState) -> None:
 async def _signed_in(conn: asyncpg.Connection, st: FlowState, frame: Frame) -> store.Terminal:
     st.code = _terminal_code(frame.user_id)
     terminal = await store.get_terminal(conn, st.code) if st.code else None
+    return _check_signed_in(st, frame, terminal)
+
+
+def _check_signed_in(st: FlowState, frame: Frame, terminal: store.Terminal | None) -> store.Terminal:
     if terminal is None or not terminal.signed_in(_now()):
         raise Refuse(INFO_NOT_SIGNED_IN)
     if terminal.signin_pki is None or _bcd(frame.pki) != terminal.signin_pki:
@@ -366,13 +370,19 @@ async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     """
     _need_length(frame, 15)
     info = frame.info
-    pay_at_card = False
-    async with dd.platform.acquire() as conn:
-        await _signed_in(conn, st, frame)
+    st.code = _terminal_code(frame.user_id)
+    order_no = _bcd(info[5:15])
+
+    async def checks(conn: asyncpg.Connection) -> tuple[Order, bool]:
+        # One statement reads both; the checks below still refuse in the spec's order.
+        terminal, order = await store.terminal_and_order(
+            conn, st.code, order_no if order_no is not None and orders.is_order_no(order_no) else None
+        )
+        _check_signed_in(st, frame, terminal)
         if info[0] != APP_MERCHANT_LOAD:
             raise Refuse(INFO_APP_TYPE)
         amount = be_decode(info[1:5])
-        order = await orders.get_order(conn, _order_no(info[5:15]))
+        _order_no(info[5:15])
         if order is None:
             raise Refuse(INFO_UNKNOWN_ORDER)
         if not _loadable(order, _now()):
@@ -382,10 +392,13 @@ async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         if order.state == orders.SUBMITTED and order.card_no is None:
             if await store.fund_available(conn, order.merchant_id) < order.amount_cents:
                 raise Refuse(INFO_FUND_EMPTY)
-            pay_at_card = True
+            return order, True
+        return order, False
+
+    order, pay_at_card = await dd.batcher.read(checks)  # reads only: no transaction, no commit
     if order.state == orders.SUBMITTED and order.card_no is not None:
-        order_no = order.order_no
-        order = await dd.batched(lambda conn: _pay(conn, order_no), fund=True)
+        to_pay = order.order_no
+        order = await dd.batched(lambda conn: _pay(conn, to_pay), fund=True)
     st.order, st.pay_at_card = order, pay_at_card
     return Response(info=READ_CARD_SCRIPT)
 
@@ -455,13 +468,13 @@ async def dd15(dd: DDContext, st: FlowState, frame: Frame) -> Response:
 
     async def work(conn: asyncpg.Connection) -> None:
         try:
-            await orders.mark_loading(
+            await orders.mark_loading_in_transaction(
                 conn, order.order_no, terminal_code=terminal.code, online_serial=serial,
                 balance_before_cents=balance, load_date=date4.hex(), load_time=time3.hex(),
+                load_random=random4.hex().upper(),
             )
         except OrderError as exc:
             raise _order_error(exc) from None
-        await store.set_load_random(conn, order.order_no, random4)
 
     await dd.batched(work)  # committed before MAC2 leaves
     st.balance_before, st.online_serial, st.load_date, st.load_time = balance, serial, date4, time3
@@ -501,7 +514,9 @@ async def dd17(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         # The merchant's fund row is the hot lock every post takes: take it last, hold it shortest
         # (and the batch runs hot steps after its other steps).
         record_id = await store.loaded_balance_and_record_id(conn, card_no, balance_after, _now())
-        return await orders.mark_loaded(conn, order.order_no, balance_after_cents=balance_after, record_id=record_id)
+        return await orders.mark_loaded_in_transaction(
+            conn, order.order_no, balance_after_cents=balance_after, record_id=record_id
+        )
 
     st.order = await dd.batched(post, fund=True)  # committed before DD18 leaves
     metrics.RECHARGES.labels("loaded").inc()

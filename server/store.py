@@ -18,7 +18,7 @@ import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TypeVar
 
 import asyncpg
@@ -26,7 +26,7 @@ import asyncpg
 from recharge import ledger, metrics
 from recharge.context import Platform
 from recharge.db import RETRYABLE_SQLSTATES
-from recharge.orders import LOCAL_TZ
+from recharge.orders import LOCAL_TZ, Order
 
 T = TypeVar("T")
 
@@ -77,6 +77,26 @@ _TERMINAL_COLUMNS = (
 async def get_terminal(conn: asyncpg.Connection, code: str) -> Terminal | None:
     row = await conn.fetchrow(f"SELECT {_TERMINAL_COLUMNS} FROM terminals WHERE code = $1", code)
     return Terminal(*row) if row else None
+
+
+_TERMINAL_ALIASED = ", ".join(f"t.{c} AS t_{c}" for c in _TERMINAL_COLUMNS.split(", "))
+_ORDER_COLUMNS = ", ".join(f"o.{f.name}" for f in fields(Order))
+
+
+async def terminal_and_order(
+    conn: asyncpg.Connection, code: str, order_no: str | None
+) -> tuple[Terminal | None, Order | None]:
+    """DD11's two reads in one statement: the terminal by code, the order by number (None: not asked)."""
+    row = await conn.fetchrow(
+        f"SELECT {_TERMINAL_ALIASED}, {_ORDER_COLUMNS} FROM (VALUES (1)) AS one"
+        " LEFT JOIN terminals t ON t.code = $1 LEFT JOIN orders o ON o.order_no = $2",
+        code,
+        order_no,
+    )
+    assert row is not None
+    terminal = Terminal(*(row[f"t_{c}"] for c in _TERMINAL_COLUMNS.split(", "))) if row["t_id"] is not None else None
+    order = Order.from_row(row) if row["order_no"] is not None else None
+    return terminal, order
 
 
 async def record_signin_failure(conn: asyncpg.Connection, terminal_id: int, max_failures: int) -> Terminal:
