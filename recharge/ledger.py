@@ -405,33 +405,34 @@ async def void_pending(conn: asyncpg.Connection, *, id: str, pending_id: str) ->
 # row, then both accounts in id order), same rows written.
 _POST_AT_ONCE_SQL = f"""
 WITH p AS MATERIALIZED (
-    SELECT id, debit_account_id, credit_account_id, amount, ledger, code, reference FROM transfers
-    WHERE id = $2::text AND kind = 'pending' AND status = 'pending' AND (timeout_at IS NULL OR timeout_at > now())
-    FOR UPDATE
+    SELECT id, debit_account_id, credit_account_id, amount, ledger, code, reference, status, timeout_at
+    FROM transfers WHERE id = $2::text AND kind = 'pending' FOR UPDATE
+), ok AS MATERIALIZED (
+    SELECT * FROM p WHERE status = 'pending' AND (timeout_at IS NULL OR timeout_at > now())
 ), locked AS MATERIALIZED (
-    SELECT a.id FROM accounts a, p WHERE a.id IN (p.debit_account_id, p.credit_account_id) ORDER BY a.id FOR UPDATE OF a
+    SELECT id FROM accounts
+    WHERE id = ANY(ARRAY[(SELECT debit_account_id FROM ok), (SELECT credit_account_id FROM ok)])
+    ORDER BY id FOR UPDATE
 ), inserted AS (
     INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger, code, pending_id,
                            status, reference)
-    SELECT $1::text, 'post', p.debit_account_id, p.credit_account_id, p.amount, p.ledger, p.code, p.id, 'posted',
-           p.reference
-    FROM p WHERE (SELECT count(*) FROM locked) = 2
+    SELECT $1::text, 'post', ok.debit_account_id, ok.credit_account_id, ok.amount, ok.ledger, ok.code, ok.id,
+           'posted', ok.reference
+    FROM ok WHERE (SELECT count(*) FROM locked) = 2
     ON CONFLICT (id) DO NOTHING
     RETURNING {_TRANSFER_COLUMNS}
 ), resolved AS (
-    UPDATE transfers t SET status = 'posted', resolved_at = now() FROM inserted
-    WHERE t.id = inserted.pending_id
-    RETURNING t.id
+    UPDATE transfers SET status = 'posted', resolved_at = now()
+    WHERE id = $2::text AND EXISTS (SELECT FROM inserted)
+    RETURNING id
 ), applied AS (
     UPDATE accounts a SET
-        debits_pending  = a.debits_pending  + d.debits_pending,
-        debits_posted   = a.debits_posted   + d.debits_posted,
-        credits_pending = a.credits_pending + d.credits_pending,
-        credits_posted  = a.credits_posted  + d.credits_posted
-    FROM (SELECT debit_account_id, -amount, amount, 0::bigint, 0::bigint FROM inserted
-          UNION ALL SELECT credit_account_id, 0::bigint, 0::bigint, -amount, amount FROM inserted)
-        AS d(id, debits_pending, debits_posted, credits_pending, credits_posted)
-    WHERE a.id = d.id
+        debits_pending  = a.debits_pending  - CASE WHEN a.id = i.debit_account_id THEN i.amount ELSE 0 END,
+        debits_posted   = a.debits_posted   + CASE WHEN a.id = i.debit_account_id THEN i.amount ELSE 0 END,
+        credits_pending = a.credits_pending - CASE WHEN a.id = i.credit_account_id THEN i.amount ELSE 0 END,
+        credits_posted  = a.credits_posted  + CASE WHEN a.id = i.credit_account_id THEN i.amount ELSE 0 END
+    FROM inserted i
+    WHERE a.id = ANY(ARRAY[(SELECT debit_account_id FROM ok), (SELECT credit_account_id FROM ok)])
     RETURNING a.id
 )
 SELECT {_TRANSFER_COLUMNS}, (SELECT count(*) FROM resolved) AS resolved, (SELECT count(*) FROM applied) AS applied

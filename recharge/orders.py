@@ -111,7 +111,6 @@ class Order:
 
 
 _COLUMNS = ", ".join(f.name for f in fields(Order))
-_QUALIFIED_COLUMNS = ", ".join(f"orders.{f.name}" for f in fields(Order))
 
 
 def _now() -> dt.datetime:
@@ -380,12 +379,13 @@ async def mark_loading_in_transaction(
     names = sorted(values)
     sets = "".join(f", {name} = ${i + 2}" for i, name in enumerate(names))
     row = await conn.fetchrow(
-        "WITH o AS (SELECT order_no, pay_transfer_id FROM orders WHERE order_no = $1 AND state = '02'"
-        "   AND NOT loading AND pay_transfer_id IS NOT NULL FOR UPDATE),"
-        " held AS (UPDATE transfers t SET timeout_at = NULL FROM o"
-        "   WHERE t.id = o.pay_transfer_id AND t.kind = 'pending' AND t.status = 'pending' RETURNING t.id)"
-        f" UPDATE orders SET loading = true, loading_since = now(), updated_at = now(){sets} FROM held"
-        f" WHERE orders.order_no = $1 RETURNING {_QUALIFIED_COLUMNS}",
+        # Every row by its key (plans that stay right on tables without statistics).
+        "WITH o AS MATERIALIZED (SELECT state, loading, pay_transfer_id FROM orders WHERE order_no = $1 FOR UPDATE),"
+        " held AS (UPDATE transfers SET timeout_at = NULL"
+        "   WHERE id = (SELECT pay_transfer_id FROM o WHERE state = '02' AND NOT loading)"
+        "   AND kind = 'pending' AND status = 'pending' RETURNING id)"
+        f" UPDATE orders SET loading = true, loading_since = now(), updated_at = now(){sets}"
+        f" WHERE order_no = $1 AND EXISTS (SELECT FROM held) RETURNING {_COLUMNS}",
         order_no,
         *(values[n] for n in names),
     )
@@ -409,11 +409,11 @@ async def mark_loaded_in_transaction(
     transaction (or its own savepoint) back — as the DD service's batcher does with a failed step.
     """
     row = await conn.fetchrow(
-        "WITH o AS (SELECT order_no FROM orders WHERE order_no = $1 AND state = '02'"
-        "   AND pay_transfer_id IS NOT NULL FOR UPDATE)"
+        "WITH o AS MATERIALIZED (SELECT state, pay_transfer_id FROM orders WHERE order_no = $1 FOR UPDATE)"
         " UPDATE orders SET state = '03', loading = false, loaded_at = now(), updated_at = now(),"
         " balance_after_cents = coalesce($2, balance_after_cents), record_id = coalesce($3, record_id)"
-        f" FROM o WHERE orders.order_no = o.order_no RETURNING {_QUALIFIED_COLUMNS}",
+        " WHERE order_no = $1 AND EXISTS (SELECT FROM o WHERE state = '02' AND pay_transfer_id IS NOT NULL)"
+        f" RETURNING {_COLUMNS}",
         order_no,
         balance_after_cents,
         record_id,
