@@ -195,9 +195,11 @@ async def _prepare(dsn: str, keys: Any, roundtrip_code: str, roundtrip_pki: str)
         await db.migrate(conn)
         merchant = await fixtures.funded_merchant(conn, await fixtures.fresh_merchant_code(conn), 0)
         await fixtures.dd_terminal(conn, merchant, roundtrip_code, roundtrip_pki)
-        return await simulator.provision(
+        plan = await simulator.provision(
             conn, "127.0.0.1", 0, keys, terminals=TERMINALS, recharges=RECHARGES_PER_TERMINAL, amount_cents=100
         )
+        await conn.execute("VACUUM ANALYZE")  # planner statistics, as ``pgbench -i`` leaves its tables
+        return plan
     finally:
         await conn.close()
 

@@ -449,6 +449,71 @@ async def post_pending_at_once(conn: asyncpg.Connection, *, id: str, pending_id:
     return Outcome(Result.CREATED, Transfer.from_row(row))
 
 
+# Many posts in one round trip (a group commit's batch): lock the pending rows in id order,
+# then every account they touch in id order; append the post rows, mark the pendings posted,
+# and apply each account's summed change once (a merchant fund shared by the batch is
+# updated once, not once per post).
+_POST_MANY_SQL = f"""
+WITH v AS (
+    SELECT * FROM unnest($1::text[], $2::text[]) AS v(post_id, pending_id)
+), p AS MATERIALIZED (
+    SELECT id, debit_account_id, credit_account_id, amount, ledger, code, reference, status, timeout_at
+    FROM transfers WHERE id = ANY($2::text[]) AND kind = 'pending' ORDER BY id FOR UPDATE
+), ok AS MATERIALIZED (
+    SELECT v.post_id, p.* FROM p JOIN v ON v.pending_id = p.id
+    WHERE p.status = 'pending' AND (p.timeout_at IS NULL OR p.timeout_at > now())
+), locked AS MATERIALIZED (
+    SELECT id FROM accounts
+    WHERE id = ANY(ARRAY(SELECT debit_account_id FROM ok UNION SELECT credit_account_id FROM ok))
+    ORDER BY id FOR UPDATE
+), inserted AS (
+    INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger, code, pending_id,
+                           status, reference)
+    SELECT ok.post_id, 'post', ok.debit_account_id, ok.credit_account_id, ok.amount, ok.ledger, ok.code, ok.id,
+           'posted', ok.reference
+    FROM ok WHERE (SELECT count(*) FROM locked) > 0
+    ON CONFLICT (id) DO NOTHING
+    RETURNING {_TRANSFER_COLUMNS}
+), resolved AS (
+    UPDATE transfers SET status = 'posted', resolved_at = now()
+    WHERE id = ANY(ARRAY(SELECT pending_id FROM inserted))
+    RETURNING id
+), deltas AS MATERIALIZED (
+    SELECT id, sum(dp) AS dp, sum(dpo) AS dpo, sum(cp) AS cp, sum(cpo) AS cpo FROM (
+        SELECT debit_account_id AS id, -amount AS dp, amount AS dpo, 0::bigint AS cp, 0::bigint AS cpo FROM inserted
+        UNION ALL SELECT credit_account_id, 0::bigint, 0::bigint, -amount, amount FROM inserted
+    ) x GROUP BY id
+), applied AS (
+    UPDATE accounts a SET
+        debits_pending  = a.debits_pending  + d.dp,
+        debits_posted   = a.debits_posted   + d.dpo,
+        credits_pending = a.credits_pending + d.cp,
+        credits_posted  = a.credits_posted  + d.cpo
+    FROM deltas d
+    WHERE a.id = d.id AND a.id = ANY(ARRAY(SELECT id FROM deltas))
+    RETURNING a.id
+)
+SELECT {_TRANSFER_COLUMNS}, (SELECT count(*) FROM resolved) AS resolved, (SELECT count(*) FROM applied) AS applied,
+       (SELECT count(*) FROM deltas) AS accounts
+FROM inserted
+"""
+
+
+async def post_pending_many(conn: asyncpg.Connection, posts: list[tuple[str, str]]) -> dict[str, Transfer]:
+    """Several ``post_pending_at_once`` in one statement: (post id, pending id) pairs, each pending once.
+
+    Returns the posts created, by id. A pair missing from the answer changed nothing (its
+    pending transfer is not pending or expired, or its id is used): ask ``post_pending`` why.
+    """
+    if len({pending for _, pending in posts}) != len(posts):
+        raise ValueError("a pending transfer may be posted once per call")
+    rows = await conn.fetch(_POST_MANY_SQL, [i for i, _ in posts], [pending for _, pending in posts])
+    if rows and (rows[0]["resolved"] != len(rows) or rows[0]["applied"] != rows[0]["accounts"]):
+        # cannot happen: every pending row and account was locked by this statement
+        raise RuntimeError("posting a batch of pending transfers did not apply")
+    return {row["id"]: Transfer.from_row(row) for row in rows}
+
+
 async def hold_pending(conn: asyncpg.Connection, pending_id: str) -> bool:
     """Remove a pending transfer's timeout, so the sweeper never voids it (a load in flight).
 

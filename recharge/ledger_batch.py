@@ -21,6 +21,12 @@ locks until that flush is done. ``Batcher`` pays that once per batch (TigerBeetl
   batch back and runs it again (every step is re-runnable: all of it was rolled back), up
   to ``max_retries`` times. ``work`` may therefore run more than once: it must not keep
   side effects outside the connection (return values; set state after ``run`` returns).
+- Merging: a step may name a ``Group`` and an item. The first run of a batch hands all its
+  steps of one group to the group's ``run_all`` at once (one statement for all of them
+  instead of one each); ``run_all`` answers each item's result, or ``SINGLY`` for an item it
+  left untouched, whose ``work`` then runs on its own as usual. An isolated re-run never
+  merges: every step runs its own ``work``. So ``run_all`` must do for each item it answers
+  exactly what that step's ``work`` would have done, and nothing at all for the others.
 - The queue is bounded: ``run`` raises ``Busy`` at once when ``queue_depth`` steps wait.
 - Connections: a batch's connection is kept for the next batch while there is work, and
   ``linger_ms`` after the last use (0: given back at once), so a busy batcher does not pay
@@ -49,6 +55,18 @@ from recharge.db import RETRYABLE_SQLSTATES
 
 T = TypeVar("T")
 Work = Callable[[asyncpg.Connection], Awaitable[Any]]
+SINGLY: Any = object()  # ``Group.run_all``'s answer for an item it left to the step's own ``work``
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Group:
+    """Steps of one kind that a batch's first run may do together (see the module docstring).
+
+    ``run_all(conn, items)`` returns one answer per item, in order: the step's result or ``SINGLY``.
+    """
+
+    name: str
+    run_all: Callable[[asyncpg.Connection, list[Any]], Awaitable[list[Any]]]
 Acquire = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
 # One savepoint name, re-made after each step: ROLLBACK TO keeps it, RELEASE + SAVEPOINT in one round trip.
@@ -62,6 +80,8 @@ class _Step:
     work: Work
     future: asyncio.Future[Any]
     hot: bool
+    group: Group | None = None
+    item: Any = None
     outcome: tuple[bool, Any] = field(default=(False, None))  # (ok, result or exception) of the last attempt
 
 
@@ -116,15 +136,19 @@ class Batcher:
     def queued(self) -> int:
         return len(self._queue)
 
-    async def run(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, hot: bool = False) -> T:
+    async def run(
+        self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, hot: bool = False, group: Group | None = None,
+        item: Any = None,
+    ) -> T:
         """``work``'s result once its batch has committed; its exception if it (or the batch) failed.
 
+        ``group``/``item``: the batch may do this step together with others of its group.
         Raises ``Busy`` at once when the queue is full.
         """
         if len(self._queue) >= self.queue_depth:
             raise Busy("ledger batch queue full")
         loop = asyncio.get_running_loop()
-        step = _Step(work, loop.create_future(), hot)
+        step = _Step(work, loop.create_future(), hot, group, item)
         self._queue.append(step)
         if self._runner is None or self._runner.done():
             self._runner = loop.create_task(self._drain())
@@ -354,7 +378,28 @@ class Batcher:
     async def _steps(conn: asyncpg.Connection, steps: list[_Step], *, isolate: bool) -> bool:
         if isolate:
             await conn.execute(_SAVEPOINT)
+        merged: set[_Step] = set()
+        groups_done: set[Group] = set()
         for index, step in enumerate(steps):
+            if step in merged:
+                continue
+            group = step.group
+            if not isolate and group is not None and group not in groups_done:
+                groups_done.add(group)
+                members = [s for s in steps[index:] if s.group is group]
+                if len(members) > 1:
+                    try:
+                        answers = await group.run_all(conn, [s.item for s in members])
+                    except Exception as exc:
+                        if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES:
+                            raise
+                        return False  # the isolated re-run does every step on its own
+                    for member, answer in zip(members, answers, strict=True):
+                        if answer is not SINGLY:
+                            member.outcome = (True, answer)
+                            merged.add(member)
+                    if step in merged:
+                        continue
             try:
                 step.outcome = (True, await step.work(conn))
             except Exception as exc:

@@ -111,6 +111,7 @@ class Order:
 
 
 _COLUMNS = ", ".join(f.name for f in fields(Order))
+_QUALIFIED_COLUMNS = ", ".join(f"orders.{f.name}" for f in fields(Order))
 
 
 def _now() -> dt.datetime:
@@ -397,6 +398,47 @@ async def mark_loading_in_transaction(
     return order
 
 
+_LOAD_FIELD_TYPES = {
+    "terminal_code": "text", "online_serial": "integer", "balance_before_cents": "bigint", "load_date": "text",
+    "load_time": "text", "load_random": "text",
+}
+
+
+async def mark_loading_many(
+    conn: asyncpg.Connection, items: Sequence[tuple[str, dict[str, Any]]]
+) -> dict[str, Order]:
+    """``mark_loading_in_transaction`` for several orders in one statement (a DD batch's DD15s).
+
+    ``items``: (order number, load fields incl. ``load_random``), every item naming the same
+    fields, each order once. Returns the orders marked *loading* now; the others are left
+    untouched (not loadable, unknown, reservation gone: ask ``mark_loading_in_transaction``
+    for the precise refusal). Orders are locked in number order. Inside the caller's transaction.
+    """
+    if not items:
+        return {}
+    names = sorted(items[0][1])
+    if any(sorted(f) != names for _, f in items) or set(names) - set(_LOAD_FIELD_TYPES):
+        raise TypeError("every item must name the same known load fields")
+    if len({no for no, _ in items}) != len(items):
+        raise ValueError("an order may appear once")
+    arrays = [[no for no, _ in items]] + [[f[n] for _, f in items] for n in names]
+    unnest = ", ".join(f"${i + 2}::{_LOAD_FIELD_TYPES[n]}[]" for i, n in enumerate(names))
+    sets = "".join(f", {n} = v.{n}" for n in names)
+    rows = await conn.fetch(
+        f"WITH v AS (SELECT * FROM unnest($1::text[], {unnest}) AS v(order_no, {', '.join(names)})),"
+        " o AS MATERIALIZED (SELECT order_no, state, loading, pay_transfer_id FROM orders"
+        "   WHERE order_no = ANY($1::text[]) ORDER BY order_no FOR UPDATE),"
+        " held AS (UPDATE transfers SET timeout_at = NULL"
+        "   WHERE id = ANY(ARRAY(SELECT pay_transfer_id FROM o WHERE state = '02' AND NOT loading))"
+        "   AND kind = 'pending' AND status = 'pending' RETURNING id)"
+        f" UPDATE orders SET loading = true, loading_since = now(), updated_at = now(){sets} FROM v"
+        " WHERE orders.order_no = v.order_no AND orders.pay_transfer_id IN (SELECT id FROM held)"
+        f" RETURNING {_QUALIFIED_COLUMNS}",
+        *arrays,
+    )
+    return {row["order_no"]: Order.from_row(row) for row in rows}
+
+
 async def mark_loaded_in_transaction(
     conn: asyncpg.Connection, order_no: str, *, balance_after_cents: int | None = None, record_id: str | None = None
 ) -> Order:
@@ -425,6 +467,41 @@ async def mark_loaded_in_transaction(
     post_id = f"order:{order_no}:post"
     (await ledger.post_pending_at_once(conn, id=post_id, pending_id=order.pay_transfer_id)).check(post_id)
     return order
+
+
+async def mark_loaded_many(conn: asyncpg.Connection, items: Sequence[tuple[str, int | None, str | None]]) -> list[Order]:
+    """``mark_loaded_in_transaction`` for several orders (number, balance after, record id), each once.
+
+    Locks the orders in number order, marks the paid ones 03 and posts their reservations in
+    one statement (``ledger.post_pending_many``): two statements for all of them. Orders not
+    paid are left untouched and missing from the answer (ask ``mark_loaded_in_transaction``).
+    A refused post raises ``LedgerError`` after the order rows changed: roll back, as there.
+    """
+    if not items:
+        return []
+    if len({no for no, _, _ in items}) != len(items):
+        raise ValueError("an order may appear once")
+    rows = await conn.fetch(
+        "WITH v AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) AS v(order_no, balance_after, rid)),"
+        " o AS MATERIALIZED (SELECT order_no, state, pay_transfer_id FROM orders WHERE order_no = ANY($1::text[])"
+        "   ORDER BY order_no FOR UPDATE)"
+        " UPDATE orders SET state = '03', loading = false, loaded_at = now(), updated_at = now(),"
+        " balance_after_cents = coalesce(v.balance_after, orders.balance_after_cents),"
+        " record_id = coalesce(v.rid, orders.record_id) FROM v"
+        " WHERE orders.order_no = v.order_no"
+        "   AND orders.order_no = ANY(ARRAY(SELECT order_no FROM o WHERE state = '02' AND pay_transfer_id IS NOT NULL))"
+        f" RETURNING {_QUALIFIED_COLUMNS}",
+        [no for no, _, _ in items],
+        [balance for _, balance, _ in items],
+        [rid for _, _, rid in items],
+    )
+    loaded = [Order.from_row(row) for row in rows]
+    posts = [(f"order:{o.order_no}:post", o.pay_transfer_id) for o in loaded if o.pay_transfer_id is not None]
+    created = await ledger.post_pending_many(conn, posts)
+    for post_id, _ in posts:
+        if post_id not in created:
+            raise ledger.LedgerError(ledger.Result.PENDING_NOT_FOUND, post_id)  # the caller rolls back
+    return loaded
 
 
 async def release_loading(conn: asyncpg.Connection, order_no: str) -> Order:
@@ -464,6 +541,19 @@ async def confirm_order(conn: asyncpg.Connection, order_no: str) -> Order:
     if order.state not in (CONFIRMED, SETTLED):
         raise OrderError(OrderErrorCode.NOT_LOADABLE, f"order in state {order.state} cannot be confirmed")
     return order
+
+
+async def confirm_orders(conn: asyncpg.Connection, order_nos: Sequence[str]) -> dict[str, Order]:
+    """``confirm_order`` for several loaded orders in one statement: the ones confirmed now (03 → 04).
+
+    Orders not in state 03 are left untouched and missing from the answer (ask ``confirm_order``).
+    """
+    rows = await conn.fetch(
+        f"UPDATE orders SET state = '04', confirmed_at = now(), updated_at = now()"
+        f" WHERE order_no = ANY($1::text[]) AND state = '03' RETURNING {_COLUMNS}",
+        list(order_nos),
+    )
+    return {row["order_no"]: Order.from_row(row) for row in rows}
 
 
 async def void_order(conn: asyncpg.Connection, order_no: str, *, reason: str = "void") -> Order:

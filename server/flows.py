@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -68,7 +68,7 @@ from core_ext import (
 )
 from recharge import metrics, orders
 from recharge.context import Busy, Platform
-from recharge.ledger_batch import Batcher
+from recharge.ledger_batch import SINGLY, Batcher, Group
 from recharge.orders import LOCAL_TZ, Order, OrderError, OrderErrorCode
 from server import store
 from server.session import NO_PKI, Flow, Request, Response
@@ -169,13 +169,17 @@ class DDContext:
 
         return cls(platform, TerminalCache(s.dd_terminal_cache_ttl_s, s.dd_max_connections), batcher(), batcher())
 
-    async def batched(self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, fund: bool = False) -> T:
+    async def batched(
+        self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, fund: bool = False, group: Group | None = None,
+        item: object = None,
+    ) -> T:
         """``work`` as a step of a group commit, once committed. ``fund``: it locks a recharge fund.
 
         The two kinds run in separate batches (two lanes, each its own pipeline): the fund row
         serialises the batches of its lane, and the other steps need not wait for it.
+        ``group``/``item``: the batch may do it in one statement with its batch-mates of that group.
         """
-        return await (self.fund_batcher if fund else self.batcher).run(work, hot=fund)
+        return await (self.fund_batcher if fund else self.batcher).run(work, hot=fund, group=group, item=item)
 
 
 T = TypeVar("T")
@@ -355,6 +359,51 @@ def _single_reply(info: bytes) -> Reply:
 # --- recharge (SPEC 1.4) ---------------------------------------------------------------------
 
 
+def _first_of_each(keys: list[str]) -> list[int]:
+    """Indexes of the first occurrence of each key (a merged statement names each row once)."""
+    seen: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        seen.setdefault(key, index)
+    return sorted(seen.values())
+
+
+async def _dd13_all(conn: asyncpg.Connection, items: list[tuple[str, int, Order]]) -> list[object]:
+    firsts = _first_of_each([card for card, _, _ in items])
+    done = await store.record_cpu_card_balances(conn, [items[i][:2] for i in firsts])
+    return [items[i][2] if i in firsts and items[i][0] in done else SINGLY for i in range(len(items))]
+
+
+async def _dd15_all(conn: asyncpg.Connection, items: list[tuple[str, dict[str, object]]]) -> list[object]:
+    firsts = _first_of_each([no for no, _ in items])
+    done = await orders.mark_loading_many(conn, [items[i] for i in firsts])
+    return [None if i in firsts and items[i][0] in done else SINGLY for i in range(len(items))]
+
+
+async def _dd17_all(conn: asyncpg.Connection, items: list[tuple[str, str, int]]) -> list[object]:
+    """(order, card, balance after) each: card balances and record ids, then the orders and their posts."""
+    first_orders = set(_first_of_each([no for no, _, _ in items]))
+    firsts = [i for i in _first_of_each([card for _, card, _ in items]) if i in first_orders]
+    record_ids = await store.loaded_balances_and_record_ids(conn, [items[i][1:] for i in firsts], _now())
+    loaded = {
+        o.order_no: o for o in await orders.mark_loaded_many(
+            conn, [(items[i][0], items[i][2], rid) for i, rid in zip(firsts, record_ids, strict=True)]
+        )
+    }
+    return [loaded[items[i][0]] if i in firsts and items[i][0] in loaded else SINGLY for i in range(len(items))]
+
+
+async def _dd19_all(conn: asyncpg.Connection, items: list[str]) -> list[object]:
+    done = await orders.confirm_orders(conn, sorted(set(items)))
+    return [done.get(no, SINGLY) for no in items]
+
+
+# What a batch's first run may do in one statement for all its steps of a kind (ledger_batch.Group).
+DD13_CARDS = Group("dd13_card_balance", _dd13_all)
+DD15_LOADING = Group("dd15_loading", _dd15_all)
+DD17_POST = Group("dd17_post", _dd17_all)
+DD19_CONFIRM = Group("dd19_confirm", _dd19_all)
+
+
 async def _pay(conn: asyncpg.Connection, order_no: str, card_no: str | None = None) -> Order:
     try:
         return await orders.pay_order(conn, order_no, card_no=card_no)
@@ -437,8 +486,11 @@ async def dd13(dd: DDContext, st: FlowState, frame: Frame) -> Response:
             raise Refuse(INFO_PURSE_TYPE)
         return await _pay(conn, order.order_no, card_no) if pay_at_card else order
 
-    # Paying locks the merchant's fund row: a hot step.
-    st.order = await dd.batched(work, fund=pay_at_card)
+    # Paying locks the merchant's fund row: a hot step, done on its own.
+    if pay_at_card:
+        st.order = await dd.batched(work, fund=True)
+    else:
+        st.order = await dd.batched(work, group=DD13_CARDS, item=(card_no, balance, order))
     st.card_no, st.balance_before = card_no, balance
     apdu = (
         bytes.fromhex("805000020B01") + be_encode(order.amount_cents, 4)
@@ -466,17 +518,18 @@ async def dd15(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     if order.expires_at is not None and order.expires_at <= _now():
         raise Refuse(INFO_NOT_LOADABLE)
 
+    load: dict[str, Any] = {
+        "terminal_code": terminal.code, "online_serial": serial, "balance_before_cents": balance,
+        "load_date": date4.hex(), "load_time": time3.hex(), "load_random": random4.hex().upper(),
+    }
+
     async def work(conn: asyncpg.Connection) -> None:
         try:
-            await orders.mark_loading_in_transaction(
-                conn, order.order_no, terminal_code=terminal.code, online_serial=serial,
-                balance_before_cents=balance, load_date=date4.hex(), load_time=time3.hex(),
-                load_random=random4.hex().upper(),
-            )
+            await orders.mark_loading_in_transaction(conn, order.order_no, **load)
         except OrderError as exc:
             raise _order_error(exc) from None
 
-    await dd.batched(work)  # committed before MAC2 leaves
+    await dd.batched(work, group=DD15_LOADING, item=(order.order_no, load))  # committed before MAC2 leaves
     st.balance_before, st.online_serial, st.load_date, st.load_time = balance, serial, date4, time3
     apdu = bytes.fromhex("805200000B") + date4 + time3 + mac2 + b"\x04"
     return Response(info=script_encode([Instruction(1, apdu, SW_OK, 0, 0)]))
@@ -518,7 +571,9 @@ async def dd17(dd: DDContext, st: FlowState, frame: Frame) -> Response:
             conn, order.order_no, balance_after_cents=balance_after, record_id=record_id
         )
 
-    st.order = await dd.batched(post, fund=True)  # committed before DD18 leaves
+    st.order = await dd.batched(  # committed before DD18 leaves
+        post, fund=True, group=DD17_POST, item=(order.order_no, card_no, balance_after)
+    )
     metrics.RECHARGES.labels("loaded").inc()
     return Response(end=True)
 
@@ -542,7 +597,7 @@ async def dd19(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     async def work(conn: asyncpg.Connection) -> Order:
         return await orders.confirm_order(conn, order.order_no)
 
-    confirmed = await dd.batched(work)
+    confirmed = await dd.batched(work, group=DD19_CONFIRM, item=order.order_no)
     return Response(
         info=_receipt(confirmed, st.pki, amount=confirmed.amount_cents, balance=confirmed.balance_after_cents or 0),
         end=True,

@@ -217,6 +217,21 @@ async def record_cpu_card_balance(conn: asyncpg.Connection, card_no: str, balanc
     return kind is not None
 
 
+async def record_cpu_card_balances(conn: asyncpg.Connection, items: list[tuple[str, int]]) -> set[str]:
+    """``record_cpu_card_balance`` for several known CPU cards in one statement; the numbers updated.
+
+    Cards not yet known or not CPU cards are left untouched (ask ``record_cpu_card_balance``);
+    each card number at most once.
+    """
+    rows = await conn.fetch(
+        "UPDATE cards SET last_balance_cents = v.balance FROM unnest($1::text[], $2::bigint[]) AS v(card_no, balance)"
+        " WHERE cards.card_no = v.card_no AND cards.kind = 'cpu' RETURNING cards.card_no",
+        [c for c, _ in items],
+        [b for _, b in items],
+    )
+    return {row["card_no"] for row in rows}
+
+
 async def last_balance(conn: asyncpg.Connection, card_no: str | None) -> int:
     if card_no is None:
         return 0
@@ -262,6 +277,21 @@ async def loaded_balance_and_record_id(conn: asyncpg.Connection, card_no: str, b
         balance_cents,
     )
     return _record_id(int(seq), now)
+
+
+async def loaded_balances_and_record_ids(
+    conn: asyncpg.Connection, items: list[tuple[str, int]], now: dt.datetime
+) -> list[str]:
+    """``loaded_balance_and_record_id`` for several cards (each once) in one statement; record ids in order."""
+    seqs = await conn.fetch(
+        "WITH card AS (UPDATE cards SET last_balance_cents = v.balance"
+        "   FROM unnest($1::text[], $2::bigint[]) AS v(card_no, balance) WHERE cards.card_no = v.card_no)"
+        " SELECT nextval('dd_record_seq') AS seq FROM generate_series(1, $3::integer)",
+        [c for c, _ in items],
+        [b for _, b in items],
+        len(items),
+    )
+    return [_record_id(int(row["seq"]), now) for row in seqs]
 
 
 def _record_id(seq: int, now: dt.datetime) -> str:
