@@ -8,12 +8,16 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from loadtest.run import parse_duration_s
+from recharge import db
 from recharge.config import Settings
+from recharge.runtime import RunningPlatform
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGN_IN_STAGES = ("DD01", "DD03", "DD05", "DD07")
@@ -31,13 +35,31 @@ def test_a_malformed_duration_is_refused(text: str) -> None:
         parse_duration_s(text)
 
 
+@pytest.fixture
+async def own_platform(empty_database: str, settings: Settings) -> AsyncIterator[RunningPlatform]:
+    """The platform on a database of its own: the load test's fixed merchant codes (90xx) and
+    card numbers must not meet the random merchants and card batches of other tests."""
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await db.migrate(conn)
+    finally:
+        await conn.close()
+    running = RunningPlatform(settings.replace(database_url=empty_database), empty_database)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
 async def test_load_run_reports_every_stage_and_counts_only_deliberate_failures(
-    platform: object, settings: Settings, tmp_path: Path
+    own_platform: RunningPlatform, settings: Settings, tmp_path: Path
 ) -> None:
+    platform = own_platform
     reports = tmp_path / "reports"
     env = {
         **os.environ,
-        "DATABASE_URL": settings.database_url or "",
+        "DATABASE_URL": platform.dsn,
         "RECHARGE_KEY_FILE": str(settings.resolved_key_file),
         "RECHARGE_SMS_SHARED_SECRET": settings.sms_shared_secret or "",
     }
@@ -46,7 +68,7 @@ async def test_load_run_reports_every_stage_and_counts_only_deliberate_failures(
         sys.executable, "-m", "loadtest.run", "--users", "10", "--spawn-rate", "10", "--duration", "3s",
         "--pacing-s", "0.5", "--deliberate-failure-rate", "0.4", "--user-classes",
         "TerminalUser,OrderApiUser,KktRestUser,KktSoapUser,SmsUser",
-        "--dd-port", str(platform.dd_port), "--http-port", str(platform.http_port),  # type: ignore[attr-defined]
+        "--dd-port", str(platform.dd_port), "--http-port", str(platform.http_port),
         "--data-dir", str(tmp_path / "data"), "--reports", str(reports),
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
