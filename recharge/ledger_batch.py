@@ -133,6 +133,11 @@ class Batcher:
         return BatchStats(*self._stats)
 
     @property
+    def kept(self) -> int:
+        """Idle pool connections kept for the next batch or read."""
+        return len(self._spare)
+
+    @property
     def queued(self) -> int:
         return len(self._queue)
 

@@ -89,3 +89,25 @@ async def test_post_at_once_refuses_an_expired_reservation_and_a_used_id(conn: a
     pending = await ledger.get_transfer(conn, pid)
     assert pending is not None and pending.status == "pending"
     assert (await ledger.get_balance(conn, card)).posted == 0
+
+
+async def test_post_many_posts_each_and_moves_a_shared_fund_once(conn: asyncpg.Connection) -> None:
+    fund, card = await _funded_pair(conn, 10_000)
+    pids = [_tid() for _ in range(3)]
+    for i, pid in enumerate(pids):
+        await _transfer(conn, id=pid, debit_account_id=fund, credit_account_id=card, amount=100 * (i + 1), pending=True)
+    voided = _tid()
+    await _transfer(conn, id=voided, debit_account_id=fund, credit_account_id=card, amount=50, pending=True)
+    async with conn.transaction():
+        await ledger.void_pending(conn, id=voided + ":void", pending_id=voided)
+        created = await ledger.post_pending_many(conn, [(p + ":post", p) for p in [*pids, voided]])
+    assert set(created) == {p + ":post" for p in pids}  # the voided one is not posted, nothing changed for it
+    assert all(t.kind == "post" and t.status == "posted" for t in created.values())
+    card_balance, fund_balance = await ledger.get_balance(conn, card), await ledger.get_balance(conn, fund)
+    assert card_balance.posted == 600 and card_balance.credits_pending == 0
+    assert fund_balance.debits_pending == 0 and fund_balance.available == 10_000 - 600
+    async with conn.transaction():
+        again = await ledger.post_pending_many(conn, [(p + ":post", p) for p in pids])
+    assert again == {}  # already posted: post_pending answers EXISTS for each
+    with pytest.raises(ValueError):
+        await ledger.post_pending_many(conn, [("a", pids[0]), ("b", pids[0])])

@@ -1,0 +1,93 @@
+"""Merged steps in the group-commit batcher (``ledger_batch.Group``): one statement for a batch's
+steps of a kind, each caller answered its own result, ``SINGLY`` items and failures run alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from recharge.ledger_batch import SINGLY, Batcher, Group
+from tests.conftest import unique_digits
+
+
+@pytest.fixture
+async def probe(pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """A scratch table of its own: (k int primary key, v int)."""
+    name = f"ledger_batch_group_probe_{unique_digits(10)}"
+    async with pool.acquire() as c:
+        await c.execute(f"CREATE TABLE {name} (k int PRIMARY KEY CHECK (k < 1000), v int NOT NULL DEFAULT 0)")
+    try:
+        yield name
+    finally:
+        async with pool.acquire() as c:
+            await c.execute(f"DROP TABLE {name}")
+
+
+def _group(table: str, calls: list[list[int]]) -> Group:
+    async def run_all(conn: asyncpg.Connection, items: list[Any]) -> list[Any]:
+        calls.append(list(items))
+        wanted = [k for k in items if k % 2 == 0]  # odd keys: left to the step's own work
+        await conn.execute(f"INSERT INTO {table} (k, v) SELECT k, 1 FROM unnest($1::int[]) AS k", wanted)
+        return [f"merged {k}" if k % 2 == 0 else SINGLY for k in items]
+
+    return Group("probe", run_all)
+
+
+def _work(table: str, k: int):  # type: ignore[no-untyped-def]
+    async def work(conn: asyncpg.Connection) -> str:
+        await conn.execute(f"INSERT INTO {table} (k, v) VALUES ($1, 2)", k)
+        return f"single {k}"
+
+    return work
+
+
+async def test_a_batch_runs_its_group_in_one_call_and_the_rest_alone(pool: asyncpg.Pool, probe: str) -> None:
+    calls: list[list[int]] = []
+    group = _group(probe, calls)
+    batcher = Batcher(pool, max_batch=16, max_wait_ms=20)
+    answers = await asyncio.gather(*(batcher.run(_work(probe, k), group=group, item=k) for k in range(6)))
+    await batcher.wait_idle()
+    assert answers == ["merged 0", "single 1", "merged 2", "single 3", "merged 4", "single 5"]
+    assert calls == [[0, 1, 2, 3, 4, 5]]  # one call for the whole batch
+    async with pool.acquire() as c:
+        rows = dict(await c.fetch(f"SELECT k, v FROM {probe} ORDER BY k"))
+    assert rows == {0: 1, 1: 2, 2: 1, 3: 2, 4: 1, 5: 2}
+
+
+async def test_a_failing_step_reruns_the_batch_isolated_without_merging(pool: asyncpg.Pool, probe: str) -> None:
+    calls: list[list[int]] = []
+    group = _group(probe, calls)
+    batcher = Batcher(pool, max_batch=16, max_wait_ms=20)
+    keys = [10, 11, 12, 1001]  # 1001 breaks the CHECK in its own work
+    results = await asyncio.gather(
+        *(batcher.run(_work(probe, k), group=group, item=k) for k in keys), return_exceptions=True
+    )
+    await batcher.wait_idle()
+    assert results[:3] == ["single 10", "single 11", "single 12"]  # the isolated re-run: every step alone
+    assert isinstance(results[3], asyncpg.CheckViolationError)
+    assert calls == [keys]  # merged once, in the first run only
+    async with pool.acquire() as c:
+        rows = dict(await c.fetch(f"SELECT k, v FROM {probe} ORDER BY k"))
+    assert rows == {10: 2, 11: 2, 12: 2}
+
+
+async def test_a_group_of_one_runs_the_step_alone(pool: asyncpg.Pool, probe: str) -> None:
+    calls: list[list[int]] = []
+    batcher = Batcher(pool, max_batch=16, max_wait_ms=0)
+    assert await batcher.run(_work(probe, 20), group=_group(probe, calls), item=20) == "single 20"
+    await batcher.wait_idle()
+    assert calls == []
+
+
+async def test_read_answers_at_once_on_a_kept_connection(pool: asyncpg.Pool) -> None:
+    batcher = Batcher(pool, max_batch=4, max_wait_ms=0, linger_ms=50)
+    first = await batcher.read(lambda c: c.fetchval("SELECT pg_backend_pid()"))
+    second = await batcher.read(lambda c: c.fetchval("SELECT pg_backend_pid()"))
+    assert first == second and batcher.kept == 1  # kept, not given back to the pool in between
+    await asyncio.sleep(0.2)
+    assert batcher.kept == 0  # given back after the linger
+    await batcher.wait_idle()
