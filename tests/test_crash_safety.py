@@ -78,7 +78,7 @@ async def _load(
         if dd18.result == 0:
             acknowledged.add(order_no)
     except (ConnectionClosed, OSError, TimeoutError, FlowFailed):
-        pass  # the server died under us: what happened is settled below
+        return  # the server died under us: what happened is settled by DD21 below
     finally:
         await client.close()
 
