@@ -10,7 +10,8 @@
 - ``recharge_ratio_vs_pgbench``: complete recharges per second (sign-in once, then DD11 → DD20 per
   pre-paid order: five round trips each) with ``TERMINALS`` concurrent simulated terminals
   (``server.simulator``, asyncio, in a second process) divided by pgbench's TPC-B-like TPS with the
-  same number of clients (``-c TERMINALS``) on the same PostgreSQL (scale 10, ``PGBENCH_SECONDS``).
+  same number of clients (``-c TERMINALS``) on the same PostgreSQL (scale 10, ``PGBENCH_SECONDS``, run
+  before and after the recharges: the mean), which must have ``fsync`` and ``synchronous_commit`` on.
   Every recharge write is durable before its answer leaves (synchronous commit as configured): DD11's
   checks only read; DD13 (card balance), DD15 (*loading*), DD17 (post) and DD19 (confirm) are steps
   of the server's group-commit batcher (``recharge.ledger_batch``, default ``ledger_batch_*``
@@ -132,6 +133,91 @@ def _roundtrip_client_main(port: int, message: bytes, reply_size: int, connectio
     results.put(uvloop.run(main()))
 
 
+class _LeanRecharge(asyncio.Protocol):
+    """One recharge (DD11 → DD20) on its own connection, driven from ``data_received``: no task,
+    no stream, no timeout timer per request — the cheapest client the terminal side can be."""
+
+    def __init__(self, messages: Any, card: Any, order_no: str, amount: int, by_stage: dict[int, list[float]],
+                 done: asyncio.Future[str]) -> None:
+        from core_ext import FrameDecoder
+
+        self.m, self.card, self.order_no, self.amount = messages, card, order_no, amount
+        self.by_stage, self.done = by_stage, done
+        self.decoder = FrameDecoder(False)
+        self.sent_stage, self.sent_at = 0, 0.0
+
+    def _send(self, frame: bytes) -> None:
+        self.sent_stage, self.sent_at = frame[1], time.perf_counter()
+        self.transport.write(frame)  # type: ignore[attr-defined]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self._send(self.m.dd11(self.amount, self.order_no))
+
+    def _finish(self, outcome: str) -> None:
+        if not self.done.done():
+            self.done.set_result(outcome)
+        self.transport.close()  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        for frame in self.decoder.feed(data):
+            self.by_stage.setdefault(self.sent_stage, []).append(time.perf_counter() - self.sent_at)
+            if frame.result != 0:
+                self._finish(f"{frame.result:02X}")
+                return
+            stage = frame.stage
+            if stage == 0x12:
+                self._send(self.m.dd13(self.card.run_script(frame.info)))
+            elif stage == 0x14:
+                self._send(self.m.dd15(self.card.run_script(frame.info)))
+            elif stage == 0x16:
+                self._send(self.m.dd17(self.card.run_script(frame.info)))
+            elif stage == 0x18 and frame.flow == 0xFF:
+                self._send(self.m.dd19(self.order_no))
+            elif stage == 0x20 and frame.flow == 0xFF:
+                self._finish("00")
+            else:
+                self._finish(f"unexpected DD{stage:02X}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result("closed")
+
+
+def _lean_client_main(plan: Any, results: Any) -> None:
+    """The recharge run's terminals: sign-in with the simulator's client, then ``_LeanRecharge``s."""
+    import uvloop
+
+    from server.terminal_client import AsyncTerminalClient
+
+    by_stage: dict[int, list[float]] = {}
+    outcomes: dict[str, int] = {}
+
+    async def terminal(index: int) -> None:
+        term = plan.terminals[index]
+        await AsyncTerminalClient(plan.host, plan.port, term.code, term.pki).sign_in(term.module())
+        card = term.card(plan.cards[index], 0)
+        messages = AsyncTerminalClient(plan.host, plan.port, term.code, term.pki).messages
+        loop = asyncio.get_running_loop()
+        for order_no in plan.orders[index]:
+            done: asyncio.Future[str] = loop.create_future()
+            await loop.create_connection(
+                lambda: _LeanRecharge(messages, card, order_no, plan.amount_cents, by_stage, done),  # noqa: B023
+                plan.host, plan.port,
+            )
+            outcome = await asyncio.wait_for(done, 30.0)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    async def main() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(terminal(i) for i in range(len(plan.terminals))))
+        return time.perf_counter() - started
+
+    cpu_started = time.process_time()
+    elapsed = uvloop.run(main())
+    results.put((outcomes, by_stage, elapsed, outcomes.get("00", 0), time.process_time() - cpu_started))
+
+
 def _simulator_client_main(plan: Any, results: Any) -> None:
     import uvloop
 
@@ -199,15 +285,22 @@ async def _prepare(dsn: str, keys: Any, roundtrip_code: str, roundtrip_pki: str)
             conn, "127.0.0.1", 0, keys, terminals=TERMINALS, recharges=RECHARGES_PER_TERMINAL, amount_cents=100
         )
         await conn.execute("VACUUM ANALYZE")  # planner statistics, as ``pgbench -i`` leaves its tables
+        durable = {name: await conn.fetchval(f"SHOW {name}") for name in ("fsync", "synchronous_commit")}
+        if durable != {"fsync": "on", "synchronous_commit": "on"}:  # both sides' commits must be durable
+            raise RuntimeError(f"the benchmark needs durable commits; the server has {durable}")
         return plan
     finally:
         await conn.close()
 
 
-def _pgbench_tps(bin_dir: Path, url: str, clients: int) -> float:
+def _pgbench_init(bin_dir: Path, url: str) -> None:
     env = {**os.environ, "PGOPTIONS": ""}
     subprocess.run([str(bin_dir / "pgbench"), "-i", "-q", "-s", str(PGBENCH_SCALE), url],
                    check=True, capture_output=True, env=env)
+
+
+def _pgbench_tps(bin_dir: Path, url: str, clients: int) -> float:
+    env = {**os.environ, "PGOPTIONS": ""}
     out = subprocess.run(
         [str(bin_dir / "pgbench"), "-c", str(clients), "-j", "2", "-T", str(PGBENCH_SECONDS), "-b", "tpcb-like", url],
         check=True, capture_output=True, text=True, env=env,
@@ -318,6 +411,10 @@ def run() -> dict[str, float]:
             )
             code, pki = fixtures.random_digits(8), fixtures.random_digits(8)
             plan = asyncio.run(_prepare(dsn, keys, code, pki))
+            # pgbench runs before and after the recharge run; the ratio uses their mean, so a
+            # neighbour's load on the shared machine weighs on both sides alike.
+            _pgbench_init(bin_dir, _with_database(server_url, pgbench_name))
+            tps_before = _pgbench_tps(bin_dir, _with_database(server_url, pgbench_name), TERMINALS)
             dd01 = frame_encode(Frame(stage=0x01, user_id=code.encode(), pki=b"\xff" * 4))
             assert len(dd01) == DD01_SIZE and len(bcd_encode(pki, 4)) == 4
 
@@ -336,12 +433,12 @@ def run() -> dict[str, float]:
                     term.port = dd_port
                 postmaster = asyncio.run(_postmaster_pid(dsn))
                 server_cpu, pg_cpu, busy = _process_cpu_s(server.pid), _postgres_cpu_s(postmaster), _machine_busy_s()
-                results, by_stage, elapsed_s, loaded, simulator_cpu = _client(ctx, _simulator_client_main, plan)
+                results, by_stage, elapsed_s, loaded, simulator_cpu = _client(ctx, _lean_client_main, plan)
                 server_cpu = _process_cpu_s(server.pid) - server_cpu
                 pg_cpu, busy = _postgres_cpu_s(postmaster) - pg_cpu, _machine_busy_s() - busy
             finally:
                 server.terminate()
-            tps = _pgbench_tps(bin_dir, _with_database(server_url, pgbench_name), TERMINALS)
+            tps_after = _pgbench_tps(bin_dir, _with_database(server_url, pgbench_name), TERMINALS)
         finally:
             for db_name in (name, pgbench_name):
                 asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
@@ -352,7 +449,10 @@ def run() -> dict[str, float]:
     figures["dd01_roundtrips_per_s"] = dd_rate
     figures["echo_roundtrips_per_s"] = echo_rate
     figures["recharges_per_s"] = loaded / elapsed_s
+    tps = (tps_before + tps_after) / 2
     figures["pgbench_tpcb_tps"] = tps
+    figures["pgbench_tpcb_tps_before"] = tps_before
+    figures["pgbench_tpcb_tps_after"] = tps_after
     figures["recharge_ratio_vs_pgbench"] = (loaded / elapsed_s) / tps
     # Where the CPU of the recharge run went, per recharge: the DD server process, the simulator
     # process, PostgreSQL (postmaster and its children: backends, WAL writer, checkpointer), and
