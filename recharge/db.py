@@ -81,9 +81,20 @@ def _json_loads(text: str) -> Any:
     return json.loads(text)
 
 
+async def _no_session_reset(conn: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's reset query (one round trip per request).
+
+    asyncpg still rolls back a transaction left open before calling this. The platform keeps
+    no session state on pool connections — no LISTEN, no session SETs (only SET LOCAL), no
+    advisory locks (migrations take theirs on a connection of their own) — so there is
+    nothing else to reset.
+    """
+
+
 async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
+        reset=_no_session_reset,
         min_size=min(settings.pool_min_size, settings.pool_max_size),
         max_size=settings.pool_max_size,
         init=init_connection,

@@ -117,3 +117,17 @@ def test_every_setting_is_documented_in_operations_guide() -> None:
     guide = (ROOT / "docs" / "OPERATIONS.md").read_text(encoding="utf-8")
     undocumented = [name for name in setting_names() if f"`{name}`" not in guide]
     assert undocumented == []
+
+
+async def test_pool_connection_released_mid_transaction_comes_back_clean(pool: asyncpg.Pool) -> None:
+    """The pool skips asyncpg's reset query (recharge.db), but a transaction left open is
+    still rolled back before the connection is reused."""
+    conn = await pool.acquire()
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("CREATE TEMP TABLE left_open (x int) ON COMMIT DROP")
+    await pool.release(conn)
+    for _ in range(pool.get_max_size()):
+        async with pool.acquire() as again:
+            assert not again.is_in_transaction()
+            assert await again.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
