@@ -13,7 +13,9 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -190,3 +192,14 @@ async def audited(pool: asyncpg.Pool) -> AsyncIterator[None]:
 def unique_digits(n: int) -> str:
     """n random decimal digits, for codes and numbers that must not collide between tests."""
     return "".join(secrets.choice("0123456789") for _ in range(n))
+
+
+@contextmanager
+def settings_changed(platform: Any, **changes: Any) -> Iterator[None]:
+    """Run a block with some settings of the running ``platform`` changed, then restore them."""
+    before = platform.ctx.settings
+    platform.ctx.settings = before.replace(**changes)
+    try:
+        yield
+    finally:
+        platform.ctx.settings = before

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -16,6 +16,7 @@ import pytest
 
 from recharge import kkt, kkt_reference
 from recharge.kkt_reference import MISSING, ReferenceCache
+from tests.conftest import settings_changed
 from tests.kkt_world import PASSWORD_MD5, World, make_world
 
 TOKEN = "test-admin-token"  # tests/conftest.py settings
@@ -24,16 +25,6 @@ TOKEN = "test-admin-token"  # tests/conftest.py settings
 @pytest.fixture
 async def world(platform: Any, pool: Any, test_keys: Any) -> World:
     return await make_world(pool, test_keys[0], platform.http_port)
-
-
-@contextmanager
-def settings_changed(platform: Any, **changes: Any) -> Iterator[None]:
-    before = platform.ctx.settings
-    platform.ctx.settings = before.replace(**changes)
-    try:
-        yield
-    finally:
-        platform.ctx.settings = before
 
 
 async def admin_put(world: World, path: str, body: dict[str, Any]) -> None:

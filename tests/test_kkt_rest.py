@@ -5,29 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from recharge import kkt, kkt_reference
+from tests.conftest import settings_changed
 from tests.kkt_world import PASSWORD_MD5, World, first_record, make_world, records
 
 
 @pytest.fixture
 async def world(platform: Any, pool: Any, test_keys: Any) -> World:
     return await make_world(pool, test_keys[0], platform.http_port)
-
-
-@contextmanager
-def settings_changed(platform: Any, **changes: Any) -> Iterator[None]:
-    before = platform.ctx.settings
-    platform.ctx.settings = before.replace(**changes)
-    try:
-        yield
-    finally:
-        platform.ctx.settings = before
 
 
 # --- successes (11) for every trade of the seed's table ----------------------------------

@@ -5,14 +5,13 @@ to have changed nothing (ledger balances, journal, serials, the card's row)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
 from recharge import sms
+from tests.conftest import settings_changed
 from tests.sms_world import SECRET, SmsWorld, make_sms_world, new_mobile, send_raw
 
 STANCE = re.compile(r"流水([0-9]{8})")
@@ -21,16 +20,6 @@ STANCE = re.compile(r"流水([0-9]{8})")
 @pytest.fixture
 async def w(platform: Any, pool: Any, test_keys: Any) -> SmsWorld:
     return await make_sms_world(pool, test_keys[0], platform.http_port)
-
-
-@contextmanager
-def settings_changed(platform: Any, **changes: Any) -> Iterator[None]:
-    before = platform.ctx.settings
-    platform.ctx.settings = before.replace(**changes)
-    try:
-        yield
-    finally:
-        platform.ctx.settings = before
 
 
 def code_of(command: str, form: str) -> str:
