@@ -223,17 +223,6 @@ def _lean_client_main(plan: Any, results: Any) -> None:
     results.put((outcomes, by_stage, elapsed, outcomes.get("00", 0), time.process_time() - cpu_started))
 
 
-def _simulator_client_main(plan: Any, results: Any) -> None:
-    import uvloop
-
-    from server import simulator
-
-    cpu_started = time.process_time()
-    report = uvloop.run(simulator.run(plan))
-    results.put((dict(report.results), report.timings.by_stage, report.elapsed_s, report.recharges_ok,
-                 time.process_time() - cpu_started))
-
-
 # --- database ------------------------------------------------------------------------------------
 
 

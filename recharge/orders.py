@@ -404,18 +404,16 @@ _LOAD_FIELD_TYPES = {
 }
 
 
-async def mark_loading_many(
-    conn: asyncpg.Connection, items: Sequence[tuple[str, dict[str, Any]]]
-) -> dict[str, Order]:
+async def mark_loading_many(conn: asyncpg.Connection, items: Sequence[tuple[str, dict[str, Any]]]) -> set[str]:
     """``mark_loading_in_transaction`` for several orders in one statement (a DD batch's DD15s).
 
     ``items``: (order number, load fields incl. ``load_random``), every item naming the same
-    fields, each order once. Returns the orders marked *loading* now; the others are left
+    fields, each order once. Returns the numbers of the orders marked *loading* now; the others are left
     untouched (not loadable, unknown, reservation gone: ask ``mark_loading_in_transaction``
     for the precise refusal). Orders are locked in number order. Inside the caller's transaction.
     """
     if not items:
-        return {}
+        return set()
     names = sorted(items[0][1])
     if any(sorted(f) != names for _, f in items) or set(names) - set(_LOAD_FIELD_TYPES):
         raise TypeError("every item must name the same known load fields")
@@ -433,10 +431,10 @@ async def mark_loading_many(
         "   AND kind = 'pending' AND status = 'pending' RETURNING id)"
         f" UPDATE orders SET loading = true, loading_since = now(), updated_at = now(){sets} FROM v"
         " WHERE orders.order_no = v.order_no AND orders.pay_transfer_id IN (SELECT id FROM held)"
-        f" RETURNING {_QUALIFIED_COLUMNS}",
+        " RETURNING orders.order_no",
         *arrays,
     )
-    return {row["order_no"]: Order.from_row(row) for row in rows}
+    return {row["order_no"] for row in rows}
 
 
 async def mark_loaded_in_transaction(

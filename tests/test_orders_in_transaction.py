@@ -133,8 +133,10 @@ async def test_many_orders_load_post_and_confirm_in_one_statement_each(conn: asy
     async with conn.transaction(), _Counter(conn) as loading_count:
         loading = await orders.mark_loading_many(conn, [(o.order_no, fields) for o in [*made, unpaid]])
     assert len(loading_count.seen) == 1
-    assert set(loading) == {o.order_no for o in made}  # the unpaid one untouched
-    assert all(o.loading and o.load_time == "010203" for o in loading.values())
+    assert loading == {o.order_no for o in made}  # the unpaid one untouched
+    for o in made:
+        now_loading = await orders.get_order(conn, o.order_no)
+        assert now_loading is not None and now_loading.loading and now_loading.load_time == "010203"
     for o in made:
         pay = await ledger.get_transfer(conn, orders.pay_transfer_id(o.order_no))
         assert pay is not None and pay.timeout_at is None
