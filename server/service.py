@@ -94,8 +94,10 @@ class DDService:
             protocol.close()
         if running:
             await asyncio.wait(running, timeout=_STEP_FINISH_S)
+        # Batched steps finish and commit; kept connections go back to the pool before it closes.
+        await asyncio.gather(self.dd.batcher.wait_idle(), self.dd.fund_batcher.wait_idle())
         try:
             await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
         except TimeoutError:
-            pass
+            log.warning("DD listener did not close within 1 s")
         self._server = None
