@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_dd import _admin, _client, _pgbench_tps, _postgres, _start, _with_database
+from bench.bench_dd import _admin, _client, _pgbench_init, _pgbench_tps, _postgres, _start, _with_database
 
 CONCURRENCY = 16
 CARDS_PER_CLIENT = 100  # trades rotate over them: each stays under the daily count (67)
@@ -188,7 +188,9 @@ def run() -> dict[str, float]:
                 consume_rate, consume_bad = _client(ctx, _client_main, port, "consume", clients, SECONDS)
             finally:
                 server.terminate()
-            tps = _pgbench_tps(bin_dir, _with_database(server_url, pgbench_name), CONCURRENCY)
+            pgbench_url = _with_database(server_url, pgbench_name)
+            _pgbench_init(bin_dir, pgbench_url)
+            tps = _pgbench_tps(bin_dir, pgbench_url, CONCURRENCY)
         finally:
             for db_name in (name, pgbench_name):
                 asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
