@@ -54,7 +54,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Busy:
         status = 503
         metrics.BUSY_ANSWERS.labels("http").inc()
-        return web.json_response({"status": 0, "errmsg": "system busy"}, status=503)
+        # Routes with their own reply format (order API, SMS) answer busy themselves; this is
+        # the plain fallback for the rest (KaKaTong REST/SOAP, admin): nothing was done.
+        return web.Response(status=503, text="system busy, retry later\n", headers={"Retry-After": "1"})
     finally:
         metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
         metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)

@@ -29,6 +29,7 @@ from http_api.app import platform_of
 from http_api.order_envelope import open_envelope
 from recharge import metrics, order_platforms, orders
 from recharge.config import Settings
+from recharge.context import Busy
 from recharge.order_platforms import OrderPlatform
 from recharge.orders import OrderError, OrderErrorCode
 
@@ -233,6 +234,14 @@ async def _serve(request: web.Request, endpoint: str, work: Work) -> web.Respons
     except Refused as exc:
         outcome = exc.outcome
         answer = reply_body(0, exc.errmsg, None)
+    except Busy:
+        # Saturated (pool exhausted): refused at once in the API's own signed reply format,
+        # with 503 so that retrying clients and load balancers see it too. Nothing was done.
+        outcome = "busy"
+        metrics.BUSY_ANSWERS.labels("http").inc()
+        answer = reply_body(0, "system busy, retry later", None)
+        metrics.ORDER_API_REQUESTS.labels(endpoint, outcome).inc()
+        return web.json_response(answer, status=503, dumps=lambda v: json.dumps(v, ensure_ascii=False))
     except asyncpg.PostgresError as exc:
         outcome = "error"
         log.error("order API %s failed: %s", endpoint, type(exc).__name__)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import urllib.parse
 from typing import Any
 
+import aiohttp
 import pytest
 
 from recharge import kkt, kkt_reference
@@ -574,3 +576,22 @@ def test_every_code_has_a_chinese_and_an_english_text() -> None:
         assert zh and en
     assert kkt.text("40", True, IDNUM="13611935449") == "绑定成功:被绑定手机/身份证号码：13611935449！"
     assert kkt.text("99", True) == "非法操作！"
+
+
+async def test_saturated_pool_answers_503_with_retry_after_and_moves_nothing(world: World, platform: Any) -> None:
+    card = await world.new_card(balance=5_000)
+    pool = platform.ctx.pool
+    held = [await pool.acquire() for _ in range(pool.get_max_size())]
+    query = urllib.parse.urlencode({
+        "method": "cTRequest", "LICENSEKEY": world.license_key, "POSCODE": world.terminal, "CARDPWD": PASSWORD_MD5,
+        "TRADETYPE": "1101", "TRADEMODE": "0", "CARDNO": card, "AMOUNT": "100",
+    })
+    try:
+        with settings_changed(platform, pool_acquire_timeout_s=0.05):
+            async with aiohttp.ClientSession() as session, session.get(f"{world.base}/s/get?{query}") as resp:
+                status, retry_after = resp.status, resp.headers.get("Retry-After")
+    finally:
+        for conn in held:
+            await pool.release(conn)
+    assert status == 503 and retry_after == "1"
+    assert (await world.balance(card))[0] == 5_000

@@ -643,3 +643,25 @@ async def test_mac_covers_the_fields_in_wire_order_when_data_is_not_last(
     await refused(http, conn, api, "CreateAutoLoadOrder", {**reordered, "mac": canonical_mac}, "mac does not match")
     reply = await post(http, "CreateAutoLoadOrder", {**reordered, "mac": wire_mac(reordered)})
     assert reply["status"] == 1 and orders.is_order_no(open_reply(reply)["order"])
+
+
+async def test_saturated_pool_is_answered_busy_in_the_reply_format_and_nothing_changes(
+    http: aiohttp.ClientSession, conn: asyncpg.Connection, api: ApiPlatform, platform: Any
+) -> None:
+    from tests.conftest import settings_changed
+
+    before = await snapshot(conn, api)
+    pool = platform.ctx.pool
+    held = [await pool.acquire() for _ in range(pool.get_max_size())]
+    try:
+        with settings_changed(platform, pool_acquire_timeout_s=0.05):
+            raw = json.dumps(create_body(api, new_card(), 1_000))
+            async with http.post("/CreateAutoLoadOrder", data=raw, headers={"Content-Type": "application/json"}) as resp:
+                status, reply = resp.status, await resp.json()
+    finally:
+        for held_conn in held:
+            await pool.release(held_conn)
+    assert status == 503
+    assert reply["status"] == 0 and "busy" in reply["errmsg"]
+    open_reply(reply)  # a client can verify the busy answer like any refusal
+    assert await snapshot(conn, api) == before
