@@ -32,7 +32,10 @@ class Settings:
     # --- database pool
     pool_min_size: int = 2
     pool_max_size: int = 20
-    pool_acquire_timeout_s: float = 2.0  # waiting longer than this answers busy (0xDD / 503)
+    # Waiting longer than this for a connection answers busy (0xDD / 503). Long enough to ride
+    # out a commit stall of a second or two (a checkpoint's fsync), short enough that a
+    # terminal (which waits ~10 s) gets a clear answer instead of a timeout.
+    pool_acquire_timeout_s: float = 5.0
     statement_timeout_ms: int = 10_000
     # --- DD server limits
     dd_idle_timeout_s: float = 30.0
