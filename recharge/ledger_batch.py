@@ -107,9 +107,15 @@ class Batcher:
         pipeline: int = 2,
         max_retries: int = 10,
         linger_ms: float = 0.0,
+        max_kept: int | None = None,
     ) -> None:
         if max_batch < 1 or queue_depth < 1 or pipeline < 1 or max_wait_ms < 0 or max_retries < 0 or linger_ms < 0:
             raise ValueError("ledger batch limits must be positive")
+        # Idle connections kept for reuse are bounded: a burst of concurrent reads must not
+        # leave a busy batcher holding the pool (another lane would starve and answer busy).
+        self.max_kept = pipeline + 1 if max_kept is None else max_kept
+        if self.max_kept < 0:
+            raise ValueError("max_kept must not be negative")
         self._acquire: Acquire = acquire.acquire if isinstance(acquire, asyncpg.Pool) else acquire
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
@@ -263,7 +269,10 @@ class Batcher:
         self, holder: AbstractAsyncContextManager[asyncpg.Connection], conn: asyncpg.Connection, *, clean: bool
     ) -> None:
         busy = bool(self._queue) or (self._runner is not None and not self._runner.done()) or self._reading > 0
-        if clean and (busy or self.linger_s > 0) and not conn.is_closed() and not conn.is_in_transaction():
+        if (
+            clean and (busy or self.linger_s > 0) and len(self._spare) < self.max_kept
+            and not conn.is_closed() and not conn.is_in_transaction()
+        ):
             self._spare.append((holder, conn))
             self._last_use = asyncio.get_running_loop().time()
         else:

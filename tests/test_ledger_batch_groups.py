@@ -91,3 +91,22 @@ async def test_read_answers_at_once_on_a_kept_connection(pool: asyncpg.Pool) -> 
     await asyncio.sleep(0.2)
     assert batcher.kept == 0  # given back after the linger
     await batcher.wait_idle()
+
+
+async def test_a_burst_of_reads_keeps_at_most_max_kept_connections(pool: asyncpg.Pool) -> None:
+    """Concurrent reads each take a connection; only ``max_kept`` stay with the batcher, the
+    rest go back to the pool at once (a hoarding lane would starve the other one)."""
+    batcher = Batcher(pool, max_batch=8, max_wait_ms=1.0, linger_ms=10_000, max_kept=2)
+    gate = asyncio.Event()
+
+    async def slow_read(conn: asyncpg.Connection) -> int:
+        await gate.wait()
+        return int(await conn.fetchval("SELECT 1"))
+
+    reads = [asyncio.create_task(batcher.read(slow_read)) for _ in range(6)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await asyncio.gather(*reads) == [1] * 6
+    assert batcher.kept == 2
+    await batcher.wait_idle()
+    assert batcher.kept == 0
