@@ -117,8 +117,10 @@ async def test_expired_pending_cannot_post_and_sweeper_voids_it(pool: asyncpg.Po
     fund, card = await _funded_pair(conn, 3_000)
     pid = _tid()
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    await _transfer(conn, id=pid, debit_account_id=fund, credit_account_id=card, amount=3_000, pending=True, timeout_at=past)
+    # One transaction: a running platform's sweeper cannot void it between the two steps.
     async with conn.transaction():
+        await _transfer(conn, id=pid, debit_account_id=fund, credit_account_id=card, amount=3_000, pending=True,
+                        timeout_at=past)
         late_post = await ledger.post_pending(conn, id=pid + ":post", pending_id=pid)
     assert late_post.result is Result.PENDING_EXPIRED
     while await sweep_once(pool):
@@ -132,8 +134,9 @@ async def test_held_pending_transfer_is_never_swept(pool: asyncpg.Pool, conn: as
     fund, card = await _funded_pair(conn, 3_000)
     pid = _tid()
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    await _transfer(conn, id=pid, debit_account_id=fund, credit_account_id=card, amount=1_000, pending=True, timeout_at=past)
-    async with conn.transaction():
+    async with conn.transaction():  # one transaction: no sweeper sees it before the hold
+        await _transfer(conn, id=pid, debit_account_id=fund, credit_account_id=card, amount=1_000, pending=True,
+                        timeout_at=past)
         assert await ledger.hold_pending(conn, pid)
     while await sweep_once(pool):
         pass

@@ -73,8 +73,8 @@ async def test_post_at_once_repeats_and_refusals_match_post_pending(conn: asyncp
 
 async def test_post_at_once_refuses_an_expired_reservation_and_a_used_id(conn: asyncpg.Connection) -> None:
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    expired_pid, _, card = await _pending(conn, 400, timeout_at=past)
-    async with conn.transaction():
+    async with conn.transaction():  # one transaction: a running platform's sweeper cannot void it first
+        expired_pid, _, card = await _pending(conn, 400, timeout_at=past)
         late = await ledger.post_pending_at_once(conn, id=expired_pid + ":post", pending_id=expired_pid)
     assert late.result is Result.PENDING_EXPIRED
     assert (await ledger.get_balance(conn, card)).posted == 0

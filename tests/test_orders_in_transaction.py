@@ -107,11 +107,11 @@ async def test_loaded_of_an_unpaid_order_is_refused_and_a_failed_post_raises(con
 
     _, expiring = await _paid(conn)
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)  # its reservation timed out, not yet swept
-    await conn.execute(
-        "UPDATE transfers SET timeout_at = $2 WHERE id = $1", orders.pay_transfer_id(expiring.order_no), past
-    )
     with pytest.raises(ledger.LedgerError):  # the reservation expired: the caller's transaction rolls back
-        async with conn.transaction():
+        async with conn.transaction():  # (the expiry inside it too: no running sweeper sees it)
+            await conn.execute(
+                "UPDATE transfers SET timeout_at = $2 WHERE id = $1", orders.pay_transfer_id(expiring.order_no), past
+            )
             await orders.mark_loaded_in_transaction(conn, expiring.order_no)
     after = await orders.get_order(conn, expiring.order_no)
     assert after is not None and after.state == orders.PAID
@@ -168,10 +168,9 @@ async def test_many_loads_with_a_reservation_gone_raise_for_a_rollback(conn: asy
     _, order = await _paid(conn)
     async with conn.transaction():
         await orders.mark_loading_in_transaction(conn, order.order_no, load_random="00000000")
-    await conn.execute(  # corrupt on purpose: the reservation vanished while the order is loading
-        "UPDATE transfers SET timeout_at = now() - interval '1 second' WHERE id = $1",
-        orders.pay_transfer_id(order.order_no),
-    )
+    async with conn.transaction():  # on purpose: the reservation is released while the order is loading
+        pay_id = orders.pay_transfer_id(order.order_no)
+        (await ledger.void_pending(conn, id=f"{pay_id}:test-void", pending_id=pay_id)).check(pay_id)
     with pytest.raises(ledger.LedgerError):
         async with conn.transaction():
             await orders.mark_loaded_many(conn, [(order.order_no, 1, None)])
