@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 import asyncpg
+from prometheus_client import Histogram
 
 from recharge import metrics
 from recharge.config import Settings
@@ -49,13 +50,14 @@ def export_settings(settings: Settings) -> None:
     metrics.ORDER_EXPIRY_SECONDS.set(settings.order_expiry_s)
 
 
-async def measure_loop_lag(interval_s: float) -> float:
-    """Sleep ``interval_s`` and return how much later than asked the loop woke us (≥ 0)."""
+async def measure_loop_lag(interval_s: float, histogram: Histogram | None = None) -> float:
+    """Sleep ``interval_s``, record how much later than asked the loop woke us (≥ 0) in
+    ``histogram`` (default ``recharge_event_loop_lag_seconds``) and return it."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     await asyncio.sleep(interval_s)
     lag = max(0.0, loop.time() - started - interval_s)
-    metrics.EVENT_LOOP_LAG.observe(lag)
+    (histogram or metrics.EVENT_LOOP_LAG).observe(lag)
     return lag
 
 

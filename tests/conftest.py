@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -203,3 +203,16 @@ def settings_changed(platform: Any, **changes: Any) -> Iterator[None]:
         yield
     finally:
         platform.ctx.settings = before
+
+
+async def sweep_until(pool: asyncpg.Pool, done: Callable[[], Awaitable[bool]], *, timeout_s: float = 5.0) -> None:
+    """Run the sweeper until ``done()``: a running platform's own sweeper may hold a row
+    (SKIP LOCKED) and commit the same void itself a moment later."""
+    from recharge.sweeper import sweep_once
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        await sweep_once(pool)
+        if await done() or asyncio.get_running_loop().time() > deadline:
+            return
+        await asyncio.sleep(0.05)

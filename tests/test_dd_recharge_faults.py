@@ -20,6 +20,7 @@ from recharge import ledger, orders, sweeper
 from server import fixtures
 from server.fixtures import SimTerminal
 from server.terminal_client import FlowFailed
+from tests.conftest import sweep_until
 
 pytestmark = pytest.mark.usefixtures("audited")
 
@@ -164,8 +165,11 @@ async def test_connection_dropped_after_dd16_then_dd21_back_to_paid_and_expiry_v
     await conn.execute("UPDATE orders SET expires_at = now() - interval '1 second' WHERE order_no = $1", order_no)
     await conn.execute("UPDATE transfers SET timeout_at = now() - interval '1 second' WHERE id = $1",
                        order.pay_transfer_id)
-    while await sweeper.sweep_once(pool):
-        pass
+
+    async def voided() -> bool:
+        return (await get(conn, order_no)).state == orders.VOIDED
+
+    await sweep_until(pool, voided)
     order = await get(conn, order_no)
     assert order.state == orders.VOIDED
     assert (await transfer_status(conn, order))[0] == "voided"

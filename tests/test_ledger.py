@@ -16,7 +16,7 @@ from recharge.demo import ensure_merchant, external_account, fund_recharge_fund
 from recharge.ledger import AccountKind, Result
 from recharge.sweeper import sweep_once
 from server.fixtures import fresh_merchant_code
-from tests.conftest import unique_digits
+from tests.conftest import sweep_until, unique_digits
 
 pytestmark = pytest.mark.usefixtures("audited")
 
@@ -123,8 +123,12 @@ async def test_expired_pending_cannot_post_and_sweeper_voids_it(pool: asyncpg.Po
                         timeout_at=past)
         late_post = await ledger.post_pending(conn, id=pid + ":post", pending_id=pid)
     assert late_post.result is Result.PENDING_EXPIRED
-    while await sweep_once(pool):
-        pass
+
+    async def voided() -> bool:
+        found = await ledger.get_transfer(conn, pid)
+        return found is not None and found.status == "voided"
+
+    await sweep_until(pool, voided)
     transfer = await ledger.get_transfer(conn, pid)
     assert transfer is not None and transfer.status == "voided"
     assert (await ledger.get_balance(conn, fund)).available == 3_000

@@ -41,16 +41,13 @@ def sample(name: str, **labels: str) -> float:
 # --- event-loop lag
 
 
-async def test_loop_lag_probe_measures_how_long_a_blocking_call_held_the_loop(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_loop_lag_probe_measures_how_long_a_blocking_call_held_the_loop() -> None:
     # A histogram of its own: a running platform's monitor observes the shared one too.
     registry = CollectorRegistry()
     private = Histogram("probe_lag_seconds", "test", buckets=metrics.LATENCY_BUCKETS_S, registry=registry)
-    monkeypatch.setattr(metrics, "EVENT_LOOP_LAG", private)
     loop = asyncio.get_running_loop()
     loop.call_later(0.002, time.sleep, 0.08)  # blocks the loop for 80 ms while the probe sleeps 10 ms
-    lag = await observability.measure_loop_lag(0.01)
+    lag = await observability.measure_loop_lag(0.01, private)
     assert 0.06 <= lag < 2.0
     assert registry.get_sample_value("probe_lag_seconds_count") == 1
     assert registry.get_sample_value("probe_lag_seconds_sum") == pytest.approx(lag)

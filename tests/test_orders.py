@@ -134,10 +134,16 @@ async def test_expired_order_is_voided_by_the_sweeper(
     )).order
     assert order.expires_at is not None and order.expires_at > past
     await conn.execute("SELECT pg_sleep(0.4)")
-    while await sweeper.sweep_once(pool):
-        pass
-    expired = await orders.get_order(conn, order.order_no)
-    assert expired is not None and expired.state == orders.VOIDED
+    # Sweep until it is voided: a running platform's sweeper may hold the row (SKIP LOCKED)
+    # and commit the void itself a moment later.
+    for _ in range(50):
+        await sweeper.sweep_once(pool)
+        expired = await orders.get_order(conn, order.order_no)
+        assert expired is not None
+        if expired.state == orders.VOIDED:
+            break
+        await conn.execute("SELECT pg_sleep(0.05)")
+    assert expired.state == orders.VOIDED
     transfer = await ledger.get_transfer(conn, orders.pay_transfer_id(order.order_no))
     assert transfer is not None and transfer.status == "voided"
     assert (await fund_balance(conn, merchant)).available == 1_000
