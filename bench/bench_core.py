@@ -103,7 +103,8 @@ def _ratio(slow: Callable[[], None], fast: Callable[[], None], loops: int, repea
 
     Alternating, and keeping each side's fastest run, cancels most of the noise of a shared machine.
     """
-    slow(), fast()  # warm caches and lazily built tables on both sides
+    slow()  # warm caches and lazily built tables on both sides
+    fast()
     best_slow = best_fast = float("inf")
     for _ in range(repeats):
         best_slow = min(best_slow, _seconds(slow, loops))

@@ -45,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -254,6 +255,40 @@ def _postgres() -> Iterator[tuple[str, Path]]:
         embedded.cleanup()
 
 
+@dataclass
+class BenchWorld:
+    """What every database benchmark needs: a scratch database for the platform, another for
+    pgbench on the same server, a data folder and demo master keys in a key file."""
+
+    server_url: str
+    bin_dir: Path
+    dsn: str
+    pgbench_url: str
+    data_dir: Path
+    key_file: Path
+    keys: Any
+
+
+@contextmanager
+def bench_world(prefix: str) -> Iterator[BenchWorld]:
+    """Create the two databases (dropped afterwards) and the keys; yield them."""
+    from recharge.keys import MasterKeys, write_keys
+
+    with _postgres() as (server_url, bin_dir), tempfile.TemporaryDirectory() as tmp:
+        name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+        names = (name, name + "_pgbench")
+        for db_name in names:
+            asyncio.run(_admin(server_url, f'CREATE DATABASE "{db_name}"'))
+        try:
+            keys = MasterKeys.generate(demo=True)
+            write_keys(Path(tmp) / "keys.json", keys)
+            yield BenchWorld(server_url, bin_dir, _with_database(server_url, names[0]),
+                             _with_database(server_url, names[1]), Path(tmp), Path(tmp) / "keys.json", keys)
+        finally:
+            for db_name in names:
+                asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+
+
 async def _admin(url: str, sql: str) -> None:
     import asyncpg
 
@@ -384,58 +419,47 @@ def _pct_ms(values: list[float], q: int) -> float:
 def run() -> dict[str, float]:
     from core_ext import Frame, bcd_encode, frame_encode
     from recharge.config import load_settings
-    from recharge.keys import MasterKeys, write_keys
     from server import fixtures
 
     ctx = mp.get_context("spawn")
     figures: dict[str, float] = {}
-    with _postgres() as (server_url, bin_dir), tempfile.TemporaryDirectory() as tmp:
-        name = f"recharge_bench_{os.getpid()}_{secrets.token_hex(3)}"
-        pgbench_name = name + "_pgbench"
-        for db_name in (name, pgbench_name):
-            asyncio.run(_admin(server_url, f'CREATE DATABASE "{db_name}"'))
-        try:
-            dsn = _with_database(server_url, name)
-            keys = MasterKeys.generate(demo=True)
-            write_keys(Path(tmp) / "keys.json", keys)
-            settings = load_settings(None).replace(
-                database_url=dsn, data_dir=Path(tmp), key_file=Path(tmp) / "keys.json", dd_host="127.0.0.1",
-                dd_port=0, dd_terminal_cache_ttl_s=3600.0, dd_max_connections=4 * ROUNDTRIP_CONNECTIONS,
-                pool_min_size=TERMINALS, pool_max_size=TERMINALS + 4,
-            )
-            code, pki = fixtures.random_digits(8), fixtures.random_digits(8)
-            plan = asyncio.run(_prepare(dsn, keys, code, pki))
-            # pgbench runs before and after the recharge run; the ratio uses their mean, so a
-            # neighbour's load on the shared machine weighs on both sides alike.
-            _pgbench_init(bin_dir, _with_database(server_url, pgbench_name))
-            tps_before = _pgbench_tps(bin_dir, _with_database(server_url, pgbench_name), TERMINALS)
-            dd01 = frame_encode(Frame(stage=0x01, user_id=code.encode(), pki=b"\xff" * 4))
-            assert len(dd01) == DD01_SIZE and len(bcd_encode(pki, 4)) == 4
+    with bench_world("recharge_bench") as world:
+        dsn, keys, bin_dir = world.dsn, world.keys, world.bin_dir
+        settings = load_settings(None).replace(
+            database_url=dsn, data_dir=world.data_dir, key_file=world.key_file, dd_host="127.0.0.1",
+            dd_port=0, dd_terminal_cache_ttl_s=3600.0, dd_max_connections=4 * ROUNDTRIP_CONNECTIONS,
+            pool_min_size=TERMINALS, pool_max_size=TERMINALS + 4,
+        )
+        code, pki = fixtures.random_digits(8), fixtures.random_digits(8)
+        plan = asyncio.run(_prepare(dsn, keys, code, pki))
+        # pgbench runs before and after the recharge run; the ratio uses their mean, so a
+        # neighbour's load on the shared machine weighs on both sides alike.
+        _pgbench_init(bin_dir, world.pgbench_url)
+        tps_before = _pgbench_tps(bin_dir, world.pgbench_url, TERMINALS)
+        dd01 = frame_encode(Frame(stage=0x01, user_id=code.encode(), pki=b"\xff" * 4))
+        assert len(dd01) == DD01_SIZE and len(bcd_encode(pki, 4)) == 4
 
-            echo, echo_port = _start(ctx, _echo_server_main)
-            try:
-                echo_rate, _ = _client(ctx, _roundtrip_client_main, echo_port, dd01, DD02_SIZE,
-                                       ROUNDTRIP_CONNECTIONS, ROUNDTRIP_SECONDS)
-            finally:
-                echo.terminate()
-            server, dd_port = _start(ctx, _dd_server_main, settings, dsn)
-            try:
-                dd_rate, dd01_latencies = _client(ctx, _roundtrip_client_main, dd_port, dd01, DD02_SIZE,
-                                                  ROUNDTRIP_CONNECTIONS, ROUNDTRIP_SECONDS)
-                plan.port = dd_port
-                for term in plan.terminals:
-                    term.port = dd_port
-                postmaster = asyncio.run(_postmaster_pid(dsn))
-                server_cpu, pg_cpu, busy = _process_cpu_s(server.pid), _postgres_cpu_s(postmaster), _machine_busy_s()
-                results, by_stage, elapsed_s, loaded, simulator_cpu = _client(ctx, _lean_client_main, plan)
-                server_cpu = _process_cpu_s(server.pid) - server_cpu
-                pg_cpu, busy = _postgres_cpu_s(postmaster) - pg_cpu, _machine_busy_s() - busy
-            finally:
-                server.terminate()
-            tps_after = _pgbench_tps(bin_dir, _with_database(server_url, pgbench_name), TERMINALS)
+        echo, echo_port = _start(ctx, _echo_server_main)
+        try:
+            echo_rate, _ = _client(ctx, _roundtrip_client_main, echo_port, dd01, DD02_SIZE,
+                                   ROUNDTRIP_CONNECTIONS, ROUNDTRIP_SECONDS)
         finally:
-            for db_name in (name, pgbench_name):
-                asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+            echo.terminate()
+        server, dd_port = _start(ctx, _dd_server_main, settings, dsn)
+        try:
+            dd_rate, dd01_latencies = _client(ctx, _roundtrip_client_main, dd_port, dd01, DD02_SIZE,
+                                              ROUNDTRIP_CONNECTIONS, ROUNDTRIP_SECONDS)
+            plan.port = dd_port
+            for term in plan.terminals:
+                term.port = dd_port
+            postmaster = asyncio.run(_postmaster_pid(dsn))
+            server_cpu, pg_cpu, busy = _process_cpu_s(server.pid), _postgres_cpu_s(postmaster), _machine_busy_s()
+            results, by_stage, elapsed_s, loaded, simulator_cpu = _client(ctx, _lean_client_main, plan)
+            server_cpu = _process_cpu_s(server.pid) - server_cpu
+            pg_cpu, busy = _postgres_cpu_s(postmaster) - pg_cpu, _machine_busy_s() - busy
+        finally:
+            server.terminate()
+        tps_after = _pgbench_tps(bin_dir, world.pgbench_url, TERMINALS)
 
     if set(results) != {"00"}:
         raise RuntimeError(f"recharges failed during the benchmark: {results}")

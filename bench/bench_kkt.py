@@ -28,14 +28,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import multiprocessing as mp
-import os
 import secrets
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from bench.bench_dd import _admin, _client, _pgbench_init, _pgbench_tps, _postgres, _start, _with_database
+from bench.bench_dd import _client, _pgbench_init, _pgbench_tps, _start, bench_world
 
 CONCURRENCY = 16
 CARDS_PER_CLIENT = 100  # trades rotate over them: each stays under the daily count (67)
@@ -163,37 +160,25 @@ async def _prepare(dsn: str, keys: Any) -> list[dict[str, str]]:
 
 def run() -> dict[str, float]:
     from recharge.config import load_settings
-    from recharge.keys import MasterKeys, write_keys
 
     ctx = mp.get_context("spawn")
-    with _postgres() as (server_url, bin_dir), tempfile.TemporaryDirectory() as tmp:
-        name = f"recharge_bench_kkt_{os.getpid()}_{secrets.token_hex(3)}"
-        pgbench_name = name + "_pgbench"
-        for db_name in (name, pgbench_name):
-            asyncio.run(_admin(server_url, f'CREATE DATABASE "{db_name}"'))
+    with bench_world("recharge_bench_kkt") as world:
+        dsn, keys = world.dsn, world.keys
+        settings = load_settings(None).replace(
+            database_url=dsn, data_dir=world.data_dir, key_file=world.key_file,
+            pool_min_size=CONCURRENCY, pool_max_size=CONCURRENCY + 4,
+            kkt_per_txn_limit_cents=10**9,
+        )
+        clients = asyncio.run(_prepare(dsn, keys))
+        server, port = _start(ctx, _server_main, settings, dsn)
         try:
-            dsn = _with_database(server_url, name)
-            keys = MasterKeys.generate(demo=True)
-            write_keys(Path(tmp) / "keys.json", keys)
-            settings = load_settings(None).replace(
-                database_url=dsn, data_dir=Path(tmp), key_file=Path(tmp) / "keys.json",
-                pool_min_size=CONCURRENCY, pool_max_size=CONCURRENCY + 4,
-                kkt_per_txn_limit_cents=10**9,
-            )
-            clients = asyncio.run(_prepare(dsn, keys))
-            server, port = _start(ctx, _server_main, settings, dsn)
-            try:
-                hello_rate, _ = _client(ctx, _client_main, port, "hello", clients, SECONDS)
-                query_rate, query_bad = _client(ctx, _client_main, port, "query", clients, SECONDS)
-                consume_rate, consume_bad = _client(ctx, _client_main, port, "consume", clients, SECONDS)
-            finally:
-                server.terminate()
-            pgbench_url = _with_database(server_url, pgbench_name)
-            _pgbench_init(bin_dir, pgbench_url)
-            tps = _pgbench_tps(bin_dir, pgbench_url, CONCURRENCY)
+            hello_rate, _ = _client(ctx, _client_main, port, "hello", clients, SECONDS)
+            query_rate, query_bad = _client(ctx, _client_main, port, "query", clients, SECONDS)
+            consume_rate, consume_bad = _client(ctx, _client_main, port, "consume", clients, SECONDS)
         finally:
-            for db_name in (name, pgbench_name):
-                asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+            server.terminate()
+        _pgbench_init(world.bin_dir, world.pgbench_url)
+        tps = _pgbench_tps(world.bin_dir, world.pgbench_url, CONCURRENCY)
     if query_bad or consume_bad:
         raise RuntimeError(f"trades refused during the benchmark: queries {query_bad}, consumes {consume_bad}")
     return {
