@@ -115,8 +115,10 @@ class FlowState:
     sk: bytes = field(default=b"", repr=False)
     order: Order | None = None
     pay_at_card: bool = False  # an unpaid order naming no card is paid once the card is read
+    order_card_kind: str | None = None  # DD11: the kind of the card the order names (None: unknown)
     card_no: str = ""
     balance_before: int = 0
+    balance_unrecorded: bool = False  # DD13 left the card's reported balance for DD15's step to record
     online_serial: int = 0
     load_date: bytes = b""
     load_time: bytes = b""
@@ -373,9 +375,17 @@ async def _dd13_all(conn: asyncpg.Connection, items: list[tuple[str, int, Order]
     return [items[i][2] if i in firsts and items[i][0] in done else SINGLY for i in range(len(items))]
 
 
-async def _dd15_all(conn: asyncpg.Connection, items: list[tuple[str, dict[str, object]]]) -> list[object]:
-    firsts = _first_of_each([no for no, _ in items])
-    done = await orders.mark_loading_many(conn, [items[i] for i in firsts])
+async def _dd15_all(
+    conn: asyncpg.Connection, items: list[tuple[str, dict[str, object], str | None, int]]
+) -> list[object]:
+    """(order, load fields, card whose DD13 balance is still to record or None, that balance) each."""
+    first_orders = set(_first_of_each([no for no, _, _, _ in items]))
+    first_cards = set(_first_of_each([card or f"order:{no}" for no, _, card, _ in items]))
+    firsts = sorted(first_orders & first_cards)
+    done = await orders.mark_loading_many(conn, [items[i][:2] for i in firsts])
+    balances = [(card, bal) for no, _, card, bal in (items[i] for i in firsts) if no in done and card is not None]
+    if balances:
+        await store.set_last_balances(conn, balances)
     return [None if i in firsts and items[i][0] in done else SINGLY for i in range(len(items))]
 
 
@@ -423,8 +433,8 @@ async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     order_no = _bcd(info[5:15])
 
     async def checks(conn: asyncpg.Connection) -> tuple[Order, bool]:
-        # One statement reads both; the checks below still refuse in the spec's order.
-        terminal, order = await store.terminal_and_order(
+        # One statement reads them all; the checks below still refuse in the spec's order.
+        terminal, order, st.order_card_kind = await store.terminal_and_order(
             conn, st.code, order_no if order_no is not None and orders.is_order_no(order_no) else None
         )
         _check_signed_in(st, frame, terminal)
@@ -486,8 +496,12 @@ async def dd13(dd: DDContext, st: FlowState, frame: Frame) -> Response:
             raise Refuse(INFO_PURSE_TYPE)
         return await _pay(conn, order.order_no, card_no) if pay_at_card else order
 
-    # Paying locks the merchant's fund row: a hot step, done on its own.
-    if pay_at_card:
+    if order.card_no == card_no and st.order_card_kind == "cpu" and not pay_at_card:
+        # A paid order's own CPU card, whose row DD11 read: nothing to check or change before
+        # DD14 (INITIALIZE FOR LOAD moves no money), so no commit to wait for; DD15's step
+        # records the reported balance with the order's *loading* mark.
+        st.balance_unrecorded = True
+    elif pay_at_card:  # paying locks the merchant's fund row: a hot step, done on its own
         st.order = await dd.batched(work, fund=True)
     else:
         st.order = await dd.batched(work, group=DD13_CARDS, item=(card_no, balance, order))
@@ -523,13 +537,18 @@ async def dd15(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         "load_date": date4.hex(), "load_time": time3.hex(), "load_random": random4.hex().upper(),
     }
 
+    card_no, reported = (st.card_no, st.balance_before) if st.balance_unrecorded else (None, 0)
+
     async def work(conn: asyncpg.Connection) -> None:
         try:
             await orders.mark_loading_in_transaction(conn, order.order_no, **load)
         except OrderError as exc:
             raise _order_error(exc) from None
+        if card_no is not None:
+            await store.set_last_balance(conn, card_no, reported)
 
-    await dd.batched(work, group=DD15_LOADING, item=(order.order_no, load))  # committed before MAC2 leaves
+    # committed before MAC2 leaves
+    await dd.batched(work, group=DD15_LOADING, item=(order.order_no, load, card_no, reported))
     st.balance_before, st.online_serial, st.load_date, st.load_time = balance, serial, date4, time3
     apdu = bytes.fromhex("805200000B") + date4 + time3 + mac2 + b"\x04"
     return Response(info=script_encode([Instruction(1, apdu, SW_OK, 0, 0)]))

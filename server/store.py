@@ -85,18 +85,20 @@ _ORDER_COLUMNS = ", ".join(f"o.{f.name}" for f in fields(Order))
 
 async def terminal_and_order(
     conn: asyncpg.Connection, code: str, order_no: str | None
-) -> tuple[Terminal | None, Order | None]:
-    """DD11's two reads in one statement: the terminal by code, the order by number (None: not asked)."""
+) -> tuple[Terminal | None, Order | None, str | None]:
+    """DD11's reads in one statement: the terminal by code, the order by number (None: not asked)
+    and the kind of the card the order names (None: no card named, or no row for it yet)."""
     row = await conn.fetchrow(
-        f"SELECT {_TERMINAL_ALIASED}, {_ORDER_COLUMNS} FROM (VALUES (1)) AS one"
-        " LEFT JOIN terminals t ON t.code = $1 LEFT JOIN orders o ON o.order_no = $2",
+        f"SELECT {_TERMINAL_ALIASED}, {_ORDER_COLUMNS}, c.kind AS c_kind FROM (VALUES (1)) AS one"
+        " LEFT JOIN terminals t ON t.code = $1 LEFT JOIN orders o ON o.order_no = $2"
+        " LEFT JOIN cards c ON c.card_no = o.card_no",
         code,
         order_no,
     )
     assert row is not None
     terminal = Terminal(*(row[f"t_{c}"] for c in _TERMINAL_COLUMNS.split(", "))) if row["t_id"] is not None else None
     order = Order.from_row(row) if row["order_no"] is not None else None
-    return terminal, order
+    return terminal, order, row["c_kind"]
 
 
 async def record_signin_failure(conn: asyncpg.Connection, terminal_id: int, max_failures: int) -> Terminal:
@@ -241,6 +243,16 @@ async def last_balance(conn: asyncpg.Connection, card_no: str | None) -> int:
 
 async def set_last_balance(conn: asyncpg.Connection, card_no: str, balance_cents: int) -> None:
     await conn.execute("UPDATE cards SET last_balance_cents = $2 WHERE card_no = $1", card_no, balance_cents)
+
+
+async def set_last_balances(conn: asyncpg.Connection, items: list[tuple[str, int]]) -> None:
+    """``set_last_balance`` for several cards (each once) in one statement."""
+    await conn.execute(
+        "UPDATE cards SET last_balance_cents = v.balance FROM unnest($1::text[], $2::bigint[]) AS v(card_no, balance)"
+        " WHERE cards.card_no = v.card_no",
+        [c for c, _ in items],
+        [b for _, b in items],
+    )
 
 
 async def fund_available(conn: asyncpg.Connection, merchant_id: int) -> int:

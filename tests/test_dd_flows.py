@@ -94,6 +94,54 @@ async def test_recharge_happy_path_posts_transfer_and_returns_receipt(term: SimT
     assert cpu["kind"] == "cpu" and cpu["last_balance_cents"] == 1734
 
 
+async def test_dd13_of_known_cpu_card_commits_nothing_and_dd15_records_its_balance(
+    term: SimTerminal, conn: asyncpg.Connection
+) -> None:
+    """DD13 of a paid order's own (known) CPU card waits for no commit: the reported balance is
+    written by DD15's step, together with the *loading* mark."""
+    await in_thread(term.client().sign_in, term.module())
+    card = term.card(balance_cents=900)
+    await conn.execute("INSERT INTO cards (card_no, kind, last_balance_cents) VALUES ($1, 'cpu', 5)", card.card_no)
+    order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 100)
+
+    def card_balance() -> Any:
+        return asyncio.run_coroutine_threadsafe(
+            conn.fetchval("SELECT last_balance_cents FROM cards WHERE card_no = $1", card.card_no), loop
+        ).result(10)
+
+    loop = asyncio.get_running_loop()
+    seen: list[Any] = []
+
+    def talk() -> None:
+        client = term.client()
+        with client.connect():
+            dd14 = client.dd13(card.run_script(client.dd11(100, order_no).info))
+            assert dd14.result == 0
+            seen.append(card_balance())  # after DD14: nothing written yet
+            assert client.dd15(card.run_script(dd14.info)).result == 0
+            seen.append(card_balance())  # after DD16: the balance DD13 reported
+
+    await in_thread(talk)
+    assert seen == [5, 900]
+    order = await orders.get_order(conn, order_no)
+    assert order is not None and order.loading and order.balance_before_cents == 900
+
+
+async def test_dd13_of_a_card_not_yet_known_creates_its_cpu_row(term: SimTerminal, conn: asyncpg.Connection) -> None:
+    await in_thread(term.client().sign_in, term.module())
+    card = term.card(balance_cents=40)
+    order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 100)
+
+    def talk() -> None:
+        client = term.client()
+        with client.connect():
+            assert client.dd13(card.run_script(client.dd11(100, order_no).info)).result == 0
+
+    await in_thread(talk)
+    row = await conn.fetchrow("SELECT kind, last_balance_cents FROM cards WHERE card_no = $1", card.card_no)
+    assert row is not None and (row["kind"], row["last_balance_cents"]) == ("cpu", 40)
+
+
 async def test_recharge_without_receipt_leaves_order_loaded(term: SimTerminal, conn: asyncpg.Connection) -> None:
     await in_thread(term.client().sign_in, term.module())
     card = term.card()
