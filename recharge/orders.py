@@ -98,7 +98,7 @@ class Order:
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Order:
-        values = {f.name: row[f.name] for f in fields(cls)}
+        values = {name: row[name] for name in _ORDER_FIELDS}
         extra = values["extra"]
         if isinstance(extra, str):  # a pool without the jsonb codec
             values["extra"] = json.loads(extra)
@@ -110,7 +110,8 @@ class Order:
         return bytes.fromhex(self.order_no)
 
 
-_COLUMNS = ", ".join(f.name for f in fields(Order))
+_ORDER_FIELDS = tuple(f.name for f in fields(Order))
+_COLUMNS = ", ".join(_ORDER_FIELDS)
 _QUALIFIED_COLUMNS = ", ".join(f"orders.{f.name}" for f in fields(Order))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from core_ext import INFO_BUSY, INFO_INTERNAL
 from recharge import metrics
@@ -26,6 +26,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _STAGE_LABELS = {stage: f"{stage:02X}" for stage in range(256)}
+# The labelled children every answer updates, looked up once per (stage, result): ``labels()``
+# validates and locks on every call, a measurable share of a frame's cost.
+_FRAME_COUNTERS: dict[tuple[int, int], Any] = {}
+_STAGE_HISTOGRAMS: dict[int, Any] = {}
+
+
+def _count_answer(stage: int, result: int, seconds: float) -> None:
+    counter = _FRAME_COUNTERS.get((stage, result))
+    if counter is None:
+        counter = _FRAME_COUNTERS[stage, result] = metrics.DD_FRAMES.labels(_STAGE_LABELS[stage], _STAGE_LABELS[result])
+    counter.inc()
+    histogram = _STAGE_HISTOGRAMS.get(stage)
+    if histogram is None:
+        histogram = _STAGE_HISTOGRAMS[stage] = metrics.DD_STAGE_SECONDS.labels(_STAGE_LABELS[stage])
+    histogram.observe(seconds)
 
 
 class DDProtocol(asyncio.Protocol):
@@ -114,9 +129,7 @@ class DDProtocol(asyncio.Protocol):
     def _answer(self, response: Response) -> None:
         assert self.transport is not None
         self.transport.write(self.session.send(response))
-        stage = _STAGE_LABELS[self._stage]
-        metrics.DD_FRAMES.labels(stage, _STAGE_LABELS[response.result]).inc()
-        metrics.DD_STAGE_SECONDS.labels(stage).observe(time.perf_counter() - self._started)
+        _count_answer(self._stage, response.result, time.perf_counter() - self._started)
         if self.session.closed:
             self.transport.close()
         else:
