@@ -517,7 +517,6 @@ def run() -> dict[str, float]:
         settings = load_settings(None).replace(
             database_url=dsn, data_dir=world.data_dir, key_file=world.key_file, dd_host="127.0.0.1",
             dd_port=0, dd_terminal_cache_ttl_s=3600.0, dd_max_connections=4 * ROUNDTRIP_CONNECTIONS,
-            pool_min_size=8, pool_max_size=20,
         )
         code, pki = fixtures.random_digits(8), fixtures.random_digits(8)
         plan = asyncio.run(_prepare(dsn, keys, code, pki))
