@@ -118,7 +118,6 @@ class FlowState:
     order_card_kind: str | None = None  # DD11: the kind of the card the order names (None: unknown)
     card_no: str = ""
     balance_before: int = 0
-    balance_unrecorded: bool = False  # DD13 left the card's reported balance for DD15's step to record
     online_serial: int = 0
     load_date: bytes = b""
     load_time: bytes = b""
@@ -157,6 +156,8 @@ class DDContext:
     terminals: TerminalCache
     batcher: Batcher  # group commit of the recharge steps that lock no shared row (recharge.ledger_batch)
     fund_batcher: Batcher  # group commit of the steps that lock a merchant's recharge fund (pay, post)
+    record_ids: store.RecordIds  # DD20 receipt record ids, from blocks of dd_record_seq
+    post_group: Group  # DD17's posts merged in a batch (they take ids from ``record_ids``)
 
     @classmethod
     def create(cls, platform: Platform) -> DDContext:
@@ -169,7 +170,11 @@ class DDContext:
                 max_retries=s.ledger_max_retries, linger_ms=s.ledger_batch_linger_ms,
             )
 
-        return cls(platform, TerminalCache(s.dd_terminal_cache_ttl_s, s.dd_max_connections), batcher(), batcher())
+        record_ids = store.RecordIds()
+        return cls(
+            platform, TerminalCache(s.dd_terminal_cache_ttl_s, s.dd_max_connections), batcher(), batcher(),
+            record_ids, _dd17_group(record_ids),
+        )
 
     async def batched(
         self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, fund: bool = False, group: Group | None = None,
@@ -375,31 +380,25 @@ async def _dd13_all(conn: asyncpg.Connection, items: list[tuple[str, int, Order]
     return [items[i][2] if i in firsts and items[i][0] in done else SINGLY for i in range(len(items))]
 
 
-async def _dd15_all(
-    conn: asyncpg.Connection, items: list[tuple[str, dict[str, object], str | None, int]]
-) -> list[object]:
-    """(order, load fields, card whose DD13 balance is still to record or None, that balance) each."""
-    first_orders = set(_first_of_each([no for no, _, _, _ in items]))
-    first_cards = set(_first_of_each([card or f"order:{no}" for no, _, card, _ in items]))
-    firsts = sorted(first_orders & first_cards)
-    done = await orders.mark_loading_many(conn, [items[i][:2] for i in firsts])
-    balances = [(card, bal) for no, _, card, bal in (items[i] for i in firsts) if no in done and card is not None]
-    if balances:
-        await store.set_last_balances(conn, balances)
+async def _dd15_all(conn: asyncpg.Connection, items: list[tuple[str, dict[str, object]]]) -> list[object]:
+    firsts = _first_of_each([no for no, _ in items])
+    done = await orders.mark_loading_many(conn, [items[i] for i in firsts])
     return [None if i in firsts and items[i][0] in done else SINGLY for i in range(len(items))]
 
 
-async def _dd17_all(conn: asyncpg.Connection, items: list[tuple[str, str, int]]) -> list[object]:
-    """(order, card, balance after) each: card balances and record ids, then the orders and their posts."""
-    first_orders = set(_first_of_each([no for no, _, _ in items]))
-    firsts = [i for i in _first_of_each([card for _, card, _ in items]) if i in first_orders]
-    record_ids = await store.loaded_balances_and_record_ids(conn, [items[i][1:] for i in firsts], _now())
-    loaded = {
-        o.order_no: o for o in await orders.mark_loaded_many(
-            conn, [(items[i][0], items[i][2], rid) for i, rid in zip(firsts, record_ids, strict=True)]
-        )
-    }
-    return [loaded[items[i][0]] if i in firsts and items[i][0] in loaded else SINGLY for i in range(len(items))]
+def _dd17_group(record_ids: store.RecordIds) -> Group:
+    async def run_all(conn: asyncpg.Connection, items: list[tuple[str, int]]) -> list[object]:
+        """(order, balance after) each: the orders marked loaded with their record ids, and their posts."""
+        firsts = _first_of_each([no for no, _ in items])
+        ids = await record_ids.take(conn, len(firsts), _now())
+        loaded = {
+            o.order_no: o for o in await orders.mark_loaded_many(
+                conn, [(items[i][0], items[i][1], rid) for i, rid in zip(firsts, ids, strict=True)]
+            )
+        }
+        return [loaded[items[i][0]] if i in firsts and items[i][0] in loaded else SINGLY for i in range(len(items))]
+
+    return Group("dd17_post", run_all)
 
 
 async def _dd19_all(conn: asyncpg.Connection, items: list[str]) -> list[object]:
@@ -410,7 +409,6 @@ async def _dd19_all(conn: asyncpg.Connection, items: list[str]) -> list[object]:
 # What a batch's first run may do in one statement for all its steps of a kind (ledger_batch.Group).
 DD13_CARDS = Group("dd13_card_balance", _dd13_all)
 DD15_LOADING = Group("dd15_loading", _dd15_all)
-DD17_POST = Group("dd17_post", _dd17_all)
 DD19_CONFIRM = Group("dd19_confirm", _dd19_all)
 
 
@@ -496,14 +494,12 @@ async def dd13(dd: DDContext, st: FlowState, frame: Frame) -> Response:
             raise Refuse(INFO_PURSE_TYPE)
         return await _pay(conn, order.order_no, card_no) if pay_at_card else order
 
-    if order.card_no == card_no and st.order_card_kind == "cpu" and not pay_at_card:
-        # A paid order's own CPU card, whose row DD11 read: nothing to check or change before
-        # DD14 (INITIALIZE FOR LOAD moves no money), so no commit to wait for; DD15's step
-        # records the reported balance with the order's *loading* mark.
-        st.balance_unrecorded = True
-    elif pay_at_card:  # paying locks the merchant's fund row: a hot step, done on its own
+    # A paid order's own CPU card, whose row DD11 read, needs nothing checked or changed before
+    # DD14 (INITIALIZE FOR LOAD moves no money): no commit to wait for. DD15 stores the balance
+    # the card reports with the order's *loading* mark (balance before).
+    if pay_at_card:  # paying locks the merchant's fund row: a hot step, done on its own
         st.order = await dd.batched(work, fund=True)
-    else:
+    elif order.card_no != card_no or st.order_card_kind != "cpu":  # first sight, or an order naming no card
         st.order = await dd.batched(work, group=DD13_CARDS, item=(card_no, balance, order))
     st.card_no, st.balance_before = card_no, balance
     apdu = (
@@ -537,18 +533,13 @@ async def dd15(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         "load_date": date4.hex(), "load_time": time3.hex(), "load_random": random4.hex().upper(),
     }
 
-    card_no, reported = (st.card_no, st.balance_before) if st.balance_unrecorded else (None, 0)
-
     async def work(conn: asyncpg.Connection) -> None:
         try:
             await orders.mark_loading_in_transaction(conn, order.order_no, **load)
         except OrderError as exc:
             raise _order_error(exc) from None
-        if card_no is not None:
-            await store.set_last_balance(conn, card_no, reported)
 
-    # committed before MAC2 leaves
-    await dd.batched(work, group=DD15_LOADING, item=(order.order_no, load, card_no, reported))
+    await dd.batched(work, group=DD15_LOADING, item=(order.order_no, load))  # committed before MAC2 leaves
     st.balance_before, st.online_serial, st.load_date, st.load_time = balance, serial, date4, time3
     apdu = bytes.fromhex("805200000B") + date4 + time3 + mac2 + b"\x04"
     return Response(info=script_encode([Instruction(1, apdu, SW_OK, 0, 0)]))
@@ -580,18 +571,16 @@ async def dd17(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         log.warning("order %s: TAC did not verify; left loading for customer service", order.order_no)
         raise Refuse(INFO_CARD_ERROR)
 
-    card_no = st.card_no
-
     async def post(conn: asyncpg.Connection) -> Order:
         # The merchant's fund row is the hot lock every post takes: take it last, hold it shortest
         # (and the batch runs hot steps after its other steps).
-        record_id = await store.loaded_balance_and_record_id(conn, card_no, balance_after, _now())
+        (record_id,) = await dd.record_ids.take(conn, 1, _now())
         return await orders.mark_loaded_in_transaction(
             conn, order.order_no, balance_after_cents=balance_after, record_id=record_id
         )
 
     st.order = await dd.batched(  # committed before DD18 leaves
-        post, fund=True, group=DD17_POST, item=(order.order_no, card_no, balance_after)
+        post, fund=True, group=dd.post_group, item=(order.order_no, balance_after)
     )
     metrics.RECHARGES.labels("loaded").inc()
     return Response(end=True)
@@ -627,7 +616,11 @@ async def dd19(dd: DDContext, st: FlowState, frame: Frame) -> Response:
 
 
 async def _not_credited(conn: asyncpg.Connection, order: Order, pki: bytes) -> Response:
-    balance = await store.last_balance(conn, order.card_no)
+    """DD22 of a load that did not happen: the card's balance is the one it reported before it
+    (DD15), or the newest the platform knows for a flow that never got that far."""
+    balance = order.balance_before_cents
+    if balance is None:
+        balance = await store.last_known_balance(conn, order.card_no)
     return Response(result=INFO_REVERSAL_OK, info=_receipt(order, pki, amount=0, balance=balance), end=True)
 
 
@@ -709,10 +702,8 @@ async def dd21_recover(dd: DDContext, st: FlowState, frame: Frame) -> Response:
             return Response.refuse(INFO_REVERSAL_FAILED)
         assert order.card_no is not None and order.balance_before_cents is not None
         balance_after = order.balance_before_cents + order.amount_cents
-        await orders.mark_loaded(
-            conn, order.order_no, balance_after_cents=balance_after, record_id=await store.new_record_id(conn, _now())
-        )
-        await store.set_last_balance(conn, order.card_no, balance_after)
+        (record_id,) = await dd.record_ids.take(conn, 1, _now())
+        await orders.mark_loaded(conn, order.order_no, balance_after_cents=balance_after, record_id=record_id)
         loaded = await orders.confirm_order(conn, order.order_no)
         metrics.RECHARGES.labels("recovered_loaded").inc()
         return Response(info=_receipt(loaded, st.pki, amount=loaded.amount_cents, balance=balance_after), end=True)

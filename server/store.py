@@ -234,27 +234,6 @@ async def record_cpu_card_balances(conn: asyncpg.Connection, items: list[tuple[s
     return {row["card_no"] for row in rows}
 
 
-async def last_balance(conn: asyncpg.Connection, card_no: str | None) -> int:
-    if card_no is None:
-        return 0
-    value = await conn.fetchval("SELECT last_balance_cents FROM cards WHERE card_no = $1", card_no)
-    return int(value or 0)
-
-
-async def set_last_balance(conn: asyncpg.Connection, card_no: str, balance_cents: int) -> None:
-    await conn.execute("UPDATE cards SET last_balance_cents = $2 WHERE card_no = $1", card_no, balance_cents)
-
-
-async def set_last_balances(conn: asyncpg.Connection, items: list[tuple[str, int]]) -> None:
-    """``set_last_balance`` for several cards (each once) in one statement."""
-    await conn.execute(
-        "UPDATE cards SET last_balance_cents = v.balance FROM unnest($1::text[], $2::bigint[]) AS v(card_no, balance)"
-        " WHERE cards.card_no = v.card_no",
-        [c for c, _ in items],
-        [b for _, b in items],
-    )
-
-
 async def fund_available(conn: asyncpg.Connection, merchant_id: int) -> int:
     """What the merchant's recharge fund can still reserve (0 when it has no fund)."""
     row = await conn.fetchrow(
@@ -276,34 +255,50 @@ async def get_load_random(conn: asyncpg.Connection, order_no: str) -> bytes | No
 
 
 async def new_record_id(conn: asyncpg.Connection, now: dt.datetime) -> str:
-    """A 20-digit receipt record id: local date ‖ 12 digits of dd_record_seq."""
+    """A 20-digit receipt record id: local date ‖ 12 digits of dd_record_seq (the first of a block)."""
     return _record_id(int(await conn.fetchval("SELECT nextval('dd_record_seq')")), now)
 
 
-async def loaded_balance_and_record_id(conn: asyncpg.Connection, card_no: str, balance_cents: int, now: dt.datetime) -> str:
-    """DD17: the card's balance after the load, and a fresh receipt record id — one round trip."""
-    seq = await conn.fetchval(
-        "WITH card AS (UPDATE cards SET last_balance_cents = $2 WHERE card_no = $1)"
-        " SELECT nextval('dd_record_seq')",
+# dd_record_seq moves in steps of this many (migration 0101): each nextval reserves a block.
+RECORD_ID_BLOCK = 1000
+
+
+class RecordIds:
+    """Receipt record ids from blocks of ``dd_record_seq``: one nextval per ``RECORD_ID_BLOCK`` ids.
+
+    One per DD service (as a sequence cache is one per session): blocks are disjoint, so ids
+    are unique across processes and restarts; a restart or a rolled-back step leaves a gap,
+    which a receipt number may have. Ids are handed out between awaits, so concurrent
+    callers never share one.
+    """
+
+    def __init__(self) -> None:
+        self._next = self._end = 0
+
+    async def take(self, conn: asyncpg.Connection, count: int, now: dt.datetime) -> list[str]:
+        seqs: list[int] = []
+        while len(seqs) < count:
+            if self._next >= self._end:
+                start = int(await conn.fetchval("SELECT nextval('dd_record_seq')"))
+                self._next, self._end = start, start + RECORD_ID_BLOCK
+            n = min(count - len(seqs), self._end - self._next)
+            seqs.extend(range(self._next, self._next + n))
+            self._next += n
+        return [_record_id(seq, now) for seq in seqs]
+
+
+async def last_known_balance(conn: asyncpg.Connection, card_no: str | None) -> int:
+    """A CPU card's newest balance the platform knows: after its latest load, else at first sight."""
+    if card_no is None:
+        return 0
+    value = await conn.fetchval(
+        "SELECT coalesce("
+        " (SELECT balance_after_cents FROM orders WHERE card_no = $1 AND balance_after_cents IS NOT NULL"
+        "  ORDER BY loaded_at DESC NULLS LAST LIMIT 1),"
+        " (SELECT last_balance_cents FROM cards WHERE card_no = $1), 0)",
         card_no,
-        balance_cents,
     )
-    return _record_id(int(seq), now)
-
-
-async def loaded_balances_and_record_ids(
-    conn: asyncpg.Connection, items: list[tuple[str, int]], now: dt.datetime
-) -> list[str]:
-    """``loaded_balance_and_record_id`` for several cards (each once) in one statement; record ids in order."""
-    seqs = await conn.fetch(
-        "WITH card AS (UPDATE cards SET last_balance_cents = v.balance"
-        "   FROM unnest($1::text[], $2::bigint[]) AS v(card_no, balance) WHERE cards.card_no = v.card_no)"
-        " SELECT nextval('dd_record_seq') AS seq FROM generate_series(1, $3::integer)",
-        [c for c, _ in items],
-        [b for _, b in items],
-        len(items),
-    )
-    return [_record_id(int(row["seq"]), now) for row in seqs]
+    return int(value)
 
 
 def _record_id(seq: int, now: dt.datetime) -> str:

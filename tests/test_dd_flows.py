@@ -91,40 +91,46 @@ async def test_recharge_happy_path_posts_transfer_and_returns_receipt(term: SimT
     assert bcd_decode(info[:10]) == order.record_id and order.balance_after_cents == 1734
     assert await purse_posted(conn, card.card_no) == 1234
     cpu = await conn.fetchrow("SELECT kind, last_balance_cents FROM cards WHERE card_no = $1", card.card_no)
-    assert cpu["kind"] == "cpu" and cpu["last_balance_cents"] == 1734
+    assert cpu["kind"] == "cpu" and cpu["last_balance_cents"] == 500  # first sight; the load's are in the order
+    assert order.balance_before_cents == 500
 
 
-async def test_dd13_of_known_cpu_card_commits_nothing_and_dd15_records_its_balance(
+async def test_dd13_of_known_cpu_card_writes_nothing_and_dd15_keeps_its_balance_in_the_order(
     term: SimTerminal, conn: asyncpg.Connection
 ) -> None:
-    """DD13 of a paid order's own (known) CPU card waits for no commit: the reported balance is
-    written by DD15's step, together with the *loading* mark."""
+    """DD13 of a paid order's own (known) CPU card waits for no commit and changes no row: the
+    balance the card reported is stored by DD15's step as the order's balance before."""
     await in_thread(term.client().sign_in, term.module())
     card = term.card(balance_cents=900)
     await conn.execute("INSERT INTO cards (card_no, kind, last_balance_cents) VALUES ($1, 'cpu', 5)", card.card_no)
     order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 100)
-
-    def card_balance() -> Any:
-        return asyncio.run_coroutine_threadsafe(
-            conn.fetchval("SELECT last_balance_cents FROM cards WHERE card_no = $1", card.card_no), loop
-        ).result(10)
-
     loop = asyncio.get_running_loop()
+
+    def snapshot() -> Any:
+        return asyncio.run_coroutine_threadsafe(conn.fetchrow(
+            "SELECT c.xmin::text AS card_version, c.last_balance_cents, o.xmin::text AS order_version,"
+            " o.balance_before_cents FROM cards c, orders o WHERE c.card_no = $1 AND o.order_no = $2",
+            card.card_no, order_no,
+        ), loop).result(10)
+
     seen: list[Any] = []
 
     def talk() -> None:
         client = term.client()
         with client.connect():
-            dd14 = client.dd13(card.run_script(client.dd11(100, order_no).info))
+            dd12 = client.dd11(100, order_no)
+            seen.append(snapshot())
+            dd14 = client.dd13(card.run_script(dd12.info))
             assert dd14.result == 0
-            seen.append(card_balance())  # after DD14: nothing written yet
+            seen.append(snapshot())
             assert client.dd15(card.run_script(dd14.info)).result == 0
-            seen.append(card_balance())  # after DD16: the balance DD13 reported
+            seen.append(snapshot())
 
     await in_thread(talk)
-    assert seen == [5, 900]
-    order = await orders.get_order(conn, order_no)
-    assert order is not None and order.loading and order.balance_before_cents == 900
+    before_dd13, after_dd14, after_dd16 = seen
+    assert after_dd14 == before_dd13  # no row version changed
+    assert after_dd16["card_version"] == before_dd13["card_version"] and after_dd16["last_balance_cents"] == 5
+    assert after_dd16["balance_before_cents"] == 900
 
 
 async def test_dd13_of_a_card_not_yet_known_creates_its_cpu_row(term: SimTerminal, conn: asyncpg.Connection) -> None:

@@ -159,6 +159,7 @@ async def test_connection_dropped_after_dd16_then_dd21_back_to_paid_and_expiry_v
 
     answer = await in_thread(load_without_credit_then_recover)
     assert (answer.flow, answer.result) == (0xFF, 0xA5)
+    assert be_decode(answer.info[26:30]) == 70  # the balance the card reported before the load
     order = await get(conn, order_no)
     assert order.state == orders.PAID and not order.loading and card.balance == 70
     # the reservation may expire again: past its expiry the sweeper voids it and the order is 06

@@ -11,3 +11,13 @@ DROP INDEX IF EXISTS orders_expiry;
 ALTER TABLE orders SET (fillfactor = 80);
 ALTER TABLE cards SET (fillfactor = 85);
 ALTER TABLE accounts SET (fillfactor = 80);
+
+-- A load's balances live in its order (balance before at DD15, after at DD17), so a recharge
+-- no longer rewrites the card row twice; the card keeps the balance it reported when DD13 last
+-- had to look its row up (first sight, an order paid at the card).
+COMMENT ON COLUMN cards.last_balance_cents IS
+    'cpu: the balance the card reported when DD13 last looked its row up (a load''s balances are in its order)';
+
+-- DD20 record ids come from blocks of this sequence (server.store.RecordIds, RECORD_ID_BLOCK):
+-- one nextval per thousand receipts instead of one per batch of loads.
+ALTER SEQUENCE dd_record_seq INCREMENT BY 1000;

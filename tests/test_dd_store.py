@@ -1,0 +1,50 @@
+"""The DD server's store helpers that recharges lean on: receipt record ids handed out from
+blocks of ``dd_record_seq``, and the card balance a DD22 falls back on."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import asyncpg
+
+from recharge import orders
+from server import fixtures, store
+
+
+async def test_record_id_sequence_steps_by_the_block_the_allocator_assumes(conn: asyncpg.Connection) -> None:
+    step = await conn.fetchval("SELECT increment_by FROM pg_sequences WHERE sequencename = 'dd_record_seq'")
+    assert step == store.RECORD_ID_BLOCK
+
+
+async def test_record_ids_of_two_services_and_many_blocks_never_repeat(pool: asyncpg.Pool) -> None:
+    now = dt.datetime.now(dt.UTC)
+    first, second = store.RecordIds(), store.RecordIds()  # two workers, say
+
+    async def take(ids: store.RecordIds, count: int) -> list[str]:
+        async with pool.acquire() as conn:
+            return await ids.take(conn, count, now)
+
+    batches = await asyncio.gather(*(take(ids, n) for n in (7, 600, 999, 1, 1200) for ids in (first, second)))
+    taken = [rid for batch in batches for rid in batch]
+    assert len(taken) == 2 * (7 + 600 + 999 + 1 + 1200) and len(set(taken)) == len(taken)
+    day = now.astimezone(orders.LOCAL_TZ).strftime("%Y%m%d")
+    assert all(len(rid) == 20 and rid.startswith(day) and rid.isdigit() for rid in taken)
+    async with pool.acquire() as conn:  # the one-off path (DD21, the operator) shares the sequence
+        assert await store.new_record_id(conn, now) not in set(taken)
+
+
+async def test_last_known_balance_prefers_the_latest_load_then_the_card_row(conn: asyncpg.Connection) -> None:
+    card_no = fixtures.random_digits(16)
+    assert await store.last_known_balance(conn, None) == 0
+    assert await store.last_known_balance(conn, card_no) == 0
+    await conn.execute("INSERT INTO cards (card_no, kind, last_balance_cents) VALUES ($1, 'cpu', 321)", card_no)
+    assert await store.last_known_balance(conn, card_no) == 321
+    merchant = await fixtures.funded_merchant(conn, await fixtures.fresh_merchant_code(conn), 10_000)
+    for balance_after, loaded_at in ((700, dt.datetime(2026, 1, 1, tzinfo=dt.UTC)), (900, dt.datetime(2026, 2, 1, tzinfo=dt.UTC))):
+        order_no = await fixtures.paid_order(conn, merchant, card_no, 100)
+        await conn.execute(
+            "UPDATE orders SET balance_after_cents = $2, loaded_at = $3 WHERE order_no = $1",
+            order_no, balance_after, loaded_at,
+        )
+    assert await store.last_known_balance(conn, card_no) == 900
