@@ -3,7 +3,8 @@
 - ``kkt_consume_ratio_vs_pgbench``: stored-value consumes (``cTRequest`` 0022/1, each a
   durable transaction: card lock, password check, ledger transfer, Stance, journal; commit
   with synchronous_commit as configured) per second with ``CONCURRENCY`` keep-alive clients,
-  divided by pgbench's TPC-B-like TPS with as many clients on the same PostgreSQL (scale 10).
+  divided by pgbench's TPC-B-like TPS with as many clients on the same PostgreSQL (scale 16:
+  at least the client count, as pgbench asks).
   Each client has its own merchant and terminal (as many merchants trade at once in
   production) and rotates over ``CARDS_PER_CLIENT`` cards with a new amount per request, so
   neither the duplicate rule (12) nor the default daily count (67) triggers.
@@ -177,7 +178,7 @@ def run() -> dict[str, float]:
             consume_rate, consume_bad = _client(ctx, _client_main, port, "consume", clients, SECONDS)
         finally:
             server.terminate()
-        _pgbench_init(world.bin_dir, world.pgbench_url)
+        _pgbench_init(world.bin_dir, world.pgbench_url, CONCURRENCY)
         tps = _pgbench_tps(world.bin_dir, world.pgbench_url, CONCURRENCY)
     if query_bad or consume_bad:
         raise RuntimeError(f"trades refused during the benchmark: queries {query_bad}, consumes {consume_bad}")
