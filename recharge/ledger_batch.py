@@ -69,10 +69,6 @@ class Group:
     run_all: Callable[[asyncpg.Connection, list[Any]], Awaitable[list[Any]]]
 Acquire = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
-# A batch's statements differ only in how many items their arrays hold: a generic plan serves
-# every size, so the server plans each statement once per connection, not on every execution
-# (the default ``auto`` mode keeps re-planning: it costs array parameters by their length).
-_GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
 # One savepoint name, re-made after each step: ROLLBACK TO keeps it, RELEASE + SAVEPOINT in one round trip.
 _SAVEPOINT = "SAVEPOINT ledger_batch_step"
 _NEXT_STEP = "RELEASE SAVEPOINT ledger_batch_step; SAVEPOINT ledger_batch_step"
@@ -376,7 +372,6 @@ class Batcher:
             tx = conn.transaction()
             await tx.start()
             try:
-                await conn.execute(_GENERIC_PLANS)
                 if not await self._steps(conn, steps, isolate=isolate):
                     await tx.rollback()
                     clean = True
