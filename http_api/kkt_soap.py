@@ -165,8 +165,8 @@ def _namespace(tag: str) -> str:
     return tag[1:].split("}", 1)[0] if tag.startswith("{") else ""
 
 
-def parse_request(body: bytes) -> tuple[str, str, list[tuple[str, str | None]]]:
-    """(SOAP envelope namespace, operation, [(argument name, text or None)]) of a request."""
+def parse_envelope(body: bytes) -> tuple[str, Element]:
+    """(SOAP envelope namespace, the Body's one operation element) of a request."""
     try:
         root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except (ParseError, DefusedXmlException, ValueError) as exc:
@@ -178,6 +178,11 @@ def parse_request(body: bytes) -> tuple[str, str, list[tuple[str, str | None]]]:
     if body_el is None or len(body_el) != 1:
         raise SoapFault("the SOAP Body must hold exactly one operation element")
     op_el: Element = body_el[0]
+    return version, op_el
+
+
+def arguments(op_el: Element) -> list[tuple[str, str | None]]:
+    """[(argument name, text or None)] of an operation element: simple values only."""
     if len(op_el) > MAX_ARGUMENTS:
         raise SoapFault("too many arguments")
     args: list[tuple[str, str | None]] = []
@@ -186,7 +191,13 @@ def parse_request(body: bytes) -> tuple[str, str, list[tuple[str, str | None]]]:
             raise SoapFault(f"argument {_local(arg.tag)!r} must be a simple value")
         nil = arg.get(f"{{{XSI}}}nil") in ("true", "1")
         args.append((_local(arg.tag), None if nil else (arg.text or "")))
-    return version, _local(op_el.tag), args
+    return args
+
+
+def parse_request(body: bytes) -> tuple[str, str, list[tuple[str, str | None]]]:
+    """(SOAP envelope namespace, operation, [(argument name, text or None)]) of a request."""
+    version, op_el = parse_envelope(body)
+    return version, _local(op_el.tag), arguments(op_el)
 
 
 def bind_arguments(parts: Sequence[str], args: list[tuple[str, str | None]]) -> dict[str, str | None]:
@@ -265,7 +276,24 @@ def _guess_version(request: web.Request) -> str:
     return SOAP12_ENV if request.content_type == "application/soap+xml" else SOAP11_ENV
 
 
-async def handle_post(request: web.Request) -> web.StreamResponse:
+Decoded = tuple[str, str, Operation, dict[str, str | None]]  # (envelope ns, operation, its entry, arguments)
+
+
+def decode_rpc(body: bytes) -> Decoded:
+    """A request of this (rpc/encoded) port: aliases, by name or by position."""
+    version, name, args = parse_request(body)
+    name = ALIASES.get(name, name)
+    operation = OPERATIONS.get(name)
+    if operation is None:
+        raise SoapFault(f"unknown operation {name[:64]!r}")
+    return version, name, operation, bind_arguments(operation.parts, args)
+
+
+async def run_request(request: web.Request, decode: Callable[[bytes], Decoded]) -> tuple[str, str, Reply] | web.Response:
+    """(envelope ns, operation, reply) of a POST, or its fault: size limit, ``decode``, license key, handler.
+
+    Shared by both SOAP ports; each writes its own reply envelope.
+    """
     ctx = platform_of(request)
     limit = ctx.settings.http_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -274,12 +302,7 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     if len(body) > limit:
         return fault(_guess_version(request), "request too large")
     try:
-        version, name, args = parse_request(body)
-        name = ALIASES.get(name, name)
-        operation = OPERATIONS.get(name)
-        if operation is None:
-            raise SoapFault(f"unknown operation {name[:64]!r}")
-        values = bind_arguments(operation.parts, args)
+        version, name, operation, values = decode(body)
     except SoapFault as exc:
         metrics.KKT_TRADES.labels("soap", "fault").inc()
         return fault(_guess_version(request), exc.message)
@@ -294,6 +317,14 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
             reply = lic.code
         else:
             reply = await operation.handler(conn, call, lic, kkt.Config.of(ctx.settings, ctx.keys))
+    return version, name, reply
+
+
+async def handle_post(request: web.Request) -> web.StreamResponse:
+    outcome = await run_request(request, decode_rpc)
+    if isinstance(outcome, web.Response):
+        return outcome
+    version, name, reply = outcome
     content_type = "application/soap+xml" if version == SOAP12_ENV else "text/xml"
     return web.Response(text=envelope(version, name, reply), content_type=content_type, charset="utf-8")
 
