@@ -1,6 +1,6 @@
--- Recharge steps rewrite the same rows several times (an order three times, a card twice, the
--- accounts once per post). An update that changes no indexed column can stay on its page with
--- no new index entries (a HOT update), if the page has room.
+-- Recharge steps rewrite the same rows several times (an order three times, the accounts once
+-- per post). An update that changes no indexed column can stay on its page with no new index
+-- entries (a HOT update), if the page has room.
 
 -- No query ever used orders_expiry (an order's expiry is its reservation's timeout, swept from
 -- transfers), and its predicate named `state`: every state change added an entry to every index
