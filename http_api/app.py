@@ -27,6 +27,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "http_api.order_api",
     "http_api.kkt_rest",
     "http_api.kkt_soap",
+    "http_api.kkt_soap_doc",
     "http_api.admin",
     "http_api.sms",
 )
