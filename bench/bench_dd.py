@@ -162,6 +162,7 @@ class _LeanRecharge(asyncio.Protocol):
         self.decoder = FrameDecoder(False)
         self.sent_stage, self.sent_at = 0, 0.0
         self.wire: list[int] = []  # request, reply, request, ... sizes in bytes
+        self.received = 0
 
     def _send(self, frame: bytes) -> None:
         self.sent_stage, self.sent_at = frame[1], time.perf_counter()
@@ -178,8 +179,10 @@ class _LeanRecharge(asyncio.Protocol):
         self.transport.close()  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
-        self.wire.append(len(data))  # one whole answer per read here (strict request/response, small frames)
+        self.received += len(data)
         for frame in self.decoder.feed(data):
+            self.wire.append(self.received)  # the answer's size, however many reads it took
+            self.received = 0
             self.by_stage.setdefault(self.sent_stage, []).append(time.perf_counter() - self.sent_at)
             if frame.result != 0:
                 self._finish(f"{frame.result:02X}")
@@ -557,6 +560,8 @@ def run() -> dict[str, float]:
             pg_cpu, busy = _postgres_cpu_s(postmaster) - pg_cpu, _machine_busy_s() - busy
         finally:
             server.terminate()
+        if len(wire) != 10:  # DD11/12 … DD19/20: five requests and their answers
+            raise RuntimeError(f"the first recharge's exchange has {len(wire)} messages, expected 10")
         fixed, fixed_port = _start(ctx, _fixed_exchange_main, wire)
         try:
             wire_rate = _client(ctx, _wire_client_main, fixed_port, wire, TERMINALS, RECHARGES_PER_TERMINAL)
