@@ -57,6 +57,7 @@ class Settings:
     ledger_batch_queue_depth: int = 1024  # DD steps waiting for a batch; more → 0xDD
     ledger_batch_pipeline: int = 2  # batches in flight at once (one runs while the previous commits)
     ledger_batch_linger_ms: float = 200.0  # a batcher keeps its idle connections this long (skips the pool reset)
+    ledger_batch_max_readers: int = 4  # DD11 reads a batcher runs at once; more wait their turn
     # --- order API
     order_api_timestamp_window_s: int = 300
     order_api_session_ttl_s: int = 1800  # an APPLLogin serial is usable this long

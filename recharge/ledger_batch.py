@@ -31,7 +31,10 @@ locks until that flush is done. ``Batcher`` pays that once per batch (TigerBeetl
 - Connections: a batch's connection is kept for the next batch while there is work, and
   ``linger_ms`` after the last use (0: given back at once), so a busy batcher does not pay
   the pool's reset (four statements) per batch. ``read(work)`` runs a read-only ``work`` on
-  one of those connections at once, outside any transaction (nothing to commit, no wait).
+  one of those connections at once, outside any transaction (nothing to commit, no wait); at
+  most ``max_readers`` reads run at a time, the others wait their turn (a burst of reads
+  does not spread over the whole pool: fewer busy server processes do the same work with
+  less CPU).
 
 Nothing here knows the DD protocol; ``server.flows`` uses two per DD worker: one for the steps
 that lock a merchant's recharge fund (pay, post), one for the others (``DDContext.batched``).
@@ -108,8 +111,12 @@ class Batcher:
         max_retries: int = 10,
         linger_ms: float = 0.0,
         max_kept: int | None = None,
+        max_readers: int = 4,
     ) -> None:
-        if max_batch < 1 or queue_depth < 1 or pipeline < 1 or max_wait_ms < 0 or max_retries < 0 or linger_ms < 0:
+        if (
+            max_batch < 1 or queue_depth < 1 or pipeline < 1 or max_wait_ms < 0 or max_retries < 0 or linger_ms < 0
+            or max_readers < 1
+        ):
             raise ValueError("ledger batch limits must be positive")
         # Idle connections kept for reuse are bounded: a burst of concurrent reads must not
         # leave a busy batcher holding the pool (another lane would starve and answer busy).
@@ -127,6 +134,7 @@ class Batcher:
         self._linger: asyncio.TimerHandle | None = None
         self._queue: collections.deque[_Step] = collections.deque()
         self._slots = asyncio.Semaphore(pipeline)
+        self._readers = asyncio.Semaphore(max_readers)
         self._arrived: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
@@ -172,17 +180,18 @@ class Batcher:
         """``work`` (read-only) on a kept connection, outside any transaction; its result at once."""
         self._reading += 1
         try:
-            holder, conn = await self._connection()
-            clean = False
-            try:
-                result = await work(conn)
-                clean = True
-                return result
-            except Exception:
-                clean = True  # an answer (a refusal, an SQL error) leaves the connection usable
-                raise
-            finally:
-                await self._give_back(holder, conn, clean=clean)
+            async with self._readers:
+                holder, conn = await self._connection()
+                clean = False
+                try:
+                    result = await work(conn)
+                    clean = True
+                    return result
+                except Exception:
+                    clean = True  # an answer (a refusal, an SQL error) leaves the connection usable
+                    raise
+                finally:
+                    await self._give_back(holder, conn, clean=clean)
         finally:
             self._reading -= 1
             if self._idle():

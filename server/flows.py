@@ -168,6 +168,7 @@ class DDContext:
                 platform.acquire, max_batch=s.ledger_batch_max, max_wait_ms=s.ledger_batch_max_wait_ms,
                 queue_depth=s.ledger_batch_queue_depth, pipeline=s.ledger_batch_pipeline,
                 max_retries=s.ledger_max_retries, linger_ms=s.ledger_batch_linger_ms,
+                max_readers=s.ledger_batch_max_readers,
             )
 
         record_ids = store.RecordIds()

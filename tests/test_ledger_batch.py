@@ -227,3 +227,27 @@ async def test_the_batcher_lets_its_connections_go_when_idle(pool: asyncpg.Pool)
     assert await asyncio.gather(*(batcher.run(work) for _ in range(20))) == [1] * 20
     await batcher.wait_idle()
     assert batcher._spare == []
+
+
+async def test_reads_beyond_max_readers_wait_their_turn_and_all_are_answered(pool: asyncpg.Pool) -> None:
+    batcher = Batcher(pool, max_batch=4, max_wait_ms=1, max_readers=2)
+    running = peak = 0
+    backends: set[int] = set()
+
+    async def read(conn: asyncpg.Connection) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            backends.add(int(await conn.fetchval("SELECT pg_backend_pid()")))
+            await asyncio.sleep(0.02)  # long enough for every caller to arrive meanwhile
+            return int(await conn.fetchval("SELECT 41 + 1"))
+        finally:
+            running -= 1
+
+    answers = await asyncio.gather(*(batcher.read(read) for _ in range(9)))
+    assert answers == [42] * 9
+    assert peak == 2 and len(backends) <= 2
+    await batcher.wait_idle()
+    with pytest.raises(ValueError):
+        Batcher(pool, max_batch=4, max_wait_ms=1, max_readers=0)
