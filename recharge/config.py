@@ -55,7 +55,7 @@ class Settings:
     ledger_batch_max: int = 32  # DD recharge steps sharing one transaction/commit (keep ≤ 64: subtransactions)
     ledger_batch_max_wait_ms: float = 1.0  # how long a batch waits for more steps before it runs
     ledger_batch_queue_depth: int = 1024  # DD steps waiting for a batch; more → 0xDD
-    ledger_batch_pipeline: int = 2  # batches in flight at once (one runs while the previous commits)
+    ledger_batch_pipeline: int = 1  # batches in flight per lane (2: one runs while the previous commits)
     ledger_batch_linger_ms: float = 200.0  # a batcher keeps its idle connections this long (skips the pool reset)
     ledger_batch_max_readers: int = 4  # DD11 reads a batcher runs at once; more wait their turn
     # --- order API

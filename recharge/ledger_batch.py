@@ -14,9 +14,10 @@ locks until that flush is done. ``Batcher`` pays that once per batch (TigerBeetl
 - Steps marked ``hot`` (they lock a shared row, like the recharge fund) run after the
   others of their batch, so the batch holds the hot row for the shortest time and the next
   batch can run its other steps while this one commits.
-- Pipeline: while one batch commits, the next one collects and runs (``pipeline`` batches
-  at most in flight; the statements of two batches never run at the same time, so two
-  batches cannot deadlock each other).
+- Pipeline: at most ``pipeline`` batches in flight. With 1 (the DD default), steps queue
+  while a batch commits and the next batch takes them all; with 2, the next one collects and
+  runs while the previous one commits (the statements of two batches never run at the same
+  time, so two batches cannot deadlock each other).
 - A deadlock or serialization failure (40P01/40001) anywhere in the batch rolls the whole
   batch back and runs it again (every step is re-runnable: all of it was rolled back), up
   to ``max_retries`` times. ``work`` may therefore run more than once: it must not keep
