@@ -374,21 +374,30 @@ def wsdl(location: str = LOCATION_PLACEHOLDER) -> str:
     )
 
 
-async def handle_wsdl(request: web.Request) -> web.Response:
-    location = f"{request.scheme}://{request.host}/s/sp.php"
-    return web.Response(text=wsdl(location), content_type="text/xml", charset="utf-8")
+def add_port_routes(
+    app: web.Application, path: str, wsdl_path: str, post: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    describe: Callable[[str], str | bytes],
+) -> None:
+    """A SOAP port's routes: POST ``path``; its WSDL (``describe(location)``, location = this host's
+    ``path``) at ``GET path?wsdl`` and ``GET wsdl_path``; any other GET of ``path`` is 405."""
 
+    async def handle_wsdl(request: web.Request) -> web.Response:
+        document = describe(f"{request.scheme}://{request.host}{path}")
+        body = document.encode("utf-8") if isinstance(document, str) else document
+        return web.Response(body=body, content_type="text/xml", charset="utf-8")
 
-async def handle_get(request: web.Request) -> web.Response:
-    if "wsdl" in {k.lower() for k in request.query}:
-        return await handle_wsdl(request)
-    raise web.HTTPMethodNotAllowed("GET", ["POST"], text="POST a SOAP envelope, or GET ?wsdl")
+    async def handle_get(request: web.Request) -> web.Response:
+        if "wsdl" in {k.lower() for k in request.query}:
+            return await handle_wsdl(request)
+        raise web.HTTPMethodNotAllowed("GET", ["POST"], text="POST a SOAP envelope, or GET ?wsdl")
+
+    app.router.add_post(path, post)
+    app.router.add_get(path, handle_get)
+    app.router.add_get(wsdl_path, handle_wsdl)
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_post("/s/sp.php", handle_post)
-    app.router.add_get("/s/sp.php", handle_get)
-    app.router.add_get("/s/sp.wsdl", handle_wsdl)
+    add_port_routes(app, "/s/sp.php", "/s/sp.wsdl", handle_post, wsdl)
 
 
 if __name__ == "__main__":  # regenerate the shipped http_api/kkt.wsdl

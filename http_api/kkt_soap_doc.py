@@ -172,21 +172,8 @@ def wsdl(location: str = LOCATION_PLACEHOLDER) -> bytes:
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
 
-async def handle_wsdl(request: web.Request) -> web.Response:
-    location = f"{request.scheme}://{request.host}{PATH}"
-    return web.Response(body=wsdl(location), content_type="text/xml", charset="utf-8")
-
-
-async def handle_get(request: web.Request) -> web.Response:
-    if "wsdl" in {k.lower() for k in request.query}:
-        return await handle_wsdl(request)
-    raise web.HTTPMethodNotAllowed("GET", ["POST"], text="POST a SOAP envelope, or GET ?wsdl")
-
-
 def setup(app: web.Application) -> None:
-    app.router.add_post(PATH, handle_post)
-    app.router.add_get(PATH, handle_get)
-    app.router.add_get(f"{PATH}.wsdl", handle_wsdl)
+    kkt_soap.add_port_routes(app, PATH, f"{PATH}.wsdl", handle_post, wsdl)
 
 
 if __name__ == "__main__":  # print the WSDL (with a placeholder location)
