@@ -12,19 +12,19 @@
   simulated terminals divided by pgbench's TPC-B-like TPS with the same number of clients
   (``-c TERMINALS``) on the same PostgreSQL (``PGBENCH_SECONDS``, run before and after the recharges:
   the mean), which must have ``fsync`` and ``synchronous_commit`` on (checked). pgbench's scale is
-  the client count, as pgbench's documentation asks (at scale 10, 64 clients mostly measure lock
+  the client count (at least 10), as pgbench's documentation asks (at scale 10, 64 clients mostly measure lock
   contention on its ten ``branches`` rows: about a quarter less TPS here). Both sides' tables are
   analyzed. The DD server runs with the platform's default settings (pool, ``ledger_batch_*``).
   Every recharge write is durable before its answer leaves: DD11's checks only read (one statement,
-  no transaction); DD13 of a paid order's known CPU card writes nothing (DD15 records the balance
-  the card reported); DD15 (*loading*), DD17 (post) and DD19 (confirm) are steps of the server's
+  no transaction); DD13 of a paid order's known CPU card writes nothing (DD15 stores the balance
+  the card reported in the order); DD15 (*loading*), DD17 (post) and DD19 (confirm) are steps of the server's
   group-commit batcher (``recharge.ledger_batch``), so concurrent terminals' steps share one
   transaction and one commit, and a batch's steps of one kind run as one statement.
   **Both sides share the machine's cores with their own client**: pgbench in C; here the DD server
   (Python, its own process) and the terminals — a lean callback client (``_LeanRecharge``: compiled
   codec, virtual cards with the compiled cryptography, no task or stream per request) in a third
   process. So the ratio measures the CPU cost of a whole recharge (a TCP connection, five frames
-  with their cryptography on both ends, about nine row changes and their indexes), not only the
+  with their cryptography on both ends, about eight row changes and their indexes), not only the
   database; ``cpu_ms_per_recharge_{server,simulator,postgres,rest}`` say where it went (``rest``: the
   kernel's share not charged to those, and other work on the machine — a noisy run shows there).
 - ``recharge_wire_ceiling_ratio_vs_pgbench``: the same terminals and recharges, each the same
