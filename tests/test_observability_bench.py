@@ -47,3 +47,40 @@ def test_bench_writes_every_figure_with_goal_and_machine(tmp_path: Path) -> None
         goal = results["modules"][first]["goals"].get(name, "—")
         assert f"| `{name}` | {run_all.fmt(value)} | {goal} |" in report
     assert results["machine"]["cpu_model"] in report
+
+
+async def test_wire_ceiling_replays_a_recharges_message_sizes_and_closes_like_the_dd_server() -> None:
+    """bench_dd's ceiling: each request of the recorded sizes gets an answer of the recorded size,
+    even when a request arrives in pieces, and the server closes after the last answer."""
+    import asyncio
+
+    from bench.bench_dd import _FixedExchange, _WireRecharge
+
+    wire = [26, 40, 81, 30, 34, 41, 22, 24, 27, 56]  # request, answer, ... (a recharge's ten messages)
+    requests, answers = wire[0::2], wire[1::2]
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: _FixedExchange(requests, [bytes([i]) * n for i, n in enumerate(answers)]), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for _ in range(3):
+            done: asyncio.Future[None] = loop.create_future()
+            transport, _ = await loop.create_connection(
+                lambda: _WireRecharge([b"\x00" * n for n in requests], answers, done),  # noqa: B023
+                "127.0.0.1", port,
+            )
+            await asyncio.wait_for(done, 5)
+        # a request in two pieces is still one request; the server answers and then closes
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for size, answer in zip(requests, answers, strict=True):
+            writer.write(b"\x00" * (size - 5))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+            writer.write(b"\x00" * 5)
+            assert len(await asyncio.wait_for(reader.readexactly(answer), 5)) == answer
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
