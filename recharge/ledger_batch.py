@@ -35,7 +35,7 @@ locks until that flush is done. ``Batcher`` pays that once per batch (TigerBeetl
   one of those connections at once, outside any transaction (nothing to commit, no wait); at
   most ``max_readers`` reads run at a time, the others wait their turn (a burst of reads
   does not spread over the whole pool: fewer busy server processes do the same work with
-  less CPU).
+  less CPU) — at most ``read_wait_s``, then ``Busy``, like an exhausted pool.
 
 Nothing here knows the DD protocol; ``server.flows`` uses two per DD worker: one for the steps
 that lock a merchant's recharge fund (pay, post), one for the others (``DDContext.batched``).
@@ -113,10 +113,11 @@ class Batcher:
         linger_ms: float = 0.0,
         max_kept: int | None = None,
         max_readers: int = 4,
+        read_wait_s: float = 5.0,
     ) -> None:
         if (
             max_batch < 1 or queue_depth < 1 or pipeline < 1 or max_wait_ms < 0 or max_retries < 0 or linger_ms < 0
-            or max_readers < 1
+            or max_readers < 1 or read_wait_s <= 0
         ):
             raise ValueError("ledger batch limits must be positive")
         # Idle connections kept for reuse are bounded: a burst of concurrent reads must not
@@ -136,6 +137,7 @@ class Batcher:
         self._queue: collections.deque[_Step] = collections.deque()
         self._slots = asyncio.Semaphore(pipeline)
         self._readers = asyncio.Semaphore(max_readers)
+        self.read_wait_s = read_wait_s
         self._arrived: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
@@ -181,7 +183,15 @@ class Batcher:
         """``work`` (read-only) on a kept connection, outside any transaction; its result at once."""
         self._reading += 1
         try:
-            async with self._readers:
+            if self._readers.locked():  # wait for a turn, bounded (no timer when one is free)
+                try:
+                    async with asyncio.timeout(self.read_wait_s):
+                        await self._readers.acquire()
+                except TimeoutError:
+                    raise Busy(f"no reader free within {self.read_wait_s} s") from None
+            else:
+                await self._readers.acquire()
+            try:
                 holder, conn = await self._connection()
                 clean = False
                 try:
@@ -193,6 +203,8 @@ class Batcher:
                     raise
                 finally:
                     await self._give_back(holder, conn, clean=clean)
+            finally:
+                self._readers.release()
         finally:
             self._reading -= 1
             if self._idle():

@@ -168,7 +168,7 @@ class DDContext:
                 platform.acquire, max_batch=s.ledger_batch_max, max_wait_ms=s.ledger_batch_max_wait_ms,
                 queue_depth=s.ledger_batch_queue_depth, pipeline=s.ledger_batch_pipeline,
                 max_retries=s.ledger_max_retries, linger_ms=s.ledger_batch_linger_ms,
-                max_readers=s.ledger_batch_max_readers,
+                max_readers=s.ledger_batch_max_readers, read_wait_s=s.pool_acquire_timeout_s,
             )
 
         record_ids = store.RecordIds()

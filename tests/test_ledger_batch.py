@@ -251,3 +251,21 @@ async def test_reads_beyond_max_readers_wait_their_turn_and_all_are_answered(poo
     await batcher.wait_idle()
     with pytest.raises(ValueError):
         Batcher(pool, max_batch=4, max_wait_ms=1, max_readers=0)
+
+
+async def test_a_read_that_finds_no_reader_free_in_time_is_busy(pool: asyncpg.Pool) -> None:
+    batcher = Batcher(pool, max_batch=4, max_wait_ms=1, max_readers=1, read_wait_s=0.05)
+    started = asyncio.Event()
+
+    async def slow(conn: asyncpg.Connection) -> str:
+        started.set()
+        await asyncio.sleep(0.3)
+        return "slow"
+
+    first = asyncio.create_task(batcher.read(slow))
+    await started.wait()
+    with pytest.raises(Busy):
+        await batcher.read(slow)
+    assert await first == "slow"
+    assert await batcher.read(lambda conn: conn.fetchval("SELECT 'free again'")) == "free again"
+    await batcher.wait_idle()
