@@ -144,14 +144,30 @@ def serve(settings: Settings, *, demo: bool) -> int:
             embedded.cleanup()
 
 
+def _die_with_parent(parent: int) -> None:
+    """A worker drains and exits (SIGTERM) when its supervisor dies, even by SIGKILL: no orphan
+    keeps serving the shared ports with nobody to stop it (Linux ``PR_SET_PDEATHSIG``; elsewhere
+    only the parent's own SIGTERM stops the workers)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _serve_forked(settings: Settings, dsn: str) -> int:
     """N workers sharing the ports; the parent forwards SIGTERM/SIGINT and waits for them."""
     children: list[int] = []
+    parent = os.getpid()
     for _ in range(settings.workers):
         pid = os.fork()
         if pid == 0:  # the child: its own loop, never returns into the parent's code
             code = 0
             try:
+                _die_with_parent(parent)
                 _run_worker(settings, dsn)
             except BaseException:
                 log.exception("worker failed")

@@ -95,23 +95,52 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_with_two_workers_shares_the_ports_and_drains_both(empty_database: str, tmp_path: Path) -> None:
+def _serve_two_workers(database: str, tmp_path: Path) -> tuple[subprocess.Popen[str], int, set[int]]:
+    """``serve --workers 2`` in a session of its own (so a failed test can stop all of it):
+    (the supervisor, the HTTP port, the workers' pids) once both workers are ready."""
     dd_port, http_port = _free_port(), _free_port()
     write_keys(tmp_path / "keys.json", MasterKeys.generate(demo=True))
     proc = subprocess.Popen(
         [sys.executable, "-m", "recharge.cli", "serve", "--workers", "2", "--dd-port", str(dd_port),
-         "--http-port", str(http_port), "--database-url", empty_database, "--data-dir", str(tmp_path)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+         "--http-port", str(http_port), "--database-url", database, "--data-dir", str(tmp_path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
         env={**os.environ, "RECHARGE_DD_HOST": "127.0.0.1", "RECHARGE_HTTP_HOST": "127.0.0.1"},
     )
+    assert proc.stdout is not None
+    pids: set[int] = set()
+    while len(pids) < 2:
+        line = proc.stdout.readline()
+        if not line:
+            _stop_session(proc)
+            raise AssertionError("serve exited before both workers were ready")
+        if line.startswith("READY "):
+            pids.add(int(line.split("pid=")[1].strip()))
+    return proc, http_port, pids
+
+
+def _stop_session(proc: subprocess.Popen[str]) -> None:
+    """Kill what is left of a served session: the supervisor and any worker."""
     try:
-        assert proc.stdout is not None
-        pids = set()
-        while len(pids) < 2:
-            line = proc.stdout.readline()
-            assert line, "serve exited before both workers were ready"
-            if line.startswith("READY "):
-                pids.add(line.split("pid=")[1].strip())
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waiting for its reaper is gone for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_serve_with_two_workers_shares_the_ports_and_drains_both(empty_database: str, tmp_path: Path) -> None:
+    proc, http_port, pids = _serve_two_workers(empty_database, tmp_path)
+    try:
         assert len(pids) == 2  # two processes, one port each kind
         for _ in range(6):
             assert _get(http_port, "/healthz")[0] == 200
@@ -128,6 +157,17 @@ def test_serve_with_two_workers_shares_the_ports_and_drains_both(empty_database:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _stop_session(proc)
+
+
+def test_workers_stop_when_their_supervisor_is_killed(empty_database: str, tmp_path: Path) -> None:
+    proc, _, pids = _serve_two_workers(empty_database, tmp_path)
+    try:
+        proc.send_signal(signal.SIGKILL)  # the supervisor dies without forwarding anything
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids), "workers outlived their supervisor"
+    finally:
+        _stop_session(proc)
