@@ -112,7 +112,9 @@ async def worker_main(settings: Settings, dsn: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     running = RunningPlatform(settings, dsn)
     await running.start()
-    print(f"READY dd_port={running.dd_port} http_port={running.http_port} pid={os.getpid()}", flush=True)
+    # One write of the whole line: workers share stdout, and print's separate newline could interleave.
+    sys.stdout.write(f"READY dd_port={running.dd_port} http_port={running.http_port} pid={os.getpid()}\n")
+    sys.stdout.flush()
     await stop.wait()
     await running.stop()
 
