@@ -108,13 +108,15 @@ def _serve_two_workers(database: str, tmp_path: Path) -> tuple[subprocess.Popen[
     )
     assert proc.stdout is not None
     pids: set[int] = set()
-    while len(pids) < 2:
-        line = proc.stdout.readline()
-        if not line:
-            _stop_session(proc)
-            raise AssertionError("serve exited before both workers were ready")
-        if line.startswith("READY "):
-            pids.add(int(line.split("pid=")[1].strip()))
+    try:
+        while len(pids) < 2:
+            line = proc.stdout.readline()
+            assert line, "serve exited before both workers were ready"
+            if line.startswith("READY "):
+                pids.add(int(line.split("pid=")[1].strip()))
+    except BaseException:
+        _stop_session(proc)
+        raise
     return proc, http_port, pids
 
 
