@@ -122,7 +122,9 @@ class Batcher:
             raise ValueError("ledger batch limits must be positive")
         # Idle connections kept for reuse are bounded: a burst of concurrent reads must not
         # leave a busy batcher holding the pool (another lane would starve and answer busy).
-        self.max_kept = pipeline + 1 if max_kept is None else max_kept
+        # By default as many as it can use at once (its batches and its readers), so a busy
+        # batcher does not give a connection back only to take one again at the next read.
+        self.max_kept = pipeline + max_readers if max_kept is None else max_kept
         if self.max_kept < 0:
             raise ValueError("max_kept must not be negative")
         self._acquire: Acquire = acquire.acquire if isinstance(acquire, asyncpg.Pool) else acquire
