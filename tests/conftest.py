@@ -13,7 +13,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -192,6 +192,19 @@ async def audited(pool: asyncpg.Pool) -> AsyncIterator[None]:
 def unique_digits(n: int) -> str:
     """n random decimal digits, for codes and numbers that must not collide between tests."""
     return "".join(secrets.choice("0123456789") for _ in range(n))
+
+
+@asynccontextmanager
+async def scratch_table(pool: asyncpg.Pool, prefix: str, columns: str) -> AsyncIterator[str]:
+    """A table of the test's own (``CREATE TABLE <prefix>_<digits> (<columns>)``), dropped afterwards."""
+    name = f"{prefix}_{unique_digits(10)}"
+    async with pool.acquire() as c:
+        await c.execute(f"CREATE TABLE {name} ({columns})")
+    try:
+        yield name
+    finally:
+        async with pool.acquire() as c:
+            await c.execute(f"DROP TABLE {name}")
 
 
 @contextmanager

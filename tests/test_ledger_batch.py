@@ -14,7 +14,7 @@ from recharge.demo import ensure_merchant, fund_recharge_fund
 from recharge.ledger import AccountKind
 from recharge.ledger_batch import Batcher
 from server.fixtures import fresh_merchant_code
-from tests.conftest import unique_digits
+from tests.conftest import scratch_table, unique_digits
 
 pytestmark = pytest.mark.usefixtures("audited")
 
@@ -22,14 +22,8 @@ pytestmark = pytest.mark.usefixtures("audited")
 @pytest.fixture
 async def probe(pool: asyncpg.Pool) -> AsyncIterator[str]:
     """A scratch table of its own: (k int primary key, v int)."""
-    name = f"ledger_batch_probe_{unique_digits(10)}"
-    async with pool.acquire() as c:
-        await c.execute(f"CREATE TABLE {name} (k int PRIMARY KEY, v int NOT NULL DEFAULT 0)")
-    try:
+    async with scratch_table(pool, "ledger_batch_probe", "k int PRIMARY KEY, v int NOT NULL DEFAULT 0") as name:
         yield name
-    finally:
-        async with pool.acquire() as c:
-            await c.execute(f"DROP TABLE {name}")
 
 
 async def _fund_and_purses(pool: asyncpg.Pool, fund_cents: int, purses: int) -> tuple[int, list[int]]:

@@ -11,20 +11,14 @@ import asyncpg
 import pytest
 
 from recharge.ledger_batch import SINGLY, Batcher, Group
-from tests.conftest import unique_digits
+from tests.conftest import scratch_table
 
 
 @pytest.fixture
 async def probe(pool: asyncpg.Pool) -> AsyncIterator[str]:
     """A scratch table of its own: (k int primary key, v int)."""
-    name = f"ledger_batch_group_probe_{unique_digits(10)}"
-    async with pool.acquire() as c:
-        await c.execute(f"CREATE TABLE {name} (k int PRIMARY KEY CHECK (k < 1000), v int NOT NULL DEFAULT 0)")
-    try:
+    async with scratch_table(pool, "ledger_batch_group_probe", "k int PRIMARY KEY CHECK (k < 1000), v int NOT NULL DEFAULT 0") as name:
         yield name
-    finally:
-        async with pool.acquire() as c:
-            await c.execute(f"DROP TABLE {name}")
 
 
 def _group(table: str, calls: list[list[int]]) -> Group:
