@@ -16,8 +16,9 @@
   the client count (at least 10), as pgbench's documentation asks (at scale 10, 64 clients mostly measure lock
   contention on its ten ``branches`` rows: about a quarter less TPS here). Both sides' tables are
   analyzed. The DD server runs with the platform's default settings (pool, ``ledger_batch_*``).
-  Every recharge write is durable before its answer leaves: DD11's checks only read (one statement,
-  no transaction); DD13 of a paid order's known CPU card writes nothing (DD15 stores the balance
+  Every recharge write is durable before its answer leaves: DD11's checks only read (no
+  transaction: one lookup statement answers the DD11s of all terminals waiting for one,
+  ``Batcher.lookup``); DD13 of a paid order's known CPU card writes nothing (DD15 stores the balance
   the card reported in the order); DD15 (*loading*), DD17 (post) and DD19 (confirm) are steps of the server's
   group-commit batcher (``recharge.ledger_batch``), so concurrent terminals' steps share one
   transaction and one commit, and a batch's steps of one kind run as one statement.
@@ -33,6 +34,8 @@
   answers them with no parsing, no cryptography and no database, divided by the same pgbench TPS:
   what the connections and round trips alone cost, the ceiling of ``recharge_ratio_vs_pgbench``
   if everything else were free.
+- ``dd_steps_per_commit`` / ``dd11_reads_per_statement``: during the recharge run, the batched
+  steps (DD15, DD17, DD19) per commit and the DD11 reads per lookup statement, both lanes summed.
 - ``dd_<stage>_p50_ms`` / ``dd_<stage>_p99_ms``: latency per request stage as the terminals saw it
   during the recharge run (DD01 from the round-trip run).
 
@@ -54,7 +57,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -76,7 +79,7 @@ GOALS = {"dd_roundtrip_ratio_vs_echo": ">= 0.6", "recharge_ratio_vs_pgbench": ">
 # --- servers (child processes) -----------------------------------------------------------------
 
 
-def _dd_server_main(settings: Any, dsn: str, ports: Any) -> None:
+def _dd_server_main(settings: Any, dsn: str, asks: Any, answers: Any, ports: Any) -> None:
     import uvloop
 
     async def main() -> None:
@@ -87,8 +90,12 @@ def _dd_server_main(settings: Any, dsn: str, ports: Any) -> None:
 
         pool = await db.create_pool(dsn, settings)
         ctx = Platform(settings=settings, pool=pool, keys=load_keys(settings.resolved_key_file), dsn=dsn)
-        ports.put(await DDService(ctx).start())
-        await asyncio.Event().wait()  # until the parent terminates us
+        service = DDService(ctx)
+        ports.put(await service.start())
+        loop = asyncio.get_running_loop()
+        while True:  # until the parent terminates us: answer its questions about the batchers
+            await loop.run_in_executor(None, asks.get)
+            answers.put((service.dd.batcher.stats, service.dd.fund_batcher.stats))
 
     uvloop.run(main())
 
@@ -460,6 +467,13 @@ def _start(ctx: Any, target: Any, *args: Any) -> tuple[Any, int]:
     return proc, int(ports.get(timeout=60))
 
 
+def _batcher_stats(asks: Any, answers: Any) -> list[int]:
+    """The DD server's two batchers' counts, summed: [commits, steps, retries, lookup statements, lookups]."""
+    asks.put(True)
+    lane, fund = answers.get(timeout=10)
+    return [a + b for a, b in zip(astuple(lane), astuple(fund), strict=True)]
+
+
 def _client(ctx: Any, target: Any, *args: Any, timeout_s: float = 300) -> Any:
     results = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, results), daemon=True)
@@ -554,7 +568,8 @@ def run() -> dict[str, float]:
                                    ROUNDTRIP_CONNECTIONS, ROUNDTRIP_SECONDS)
         finally:
             echo.terminate()
-        server, dd_port = _start(ctx, _dd_server_main, settings, dsn)
+        asks, answers = ctx.Queue(), ctx.Queue()
+        server, dd_port = _start(ctx, _dd_server_main, settings, dsn, asks, answers)
         try:
             dd_rate, dd01_latencies = _client(ctx, _roundtrip_client_main, dd_port, dd01, DD02_SIZE,
                                               ROUNDTRIP_CONNECTIONS, ROUNDTRIP_SECONDS)
@@ -566,9 +581,11 @@ def run() -> dict[str, float]:
             client = ctx.Process(target=_lean_client_main, args=(plan, ready, go, out), daemon=True)
             client.start()
             ready.get(timeout=120)  # every terminal signed in
+            batchers_before = _batcher_stats(asks, answers)
             server_cpu, pg_cpu, busy = _process_cpu_s(server.pid), _postgres_cpu_s(postmaster), _machine_busy_s()
             go.put(True)
             results, by_stage, elapsed_s, loaded, simulator_cpu, wire = out.get(timeout=300)
+            batchers = [after - before for after, before in zip(_batcher_stats(asks, answers), batchers_before, strict=True)]
             client.join(10)
             server_cpu = _process_cpu_s(server.pid) - server_cpu
             pg_cpu, busy = _postgres_cpu_s(postmaster) - pg_cpu, _machine_busy_s() - busy
@@ -594,6 +611,9 @@ def run() -> dict[str, float]:
     figures["pgbench_tpcb_tps_before"] = tps_before
     figures["pgbench_tpcb_tps_after"] = tps_after
     figures["recharge_ratio_vs_pgbench"] = (loaded / elapsed_s) / tps
+    commits, steps, _, lookup_statements, lookups = batchers
+    figures["dd_steps_per_commit"] = steps / max(commits, 1)
+    figures["dd11_reads_per_statement"] = lookups / max(lookup_statements, 1)
     figures["wire_recharges_per_s"] = wire_rate
     figures["recharge_wire_ceiling_ratio_vs_pgbench"] = wire_rate / tps
     # Where the CPU of the recharge run went, per recharge: the DD server process, the simulator

@@ -58,6 +58,7 @@ class Settings:
     ledger_batch_pipeline: int = 1  # batches in flight per lane (2: one runs while the previous commits)
     ledger_batch_linger_ms: float = 200.0  # a batcher keeps its idle connections this long (skips the pool reset)
     ledger_batch_max_readers: int = 4  # DD11 reads a batcher runs at once; more wait their turn
+    ledger_batch_lookup_runners: int = 1  # DD11 lookup statements a batcher runs at once; lookups arriving meanwhile share the next
     # --- order API
     order_api_timestamp_window_s: int = 300
     order_api_session_ttl_s: int = 1800  # an APPLLogin serial is usable this long

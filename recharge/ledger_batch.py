@@ -36,6 +36,10 @@ locks until that flush is done. ``Batcher`` pays that once per batch (TigerBeetl
   most ``max_readers`` reads run at a time, the others wait their turn (a burst of reads
   does not spread over the whole pool: fewer busy server processes do the same work with
   less CPU) — at most ``read_wait_s``, then ``Busy``, like an exhausted pool.
+- Lookups: ``lookup(group, item)`` is a read merged like a step, without a transaction: at
+  most ``lookup_runners`` lookup statements run at once; the lookups that arrive meanwhile
+  wait, and the next statement (``group.run_all``) answers all of them (group commit, for
+  reads). A lookup that finds no statement running starts one at once: no added wait at low load.
 
 Nothing here knows the DD protocol; ``server.flows`` uses two per DD worker: one for the steps
 that lock a merchant's recharge fund (pay, post), one for the others (``DDContext.batched``).
@@ -96,6 +100,8 @@ class BatchStats:
     batches: int
     steps: int
     retries: int
+    lookup_statements: int = 0
+    lookups: int = 0
 
 
 class Batcher:
@@ -114,10 +120,11 @@ class Batcher:
         max_kept: int | None = None,
         max_readers: int = 4,
         read_wait_s: float = 5.0,
+        lookup_runners: int = 1,
     ) -> None:
         if (
             max_batch < 1 or queue_depth < 1 or pipeline < 1 or max_wait_ms < 0 or max_retries < 0 or linger_ms < 0
-            or max_readers < 1 or read_wait_s <= 0
+            or max_readers < 1 or read_wait_s <= 0 or lookup_runners < 1
         ):
             raise ValueError("ledger batch limits must be positive")
         # Idle connections kept for reuse are bounded: a burst of concurrent reads must not
@@ -140,12 +147,15 @@ class Batcher:
         self._slots = asyncio.Semaphore(pipeline)
         self._readers = asyncio.Semaphore(max_readers)
         self.read_wait_s = read_wait_s
+        self.lookup_runners = lookup_runners
+        self._lookups: collections.deque[tuple[Group, Any, asyncio.Future[Any]]] = collections.deque()
+        self._lookup_runs: set[asyncio.Task[None]] = set()
         self._arrived: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._spare: list[tuple[AbstractAsyncContextManager[asyncpg.Connection], asyncpg.Connection]] = []
         self._closing: asyncio.Task[None] | None = None
-        self._stats = [0, 0, 0]  # batches committed, steps in them, retries
+        self._stats = [0, 0, 0, 0, 0]  # batches committed, steps in them, retries, lookup statements, lookups
 
     @property
     def stats(self) -> BatchStats:
@@ -212,6 +222,97 @@ class Batcher:
             if self._idle():
                 self._spares_idle()
 
+    async def lookup(self, group: Group, item: Any) -> Any:
+        """``group.run_all``'s answer for ``item``: a read outside any transaction, in one statement
+        with the other lookups of ``group`` that are waiting when it runs.
+
+        At most ``lookup_runners`` such statements run at a time (each takes a reader's turn, as
+        ``read`` does); lookups arriving meanwhile queue and the next statement answers them all,
+        so under load a read costs a fraction of a round trip (group commit, for reads). ``run_all``
+        must answer every item (``SINGLY`` is not allowed here); if it raises, every lookup of that
+        statement gets the exception. ``Busy`` when ``queue_depth`` lookups wait, or when one has
+        waited ``read_wait_s``.
+        """
+        if len(self._lookups) >= self.queue_depth:
+            raise Busy("lookup queue full")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._lookups.append((group, item, future))
+        if len(self._lookup_runs) < self.lookup_runners:
+            task = loop.create_task(self._run_lookups())
+            self._lookup_runs.add(task)
+            task.add_done_callback(self._lookup_runs.discard)
+        try:
+            async with asyncio.timeout(self.read_wait_s):
+                return await future
+        except TimeoutError:
+            raise Busy(f"no lookup answered within {self.read_wait_s} s") from None
+
+    async def _run_lookups(self) -> None:
+        """A lookup runner: while lookups wait, answer the longest-waiting one's group in one statement."""
+        queue = self._lookups
+        self._reading += 1
+        try:
+            while queue:
+                await self._readers.acquire()
+                try:
+                    group = queue[0][0]
+                    items: list[Any] = []
+                    futures: list[asyncio.Future[Any]] = []
+                    kept: list[tuple[Group, Any, asyncio.Future[Any]]] = []
+                    while queue and len(items) < self.max_batch:
+                        entry = queue.popleft()
+                        if entry[2].done():  # its caller went away (timed out)
+                            continue
+                        if entry[0] is group:
+                            items.append(entry[1])
+                            futures.append(entry[2])
+                        else:
+                            kept.append(entry)
+                    queue.extendleft(reversed(kept))
+                    if items:
+                        await self._answer_lookups(group, items, futures)
+                finally:
+                    self._readers.release()
+        finally:
+            self._reading -= 1
+            if self._idle():
+                self._spares_idle()
+
+    async def _answer_lookups(self, group: Group, items: list[Any], futures: list[asyncio.Future[Any]]) -> None:
+        try:
+            await self._lookups_once(group, items, futures)
+        except BaseException:  # cancelled (shutdown): its callers must not wait for nothing
+            for future in futures:
+                future.cancel()
+            raise
+
+    async def _lookups_once(self, group: Group, items: list[Any], futures: list[asyncio.Future[Any]]) -> None:
+        try:
+            holder, conn = await self._connection()
+        except Exception as exc:  # Busy (pool exhausted), a refused connection
+            answers: list[Any] = [exc] * len(items)
+            failed = True
+        else:
+            try:
+                answers = await group.run_all(conn, items)
+                if len(answers) != len(items) or any(a is SINGLY for a in answers):
+                    raise RuntimeError(f"lookup group {group.name} did not answer every item")
+                failed = False
+            except Exception as exc:  # an SQL error leaves the connection usable
+                answers, failed = [exc] * len(items), True
+            finally:
+                await self._give_back(holder, conn, clean=True)
+        self._stats[3] += 1
+        self._stats[4] += len(items)
+        metrics.LEDGER_LOOKUP_BATCH_SIZE.observe(len(items))
+        for future, answer in zip(futures, answers, strict=True):
+            if not future.done():
+                if failed:
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
     async def wait_idle(self) -> None:
         """Until nothing is queued, running or committing (for a graceful stop and tests)."""
         while self._queue or self._spare or any(t is not None and not t.done() for t in self._tasks()):
@@ -224,7 +325,7 @@ class Batcher:
                 await asyncio.sleep(0)
 
     def _tasks(self) -> list[asyncio.Task[None] | None]:
-        return [self._runner, self._closing, *self._batches]
+        return [self._runner, self._closing, *self._batches, *self._lookup_runs]
 
     # --- the runner: one at a time, started by ``run`` and ending when the queue is empty
 

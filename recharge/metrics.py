@@ -85,6 +85,10 @@ LEDGER_BATCH_SIZE = Histogram(
     "recharge_ledger_batch_size", "DD steps committed per batched (group-commit) transaction",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+LEDGER_LOOKUP_BATCH_SIZE = Histogram(
+    "recharge_ledger_lookup_batch_size", "DD11 reads answered per lookup statement (Batcher.lookup)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 LEDGER_RETRIES = Counter("recharge_ledger_retries_total", "Transactions retried after deadlock/serialization")
 SWEPT_TRANSFERS = Counter("recharge_swept_transfers_total", "Pending transfers voided by timeout")
 DB_POOL_CONNECTIONS = Gauge(

@@ -169,6 +169,7 @@ class DDContext:
                 queue_depth=s.ledger_batch_queue_depth, pipeline=s.ledger_batch_pipeline,
                 max_retries=s.ledger_max_retries, linger_ms=s.ledger_batch_linger_ms,
                 max_readers=s.ledger_batch_max_readers, read_wait_s=s.pool_acquire_timeout_s,
+                lookup_runners=s.ledger_batch_lookup_runners,
             )
 
         record_ids = store.RecordIds()
@@ -420,41 +421,45 @@ async def _pay(conn: asyncpg.Connection, order_no: str, card_no: str | None = No
         raise _order_error(exc) from None
 
 
+async def _dd11_reads(conn: asyncpg.Connection, items: list[tuple[str, str | None]]) -> list[object]:
+    return list(await store.terminals_and_orders(conn, items))
+
+
+# DD11's reads (terminal, order, card kind) of concurrent terminals in one statement (Batcher.lookup).
+DD11_READS = Group("dd11_reads", _dd11_reads)
+
+
 async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     """app type ‖ amount ‖ order number: checks BB, A1, A6, 99, 96, 97, A7; pays an unpaid order.
 
-    The checks only read (no transaction, no commit); paying an unpaid order naming its card
-    is a batched step (``DDContext.batched``), answered once committed.
+    The checks only read (no transaction, no commit): one lookup, shared with the DD11s of
+    other terminals waiting at that moment (``Batcher.lookup``); paying an unpaid order naming
+    its card is a batched step (``DDContext.batched``), answered once committed.
     """
     _need_length(frame, 15)
     info = frame.info
     st.code = _terminal_code(frame.user_id)
     order_no = _bcd(info[5:15])
-
-    async def checks(conn: asyncpg.Connection) -> tuple[Order, bool]:
-        # One statement reads them all; the checks below still refuse in the spec's order.
-        terminal, order, st.order_card_kind = await store.terminal_and_order(
-            conn, st.code, order_no if order_no is not None and orders.is_order_no(order_no) else None
-        )
-        _check_signed_in(st, frame, terminal)
-        if info[0] != APP_MERCHANT_LOAD:
-            raise Refuse(INFO_APP_TYPE)
-        amount = be_decode(info[1:5])
-        _order_no(info[5:15])
-        if order is None:
-            raise Refuse(INFO_UNKNOWN_ORDER)
-        if not _loadable(order, _now()):
-            raise Refuse(INFO_NOT_LOADABLE)
-        if amount != order.amount_cents:
-            raise Refuse(INFO_AMOUNT)
-        if order.state == orders.SUBMITTED and order.card_no is None:
-            if await store.fund_available(conn, order.merchant_id) < order.amount_cents:
-                raise Refuse(INFO_FUND_EMPTY)
-            return order, True
-        return order, False
-
-    order, pay_at_card = await dd.batcher.read(checks)  # reads only: no transaction, no commit
-    if order.state == orders.SUBMITTED and order.card_no is not None:
+    wanted = order_no if order_no is not None and orders.is_order_no(order_no) else None
+    terminal, order, st.order_card_kind = await dd.batcher.lookup(DD11_READS, (st.code, wanted))
+    # The checks refuse in the spec's order.
+    _check_signed_in(st, frame, terminal)
+    if info[0] != APP_MERCHANT_LOAD:
+        raise Refuse(INFO_APP_TYPE)
+    amount = be_decode(info[1:5])
+    _order_no(info[5:15])
+    if order is None:
+        raise Refuse(INFO_UNKNOWN_ORDER)
+    if not _loadable(order, _now()):
+        raise Refuse(INFO_NOT_LOADABLE)
+    if amount != order.amount_cents:
+        raise Refuse(INFO_AMOUNT)
+    pay_at_card = order.state == orders.SUBMITTED and order.card_no is None
+    if pay_at_card:
+        merchant_id = order.merchant_id
+        if await dd.batcher.read(lambda conn: store.fund_available(conn, merchant_id)) < order.amount_cents:
+            raise Refuse(INFO_FUND_EMPTY)
+    elif order.state == orders.SUBMITTED:
         to_pay = order.order_no
         order = await dd.batched(lambda conn: _pay(conn, to_pay), fund=True)
     st.order, st.pay_at_card = order, pay_at_card

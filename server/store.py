@@ -96,9 +96,34 @@ async def terminal_and_order(
         order_no,
     )
     assert row is not None
+    return _terminal_order_kind(row)
+
+
+# DD11's reads of several terminals at once, one row per (code, order number) in their order: a
+# lateral lookup per pair, so each is an index probe however few pairs the planner expects.
+_TERMINALS_AND_ORDERS = (
+    f"SELECT t.*, o.*, c.kind AS c_kind FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(code, order_no, i)"
+    f" LEFT JOIN LATERAL (SELECT {_TERMINAL_ALIASED} FROM terminals t WHERE t.code = k.code LIMIT 1) t ON true"
+    f" LEFT JOIN LATERAL (SELECT {_ORDER_COLUMNS} FROM orders o WHERE o.order_no = k.order_no LIMIT 1) o ON true"
+    " LEFT JOIN LATERAL (SELECT c.kind FROM cards c WHERE c.card_no = o.card_no LIMIT 1) c ON true"
+    " ORDER BY k.i"
+)
+
+
+def _terminal_order_kind(row: asyncpg.Record) -> tuple[Terminal | None, Order | None, str | None]:
     terminal = Terminal(*(row[f"t_{c}"] for c in _TERMINAL_COLUMNS.split(", "))) if row["t_id"] is not None else None
     order = Order.from_row(row) if row["order_no"] is not None else None
     return terminal, order, row["c_kind"]
+
+
+async def terminals_and_orders(
+    conn: asyncpg.Connection, items: list[tuple[str, str | None]]
+) -> list[tuple[Terminal | None, Order | None, str | None]]:
+    """``terminal_and_order`` for several (code, order number) pairs in one statement, in their order."""
+    if len(items) == 1:
+        return [await terminal_and_order(conn, *items[0])]
+    rows = await conn.fetch(_TERMINALS_AND_ORDERS, [code for code, _ in items], [no for _, no in items])
+    return [_terminal_order_kind(row) for row in rows]
 
 
 async def record_signin_failure(conn: asyncpg.Connection, terminal_id: int, max_failures: int) -> Terminal:

@@ -48,3 +48,27 @@ async def test_last_known_balance_prefers_the_latest_load_then_the_card_row(conn
             order_no, balance_after, loaded_at,
         )
     assert await store.last_known_balance(conn, card_no) == 900
+
+
+async def test_dd11_reads_of_several_terminals_in_one_statement_match_the_single_read(conn: asyncpg.Connection) -> None:
+    """``terminals_and_orders`` answers each (terminal, order) pair exactly as ``terminal_and_order``
+    would, in the order asked: known and unknown terminals, orders with and without a card row,
+    unknown orders, no order asked, and the same pair twice."""
+    merchant = await fixtures.funded_merchant(conn, await fixtures.fresh_merchant_code(conn), 10_000)
+    code, card_no = fixtures.random_digits(8), fixtures.random_digits(16)
+    await fixtures.dd_terminal(conn, merchant, code, fixtures.random_digits(8))
+    with_card_row = await fixtures.paid_order(conn, merchant, card_no, 100)
+    await conn.execute("INSERT INTO cards (card_no, kind) VALUES ($1, 'cpu')", card_no)
+    without_card_row = await fixtures.paid_order(conn, merchant, fixtures.random_digits(16), 200)
+    unknown_order = "9" * 20
+    pairs: list[tuple[str, str | None]] = [
+        (code, with_card_row), ("00000000", with_card_row), (code, without_card_row), (code, unknown_order),
+        (code, None), ("00000000", None), (code, with_card_row),
+    ]
+    merged = await store.terminals_and_orders(conn, pairs)
+    singles = [await store.terminal_and_order(conn, c, o) for c, o in pairs]
+    assert merged == singles
+    assert [(t is not None, o.order_no if o else None, kind) for t, o, kind in merged] == [
+        (True, with_card_row, "cpu"), (False, with_card_row, "cpu"), (True, without_card_row, None),
+        (True, None, None), (True, None, None), (False, None, None), (True, with_card_row, "cpu"),
+    ]

@@ -104,3 +104,121 @@ async def test_a_burst_of_reads_keeps_at_most_max_kept_connections(pool: asyncpg
     assert batcher.kept == 2
     await batcher.wait_idle()
     assert batcher.kept == 0
+
+
+# --- lookups: reads of concurrent callers answered by one statement (Batcher.lookup)
+
+
+def _lookup_group(calls: list[list[int]], gate: asyncio.Event | None = None, name: str = "squares") -> Group:
+    async def run_all(conn: asyncpg.Connection, items: list[Any]) -> list[Any]:
+        calls.append(list(items))
+        if gate is not None:
+            await gate.wait()
+        rows = await conn.fetch("SELECT k * k AS sq FROM unnest($1::int[]) WITH ORDINALITY AS u(k, i) ORDER BY i", items)
+        return [row["sq"] for row in rows]
+
+    return Group(name, run_all)
+
+
+async def test_lookups_arriving_while_one_runs_are_answered_by_the_next_statement(pool: asyncpg.Pool) -> None:
+    calls: list[list[int]] = []
+    gate = asyncio.Event()
+    batcher = Batcher(pool, max_batch=16, max_wait_ms=0)
+    group = _lookup_group(calls, gate)
+    first = asyncio.create_task(batcher.lookup(group, 1))
+    await asyncio.sleep(0.05)  # the first statement is running (held at the gate)
+    rest = [asyncio.create_task(batcher.lookup(group, k)) for k in range(2, 8)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await first == 1
+    assert await asyncio.gather(*rest) == [k * k for k in range(2, 8)]
+    assert calls == [[1], [2, 3, 4, 5, 6, 7]]  # six lookups, one statement
+    assert (batcher.stats.lookup_statements, batcher.stats.lookups) == (2, 7)
+    await batcher.wait_idle()
+
+
+async def test_a_statement_answers_at_most_max_batch_lookups_and_one_group(pool: asyncpg.Pool) -> None:
+    squares: list[list[int]] = []
+    others: list[list[int]] = []
+    gate = asyncio.Event()
+    batcher = Batcher(pool, max_batch=3, max_wait_ms=0)
+    group, other = _lookup_group(squares, gate), _lookup_group(others, name="other")
+    first = asyncio.create_task(batcher.lookup(group, 1))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.create_task(batcher.lookup(other if k in (3, 6) else group, k)) for k in range(2, 9)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await first == 1
+    assert await asyncio.gather(*queued) == [k * k for k in range(2, 9)]
+    # The group of the longest-waiting lookup, at most three at a time; the other group keeps its place.
+    assert squares == [[1], [2, 4, 5], [7, 8]] and others == [[3, 6]]
+    await batcher.wait_idle()
+
+
+async def test_a_failing_lookup_statement_fails_its_lookups_only(pool: asyncpg.Pool) -> None:
+    gate = asyncio.Event()
+
+    async def run_all(conn: asyncpg.Connection, items: list[Any]) -> list[Any]:
+        await gate.wait()
+        return list(await conn.fetchval("SELECT array_agg(10 / k) FROM unnest($1::int[]) AS k", items))
+
+    batcher = Batcher(pool, max_batch=16, max_wait_ms=0)
+    group = Group("tenths", run_all)
+    first = asyncio.create_task(batcher.lookup(group, 5))
+    await asyncio.sleep(0.05)
+    doomed = [asyncio.create_task(batcher.lookup(group, k)) for k in (1, 0, 2)]  # 10 / 0 fails the statement
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await first == 2
+    results = await asyncio.gather(*doomed, return_exceptions=True)
+    assert all(isinstance(r, asyncpg.DivisionByZeroError) for r in results)
+    assert await batcher.lookup(group, 2) == 5  # the connection and the batcher are still usable
+    await batcher.wait_idle()
+
+
+async def test_a_group_that_leaves_an_item_unanswered_is_an_error_for_its_lookups(pool: asyncpg.Pool) -> None:
+    async def run_all(conn: asyncpg.Connection, items: list[Any]) -> list[Any]:
+        return [SINGLY for _ in items]
+
+    batcher = Batcher(pool, max_batch=16, max_wait_ms=0)
+    with pytest.raises(RuntimeError, match="did not answer every item"):
+        await batcher.lookup(Group("lazy", run_all), 1)
+    await batcher.wait_idle()
+
+
+async def test_a_lookup_waiting_longer_than_read_wait_is_busy_and_never_run(pool: asyncpg.Pool) -> None:
+    from recharge.context import Busy
+
+    calls: list[list[int]] = []
+    gate = asyncio.Event()
+    batcher = Batcher(pool, max_batch=16, max_wait_ms=0, read_wait_s=0.2)
+    group = _lookup_group(calls, gate)
+    first = asyncio.create_task(batcher.lookup(group, 1))
+    await asyncio.sleep(0.05)
+    with pytest.raises(Busy):
+        await batcher.lookup(group, 2)  # the only runner is held at the gate past read_wait_s
+    gate.set()
+    with pytest.raises(Busy):
+        await first  # held past read_wait_s itself
+    assert await batcher.lookup(group, 3) == 9
+    assert calls == [[1], [3]]  # the abandoned lookup 2 never reached a statement
+    await batcher.wait_idle()
+
+
+async def test_a_full_lookup_queue_answers_busy_at_once(pool: asyncpg.Pool) -> None:
+    from recharge.context import Busy
+
+    calls: list[list[int]] = []
+    gate = asyncio.Event()
+    batcher = Batcher(pool, max_batch=16, max_wait_ms=0, queue_depth=2)
+    group = _lookup_group(calls, gate)
+    running = [asyncio.create_task(batcher.lookup(group, k)) for k in (1, 2)]  # one statement, held at the gate
+    await asyncio.sleep(0.05)
+    queued = [asyncio.create_task(batcher.lookup(group, k)) for k in (3, 4)]
+    await asyncio.sleep(0)
+    with pytest.raises(Busy, match="lookup queue full"):
+        await batcher.lookup(group, 5)
+    gate.set()
+    assert await asyncio.gather(*running, *queued) == [1, 4, 9, 16]
+    assert calls == [[1, 2], [3, 4]]
+    await batcher.wait_idle()
