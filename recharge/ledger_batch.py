@@ -93,6 +93,9 @@ class _Step:
     outcome: tuple[bool, Any] = field(default=(False, None))  # (ok, result or exception) of the last attempt
 
 
+_Lookup = tuple[Group, Any, "asyncio.Future[Any]", float]  # group, item, the caller's future, when it was queued
+
+
 @dataclass(frozen=True, slots=True)
 class BatchStats:
     """What a batcher has done since it was made (for tests and the benchmark)."""
@@ -148,7 +151,8 @@ class Batcher:
         self._readers = asyncio.Semaphore(max_readers)
         self.read_wait_s = read_wait_s
         self.lookup_runners = lookup_runners
-        self._lookups: collections.deque[tuple[Group, Any, asyncio.Future[Any]]] = collections.deque()
+        self._lookups: collections.deque[_Lookup] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None  # bound at first use (get_running_loop costs a getpid)
         self._lookup_runs: set[asyncio.Task[None]] = set()
         self._arrived: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -156,6 +160,10 @@ class Batcher:
         self._spare: list[tuple[AbstractAsyncContextManager[asyncpg.Connection], asyncpg.Connection]] = []
         self._closing: asyncio.Task[None] | None = None
         self._stats = [0, 0, 0, 0, 0]  # batches committed, steps in them, retries, lookup statements, lookups
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
 
     @property
     def stats(self) -> BatchStats:
@@ -181,7 +189,7 @@ class Batcher:
         """
         if len(self._queue) >= self.queue_depth:
             raise Busy("ledger batch queue full")
-        loop = asyncio.get_running_loop()
+        loop = self._loop or self._bind_loop()
         step = _Step(work, loop.create_future(), hot, group, item)
         self._queue.append(step)
         if self._runner is None or self._runner.done():
@@ -195,14 +203,7 @@ class Batcher:
         """``work`` (read-only) on a kept connection, outside any transaction; its result at once."""
         self._reading += 1
         try:
-            if self._readers.locked():  # wait for a turn, bounded (no timer when one is free)
-                try:
-                    async with asyncio.timeout(self.read_wait_s):
-                        await self._readers.acquire()
-                except TimeoutError:
-                    raise Busy(f"no reader free within {self.read_wait_s} s") from None
-            else:
-                await self._readers.acquire()
+            await self._reader_turn()
             try:
                 holder, conn = await self._connection()
                 clean = False
@@ -222,6 +223,17 @@ class Batcher:
             if self._idle():
                 self._spares_idle()
 
+    async def _reader_turn(self) -> None:
+        """Take one of the ``max_readers`` turns: at most ``read_wait_s`` (no timer when one is free)."""
+        if self._readers.locked():
+            try:
+                async with asyncio.timeout(self.read_wait_s):
+                    await self._readers.acquire()
+            except TimeoutError:
+                raise Busy(f"no reader free within {self.read_wait_s} s") from None
+        else:
+            await self._readers.acquire()
+
     async def lookup(self, group: Group, item: Any) -> Any:
         """``group.run_all``'s answer for ``item``: a read outside any transaction, in one statement
         with the other lookups of ``group`` that are waiting when it runs.
@@ -231,42 +243,54 @@ class Batcher:
         so under load a read costs a fraction of a round trip (group commit, for reads). ``run_all``
         must answer every item (``SINGLY`` is not allowed here); if it raises, every lookup of that
         statement gets the exception. ``Busy`` when ``queue_depth`` lookups wait, or when one has
-        waited ``read_wait_s``.
+        waited ``read_wait_s`` for a statement to take it (checked when a statement could: at
+        worst after the statement running then, itself bounded by ``statement_timeout``).
         """
         if len(self._lookups) >= self.queue_depth:
             raise Busy("lookup queue full")
-        loop = asyncio.get_running_loop()
+        loop = self._loop or self._bind_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._lookups.append((group, item, future))
+        self._lookups.append((group, item, future, loop.time()))
         if len(self._lookup_runs) < self.lookup_runners:
-            task = loop.create_task(self._run_lookups())
+            task = loop.create_task(self._run_lookups(loop))
             self._lookup_runs.add(task)
             task.add_done_callback(self._lookup_runs.discard)
-        try:
-            async with asyncio.timeout(self.read_wait_s):
-                return await future
-        except TimeoutError:
-            raise Busy(f"no lookup answered within {self.read_wait_s} s") from None
+        return await future
 
-    async def _run_lookups(self) -> None:
-        """A lookup runner: while lookups wait, answer the longest-waiting one's group in one statement."""
+    async def _run_lookups(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A lookup runner: while lookups wait, answer the longest-waiting one's group in one statement.
+
+        The wait is bounded here, not by a timer per lookup: a lookup that has waited
+        ``read_wait_s`` when a statement could take it is answered ``Busy`` (so is every waiting
+        lookup when no reader's turn comes within ``read_wait_s``).
+        """
         queue = self._lookups
         self._reading += 1
         try:
             while queue:
-                await self._readers.acquire()
+                try:
+                    await self._reader_turn()
+                except Busy as exc:
+                    while queue:
+                        if not (future := queue.popleft()[2]).done():
+                            future.set_exception(exc)
+                    break
                 try:
                     group = queue[0][0]
                     items: list[Any] = []
                     futures: list[asyncio.Future[Any]] = []
-                    kept: list[tuple[Group, Any, asyncio.Future[Any]]] = []
+                    kept: list[_Lookup] = []
+                    too_old = loop.time() - self.read_wait_s
                     while queue and len(items) < self.max_batch:
                         entry = queue.popleft()
-                        if entry[2].done():  # its caller went away (timed out)
+                        future = entry[2]
+                        if future.done():  # its caller went away
                             continue
-                        if entry[0] is group:
+                        if entry[3] < too_old:
+                            future.set_exception(Busy(f"no lookup ran within {self.read_wait_s} s"))
+                        elif entry[0] is group:
                             items.append(entry[1])
-                            futures.append(entry[2])
+                            futures.append(future)
                         else:
                             kept.append(entry)
                     queue.extendleft(reversed(kept))
@@ -399,7 +423,7 @@ class Batcher:
             and not conn.is_closed() and not conn.is_in_transaction()
         ):
             self._spare.append((holder, conn))
-            self._last_use = asyncio.get_running_loop().time()
+            self._last_use = (self._loop or self._bind_loop()).time()
         else:
             await holder.__aexit__(None, None, None)
 

@@ -195,13 +195,36 @@ async def test_a_lookup_waiting_longer_than_read_wait_is_busy_and_never_run(pool
     group = _lookup_group(calls, gate)
     first = asyncio.create_task(batcher.lookup(group, 1))
     await asyncio.sleep(0.05)
-    with pytest.raises(Busy):
-        await batcher.lookup(group, 2)  # the only runner is held at the gate past read_wait_s
+    late = asyncio.create_task(batcher.lookup(group, 2))  # queued behind the statement held at the gate
+    await asyncio.sleep(0.3)  # longer than read_wait_s
     gate.set()
-    with pytest.raises(Busy):
-        await first  # held past read_wait_s itself
+    assert await first == 1  # a running statement is bounded by statement_timeout, not read_wait_s
+    with pytest.raises(Busy, match="no lookup ran within 0.2 s"):
+        await late
     assert await batcher.lookup(group, 3) == 9
-    assert calls == [[1], [3]]  # the abandoned lookup 2 never reached a statement
+    assert calls == [[1], [3]]  # the late lookup never reached a statement
+    await batcher.wait_idle()
+
+
+async def test_lookups_are_busy_when_no_reader_turn_comes_in_time(pool: asyncpg.Pool) -> None:
+    from recharge.context import Busy
+
+    calls: list[list[int]] = []
+    gate = asyncio.Event()
+    batcher = Batcher(pool, max_batch=16, max_wait_ms=0, max_readers=1, read_wait_s=0.2)
+
+    async def slow_read(conn: asyncpg.Connection) -> int:
+        await gate.wait()
+        return int(await conn.fetchval("SELECT 7"))
+
+    reading = asyncio.create_task(batcher.read(slow_read))  # holds the only reader's turn
+    await asyncio.sleep(0.05)
+    with pytest.raises(Busy, match="no reader free within 0.2 s"):
+        await batcher.lookup(_lookup_group(calls), 4)
+    gate.set()
+    assert await reading == 7
+    assert await batcher.lookup(_lookup_group(calls), 5) == 25
+    assert calls == [[5]]
     await batcher.wait_idle()
 
 
