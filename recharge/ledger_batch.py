@@ -251,7 +251,9 @@ class Batcher:
         loop = self._loop or self._bind_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._lookups.append((group, item, future, loop.time()))
-        if len(self._lookup_runs) < self.lookup_runners:
+        # Count the runners still running: a finished one stays in the set until its done
+        # callback runs, after callers it answered may already have asked again.
+        if sum(1 for t in self._lookup_runs if not t.done()) < self.lookup_runners:
             task = loop.create_task(self._run_lookups(loop))
             self._lookup_runs.add(task)
             task.add_done_callback(self._lookup_runs.discard)
@@ -318,15 +320,18 @@ class Batcher:
             answers: list[Any] = [exc] * len(items)
             failed = True
         else:
+            clean = False
             try:
                 answers = await group.run_all(conn, items)
+                clean = True
                 if len(answers) != len(items) or any(a is SINGLY for a in answers):
                     raise RuntimeError(f"lookup group {group.name} did not answer every item")
                 failed = False
-            except Exception as exc:  # an SQL error leaves the connection usable
+            except Exception as exc:
+                clean = True  # an answer (an SQL error) leaves the connection usable
                 answers, failed = [exc] * len(items), True
             finally:
-                await self._give_back(holder, conn, clean=True)
+                await self._give_back(holder, conn, clean=clean)
         self._stats[3] += 1
         self._stats[4] += len(items)
         metrics.LEDGER_LOOKUP_BATCH_SIZE.observe(len(items))

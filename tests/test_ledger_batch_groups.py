@@ -245,3 +245,16 @@ async def test_a_full_lookup_queue_answers_busy_at_once(pool: asyncpg.Pool) -> N
     assert await asyncio.gather(*running, *queued) == [1, 4, 9, 16]
     assert calls == [[1, 2], [3, 4]]
     await batcher.wait_idle()
+
+
+async def test_a_lookup_right_after_the_last_one_was_answered_starts_a_runner(pool: asyncpg.Pool) -> None:
+    """The caller of the last lookup wakes up before the finished runner's task callbacks run:
+    its next lookup must still find a runner (or start one), not wait for nothing."""
+    calls: list[list[int]] = []
+    batcher = Batcher(pool, max_batch=16, max_wait_ms=0)
+    group = _lookup_group(calls)
+    for k in range(1, 6):
+        async with asyncio.timeout(2.0):  # no task of its own: the caller itself awaits the lookup
+            assert await batcher.lookup(group, k) == k * k
+    assert calls == [[1], [2], [3], [4], [5]]
+    await batcher.wait_idle()
