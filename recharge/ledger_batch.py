@@ -40,6 +40,8 @@ locks until that flush is done. ``Batcher`` pays that once per batch (TigerBeetl
   most ``lookup_runners`` lookup statements run at once; the lookups that arrive meanwhile
   wait, and the next statement (``group.run_all``) answers all of them (group commit, for
   reads). A lookup that finds no statement running starts one at once: no added wait at low load.
+  A statement answers only lookups queued before it started: every answer is at least as fresh
+  as its lookup (it sees what was committed before the caller asked).
 
 Nothing here knows the DD protocol; ``server.flows`` uses two per DD worker: one for the steps
 that lock a merchant's recharge fund (pay, post), one for the others (``DDContext.batched``).
