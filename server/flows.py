@@ -485,34 +485,57 @@ def _read_card(info: bytes) -> tuple[str, int]:
     return card_no, be_decode(balance)
 
 
-async def dd13(dd: DDContext, st: FlowState, frame: Frame) -> Response:
-    """The card's files and balance: checks AA, A3, 98; answers INITIALIZE FOR LOAD."""
+def _dd13_card(st: FlowState, frame: Frame) -> tuple[str, int]:
+    """DD13's card number and balance, checked against the order (AA, A3, 98)."""
     card_no, balance = _read_card(frame.info)
-    order = st.order
-    assert order is not None and st.terminal is not None
-    if order.card_no is not None and order.card_no != card_no:
+    assert st.order is not None and st.terminal is not None
+    if st.order.card_no is not None and st.order.card_no != card_no:
         raise Refuse(INFO_CARD_MISMATCH)
+    return card_no, balance
 
-    pay_at_card = st.pay_at_card
+
+def _initialize_for_load(st: FlowState, card_no: str, balance: int) -> Response:
+    assert st.order is not None and st.terminal is not None
+    st.card_no, st.balance_before = card_no, balance
+    apdu = (
+        bytes.fromhex("805000020B01") + be_encode(st.order.amount_cents, 4)
+        + terminal_id_bytes(st.terminal.code) + b"\x10"
+    )
+    return Response(info=script_encode([Instruction(1, apdu, SW_OK, 0, 0)]))
+
+
+def dd13_sync(dd: DDContext, st: FlowState, frame: Frame) -> Response | None:
+    """DD13 of a paid order's own CPU card, whose row DD11 read: nothing to check in or write to
+    the database (INITIALIZE FOR LOAD moves no money), so no task and no commit to wait for; DD15
+    stores the balance the card reports with the order's *loading* mark (balance before).
+    None when ``dd13`` must run: an order paid at the card, a card seen for the first time, an
+    order naming no card."""
+    card_no, balance = _dd13_card(st, frame)
+    assert st.order is not None
+    if st.pay_at_card or st.order.card_no != card_no or st.order_card_kind != "cpu":
+        return None
+    return _initialize_for_load(st, card_no, balance)
+
+
+async def dd13(dd: DDContext, st: FlowState, frame: Frame) -> Response:
+    """The card's files and balance: checks AA, A3, 98; answers INITIALIZE FOR LOAD.
+
+    The card row is created (or its balance noted) when the platform has not seen it as the
+    order's CPU card; an order naming no card is paid here."""
+    card_no, balance = _dd13_card(st, frame)
+    order, pay_at_card = st.order, st.pay_at_card
+    assert order is not None
 
     async def work(conn: asyncpg.Connection) -> Order:
         if not await store.record_cpu_card_balance(conn, card_no, balance):
             raise Refuse(INFO_PURSE_TYPE)
         return await _pay(conn, order.order_no, card_no) if pay_at_card else order
 
-    # A paid order's own CPU card, whose row DD11 read, needs nothing checked or changed before
-    # DD14 (INITIALIZE FOR LOAD moves no money): no commit to wait for. DD15 stores the balance
-    # the card reports with the order's *loading* mark (balance before).
     if pay_at_card:  # paying locks the merchant's fund row: a hot step, done on its own
         st.order = await dd.batched(work, fund=True)
     elif order.card_no != card_no or st.order_card_kind != "cpu":  # first sight, or an order naming no card
         st.order = await dd.batched(work, group=DD13_CARDS, item=(card_no, balance, order))
-    st.card_no, st.balance_before = card_no, balance
-    apdu = (
-        bytes.fromhex("805000020B01") + be_encode(order.amount_cents, 4)
-        + terminal_id_bytes(st.terminal.code) + b"\x10"
-    )
-    return Response(info=script_encode([Instruction(1, apdu, SW_OK, 0, 0)]))
+    return _initialize_for_load(st, card_no, balance)
 
 
 async def dd15(dd: DDContext, st: FlowState, frame: Frame) -> Response:
@@ -767,15 +790,26 @@ _TRANSIENT_DB_ERRORS = (
 )
 
 
+# The steps that can often answer at once, without a task: None from one means "run STEPS' step".
+SYNC_STEPS: dict[tuple[int, int], Callable[[DDContext, FlowState, Frame], Response | None]] = {
+    (0x01, 0): dd01_sync, (0x13, 1): dd13_sync,
+}
+
+
 def handle_sync(dd: DDContext, st: FlowState, request: Request) -> Response | None:
-    """Answer without the database when possible (DD01 with the terminal cached), else None."""
+    """Answer without the database when possible (DD01 with the terminal cached, DD13 of a known
+    card), else None: ``handle`` runs the step in a task."""
     frame = request.frame
-    if frame.stage != 0x01:
+    step = SYNC_STEPS.get((frame.stage, frame.step))
+    if step is None:
         return None
     try:
-        return dd01_sync(dd, st, frame)
+        return step(dd, st, frame)
     except Refuse as refused:
         return Response.refuse(refused.code)
+    except Exception:  # a defect: answer 0xEE, as a step run in a task would
+        log.exception("stage 0x%02X: unexpected error", frame.stage)
+        return Response.refuse(INFO_INTERNAL)
 
 
 async def handle(dd: DDContext, st: FlowState, request: Request) -> Response:

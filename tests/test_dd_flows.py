@@ -95,11 +95,29 @@ async def test_recharge_happy_path_posts_transfer_and_returns_receipt(term: SimT
     assert order.balance_before_cents == 500
 
 
+def _record_dd13_tasks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The DD13s the server ran as a task (``flows.dd13``), by card number, from now on."""
+    from server import flows
+
+    ran: list[str] = []
+    step = flows.STEPS[(0x13, 1)]
+
+    async def recorded(dd: Any, st: Any, frame: Any) -> Any:
+        answer = await step(dd, st, frame)
+        ran.append(st.card_no)
+        return answer
+
+    monkeypatch.setitem(flows.STEPS, (0x13, 1), recorded)
+    return ran
+
+
 async def test_dd13_of_known_cpu_card_writes_nothing_and_dd15_keeps_its_balance_in_the_order(
-    term: SimTerminal, conn: asyncpg.Connection
+    term: SimTerminal, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """DD13 of a paid order's own (known) CPU card waits for no commit and changes no row: the
-    balance the card reported is stored by DD15's step as the order's balance before."""
+    """DD13 of a paid order's own (known) CPU card is answered at once, without a task, and
+    changes no row: the balance the card reported is stored by DD15's step as the order's
+    balance before."""
+    ran_as_task = _record_dd13_tasks(monkeypatch)
     await in_thread(term.client().sign_in, term.module())
     card = term.card(balance_cents=900)
     await conn.execute("INSERT INTO cards (card_no, kind, last_balance_cents) VALUES ($1, 'cpu', 5)", card.card_no)
@@ -127,13 +145,17 @@ async def test_dd13_of_known_cpu_card_writes_nothing_and_dd15_keeps_its_balance_
             seen.append(snapshot())
 
     await in_thread(talk)
+    assert ran_as_task == []  # answered by flows.dd13_sync
     before_dd13, after_dd14, after_dd16 = seen
     assert after_dd14 == before_dd13  # no row version changed
     assert after_dd16["card_version"] == before_dd13["card_version"] and after_dd16["last_balance_cents"] == 5
     assert after_dd16["balance_before_cents"] == 900
 
 
-async def test_dd13_of_a_card_not_yet_known_creates_its_cpu_row(term: SimTerminal, conn: asyncpg.Connection) -> None:
+async def test_dd13_of_a_card_not_yet_known_creates_its_cpu_row(
+    term: SimTerminal, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran_as_task = _record_dd13_tasks(monkeypatch)
     await in_thread(term.client().sign_in, term.module())
     card = term.card(balance_cents=40)
     order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 100)
@@ -144,6 +166,7 @@ async def test_dd13_of_a_card_not_yet_known_creates_its_cpu_row(term: SimTermina
             assert client.dd13(card.run_script(client.dd11(100, order_no).info)).result == 0
 
     await in_thread(talk)
+    assert ran_as_task == [card.card_no]  # a card row to write: the step runs as a task
     row = await conn.fetchrow("SELECT kind, last_balance_cents FROM cards WHERE card_no = $1", card.card_no)
     assert row is not None and (row["kind"], row["last_balance_cents"]) == ("cpu", 40)
 
