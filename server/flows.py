@@ -520,8 +520,9 @@ def dd13_sync(dd: DDContext, st: FlowState, frame: Frame) -> Response | None:
 async def dd13(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     """The card's files and balance: checks AA, A3, 98; answers INITIALIZE FOR LOAD.
 
-    The card row is created (or its balance noted) when the platform has not seen it as the
-    order's CPU card; an order naming no card is paid here."""
+    Runs when ``dd13_sync`` cannot answer: the card row is created (or its balance noted)
+    when the platform has not seen it as the order's CPU card; an order naming no card is
+    paid here."""
     card_no, balance = _dd13_card(st, frame)
     order, pay_at_card = st.order, st.pay_at_card
     assert order is not None
@@ -533,7 +534,7 @@ async def dd13(dd: DDContext, st: FlowState, frame: Frame) -> Response:
 
     if pay_at_card:  # paying locks the merchant's fund row: a hot step, done on its own
         st.order = await dd.batched(work, fund=True)
-    elif order.card_no != card_no or st.order_card_kind != "cpu":  # first sight, or an order naming no card
+    else:  # a card seen for the first time, or an order naming no card
         st.order = await dd.batched(work, group=DD13_CARDS, item=(card_no, balance, order))
     return _initialize_for_load(st, card_no, balance)
 
