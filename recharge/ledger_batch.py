@@ -221,9 +221,7 @@ class Batcher:
             finally:
                 self._readers.release()
         finally:
-            self._reading -= 1
-            if self._idle():
-                self._spares_idle()
+            self._done_reading()
 
     async def _reader_turn(self) -> None:
         """Take one of the ``max_readers`` turns: at most ``read_wait_s`` (no timer when one is free)."""
@@ -303,9 +301,13 @@ class Batcher:
                 finally:
                     self._readers.release()
         finally:
-            self._reading -= 1
-            if self._idle():
-                self._spares_idle()
+            self._done_reading()
+
+    def _done_reading(self) -> None:
+        """A read or a lookup runner ends: with nothing else running, the kept connections may go."""
+        self._reading -= 1
+        if self._idle():
+            self._spares_idle()
 
     async def _answer_lookups(self, group: Group, items: list[Any], futures: list[asyncio.Future[Any]]) -> None:
         try:

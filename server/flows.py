@@ -421,12 +421,8 @@ async def _pay(conn: asyncpg.Connection, order_no: str, card_no: str | None = No
         raise _order_error(exc) from None
 
 
-async def _dd11_reads(conn: asyncpg.Connection, items: list[tuple[str, str | None]]) -> list[object]:
-    return list(await store.terminals_and_orders(conn, items))
-
-
 # DD11's reads (terminal, order, card kind) of concurrent terminals in one statement (Batcher.lookup).
-DD11_READS = Group("dd11_reads", _dd11_reads)
+DD11_READS = Group("dd11_reads", store.terminals_and_orders)
 
 
 async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
