@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from recharge.config import Settings, load_settings
+from recharge.db import DatabaseNotReady
 
 # Each module has ``register(subparsers) -> None``; its commands set ``func`` via
 # ``set_defaults(func=...)`` taking (settings, args) and returning an exit status.
@@ -158,7 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"rechargectl: bad configuration: {exc}", file=sys.stderr)
         return 2
-    status: int = args.func(settings, args)
+    try:
+        status: int = args.func(settings, args)
+    except DatabaseNotReady as exc:
+        print(f"rechargectl: {exc}", file=sys.stderr)
+        return 3
     return status
 
 
