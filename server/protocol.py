@@ -13,15 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from core_ext import INFO_BUSY, INFO_INTERNAL
 from recharge import metrics
-from server import flows
+from recharge.config import Settings
+from recharge.network import Network, is_trusted
+from server import flows, proxy_protocol
 from server.session import ProtocolError, Request, Response, TerminalSession
-
-if TYPE_CHECKING:
-    from server.service import DDService
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +42,24 @@ def _count_answer(stage: int, result: int, seconds: float) -> None:
     histogram.observe(seconds)
 
 
+class ConnectionHost(Protocol):
+    """What a connection needs from the service that accepted it (``server.service.DDService``)."""
+
+    settings: Settings
+    dd: flows.DDContext
+    trusted_proxies: tuple[Network, ...]
+
+    def admit(self, protocol: DDProtocol) -> bool: ...
+    def forget(self, protocol: DDProtocol) -> None: ...
+    def take_slot(self) -> bool: ...
+    def release_slot(self) -> None: ...
+    def task_done(self, protocol: DDProtocol) -> None: ...
+
+
 class DDProtocol(asyncio.Protocol):
     """One terminal connection; at most one request in progress."""
 
-    def __init__(self, service: DDService) -> None:
+    def __init__(self, service: ConnectionHost) -> None:
         self.service = service
         self.session = TerminalSession(service.settings.dd_max_frame_length)
         self.state = flows.FlowState()
@@ -58,6 +71,10 @@ class DDProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._started = 0.0
         self._stage = 0
+        # The terminal's address: the TCP peer, or what a trusted proxy's PROXY v2 header says.
+        self.peer: str | None = None
+        self._proxy_pending: bytes | None = None  # header bytes so far, from a trusted proxy
+        self._first_data = True
 
     # --- asyncio callbacks
 
@@ -68,6 +85,10 @@ class DDProtocol(asyncio.Protocol):
             tcp.abort()
             return
         self.transport = tcp
+        peername = tcp.get_extra_info("peername")
+        self.peer = peername[0] if isinstance(peername, tuple) else None
+        if is_trusted(self.peer, self.service.trusted_proxies):
+            self._proxy_pending = b""
         metrics.DD_CONNECTIONS.inc()
         metrics.DD_CONNECTIONS_ACTIVE.inc()
         self._deadline = self._loop.time() + self._idle_s
@@ -91,6 +112,15 @@ class DDProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._proxy_pending is not None:
+            data = self._read_proxy_header(data)
+            if not data:
+                return
+        elif self._first_data:
+            self._first_data = False
+            if data[:1] == proxy_protocol.SIGNATURE[:1]:  # a DD frame starts with 0xDD, never \r
+                self._refuse_proxy_header("untrusted")
+                return
         try:
             requests = self.session.receive_data(data)
         except ProtocolError as exc:
@@ -98,6 +128,31 @@ class DDProtocol(asyncio.Protocol):
             return
         for request in requests:
             self._dispatch(request)
+
+    def _read_proxy_header(self, data: bytes) -> bytes:
+        """Bytes after a trusted proxy's header (b"" while it is incomplete or was refused)."""
+        buffered = (self._proxy_pending or b"") + data
+        try:
+            header = proxy_protocol.parse(buffered)
+        except proxy_protocol.ProxyHeaderError:
+            self._refuse_proxy_header("malformed")
+            return b""
+        if header is None:
+            self._proxy_pending = buffered
+            return b""
+        self._proxy_pending = None
+        self._first_data = False
+        if header.source is not None:
+            self.peer = header.source[0]
+        return buffered[header.consumed:]
+
+    def _refuse_proxy_header(self, reason: str) -> None:
+        """A PROXY header from an untrusted peer, or a trusted proxy's malformed one: close."""
+        metrics.DD_PROTOCOL_ERRORS.labels(f"proxy_{reason}").inc()
+        log.warning("DD connection from %s: %s PROXY header refused", self.peer, reason)
+        self._proxy_pending = None
+        if self.transport is not None:
+            self.transport.abort()
 
     # --- requests
 

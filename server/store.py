@@ -1,21 +1,19 @@
 """The DD server's database work: terminals and sign-in, CPU cards, card deposits, receipts.
 
-Orders and their load life cycle live in ``recharge.orders`` (shared with the order API);
-money moves only through ``recharge.ledger``. Every function takes a connection; the ones
+Orders and their load life cycle live in ``recharge.orders.lifecycle`` (shared with the order API);
+money moves only through ``recharge.ledger.transfers``. Every function takes a connection; the ones
 that change several rows expect the caller's transaction, so a refusal leaves nothing behind:
 either ``run_transaction`` (one transaction on a pool connection taken through
 ``Platform.acquire`` — ``Busy`` when the pool is exhausted — retried whole on
 deadlock/serialization; sign-in, DD21, DD73) or a step of the DD service's group-commit
-``recharge.ledger_batch.Batcher`` (the recharge steps DD11–DD19: one savepoint per step, one
+``recharge.ledger.group_commit.Batcher`` (the recharge steps DD11–DD19: one savepoint per step, one
 commit per batch).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -23,30 +21,18 @@ from typing import TypeVar
 
 import asyncpg
 
-from recharge import ledger, metrics
+from recharge import db
 from recharge.context import Platform
-from recharge.db import RETRYABLE_SQLSTATES
-from recharge.orders import LOCAL_TZ, Order
+from recharge.ledger import transfers as ledger
+from recharge.orders.lifecycle import LOCAL_TZ, Order
 
 T = TypeVar("T")
 
 
 async def run_transaction(ctx: Platform, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """``work`` in one transaction on a bounded pool connection, retried whole on 40001/40P01."""
-    attempt = 0
-    while True:
-        async with ctx.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    return await work(conn)
-            except asyncpg.PostgresError as exc:
-                if getattr(exc, "sqlstate", None) not in RETRYABLE_SQLSTATES:
-                    raise
-                if attempt >= ctx.settings.ledger_max_retries:
-                    raise
-        attempt += 1
-        metrics.LEDGER_RETRIES.inc()
-        await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
+    """``work`` in one transaction on a bounded pool connection (``Busy`` when the pool is exhausted),
+    retried whole by the platform's retry policy (``recharge.db.RetryPolicy``)."""
+    return await db.retry_transaction(ctx.acquire, work, policy=db.RetryPolicy.from_settings(ctx.settings))
 
 
 # --- terminals and sign-in -------------------------------------------------------------------

@@ -51,7 +51,7 @@ async def prepare_database(dsn: str, settings: Settings, *, demo: bool) -> None:
     try:
         await db.migrate(conn)
         if demo:
-            from recharge import demo as demo_data
+            from app import demo as demo_data
 
             keys = load_keys(settings.resolved_key_file, create_demo=True)
             await demo_data.seed(conn, keys, settings.data_dir)
