@@ -29,6 +29,10 @@ class Settings:
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     workers: int = 1
+    # Peers allowed to name the client's address (comma-separated addresses/CIDRs; "" = none):
+    # a PROXY v2 header on the DD port, X-Forwarded-For on HTTP. From anyone else the DD
+    # header is refused and the HTTP header ignored.
+    trusted_proxies: str = ""
     # --- database pool
     pool_min_size: int = 2
     pool_max_size: int = 20
