@@ -67,7 +67,7 @@ def fresh_raw() -> int:
 
 
 @pytest.fixture(scope="module")
-async def api(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory) -> ApiPlatform:
+async def api(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory, known_cards: None) -> ApiPlatform:
     async with pool.acquire() as conn:
         return await register(conn, tmp_path_factory.mktemp("api"), fresh_raw(), FUND_CENTS)
 
@@ -104,7 +104,7 @@ _CARD_PREFIX = "1680" + fixtures.random_digits(4)
 _next_card = itertools.count()
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 async def known_cards(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         await fixtures.register_cpu_cards(conn, [f"{_CARD_PREFIX}{i:08d}" for i in range(KNOWN_CARDS)])

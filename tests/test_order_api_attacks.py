@@ -29,11 +29,11 @@ from tests.test_order_api import (
     reqinfo_for,
 )
 
-known_cards = base.known_cards  # registers the cards new_card() hands out (autouse)
+known_cards = base.known_cards  # registers the cards new_card() hands out
 
 
 @pytest.fixture(scope="module")
-async def api(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory) -> ApiPlatform:
+async def api(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory, known_cards: None) -> ApiPlatform:
     async with pool.acquire() as conn:
         return await base.register(conn, tmp_path_factory.mktemp("attacks"), base.fresh_raw(), base.FUND_CENTS)
 
@@ -60,7 +60,7 @@ def other_spellings(sign: str) -> list[str]:
     return [s for s in spellings if s != sign]
 
 
-def test_other_spellings_decode_to_the_same_signature() -> None:
+async def test_other_spellings_decode_to_the_same_signature() -> None:
     sign = base64.b64encode(bytes(range(256))).decode()
     spellings = other_spellings(sign)
     assert len(spellings) == 15 and len(set(spellings)) == 15
