@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from app import demo
 from core_ext.virtual_pos import SHANGHAI, VirtualPOS
 from core_ext.virtual_sim import STATE_OPEN, VirtualRfidSim, WalletMasterKeys
 from recharge.config import Settings
@@ -233,3 +234,16 @@ async def test_operator_commands_register_terminals_rates_and_stock(settings: Se
         actions = await conn.fetch("SELECT action FROM operator_actions WHERE actor = 'tester' AND"
                                    " (subject = $1 OR subject = $2 OR detail::text LIKE $3)", tid, merchant, f"%{card}%")
         assert sorted(r["action"] for r in actions) == ["wallet.rate", "wallet.stock", "wallet.terminal"]
+
+
+async def test_demo_seeds_the_wallet_terminals_and_stock_sims_and_spec_keys(
+        pool: asyncpg.Pool, test_keys: tuple[MasterKeys, Path], tmp_path: Path) -> None:
+    async with pool.acquire() as conn:
+        await demo.seed(conn, test_keys[0])
+        await demo.seed(conn, test_keys[0])
+        assert await terminals.find(conn, "000000000099") == Terminal("000000000099", hall="HN0001")
+        assert await terminals.find(conn, "000011552001") == Terminal("000011552001", merchant="DEMODIG")
+        assert await cards.status(conn, "1000581000000125") in ("stock", "bound", "retired")
+    fresh = load_keys(tmp_path / "demo-keys.json", create_demo=True)
+    assert fresh.wallet == WalletKeys.demo()
+    assert fresh.wallet.purchase.hex().upper() == "11223344556677888877665544332211"
