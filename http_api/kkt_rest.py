@@ -15,6 +15,8 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 
 from http_api.context import platform_of
+from recharge import metrics
+from recharge.context import Busy
 from recharge.kkt import service as kkt
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" ?>\n'
@@ -90,15 +92,28 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
         return xml_response([[("PayInForm", "50"),
                               ("PayInResult", "(50)" + kkt.text("50", params.lang_chinese()))]], status=400)
     ctx = platform_of(request)
-    async with ctx.acquire() as conn:
-        license = await kkt.authorize(
-            conn, params.get("LICENSEKEY"), request.remote, copno=params.get("COPNO"),
-            terminal_code=params.get("POSCODE"), settings=ctx.settings,
-        )
-        if license.code != 0:
-            kkt.metrics.KKT_TRADES.labels(method, f"license_{license.code}").inc()
-            return license_response(license.code)
-        return await handler(conn, params, license, kkt.Config.of(ctx.settings, ctx.keys))
+    try:
+        async with ctx.acquire() as conn:
+            license = await kkt.authorize(
+                conn, params.get("LICENSEKEY"), request.remote, copno=params.get("COPNO"),
+                terminal_code=params.get("POSCODE"), settings=ctx.settings,
+            )
+            if license.code != 0:
+                kkt.metrics.KKT_TRADES.labels(method, f"license_{license.code}").inc()
+                return license_response(license.code)
+            return await handler(conn, params, license, kkt.Config.of(ctx.settings, ctx.keys))
+    except Busy:
+        metrics.KKT_TRADES.labels(method, "busy").inc()
+        metrics.BUSY_ANSWERS.labels("http").inc()
+        return busy_response(params.lang_chinese())
+
+
+def busy_response(chinese: bool) -> web.Response:
+    """The card service's busy answer: code 51 with the busy text, HTTP 503, Retry-After."""
+    response = xml_response([[("PayInForm", kkt.BUSY), ("PayInResult", f"({kkt.BUSY}){kkt.busy_text(chinese)}")]],
+                            status=503)
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 async def _ct_request(conn: object, p: Params, license: kkt.License, cfg: kkt.Config) -> web.Response:

@@ -68,7 +68,7 @@ from core_ext import (
 )
 from recharge import metrics
 from recharge.context import Busy, Platform
-from recharge.db import RetryPolicy
+from recharge.db import RetryPolicy, unavailable
 from recharge.ledger.group_commit import SINGLY, Batcher, Group
 from recharge.orders import lifecycle as orders
 from recharge.orders.lifecycle import LOCAL_TZ, Order, OrderError, OrderErrorCode
@@ -782,11 +782,6 @@ STEPS: dict[tuple[int, int], Step] = {
     (0x21, 0): dd21_query, (0x21, 1): dd21_recover,
     (0x73, 0): dd73,
 }
-_TRANSIENT_DB_ERRORS = (
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.QueryCanceledError,
-)
 
 
 # The steps that can often answer at once, without a task: None from one means "run STEPS' step".
@@ -824,11 +819,11 @@ async def handle(dd: DDContext, st: FlowState, request: Request) -> Response:
     except Busy:
         metrics.BUSY_ANSWERS.labels("dd").inc()
         return Response.refuse(INFO_BUSY)
-    except _TRANSIENT_DB_ERRORS as exc:
-        metrics.BUSY_ANSWERS.labels("dd").inc()
-        log.warning("stage 0x%02X: database saturated (%s)", frame.stage, type(exc).__name__)
-        return Response.refuse(INFO_BUSY)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, OrderError, ValueError) as exc:
+        if unavailable(exc):  # down, restarting, cut off, saturated: busy, nothing acknowledged
+            metrics.BUSY_ANSWERS.labels("dd").inc()
+            log.warning("stage 0x%02X: database unavailable (%s)", frame.stage, type(exc).__name__)
+            return Response.refuse(INFO_BUSY)
         log.error("stage 0x%02X failed: %s", frame.stage, type(exc).__name__)
         return Response.refuse(INFO_INTERNAL)
 
