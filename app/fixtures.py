@@ -56,6 +56,15 @@ async def dd_terminal(conn: asyncpg.Connection, merchant_id: int, code: str, pki
     return int(terminal_id)
 
 
+async def register_cpu_cards(conn: asyncpg.Connection, card_nos: list[str]) -> None:
+    """CPU cards known to the platform, as their issuer's card file or a first terminal read
+    registers them (the order API orders only known cards). Existing numbers are left alone."""
+    await conn.execute(
+        "INSERT INTO cards (card_no, kind) SELECT unnest($1::text[]), 'cpu' ON CONFLICT (card_no) DO NOTHING",
+        card_nos,
+    )
+
+
 async def paid_order(
     conn: asyncpg.Connection, merchant_id: int, card_no: str | None, amount_cents: int, *,
     pay: bool = True, expires_in_s: int = 3600,

@@ -16,12 +16,12 @@ database (a gateway turns a 5xx into "could not fetch content" for the user).
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 
 from aiohttp import web
 
+from http_api import edge
 from http_api.context import platform_of
 from recharge import metrics
 from recharge.context import Busy
@@ -60,10 +60,9 @@ def normalise_msisdn(raw: str | None) -> str | None:
 
 
 def authorised(given: str | None, secret: str | None) -> bool:
-    """Constant-time comparison; an unset (or empty) secret authorises nobody."""
-    if not secret or not given:
-        return False
-    return hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8"))
+    """Constant-time comparison; an unset (or empty) secret authorises nobody; bytes that are
+    not UTF-8 in the header compare unequal (``http_api.edge.secret_matches``)."""
+    return edge.secret_matches(given, secret)
 
 
 async def _params(request: web.Request) -> dict[str, str]:

@@ -224,7 +224,8 @@ class OrderApiUser(FastHttpUser):
             info["platform_raw"], info["crt_version"], Path(info["private_key_file"]).read_text(encoding="ascii")
         )
         keys = master_keys()
-        self.card = VirtualCard("1680" + "9199" + f"{secrets.randbelow(10**8):08d}", 0, keys.load, keys.tac, keys.maint)
+        card_no = f"{info['card_prefix']}{secrets.randbelow(info['cards']):08d}"  # registered: orders need a known card
+        self.card = VirtualCard(card_no, 0, keys.load, keys.tac, keys.maint)
         self.userid = f"loadtest-{secrets.token_hex(4)}"
 
     def _post(self, endpoint: str, secret: dict[str, Any], **clear: Any) -> dict[str, Any] | None:

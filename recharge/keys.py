@@ -5,7 +5,7 @@ load key ``DLK``, ``MK_tac`` into its ``DTK``, ``MK_maint`` into its ``DAMK``. E
 variables ``RECHARGE_MK_SIGNIN`` (…``_LOAD``, ``_TAC``, ``_MAINT``, 32 hex digits) override
 the file. The SIM wallet has its own six (``mkw_load``, ``mkw_purchase``, ``mkw_tac``,
 ``mkw_maint``, ``mkw_stk``, ``mkw_pos``; ``RECHARGE_MKW_*``): all or none; a demo key file
-without them gets them generated. When neither exists, ``make run`` generates random
+gets SPEC 7.4's test values. When neither exists, ``make run`` generates random
 **demo-only** keys into ``<data_dir>/keys.json`` (mode 0600). The keys never appear in a
 repr, a log or an error.
 """
@@ -45,6 +45,22 @@ class WalletKeys:
     def generate(cls) -> WalletKeys:
         return cls(**{name: secrets.token_bytes(16) for name in WALLET_KEY_NAMES})
 
+    @classmethod
+    def demo(cls) -> WalletKeys:
+        """The demo's wallet keys: SPEC 7.4's test values, and test MKW_load and MKW_pos of the same pattern
+        (docs/OPERATIONS.md lists them; demo only)."""
+        return cls(**{name: bytes.fromhex(text) for name, text in DEMO_WALLET_KEYS.items()})
+
+
+DEMO_WALLET_KEYS = {
+    "load": "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF",
+    "purchase": "11223344556677888877665544332211",
+    "tac": "A1A2A3A4A5A6A7A8B1B2B3B4B5B6B7B8",
+    "maint": "C0C1C2C3C4C5C6C7C8C9CACBCCCDCECF",
+    "stk": "0123456789ABCDEFFEDCBA9876543210",
+    "pos": "E0E1E2E3E4E5E6E7E8E9EAEBECEDEEEF",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class MasterKeys:
@@ -82,7 +98,7 @@ def load_keys(path: Path, *, create_demo: bool = False) -> MasterKeys:
         except (OSError, ValueError):
             raise KeyFileError(f"key file {path} is unreadable or not JSON") from None
     elif create_demo and not any(f"RECHARGE_MK_{n.upper()}" in os.environ for n in KEY_NAMES):
-        keys = MasterKeys.generate(demo=True)
+        keys = dataclasses.replace(MasterKeys.generate(demo=True), wallet=WalletKeys.demo())
         write_keys(path, keys)
         return keys
     values = {}
@@ -93,7 +109,7 @@ def load_keys(path: Path, *, create_demo: bool = False) -> MasterKeys:
         values[name] = _parse_key(name, raw)
     keys = MasterKeys(**values, demo=bool(data.get("demo_only", False)), wallet=_wallet_keys(path, data))
     if keys.wallet is None and keys.demo and create_demo and path.exists():
-        keys = dataclasses.replace(keys, wallet=WalletKeys.generate())
+        keys = dataclasses.replace(keys, wallet=WalletKeys.demo())
         write_keys(path, keys)
     return keys
 

@@ -3,8 +3,12 @@ the clearing of uploaded purchase batches, against real PostgreSQL, the virtual 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -12,11 +16,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from app import demo
 from core_ext.virtual_pos import SHANGHAI, VirtualPOS
 from core_ext.virtual_sim import STATE_OPEN, VirtualRfidSim, WalletMasterKeys
+from recharge.config import Settings
 from recharge.keys import KeyFileError, MasterKeys, WalletKeys, load_keys, write_keys
 from recharge.ledger import transfers
-from recharge.wallet import clearing, sequence, terminals, wire
+from recharge.wallet import cards, clearing, sequence, terminals, wire
 from recharge.wallet.clearing import Posting
 from recharge.wallet.crypto import WalletCrypto, body_mac, body_mac_ok
 from recharge.wallet.terminals import Terminal
@@ -203,3 +209,41 @@ async def test_terminals_register_idempotently_and_rates_are_checked(conn: async
         "created", "invalid", "invalid"]
     assert await clearing.merchant_rate(conn, merchant) == 45
     assert await clearing.merchant_rate(conn, "NOSUCH1") == clearing.DEFAULT_COMMISSION_BP
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": settings.database_url or ""}
+    return subprocess.run([sys.executable, "-m", "app.cli", "wallet", *args, "--data-dir", str(settings.data_dir),
+                           "--actor", "tester"], capture_output=True, text=True, env=env, timeout=120)
+
+
+async def test_operator_commands_register_terminals_rates_and_stock(settings: Settings, pool: asyncpg.Pool) -> None:
+    tid, card = unique_digits(12), "7310" + unique_digits(12)
+    merchant = "C" + unique_digits(6)
+    for args, expected in ((("terminal", tid, "--merchant", merchant), "created"),
+                           (("terminal", tid, "--merchant", merchant), "exists"),
+                           (("rate", merchant, "45"), "0.45 %"), (("stock", card), "created")):
+        done = await asyncio.to_thread(_cli, settings, *args)
+        assert done.returncode == 0 and expected in done.stdout, (args, done.stderr)
+    for args in (("terminal", tid, "--hall", "HN0001"), ("rate", merchant, "10001"), ("stock", "123")):
+        assert (await asyncio.to_thread(_cli, settings, *args)).returncode == 2, args
+    async with pool.acquire() as conn:
+        assert await terminals.find(conn, tid) == Terminal(tid, merchant=merchant)
+        assert await clearing.merchant_rate(conn, merchant) == 45
+        assert await cards.status(conn, card) == "stock" and await cards.status(conn, "0" * 16) is None
+        actions = await conn.fetch("SELECT action FROM operator_actions WHERE actor = 'tester' AND"
+                                   " (subject = $1 OR subject = $2 OR detail::text LIKE $3)", tid, merchant, f"%{card}%")
+        assert sorted(r["action"] for r in actions) == ["wallet.rate", "wallet.stock", "wallet.terminal"]
+
+
+async def test_demo_seeds_the_wallet_terminals_and_stock_sims_and_spec_keys(
+        pool: asyncpg.Pool, test_keys: tuple[MasterKeys, Path], tmp_path: Path) -> None:
+    async with pool.acquire() as conn:
+        await demo.seed(conn, test_keys[0])
+        await demo.seed(conn, test_keys[0])
+        assert await terminals.find(conn, "000000000099") == Terminal("000000000099", hall="HN0001")
+        assert await terminals.find(conn, "000011552001") == Terminal("000011552001", merchant="DEMODIG")
+        assert await cards.status(conn, "1000581000000125") in ("stock", "bound", "retired")
+    fresh = load_keys(tmp_path / "demo-keys.json", create_demo=True)
+    assert fresh.wallet == WalletKeys.demo()
+    assert fresh.wallet.purchase.hex().upper() == "11223344556677888877665544332211"
