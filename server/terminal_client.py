@@ -17,16 +17,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from core_ext import (
-    INFO_OK,
     Frame,
     FrameDecoder,
     bcd_encode,
     be_encode,
     frame_encode,
 )
-
-NO_PKI = b"\xff\xff\xff\xff"
-FLOW_END = 0xFF
+from server.stages import FLOW_END, INFO_OK, NO_PKI
 
 
 class ScriptRunner(Protocol):
