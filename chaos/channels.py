@@ -24,10 +24,10 @@ from xml.etree.ElementTree import Element
 
 from defusedxml.ElementTree import ParseError, fromstring
 
-from core_ext import INFO_BUSY, INFO_OK
 from http_api.order_client import ClientIdentity, build_request, open_reply
 from recharge.kkt import service as kkt
 from recharge.kkt import sms
+from server.stages import INFO_BUSY, INFO_INTERNAL, INFO_OK
 
 OK, REFUSED, BUSY, FAILED, LOST = "ok", "refused", "busy", "failed", "lost"
 SMS_SUCCESS_PREFIX = kkt.text(kkt.OK, True)  # "交易成功！" opens every successful trade reply
@@ -216,4 +216,4 @@ def dd_result_status(result: int) -> str:
         return OK
     if result == INFO_BUSY:
         return BUSY
-    return FAILED if result == 0xEE else REFUSED
+    return FAILED if result == INFO_INTERNAL else REFUSED
