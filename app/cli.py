@@ -94,9 +94,9 @@ def build_parser(*, feature_commands: bool = True) -> argparse.ArgumentParser:
     if feature_commands:
         # Each module has ``register(subparsers) -> None``; its commands set ``func`` via
         # ``set_defaults(func=...)`` taking (settings, args) and returning an exit status.
-        from app import dd_cli, kkt_cli, order_cli, wallet_cli
+        from app import dd_cli, kkt_cli, mpay_cli, order_cli, wallet_cli
 
-        for module in (order_cli, kkt_cli, dd_cli, wallet_cli):
+        for module in (order_cli, kkt_cli, dd_cli, wallet_cli, mpay_cli):
             module.register(sub)
     return parser
 
