@@ -17,8 +17,8 @@ import json
 import os
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 KEY_NAMES = ("signin", "load", "tac", "maint")
 WALLET_KEY_NAMES = ("load", "purchase", "tac", "maint", "stk", "pos")

@@ -107,7 +107,7 @@ async def order_world(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFacto
 
 def order_request(ow: dict[str, Any], endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(encrypted fields, extra clear fields) of a valid request to ``endpoint``."""
-    api, raw = ow["api"], ow["api"].who.platform_raw
+    raw = ow["api"].who.platform_raw
     common = {"platform": raw, "userinfo": '{"userid":"u"}', "pki": ""}
     if endpoint == "APPLLogin":
         return {**common, "type": 5, "biz_serial_no": "b", "money": 100, "mobile_imei": "8600", "ip": "10.0.0.1"}, {}
@@ -272,7 +272,7 @@ async def test_sms_parameters_and_headers_hostile_values_are_refused_never_a_5xx
     platform: Any, data: st.DataObject
 ) -> None:
     secret = platform.ctx.settings.sms_shared_secret.encode()
-    params = {"secret": secret, "from": b"13800000000", "to": b"10658888", "text": "YECX*1680115500000125".encode(),
+    params = {"secret": secret, "from": b"13800000000", "to": b"10658888", "text": b"YECX*1680115500000125",
               "id": b"m-" + secrets.token_hex(4).encode()}
     headers: list[tuple[bytes, bytes]] = []
     target = data.draw(st.sampled_from([*params, "X-SMS-Secret", "X-Kannel-From", "body"]))
@@ -316,8 +316,11 @@ def admin_requests(w: World, code: str) -> list[tuple[str, str, dict[str, Any]]]
 
 @pytest.fixture(scope="module")
 async def admin_code(pool: asyncpg.Pool) -> str:
+    """A merchant of the admin tests' own (so valid requests would reach the database)."""
     async with pool.acquire() as conn:
-        return await fixtures.fresh_merchant_code(conn)
+        code = await fixtures.fresh_merchant_code(conn)
+        await fixtures.funded_merchant(conn, code, 0)
+        return code
 
 
 @FUZZ
