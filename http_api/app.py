@@ -20,6 +20,7 @@ from http_api.context import PLATFORM_KEY, platform_of, route_of
 from http_api.forwarded import real_client_middleware
 from recharge import metrics, observability
 from recharge.context import Busy, Platform
+from recharge.db import unavailable
 from recharge.network import parse_networks
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,14 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         status = exc.status
         raise
-    except Busy:
+    except Exception as exc:
+        if not isinstance(exc, Busy) and not unavailable(exc):
+            raise
         status = 503
         metrics.BUSY_ANSWERS.labels("http").inc()
         # Routes with their own reply format (order API, SMS) answer busy themselves; this is
-        # the plain fallback for the rest (KaKaTong REST/SOAP, admin): nothing was done.
+        # the plain fallback for the rest (admin, a route meeting an unreachable database
+        # outside ``Platform.acquire``): nothing was done.
         return web.Response(status=503, text="system busy, retry later\n", headers={"Retry-After": "1"})
     finally:
         metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
@@ -66,8 +70,8 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "draining" if ctx.draining else "starting"}, status=503)
     try:
         async with ctx.acquire(1.0) as conn:
-            await conn.fetchval("SELECT 1")
-    except (Busy, OSError) as exc:
+            await conn.fetchval("SELECT 1", timeout=1.0)
+    except (Busy, OSError) as exc:  # DatabaseUnavailable is a Busy; TimeoutError an OSError
         return web.json_response({"status": "database unavailable", "error": type(exc).__name__}, status=503)
     return web.json_response({"status": "ready"})
 

@@ -16,6 +16,8 @@ from aiohttp import web
 
 from http_api import edge
 from http_api.context import platform_of
+from recharge import metrics
+from recharge.context import Busy
 from recharge.kkt import service as kkt
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" ?>\n'
@@ -98,15 +100,28 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
     if refusal is not None:
         return refusal
     ctx = platform_of(request)
-    async with ctx.acquire() as conn:
-        license = await kkt.authorize(
-            conn, params.get("LICENSEKEY"), request.remote, copno=params.get("COPNO"),
-            terminal_code=params.get("POSCODE"), settings=ctx.settings,
-        )
-        if license.code != 0:
-            kkt.metrics.KKT_TRADES.labels(method, f"license_{license.code}").inc()
-            return license_response(license.code)
-        return await handler(conn, params, license, kkt.Config.of(ctx.settings, ctx.keys))
+    try:
+        async with ctx.acquire() as conn:
+            license = await kkt.authorize(
+                conn, params.get("LICENSEKEY"), request.remote, copno=params.get("COPNO"),
+                terminal_code=params.get("POSCODE"), settings=ctx.settings,
+            )
+            if license.code != 0:
+                kkt.metrics.KKT_TRADES.labels(method, f"license_{license.code}").inc()
+                return license_response(license.code)
+            return await handler(conn, params, license, kkt.Config.of(ctx.settings, ctx.keys))
+    except Busy:
+        metrics.KKT_TRADES.labels(method, "busy").inc()
+        metrics.BUSY_ANSWERS.labels("http").inc()
+        return busy_response(params.lang_chinese())
+
+
+def busy_response(chinese: bool) -> web.Response:
+    """The card service's busy answer: code 51 with the busy text, HTTP 503, Retry-After."""
+    response = xml_response([[("PayInForm", kkt.BUSY), ("PayInResult", f"({kkt.BUSY}){kkt.busy_text(chinese)}")]],
+                            status=503)
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def _refuse_unstorable(method: str, params: Params) -> web.Response | None:

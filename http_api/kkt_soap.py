@@ -257,7 +257,8 @@ def envelope(version: str, operation: str, reply: Reply) -> str:
     )
 
 
-def fault(version: str, message: str, *, sender: bool = True) -> web.Response:
+def fault(version: str, message: str, *, sender: bool = True, status: int | None = None) -> web.Response:
+    """A SOAP fault: HTTP 500 (1.1), 400/500 (1.2) by who is at fault, or ``status`` when given."""
     text = escape(message)
     if version == SOAP12_ENV:
         code = "env:Sender" if sender else "env:Receiver"
@@ -267,15 +268,15 @@ def fault(version: str, message: str, *, sender: bool = True) -> web.Response:
             f'<env:Reason><env:Text xml:lang="en">{text}</env:Text></env:Reason>'
             "</env:Fault></env:Body></env:Envelope>\n"
         )
-        return web.Response(text=body, status=400 if sender else 500, content_type="application/soap+xml",
-                            charset="utf-8")
+        return web.Response(text=body, status=status or (400 if sender else 500),
+                            content_type="application/soap+xml", charset="utf-8")
     code = "SOAP-ENV:Client" if sender else "SOAP-ENV:Server"
     body = (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP11_ENV}"><SOAP-ENV:Body>'
         f"<SOAP-ENV:Fault><faultcode>{code}</faultcode><faultstring>{text}</faultstring></SOAP-ENV:Fault>"
         "</SOAP-ENV:Body></SOAP-ENV:Envelope>\n"
     )
-    return web.Response(text=body, status=500, content_type="text/xml", charset="utf-8")
+    return web.Response(text=body, status=status or 500, content_type="text/xml", charset="utf-8")
 
 
 def _guess_version(request: web.Request) -> str:
@@ -345,14 +346,21 @@ async def _run(request: web.Request, version: str, name: str, operation: Operati
     lang = values.get("LANG") or request.query.get("LANG")
     call = Call(values, chinese=lang is None or kkt.is_chinese(lang), remote=request.remote)
     reply: Reply
-    async with ctx.acquire() as conn:
-        lic = await kkt.authorize(conn, call.get("LICENSEKEY"), request.remote, copno=call.get("COPNO"),
-                                  terminal_code=call.get("POSCODE"), settings=ctx.settings)
-        if lic.code != 0:
-            metrics.KKT_TRADES.labels(name, f"license_{lic.code}").inc()
-            reply = lic.code
-        else:
-            reply = await operation.handler(conn, call, lic, kkt.Config.of(ctx.settings, ctx.keys))
+    try:
+        async with ctx.acquire() as conn:
+            lic = await kkt.authorize(conn, call.get("LICENSEKEY"), request.remote, copno=call.get("COPNO"),
+                                      terminal_code=call.get("POSCODE"), settings=ctx.settings)
+            if lic.code != 0:
+                metrics.KKT_TRADES.labels(name, f"license_{lic.code}").inc()
+                reply = lic.code
+            else:
+                reply = await operation.handler(conn, call, lic, kkt.Config.of(ctx.settings, ctx.keys))
+    except Busy:
+        metrics.KKT_TRADES.labels(name, "busy").inc()
+        metrics.BUSY_ANSWERS.labels("http").inc()
+        response = fault(version, f"({kkt.BUSY}) {kkt.busy_text(False)}", sender=False, status=503)
+        response.headers["Retry-After"] = "1"
+        return response
     return version, name, reply
 
 
