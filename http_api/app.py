@@ -9,14 +9,16 @@ the DD server and HTTP (see docs/ARCHITECTURE.md). Feature modules listed in
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from http_api import admin, kkt_rest, kkt_soap, kkt_soap_doc, order_api, sms
-from http_api.context import PLATFORM_KEY, platform_of
+from http_api.context import PLATFORM_KEY, platform_of, route_of
 from http_api.forwarded import real_client_middleware
+from http_api.server_log import server_logger
 from recharge import metrics, observability
 from recharge.context import Busy, Platform
 from recharge.db import unavailable
@@ -34,7 +36,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count and time every request by its route template (never the raw path)."""
     started = time.perf_counter()
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    route = route_of(request)
     status = 500
     try:
         response = await handler(request)
@@ -82,7 +84,13 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
+_PUBLIC_BASE_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+
+
 def build_app(ctx: Platform) -> web.Application:
+    base = ctx.settings.http_public_base_url
+    if base and not _PUBLIC_BASE_URL.fullmatch(base):
+        raise ValueError("http_public_base_url must be http(s)://host[:port][/path]")
     middlewares = [observe, real_client_middleware(parse_networks(ctx.settings.trusted_proxies))]
     app = web.Application(middlewares=middlewares, client_max_size=ctx.settings.http_max_body_bytes)
     app[PLATFORM_KEY] = ctx
@@ -100,7 +108,8 @@ class HttpService:
     def __init__(self, ctx: Platform) -> None:
         self.ctx = ctx
         self.runner = web.AppRunner(
-            build_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=ctx.settings.shutdown_grace_s
+            build_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=ctx.settings.shutdown_grace_s,
+            logger=server_logger(),  # a malformed request is logged without its bytes (issue 14 item 8)
         )
         self.port = 0
 

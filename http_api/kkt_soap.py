@@ -14,6 +14,7 @@ seed's SOAP example expects Chinese and sends no LANG.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from aiohttp import web
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
-from http_api.context import platform_of
+from http_api import edge
+from http_api.context import platform_of, route_of
 from http_api.kkt_rest import yuan
 from recharge import metrics
 from recharge.context import Busy
@@ -38,6 +40,8 @@ SOAP11_ENC = "http://schemas.xmlsoap.org/soap/encoding/"
 SOAP12_ENC = "http://www.w3.org/2003/05/soap-encoding"
 APACHE = "http://xml.apache.org/xml-soap"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
+log = logging.getLogger(__name__)
+
 MAX_ARGUMENTS = 32  # more children than any operation has parts: refused as malformed
 
 Map = Sequence[tuple[str, object]]
@@ -292,23 +296,55 @@ def decode_rpc(body: bytes) -> Decoded:
     return version, name, operation, bind_arguments(operation.parts, args)
 
 
+def counted_fault(
+    request: web.Request, version: str, message: str, *, sender: bool = True, status: int | None = None
+) -> web.Response:
+    """``fault``, counted by whose fault it is: SOAP 1.1 answers a client's fault with HTTP 500
+    too (its convention), so ``recharge_soap_faults_total{fault, status}`` tells them apart for
+    the 5xx alert (deploy/prometheus/alerts.yml, RechargeHttpErrorRatioHigh)."""
+    response = fault(version, message, sender=sender, status=status)
+    metrics.SOAP_FAULTS.labels(route_of(request), "client" if sender else "server", str(response.status)).inc()
+    return response
+
+
+def _unstorable(values: dict[str, str | None]) -> str | None:
+    """The first argument holding what no database field may hold (``http_api.edge``)."""
+    return next((name for name, value in values.items() if value is not None and not edge.storable(value)), None)
+
+
 async def run_request(request: web.Request, decode: Callable[[bytes], Decoded]) -> tuple[str, str, Reply] | web.Response:
     """(envelope ns, operation, reply) of a POST, or its fault: size limit, ``decode``, license key, handler.
 
-    Shared by both SOAP ports; each writes its own reply envelope.
+    Shared by both SOAP ports; each writes its own reply envelope. A handler's unexpected
+    exception is a Server fault (logged); saturation (``Busy``) is left to the 503 middleware.
     """
     ctx = platform_of(request)
     limit = ctx.settings.http_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        return fault(_guess_version(request), "request too large")
+        return counted_fault(request, _guess_version(request), "request too large")
     body = await request.content.read(limit + 1)
     if len(body) > limit:
-        return fault(_guess_version(request), "request too large")
+        return counted_fault(request, _guess_version(request), "request too large")
     try:
         version, name, operation, values = decode(body)
+        bad = _unstorable(values)
+        if bad is not None:
+            raise SoapFault(f"argument {bad[:64]!r} holds control characters")
     except SoapFault as exc:
         metrics.KKT_TRADES.labels("soap", "fault").inc()
-        return fault(_guess_version(request), exc.message)
+        return counted_fault(request, _guess_version(request), exc.message)
+    try:
+        return await _run(request, version, name, operation, values)
+    except Busy:
+        raise
+    except Exception:  # a defect or a lost database: the client gets a Server fault, the log the trace
+        log.exception("SOAP %s failed", name)
+        return counted_fault(request, version, "internal error", sender=False)
+
+
+async def _run(request: web.Request, version: str, name: str, operation: Operation,
+               values: dict[str, str | None]) -> tuple[str, str, Reply] | web.Response:
+    ctx = platform_of(request)
     lang = values.get("LANG") or request.query.get("LANG")
     call = Call(values, chinese=lang is None or kkt.is_chinese(lang), remote=request.remote)
     reply: Reply
@@ -324,7 +360,7 @@ async def run_request(request: web.Request, decode: Callable[[bytes], Decoded]) 
     except Busy:
         metrics.KKT_TRADES.labels(name, "busy").inc()
         metrics.BUSY_ANSWERS.labels("http").inc()
-        response = fault(version, f"({kkt.BUSY}) {kkt.busy_text(False)}", sender=False, status=503)
+        response = counted_fault(request, version, f"({kkt.BUSY}) {kkt.busy_text(False)}", sender=False, status=503)
         response.headers["Retry-After"] = "1"
         return response
     return version, name, reply
@@ -384,15 +420,30 @@ def wsdl(location: str = LOCATION_PLACEHOLDER) -> str:
     )
 
 
+def service_location(request: web.Request, path: str) -> str:
+    """The address a WSDL tells clients to call: ``http_public_base_url`` + ``path``; unset, the
+    address this connection reached (the listening socket's, ``http://127.0.0.1:8080``). Never
+    the request's ``Host`` header: a WSDL fetched through a forged Host would send the client's
+    license key and card passwords wherever the forger chose."""
+    base = platform_of(request).settings.http_public_base_url
+    if base:
+        return base.rstrip("/") + path
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    if not sockname:
+        return f"http://localhost:{platform_of(request).settings.http_port}{path}"
+    host = str(sockname[0])
+    return f"http://{f'[{host}]' if ':' in host else host}:{sockname[1]}{path}"
+
+
 def add_port_routes(
     app: web.Application, path: str, wsdl_path: str, post: Callable[[web.Request], Awaitable[web.StreamResponse]],
     describe: Callable[[str], str | bytes],
 ) -> None:
-    """A SOAP port's routes: POST ``path``; its WSDL (``describe(location)``, location = this host's
-    ``path``) at ``GET path?wsdl`` and ``GET wsdl_path``; any other GET of ``path`` is 405."""
+    """A SOAP port's routes: POST ``path``; its WSDL (``describe(location)``, location =
+    ``service_location``) at ``GET path?wsdl`` and ``GET wsdl_path``; any other GET of ``path`` is 405."""
 
     async def handle_wsdl(request: web.Request) -> web.Response:
-        document = describe(f"{request.scheme}://{request.host}{path}")
+        document = describe(service_location(request, path))
         body = document.encode("utf-8") if isinstance(document, str) else document
         return web.Response(body=body, content_type="text/xml", charset="utf-8")
 

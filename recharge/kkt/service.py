@@ -1334,7 +1334,10 @@ def parse_time(raw: str | None) -> dt.datetime | None:
         parsed = dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
     except ValueError:
         parsed = dt.datetime.strptime(value, "%Y-%m-%d")
-    return parsed.replace(tzinfo=SHANGHAI).astimezone(dt.UTC)
+    try:
+        return parsed.replace(tzinfo=SHANGHAI).astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01 in Shanghai is before the first UTC instant Python has
+        raise ValueError(value) from None
 
 
 async def history(
