@@ -41,6 +41,10 @@ class Settings:
     # terminal (which waits ~10 s) gets a clear answer instead of a timeout.
     pool_acquire_timeout_s: float = 5.0
     statement_timeout_ms: int = 10_000
+    # A start that finds the database not ready (still starting, recovering after a crash, or a
+    # killed embedded server not yet gone) waits this long, saying so in one line, then exits.
+    db_start_wait_s: float = 60.0
+    db_connect_timeout_s: float = 5.0  # one connection attempt (start-up probe and pool) gives up after this
     # --- DD server limits
     dd_idle_timeout_s: float = 30.0
     dd_max_connections: int = 10_000
