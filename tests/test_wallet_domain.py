@@ -152,11 +152,13 @@ class RecordingBooks:
                                               card_no=f"test:{self.tag}:{name}", no_overdraft=False)
 
     async def post(self, conn: asyncpg.Connection, postings: Sequence[Posting]) -> None:
-        for p in postings:
-            debit, credit = await self._account(conn, p.debit), await self._account(conn, p.credit)
-            outcome = await transfers.create_transfer(conn, id=p.id, debit_account_id=debit,
-                                                      credit_account_id=credit, amount=p.amount, code=p.code)
-            outcome.check(p.id)
+        moves = [
+            transfers.NewTransfer(p.id, await self._account(conn, p.debit), await self._account(conn, p.credit),
+                                  p.amount, code=p.code)
+            for p in postings
+        ]
+        for move, outcome in zip(moves, await transfers.create_transfers(conn, moves), strict=True):
+            outcome.check(move.id)
         self.postings.extend(postings)
 
 
