@@ -65,6 +65,10 @@ LOADS_LOADING_OLDEST_AGE = Gauge(
 HTTP_REQUESTS = Counter(
     "recharge_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
 )
+HTTP_PROTOCOL_ERRORS = Counter(
+    "recharge_http_protocol_errors_total",
+    "Malformed HTTP requests the server refused before routing (400), by parser error", ["reason"],
+)
 HTTP_SECONDS = Histogram(
     "recharge_http_request_duration_seconds", "HTTP request duration by route", ["route"],
     buckets=LATENCY_BUCKETS_S,
@@ -74,6 +78,12 @@ ORDER_API_REQUESTS = Counter(
 )
 KKT_TRADES = Counter(
     "recharge_kkt_trades_total", "KaKaTong requests by method and return code", ["method", "code"]
+)
+SOAP_FAULTS = Counter(
+    "recharge_soap_faults_total",
+    "SOAP faults by route, whose fault (client: the request; server: ours) and HTTP status; SOAP 1.1"
+    " answers client faults with 500 too",
+    ["route", "fault", "status"],
 )
 SMS_REQUESTS = Counter("recharge_sms_requests_total", "Inbound SMS by command and outcome", ["command", "outcome"])
 MPAY_REQUESTS = Counter(
