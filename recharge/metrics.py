@@ -75,6 +75,15 @@ ORDER_API_REQUESTS = Counter(
 KKT_TRADES = Counter(
     "recharge_kkt_trades_total", "KaKaTong requests by method and return code", ["method", "code"]
 )
+WALLET_REQUESTS = Counter(
+    "recharge_wallet_requests_total", "SIM wallet STK and POS requests by channel, route and result code",
+    ["channel", "route", "code"],
+)
+WALLET_RECORDS = Counter(
+    "recharge_wallet_purchase_records_total",
+    "Uploaded purchase records by result code (0000 cleared, 5008 TAC failure, 5007 unknown card, 5011 duplicate)",
+    ["code"],
+)
 SMS_REQUESTS = Counter("recharge_sms_requests_total", "Inbound SMS by command and outcome", ["command", "outcome"])
 MPAY_REQUESTS = Counter(
     "recharge_mpay_requests_total", "Mobile payment requests by channel and result code (SPEC 6.10)",

@@ -27,6 +27,7 @@ from recharge.wallet.clearing import Posting
 from recharge.wallet.crypto import WalletCrypto, body_mac, body_mac_ok
 from recharge.wallet.terminals import Terminal
 from tests.conftest import unique_digits
+from tests.wallet_world import account_with_sim
 
 WALLET_KEYS = WalletKeys.generate()
 VKEYS = WalletMasterKeys(**{n: getattr(WALLET_KEYS, n) for n in ("load", "purchase", "tac", "maint", "stk", "pos")})
@@ -151,29 +152,24 @@ class RecordingBooks:
         return await transfers.ensure_account(conn, ledger="CNY", kind=transfers.AccountKind.EXTERNAL,
                                               card_no=f"test:{self.tag}:{name}", no_overdraft=False)
 
-    async def post(self, conn: asyncpg.Connection, postings: Sequence[Posting]) -> None:
+    async def post(self, conn: asyncpg.Connection, postings: Sequence[Posting]) -> list[bool]:
+        done = []
         for p in postings:
             debit, credit = await self._account(conn, p.debit), await self._account(conn, p.credit)
             outcome = await transfers.create_transfer(conn, id=p.id, debit_account_id=debit,
                                                       credit_account_id=credit, amount=p.amount, code=p.code)
-            outcome.check(p.id)
+            done.append(outcome.ok)
         self.postings.extend(postings)
+        return done
 
 
-async def wallet_card(conn: asyncpg.Connection, account_id: int) -> VirtualRfidSim:
-    card_no = "7310" + unique_digits(12)
-    await conn.execute(
-        "INSERT INTO wallet_cards (card_no, status, msisdn, account_id) VALUES ($1, 'bound', $2, $3)",
-        card_no, "139" + unique_digits(8), account_id,
-    )
-    return VirtualRfidSim(card_no, VKEYS, balance=100_000, state=STATE_OPEN, limit=100_000)
-
-
-async def test_a_batch_clears_record_by_record(conn: asyncpg.Connection) -> None:
+async def test_a_batch_clears_record_by_record(conn: asyncpg.Connection, settings: Settings,
+                                               test_keys: tuple[MasterKeys, Path]) -> None:
     terminal_id = unique_digits(12)
     assert await terminals.register(conn, [Terminal(terminal_id, merchant="DEMODIG")]) == ["created"]
     pos = VirtualPOS(terminal_id, VKEYS.purchase, VKEYS.pos)
-    sim = await wallet_card(conn, 41)
+    sim, acct = await account_with_sim(conn, settings, dataclasses.replace(test_keys[0], wallet=WALLET_KEYS),
+                                       limit=100_000, balance=100_000)
     sale = pos.purchase(sim, 1234, WHEN)
     voided = pos.void(pos.purchase(sim, 500, WHEN))
     forged = dataclasses.replace(pos.purchase(sim, 300, WHEN), tac=bytes(4))
@@ -188,7 +184,7 @@ async def test_a_batch_clears_record_by_record(conn: asyncpg.Connection) -> None
     assert [r.code for r in results] == ["0000", "0000", "5008", "5007", "5011", "5011", "1001", "5011"]
     assert [r.commission for r in results][:2] == [7, 0]
     assert [(p.debit, p.credit, p.amount) for p in books.postings] == [
-        ("W/41", "MER/DEMODIG", 1234), ("MER/DEMODIG", "FEE", 7), ("W/41", "C/41", 500)]
+        (f"W/{acct}", "MER/DEMODIG", 1234), ("MER/DEMODIG", "FEE", 7), (f"W/{acct}", f"C/{acct}", 500)]
     again = await clearing.previous_batch(conn, terminal_id, "000001")
     assert again == {"batch_no": "000001", "results": [r.wire() for r in results]}
     async with conn.transaction():

@@ -40,9 +40,16 @@ class Posting:
 
 
 class Books(Protocol):
-    """The ledger as the wallet sees it: named accounts, transfers that must succeed."""
+    """The ledger as the wallet sees it: transfers between named accounts, one ``ok`` per posting (created, or
+    created before with the same fields); a refused posting changed nothing."""
 
-    async def post(self, conn: asyncpg.Connection, postings: Sequence[Posting]) -> None: ...
+    async def post(self, conn: asyncpg.Connection, postings: Sequence[Posting]) -> list[bool]: ...
+
+
+async def must_post(books: Books, conn: asyncpg.Connection, postings: Sequence[Posting]) -> None:
+    """Postings the rules guarantee (a TAC-proven purchase may overdraw W): a refusal is a platform fault."""
+    if not all(await books.post(conn, postings)):
+        raise RuntimeError(f"ledger refused {', '.join(p.id for p in postings)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,7 @@ async def _clear_one(conn: asyncpg.Connection, crypto: WalletCrypto, books: Book
         record.balance_after, record.date, record.time, record.void, batch_no,
     )
     moves, fee = postings_for(record, account_id, merchant, rate_bp, purchase_id)
-    await books.post(conn, moves)
+    await must_post(books, conn, moves)
     await conn.execute("UPDATE wallet_purchases SET commission = $2, transfer_id = $3 WHERE id = $1",
                        purchase_id, fee, moves[0].id)
     return RecordResult(record.card, record.offline_serial, OK, fee)
