@@ -218,7 +218,8 @@ async def test_operator_commands_register_terminals_rates_and_stock(settings: Se
     merchant = "C" + unique_digits(6)
     for args, expected in ((("terminal", tid, "--merchant", merchant), "created"),
                            (("terminal", tid, "--merchant", merchant), "exists"),
-                           (("rate", merchant, "45"), "0.45 %"), (("stock", card), "created")):
+                           (("rate", merchant, "45"), "0.45 %"), (("stock", card), "created"),
+                           (("bind", "13912345678", card, "--reason", "swap"), "created")):
         done = await asyncio.to_thread(_cli, settings, *args)
         assert done.returncode == 0 and expected in done.stdout, (args, done.stderr)
     for args in (("terminal", tid, "--hall", "HN0001"), ("rate", merchant, "10001"), ("stock", "123")):
@@ -226,10 +227,10 @@ async def test_operator_commands_register_terminals_rates_and_stock(settings: Se
     async with pool.acquire() as conn:
         assert await terminals.find(conn, tid) == Terminal(tid, merchant=merchant)
         assert await clearing.merchant_rate(conn, merchant) == 45
-        assert await cards.status(conn, card) == "stock" and await cards.status(conn, "0" * 16) is None
+        assert await cards.status(conn, card) == "bound" and await cards.status(conn, "0" * 16) is None
         actions = await conn.fetch("SELECT action FROM operator_actions WHERE actor = 'tester' AND"
-                                   " (subject = $1 OR subject = $2 OR detail::text LIKE $3)", tid, merchant, f"%{card}%")
-        assert sorted(r["action"] for r in actions) == ["wallet.rate", "wallet.stock", "wallet.terminal"]
+                                   " (subject IN ($1, $2, $3) OR detail::text LIKE $4)", tid, merchant, card, f"%{card}%")
+        assert sorted(r["action"] for r in actions) == ["wallet.bind", "wallet.rate", "wallet.stock", "wallet.terminal"]
 
 
 async def test_demo_seeds_the_wallet_terminals_and_stock_sims_and_spec_keys(
