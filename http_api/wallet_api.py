@@ -143,27 +143,27 @@ def _pos_key(crypto: WalletCrypto, value: object) -> bytes | None:
     return crypto.pos_key(terminal_id) if terminal_id is not None else None
 
 
-def _pos_door(route: str, op: Callable[[asyncpg.Connection, WalletCrypto, terminals.Terminal, dict[str, Any]],
+def _pos_door(route: str, op: Callable[[asyncpg.Connection, Env, WalletCrypto, terminals.Terminal, dict[str, Any]],
                                        Awaitable[pos.Answer]]) -> Door:
     async def run(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, fields: dict[str, Any]) -> Outcome:
         terminal = await terminals.find(conn, fields["terminal_id"])
         if terminal is None or not terminal.enabled:
             return Outcome(pos.NOT_PERMITTED)
-        answer = await op(conn, crypto, terminal, fields)
+        answer = await op(conn, env, crypto, terminal, fields)
         return Outcome(answer.code, answer.data)
 
     return Door("pos", "pos_seq", _pos_key, lambda value: wire.pos_request(route, value),
                 lambda fields: f"pos:{fields['terminal_id']}", lambda fields: fields["pos_seq"], run)
 
 
-async def _batch(conn: asyncpg.Connection, crypto: WalletCrypto, terminal: terminals.Terminal,
+async def _batch(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, terminal: terminals.Terminal,
                  fields: dict[str, Any]) -> pos.Answer:
-    return await pos.batch(conn, crypto, wallet_books.BOOKS, terminal, fields)
+    return await pos.batch(conn, env, crypto, wallet_books.BOOKS, terminal, fields)
 
 
-async def _return(conn: asyncpg.Connection, crypto: WalletCrypto, terminal: terminals.Terminal,
+async def _return(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, terminal: terminals.Terminal,
                   fields: dict[str, Any]) -> pos.Answer:
-    return await pos.refund(conn, wallet_books.BOOKS, terminal, fields)
+    return await pos.refund(conn, env, wallet_books.BOOKS, terminal, fields)
 
 
 POS_DOORS = {"batches": _pos_door("batches", _batch), "returns": _pos_door("returns", _return)}

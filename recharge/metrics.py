@@ -83,6 +83,9 @@ WALLET_REQUESTS = Counter(
     "recharge_wallet_requests_total", "SIM wallet STK and POS requests by channel, route and result code",
     ["channel", "route", "code"],
 )
+WALLET_SUSPENSE = Counter(
+    "recharge_wallet_suspense_total", "Voided wallet purchases of closed accounts moved to SUSPENSE (SPEC 7.4)"
+)
 WALLET_RECORDS = Counter(
     "recharge_wallet_purchase_records_total",
     "Uploaded purchase records by result code (0000 cleared, 5008 TAC failure, 5007 unknown card, 5011 duplicate)",

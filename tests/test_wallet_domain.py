@@ -22,6 +22,7 @@ from core_ext.virtual_sim import STATE_OPEN, VirtualRfidSim, WalletMasterKeys
 from recharge.config import Settings
 from recharge.keys import KeyFileError, MasterKeys, WalletKeys, load_keys, write_keys
 from recharge.ledger import transfers
+from recharge.mpay.env import Env
 from recharge.wallet import cards, clearing, sequence, terminals, wire
 from recharge.wallet.clearing import Posting
 from recharge.wallet.crypto import WalletCrypto, body_mac, body_mac_ok
@@ -168,8 +169,9 @@ async def test_a_batch_clears_record_by_record(conn: asyncpg.Connection, setting
     terminal_id = unique_digits(12)
     assert await terminals.register(conn, [Terminal(terminal_id, merchant="DEMODIG")]) == ["created"]
     pos = VirtualPOS(terminal_id, VKEYS.purchase, VKEYS.pos)
-    sim, acct = await account_with_sim(conn, settings, dataclasses.replace(test_keys[0], wallet=WALLET_KEYS),
-                                       limit=100_000, balance=100_000)
+    master = dataclasses.replace(test_keys[0], wallet=WALLET_KEYS)
+    env = Env.of(settings, master)
+    sim, acct = await account_with_sim(conn, settings, master, limit=100_000, balance=100_000)
     sale = pos.purchase(sim, 1234, WHEN)
     voided = pos.void(pos.purchase(sim, 500, WHEN))
     forged = dataclasses.replace(pos.purchase(sim, 300, WHEN), tac=bytes(4))
@@ -179,7 +181,7 @@ async def test_a_batch_clears_record_by_record(conn: asyncpg.Connection, setting
                              {**sale.wire(), "offline_serial": 99}, {"card": "x"}, voided.wire() | {"void": False}]
     books = RecordingBooks(terminal_id)
     async with conn.transaction():
-        results = await clearing.upload_batch(conn, CRYPTO, books, terminal_id=terminal_id, merchant="DEMODIG",
+        results = await clearing.upload_batch(conn, env, CRYPTO, books, terminal_id=terminal_id, merchant="DEMODIG",
                                               batch_no="000001", records=records)
     assert [r.code for r in results] == ["0000", "0000", "5008", "5007", "5011", "5011", "1001", "5011"]
     assert [r.commission for r in results][:2] == [7, 0]
@@ -188,7 +190,7 @@ async def test_a_batch_clears_record_by_record(conn: asyncpg.Connection, setting
     again = await clearing.previous_batch(conn, terminal_id, "000001")
     assert again == {"batch_no": "000001", "results": [r.wire() for r in results]}
     async with conn.transaction():
-        late_void = await clearing.upload_batch(conn, CRYPTO, books, terminal_id=terminal_id, merchant="DEMODIG",
+        late_void = await clearing.upload_batch(conn, env, CRYPTO, books, terminal_id=terminal_id, merchant="DEMODIG",
                                                 batch_no="000002", records=[sale.wire() | {"void": True}])
     assert [r.code for r in late_void] == ["5009"], "a void of an uploaded purchase is a return's job"
 

@@ -15,6 +15,8 @@ import core_ext
 from core_ext.virtual_pos import SHANGHAI, SignedRequest, VirtualPOS
 from core_ext.virtual_sim import VirtualRfidSim
 from recharge.keys import MasterKeys
+from recharge.mpay import accounts, closure
+from recharge.mpay.env import Env
 from recharge.wallet import terminals
 from recharge.wallet.terminals import Terminal
 from tests.conftest import unique_digits
@@ -133,3 +135,26 @@ async def test_returns_refund_to_cash_keep_the_commission_and_check_in_order(wor
     assert await world.balance(f"C/{acct}") == 300 + 994
     assert await world.balance(f"MER/{world.merchant}") == 0
     assert await world.balance("FEE") >= 6
+
+
+async def test_refunds_tell_the_holder_and_a_closed_accounts_void_goes_to_suspense(world: World) -> None:
+    pos = await world.terminal()
+    sim, acct = await world.sim()
+    sale = pos.purchase(sim, 1000, WHEN)
+    assert (await world.send(pos, pos.batch()))[1]["code"] == "0000"
+    assert (await world.send(pos, pos.return_request(sale, 400)))[1]["code"] == "0000"
+    late_void = pos.void(pos.purchase(sim, 250, WHEN))
+    async with world.pool.acquire() as conn:
+        msisdn = await conn.fetchval("SELECT msisdn FROM mpay_accounts WHERE id = $1", acct)
+        texts = [r["text"] for r in await conn.fetch("SELECT text FROM mpay_outbox WHERE msisdn = $1 AND NOT sensitive",
+                                                        msisdn)]
+        assert texts == ["钱包交易退款4元已存入您的手机支付现金账户。"]
+        async with conn.transaction():
+            await closure.close(conn, Env.of(world.settings, world.master), await accounts.by_id(conn, acct),
+                                notify=False)
+    suspense = await world.balance("SUSPENSE")
+    assert (await world.send(pos, pos.return_request(sale, 100)))[1]["code"] == "2007"
+    status, reply, _, _ = await world.send(pos, pos.batch())
+    assert reply["data"]["results"][0]["code"] == "0000" and late_void.void
+    assert await world.balance("SUSPENSE") == suspense + 250
+    assert await world.balance(f"C/{acct}") == 400

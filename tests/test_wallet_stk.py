@@ -15,7 +15,8 @@ import core_ext
 from core_ext.virtual_handset import Outcome, VirtualHandset
 from core_ext.virtual_pos import SHANGHAI, PurchaseRefused, SignedRequest, VirtualPOS
 from core_ext.virtual_sim import STATE_NONE, STATE_OPEN, STATE_PAUSED, VirtualRfidSim
-from recharge.mpay import credentials, events, registry
+from recharge.mpay import closure, credentials, events, registry
+from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.wallet import cards
 from tests.wallet_world import digits, virtual_keys
@@ -74,6 +75,10 @@ async def test_wallet_open_creates_the_account_and_the_menu_toggles_only_after_t
         wallet = await conn.fetchrow("SELECT state, limit_cents, card_no FROM wallets WHERE account_id = $1",
                                      account["id"])
         assert tuple(wallet) == ("open", 20_000, phone.sim.card_no)
+        row = await conn.fetchrow("SELECT * FROM mpay_accounts WHERE id = $1", account["id"])
+        with pytest.raises(Refused) as refused:
+            await closure.check(conn, row, "web")
+        assert refused.value.code == "2011", "an open wallet blocks closing the account"
 
 
 async def test_pause_and_resume_are_enforced_by_the_card(world: World) -> None:

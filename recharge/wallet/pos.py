@@ -9,12 +9,16 @@ from typing import Any
 import asyncpg
 
 from recharge import metrics
+from recharge.mpay import accounts, outbox
+from recharge.mpay.env import Env
+from recharge.mpay.text import yuan
 from recharge.wallet import clearing
 from recharge.wallet.clearing import Books, Posting
 from recharge.wallet.crypto import WalletCrypto
 from recharge.wallet.terminals import Terminal
 
 NOT_PERMITTED = "1004"
+CLOSED = "2007"
 ORDER_STATE = "4011"
 REFUND_TOO_LARGE = "4016"
 MERCHANT_SHORT = "4017"
@@ -27,7 +31,7 @@ class Answer:
     data: dict[str, Any] | None = None
 
 
-async def batch(conn: asyncpg.Connection, crypto: WalletCrypto, books: Books, terminal: Terminal,
+async def batch(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, books: Books, terminal: Terminal,
                 fields: dict[str, Any]) -> Answer:
     """批上送: a repeated ``batch_no`` of this terminal gets its first reply's data; else clear every record."""
     if terminal.merchant is None:
@@ -35,7 +39,7 @@ async def batch(conn: asyncpg.Connection, crypto: WalletCrypto, books: Books, te
     first = await clearing.previous_batch(conn, terminal.terminal_id, fields["batch_no"])
     if first is not None:
         return Answer(clearing.OK, first)
-    results = await clearing.upload_batch(conn, crypto, books, terminal_id=terminal.terminal_id,
+    results = await clearing.upload_batch(conn, env, crypto, books, terminal_id=terminal.terminal_id,
                                           merchant=terminal.merchant, batch_no=fields["batch_no"],
                                           records=fields["records"])
     for r in results:
@@ -43,8 +47,10 @@ async def batch(conn: asyncpg.Connection, crypto: WalletCrypto, books: Books, te
     return Answer(clearing.OK, {"batch_no": fields["batch_no"], "results": [r.wire() for r in results]})
 
 
-async def refund(conn: asyncpg.Connection, books: Books, terminal: Terminal, fields: dict[str, Any]) -> Answer:
-    """退货 of an uploaded purchase at a terminal of its merchant: ``MER → C``, the commission kept."""
+async def refund(conn: asyncpg.Connection, env: Env, books: Books, terminal: Terminal,
+                 fields: dict[str, Any]) -> Answer:
+    """退货 of an uploaded purchase at a terminal of its merchant: ``MER → C``, the commission kept, the holder
+    told by SMS; a closed account's purchase cannot be returned (``2007``)."""
     if terminal.merchant is None:
         return Answer(NOT_PERMITTED)
     row = await conn.fetchrow(
@@ -56,6 +62,9 @@ async def refund(conn: asyncpg.Connection, books: Books, terminal: Terminal, fie
         return Answer(USE_VOID)
     if row["merchant"] != terminal.merchant:
         return Answer(ORDER_STATE)
+    account = await accounts.by_id(conn, row["account_id"])
+    if account is None or account["status"] == "closed":
+        return Answer(CLOSED)
     amount = fields["amount"]
     if amount > row["amount"] - row["refunded"]:
         return Answer(REFUND_TOO_LARGE)
@@ -65,4 +74,5 @@ async def refund(conn: asyncpg.Connection, books: Books, terminal: Terminal, fie
         return Answer(MERCHANT_SHORT)
     refunded = row["refunded"] + amount
     await conn.execute("UPDATE wallet_purchases SET refunded = $2 WHERE id = $1", row["id"], refunded)
+    await outbox.notify(conn, env.keys, account, clearing.REFUND_SMS.format(amt=yuan(amount)))
     return Answer(clearing.OK, {"refunded": refunded})
