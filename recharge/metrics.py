@@ -79,6 +79,18 @@ ORDER_API_REQUESTS = Counter(
 KKT_TRADES = Counter(
     "recharge_kkt_trades_total", "KaKaTong requests by method and return code", ["method", "code"]
 )
+WALLET_REQUESTS = Counter(
+    "recharge_wallet_requests_total", "SIM wallet STK and POS requests by channel, route and result code",
+    ["channel", "route", "code"],
+)
+WALLET_SUSPENSE = Counter(
+    "recharge_wallet_suspense_total", "Voided wallet purchases of closed accounts moved to SUSPENSE (SPEC 7.4)"
+)
+WALLET_RECORDS = Counter(
+    "recharge_wallet_purchase_records_total",
+    "Uploaded purchase records by result code (0000 cleared, 5008 TAC failure, 5007 unknown card, 5011 duplicate)",
+    ["code"],
+)
 SOAP_FAULTS = Counter(
     "recharge_soap_faults_total",
     "SOAP faults by route, whose fault (client: the request; server: ours) and HTTP status; SOAP 1.1"
