@@ -37,7 +37,7 @@ DB_BACK_WITHIN_S = 5.0
 def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seed", type=int, help="replay this run's schedule (default: a new seed)")
-    p.add_argument("--duration", type=float, default=900.0, help="seconds of traffic under faults")
+    p.add_argument("--duration", type=float, default=1500.0, help="seconds of traffic under faults")
     p.add_argument("--kills", type=int, default=100, help="kill -9 of the server during the run")
     p.add_argument("--db-restarts", type=int, default=5, help="database immediate stops and starts")
     p.add_argument("--frames", type=int, default=1_000_000, help="DD frames fuzzed after the run")
