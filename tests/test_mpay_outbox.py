@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -125,8 +124,9 @@ async def test_the_outbox_survives_a_kill_9_between_commit_and_delivery(
     proc, port = await asyncio.to_thread(_serve, empty_database, tmp_path, smsc.url, "--demo")
     try:
         query = urlencode({"secret": "s", "from": "13800138000", "to": "10658888", "text": "KT A"})
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/sms/inbound?{query}", timeout=10) as resp:
-            assert resp.read().decode().startswith("手机支付开户成功")
+        async with aiohttp.ClientSession() as session, session.get(
+                f"http://127.0.0.1:{port}/sms/inbound?{query}") as resp:
+            assert (await resp.text()).startswith("手机支付开户成功")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
