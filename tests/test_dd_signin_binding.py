@@ -8,7 +8,7 @@ from 127.0.0.x (``SimTerminal.client(source=...)``) to the server on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -19,6 +19,8 @@ from app import fixtures
 from app.fixtures import SimTerminal
 from core_ext import Frame
 from recharge.network import same_network
+from server import proxy_protocol
+from server.terminal_client import TerminalClient, sign_in
 from tests.conftest import settings_changed
 
 HOME, ELSEWHERE, OTHER_NET = "127.0.0.1", "127.0.0.2", "127.0.1.2"
@@ -113,6 +115,46 @@ async def test_each_dd_step_that_changes_something_records_where_it_came_from(
     )}
     assert rows == {loaded: (HOME, None), loading: (HOME, ELSEWHERE)}
     assert await conn.fetchval("SELECT deposit_peer FROM cards WHERE card_no = $1", card.card_no) == ELSEWHERE
+
+
+PROXY = "127.0.0.9"  # the load balancer's address in the test below
+
+
+@pytest.fixture
+async def behind_a_proxy(settings: Any) -> AsyncIterator[Any]:
+    """A platform of its own that trusts 127.0.0.9 as its HAProxy (PROXY protocol v2)."""
+    from app.runtime import RunningPlatform
+
+    running = RunningPlatform(settings.replace(trusted_proxies=PROXY), settings.database_url or "")
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def test_behind_a_proxy_the_sign_in_is_bound_to_the_address_the_proxy_names(
+    behind_a_proxy: Any, conn: asyncpg.Connection, test_keys: Any
+) -> None:
+    term = await fixtures.sim_terminal(conn, "127.0.0.1", behind_a_proxy.dd_port, test_keys[0])
+    order_no = await fixtures.paid_order(conn, term.merchant_id, term.card().card_no, 100)
+
+    def via_proxy(client_address: str) -> TerminalClient:
+        client = term.client(source=PROXY).connect()
+        client.send_raw(proxy_protocol.build((client_address, 40001), ("127.0.0.1", behind_a_proxy.dd_port)))
+        return client
+
+    def talk() -> list[int]:
+        with via_proxy("203.0.113.7") as client:
+            client.run(sign_in(client.messages, term.module()))
+        results = []
+        for client in (via_proxy("198.51.100.9"), term.client(source=HOME).connect(), via_proxy("203.0.113.7")):
+            with client:
+                results.append(client.dd11(100, order_no).result)
+        return results
+
+    assert await in_thread(talk) == [0xBB, 0xBB, 0x00]
+    assert await conn.fetchval("SELECT signin_peer FROM terminals WHERE code = $1", term.code) == "203.0.113.7"
 
 
 @pytest.mark.parametrize(
