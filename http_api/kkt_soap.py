@@ -296,11 +296,13 @@ def decode_rpc(body: bytes) -> Decoded:
     return version, name, operation, bind_arguments(operation.parts, args)
 
 
-def counted_fault(request: web.Request, version: str, message: str, *, sender: bool = True) -> web.Response:
+def counted_fault(
+    request: web.Request, version: str, message: str, *, sender: bool = True, status: int | None = None
+) -> web.Response:
     """``fault``, counted by whose fault it is: SOAP 1.1 answers a client's fault with HTTP 500
     too (its convention), so ``recharge_soap_faults_total{fault, status}`` tells them apart for
     the 5xx alert (deploy/prometheus/alerts.yml, RechargeHttpErrorRatioHigh)."""
-    response = fault(version, message, sender=sender)
+    response = fault(version, message, sender=sender, status=status)
     metrics.SOAP_FAULTS.labels(route_of(request), "client" if sender else "server", str(response.status)).inc()
     return response
 
@@ -341,7 +343,7 @@ async def run_request(request: web.Request, decode: Callable[[bytes], Decoded]) 
 
 
 async def _run(request: web.Request, version: str, name: str, operation: Operation,
-               values: dict[str, str | None]) -> tuple[str, str, Reply]:
+               values: dict[str, str | None]) -> tuple[str, str, Reply] | web.Response:
     ctx = platform_of(request)
     lang = values.get("LANG") or request.query.get("LANG")
     call = Call(values, chinese=lang is None or kkt.is_chinese(lang), remote=request.remote)
@@ -358,7 +360,7 @@ async def _run(request: web.Request, version: str, name: str, operation: Operati
     except Busy:
         metrics.KKT_TRADES.labels(name, "busy").inc()
         metrics.BUSY_ANSWERS.labels("http").inc()
-        response = fault(version, f"({kkt.BUSY}) {kkt.busy_text(False)}", sender=False, status=503)
+        response = counted_fault(request, version, f"({kkt.BUSY}) {kkt.busy_text(False)}", sender=False, status=503)
         response.headers["Retry-After"] = "1"
         return response
     return version, name, reply
