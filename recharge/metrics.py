@@ -75,6 +75,11 @@ ORDER_API_REQUESTS = Counter(
 KKT_TRADES = Counter(
     "recharge_kkt_trades_total", "KaKaTong requests by method and return code", ["method", "code"]
 )
+KKT_PASSWORD_CHECKS = Counter(
+    "recharge_kkt_password_checks_total",
+    "KaKaTong card password checks by outcome (right, wrong, locked: refused unchecked during a lock)",
+    ["outcome"],
+)
 SMS_REQUESTS = Counter("recharge_sms_requests_total", "Inbound SMS by command and outcome", ["command", "outcome"])
 
 # --- ledger, database, loop
