@@ -16,6 +16,7 @@ import asyncpg
 
 from app.commands import add_common, run_with_db, settings_from
 from recharge.config import Settings
+from recharge.db import DatabaseNotReady
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -94,9 +95,9 @@ def build_parser(*, feature_commands: bool = True) -> argparse.ArgumentParser:
     if feature_commands:
         # Each module has ``register(subparsers) -> None``; its commands set ``func`` via
         # ``set_defaults(func=...)`` taking (settings, args) and returning an exit status.
-        from app import dd_cli, kkt_cli, order_cli
+        from app import dd_cli, kkt_cli, order_cli, wallet_cli
 
-        for module in (order_cli, kkt_cli, dd_cli):
+        for module in (order_cli, kkt_cli, dd_cli, wallet_cli):
             module.register(sub)
     return parser
 
@@ -113,7 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"rechargectl: bad configuration: {exc}", file=sys.stderr)
         return 2
-    status: int = args.func(settings, args)
+    try:
+        status: int = args.func(settings, args)
+    except DatabaseNotReady as exc:
+        print(f"rechargectl: {exc}", file=sys.stderr)
+        return 3
     return status
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
+from app import wallet_demo
 from recharge import merchants
 from recharge.keys import MasterKeys
 from recharge.kkt import cards
@@ -70,6 +71,7 @@ async def seed(conn: asyncpg.Connection, keys: MasterKeys, data_dir: Path | None
         )
         await fund_recharge_fund(conn, merchant_id, DEMO_FUND_CENTS, f"demo:fund:{DEMO_MERCHANT}")
         await cards.seed_demo(conn, keys, merchant_id, DEMO_TERMINAL)
+        await wallet_demo.seed(conn)
         if data_dir is not None:
             await seed_demo_platform(conn, data_dir)
 

@@ -1,5 +1,5 @@
 """Compiled core: DD frame codec, CRC-32, BCD, big-endian packing, reader scripts, 3DES, MACs, PBOC load and
-purchase cryptography, envelope."""
+purchase cryptography."""
 
 from core_ext._codec import (
     INFO_AMOUNT,
@@ -43,7 +43,6 @@ from core_ext._codec import (
 from core_ext._crypto import (
     DEPOSIT_UPDATE_HEADER,
     WALLET_STATE_UPDATE_HEADER,
-    EnvelopeError,
     card_div_data,
     constant_time_eq,
     deposit_update_mac,
@@ -52,9 +51,6 @@ from core_ext._crypto import (
     des_decrypt,
     des_encrypt,
     diversify,
-    envelope_decrypt,
-    envelope_encrypt,
-    envelope_mac,
     mac,
     mac8,
     pboc_mac1,
@@ -104,7 +100,6 @@ __all__ = [
     "REQUEST_STAGES",
     "RESPONSE_STAGES",
     "WALLET_STATE_UPDATE_HEADER",
-    "EnvelopeError",
     "Frame",
     "FrameDecoder",
     "FrameError",
@@ -123,9 +118,6 @@ __all__ = [
     "des_decrypt",
     "des_encrypt",
     "diversify",
-    "envelope_decrypt",
-    "envelope_encrypt",
-    "envelope_mac",
     "frame_decode",
     "frame_encode",
     "mac",

@@ -3,12 +3,10 @@ the benchmark baseline. Idiomatic and straightforward on purpose; production cod
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 import struct
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -584,63 +582,3 @@ def wallet_state_update_mac(damk16: bytes, challenge4: bytes, state: int, limit:
     """MAC of UPDATE BINARY SFI 0x17 (state || single-purchase limit): as the deposit flag's, 9 data bytes."""
     command = WALLET_STATE_UPDATE_HEADER + _u(state, 1, "state") + _u(limit, 4, "limit")
     return _sm_mac(damk16, challenge4, command)
-
-
-# --- order-API envelope ------------------------------------------------------------------------
-
-
-class EnvelopeError(ValueError):
-    """An order-API envelope that does not decode: bad hex, bad padding, or a wrong mac."""
-
-
-def _envelope_key(timestamp: str) -> bytes:
-    if not timestamp.isascii() or not timestamp.isdigit():
-        raise EnvelopeError("timestamp must be decimal digits")
-    return hashlib.md5(timestamp.encode("ascii")).digest()
-
-
-def envelope_mac(fields: Mapping[str, object]) -> str:
-    """MD5 of the compact JSON of every field but ``mac``, in order; its last 8 hex digits, upper case."""
-    text = json.dumps({k: v for k, v in fields.items() if k != "mac"}, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.md5(text.encode("utf-8")).hexdigest()[-8:].upper()
-
-
-def _mac_fields(timestamp: str, clear: Mapping[str, object] | None, data: str) -> dict[str, object]:
-    return {"timestamp": int(timestamp), **(clear or {}), "data": data}
-
-
-def envelope_encrypt(timestamp: str, plaintext: str, *, clear: Mapping[str, object] | None = None,
-                     lowercase: bool = False) -> tuple[str, str]:
-    """(data, mac): 3DES-ECB under MD5(timestamp), zero padding, hex; mac over timestamp, ``clear``, data."""
-    key = _envelope_key(timestamp)
-    raw = plaintext.encode("utf-8")
-    if raw.endswith(b"\x00"):
-        raise EnvelopeError("plaintext may not end with NUL (zero padding)")
-    data = des3_encrypt(key, raw + b"\x00" * (-len(raw) % 8)).hex()
-    data = data if lowercase else data.upper()
-    return data, envelope_mac(_mac_fields(timestamp, clear, data))
-
-
-def envelope_decrypt(timestamp: str, data_hex: str, mac_hex: str, *,
-                     clear: Mapping[str, object] | None = None) -> str:
-    """The plaintext of an envelope; EnvelopeError on bad hex, a wrong mac or bad padding."""
-    key = _envelope_key(timestamp)
-    if len(data_hex) % 16 or not data_hex.isascii():
-        raise EnvelopeError("data is not whole 3DES blocks of hex")
-    try:
-        raw = bytes.fromhex(data_hex)
-    except ValueError:
-        raise EnvelopeError("data is not hex") from None
-    if 2 * len(raw) != len(data_hex):
-        raise EnvelopeError("data is not hex")
-    expected = envelope_mac(_mac_fields(timestamp, clear, data_hex))
-    if not hmac.compare_digest(expected.encode("ascii"), mac_hex.upper().encode("ascii", "replace")):
-        raise EnvelopeError("mac does not match")
-    plain = des3_decrypt(key, raw)
-    stripped = plain.rstrip(b"\x00")
-    if len(plain) - len(stripped) > 7:
-        raise EnvelopeError("bad padding")
-    try:
-        return stripped.decode("utf-8")
-    except UnicodeDecodeError:
-        raise EnvelopeError("plaintext is not UTF-8") from None

@@ -26,7 +26,7 @@ from aiohttp import web
 
 import core_ext
 from http_api.context import platform_of
-from http_api.order_envelope import open_envelope
+from http_api.order_envelope import EnvelopeError, envelope_encrypt, envelope_mac, open_envelope
 from recharge import metrics
 from recharge.config import Settings
 from recharge.context import Busy
@@ -138,12 +138,12 @@ def reply_body(status: int, errmsg: str, reply: Reply | None) -> dict[str, Any]:
     timestamp = str(int(now_s() * 1000))
     body: dict[str, Any] = {"timestamp": int(timestamp), "status": status, "errmsg": errmsg}
     if reply is None:
-        body["mac"] = core_ext.envelope_mac(body)
+        body["mac"] = envelope_mac(body)
         return body
     body.update(reply.clear)
     plaintext = json.dumps(reply.secret, separators=(",", ":"), ensure_ascii=False)
     clear = {k: v for k, v in body.items() if k != "timestamp"}
-    data, mac = core_ext.envelope_encrypt(timestamp, plaintext, clear=clear, lowercase=True)
+    data, mac = envelope_encrypt(timestamp, plaintext, clear=clear, lowercase=True)
     body["data"] = data
     body["mac"] = mac
     return body
@@ -184,7 +184,7 @@ async def _gate(conn: asyncpg.Connection, body: bytes, settings: Settings, endpo
     clear = {k: v for k, v in message.items() if k not in ("timestamp", "data", "mac")}
     try:
         plaintext = open_envelope(message)
-    except core_ext.EnvelopeError as exc:
+    except EnvelopeError as exc:
         raise Refused(f"bad envelope: {exc}", "bad_envelope") from None
     fields = parse_json_object(plaintext, "data")
     if _want(fields, "platform", int) != platform_raw:

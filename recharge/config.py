@@ -29,6 +29,10 @@ class Settings:
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     workers: int = 1
+    # Peers allowed to name the client's address (comma-separated addresses/CIDRs; "" = none):
+    # a PROXY v2 header on the DD port, X-Forwarded-For on HTTP. From anyone else the DD
+    # header is refused and the HTTP header ignored.
+    trusted_proxies: str = ""
     # --- database pool
     pool_min_size: int = 2
     pool_max_size: int = 20
@@ -37,6 +41,10 @@ class Settings:
     # terminal (which waits ~10 s) gets a clear answer instead of a timeout.
     pool_acquire_timeout_s: float = 5.0
     statement_timeout_ms: int = 10_000
+    # A start that finds the database not ready (still starting, recovering after a crash, or a
+    # killed embedded server not yet gone) waits this long, saying so in one line, then exits.
+    db_start_wait_s: float = 60.0
+    db_connect_timeout_s: float = 5.0  # one connection attempt (start-up probe and pool) gives up after this
     # --- DD server limits
     dd_idle_timeout_s: float = 30.0
     dd_max_connections: int = 10_000

@@ -68,6 +68,7 @@ from core_ext import (
 )
 from recharge import metrics
 from recharge.context import Busy, Platform
+from recharge.db import RetryPolicy
 from recharge.ledger.group_commit import SINGLY, Batcher, Group
 from recharge.orders import lifecycle as orders
 from recharge.orders.lifecycle import LOCAL_TZ, Order, OrderError, OrderErrorCode
@@ -168,7 +169,7 @@ class DDContext:
             return Batcher(
                 platform.acquire, max_batch=s.ledger_batch_max, max_wait_ms=s.ledger_batch_max_wait_ms,
                 queue_depth=s.ledger_batch_queue_depth, pipeline=s.ledger_batch_pipeline,
-                max_retries=s.ledger_max_retries, linger_ms=s.ledger_batch_linger_ms,
+                retry=RetryPolicy.from_settings(s), linger_ms=s.ledger_batch_linger_ms,
                 max_readers=s.ledger_batch_max_readers, read_wait_s=s.pool_acquire_timeout_s,
                 lookup_runners=s.ledger_batch_lookup_runners,
             )

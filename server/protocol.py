@@ -18,7 +18,8 @@ from typing import Any, Protocol, cast
 from core_ext import INFO_BUSY, INFO_INTERNAL
 from recharge import metrics
 from recharge.config import Settings
-from server import flows
+from recharge.network import Network, is_trusted
+from server import flows, proxy_protocol
 from server.session import ProtocolError, Request, Response, TerminalSession
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class ConnectionHost(Protocol):
 
     settings: Settings
     dd: flows.DDContext
+    trusted_proxies: tuple[Network, ...]
 
     def admit(self, protocol: DDProtocol) -> bool: ...
     def forget(self, protocol: DDProtocol) -> None: ...
@@ -69,6 +71,10 @@ class DDProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._started = 0.0
         self._stage = 0
+        # The terminal's address: the TCP peer, or what a trusted proxy's PROXY v2 header says.
+        self.peer: str | None = None
+        self._proxy_pending: bytes | None = None  # header bytes so far, from a trusted proxy
+        self._first_data = True
 
     # --- asyncio callbacks
 
@@ -79,6 +85,10 @@ class DDProtocol(asyncio.Protocol):
             tcp.abort()
             return
         self.transport = tcp
+        peername = tcp.get_extra_info("peername")
+        self.peer = peername[0] if isinstance(peername, tuple) else None
+        if is_trusted(self.peer, self.service.trusted_proxies):
+            self._proxy_pending = b""
         metrics.DD_CONNECTIONS.inc()
         metrics.DD_CONNECTIONS_ACTIVE.inc()
         self._deadline = self._loop.time() + self._idle_s
@@ -102,6 +112,15 @@ class DDProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._proxy_pending is not None:
+            data = self._read_proxy_header(data)
+            if not data:
+                return
+        elif self._first_data:
+            self._first_data = False
+            if data[:1] == proxy_protocol.SIGNATURE[:1]:  # a DD frame starts with 0xDD, never \r
+                self._refuse_proxy_header("untrusted")
+                return
         try:
             requests = self.session.receive_data(data)
         except ProtocolError as exc:
@@ -109,6 +128,31 @@ class DDProtocol(asyncio.Protocol):
             return
         for request in requests:
             self._dispatch(request)
+
+    def _read_proxy_header(self, data: bytes) -> bytes:
+        """Bytes after a trusted proxy's header (b"" while it is incomplete or was refused)."""
+        buffered = (self._proxy_pending or b"") + data
+        try:
+            header = proxy_protocol.parse(buffered)
+        except proxy_protocol.ProxyHeaderError:
+            self._refuse_proxy_header("malformed")
+            return b""
+        if header is None:
+            self._proxy_pending = buffered
+            return b""
+        self._proxy_pending = None
+        self._first_data = False
+        if header.source is not None:
+            self.peer = header.source[0]
+        return buffered[header.consumed:]
+
+    def _refuse_proxy_header(self, reason: str) -> None:
+        """A PROXY header from an untrusted peer, or a trusted proxy's malformed one: close."""
+        metrics.DD_PROTOCOL_ERRORS.labels(f"proxy_{reason}").inc()
+        log.warning("DD connection from %s: %s PROXY header refused", self.peer, reason)
+        self._proxy_pending = None
+        if self.transport is not None:
+            self.transport.abort()
 
     # --- requests
 

@@ -20,7 +20,7 @@ import pytest
 
 import core_ext
 from app import fixtures
-from http_api import order_api
+from http_api import order_api, order_envelope
 from http_api.order_client import ClientIdentity, build_request, open_reply, remac, seal
 from recharge.ledger import transfers as ledger
 from recharge.orders import lifecycle as orders
@@ -165,7 +165,7 @@ async def test_seed_request_example_passes_the_gate_and_opens_a_session(
         await order_platforms.add_public_key(conn, seed.id, str(crt), pem, min_bits=2048)
         seed_api = ApiPlatform(ClientIdentity(1, crt, (tmp_path / "p1.pem").read_text()), seed.id,
                                seed.merchant_id, seed.pki_no or "")
-    assert core_ext.envelope_encrypt(str(SEED_TIMESTAMP), SEED_PLAINTEXT)[0] == SEED_DATA
+    assert order_envelope.envelope_encrypt(str(SEED_TIMESTAMP), SEED_PLAINTEXT)[0] == SEED_DATA
     monkeypatch.setattr(order_api, "now_s", lambda: SEED_TIMESTAMP + 1.5)
     reply = await post(http, "APPLLogin", seal(seed_api.who, SEED_DATA, timestamp=SEED_TIMESTAMP))
     assert reply["status"] == 1, reply
