@@ -1,10 +1,12 @@
 """How the card service runs its database work: the one transaction helper of ``recharge.kkt``.
 
 ``in_transaction(db, work, settings)`` runs ``work`` in one transaction (a savepoint when the
-caller's connection is already in one) and runs it again from the start on a deadlock, a
-serialization failure or ``Retry`` (a concurrent twin of a REQID committed first), at most
-``ledger_max_retries`` times. ``without_transaction(db, work)`` runs statements that are
-atomic one by one (a balance query's fast path). Both take a pool or a connection.
+caller's connection is already in one), retried whole by the code base's one retry policy
+(``recharge.db.RetryPolicy``: deadlock, serialization failure, at most ``ledger_max_retries``
+times with jittered backoff). A concurrent twin of a REQID that committed first is such a
+serialization failure (``Retry``): the run again replays the twin's answer.
+``without_transaction(db, work)`` runs statements that are atomic one by one (a balance
+query's fast path). Both take a pool or a connection.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TypeAlias, TypeVar
 
 import asyncpg
 
-from recharge import metrics
+from recharge import db as database
 from recharge.config import Settings
 
 T = TypeVar("T")
@@ -23,11 +25,8 @@ Db: TypeAlias = "asyncpg.Pool | asyncpg.Connection"
 Work = Callable[[asyncpg.Connection], Awaitable[T]]
 
 
-class Retry(Exception):
-    """Roll the transaction back and run it again (a concurrent REQID insert)."""
-
-
-_RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, Retry)
+class Retry(asyncpg.SerializationError):
+    """Roll the transaction back and run it again: a concurrent REQID insert committed first."""
 
 
 @asynccontextmanager
@@ -41,17 +40,7 @@ async def connection(db: Db) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def in_transaction(db: Db, work: Work[T], settings: Settings) -> T:
-    async with connection(db) as conn:
-        attempt = 0
-        while True:
-            try:
-                async with conn.transaction():
-                    return await work(conn)
-            except _RETRYABLE:
-                attempt += 1
-                metrics.LEDGER_RETRIES.inc()
-                if attempt > settings.ledger_max_retries:
-                    raise
+    return await database.retry_transaction(db, work, policy=database.RetryPolicy.from_settings(settings))
 
 
 async def without_transaction(db: Db, work: Work[T]) -> T:
