@@ -9,6 +9,7 @@ memory they still held). Each test runs ``rechargectl serve`` on an embedded ser
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -88,9 +89,11 @@ def _children_holding_shared_memory(pgdata: Path) -> list[int]:
     """Kill the postmaster but freeze its children: they keep the shared memory, so ``pg_ctl
     start`` fails until they are gone."""
     postmaster = psutil.Process(_postmaster_pid(pgdata))
-    children = [child.pid for child in postmaster.children()]
-    for pid in children:
-        os.kill(pid, signal.SIGSTOP)
+    children = []
+    for child in postmaster.children():
+        with contextlib.suppress(ProcessLookupError):  # a short-lived one may be gone already
+            os.kill(child.pid, signal.SIGSTOP)
+            children.append(child.pid)
     postmaster.kill()
     return children
 
@@ -109,7 +112,8 @@ def test_restart_waits_for_a_killed_database_not_yet_gone(served: Served, how: s
     def thaw() -> None:
         time.sleep(2)
         for pid in frozen:
-            os.kill(pid, signal.SIGCONT)  # they see their postmaster is dead and exit
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)  # they see their postmaster is dead and exit
 
     threading.Thread(target=thaw, daemon=True).start()
     took = served.start()

@@ -6,6 +6,7 @@ nothing changed in the database."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import secrets
 import time
@@ -66,7 +67,7 @@ def fresh_raw() -> int:
 
 
 @pytest.fixture(scope="module")
-async def api(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory) -> ApiPlatform:
+async def api(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory, known_cards: None) -> ApiPlatform:
     async with pool.acquire() as conn:
         return await register(conn, tmp_path_factory.mktemp("api"), fresh_raw(), FUND_CENTS)
 
@@ -97,8 +98,21 @@ def reqinfo_for(card_no: str, card_type: int = 0x01) -> list[str]:
     return [core_ext.reply_encode([r]).hex() for r in replies]
 
 
+# Cards an order may name: registered CPU cards (the order API refuses unknown numbers).
+KNOWN_CARDS = 2_000
+_CARD_PREFIX = "1680" + fixtures.random_digits(4)
+_next_card = itertools.count()
+
+
+@pytest.fixture(scope="module")
+async def known_cards(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await fixtures.register_cpu_cards(conn, [f"{_CARD_PREFIX}{i:08d}" for i in range(KNOWN_CARDS)])
+
+
 def new_card() -> str:
-    return "1680" + fixtures.random_digits(12)
+    """A registered CPU card no other test of the run has used."""
+    return f"{_CARD_PREFIX}{next(_next_card):08d}"
 
 
 def order_fields(api: ApiPlatform, card: str, amount: int = 1_000, **over: Any) -> dict[str, Any]:
