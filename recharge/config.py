@@ -75,6 +75,9 @@ class Settings:
     order_api_max_reqinfo_entries: int = 32  # reader replies one request may carry
     # --- HTTP
     http_max_body_bytes: int = 64 * 1024
+    # scheme://host[:port][/prefix] clients reach the HTTP API at (behind a proxy: the proxy's);
+    # the WSDLs' service address. Unset: the local address each connection reached.
+    http_public_base_url: str | None = None
     admin_token: str | None = None  # unset: admin endpoints answer 403
     sms_shared_secret: str | None = None  # unset: the SMS hook answers 403
     sms_max_message_chars: int = 160  # a longer inbound SMS text is refused unread (one GSM SMS)
@@ -125,6 +128,8 @@ class Settings:
     mpay_outbox_give_up_s: int = 24 * 3600  # then failed (alert)
     mpay_outbox_interval_s: float = 0.5  # how often the dispatcher looks for due messages
     mpay_outbox_batch: int = 50  # messages one dispatcher pass sends at most
+    # --- SIM wallet (SPEC 7; docs/OPERATIONS.md "SIM wallet")
+    wallet_max_body_bytes: int = 1024 * 1024  # STK and POS bodies (SPEC 6.12: at most 1 MiB; a batch holds 1,000 records)
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None

@@ -25,7 +25,7 @@ from recharge.kkt.card_admin import (
     card_info,
     change_password,
 )
-from recharge.kkt.codes import OK, TEXTS, is_chinese, text
+from recharge.kkt.codes import BUSY, BUSY_TEXTS, OK, TEXTS, busy_text, is_chinese, text
 from recharge.kkt.gateway import License, authorize
 from recharge.kkt.history import HistoryRecord, HistoryResult, history
 from recharge.kkt.messages import (
@@ -40,7 +40,7 @@ from recharge.kkt.table import TRADES
 from recharge.kkt.trades import trade
 
 __all__ = [
-    "GATEWAY_TERMINAL_KINDS", "HOLDER_FIELDS", "OK", "SHANGHAI", "SMS_TERMINAL_KINDS", "TEXTS", "TRADES",
+    "BUSY", "BUSY_TEXTS", "busy_text", "GATEWAY_TERMINAL_KINDS", "HOLDER_FIELDS", "OK", "SHANGHAI", "SMS_TERMINAL_KINDS", "TEXTS", "TRADES",
     "ActivateRequest", "BindRequest", "Config", "HistoryRecord", "HistoryResult", "InfoResult", "License",
     "PasswordRequest", "TradeRequest", "TradeResult", "activate", "authorize", "bind", "card_info",
     "change_password", "history", "is_chinese", "metrics", "text", "trade",

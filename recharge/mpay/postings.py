@@ -1,7 +1,8 @@
 """The mobile payment account's only door to the ledger: named accounts and batches of moves.
 
 Ledger accounts are named as in SPEC 6.2 — ``C/<acct>`` (cash, no overdraft), ``K/<acct>``
-(prepaid-card bucket), ``W/<acct>`` (wallet shadow, 7.3), ``MER/<merchant>``, and the
+(prepaid-card bucket), ``W/<acct>`` (wallet shadow, 7.3; may go negative: a TAC-proven
+purchase is cleared even while a load is unresolved, 7.4), ``MER/<merchant>``, and the
 platform's own ``BANK/<bank>``, ``HALL/<hall>``, ``PPC/<province>``, ``BILL``, ``PAYOUT``,
 ``FEE``, ``RETIRED``, ``SUSPENSE`` (may go negative). The name is kept in
 ``accounts.card_no`` (kind ``mpay``), unique with the kind.
@@ -23,7 +24,7 @@ import asyncpg
 from recharge.ledger import transfers as ledger
 
 KIND = "mpay"
-OVERDRAWN = ("BANK/", "HALL/", "PPC/", "BILL", "PAYOUT", "FEE", "RETIRED", "SUSPENSE")
+OVERDRAWN = ("W/", "BANK/", "HALL/", "PPC/", "BILL", "PAYOUT", "FEE", "RETIRED", "SUSPENSE")
 
 
 def may_overdraw(name: str) -> bool:
