@@ -154,12 +154,12 @@ class RecordingBooks:
                                               card_no=f"test:{self.tag}:{name}", no_overdraft=False)
 
     async def post(self, conn: asyncpg.Connection, postings: Sequence[Posting]) -> list[bool]:
-        done = []
-        for p in postings:
-            debit, credit = await self._account(conn, p.debit), await self._account(conn, p.credit)
-            outcome = await transfers.create_transfer(conn, id=p.id, debit_account_id=debit,
-                                                      credit_account_id=credit, amount=p.amount, code=p.code)
-            done.append(outcome.ok)
+        moves = [
+            transfers.NewTransfer(p.id, await self._account(conn, p.debit), await self._account(conn, p.credit),
+                                  p.amount, code=p.code)
+            for p in postings
+        ]
+        done = [outcome.ok for outcome in await transfers.create_transfers(conn, moves)]
         self.postings.extend(postings)
         return done
 

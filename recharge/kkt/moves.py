@@ -64,8 +64,9 @@ async def transfer(
     """Create one posted transfer; its id, or None when the debit account cannot pay it
     (exceeds credits: nothing was written). Any other refusal is a defect and raises."""
     transfer_id = f"kkt:{uuid.uuid4().hex}"
-    outcome = await ledger.create_transfer(conn, id=transfer_id, debit_account_id=debit, credit_account_id=credit,
-                                           amount=amount, code=code, reference=reference)
+    (outcome,) = await ledger.create_transfers(
+        conn, [ledger.NewTransfer(transfer_id, debit, credit, amount, code=code, reference=reference)]
+    )
     metrics.LEDGER_TRANSFERS.labels("single", outcome.result.value).inc()
     if outcome.result is ledger.Result.EXCEEDS_CREDITS:
         return None
