@@ -381,3 +381,33 @@ async def test_operator_cli_tokens_and_the_simulated_bank(w: MpayWorld, api: Api
     status = await asyncio.to_thread(bank_sim.notify, w.base, "unionpay", key_path, order["order_id"], 1234)
     assert status == (200, "OK")
     assert (await w.balances(owner)).cash == 1234
+
+
+async def test_security_centre_and_pay_resets(w: MpayWorld, api: Api) -> None:
+    msisdn, token, pay = await customer(w, api)
+    questions = [{"id": 1, "answer": "Ｌｉｎ Ｙｉ"}, {"id": 4, "answer": "长沙"}, {"id": 8, "answer": "blue"}]
+    assert await api.code("POST", "/me/password/pay/reset", {"answers": questions}, token=token) == "3007"  # none set
+    assert await api.code("PUT", "/me/security", {"pay_password": pay, "questions": questions[:2]},
+                          token=token) == "1001"
+    await api.ok("PUT", "/me/security", {"pay_password": pay, "questions": questions}, token=token)
+    wrong = [dict(q, answer="x") if q["id"] == 8 else q for q in questions]
+    assert await api.code("POST", "/me/password/pay/reset", {"answers": wrong}, token=token) == "3007"
+    assert await api.code("POST", "/me/password/pay/reset", {"answers": wrong}, token=token) == "3007"
+    assert await api.code("POST", "/me/password/pay/reset", {"answers": wrong}, token=token) == "3008"
+    assert await api.code("POST", "/me/password/pay/reset", {"answers": questions}, token=token) == "3008"
+    cs = await api.operator("cs")
+    ani = {"X-ANI": msisdn}
+    assert await api.code("POST", "/cs/resets/pay", {"answers": [{"id": 4, "answer": " 长 沙 "}]}, token=cs,
+                          headers=ani) == "0000"
+    assert (await w.notices(msisdn))[-1].startswith("您的手机支付支付密码已重置为")
+    assert (await w.account(msisdn))["pay_initial"] is True
+    identity = {"name": "张三", "id_number": "430102199001011234", "opened_on": "1999-01-01"}
+    assert await api.code("POST", "/cs/resets/pay", {"identity": identity}, token=cs, headers=ani) == "0000"
+    assert await api.code("POST", "/cs/resets/pay", {"identity": dict(identity, name="李四")}, token=cs,
+                          headers=ani) == "3007"
+    other, _ = await w.opened(name=None)
+    assert await api.code("POST", "/cs/resets/pay", {"identity": identity}, token=cs,
+                          headers={"X-ANI": other}) == "2010"
+    assert await api.code("POST", "/cs/resets/operation", {"name": "张三", "id_number": "430102199001011234"},
+                          token=cs, headers=ani) == "0000"
+    assert (await w.notices(msisdn))[-1] == "您的手机钱包操作密码已重置为1234。"
