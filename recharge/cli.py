@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "recharge.order_cli",
     "recharge.kkt_cli",
     "server.cli",
+    "recharge.operator_cli",
 )
 
 
