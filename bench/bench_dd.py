@@ -20,7 +20,7 @@
   transaction: one lookup statement answers the DD11s of all terminals waiting for one,
   ``Batcher.lookup``); DD13 of a paid order's known CPU card writes nothing (DD15 stores the balance
   the card reported in the order); DD15 (*loading*), DD17 (post) and DD19 (confirm) are steps of the server's
-  group-commit batcher (``recharge.ledger_batch``), so concurrent terminals' steps share one
+  group-commit batcher (``recharge.ledger.group_commit``), so concurrent terminals' steps share one
   transaction and one commit, and a batch's steps of one kind run as one statement.
   **Both sides share the machine's cores with their own client**: pgbench in C; here the DD server
   (Python, its own process) and the terminals — a lean callback client (``_LeanRecharge``: compiled
@@ -417,8 +417,8 @@ async def _admin(url: str, sql: str) -> None:
 async def _prepare(dsn: str, keys: Any, roundtrip_code: str, roundtrip_pki: str) -> Any:
     import asyncpg
 
+    from app import fixtures, simulator
     from recharge import db
-    from server import fixtures, simulator
 
     conn = await asyncpg.connect(dsn)
     try:
@@ -541,9 +541,9 @@ def _pct_ms(values: list[float], q: int) -> float:
 
 
 def run() -> dict[str, float]:
+    from app import fixtures
     from core_ext import Frame, bcd_encode, frame_encode
     from recharge.config import load_settings
-    from server import fixtures
 
     ctx = mp.get_context("spawn")
     figures: dict[str, float] = {}

@@ -122,8 +122,10 @@ def _client_main(port: int, kind: str, clients: list[dict[str, str]], seconds: f
 async def _prepare(dsn: str, keys: Any) -> list[dict[str, str]]:
     import asyncpg
 
-    from recharge import cards, db, ledger
-    from recharge.demo import fund_recharge_fund
+    from app.demo import fund_recharge_fund
+    from recharge import db
+    from recharge.kkt import cards
+    from recharge.ledger import transfers as ledger
 
     conn = await asyncpg.connect(dsn)
     clients = []

@@ -1,4 +1,5 @@
-"""Compiled core: DD frame codec, CRC-32, BCD, big-endian packing, reader scripts, 3DES, MACs, envelope."""
+"""Compiled core: DD frame codec, CRC-32, BCD, big-endian packing, reader scripts, 3DES, MACs, PBOC load and
+purchase cryptography, envelope."""
 
 from core_ext._codec import (
     INFO_AMOUNT,
@@ -41,6 +42,7 @@ from core_ext._codec import (
 )
 from core_ext._crypto import (
     DEPOSIT_UPDATE_HEADER,
+    WALLET_STATE_UPDATE_HEADER,
     EnvelopeError,
     card_div_data,
     constant_time_eq,
@@ -57,9 +59,14 @@ from core_ext._crypto import (
     mac8,
     pboc_mac1,
     pboc_mac2,
+    pboc_purchase_mac1,
+    pboc_purchase_mac2,
+    pboc_purchase_tac,
     pboc_seslk,
+    pboc_sespk,
     pboc_tac,
     pki_div_data,
+    pos_div_data,
     signin_cryptogram,
     signin_pki_key,
     signin_proof,
@@ -67,7 +74,10 @@ from core_ext._crypto import (
     signin_wrap_session_key,
     terminal_id_bytes,
     verify_mac1_make_mac2,
+    verify_purchase_mac1_make_mac2,
+    verify_purchase_tac,
     verify_tac,
+    wallet_state_update_mac,
 )
 
 __all__ = [
@@ -93,6 +103,7 @@ __all__ = [
     "MAX_LENGTH",
     "REQUEST_STAGES",
     "RESPONSE_STAGES",
+    "WALLET_STATE_UPDATE_HEADER",
     "EnvelopeError",
     "Frame",
     "FrameDecoder",
@@ -121,9 +132,14 @@ __all__ = [
     "mac8",
     "pboc_mac1",
     "pboc_mac2",
+    "pboc_purchase_mac1",
+    "pboc_purchase_mac2",
+    "pboc_purchase_tac",
     "pboc_seslk",
+    "pboc_sespk",
     "pboc_tac",
     "pki_div_data",
+    "pos_div_data",
     "reply_decode",
     "reply_encode",
     "script_decode",
@@ -135,5 +151,8 @@ __all__ = [
     "signin_wrap_session_key",
     "terminal_id_bytes",
     "verify_mac1_make_mac2",
+    "verify_purchase_mac1_make_mac2",
+    "verify_purchase_tac",
     "verify_tac",
+    "wallet_state_update_mac",
 ]

@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""Compiled card cryptography: DES/3DES, ISO 9797-1 MACs, PBOC load keys and MACs, sign-in, order envelope."""
+"""Compiled card cryptography: DES/3DES, ISO 9797-1 MACs, PBOC load and purchase keys and MACs, secure-messaging
+writes, sign-in, order envelope."""
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -446,6 +447,98 @@ def verify_tac(bytes dtk16, balance_after, serial, amount, bytes terminal_id6, b
     return _eq4(<const unsigned char *>PyBytes_AS_STRING(got), expected)
 
 
+# --- PBOC purchase (SPEC 7.4): the card, its PSAM and the platform's batch check ------------------
+
+cdef void _sespk(const unsigned char *dpk, const unsigned char *rnd, uint32_t serial, uint32_t tts,
+                 unsigned char *out) noexcept nogil:
+    cdef unsigned char blk[8]
+    cdef des_ks kl, kr
+    memcpy(blk, rnd, 4)
+    blk[4] = serial >> 8
+    blk[5] = serial
+    blk[6] = tts >> 8
+    blk[7] = tts
+    _des_schedule(&kl, dpk)
+    _des_schedule(&kr, dpk + 8)
+    _store64(out, _des3(&kl, &kr, _load64(blk), False))
+
+
+cdef inline Py_ssize_t _purchase_tac_data(unsigned char *b, uint32_t amount, const unsigned char *tid,
+                                          uint32_t tts, const unsigned char *date,
+                                          const unsigned char *time) noexcept nogil:
+    _put32(b, amount)
+    b[4] = 0x06
+    memcpy(b + 5, tid, 6)
+    _put32(b + 11, tts)
+    memcpy(b + 15, date, 4)
+    memcpy(b + 19, time, 3)
+    return 22
+
+
+def pboc_sespk(bytes dpk16, bytes random4, offline_serial, tts) -> bytes:
+    """Session purchase key: 3DES(DPK, random || offline serial || last 2 bytes of TTS)."""
+    cdef const unsigned char *k = _key(dpk16, 16, "DPK")
+    cdef const unsigned char *r = _key(random4, 4, "random")
+    cdef uint32_t s = _u16(offline_serial, "offline serial"), t = _u32(tts, "TTS")
+    cdef unsigned char out[8]
+    _sespk(k, r, s, t & 0xFFFF, out)
+    return PyBytes_FromStringAndSize(<const char *>out, 8)
+
+
+def pboc_purchase_mac1(bytes sespk8, amount, bytes terminal_id6, bytes date4, bytes time3) -> bytes:
+    """The PSAM's MAC1 = MAC(SESPK, amount || 06 || terminal id || date || time)."""
+    cdef unsigned char b[24]
+    cdef Py_ssize_t n = _mac2_data(b, _u32(amount, "amount"), _key(terminal_id6, 6, "terminal id"),
+                                   _key(date4, 4, "date"), _key(time3, 3, "time"), 0x06)
+    return _out(_mac_raw(_key(sespk8, 8, "SESPK"), 8, b, n, 0), 4)
+
+
+def pboc_purchase_mac2(bytes sespk8, amount) -> bytes:
+    """The card's MAC2 = MAC(SESPK, amount)."""
+    cdef unsigned char b[4]
+    _put32(b, _u32(amount, "amount"))
+    return _out(_mac_raw(_key(sespk8, 8, "SESPK"), 8, b, 4, 0), 4)
+
+
+def pboc_purchase_tac(bytes dtk16, amount, bytes terminal_id6, tts, bytes date4, bytes time3) -> bytes:
+    """Purchase TAC = MAC(DTK_left XOR DTK_right, amount || 06 || terminal id || TTS || date || time)."""
+    cdef unsigned char b[24]
+    cdef unsigned char k8[8]
+    _tac_key(_key(dtk16, 16, "DTK"), k8)
+    cdef Py_ssize_t n = _purchase_tac_data(b, _u32(amount, "amount"), _key(terminal_id6, 6, "terminal id"),
+                                           _u32(tts, "TTS"), _key(date4, 4, "date"), _key(time3, 3, "time"))
+    return _out(_mac_raw(k8, 8, b, n, 0), 4)
+
+
+def verify_purchase_mac1_make_mac2(bytes dpk16, bytes random4, offline_serial, tts, amount, bytes terminal_id6,
+                                   bytes date4, bytes time3, bytes mac1):
+    """The card's DEBIT FOR PURCHASE check: MAC2 when the PSAM's MAC1 verifies (constant time), else None."""
+    cdef const unsigned char *k = _key(dpk16, 16, "DPK")
+    cdef const unsigned char *r = _key(random4, 4, "random")
+    cdef const unsigned char *tid = _key(terminal_id6, 6, "terminal id")
+    cdef const unsigned char *d = _key(date4, 4, "date")
+    cdef const unsigned char *t = _key(time3, 3, "time")
+    cdef const unsigned char *m1 = _key(mac1, 4, "MAC1")
+    cdef uint32_t s = _u16(offline_serial, "offline serial"), ts = _u32(tts, "TTS"), amt = _u32(amount, "amount")
+    cdef unsigned char ses[8]
+    cdef unsigned char b[24]
+    cdef unsigned char got[8]
+    _sespk(k, r, s, ts & 0xFFFF, ses)
+    _store64(got, _mac_raw(ses, 8, b, _mac2_data(b, amt, tid, d, t, 0x06), 0))
+    if not _eq4(got, m1):
+        return None
+    _put32(b, amt)
+    return _out(_mac_raw(ses, 8, b, 4, 0), 4)
+
+
+def verify_purchase_tac(bytes dtk16, amount, bytes terminal_id6, tts, bytes date4, bytes time3,
+                        bytes tac) -> bool:
+    """Whether a purchase record's TAC verifies, compared in constant time."""
+    cdef const unsigned char *expected = _key(tac, 4, "TAC")
+    cdef bytes got = pboc_purchase_tac(dtk16, amount, terminal_id6, tts, date4, time3)
+    return _eq4(<const unsigned char *>PyBytes_AS_STRING(got), expected)
+
+
 def constant_time_eq(a: bytes, b: bytes) -> bool:
     """Equality that takes the same time wherever the first difference is."""
     return hmac.compare_digest(a, b)
@@ -462,6 +555,11 @@ def pki_div_data(bytes pki4) -> bytes:
     """Diversification data of a security module: 00000000 || PKI."""
     _key(pki4, 4, "PKI")
     return b"\x00\x00\x00\x00" + pki4
+
+
+def pos_div_data(str code not None) -> bytes:
+    """Diversification data of a POS terminal (K_pos, SPEC 7.4): 0000 || its 6-byte terminal id."""
+    return b"\x00\x00" + terminal_id_bytes(code)
 
 
 def card_div_data(str card_no not None) -> bytes:
@@ -507,17 +605,33 @@ def signin_proof(bytes sk16, bytes pki4, bytes rt8, bytes rp8) -> bytes:
     return mac(sk16, pki4 + rt8 + rp8)
 
 
-# --- card deposit (SPEC 1.7) ---------------------------------------------------------------------
+# --- secure-messaging writes: deposit flag (SPEC 1.7), wallet state (SPEC 7.1) ---------------------
 
 DEPOSIT_UPDATE_HEADER = b"\x04\xd6\x96\x00\x05"
+WALLET_STATE_UPDATE_HEADER = b"\x04\xd6\x97\x00\x09"
+
+
+cdef bytes _sm_mac(bytes damk16, bytes challenge4, bytes command):
+    """Retail MAC under DAMK of an UPDATE BINARY command, IV = challenge || 00000000."""
+    _key(challenge4, 4, "challenge")
+    return mac(damk16, command, challenge4 + b"\x00" * 4)
 
 
 def deposit_update_mac(bytes damk16, bytes challenge4, int new_flag) -> bytes:
     """MAC of UPDATE BINARY SFI 0x16: retail MAC under DAMK, IV = challenge || 00000000."""
-    _key(challenge4, 4, "challenge")
     if not 0 <= new_flag <= 0xFF:
         raise ValueError("flag outside one byte")
-    return mac(damk16, DEPOSIT_UPDATE_HEADER + bytes((new_flag,)), challenge4 + b"\x00" * 4)
+    return _sm_mac(damk16, challenge4, DEPOSIT_UPDATE_HEADER + bytes((new_flag,)))
+
+
+def wallet_state_update_mac(bytes damk16, bytes challenge4, int state, limit) -> bytes:
+    """MAC of UPDATE BINARY SFI 0x17 (state || single-purchase limit): as the deposit flag's, 9 data bytes."""
+    if not 0 <= state <= 0xFF:
+        raise ValueError("state outside one byte")
+    cdef unsigned char b[4]
+    _put32(b, _u32(limit, "limit"))
+    return _sm_mac(damk16, challenge4, WALLET_STATE_UPDATE_HEADER + bytes((state,))
+                   + PyBytes_FromStringAndSize(<const char *>b, 4))
 
 
 # --- order-API envelope (SPEC 2, seed 004 3.2.1) -------------------------------------------------

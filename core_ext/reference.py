@@ -463,6 +463,50 @@ def verify_tac(dtk16: bytes, balance_after: int, serial: int, amount: int, termi
     return hmac.compare_digest(expected, tac)
 
 
+def pboc_sespk(dpk16: bytes, random4: bytes, offline_serial: int, tts: int) -> bytes:
+    """Session purchase key: 3DES(DPK, random || offline serial || last 2 bytes of TTS)."""
+    block = _need(random4, 4, "random") + _u(offline_serial, 2, "offline serial") + _u(tts, 4, "TTS")[2:]
+    return _des3(_need(dpk16, 16, "DPK")).encrypt(block)
+
+
+def pboc_purchase_mac1(sespk8: bytes, amount: int, terminal_id6: bytes, date4: bytes, time3: bytes) -> bytes:
+    """The PSAM's MAC1 = MAC(SESPK, amount || 06 || terminal id || date || time)."""
+    data = (_u(amount, 4, "amount") + b"\x06" + _need(terminal_id6, 6, "terminal id") + _need(date4, 4, "date")
+            + _need(time3, 3, "time"))
+    return mac(_need(sespk8, 8, "SESPK"), data)
+
+
+def pboc_purchase_mac2(sespk8: bytes, amount: int) -> bytes:
+    """The card's MAC2 = MAC(SESPK, amount)."""
+    return mac(_need(sespk8, 8, "SESPK"), _u(amount, 4, "amount"))
+
+
+def pboc_purchase_tac(dtk16: bytes, amount: int, terminal_id6: bytes, tts: int, date4: bytes, time3: bytes) -> bytes:
+    """Purchase TAC = MAC(DTK_left XOR DTK_right, amount || 06 || terminal id || TTS || date || time)."""
+    _need(dtk16, 16, "DTK")
+    key = bytes(a ^ b for a, b in zip(dtk16[:8], dtk16[8:], strict=True))
+    data = (_u(amount, 4, "amount") + b"\x06" + _need(terminal_id6, 6, "terminal id") + _u(tts, 4, "TTS")
+            + _need(date4, 4, "date") + _need(time3, 3, "time"))
+    return mac(key, data)
+
+
+def verify_purchase_mac1_make_mac2(dpk16: bytes, random4: bytes, offline_serial: int, tts: int, amount: int,
+                                   terminal_id6: bytes, date4: bytes, time3: bytes, mac1: bytes) -> bytes | None:
+    """The card's DEBIT FOR PURCHASE check: MAC2 when the PSAM's MAC1 verifies (constant time), else None."""
+    _need(mac1, 4, "MAC1")
+    sespk = pboc_sespk(dpk16, random4, offline_serial, tts)
+    if not hmac.compare_digest(pboc_purchase_mac1(sespk, amount, terminal_id6, date4, time3), mac1):
+        return None
+    return pboc_purchase_mac2(sespk, amount)
+
+
+def verify_purchase_tac(dtk16: bytes, amount: int, terminal_id6: bytes, tts: int, date4: bytes, time3: bytes,
+                        tac: bytes) -> bool:
+    """Whether a purchase record's TAC verifies, compared in constant time."""
+    _need(tac, 4, "TAC")
+    return hmac.compare_digest(pboc_purchase_tac(dtk16, amount, terminal_id6, tts, date4, time3), tac)
+
+
 def constant_time_eq(a: bytes, b: bytes) -> bool:
     """Equality that takes the same time wherever the first difference is."""
     return hmac.compare_digest(a, b)
@@ -478,6 +522,11 @@ def terminal_id_bytes(code: str) -> bytes:
 def pki_div_data(pki4: bytes) -> bytes:
     """Diversification data of a security module: 00000000 || PKI."""
     return b"\x00" * 4 + _need(pki4, 4, "PKI")
+
+
+def pos_div_data(code: str) -> bytes:
+    """Diversification data of a POS terminal (K_pos, SPEC 7.4): 0000 || its 6-byte terminal id."""
+    return b"\x00\x00" + terminal_id_bytes(code)
 
 
 def card_div_data(card_no: str) -> bytes:
@@ -518,12 +567,23 @@ def signin_proof(sk16: bytes, pki4: bytes, rt8: bytes, rp8: bytes) -> bytes:
 
 
 DEPOSIT_UPDATE_HEADER = b"\x04\xd6\x96\x00\x05"
+WALLET_STATE_UPDATE_HEADER = b"\x04\xd6\x97\x00\x09"
+
+
+def _sm_mac(damk16: bytes, challenge4: bytes, command: bytes) -> bytes:
+    """Retail MAC under DAMK of an UPDATE BINARY command, IV = challenge || 00000000."""
+    return mac(damk16, command, _need(challenge4, 4, "challenge") + b"\x00" * 4)
 
 
 def deposit_update_mac(damk16: bytes, challenge4: bytes, new_flag: int) -> bytes:
     """MAC of UPDATE BINARY SFI 0x16: retail MAC under DAMK, IV = challenge || 00000000."""
-    iv = _need(challenge4, 4, "challenge") + b"\x00" * 4
-    return mac(damk16, DEPOSIT_UPDATE_HEADER + _u(new_flag, 1, "flag"), iv)
+    return _sm_mac(damk16, challenge4, DEPOSIT_UPDATE_HEADER + _u(new_flag, 1, "flag"))
+
+
+def wallet_state_update_mac(damk16: bytes, challenge4: bytes, state: int, limit: int) -> bytes:
+    """MAC of UPDATE BINARY SFI 0x17 (state || single-purchase limit): as the deposit flag's, 9 data bytes."""
+    command = WALLET_STATE_UPDATE_HEADER + _u(state, 1, "state") + _u(limit, 4, "limit")
+    return _sm_mac(damk16, challenge4, command)
 
 
 # --- order-API envelope ------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 ``Authorization: Bearer <admin_token>`` (or ``X-Admin-Token``), compared in constant time;
 with no token configured every admin endpoint answers 403. The operator's name goes in
 ``X-Admin-Actor`` (recorded in ``operator_actions``). The same functions as
-``rechargectl kkt`` (``recharge.cards``) do the work; a refused request answers 400 with
+``rechargectl kkt`` (``recharge.kkt.cards``) do the work; a refused request answers 400 with
 ``{"error": …}`` and changes nothing.
 
     PUT  /admin/kkt/merchants/{code}            {"name", "issuing", "consuming", "closed"}
@@ -27,9 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
-from http_api.app import platform_of
-from recharge import cards
-from recharge.kkt_cli import card_summary
+from http_api.context import platform_of
+from recharge.kkt import cards
 
 AdminHandler = Callable[[web.Request, dict[str, Any], str], Awaitable[Any]]
 MAX_BATCH_CARDS_HTTP = 100_000  # one request; larger batches: the CLI
@@ -180,7 +179,7 @@ async def _card_batch(request: web.Request, body: dict[str, Any], actor: str) ->
 
 async def _card_show(request: web.Request, body: dict[str, Any], actor: str) -> Any:
     async with platform_of(request).acquire() as conn:
-        info = await card_summary(conn, request.match_info["card_no"])
+        info = await cards.card_summary(conn, request.match_info["card_no"])
     if info is None:
         return web.json_response({"error": "no such card"}, status=404)
     return info

@@ -8,35 +8,23 @@ the DD server and HTTP (see docs/ARCHITECTURE.md). Feature modules listed in
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from http_api import admin, kkt_rest, kkt_soap, kkt_soap_doc, order_api, sms
+from http_api.context import PLATFORM_KEY, platform_of
 from recharge import metrics, observability
 from recharge.context import Busy, Platform
 
 log = logging.getLogger(__name__)
 
-PLATFORM_KEY: web.AppKey[Platform] = web.AppKey("platform", Platform)
-
 # Each module has ``setup(app: web.Application) -> None``. One line per feature.
-ROUTE_MODULES: tuple[str, ...] = (
-    "http_api.order_api",
-    "http_api.kkt_rest",
-    "http_api.kkt_soap",
-    "http_api.kkt_soap_doc",
-    "http_api.admin",
-    "http_api.sms",
-)
+ROUTE_MODULES = (order_api, kkt_rest, kkt_soap, kkt_soap_doc, admin, sms)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def platform_of(request: web.Request) -> Platform:
-    return request.app[PLATFORM_KEY]
 
 
 @web.middleware
@@ -94,8 +82,8 @@ def build_app(ctx: Platform) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
-    for name in ROUTE_MODULES:
-        importlib.import_module(name).setup(app)
+    for module in ROUTE_MODULES:
+        module.setup(app)
     return app
 
 

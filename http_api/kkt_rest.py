@@ -1,7 +1,7 @@
 """KaKaTong REST gateway (SPEC 3.1): ``GET /s/get?method=…`` answering UTF-8 XML.
 
 Parses the seed's parameters, checks the LICENSEKEY first (a bad key answers the bare
-license code as ``text/plain``), calls ``recharge.kkt`` and renders
+license code as ``text/plain``), calls ``recharge.kkt.service`` and renders
 ``<TradeResult><Record>…</Record></TradeResult>`` shaped exactly like the seed's examples.
 Business refusals are HTTP 200 with their return code; only an unknown method is 400 (code
 50). POST with a form body is accepted as well, for clients that cannot GET.
@@ -14,8 +14,8 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
-from http_api.app import platform_of
-from recharge import kkt
+from http_api.context import platform_of
+from recharge.kkt import service as kkt
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" ?>\n'
 MAX_PARAM_CHARS = 512  # the longest legal parameter (LICENSEKEY); longer values are cut off and fail

@@ -7,7 +7,7 @@ holds an ``apache:Map`` (``<item><key/><value/></item>`` per field) on success a
 1.2, same operations. Requests are parsed with defusedxml (no DTD, so no entity expansion
 and no external fetch) after a size check; arguments are matched by part name, or by
 position when the client sent ``param0…`` (SoapClient without a WSDL); ``xsi:type`` is
-ignored. The operations call ``recharge.kkt`` exactly as REST does. Texts are Chinese
+ignored. The operations call ``recharge.kkt.service`` exactly as REST does. Texts are Chinese
 unless the request carries a ``LANG`` element (or ``?LANG=``) other than GB2312: the
 seed's SOAP example expects Chinese and sends no LANG.
 """
@@ -25,9 +25,10 @@ from aiohttp import web
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
-from http_api.app import platform_of
+from http_api.context import platform_of
 from http_api.kkt_rest import yuan
-from recharge import kkt, metrics
+from recharge import metrics
+from recharge.kkt import service as kkt
 
 TNS = "urn:KaKaTong"
 SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"

@@ -25,13 +25,15 @@ import asyncpg
 from aiohttp import web
 
 import core_ext
-from http_api.app import platform_of
+from http_api.context import platform_of
 from http_api.order_envelope import open_envelope
-from recharge import metrics, order_platforms, orders
+from recharge import metrics
 from recharge.config import Settings
 from recharge.context import Busy
-from recharge.order_platforms import OrderPlatform
-from recharge.orders import OrderError, OrderErrorCode
+from recharge.orders import lifecycle as orders
+from recharge.orders import platforms as order_platforms
+from recharge.orders.lifecycle import OrderError, OrderErrorCode
+from recharge.orders.platforms import OrderPlatform
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import core_ext
 from http_api.order_envelope import open_envelope, wire_mac
-from recharge.order_platforms import sign, sign_message
+from recharge.orders.platforms import sign, sign_message
 
 
 @dataclass(frozen=True, slots=True)

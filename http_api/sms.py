@@ -22,9 +22,11 @@ import re
 
 from aiohttp import web
 
-from http_api.app import platform_of
-from recharge import kkt, metrics, sms, sms_channel
+from http_api.context import platform_of
+from recharge import metrics
 from recharge.context import Busy
+from recharge.kkt import service as kkt
+from recharge.kkt import sms, sms_channel
 
 log = logging.getLogger(__name__)
 

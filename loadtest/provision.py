@@ -23,9 +23,11 @@ from typing import Any
 
 import asyncpg
 
-from recharge import db, demo, order_platforms, orders
+from app import demo, fixtures
+from recharge import db
 from recharge.config import Settings
-from server import fixtures
+from recharge.orders import lifecycle as orders
+from recharge.orders import platforms as order_platforms
 
 MERCHANT_PREFIX = "90"  # load-test merchants 9000–9099
 TERMINALS_PER_MERCHANT = 10  # a shop has a few terminals; the fund row is shared by them
@@ -138,7 +140,7 @@ async def _order_api(conn: asyncpg.Connection, settings: Settings, work_dir: Pat
 
 async def _sms_operator(conn: asyncpg.Connection) -> None:
     """An SMS terminal of the demo merchant, so the SMS user acts as its operator."""
-    from recharge import cards
+    from recharge.kkt import cards
 
     await cards.upsert_terminal(conn, SMS_TERMINAL_CODE, demo.DEMO_MERCHANT, "sms", msisdn=SMS_OPERATOR_MSISDN,
                                 actor="loadtest")
@@ -158,7 +160,7 @@ async def provision(
             await _sms_operator(conn)
     finally:
         await pool.close()
-    from recharge import cards
+    from recharge.kkt import cards
 
     return Plan(
         dd_host=dd_host,

@@ -106,7 +106,7 @@ class Platform:
             print(f"using the platform already answering at {self.base_url}", flush=True)
             return
         s = self.settings
-        command = [sys.executable, "-m", "recharge.cli", "serve", "--demo", "--data-dir", str(s.data_dir),
+        command = [sys.executable, "-m", "app.cli", "serve", "--demo", "--data-dir", str(s.data_dir),
                    "--dd-port", str(s.dd_port), "--http-port", str(s.http_port), "--workers", str(s.workers)]
         env = {**os.environ, "DATABASE_URL": self.dsn, "RECHARGE_KEY_FILE": str(s.resolved_key_file),
                "RECHARGE_SMS_SHARED_SECRET": s.sms_shared_secret or ""}
@@ -152,8 +152,8 @@ class Platform:
 
 async def _prepare(dsn: str, settings: Settings, args: argparse.Namespace, terminals: int,
                    orders_per_terminal: int, work_dir: Path) -> Any:
+    from app.runtime import prepare_database
     from loadtest.provision import provision
-    from recharge.runtime import prepare_database
 
     await prepare_database(dsn, settings, demo=True)
     return await provision(
@@ -166,7 +166,7 @@ async def _audit(dsn: str) -> str:
     """The ledger audit after the run: ``ok``, or the differences it found."""
     import asyncpg
 
-    from recharge.audit import audit
+    from recharge.ledger.audit import audit
 
     conn = await asyncpg.connect(dsn)
     try:

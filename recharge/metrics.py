@@ -3,7 +3,7 @@
 Names follow the Prometheus conventions: base units last (``_seconds``), counters end in
 ``_total``, labels have low cardinality (a stage, a result code, a route) and never carry a
 card, terminal or order number. With ``--workers N`` the process sets
-``PROMETHEUS_MULTIPROC_DIR`` before this module is imported (see ``recharge.runtime``) and
+``PROMETHEUS_MULTIPROC_DIR`` before this module is imported (see ``app.runtime``) and
 ``render`` merges every worker's values.
 """
 

@@ -1,6 +1,6 @@
 """Runtime health signals the platform samples itself: event-loop lag and database pool use.
 
-``run_monitors`` is one background task per worker (started by ``recharge.runtime``): every
+``run_monitors`` is one background task per worker (started by ``app.runtime``): every
 ``loop_lag_interval_s`` it sleeps on the loop and records how late the loop woke it up
 (``recharge_event_loop_lag_seconds``) — the time any callback, protocol or task had to wait
 behind blocking work — and refreshes the pool gauges (``recharge_db_pool_connections`` by

@@ -12,7 +12,8 @@ import logging
 
 import asyncpg
 
-from recharge import ledger, metrics
+from recharge import metrics
+from recharge.ledger import transfers as ledger
 
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 100

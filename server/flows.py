@@ -66,10 +66,11 @@ from core_ext import (
     verify_mac1_make_mac2,
     verify_tac,
 )
-from recharge import metrics, orders
+from recharge import metrics
 from recharge.context import Busy, Platform
-from recharge.ledger_batch import SINGLY, Batcher, Group
-from recharge.orders import LOCAL_TZ, Order, OrderError, OrderErrorCode
+from recharge.ledger.group_commit import SINGLY, Batcher, Group
+from recharge.orders import lifecycle as orders
+from recharge.orders.lifecycle import LOCAL_TZ, Order, OrderError, OrderErrorCode
 from server import store
 from server.session import NO_PKI, Flow, Request, Response
 
@@ -154,7 +155,7 @@ class DDContext:
 
     platform: Platform
     terminals: TerminalCache
-    batcher: Batcher  # group commit of the recharge steps that lock no shared row (recharge.ledger_batch)
+    batcher: Batcher  # group commit of the recharge steps that lock no shared row (recharge.ledger.group_commit)
     fund_batcher: Batcher  # group commit of the steps that lock a merchant's recharge fund (pay, post)
     record_ids: store.RecordIds  # DD20 receipt record ids, from blocks of dd_record_seq
     post_group: Group  # DD17's posts merged in a batch (they take ids from ``record_ids``)

@@ -13,15 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from core_ext import INFO_BUSY, INFO_INTERNAL
 from recharge import metrics
+from recharge.config import Settings
 from server import flows
 from server.session import ProtocolError, Request, Response, TerminalSession
-
-if TYPE_CHECKING:
-    from server.service import DDService
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +41,23 @@ def _count_answer(stage: int, result: int, seconds: float) -> None:
     histogram.observe(seconds)
 
 
+class ConnectionHost(Protocol):
+    """What a connection needs from the service that accepted it (``server.service.DDService``)."""
+
+    settings: Settings
+    dd: flows.DDContext
+
+    def admit(self, protocol: DDProtocol) -> bool: ...
+    def forget(self, protocol: DDProtocol) -> None: ...
+    def take_slot(self) -> bool: ...
+    def release_slot(self) -> None: ...
+    def task_done(self, protocol: DDProtocol) -> None: ...
+
+
 class DDProtocol(asyncio.Protocol):
     """One terminal connection; at most one request in progress."""
 
-    def __init__(self, service: DDService) -> None:
+    def __init__(self, service: ConnectionHost) -> None:
         self.service = service
         self.session = TerminalSession(service.settings.dd_max_frame_length)
         self.state = flows.FlowState()

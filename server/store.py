@@ -1,12 +1,12 @@
 """The DD server's database work: terminals and sign-in, CPU cards, card deposits, receipts.
 
-Orders and their load life cycle live in ``recharge.orders`` (shared with the order API);
-money moves only through ``recharge.ledger``. Every function takes a connection; the ones
+Orders and their load life cycle live in ``recharge.orders.lifecycle`` (shared with the order API);
+money moves only through ``recharge.ledger.transfers``. Every function takes a connection; the ones
 that change several rows expect the caller's transaction, so a refusal leaves nothing behind:
 either ``run_transaction`` (one transaction on a pool connection taken through
 ``Platform.acquire`` — ``Busy`` when the pool is exhausted — retried whole on
 deadlock/serialization; sign-in, DD21, DD73) or a step of the DD service's group-commit
-``recharge.ledger_batch.Batcher`` (the recharge steps DD11–DD19: one savepoint per step, one
+``recharge.ledger.group_commit.Batcher`` (the recharge steps DD11–DD19: one savepoint per step, one
 commit per batch).
 """
 
@@ -23,10 +23,11 @@ from typing import TypeVar
 
 import asyncpg
 
-from recharge import ledger, metrics
+from recharge import metrics
 from recharge.context import Platform
 from recharge.db import RETRYABLE_SQLSTATES
-from recharge.orders import LOCAL_TZ, Order
+from recharge.ledger import transfers as ledger
+from recharge.orders.lifecycle import LOCAL_TZ, Order
 
 T = TypeVar("T")
 

@@ -23,9 +23,9 @@ import pytest
 import uvloop
 
 from recharge import db
-from recharge.audit import audit
 from recharge.config import Settings, load_settings
 from recharge.keys import MasterKeys, write_keys
+from recharge.ledger.audit import audit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,9 +168,9 @@ async def conn(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 async def platform(settings: Settings) -> AsyncIterator[object]:
     """The real platform (DD server + HTTP app) on free ports, shared by the session's tests.
 
-    Yields a ``recharge.runtime.RunningPlatform`` with ``dd_port``, ``http_port`` and ``ctx``.
+    Yields a ``app.runtime.RunningPlatform`` with ``dd_port``, ``http_port`` and ``ctx``.
     """
-    from recharge.runtime import RunningPlatform
+    from app.runtime import RunningPlatform
 
     running = RunningPlatform(settings, settings.database_url or "")
     await running.start()

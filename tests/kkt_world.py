@@ -16,9 +16,10 @@ import aiohttp
 import asyncpg
 from defusedxml import ElementTree
 
-from recharge import cards, ledger
-from recharge.demo import fund_recharge_fund
+from app.demo import fund_recharge_fund
 from recharge.keys import MasterKeys
+from recharge.kkt import cards
+from recharge.ledger import transfers as ledger
 
 PASSWORD = "111111"
 RESERVED_MERCHANTS = {"1155", "1072"} | {f"{7000 + i}" for i in range(64)}  # demo, PHP example, bench

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from recharge import cards, sms
+from recharge.kkt import cards, sms
 from tests.kkt_world import World, make_world
 
 SECRET = "test-sms-secret"  # tests/conftest.py settings.sms_shared_secret

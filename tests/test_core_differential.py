@@ -272,3 +272,37 @@ def test_crc32_of_a_mebibyte_and_of_buffer_types_matches_zlib() -> None:
     data = bytes(range(256)) * 4096 + b"tail"
     assert C.crc32(data) == zlib.crc32(data)
     assert C.crc32(bytearray(data[:1000])) == C.crc32(memoryview(data)[:1000]) == zlib.crc32(data[:1000])
+
+
+@given(key16, key16, b4, u16, u32, u32, b6, b4, b3, st.booleans())
+def test_pboc_purchase_functions_agree(dpk: bytes, dtk: bytes, rnd: bytes, serial: int, tts: int, amount: int,
+                                       tid: bytes, date: bytes, time: bytes, right_mac1: bool) -> None:
+    sespk = C.pboc_sespk(dpk, rnd, serial, tts)
+    assert sespk == R.pboc_sespk(dpk, rnd, serial, tts)
+    mac1 = C.pboc_purchase_mac1(sespk, amount, tid, date, time)
+    assert mac1 == R.pboc_purchase_mac1(sespk, amount, tid, date, time)
+    mac2 = C.pboc_purchase_mac2(sespk, amount)
+    assert mac2 == R.pboc_purchase_mac2(sespk, amount)
+    sent = mac1 if right_mac1 else bytes(b ^ 1 for b in mac1)
+    expected = mac2 if right_mac1 else None
+    args = (dpk, rnd, serial, tts, amount, tid, date, time, sent)
+    assert C.verify_purchase_mac1_make_mac2(*args) == expected == R.verify_purchase_mac1_make_mac2(*args)
+    tac = C.pboc_purchase_tac(dtk, amount, tid, tts, date, time)
+    assert tac == R.pboc_purchase_tac(dtk, amount, tid, tts, date, time)
+    bad = bytes(b ^ 0x80 for b in tac)
+    for impl in (C, R):
+        assert impl.verify_purchase_tac(dtk, amount, tid, tts, date, time, tac)
+        assert not impl.verify_purchase_tac(dtk, amount, tid, tts, date, time, bad)
+
+
+@given(st.binary(min_size=15, max_size=17), st.binary(min_size=3, max_size=5), st.integers(-1, 256),
+       st.integers(-1, 2**32))
+def test_wallet_state_update_mac_agrees_including_errors(damk: bytes, challenge: bytes, state: int,
+                                                         limit: int) -> None:
+    assert outcome(C.wallet_state_update_mac, damk, challenge, state, limit) == outcome(
+        R.wallet_state_update_mac, damk, challenge, state, limit)
+
+
+@given(st.text(alphabet="0123456789x", max_size=14))
+def test_pos_div_data_agrees_including_errors(code: str) -> None:
+    assert outcome(C.pos_div_data, code) == outcome(R.pos_div_data, code)

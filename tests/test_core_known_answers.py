@@ -213,3 +213,64 @@ def test_spec_dd12_script_is_select_select_read_balance(impl: ModuleType) -> Non
     script = impl.script_decode(dd12)
     assert [i.apdu.hex().upper() for i in script] == ["00A4000002DDF1", "00A4000002ADF1", "00B095001E", "805C000204"]
     assert impl.script_encode(script) == dd12
+
+
+# SPEC 7.4: the SIM wallet's purchase, state-file write and STK MAC, byte for byte.
+W_MK_PURCHASE = bytes.fromhex("11223344556677888877665544332211")
+W_MK_TAC = bytes.fromhex("A1A2A3A4A5A6A7A8B1B2B3B4B5B6B7B8")
+W_MK_MAINT = bytes.fromhex("C0C1C2C3C4C5C6C7C8C9CACBCCCDCECF")
+W_MK_STK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+W_CARD = "1000581000000125"
+W_TID = bytes.fromhex("000011552001")
+W_DATE, W_TIME = bytes.fromhex("20111221"), bytes.fromhex("214822")
+W_STK_BODY = b'{"card_no":"1000581000000125","seq":1,"op":"wallet.open","params":{},"challenge":"01020304"}'
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_spec_7_4_purchase_keys_macs_and_tac(impl: ModuleType) -> None:
+    div = impl.card_div_data(W_CARD)
+    dpk = impl.diversify(W_MK_PURCHASE, div)
+    assert dpk == bytes.fromhex("93EF5089B0FDB1B94D239E932FC70264")
+    sespk = impl.pboc_sespk(dpk, bytes.fromhex("11223344"), 0x0000, 0x00000001)
+    assert sespk == bytes.fromhex("C4E19CD664B00184")
+    mac1 = impl.pboc_purchase_mac1(sespk, 1234, W_TID, W_DATE, W_TIME)
+    assert mac1 == bytes.fromhex("28FD555F")
+    assert impl.pboc_purchase_mac2(sespk, 1234) == bytes.fromhex("AEEF25E5")
+    assert impl.verify_purchase_mac1_make_mac2(dpk, bytes.fromhex("11223344"), 0, 1, 1234, W_TID, W_DATE, W_TIME,
+                                               mac1) == bytes.fromhex("AEEF25E5")
+    dtk = impl.diversify(W_MK_TAC, div)
+    assert dtk == bytes.fromhex("96A0F61AA70235E9DE6E2152F2A694A5")
+    tac = impl.pboc_purchase_tac(dtk, 1234, W_TID, 1, W_DATE, W_TIME)
+    assert tac == bytes.fromhex("F63B867D")
+    assert impl.verify_purchase_tac(dtk, 1234, W_TID, 1, W_DATE, W_TIME, tac)
+    assert not impl.verify_purchase_tac(dtk, 1235, W_TID, 1, W_DATE, W_TIME, tac)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_spec_7_4_wallet_state_write_and_stk_mac(impl: ModuleType) -> None:
+    div = impl.card_div_data(W_CARD)
+    damk = impl.diversify(W_MK_MAINT, div)
+    assert damk == bytes.fromhex("60BDEEC04565B04F5FC3214CC4D981F4")
+    assert impl.WALLET_STATE_UPDATE_HEADER == bytes.fromhex("04D6970009")
+    assert impl.wallet_state_update_mac(damk, bytes.fromhex("01020304"), 0x01, 0x4E20) == bytes.fromhex("694080EB")
+    k_stk = impl.diversify(W_MK_STK, div)
+    assert k_stk == bytes.fromhex("E639D0EFA63C8C0689063039097AB49C")
+    assert len(W_STK_BODY) == 92
+    assert impl.mac(k_stk, W_STK_BODY) == bytes.fromhex("2DDC0835")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_pos_diversification_data_and_purchase_argument_checks(impl: ModuleType) -> None:
+    assert impl.pos_div_data("11552001") == bytes.fromhex("0000000011552001")
+    with pytest.raises(ValueError):
+        impl.pos_div_data("1234567890123")
+    with pytest.raises(ValueError):
+        impl.pboc_sespk(bytes(16), bytes(4), 0x10000, 0)
+    with pytest.raises(ValueError):
+        impl.pboc_sespk(bytes(16), bytes(4), 0, 1 << 32)
+    with pytest.raises(ValueError):
+        impl.wallet_state_update_mac(bytes(16), bytes(4), 0x100, 0)
+    with pytest.raises(ValueError):
+        impl.wallet_state_update_mac(bytes(16), bytes(3), 1, 0)
+    with pytest.raises(ValueError):
+        impl.verify_purchase_tac(bytes(16), 1, W_TID, 1, W_DATE, W_TIME, bytes(3))

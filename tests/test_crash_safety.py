@@ -20,11 +20,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from app.fixtures import paid_order, sim_terminal
 from core_ext.virtual_card import VirtualCard
-from recharge import db, orders
-from recharge.audit import audit
+from recharge import db
 from recharge.keys import MasterKeys, write_keys
-from server.fixtures import paid_order, sim_terminal
+from recharge.ledger.audit import audit
+from recharge.orders import lifecycle as orders
 from server.terminal_client import AsyncTerminalClient, ConnectionClosed, FlowFailed
 from tests.conftest import ROOT
 
@@ -34,7 +35,7 @@ AMOUNT_CENTS = 500
 
 def _serve(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recharge.cli", "serve", "--dd-port", "0", "--http-port", "0",
+        [sys.executable, "-m", "app.cli", "serve", "--dd-port", "0", "--http-port", "0",
          "--database-url", database_url, "--data-dir", str(data_dir)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "RECHARGE_DD_HOST": "127.0.0.1", "RECHARGE_HTTP_HOST": "127.0.0.1"},

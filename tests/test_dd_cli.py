@@ -11,10 +11,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from recharge import ledger, orders
-from recharge.cli import main
-from server import fixtures
-from server.fixtures import SimTerminal
+from app import fixtures
+from app.cli import main
+from app.fixtures import SimTerminal
+from recharge.ledger import transfers as ledger
+from recharge.orders import lifecycle as orders
 
 pytestmark = pytest.mark.usefixtures("audited")
 

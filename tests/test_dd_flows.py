@@ -14,6 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app import fixtures
+from app.fixtures import SimTerminal
 from core_ext import (
     DEPOSIT_UPDATE_HEADER,
     INFO_REVERSAL_OK,
@@ -21,9 +23,8 @@ from core_ext import (
     be_decode,
     script_decode,
 )
-from recharge import ledger, orders
-from server import fixtures
-from server.fixtures import SimTerminal
+from recharge.ledger import transfers as ledger
+from recharge.orders import lifecycle as orders
 
 pytestmark = pytest.mark.usefixtures("audited")
 

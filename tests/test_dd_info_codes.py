@@ -15,11 +15,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app import fixtures
+from app.fixtures import SimTerminal
 from core_ext import Frame, bcd_encode, be_decode, frame_encode
-from recharge import db, orders
+from recharge import db
 from recharge.context import Platform
-from server import fixtures
-from server.fixtures import SimTerminal
+from recharge.orders import lifecycle as orders
 from server.service import DDService
 from server.terminal_client import TerminalClient
 

@@ -14,11 +14,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app import fixtures
+from app.fixtures import SimTerminal
 from core_ext import Frame, be_decode, reply_encode
 from core_ext import Reply as CardReply
-from recharge import ledger, orders, sweeper
-from server import fixtures
-from server.fixtures import SimTerminal
+from recharge import sweeper
+from recharge.ledger import transfers as ledger
+from recharge.orders import lifecycle as orders
 from server.terminal_client import FlowFailed
 from tests.conftest import sweep_until
 

@@ -13,10 +13,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app import fixtures
+from app.fixtures import SimTerminal
 from core_ext import FrameDecoder
 from recharge.context import Platform
-from server import fixtures
-from server.fixtures import SimTerminal
 from server.service import DDService
 
 pytestmark = pytest.mark.usefixtures("audited")

@@ -8,8 +8,9 @@ import datetime as dt
 
 import asyncpg
 
-from recharge import orders
-from server import fixtures, store
+from app import fixtures
+from recharge.orders import lifecycle as orders
+from server import store
 
 
 async def test_record_id_sequence_steps_by_the_block_the_allocator_assumes(conn: asyncpg.Connection) -> None:

@@ -68,7 +68,7 @@ def test_malformed_key_file_error_does_not_echo_the_key(tmp_path: Path) -> None:
 
 def _rechargectl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "recharge.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

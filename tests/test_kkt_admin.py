@@ -138,7 +138,7 @@ async def test_admin_malformed_json_is_refused(world: World) -> None:
 def _cli(settings: Any, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": settings.database_url, "RECHARGE_KEY_FILE": str(settings.key_file)}
     return subprocess.run(
-        [sys.executable, "-m", "recharge.cli", "kkt", *args, "--data-dir", str(settings.data_dir)],
+        [sys.executable, "-m", "app.cli", "kkt", *args, "--data-dir", str(settings.data_dir)],
         capture_output=True, text=True, env=env, input=stdin, timeout=120,
     )
 

@@ -14,8 +14,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from recharge import kkt, kkt_reference
-from recharge.kkt_reference import MISSING, ReferenceCache
+from recharge.kkt import reference as kkt_reference
+from recharge.kkt import service as kkt
+from recharge.kkt.reference import MISSING, ReferenceCache
 from tests.conftest import settings_changed
 from tests.kkt_world import PASSWORD_MD5, World, make_world
 

@@ -11,7 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from recharge import kkt, kkt_reference
+from recharge.kkt import reference as kkt_reference
+from recharge.kkt import service as kkt
 from tests.conftest import settings_changed
 from tests.kkt_world import PASSWORD_MD5, World, first_record, make_world, records
 

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 from defusedxml import ElementTree
 
-from recharge import demo
+from app import demo
 
 SEED_URLS = {
     "activate": "/s/get?method=aCRequest&LICENSEKEY=NV41VDlSNldhFTFeYw0z&COPNO=1155&POSCODE=11552001"

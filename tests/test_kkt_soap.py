@@ -15,7 +15,7 @@ import pytest
 from defusedxml import ElementTree
 
 from http_api import kkt_soap
-from recharge import cards
+from recharge.kkt import cards
 from tests.kkt_world import PASSWORD_MD5, World, make_world
 
 ROOT = Path(__file__).resolve().parent.parent

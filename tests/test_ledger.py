@@ -10,12 +10,14 @@ from collections.abc import Awaitable
 import asyncpg
 import pytest
 
-from recharge import db, ledger
-from recharge.audit import audit
-from recharge.demo import ensure_merchant, external_account, fund_recharge_fund
-from recharge.ledger import AccountKind, Result
+from app.demo import external_account, fund_recharge_fund
+from app.fixtures import fresh_merchant_code
+from recharge import db
+from recharge.ledger import transfers as ledger
+from recharge.ledger.audit import audit
+from recharge.ledger.transfers import AccountKind, Result
+from recharge.merchants import ensure_merchant
 from recharge.sweeper import sweep_once
-from server.fixtures import fresh_merchant_code
 from tests.conftest import sweep_until, unique_digits
 
 pytestmark = pytest.mark.usefixtures("audited")

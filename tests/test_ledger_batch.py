@@ -1,4 +1,4 @@
-"""The group-commit batcher (recharge.ledger_batch): shared transactions, isolation, retries, bounds, durability."""
+"""The group-commit batcher (recharge.ledger.group_commit): shared transactions, isolation, retries, bounds, durability."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from recharge import ledger
+from app.demo import fund_recharge_fund
+from app.fixtures import fresh_merchant_code
 from recharge.context import Busy
-from recharge.demo import ensure_merchant, fund_recharge_fund
-from recharge.ledger import AccountKind
-from recharge.ledger_batch import Batcher
-from server.fixtures import fresh_merchant_code
+from recharge.ledger import transfers as ledger
+from recharge.ledger.group_commit import Batcher
+from recharge.ledger.transfers import AccountKind
+from recharge.merchants import ensure_merchant
 from tests.conftest import scratch_table, unique_digits
 
 pytestmark = pytest.mark.usefixtures("audited")

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from recharge.ledger_batch import SINGLY, Batcher, Group
+from recharge.ledger.group_commit import SINGLY, Batcher, Group
 from tests.conftest import scratch_table
 
 

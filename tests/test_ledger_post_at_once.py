@@ -8,8 +8,8 @@ import datetime as dt
 import asyncpg
 import pytest
 
-from recharge import ledger
-from recharge.ledger import Result
+from recharge.ledger import transfers as ledger
+from recharge.ledger.transfers import Result
 from tests.test_ledger import _funded_pair, _tid, _transfer
 
 pytestmark = pytest.mark.usefixtures("audited")

@@ -14,10 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from app.runtime import RunningPlatform
 from loadtest.run import parse_duration_s
 from recharge import db
 from recharge.config import Settings
-from recharge.runtime import RunningPlatform
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGN_IN_STAGES = ("DD01", "DD03", "DD05", "DD07")

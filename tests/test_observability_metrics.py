@@ -156,7 +156,7 @@ def test_two_worker_processes_values_are_merged_in_one_scrape(tmp_path: Path) ->
 def test_serving_wipes_the_previous_runs_multiprocess_values(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
-    from recharge.runtime import _prepare_metrics_dir
+    from app.runtime import _prepare_metrics_dir
 
     folder = tmp_path / "metrics"
     folder.mkdir()

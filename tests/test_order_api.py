@@ -19,10 +19,12 @@ import asyncpg
 import pytest
 
 import core_ext
+from app import fixtures
 from http_api import order_api
 from http_api.order_client import ClientIdentity, build_request, open_reply, remac, seal
-from recharge import ledger, order_platforms, orders
-from server import fixtures
+from recharge.ledger import transfers as ledger
+from recharge.orders import lifecycle as orders
+from recharge.orders import platforms as order_platforms
 
 pytestmark = pytest.mark.usefixtures("audited")
 
@@ -600,8 +602,9 @@ async def test_demo_seed_registers_platform_7_with_a_key_generated_into_the_data
     empty_database: str, settings: Any, test_keys: Any, tmp_path: Path
 ) -> None:
     """On a database of its own: other tests register platform 7 (the seed's example) too."""
-    from recharge import db, demo
-    from recharge.runtime import RunningPlatform
+    from app import demo
+    from app.runtime import RunningPlatform
+    from recharge import db
 
     conn = await asyncpg.connect(empty_database)
     running = RunningPlatform(settings.replace(database_url=empty_database), empty_database)
@@ -609,7 +612,7 @@ async def test_demo_seed_registers_platform_7_with_a_key_generated_into_the_data
         await db.init_connection(conn)
         await db.migrate(conn)
         await demo.seed(conn, test_keys[0], tmp_path)
-        key_path = order_platforms.demo_private_key_path(tmp_path)
+        key_path = demo.demo_private_key_path(tmp_path)
         assert key_path.is_relative_to(tmp_path) and (key_path.stat().st_mode & 0o077) == 0
         first = key_path.read_bytes()
         await demo.seed(conn, test_keys[0], tmp_path)  # idempotent: same key, nothing regenerated

@@ -17,8 +17,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from recharge import cli, order_platforms, orders
-from server import fixtures
+from app import cli, fixtures
+from recharge.orders import lifecycle as orders
+from recharge.orders import platforms as order_platforms
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,9 +16,11 @@ import asyncpg
 import pytest
 
 import core_ext
+from app import fixtures
 from http_api.order_client import ClientIdentity, build_request, open_reply
-from recharge import ledger, order_platforms, orders
-from server import fixtures
+from recharge.ledger import transfers as ledger
+from recharge.orders import lifecycle as orders
+from recharge.orders import platforms as order_platforms
 from tests.test_order_api_cli import rechargectl
 
 pytestmark = pytest.mark.usefixtures("audited")

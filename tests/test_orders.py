@@ -1,4 +1,4 @@
-"""The order domain (recharge.orders): numbers, creation, payment, idempotency, the load life
+"""The order domain (recharge.orders.lifecycle): numbers, creation, payment, idempotency, the load life
 cycle, expiry through the sweeper, queries and settlement."""
 
 from __future__ import annotations
@@ -9,8 +9,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from recharge import demo, ledger, orders, sweeper
-from recharge.orders import OrderError, OrderErrorCode
+from app import demo
+from recharge import merchants, sweeper
+from recharge.ledger import transfers as ledger
+from recharge.orders import lifecycle as orders
+from recharge.orders.lifecycle import OrderError, OrderErrorCode
 from tests.conftest import unique_digits
 
 
@@ -19,7 +22,7 @@ async def new_merchant(conn: asyncpg.Connection, fund_cents: int = 0) -> int:
         code = unique_digits(4)
         if await conn.fetchval("SELECT 1 FROM merchants WHERE code = $1", code) is None:
             break
-    merchant_id = await demo.ensure_merchant(conn, code, f"test merchant {code}")
+    merchant_id = await merchants.ensure_merchant(conn, code, f"test merchant {code}")
     if fund_cents:
         await demo.fund_recharge_fund(conn, merchant_id, fund_cents, f"test:fund:{code}")
     return merchant_id

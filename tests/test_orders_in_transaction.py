@@ -9,8 +9,9 @@ import datetime as dt
 import asyncpg
 import pytest
 
-from recharge import ledger, orders
-from recharge.orders import OrderError, OrderErrorCode
+from recharge.ledger import transfers as ledger
+from recharge.orders import lifecycle as orders
+from recharge.orders.lifecycle import OrderError, OrderErrorCode
 from tests.test_orders import fund_balance, new_card, new_merchant
 
 pytestmark = pytest.mark.usefixtures("audited")

@@ -22,7 +22,7 @@ from tests.conftest import ROOT
 def _start(database_url: str, data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
     write_keys(data_dir / "keys.json", MasterKeys.generate(demo=True))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recharge.cli", "serve", "--dd-port", "0", "--http-port", "0",
+        [sys.executable, "-m", "app.cli", "serve", "--dd-port", "0", "--http-port", "0",
          "--database-url", database_url, "--data-dir", str(data_dir), *extra],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -101,7 +101,7 @@ def _serve_two_workers(database: str, tmp_path: Path) -> tuple[subprocess.Popen[
     dd_port, http_port = _free_port(), _free_port()
     write_keys(tmp_path / "keys.json", MasterKeys.generate(demo=True))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recharge.cli", "serve", "--workers", "2", "--dd-port", str(dd_port),
+        [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--dd-port", str(dd_port),
          "--http-port", str(http_port), "--database-url", database, "--data-dir", str(tmp_path)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
         env={**os.environ, "RECHARGE_DD_HOST": "127.0.0.1", "RECHARGE_HTTP_HOST": "127.0.0.1"},

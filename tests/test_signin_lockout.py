@@ -13,10 +13,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app import fixtures
+from app.fixtures import SimTerminal
 from core_ext import Frame
-from recharge.orders import LOCAL_TZ
-from server import fixtures, store
-from server.fixtures import SimTerminal
+from recharge.orders.lifecycle import LOCAL_TZ
+from server import store
 from server.terminal_client import FlowFailed
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from recharge import sms
+from recharge.kkt import sms
 from tests.conftest import settings_changed
 from tests.sms_world import SECRET, SmsWorld, make_sms_world, new_mobile, send_raw
 

@@ -8,7 +8,8 @@ import itertools
 import pytest
 
 from http_api.sms import authorised, normalise_msisdn
-from recharge import kkt, sms
+from recharge.kkt import service as kkt
+from recharge.kkt import sms
 
 LIMIT = 160
 SEED_TABLE = {  # seed 000: operation name, letter code, digit code

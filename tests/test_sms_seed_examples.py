@@ -19,12 +19,14 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from recharge import cards, db, ledger, sms
-from recharge.audit import audit
+from app.demo import fund_recharge_fund
+from app.runtime import RunningPlatform
+from recharge import db
 from recharge.config import Settings
-from recharge.demo import fund_recharge_fund
 from recharge.keys import MasterKeys
-from recharge.runtime import RunningPlatform
+from recharge.kkt import cards, sms
+from recharge.ledger import transfers as ledger
+from recharge.ledger.audit import audit
 from tests.kkt_world import World
 from tests.sms_world import SmsWorld
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from app import demo
 from core_ext.virtual_card import VirtualCard
 from core_ext.virtual_sam import VirtualSAM
-from recharge import demo, orders
+from recharge import merchants
 from recharge.keys import MasterKeys
+from recharge.orders import lifecycle as orders
 from server.terminal_client import TerminalClient
 
 
@@ -34,7 +36,7 @@ async def fresh_merchant_code(conn: asyncpg.Connection) -> str:
 
 async def funded_merchant(conn: asyncpg.Connection, code: str, fund_cents: int, *, name: str = "") -> int:
     """A merchant (created if missing) whose recharge fund receives ``fund_cents`` more."""
-    merchant_id = await demo.ensure_merchant(conn, code, name or f"merchant {code}")
+    merchant_id = await merchants.ensure_merchant(conn, code, name or f"merchant {code}")
     if fund_cents > 0:
         async with conn.transaction():
             await demo.fund_recharge_fund(conn, merchant_id, fund_cents, f"fund:{code}:{secrets.token_hex(8)}")

@@ -1,7 +1,7 @@
 """The SMS channel's business side (SPEC 3.3, seed 000): who sent a command, and running it.
 
-``handle(conn, cfg, msisdn, text)`` parses the text (``recharge.sms``), decides the sender's
-role and runs the command through the card service (``recharge.kkt``: one implementation
+``handle(conn, cfg, msisdn, text)`` parses the text (``recharge.kkt.sms``), decides the sender's
+role and runs the command through the card service (``recharge.kkt.service``: one implementation
 of every trade, shared with REST and SOAP), answering an ``Answer`` — the reply SMS and the
 metric labels. It never raises for anything a sender can do.
 
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from recharge import cards, kkt, sms
+from recharge.kkt import cards, sms
+from recharge.kkt import service as kkt
 
 HOLDER_TERMINAL_PREFIX = "SMSH"  # + the 4-digit merchant code: reserved terminal codes
 HOLDER_ACTOR = "sms-channel"

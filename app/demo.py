@@ -14,9 +14,12 @@ from pathlib import Path
 
 import asyncpg
 
-from recharge import ledger
+from recharge import merchants
 from recharge.keys import MasterKeys
+from recharge.kkt import cards
+from recharge.ledger import transfers as ledger
 from recharge.operators import accounts
+from recharge.orders import platforms
 
 DEMO_MERCHANT = "1155"
 DEMO_MERCHANT_NAME = "卡卡通测试商户"
@@ -56,17 +59,6 @@ async def external_account(conn: asyncpg.Connection, ledger_name: str = "CNY") -
     )
 
 
-async def ensure_merchant(conn: asyncpg.Connection, code: str, name: str) -> int:
-    row = await conn.fetchrow(
-        "INSERT INTO merchants (code, name) VALUES ($1, $2)"
-        " ON CONFLICT (code) DO UPDATE SET code = EXCLUDED.code RETURNING id",
-        code,
-        name,
-    )
-    assert row is not None
-    return int(row["id"])
-
-
 async def fund_recharge_fund(conn: asyncpg.Connection, merchant_id: int, amount: int, transfer_id: str) -> int:
     """Top a merchant's recharge fund up from the external account; returns the fund's id."""
     fund = await ledger.ensure_account(
@@ -90,7 +82,7 @@ async def seed(conn: asyncpg.Connection, keys: MasterKeys, data_dir: Path | None
     With ``data_dir``, also the order API's example platform 7, its key pair generated there.
     """
     async with conn.transaction():
-        merchant_id = await ensure_merchant(conn, DEMO_MERCHANT, DEMO_MERCHANT_NAME)
+        merchant_id = await merchants.ensure_merchant(conn, DEMO_MERCHANT, DEMO_MERCHANT_NAME)
         await conn.execute(
             "INSERT INTO terminals (code, merchant_id, kind, pki_no) VALUES ($1, $2, 'pos', $3)"
             " ON CONFLICT (code) DO NOTHING",
@@ -104,12 +96,37 @@ async def seed(conn: asyncpg.Connection, keys: MasterKeys, data_dir: Path | None
             merchant_id,
         )
         await fund_recharge_fund(conn, merchant_id, DEMO_FUND_CENTS, f"demo:fund:{DEMO_MERCHANT}")
-        from recharge import cards  # KaKaTong demo cards 125–133 (seed 002's test section)
-
         await cards.seed_demo(conn, keys, merchant_id, DEMO_TERMINAL)
         if data_dir is not None:
-            from recharge import order_platforms  # platform 7 of seed 004 (public bicycle)
-
-            await order_platforms.seed_demo_platform(conn, data_dir)
+            await seed_demo_platform(conn, data_dir)
     if data_dir is not None:
         await seed_console_admin(conn, data_dir)
+
+
+DEMO_PLATFORM_RAW = "7"  # seed 004: "7 自行车", the public-bicycle platform
+DEMO_PLATFORM_NAME = "公共自行车 (public bicycle, demo)"
+DEMO_CRT_VERSION = "1"
+
+
+def demo_private_key_path(data_dir: Path) -> Path:
+    return data_dir / "order-api" / "platform7_private.pem"
+
+
+async def seed_demo_platform(conn: asyncpg.Connection, data_dir: Path, *, min_bits: int = 2048) -> Path | None:
+    """Platform 7 of the demo merchant, its key pair generated into the data folder.
+
+    The private key stays in ``<data_dir>/order-api/`` (demo only, never in the repo); the
+    database holds the public key. Returns the private key's path, or None when crt_version
+    1 of platform 7 already holds a key that file does not match (left as it is).
+    """
+    path = demo_private_key_path(data_dir)
+    public = platforms.public_key_of_private_file(path) if path.exists() else platforms.generate_key_pair(path)
+    platform = await platforms.register_platform(
+        conn, platform_raw=DEMO_PLATFORM_RAW, name=DEMO_PLATFORM_NAME, merchant_code=DEMO_MERCHANT,
+        pki_no=DEMO_PKI,
+    )
+    try:
+        await platforms.add_public_key(conn, platform.id, DEMO_CRT_VERSION, public, min_bits=min_bits)
+    except platforms.PlatformError:
+        return None
+    return path

@@ -22,9 +22,10 @@ from typing import Any
 
 import asyncpg
 
-from recharge import ledger, orders
-from recharge.cli import add_common, run_with_db
+from app.commands import add_common, run_with_db
 from recharge.config import Settings
+from recharge.ledger import transfers as ledger
+from recharge.orders import lifecycle as orders
 from server import store
 
 
@@ -86,8 +87,8 @@ def cmd_terminal_unlock(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_terminal_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from app import simulator
     from recharge.keys import KeyFileError, load_keys
-    from server import simulator
 
     try:
         keys = load_keys(settings.resolved_key_file)

@@ -51,7 +51,7 @@ async def prepare_database(dsn: str, settings: Settings, *, demo: bool) -> None:
     try:
         await db.migrate(conn)
         if demo:
-            from recharge import demo as demo_data
+            from app import demo as demo_data
 
             keys = load_keys(settings.resolved_key_file, create_demo=True)
             await demo_data.seed(conn, keys, settings.data_dir)
@@ -156,7 +156,7 @@ def _announce_console(settings: Settings, *, demo: bool) -> None:
     port = settings.http_port or "<port>"
     log.info("operator console: http://%s:%s/console/", host, port)
     if demo:
-        from recharge.demo import DEMO_ADMIN, admin_password_file
+        from app.demo import DEMO_ADMIN, admin_password_file
 
         path = admin_password_file(settings.data_dir)
         if path.exists():

@@ -3,7 +3,7 @@ terminals (with their merchant's state), service codes and points rules.
 
 Entries live ``kkt_reference_cache_ttl_s`` (0 turns the cache off), so a change made behind
 this process's back — another process, the CLI, a direct SQL edit — takes effect within that
-time. Operator writes through ``recharge.cards`` call ``invalidate()``, which empties the
+time. Operator writes through ``recharge.kkt.cards`` call ``invalidate()``, which empties the
 cache at once *and* stores nothing for one TTL afterwards: the operator's transaction may
 still be committing, and a request that re-read the old row meanwhile must not keep it for a
 whole TTL. Only rows that exist are cached for license keys and terminals (an unknown key

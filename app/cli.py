@@ -1,6 +1,6 @@
 """``rechargectl``: run, migrate, seed, audit and operate the platform.
 
-Core commands live here; feature modules listed in ``COMMAND_MODULES`` each expose
+Core commands live here; the feature modules (order_cli, kkt_cli, dd_cli, operator_cli) each expose
 ``register(subparsers)`` to add theirs (one line per feature). Every command that touches
 the database takes ``--database-url`` and ``--data-dir`` and, like ``serve``, starts the
 embedded PostgreSQL when no URL is configured.
@@ -9,67 +9,17 @@ embedded PostgreSQL when no URL is configured.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 import asyncpg
 
-from recharge.config import Settings, load_settings
-
-# Each module has ``register(subparsers) -> None``; its commands set ``func`` via
-# ``set_defaults(func=...)`` taking (settings, args) and returning an exit status.
-COMMAND_MODULES: tuple[str, ...] = (
-    "recharge.order_cli",
-    "recharge.kkt_cli",
-    "server.cli",
-    "recharge.operator_cli",
-)
-
-
-def add_common(parser: argparse.ArgumentParser) -> None:
-    """Options every database command accepts."""
-    parser.add_argument("--config", help="TOML settings file (also RECHARGE_CONFIG)")
-    parser.add_argument("--database-url", help="PostgreSQL URL (default: DATABASE_URL, else embedded)")
-    parser.add_argument("--data-dir", type=Path, help="data folder (default: ./var)")
-
-
-def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
-    return load_settings(
-        getattr(args, "config", None),
-        database_url=getattr(args, "database_url", None),
-        data_dir=getattr(args, "data_dir", None),
-        **extra,
-    )
-
-
-def run_with_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
-    """Connect (starting the embedded server if needed), migrate, run ``work``; its status."""
-    from recharge import db
-
-    dsn, embedded = db.resolve_database_url(settings)
-
-    async def main() -> int:
-        conn = await asyncpg.connect(dsn)
-        await db.init_connection(conn)  # the same codecs as the pool's connections
-        try:
-            await db.migrate(conn)
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    try:
-        return asyncio.run(main())
-    finally:
-        if embedded is not None:
-            embedded.cleanup()
+from app.commands import add_common, run_with_db, settings_from
+from recharge.config import Settings
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from recharge.runtime import serve
+    from app.runtime import serve
 
     return serve(settings, demo=args.demo)
 
@@ -87,7 +37,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from recharge import demo
+    from app import demo
     from recharge.keys import load_keys
 
     async def work(conn: asyncpg.Connection) -> int:
@@ -101,7 +51,7 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from recharge.audit import audit
+    from recharge.ledger.audit import audit
 
     async def work(conn: asyncpg.Connection) -> int:
         report = await audit(conn)
@@ -142,8 +92,12 @@ def build_parser(*, feature_commands: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit)
 
     if feature_commands:
-        for name in COMMAND_MODULES:
-            importlib.import_module(name).register(sub)
+        # Each module has ``register(subparsers) -> None``; its commands set ``func`` via
+        # ``set_defaults(func=...)`` taking (settings, args) and returning an exit status.
+        from app import dd_cli, kkt_cli, operator_cli, order_cli
+
+        for module in (order_cli, kkt_cli, dd_cli, operator_cli):
+            module.register(sub)
     return parser
 
 

@@ -20,7 +20,7 @@ from Crypto.Hash import SHA256
 from Crypto.PublicKey import RSA
 from Crypto.Signature import pkcs1_15
 
-from recharge import demo
+from recharge import merchants
 
 
 class PlatformError(Exception):
@@ -138,7 +138,7 @@ async def register_platform(
     if pki_no is not None and not (len(pki_no) == 8 and pki_no.isascii() and pki_no.isdigit()):
         raise PlatformError("PKI number must be 8 digits")
     async with conn.transaction():
-        merchant_id = await demo.ensure_merchant(conn, merchant_code, merchant_name or name)
+        merchant_id = await merchants.ensure_merchant(conn, merchant_code, merchant_name or name)
         existing = await get_platform(conn, platform_raw)
         if existing is not None:
             if existing.merchant_id != merchant_id:
@@ -187,32 +187,3 @@ async def add_public_key(
         canonical,
     )
     return True
-
-
-DEMO_PLATFORM_RAW = "7"  # seed 004: "7 自行车", the public-bicycle platform
-DEMO_PLATFORM_NAME = "公共自行车 (public bicycle, demo)"
-DEMO_CRT_VERSION = "1"
-
-
-def demo_private_key_path(data_dir: Path) -> Path:
-    return data_dir / "order-api" / "platform7_private.pem"
-
-
-async def seed_demo_platform(conn: asyncpg.Connection, data_dir: Path, *, min_bits: int = 2048) -> Path | None:
-    """Platform 7 of the demo merchant, its key pair generated into the data folder.
-
-    The private key stays in ``<data_dir>/order-api/`` (demo only, never in the repo); the
-    database holds the public key. Returns the private key's path, or None when crt_version
-    1 of platform 7 already holds a key that file does not match (left as it is).
-    """
-    path = demo_private_key_path(data_dir)
-    public = public_key_of_private_file(path) if path.exists() else generate_key_pair(path)
-    platform = await register_platform(
-        conn, platform_raw=DEMO_PLATFORM_RAW, name=DEMO_PLATFORM_NAME, merchant_code=demo.DEMO_MERCHANT,
-        pki_no=demo.DEMO_PKI,
-    )
-    try:
-        await add_public_key(conn, platform.id, DEMO_CRT_VERSION, public, min_bits=min_bits)
-    except PlatformError:
-        return None
-    return path

@@ -2,8 +2,8 @@
 
 ``parse(text, max_chars)`` turns an inbound SMS such as ``2929*1680100100000001*10.5*123456*12``
 into a ``SmsCommand`` (or a ``Rejected`` with the reply to send); the reply formatters turn
-a ``recharge.kkt`` result into one SMS of at most 70 (UCS-2) characters. Who may send what,
-and running it against the card service, is ``recharge.sms_channel``; HTTP is
+a ``recharge.kkt.service`` result into one SMS of at most 70 (UCS-2) characters. Who may send what,
+and running it against the card service, is ``recharge.kkt.sms_channel``; HTTP is
 ``http_api.sms``.
 
 Rules (docs/PROTOCOL.md "SMS channel"): the 11 commands in letter form (any case) or as the
@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from recharge import kkt
+from recharge.kkt import service as kkt
 
 KEYPAD = {letter: digit for digit, letters in (
     ("2", "ABC"), ("3", "DEF"), ("4", "GHI"), ("5", "JKL"), ("6", "MNO"), ("7", "PQRS"), ("8", "TUV"), ("9", "WXYZ"),

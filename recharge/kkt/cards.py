@@ -1,6 +1,6 @@
 """KaKaTong host cards and their reference data: numbers, passwords, batches, states.
 
-What the card service (``recharge.kkt``), the CLI (``recharge.kkt_cli``), the admin API
+What the card service (``recharge.kkt.service``), the CLI (``app.kkt_cli``), the admin API
 (``http_api.admin``) and the demo data share: card-number rules (``1680`` ‖ issuing merchant
 (4) ‖ sequence (8); an 8-digit short number is expanded with a merchant), the password
 scheme (the client sends the lowercase hex MD5 of the 6-digit password or the 6 digits; we
@@ -8,7 +8,7 @@ store ``PBKDF2-SHA256(md5hex, salt ‖ pepper)``, the pepper derived from the ma
 never stored in the database), and the operator's reference-data writes. Every operator
 write records who and why in ``operator_actions``. Every write of reference data (merchants,
 terminals, license keys, service codes, points rules) empties this process's reference cache
-(``recharge.kkt_reference``), so the change applies here at once and elsewhere within its TTL.
+(``recharge.kkt.reference``), so the change applies here at once and elsewhere within its TTL.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
-from recharge import kkt_reference, ledger
 from recharge.keys import MasterKeys
+from recharge.kkt import reference as kkt_reference
+from recharge.ledger import transfers as ledger
 
 CARD_PREFIX = "1680"
 CARD_KINDS = ("sv", "points", "both", "cpu")
@@ -482,3 +484,19 @@ async def seed_demo(conn: asyncpg.Connection, keys: MasterKeys, merchant_id: int
             " VALUES ($1,$2,$3,$4,'0011','0','balance_query','储值查询',0,$5)",
             merchant_id, DEMO_HISTORY_STANCE, DEMO_CARDS[1], terminal_code, DEMO_HISTORY_TIME,
         )
+
+
+async def card_summary(conn: asyncpg.Connection, card_no: str) -> dict[str, Any] | None:
+    """What an operator may see of a card (never its password hash)."""
+    row = await conn.fetchrow(
+        "SELECT c.card_no, m.code AS merchant, c.kind, c.state, c.valid_from, c.valid_to, c.password_failures,"
+        " c.locked_until, c.per_txn_limit_cents, c.daily_count_limit, c.bound_mobile, c.bound_id_no,"
+        " c.holder::text AS holder,"
+        " c.reissued_to, c.activated_at, c.created_at FROM cards c LEFT JOIN merchants m ON m.id = c.merchant_id"
+        " WHERE c.card_no = $1", card_no,
+    )
+    if row is None:
+        return None
+    purse, points = await card_balances(conn, card_no)
+    return {**dict(row), "holder": json.loads(row["holder"]), "balance_cents": purse, "points": points}
+

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from recharge.cli import add_common, run_with_db
+from app.commands import add_common, run_with_db
 from recharge.config import Settings
 
 
@@ -118,8 +118,8 @@ def cmd_envelope_decode(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_platform_add(settings: Settings, args: argparse.Namespace) -> int:
-    from recharge import order_platforms
-    from recharge.order_platforms import PlatformError
+    from recharge.orders import platforms as order_platforms
+    from recharge.orders.platforms import PlatformError
 
     try:
         if args.public_key is not None:
@@ -156,7 +156,7 @@ def cmd_platform_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_settle(settings: Settings, args: argparse.Namespace) -> int:
-    from recharge import orders
+    from recharge.orders import lifecycle as orders
 
     async def work(conn: asyncpg.Connection) -> int:
         statements = await orders.settle_day(conn, args.date)

@@ -4,7 +4,7 @@ Merchants, terminals (POS, operator, administrator, SMS), license keys, service 
 points rules, card batches (with a progress bar), and card state changes (lost, found,
 frozen, unfrozen, cancelled, reissued). Every write is recorded in ``operator_actions``
 with ``--actor`` and, for card state changes, a mandatory ``--reason``. The logic lives in
-``recharge.cards`` and is shared with the admin HTTP API.
+``recharge.kkt.cards`` and is shared with the admin HTTP API.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 
 import asyncpg
 
-from recharge import cards
-from recharge.cli import add_common, run_with_db
+from app.commands import add_common, run_with_db
 from recharge.config import Settings
+from recharge.kkt import cards
 
 Work = Callable[[asyncpg.Connection], Awaitable[int]]
 
@@ -157,28 +157,13 @@ def cmd_card_password(settings: Settings, a: argparse.Namespace) -> int:
 
 def cmd_card_show(settings: Settings, a: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
-        info = await card_summary(conn, a.card_no)
+        info = await cards.card_summary(conn, a.card_no)
         if info is None:
             raise cards.AdminError(f"card {a.card_no} does not exist")
         print(json.dumps(info, ensure_ascii=False, indent=2, default=str))
         return 0
 
     return _run(settings, work)
-
-
-async def card_summary(conn: asyncpg.Connection, card_no: str) -> dict[str, Any] | None:
-    """What an operator may see of a card (never its password hash)."""
-    row = await conn.fetchrow(
-        "SELECT c.card_no, m.code AS merchant, c.kind, c.state, c.valid_from, c.valid_to, c.password_failures,"
-        " c.locked_until, c.per_txn_limit_cents, c.daily_count_limit, c.bound_mobile, c.bound_id_no,"
-        " c.holder::text AS holder,"
-        " c.reissued_to, c.activated_at, c.created_at FROM cards c LEFT JOIN merchants m ON m.id = c.merchant_id"
-        " WHERE c.card_no = $1", card_no,
-    )
-    if row is None:
-        return None
-    purse, points = await cards.card_balances(conn, card_no)
-    return {**dict(row), "holder": json.loads(row["holder"]), "balance_cents": purse, "points": points}
 
 
 def register(sub: Any) -> None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from app import fixtures
 from recharge.keys import MasterKeys
-from server import fixtures
 from server.terminal_client import AsyncTerminalClient, ConnectionClosed, FlowFailed, StageTimings
 
 

@@ -10,7 +10,7 @@ their wire format and render the result. Nothing here knows about HTTP or XML.
 
 Every function takes a pool or a connection, runs one transaction (a savepoint when the
 caller is already in one), retries it whole on deadlock/serialization failure, and moves
-money and points only through ``recharge.ledger``. Checks come before any write, so a
+money and points only through ``recharge.ledger.transfers``. Checks come before any write, so a
 refused request changes nothing — except the wrong-password counter, which must count.
 Return codes are the seed's two-digit strings; ``text(code, chinese)`` gives their texts.
 """
@@ -30,9 +30,12 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from recharge import cards, kkt_reference, ledger, metrics
+from recharge import metrics
 from recharge.config import Settings
 from recharge.keys import MasterKeys
+from recharge.kkt import cards
+from recharge.kkt import reference as kkt_reference
+from recharge.ledger import transfers as ledger
 
 T = TypeVar("T")
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -408,7 +411,7 @@ async def authorize(
     4 the caller's address is outside the key's allowed networks.
 
     With ``settings``, the key and terminal rows come from the reference cache
-    (``recharge.kkt_reference``) when fresh there; without, they are read every time."""
+    (``recharge.kkt.reference``) when fresh there; without, they are read every time."""
     key = (license_key or "").strip()
     if not 16 <= len(key) <= 512:
         return License(1)

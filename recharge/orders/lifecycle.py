@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-from recharge import ledger
+from recharge.ledger import transfers as ledger
 
 LOCAL_TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from recharge.cli import add_common, run_with_db
+from app.commands import add_common, run_with_db
 from recharge.config import Settings
 from recharge.operators import accounts
 

@@ -1,0 +1,1 @@
+"""The ledger room: double-entry transfers (transfers), group commit (group_commit), audit."""
