@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import getpass
 import re
 import sys
@@ -24,8 +23,8 @@ import asyncpg
 
 from app.commands import add_common, run_with_db
 from recharge.config import Settings
-from recharge.ledger import transfers as ledger
 from recharge.orders import lifecycle as orders
+from recharge.orders import resolution
 from server import store
 
 
@@ -136,39 +135,10 @@ def cmd_order_create(settings: Settings, args: argparse.Namespace) -> int:
 # --- load
 
 
-async def resolve_load(conn: asyncpg.Connection, *, order_no: str, outcome: str, actor: str, reason: str) -> str:
-    """Settle a load left *loading*: ``posted`` (the card was credited) or ``voided`` (it was not).
-
-    One transaction with the operator_actions record; returns the order's new state. Raises
-    ``OrderError`` (nothing changed) unless the order is loading.
-    """
-    async with conn.transaction():
-        order = await orders.get_order(conn, order_no, for_update=True)
-        if order is None:
-            raise orders.OrderError(orders.OrderErrorCode.NOT_FOUND, "order number unknown")
-        if not order.loading or order.pay_transfer_id is None:
-            raise orders.OrderError(orders.OrderErrorCode.NOT_LOADABLE, f"order {order_no} is not loading")
-        if outcome == "posted":
-            record_id = await store.new_record_id(conn, dt.datetime.now(dt.UTC))
-            balance_after = (
-                order.balance_before_cents + order.amount_cents if order.balance_before_cents is not None else None
-            )
-            result = await orders.mark_loaded(conn, order_no, balance_after_cents=balance_after, record_id=record_id)
-        else:
-            await orders.release_loading(conn, order_no)
-            result = await orders.void_order(conn, order_no, reason="operator_void")
-        transfer = await ledger.get_transfer(conn, order.pay_transfer_id)
-        await store.record_action(
-            conn, actor=actor, action=f"load_resolve_{outcome}", subject=order_no, reason=reason,
-            detail={"transfer_status": transfer.status if transfer else None, "state": result.state},
-        )
-    return result.state
-
-
 def cmd_load_resolve(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         try:
-            state = await resolve_load(
+            state = await resolution.resolve_load(
                 conn, order_no=args.order, outcome=args.outcome, actor=args.actor, reason=args.reason
             )
         except orders.OrderError as exc:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,7 +26,9 @@ from recharge import metrics
 from recharge.context import Platform
 from recharge.db import RETRYABLE_SQLSTATES
 from recharge.ledger import transfers as ledger
+from recharge.operators.actions import record_action
 from recharge.orders.lifecycle import LOCAL_TZ, Order
+from recharge.orders.receipts import record_id_of
 
 T = TypeVar("T")
 
@@ -189,21 +190,8 @@ async def unlock_terminal(conn: asyncpg.Connection, *, code: str, actor: str, re
     )
     if not status.endswith(" 1"):
         return False
-    await record_action(conn, actor=actor, action="terminal_unlock", subject=code, reason=reason)
+    await record_action(conn, actor, "terminal_unlock", code, reason)
     return True
-
-
-async def record_action(
-    conn: asyncpg.Connection, *, actor: str, action: str, subject: str, reason: str, detail: dict[str, object] | None = None
-) -> None:
-    await conn.execute(
-        "INSERT INTO operator_actions (actor, action, subject, reason, detail) VALUES ($1, $2, $3, $4, $5::jsonb)",
-        actor,
-        action,
-        subject,
-        reason,
-        json.dumps(detail or {}),
-    )
 
 
 # --- CPU cards -------------------------------------------------------------------------------
@@ -280,11 +268,6 @@ async def get_load_random(conn: asyncpg.Connection, order_no: str) -> bytes | No
     return bytes.fromhex(value) if value else None
 
 
-async def new_record_id(conn: asyncpg.Connection, now: dt.datetime) -> str:
-    """A 20-digit receipt record id: local date ‖ 12 digits of dd_record_seq (the first of a block)."""
-    return _record_id(int(await conn.fetchval("SELECT nextval('dd_record_seq')")), now)
-
-
 # dd_record_seq moves in steps of this many (migration 0101): each nextval reserves a block.
 RECORD_ID_BLOCK = 1000
 
@@ -310,7 +293,7 @@ class RecordIds:
             n = min(count - len(seqs), self._end - self._next)
             seqs.extend(range(self._next, self._next + n))
             self._next += n
-        return [_record_id(seq, now) for seq in seqs]
+        return [record_id_of(seq, now) for seq in seqs]
 
 
 async def last_known_balance(conn: asyncpg.Connection, card_no: str | None) -> int:
@@ -325,10 +308,6 @@ async def last_known_balance(conn: asyncpg.Connection, card_no: str | None) -> i
         card_no,
     )
     return int(value)
-
-
-def _record_id(seq: int, now: dt.datetime) -> str:
-    return f"{now.astimezone(LOCAL_TZ):%Y%m%d}{seq % 10**12:012d}"
 
 
 # --- card deposit (DD73) ---------------------------------------------------------------------

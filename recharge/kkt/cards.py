@@ -29,6 +29,7 @@ import asyncpg
 from recharge.keys import MasterKeys
 from recharge.kkt import reference as kkt_reference
 from recharge.ledger import transfers as ledger
+from recharge.operators.actions import record_action
 
 CARD_PREFIX = "1680"
 CARD_KINDS = ("sv", "points", "both", "cpu")
@@ -121,16 +122,6 @@ def _verify_cached(stored: str, md5_hex: str, pepper: bytes) -> bool:
 
 
 # --- reference data (operator writes) -----------------------------------------------------
-
-
-async def record_action(
-    conn: asyncpg.Connection, actor: str, action: str, subject: str, reason: str, **detail: object
-) -> None:
-    # ::text::jsonb: works whether or not the connection has the pool's jsonb codec
-    await conn.execute(
-        "INSERT INTO operator_actions (actor, action, subject, reason, detail) VALUES ($1,$2,$3,$4,$5::text::jsonb)",
-        actor, action, subject, reason, json.dumps(detail, ensure_ascii=False, default=str),
-    )
 
 
 async def merchant_id_of(conn: asyncpg.Connection, code: str) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from enum import StrEnum
 import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from recharge.operators.actions import record_action
 
 ROLES = ("viewer", "operator", "admin")
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
@@ -85,13 +86,6 @@ async def _verify(stored: str, password: str) -> bool:
     return await asyncio.to_thread(check)
 
 
-async def _record(conn: asyncpg.Connection, actor: str, action: str, subject: str, reason: str, **detail: object) -> None:
-    await conn.execute(
-        "INSERT INTO operator_actions (actor, action, subject, reason, detail) VALUES ($1,$2,$3,$4,$5::text::jsonb)",
-        actor, action, subject, reason, json.dumps(detail),
-    )
-
-
 def check_name(name: str) -> str:
     if not _NAME_RE.fullmatch(name):
         raise OperatorError("an operator name is 1 to 32 letters, digits, '.', '_' or '-'")
@@ -113,7 +107,7 @@ async def add_operator(conn: asyncpg.Connection, name: str, role: str, *, actor:
             )
         except asyncpg.UniqueViolationError:
             raise OperatorError(f"operator {name} already exists") from None
-        await _record(conn, actor, "operator_add", name, "operator request", role=role)
+        await record_action(conn, actor, "operator_add", name, "operator request", role=role)
     assert row is not None
     return operator_from(row), password
 
@@ -130,7 +124,7 @@ async def reset_password(conn: asyncpg.Connection, name: str, *, actor: str, rea
         if operator_id is None:
             raise OperatorError(f"operator {name} does not exist")
         await conn.execute("DELETE FROM operator_sessions WHERE operator_id = $1", operator_id)
-        await _record(conn, actor, "operator_password_reset", name, reason or "operator request")
+        await record_action(conn, actor, "operator_password_reset", name, reason or "operator request")
     return password
 
 
@@ -144,7 +138,7 @@ async def set_disabled(conn: asyncpg.Connection, name: str, disabled: bool, *, a
             raise OperatorError(f"operator {name} does not exist")
         if disabled:
             await conn.execute("DELETE FROM operator_sessions WHERE operator_id = $1", operator_id)
-        await _record(conn, actor, "operator_disable" if disabled else "operator_enable", name,
+        await record_action(conn, actor, "operator_disable" if disabled else "operator_enable", name,
                       reason or "operator request")
 
 
@@ -233,4 +227,4 @@ async def change_password(
             "DELETE FROM operator_sessions WHERE operator_id = $1 AND token_hash IS DISTINCT FROM $2",
             operator_id, keep_session,
         )
-        await _record(conn, actor, "operator_password_change", row["name"], "own password")
+        await record_action(conn, actor, "operator_password_change", row["name"], "own password")
