@@ -9,6 +9,7 @@ embedded PostgreSQL when no URL is configured.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from collections.abc import Sequence
 
@@ -51,10 +52,11 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from recharge.ledger.audit import audit
+    from recharge.ledger.audit import audit, record_run
 
     async def work(conn: asyncpg.Connection) -> int:
         report = await audit(conn)
+        await record_run(conn, report, actor=getpass.getuser())
         print(report.render())
         return 0 if report.ok else 1
 

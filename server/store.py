@@ -26,7 +26,6 @@ from recharge import metrics
 from recharge.context import Platform
 from recharge.db import RETRYABLE_SQLSTATES
 from recharge.ledger import transfers as ledger
-from recharge.operators.actions import record_action
 from recharge.orders.lifecycle import LOCAL_TZ, Order
 from recharge.orders.receipts import record_id_of
 
@@ -129,11 +128,15 @@ async def terminals_and_orders(
 
 
 async def record_signin_failure(conn: asyncpg.Connection, terminal_id: int, max_failures: int) -> Terminal:
-    """One more failed sign-in in a row; the terminal locks at ``max_failures``."""
+    """One more failed sign-in in a row; the terminal locks at ``max_failures``. The sign-in
+    history (``terminal_signins``) gets its line in the same statement."""
     row = await conn.fetchrow(
-        "UPDATE terminals SET signin_failures = signin_failures + 1,"
+        "WITH t AS (UPDATE terminals SET signin_failures = signin_failures + 1,"
         " locked = locked OR signin_failures + 1 >= $2 WHERE id = $1"
-        f" RETURNING {_TERMINAL_COLUMNS}",
+        f" RETURNING {_TERMINAL_COLUMNS}),"
+        " h AS (INSERT INTO terminal_signins (terminal_code, outcome)"
+        " SELECT code, CASE WHEN locked THEN 'failed_locked' ELSE 'failed' END FROM t)"
+        " SELECT * FROM t",
         terminal_id,
         max_failures,
     )
@@ -144,18 +147,21 @@ async def record_signin_failure(conn: asyncpg.Connection, terminal_id: int, max_
 async def record_signin_success(
     conn: asyncpg.Connection, terminal_id: int, pki_no: str, until: dt.datetime
 ) -> str | None:
-    """Persist a sign-in; its 16-digit handshake serial, or None if the terminal locked meanwhile."""
+    """Persist a sign-in (and its line of sign-in history); its 16-digit handshake serial, or None
+    if the terminal locked meanwhile."""
     serial = int(await conn.fetchval("SELECT nextval('dd_signin_serial_seq')"))
     text = f"{serial % 10**16:016d}"
-    status = await conn.execute(
-        "UPDATE terminals SET signed_in_until = $2, signin_serial = $3, signin_pki = $4, signin_failures = 0"
-        " WHERE id = $1 AND NOT locked AND enabled",
+    signed = await conn.fetchval(
+        "WITH t AS (UPDATE terminals SET signed_in_until = $2, signin_serial = $3, signin_pki = $4,"
+        " signin_failures = 0 WHERE id = $1 AND NOT locked AND enabled RETURNING code),"
+        " h AS (INSERT INTO terminal_signins (terminal_code, outcome) SELECT code, 'ok' FROM t)"
+        " SELECT count(*) FROM t",
         terminal_id,
         until,
         text,
         pki_no,
     )
-    return text if status.endswith(" 1") else None
+    return text if signed == 1 else None
 
 
 def signin_expiry(now: dt.datetime, end_hour: int) -> dt.datetime:
@@ -167,31 +173,6 @@ def signin_expiry(now: dt.datetime, end_hour: int) -> dt.datetime:
         candidate += dt.timedelta(days=1)
     # Re-localise: a fixed-offset zone here, but never carry a stale offset across days.
     return candidate.astimezone(dt.UTC)
-
-
-async def add_terminal(conn: asyncpg.Connection, *, code: str, merchant_code: str, pki_no: str) -> int:
-    """Register a DD terminal of a merchant with its security module's PKI number."""
-    merchant_id = await conn.fetchval("SELECT id FROM merchants WHERE code = $1", merchant_code)
-    if merchant_id is None:
-        raise LookupError(f"merchant {merchant_code} not found")
-    terminal_id = await conn.fetchval(
-        "INSERT INTO terminals (code, merchant_id, kind, pki_no) VALUES ($1, $2, 'pos', $3) RETURNING id",
-        code,
-        merchant_id,
-        pki_no,
-    )
-    return int(terminal_id)
-
-
-async def unlock_terminal(conn: asyncpg.Connection, *, code: str, actor: str, reason: str) -> bool:
-    """Unlock a terminal locked by failed sign-ins (recorded in operator_actions)."""
-    status = await conn.execute(
-        "UPDATE terminals SET locked = false, signin_failures = 0 WHERE code = $1", code
-    )
-    if not status.endswith(" 1"):
-        return False
-    await record_action(conn, actor, "terminal_unlock", code, reason)
-    return True
 
 
 # --- CPU cards -------------------------------------------------------------------------------

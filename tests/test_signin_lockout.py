@@ -16,6 +16,7 @@ import pytest
 from app import fixtures
 from app.fixtures import SimTerminal
 from core_ext import Frame
+from recharge import terminals
 from recharge.orders.lifecycle import LOCAL_TZ
 from server import store
 from server.terminal_client import FlowFailed
@@ -68,7 +69,7 @@ async def test_operator_unlock_lets_the_terminal_sign_in_again(
 ) -> None:
     for _ in range(settings.signin_max_failures):
         await in_thread(fail_once, term)
-    assert await store.unlock_terminal(conn, code=term.code, actor="alice", reason="test")
+    assert await terminals.unlock_terminal(conn, code=term.code, actor="alice", reason="test")
     platform.dd.dd.terminals.forget(term.code)  # the CLI runs in another process; the cache lives 1 s
     assert (await in_thread(term.client().sign_in, term.module())).result == 0
     assert await failures(conn, term) == (0, False)

@@ -431,6 +431,20 @@ async def set_card_password(
     )
 
 
+async def reset_card_password(
+    conn: asyncpg.Connection, card_no: str, raw_password: str, pepper: bytes, iterations: int, *, actor: str,
+    reason: str,
+) -> None:
+    """An issuer's password reset (the holder at the desk): new password, lock lifted, recorded."""
+    if not reason.strip():
+        raise AdminError("a reason is required")
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT 1 FROM cards WHERE card_no = $1 FOR UPDATE", card_no):
+            raise AdminError(f"card {card_no} does not exist")
+        await set_card_password(conn, card_no, raw_password, pepper, iterations)
+        await record_action(conn, actor, "card_password_reset", card_no, reason)
+
+
 # --- demo data (seed 002's test section) -------------------------------------------------
 
 DEMO_CARDS = [f"16801155{n:08d}" for n in range(125, 134)]  # 1680115500000125 … 133
