@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from http_api import admin, kkt_rest, kkt_soap, kkt_soap_doc, order_api, sms
+from http_api import admin, console, kkt_rest, kkt_soap, kkt_soap_doc, order_api, sms
 from http_api.context import PLATFORM_KEY, platform_of
 from recharge import metrics, observability
 from recharge.context import Busy, Platform
@@ -22,7 +22,7 @@ from recharge.context import Busy, Platform
 log = logging.getLogger(__name__)
 
 # Each module has ``setup(app: web.Application) -> None``. One line per feature.
-ROUTE_MODULES = (order_api, kkt_rest, kkt_soap, kkt_soap_doc, admin, sms)
+ROUTE_MODULES = (order_api, kkt_rest, kkt_soap, kkt_soap_doc, admin, sms, console)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -22,6 +22,7 @@ from http_api.console.web import (
     action,
     language,
     page,
+    see_other,
     set_cookie,
 )
 from http_api.context import platform_of
@@ -82,8 +83,8 @@ async def login(request: web.Request) -> web.StreamResponse:
             return _login_page(console, status=401, error=console.t(_REFUSED[outcome]), name=name)
         token = await sessions.open_session(conn, operator.id, idle_s=s.console_session_idle_s,
                                             max_s=s.console_session_max_s)
-    target = "/password" if operator.must_change_password else safe_next(console.field("next", max_chars=300))
-    response = web.HTTPSeeOther(target if target.startswith(PREFIX) else PREFIX + target)
+    target = PREFIX + "/password" if operator.must_change_password else safe_next(console.field("next", max_chars=300))
+    response = see_other(target)
     set_cookie(request, response, SESSION_COOKIE, token)
     response.del_cookie(LOGIN_CSRF_COOKIE, path=f"{PREFIX}/")
     return response
@@ -122,7 +123,7 @@ async def logout(console: Console) -> web.StreamResponse:
 async def switch_language(request: web.Request) -> web.StreamResponse:
     """``/console/lang?to=en&next=…``: a preference cookie only; no server-side state changes."""
     to = request.query.get("to", "zh")
-    response = web.HTTPSeeOther(safe_next(request.query.get("next", PREFIX + "/")))
+    response = see_other(safe_next(request.query.get("next", PREFIX + "/")))
     set_cookie(request, response, LANG_COOKIE, to if to in ("zh", "en") else "zh", max_age=365 * 24 * 3600)
     return response
 

@@ -31,6 +31,7 @@ from recharge.operators import sessions
 from recharge.operators.accounts import Operator, OperatorError
 from recharge.orders.lifecycle import OrderError
 from recharge.orders.platforms import PlatformError
+from recharge.terminals import TerminalError
 
 PREFIX = "/console"
 SESSION_COOKIE = "console_session"
@@ -47,7 +48,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-DOMAIN_REFUSALS = (AdminError, OrderError, OperatorError, PlatformError, LookupError)
+DOMAIN_REFUSALS = (AdminError, OrderError, OperatorError, PlatformError, TerminalError)
 
 
 class Refusal(Exception):
@@ -88,14 +89,13 @@ class Console:
         base = {
             "t": self.t, "lang": self.lang, "session": self.session, "path": self.request.path_qs,
             "form_token": new_form_token, "csrf": self.session.csrf_token if self.session else "",
-            "operator": self.session.operator if self.session else None, "url": url,
+            "operator": self.session.operator if self.session else None, "url": url, "console": self,
         }
         response = aiohttp_jinja2.render_template(template, self.request, {**base, **context}, status=status)
         return secure(response)
 
     def redirect(self, path: str, **query: object) -> web.Response:
-        response = web.HTTPSeeOther(url(path, **query))
-        return secure(response)
+        return see_other(url(path, **query))
 
     def field(self, name: str, *, max_chars: int = 200) -> str:
         """A form field, stripped; too long is refused."""
@@ -115,6 +115,11 @@ def url(path: str, **query: object) -> str:
     """A console path with its query (empty values left out)."""
     given = {k: v for k, v in query.items() if v not in (None, "")}
     return f"{PREFIX}{path}" + (f"?{urlencode(given)}" if given else "")
+
+
+def see_other(location: str) -> web.Response:
+    """303 to a console path (never another site: callers pass console paths only)."""
+    return secure(web.Response(status=303, headers={"Location": location}))
 
 
 def new_form_token() -> str:

@@ -166,8 +166,11 @@ async def upsert_terminal(
     msisdn: str | None = None,
     enabled: bool = True,
     daily_recharge_limit_cents: int | None = None,
+    issuing_merchant_code: str | None = None,
     actor: str = "operator",
 ) -> None:
+    """Create or update a terminal of ``merchant_code`` (its consuming merchant). Its issuing
+    merchant (seed 000's 所属发卡商户; default: the same merchant) must issue cards."""
     if not re.fullmatch(r"[0-9A-Za-z]{1,16}", code):
         raise AdminError("a terminal code is 1 to 16 letters or digits")
     if kind not in TERMINAL_KINDS:
@@ -177,18 +180,25 @@ async def upsert_terminal(
     if daily_recharge_limit_cents is not None and daily_recharge_limit_cents < 0:
         raise AdminError("a daily recharge limit is a non-negative number of cents")
     merchant_id = await merchant_id_of(conn, merchant_code)
+    issuer_id = None
+    if issuing_merchant_code is not None:
+        issuer_id = await merchant_id_of(conn, issuing_merchant_code)
+        if not await conn.fetchval("SELECT is_issuing FROM merchants WHERE id = $1", issuer_id):
+            raise AdminError(f"merchant {issuing_merchant_code} does not issue cards")
     try:
         await conn.execute(
-            "INSERT INTO terminals (code, merchant_id, kind, msisdn, enabled, daily_recharge_limit_cents)"
-            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (code) DO UPDATE SET merchant_id = EXCLUDED.merchant_id,"
-            " kind = EXCLUDED.kind, msisdn = EXCLUDED.msisdn, enabled = EXCLUDED.enabled,"
-            " daily_recharge_limit_cents = EXCLUDED.daily_recharge_limit_cents",
-            code, merchant_id, kind, msisdn, enabled, daily_recharge_limit_cents,
+            "INSERT INTO terminals (code, merchant_id, kind, msisdn, enabled, daily_recharge_limit_cents,"
+            " issuing_merchant_id) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (code) DO UPDATE SET"
+            " merchant_id = EXCLUDED.merchant_id, kind = EXCLUDED.kind, msisdn = EXCLUDED.msisdn,"
+            " enabled = EXCLUDED.enabled, daily_recharge_limit_cents = EXCLUDED.daily_recharge_limit_cents,"
+            " issuing_merchant_id = EXCLUDED.issuing_merchant_id",
+            code, merchant_id, kind, msisdn, enabled, daily_recharge_limit_cents, issuer_id,
         )
     except asyncpg.UniqueViolationError:
         raise AdminError("that mobile number is already another terminal's") from None
     kkt_reference.invalidate()
-    await record_action(conn, actor, "terminal_upsert", code, "operator request", kind=kind, enabled=enabled)
+    await record_action(conn, actor, "terminal_upsert", code, "operator request", kind=kind, enabled=enabled,
+                        merchant=merchant_code, issuing_merchant=issuing_merchant_code or merchant_code)
 
 
 async def upsert_license_key(

@@ -86,3 +86,7 @@ CREATE INDEX terminal_signins_terminal ON terminal_signins (terminal_code, creat
 -- The console shows an order's or a card's operator decisions, and the latest ones.
 CREATE INDEX operator_actions_subject ON operator_actions (subject, created_at);
 CREATE INDEX operator_actions_created ON operator_actions (created_at);
+
+-- Seed 000's 所属发卡商户: the merchant whose cards a terminal serves, beside the consuming
+-- merchant it belongs to (merchant_id). NULL: the terminal's own merchant.
+ALTER TABLE terminals ADD COLUMN issuing_merchant_id bigint REFERENCES merchants(id);
