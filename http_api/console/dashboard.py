@@ -16,7 +16,7 @@ from recharge import metrics
 from recharge.ledger import audit
 from recharge.orders.lifecycle import LOCAL_TZ, local_date
 
-CHART_WIDTH, CHART_HEIGHT, CHART_TOP = 720, 180, 20
+CHART_WIDTH, CHART_HEIGHT, CHART_TOP = 480, 200, 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ async def _facts(conn: asyncpg.Connection, now: dt.datetime) -> dict[str, Any]:
     start = dt.datetime.combine(today, dt.time(0), tzinfo=LOCAL_TZ)
     # order numbers begin with their local creation date: the primary key bounds each scan
     by_state = await conn.fetch(
-        "SELECT state, loading, count(*) AS n, coalesce(sum(amount_cents), 0) AS cents FROM orders"
+        "SELECT state, loading, count(*) AS n, coalesce(sum(amount_cents), 0)::bigint AS cents FROM orders"
         " WHERE order_no >= $1 AND created_at >= $2 GROUP BY 1, 2 ORDER BY 1, 2", f"{today:%Y%m%d}", start,
     )
     hourly = await conn.fetch(

@@ -12,6 +12,7 @@ from recharge.orders.lifecycle import LOCAL_TZ
 def yuan(cents: int | None) -> str:
     if cents is None:
         return ""
+    cents = int(cents)  # sums come back from PostgreSQL as numeric
     sign = "-" if cents < 0 else ""
     return f"{sign}{abs(cents) // 100:,}.{abs(cents) % 100:02d}"
 
