@@ -283,10 +283,13 @@ async def test_7_a_viewer_is_refused_an_action_and_logout_ends_the_session(
     assert await conn.fetchval("SELECT count(*) FROM card_batch_jobs") == batches
 
 
-async def test_8_the_dashboard_reads_on_a_phone(browser: WebDriver, base: str) -> None:
+async def test_8_the_audit_runs_from_the_dashboard_which_reads_on_a_phone(browser: WebDriver, base: str) -> None:
     def steps() -> None:
         sign_in(browser, base, "admin", NEW_PASSWORD)
         until(browser, lambda d: d.find_elements(By.ID, "chart"))
+        submit(browser, "#run-audit")
+        until(browser, lambda d: d.find_elements(By.ID, "notice"))
+        assert "ok" in browser.find_element(By.ID, "audit-status").get_attribute("class").split()
         shot(browser, "02_dashboard")
         browser.set_window_size(390, 844)
         browser.refresh()
