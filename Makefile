@@ -40,7 +40,7 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy app recharge server http_api core_ext loadtest
+	$(BIN)/mypy app recharge server http_api core_ext loadtest chaos
 
 pytest: install tools
 	$(BIN)/python -m pytest

@@ -2,9 +2,10 @@
 
 Merchant 1155, its POS terminal 11552001 (also a DD recharge terminal with PKI number
 70000472), license key ``NV41VDlSNldhFTFeYw0z``, a funded recharge fund, and the demo
-cards. The master keys are the demo-only ones generated into the data folder. With a data
-folder, also the console's demo administrator ``admin``, whose one-time password goes to
-``<data_dir>/console-admin-password.txt`` (mode 0600), never to a log.
+cards; the mobile payment account's demo data (``app.mpay_demo``). The master keys are the
+demo-only ones generated into the data folder. With a data folder, also the console's demo
+administrator ``admin``, whose one-time password goes to ``<data_dir>/console-admin-password.txt``
+(mode 0600), never to a log.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 
+from app import mpay_demo, wallet_demo
 from recharge import merchants
 from recharge.keys import MasterKeys
 from recharge.kkt import cards
@@ -97,8 +99,10 @@ async def seed(conn: asyncpg.Connection, keys: MasterKeys, data_dir: Path | None
         )
         await fund_recharge_fund(conn, merchant_id, DEMO_FUND_CENTS, f"demo:fund:{DEMO_MERCHANT}")
         await cards.seed_demo(conn, keys, merchant_id, DEMO_TERMINAL)
+        await wallet_demo.seed(conn)
         if data_dir is not None:
             await seed_demo_platform(conn, data_dir)
+            await mpay_demo.seed(conn, keys, data_dir)
     if data_dir is not None:
         await seed_console_admin(conn, data_dir)
 

@@ -16,8 +16,10 @@ from aiohttp import web
 
 from http_api import admin, console, kkt_rest, kkt_soap, kkt_soap_doc, order_api, sms
 from http_api.context import PLATFORM_KEY, platform_of
+from http_api.forwarded import real_client_middleware
 from recharge import metrics, observability
 from recharge.context import Busy, Platform
+from recharge.network import parse_networks
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,8 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 def build_app(ctx: Platform) -> web.Application:
-    app = web.Application(middlewares=[observe], client_max_size=ctx.settings.http_max_body_bytes)
+    middlewares = [observe, real_client_middleware(parse_networks(ctx.settings.trusted_proxies))]
+    app = web.Application(middlewares=middlewares, client_max_size=ctx.settings.http_max_body_bytes)
     app[PLATFORM_KEY] = ctx
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -15,11 +15,13 @@ import logging
 import time
 from typing import Any, Protocol, cast
 
-from core_ext import INFO_BUSY, INFO_INTERNAL
 from recharge import metrics
 from recharge.config import Settings
-from server import flows
+from recharge.network import Network, is_trusted
+from server import dispatch, flows, proxy_protocol
+from server.flow_state import FlowState
 from server.session import ProtocolError, Request, Response, TerminalSession
+from server.stages import INFO_BUSY, INFO_INTERNAL
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class ConnectionHost(Protocol):
 
     settings: Settings
     dd: flows.DDContext
+    trusted_proxies: tuple[Network, ...]
 
     def admit(self, protocol: DDProtocol) -> bool: ...
     def forget(self, protocol: DDProtocol) -> None: ...
@@ -59,8 +62,8 @@ class DDProtocol(asyncio.Protocol):
 
     def __init__(self, service: ConnectionHost) -> None:
         self.service = service
-        self.session = TerminalSession(service.settings.dd_max_frame_length)
-        self.state = flows.FlowState()
+        self.session = TerminalSession(dispatch.STAGES, service.settings.dd_max_frame_length)
+        self.state = FlowState()
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -69,6 +72,18 @@ class DDProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._started = 0.0
         self._stage = 0
+        self._proxy_pending: bytes | None = None  # header bytes so far, from a trusted proxy
+        self._first_data = True
+
+    @property
+    def peer(self) -> str | None:
+        """The terminal's address: the TCP peer, or what a trusted proxy's PROXY v2 header says.
+        One value, kept in the flow state, where the steps read it (sign-in binding, records)."""
+        return self.state.peer
+
+    @peer.setter
+    def peer(self, address: str | None) -> None:
+        self.state.peer = address
 
     # --- asyncio callbacks
 
@@ -79,6 +94,10 @@ class DDProtocol(asyncio.Protocol):
             tcp.abort()
             return
         self.transport = tcp
+        peername = tcp.get_extra_info("peername")
+        self.peer = peername[0] if isinstance(peername, tuple) else None
+        if is_trusted(self.peer, self.service.trusted_proxies):
+            self._proxy_pending = b""
         metrics.DD_CONNECTIONS.inc()
         metrics.DD_CONNECTIONS_ACTIVE.inc()
         self._deadline = self._loop.time() + self._idle_s
@@ -102,6 +121,15 @@ class DDProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._proxy_pending is not None:
+            data = self._read_proxy_header(data)
+            if not data:
+                return
+        elif self._first_data:
+            self._first_data = False
+            if data[:1] == proxy_protocol.SIGNATURE[:1]:  # a DD frame starts with 0xDD, never \r
+                self._refuse_proxy_header("untrusted")
+                return
         try:
             requests = self.session.receive_data(data)
         except ProtocolError as exc:
@@ -110,12 +138,37 @@ class DDProtocol(asyncio.Protocol):
         for request in requests:
             self._dispatch(request)
 
+    def _read_proxy_header(self, data: bytes) -> bytes:
+        """Bytes after a trusted proxy's header (b"" while it is incomplete or was refused)."""
+        buffered = (self._proxy_pending or b"") + data
+        try:
+            header = proxy_protocol.parse(buffered)
+        except proxy_protocol.ProxyHeaderError:
+            self._refuse_proxy_header("malformed")
+            return b""
+        if header is None:
+            self._proxy_pending = buffered
+            return b""
+        self._proxy_pending = None
+        self._first_data = False
+        if header.source is not None:
+            self.peer = header.source[0]
+        return buffered[header.consumed:]
+
+    def _refuse_proxy_header(self, reason: str) -> None:
+        """A PROXY header from an untrusted peer, or a trusted proxy's malformed one: close."""
+        metrics.DD_PROTOCOL_ERRORS.labels(f"proxy_{reason}").inc()
+        log.warning("DD connection from %s: %s PROXY header refused", self.peer, reason)
+        self._proxy_pending = None
+        if self.transport is not None:
+            self.transport.abort()
+
     # --- requests
 
     def _dispatch(self, request: Request) -> None:
         self._started = time.perf_counter()
         self._stage = request.frame.stage
-        answer = flows.handle_sync(self.service.dd, self.state, request)
+        answer = dispatch.handle_sync(self.service.dd, self.state, request)
         if answer is not None:
             self._answer(answer)
         elif not self.service.take_slot():
@@ -126,7 +179,7 @@ class DDProtocol(asyncio.Protocol):
 
     async def _run(self, request: Request) -> None:
         try:
-            answer = await flows.handle(self.service.dd, self.state, request)
+            answer = await dispatch.handle(self.service.dd, self.state, request)
         except Exception:  # a defect: answer 0xEE, never leak details to the terminal
             log.exception("stage 0x%02X: unexpected error", request.frame.stage)
             answer = Response.refuse(INFO_INTERNAL)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from recharge.context import Platform
+from recharge.network import parse_networks
 from server.flows import DDContext
 from server.protocol import DDProtocol
 
@@ -29,6 +30,7 @@ class DDService:
         self.ctx = ctx
         self.settings = ctx.settings
         self.dd = DDContext.create(ctx)
+        self.trusted_proxies = parse_networks(ctx.settings.trusted_proxies)
         self.connections: set[DDProtocol] = set()
         self.inflight = 0
         self._server: asyncio.AbstractServer | None = None
