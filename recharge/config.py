@@ -104,6 +104,7 @@ class Settings:
     console_session_max_s: int = 12 * 3600  # a session ends this long after sign-in, however used
     console_page_rows: int = 50  # rows per page of every console list
     console_max_batch_cards: int = 100_000  # cards one console batch may generate
+    console_signin_history_days: int = 90  # operator sign-in attempts are kept this long
     # --- mobile payment account (SPEC 6; docs/OPERATIONS.md "Mobile payment")
     mpay_sms_service_number: str = "10658888"  # /sms/inbound routes `to` = this (+ up to 6 digits) here
     mpay_dialogue_ttl_s: int = 600  # an SMS dialogue ends this long after the MO that last advanced it

@@ -253,3 +253,17 @@ async def test_every_text_of_the_console_has_its_chinese() -> None:
     assert missing == []
     assert i18n.translate("zh", "Page {page} of {pages}", page=2, pages=3) == "第 2 / 3 页"
     assert i18n.translate("en", "state:03") == "loaded"
+
+
+async def test_console_cookies_are_secure_over_tls() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from http_api.console.web import set_cookie
+
+    plain = make_mocked_request("GET", "/console/")
+    for request, secure in ((plain, False), (plain.clone(scheme="https"), True)):
+        response = web.Response()
+        set_cookie(request, response, "console_session", "token")
+        header = response.cookies["console_session"].output()
+        assert ("Secure" in header) is secure and "HttpOnly" in header and "SameSite=Strict" in header

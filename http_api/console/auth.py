@@ -83,6 +83,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             return _login_page(console, status=401, error=console.t(_REFUSED[outcome]), name=name)
         token = await sessions.open_session(conn, operator.id, idle_s=s.console_session_idle_s,
                                             max_s=s.console_session_max_s)
+        await sessions.purge_expired(conn, limit=100, signin_history_days=s.console_signin_history_days)
     target = PREFIX + "/password" if operator.must_change_password else safe_next(console.field("next", max_chars=300))
     response = see_other(target)
     set_cookie(request, response, SESSION_COOKIE, token)

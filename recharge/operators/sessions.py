@@ -65,10 +65,15 @@ async def close_session(conn: asyncpg.Connection, token_hash_hex: str) -> None:
     await conn.execute("DELETE FROM operator_sessions WHERE token_hash = $1", token_hash_hex)
 
 
-async def purge_expired(conn: asyncpg.Connection, *, limit: int = 1000) -> int:
-    """Delete sessions past their deadlines (a few at a time); how many went."""
+async def purge_expired(conn: asyncpg.Connection, *, limit: int = 1000, signin_history_days: int = 90) -> int:
+    """Delete sessions past their deadlines and sign-in attempts older than the history kept
+    (a few at a time: each sign-in calls this, so nothing needs a cron job); how many sessions went."""
     status = await conn.execute(
         "DELETE FROM operator_sessions WHERE token_hash IN (SELECT token_hash FROM operator_sessions"
         " WHERE expires_at < now() OR idle_until < now() LIMIT $1)", limit,
+    )
+    await conn.execute(
+        "DELETE FROM operator_signins WHERE id IN (SELECT id FROM operator_signins"
+        " WHERE created_at < now() - make_interval(days => $1) LIMIT $2)", signin_history_days, limit,
     )
     return int(status.split()[-1])
