@@ -34,7 +34,8 @@ def _run(settings: Settings, work: Work) -> int:
 
 def cmd_add(settings: Settings, a: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
-        operator, password = await accounts.add_operator(conn, a.name, a.role, actor=a.actor)
+        operator, password = await accounts.add_operator(conn, a.name, a.role, actor=a.actor,
+                                                         cost=accounts.Argon2Cost.of(settings))
         print(f"operator {operator.name} ({operator.role}) added; one-time password (change it at first sign-in):")
         print(password)
         return 0
@@ -44,7 +45,8 @@ def cmd_add(settings: Settings, a: argparse.Namespace) -> int:
 
 def cmd_reset_password(settings: Settings, a: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
-        password = await accounts.reset_password(conn, a.name, actor=a.actor, reason=a.reason)
+        password = await accounts.reset_password(conn, a.name, actor=a.actor, reason=a.reason,
+                                                 cost=accounts.Argon2Cost.of(settings))
         print(f"operator {a.name}: lock lifted, sessions ended; one-time password (change it at first sign-in):")
         print(password)
         return 0

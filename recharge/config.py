@@ -108,6 +108,9 @@ class Settings:
     console_page_rows: int = 50  # rows per page of every console list
     console_max_batch_cards: int = 100_000  # cards one console batch may generate
     console_signin_history_days: int = 90  # operator sign-in attempts are kept this long
+    console_argon2_time_cost: int = 2  # argon2id of new operator passwords (OWASP's minimum: t=2,
+    console_argon2_memory_kib: int = 19 * 1024  # m=19 MiB, p=1); a stored hash keeps its own
+    console_argon2_parallelism: int = 1
     # --- mobile payment account (SPEC 6; docs/OPERATIONS.md "Mobile payment")
     mpay_sms_service_number: str = "10658888"  # /sms/inbound routes `to` = this (+ up to 6 digits) here
     mpay_dialogue_ttl_s: int = 600  # an SMS dialogue ends this long after the MO that last advanced it

@@ -107,6 +107,7 @@ async def change_password(console: Console) -> web.StreamResponse:
         await accounts.change_password(
             conn, console.operator.id, old, new, min_length=console.platform.settings.console_password_min_length,
             keep_session=console.session.token_hash, actor=console.actor,
+            cost=accounts.Argon2Cost.of(console.platform.settings),
         )
     return console.redirect("/", msg="password_changed")
 

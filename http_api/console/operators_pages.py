@@ -21,7 +21,8 @@ async def operator_list(console: Console) -> web.StreamResponse:
 async def add_operator(console: Console) -> web.StreamResponse:
     async with console.platform.acquire() as conn:
         operator, password = await accounts.add_operator(conn, console.field("name", max_chars=32),
-                                                         console.field("role", max_chars=10), actor=console.actor)
+                                                         console.field("role", max_chars=10), actor=console.actor,
+                                                         cost=accounts.Argon2Cost.of(console.platform.settings))
     return console.render("one_time_password.html", title="Operators", name=operator.name, password=password)
 
 
@@ -31,7 +32,8 @@ async def change_operator(console: Console) -> web.StreamResponse:
     reason = console.field("reason", max_chars=500)
     async with console.platform.acquire() as conn:
         if what == "reset":
-            password = await accounts.reset_password(conn, name, actor=console.actor, reason=reason)
+            password = await accounts.reset_password(conn, name, actor=console.actor, reason=reason,
+                                                     cost=accounts.Argon2Cost.of(console.platform.settings))
             return console.render("one_time_password.html", title="Operators", name=name, password=password)
         await accounts.set_disabled(conn, name, what == "disable", actor=console.actor, reason=reason)
     return console.redirect("/operators", msg="saved")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -21,15 +22,42 @@ import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from recharge.config import Settings
 from recharge.operators.actions import record_action
 
 ROLES = ("viewer", "operator", "admin")
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_PASSWORD_CHARS = 256  # longer input is refused before hashing (argon2 would take it, slowly)
-_HASHER = PasswordHasher()  # argon2id with argon2-cffi's RFC 9106 low-memory parameters
+
+
+@dataclass(frozen=True, slots=True)
+class Argon2Cost:
+    """argon2id parameters of new hashes (settings ``console_argon2_*``); a stored hash carries
+    its own, so changing them never locks anyone out."""
+
+    time_cost: int = 2
+    memory_kib: int = 19 * 1024  # OWASP's argon2id minimum: m=19 MiB, t=2, p=1
+    parallelism: int = 1
+
+    @classmethod
+    def of(cls, settings: Settings) -> Argon2Cost:
+        return cls(settings.console_argon2_time_cost, settings.console_argon2_memory_kib,
+                   settings.console_argon2_parallelism)
+
+    @property
+    def hasher(self) -> PasswordHasher:
+        return _hasher(self.time_cost, self.memory_kib, self.parallelism)
+
+
+@functools.lru_cache(maxsize=8)
+def _hasher(time_cost: int, memory_kib: int, parallelism: int) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+
+
+DEFAULT_COST = Argon2Cost()
 # verified when the name is unknown, so an unknown name costs the same time as a wrong password
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+_DUMMY_HASH = DEFAULT_COST.hasher.hash(secrets.token_urlsafe(16))
 
 
 class OperatorError(ValueError):
@@ -71,15 +99,15 @@ def one_time_password() -> str:
     return secrets.token_urlsafe(12)
 
 
-async def hash_password(password: str) -> str:
+async def hash_password(password: str, cost: Argon2Cost = DEFAULT_COST) -> str:
     # argon2 takes tens of milliseconds of CPU: off the event loop
-    return await asyncio.to_thread(_HASHER.hash, password)
+    return await asyncio.to_thread(cost.hasher.hash, password)
 
 
 async def _verify(stored: str, password: str) -> bool:
     def check() -> bool:
         try:
-            return bool(_HASHER.verify(stored, password))
+            return bool(DEFAULT_COST.hasher.verify(stored, password))  # the hash names its own cost
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
@@ -92,13 +120,15 @@ def check_name(name: str) -> str:
     return name
 
 
-async def add_operator(conn: asyncpg.Connection, name: str, role: str, *, actor: str) -> tuple[Operator, str]:
+async def add_operator(
+    conn: asyncpg.Connection, name: str, role: str, *, actor: str, cost: Argon2Cost = DEFAULT_COST
+) -> tuple[Operator, str]:
     """A new account with a one-time password (returned once, stored only as its hash)."""
     check_name(name)
     if role not in ROLES:
         raise OperatorError(f"role must be one of {', '.join(ROLES)}")
     password = one_time_password()
-    stored = await hash_password(password)
+    stored = await hash_password(password, cost)
     async with conn.transaction():
         try:
             row = await conn.fetchrow(
@@ -112,10 +142,12 @@ async def add_operator(conn: asyncpg.Connection, name: str, role: str, *, actor:
     return operator_from(row), password
 
 
-async def reset_password(conn: asyncpg.Connection, name: str, *, actor: str, reason: str) -> str:
+async def reset_password(
+    conn: asyncpg.Connection, name: str, *, actor: str, reason: str, cost: Argon2Cost = DEFAULT_COST
+) -> str:
     """A new one-time password for ``name`` (lock lifted, sessions ended); returned once."""
     password = one_time_password()
-    stored = await hash_password(password)
+    stored = await hash_password(password, cost)
     async with conn.transaction():
         operator_id = await conn.fetchval(
             "UPDATE operators SET password_hash = $2, must_change_password = true, failed_attempts = 0,"
@@ -199,7 +231,7 @@ async def _check(
 
 async def change_password(
     conn: asyncpg.Connection, operator_id: int, old: str, new: str, *, min_length: int, keep_session: str | None,
-    actor: str,
+    actor: str, cost: Argon2Cost = DEFAULT_COST,
 ) -> None:
     """Replace an operator's password after checking the old one; other sessions end.
 
@@ -221,7 +253,7 @@ async def change_password(
             raise OperatorError("the current password is wrong")
         await conn.execute(
             "UPDATE operators SET password_hash = $2, must_change_password = false, password_changed_at = now()"
-            " WHERE id = $1", operator_id, await hash_password(new),
+            " WHERE id = $1", operator_id, await hash_password(new, cost),
         )
         await conn.execute(
             "DELETE FROM operator_sessions WHERE operator_id = $1 AND token_hash IS DISTINCT FROM $2",
