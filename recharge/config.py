@@ -141,6 +141,8 @@ class Settings:
     mpay_outbox_give_up_s: int = 24 * 3600  # then failed (alert)
     mpay_outbox_interval_s: float = 0.5  # how often the dispatcher looks for due messages
     mpay_outbox_batch: int = 50  # messages one dispatcher pass sends at most
+    # --- SIM wallet (SPEC 7; docs/OPERATIONS.md "SIM wallet")
+    wallet_max_body_bytes: int = 1024 * 1024  # STK and POS bodies (SPEC 6.12: at most 1 MiB; a batch holds 1,000 records)
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None
