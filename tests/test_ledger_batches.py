@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from recharge.ledger import transfers as ledger
-from recharge.ledger.transfers import NewTransfer, Resolution, Result
+from recharge.ledger.transfers import AccountKind, NewTransfer, Resolution, Result
 from tests.test_ledger import _funded_pair, _tid, _transfer
 
 pytestmark = pytest.mark.usefixtures("audited")
@@ -142,6 +142,16 @@ async def test_a_batch_of_transfers_reserves_credits_in_order(conn: asyncpg.Conn
     assert outcomes[1].transfer is None and await ledger.get_transfer(conn, f"{prefix}:1") is None
     assert (await ledger.get_balance(conn, card)).posted == 90
     assert (await ledger.get_balance(conn, fund)).available == 10
+
+    # What an earlier event of the batch posted to an account it may spend: the card pays 90 on at once.
+    shop = await ledger.ensure_account(conn, ledger="CNY", kind=AccountKind.CARD_PURSE, card_no="6" + _tid()[-15:])
+    onward = [NewTransfer(f"{prefix}:in", fund, card, 10), NewTransfer(f"{prefix}:out", card, shop, 100),
+              NewTransfer(f"{prefix}:more", card, shop, 1)]
+    async with conn.transaction():
+        assert [o.result for o in await ledger.create_transfers(conn, onward)] == [
+            Result.CREATED, Result.CREATED, Result.EXCEEDS_CREDITS,
+        ]
+    assert (await ledger.get_balance(conn, shop)).posted == 100
 
 
 async def test_a_batch_answers_each_event_in_precedence_order(conn: asyncpg.Connection) -> None:

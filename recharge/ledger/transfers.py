@@ -275,7 +275,8 @@ ORDER BY w.i
 # Create: lock every account of the batch in id order (the MATERIALIZED CTE is read whole, its
 # ORDER BY id ... FOR UPDATE takes the locks in that order and reads the rows' latest versions),
 # judge each event on its own (``judged``), then walk the batch in order carrying what earlier
-# events took (``taken``: credits reserved per overdraft-checked account; ``made``: ids created).
+# events did (``moved``: how much each account's room changed — less by a debit, more by a posted
+# credit; ``made``: ids created).
 # Rows are reached by their keys only (ids in arrays, lateral probes): index lookups even on
 # tables without statistics.
 _CREATE_SQL = f"""
@@ -303,14 +304,16 @@ WITH RECURSIVE ev AS MATERIALIZED (
     LEFT JOIN LATERAL (SELECT * FROM transfers x WHERE x.id = ev.id) x ON true
     LEFT JOIN locked d ON d.id = ev.debit_account_id
     LEFT JOIN locked c ON c.id = ev.credit_account_id
-), walk (i, result, taken, made) AS (
+), walk (i, result, moved, made) AS (
     SELECT 0::bigint, NULL::text, '{{}}'::jsonb, '{{}}'::jsonb
     UNION ALL
     SELECT j.i, r.result,
-           CASE WHEN r.result = 'created' AND j.room IS NOT NULL
-                THEN jsonb_set(w.taken, ARRAY[j.debit_account_id::text],
-                               to_jsonb(coalesce((w.taken ->> j.debit_account_id::text)::bigint, 0) + j.amount))
-                ELSE w.taken END,
+           CASE WHEN r.result = 'created'
+                THEN w.moved || jsonb_build_object(
+                    j.debit_account_id::text, coalesce((w.moved ->> j.debit_account_id::text)::bigint, 0) - j.amount,
+                    j.credit_account_id::text, coalesce((w.moved ->> j.credit_account_id::text)::bigint, 0)
+                                               + CASE WHEN j.pending THEN 0 ELSE j.amount END)
+                ELSE w.moved END,
            CASE WHEN r.result = 'created' THEN jsonb_set(w.made, ARRAY[j.id], to_jsonb(j.i)) ELSE w.made END
     FROM walk w JOIN judged j ON j.i = w.i + 1
     CROSS JOIN LATERAL (SELECT CASE
@@ -322,7 +325,7 @@ WITH RECURSIVE ev AS MATERIALIZED (
                         THEN 'exists' ELSE 'exists_with_different_fields' END
             FROM judged e WHERE e.i = (w.made ->> j.id)::bigint)
         WHEN j.unfit IS NOT NULL THEN j.unfit
-        WHEN j.amount + coalesce((w.taken ->> j.debit_account_id::text)::bigint, 0) > j.room THEN 'exceeds_credits'
+        WHEN j.amount > j.room + coalesce((w.moved ->> j.debit_account_id::text)::bigint, 0) THEN 'exceeds_credits'
         ELSE 'created' END AS result) r
 ), inserted AS (
     INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger, code, status, timeout_at,
