@@ -62,10 +62,11 @@ class RunningPlatform:
 
     async def start(self) -> None:
         from http_api.app import HttpService
+        from http_api.mpay_env import env_of_platform
         from recharge import db
         from recharge.context import Platform
         from recharge.keys import load_keys
-        from recharge.mpay import closure
+        from recharge.mpay import closure, dispatcher
         from recharge.observability import run_monitors
         from recharge.sweeper import run_sweeper
         from recharge.wallet import wallets
@@ -84,6 +85,8 @@ class RunningPlatform:
             asyncio.create_task(run_sweeper(pool, settings.sweeper_interval_s), name="sweeper")
         )
         self.ctx.background.add(asyncio.create_task(run_monitors(pool, settings), name="monitors"))
+        self.ctx.background.add(asyncio.create_task(
+            dispatcher.run(pool, lambda: env_of_platform(self.ctx)), name="mpay-outbox"))
         self.ctx.ready = True
         log.info("listening: DD on port %d, HTTP on port %d", self.dd_port, self.http_port)
 

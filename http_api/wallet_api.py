@@ -150,7 +150,7 @@ def _pos_door(route: str, op: Callable[[asyncpg.Connection, Env, WalletCrypto, t
         if terminal is None or not terminal.enabled:
             return Outcome(pos.NOT_PERMITTED)
         answer = await op(conn, env, crypto, terminal, fields)
-        return Outcome(answer.code, answer.data)
+        return Outcome(answer.code, answer.data, answer.n)
 
     return Door("pos", "pos_seq", _pos_key, lambda value: wire.pos_request(route, value),
                 lambda fields: f"pos:{fields['terminal_id']}", lambda fields: fields["pos_seq"], run)
@@ -166,7 +166,18 @@ async def _return(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, term
     return await pos.refund(conn, env, wallet_books.BOOKS, terminal, fields)
 
 
-POS_DOORS = {"batches": _pos_door("batches", _batch), "returns": _pos_door("returns", _return)}
+async def _wallet_open(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, terminal: terminals.Terminal,
+                       fields: dict[str, Any]) -> pos.Answer:
+    if terminal.hall is None:
+        return pos.Answer(pos.NOT_PERMITTED)
+    answer = await stk.open_at_hall(conn, env, crypto, fields["card"], fields["challenge"])
+    if answer.code != "0000":
+        return pos.Answer(answer.code, n=answer.n)
+    return pos.Answer(answer.code, {"script": answer.script, "text": answer.text})
+
+
+POS_DOORS = {"batches": _pos_door("batches", _batch), "returns": _pos_door("returns", _return),
+             "wallet-opens": _pos_door("wallet-opens", _wallet_open)}
 
 
 # --- STK -----------------------------------------------------------------------------------------------------------

@@ -317,3 +317,67 @@ async def test_sms_sink_hands_out_notices_once(w: MpayWorld, api: Api) -> None:
         assert await conn.fetchval("SELECT count(*) FROM mpay_outbox WHERE msisdn = $1 AND text_enc IS NOT NULL",
                                    msisdn) == 0  # the sensitive text is erased once handed out
 
+
+
+async def _cli(database_url: str, *argv: str) -> int:
+    from app.cli import main
+
+    return await asyncio.to_thread(main, [*argv[:3], "--database-url", database_url, *argv[3:]])
+
+
+async def test_payout_cycle_through_the_cli(w: MpayWorld, api: Api, database_url: str, tmp_path: Any,
+                                           monkeypatch: pytest.MonkeyPatch, test_keys: Any) -> None:
+    monkeypatch.setenv("RECHARGE_KEY_FILE", str(test_keys[1]))
+    msisdn, token, pay = await customer(w, api, cash=10_000)
+    await api.ok("PUT", "/me/bank-card", {"bank": "ABC", "province": "430000", "city": "430100", "branch": "b",
+                                          "number": "6228480000005678", "holder": "张三", "pay_password": pay},
+                 token=token)
+    ids = [(await api.ok("POST", "/me/withdrawals", {"amount": amount, "pay_password": pay}, token=token))[
+        "withdrawal_id"] for amount in (1000, 2000)]
+    export = tmp_path / "payout.csv"
+    assert await _cli(database_url, "mpay", "payout", "export", str(export)) == 0
+    lines = export.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "id,bank,province,city,branch,account,name,yuan"
+    mine = [line for line in lines if line.split(",")[0] in ids]
+    assert sorted(line.split(",")[-1] for line in mine) == ["10.00", "20.00"]
+    results = tmp_path / "results.csv"
+    results.write_text(f"id,result,reference,reason\n{ids[0]},S,BANKREF1,\n{ids[1]},F,,account closed\n"
+                       "nosuch,S,,\n", encoding="utf-8")
+    assert await _cli(database_url, "mpay", "payout", "import", str(results)) == 2  # none of it
+    assert (await w.balances(msisdn)).cash_pending == 3000
+    results.write_text(f"id,result,reference,reason\n{ids[0]},S,BANKREF1,\n{ids[1]},F,,account closed\n",
+                       encoding="utf-8")
+    assert await _cli(database_url, "mpay", "payout", "import", str(results)) == 0
+    assert await _cli(database_url, "mpay", "payout", "import", str(results)) == 0  # repeated rows: no-ops
+    figures = await w.balances(msisdn)
+    assert (figures.cash, figures.cash_pending) == (9000, 0)
+    texts = await w.notices(msisdn)
+    assert "您的提现10元已汇至尾号5678的银行卡,请注意查收。详询10086。" in texts
+    assert "您的提现20元未能汇出,冻结款项已退回现金账户。详询10086。" in texts
+    results.write_text(f"id,result,reference,reason\n{ids[0]},F,,\n", encoding="utf-8")
+    assert await _cli(database_url, "mpay", "payout", "import", str(results)) == 2  # contradicts S
+
+
+async def test_operator_cli_tokens_and_the_simulated_bank(w: MpayWorld, api: Api, database_url: str,
+                                                          tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                          test_keys: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    from app import bank_sim, mpay_demo
+
+    monkeypatch.setenv("RECHARGE_KEY_FILE", str(test_keys[1]))
+    assert await _cli(database_url, "mpay", "operator", "add", "feed1", "--role", "boss") == 0
+    assert await _cli(database_url, "mpay", "operator", "token", "feed1", "--ttl", "91") == 2
+    capfd.readouterr()
+    assert await _cli(database_url, "mpay", "operator", "token", "feed1", "--ttl", "30") == 0
+    token = capfd.readouterr().out.strip().splitlines()[-1]
+    msisdn = await w.subscriber()
+    assert (await api.ok("GET", f"/registry/subscribers/{msisdn}", token=token))["record"]["msisdn"] == msisdn
+    key_path = mpay_demo.key_path(tmp_path, "gw_unionpay")
+    pem = mpay_demo.ensure_key(key_path)
+    (tmp_path / "pub.pem").write_text(pem, encoding="utf-8")
+    assert await _cli(database_url, "mpay", "gateway", "key", "unionpay", "--public-key", str(tmp_path / "pub.pem")) == 0
+    owner, token2, _ = await customer(w, api)
+    order = await api.ok("POST", "/me/recharges/bank", {"bank": "CMB", "amount": 1234, "into": "account"},
+                         token=token2)
+    status = await asyncio.to_thread(bank_sim.notify, w.base, "unionpay", key_path, order["order_id"], 1234)
+    assert status == (200, "OK")
+    assert (await w.balances(owner)).cash == 1234

@@ -186,7 +186,7 @@ async def test_a_batch_clears_record_by_record(conn: asyncpg.Connection, setting
     assert [r.code for r in results] == ["0000", "0000", "5008", "5007", "5011", "5011", "1001", "5011"]
     assert [r.commission for r in results][:2] == [7, 0]
     assert [(p.debit, p.credit, p.amount) for p in books.postings] == [
-        (f"W/{acct}", "MER/DEMODIG", 1234), ("MER/DEMODIG", "FEE", 7), (f"W/{acct}", f"C/{acct}", 500)]
+        (f"W/{acct}", "MER/DEMODIG", 1234), (f"W/{acct}", f"C/{acct}", 500), ("MER/DEMODIG", "FEE", 7)]
     again = await clearing.previous_batch(conn, terminal_id, "000001")
     assert again == {"batch_no": "000001", "results": [r.wire() for r in results]}
     async with conn.transaction():

@@ -15,10 +15,10 @@ import core_ext
 from core_ext.virtual_handset import Outcome, VirtualHandset
 from core_ext.virtual_pos import SHANGHAI, PurchaseRefused, SignedRequest, VirtualPOS
 from core_ext.virtual_sim import STATE_NONE, STATE_OPEN, STATE_PAUSED, VirtualRfidSim
-from recharge.mpay import closure, credentials, events, registry
+from recharge.mpay import accounts, closure, credentials, events, registry
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
-from recharge.wallet import cards
+from recharge.wallet import cards, terminals
 from tests.wallet_world import digits, virtual_keys
 
 
@@ -138,3 +138,48 @@ async def test_refusals_in_the_spec_order_and_the_seq_rules(world: World) -> Non
     assert json.loads(body)["code"] == "1001"
     async with aiohttp.ClientSession() as http, http.post(world.url + "/stk", data=b"[") as response:
         assert response.status == 400 and "X-MAC" not in response.headers
+
+
+async def test_stk_cancel_needs_an_empty_card_and_account_then_closes_both(world: World) -> None:
+    phone, msisdn = await world.handset()
+    await world.exchange(phone, "wallet.open")
+    async with world.pool.acquire() as conn:
+        account_id = await conn.fetchval("SELECT id FROM mpay_accounts WHERE msisdn = $1", msisdn)
+        await credentials.replace(conn, world.env.hasher, account_id, "pay", "135790", initial=False)
+    assert (await world.exchange(phone, "wallet.cancel", {"balance": 100, "pay_password": "135790"})).code == "5005"
+    wrong = await world.exchange(phone, "wallet.cancel", {"balance": 0, "pay_password": "000000"})
+    assert wrong.code == "3002" and phone.sim.state == STATE_OPEN
+    done = await world.exchange(phone, "wallet.cancel", {"balance": 0, "pay_password": "135790"})
+    assert done.shown == ["注销钱包请求发送成功!", "钱包及手机支付账户已注销。"] and done.script_ok
+    assert phone.sim.state == 0x03 and phone.menu[0] == "开通钱包"
+    assert (await world.exchange(phone, "account.balance")).code == "2003"
+    async with world.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT status FROM mpay_accounts WHERE id = $1", account_id) == "closed"
+        assert await conn.fetchval("SELECT state FROM wallets WHERE account_id = $1", account_id) == "cancelled"
+        assert await conn.fetchval("SELECT count(*) FROM mpay_outbox WHERE msisdn = $1 AND text = $2", msisdn,
+                                   "您的手机支付账户已注销,感谢使用!") == 1
+
+
+async def test_hall_pos_opens_the_wallet_of_an_existing_account(world: World) -> None:
+    phone, msisdn = await world.handset()
+    hall = VirtualPOS(digits(12), world.keys.purchase, world.keys.pos)
+    shop = VirtualPOS(digits(12), world.keys.purchase, world.keys.pos)
+    async with world.pool.acquire() as conn:
+        await terminals.register(conn, [terminals.Terminal(hall.terminal_code, hall="HN0001"),
+                                        terminals.Terminal(shop.terminal_code, merchant="DEMODIG")])
+    sim = phone.sim
+
+    async def open_at(pos: VirtualPOS) -> tuple[str, dict[str, Any], bytes, str | None]:
+        request = pos.wallet_open_request(sim.card_no, pos.challenge(sim))
+        status, body, mac = await world.post(request)
+        reply = json.loads(body)
+        return reply["code"], reply["data"], body, mac
+
+    assert (await open_at(hall))[0] == "2003", "the hall opens the wallet of an existing account only"
+    async with world.pool.acquire() as conn, conn.transaction():
+        await accounts.open_account(conn, world.env, msisdn)
+    assert (await open_at(shop))[0] == "1004"
+    code, data, body, mac = await open_at(hall)
+    assert code == "0000" and hall.reply_ok(body, mac) and data["text"] == "钱包开通成功。"
+    assert core_ext.reply_decode(hall.run_script(sim, data["script"]))[-1].sw == b"\x90\x00"
+    assert (sim.state, sim.limit) == (STATE_OPEN, 20_000)

@@ -47,14 +47,15 @@ class Posting:
 
 class Books(Protocol):
     """The ledger as the wallet sees it: transfers between named accounts, one ``ok`` per posting (created, or
-    created before with the same fields); a refused posting changed nothing."""
+    created before with the same fields); a refused posting changed nothing. The postings of one call are
+    judged as one batch: none may rely on another's credit."""
 
     async def post(self, conn: asyncpg.Connection, postings: Sequence[Posting]) -> list[bool]: ...
 
 
 async def must_post(books: Books, conn: asyncpg.Connection, postings: Sequence[Posting]) -> None:
     """Postings the rules guarantee (a TAC-proven purchase may overdraw W): a refusal is a platform fault."""
-    if not all(await books.post(conn, postings)):
+    if postings and not all(await books.post(conn, postings)):
         raise RuntimeError(f"ledger refused {', '.join(p.id for p in postings)}")
 
 
@@ -109,7 +110,17 @@ async def _seen(conn: asyncpg.Connection, record: wire.Record, terminal_id: str)
     return USE_RETURN if record.void and not row["void"] else DUPLICATE
 
 
-async def _clear_one(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, books: Books, terminal_id: str,
+@dataclass
+class _Waves:
+    """A batch's transfers in two waves: purchases and voids (from W), then commissions (from the MER the first
+    wave credited); each wave is one ledger call, its transfers independent of one another."""
+
+    first: list[Posting]
+    second: list[Posting]
+    cleared: list[tuple[int, int, str]]  # purchase id, commission, clearing transfer id
+
+
+async def _clear_one(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, waves: _Waves, terminal_id: str,
                      merchant: str, rate_bp: int, batch_no: str, raw: object) -> RecordResult:
     try:
         record = wire.record(raw)
@@ -137,13 +148,13 @@ async def _clear_one(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, b
     account = await accounts.by_id(conn, account_id) if record.void else None
     closed = account is not None and account["status"] == "closed"
     moves, fee = postings_for(record, account_id, merchant, rate_bp, purchase_id, closed=closed)
-    await must_post(books, conn, moves)
+    waves.first.append(moves[0])
+    waves.second.extend(moves[1:])
+    waves.cleared.append((purchase_id, fee, moves[0].id))
     if closed:
         metrics.WALLET_SUSPENSE.inc()
     elif account is not None:
         await outbox.notify(conn, env.keys, account, REFUND_SMS.format(amt=yuan(record.amount)))
-    await conn.execute("UPDATE wallet_purchases SET commission = $2, transfer_id = $3 WHERE id = $1",
-                       purchase_id, fee, moves[0].id)
     return RecordResult(record.card, record.offline_serial, OK, fee)
 
 
@@ -164,9 +175,14 @@ async def upload_batch(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto,
                        merchant: str, batch_no: str, records: list[object]) -> list[RecordResult]:
     """Clear a new batch (the caller checked ``previous_batch``): one result per record, in order."""
     rate = await merchant_rate(conn, merchant)
+    waves = _Waves([], [], [])
     results = []
     for raw in records:
-        results.append(await _clear_one(conn, env, crypto, books, terminal_id, merchant, rate, batch_no, raw))
+        results.append(await _clear_one(conn, env, crypto, waves, terminal_id, merchant, rate, batch_no, raw))
+    await must_post(books, conn, waves.first)
+    await must_post(books, conn, waves.second)
+    await conn.executemany("UPDATE wallet_purchases SET commission = $2, transfer_id = $3 WHERE id = $1",
+                           waves.cleared)
     data = {"batch_no": batch_no, "results": [r.wire() for r in results]}
     await conn.execute(
         "INSERT INTO wallet_batches (terminal_id, batch_no, records, reply) VALUES ($1, $2, $3, $4::jsonb)",

@@ -29,6 +29,7 @@ USE_VOID = "5010"
 class Answer:
     code: str
     data: dict[str, Any] | None = None
+    n: int | None = None  # tries left of 3002/3009
 
 
 async def batch(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, books: Books, terminal: Terminal,

@@ -2,7 +2,7 @@
 (card bound to a number ``5007``, operation password ``3009``, number and account per 6.7, then the op's own,
 passwords last) and the effects, each answering a SPEC 6.10 code and the reply's ``text``/``script``.
 
-Write ops (``wallet.open``, ``wallet.pause``, ``wallet.resume``, ``wallet.limit``) commit the wallet's new
+Write ops (``wallet.open``, ``wallet.pause``, ``wallet.resume``, ``wallet.limit``, ``wallet.cancel``) commit the wallet's new
 state with their reply and send the 0x17 write as the script; repeating one re-sends it."""
 
 from __future__ import annotations
@@ -14,21 +14,22 @@ from typing import Any
 
 import asyncpg
 
-from recharge.mpay import accounts, credentials, matrix, registry
+from recharge.mpay import accounts, credentials, events, matrix, registry
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.mpay.sms_commands import BALANCE
 from recharge.mpay.text import yuan
 from recharge.wallet import wire
-from recharge.wallet.crypto import STATE_OPEN, STATE_PAUSED, WalletCrypto
+from recharge.wallet.crypto import STATE_CANCELLED, STATE_OPEN, STATE_PAUSED, WalletCrypto
 
 DEFAULT_LIMIT_CENTS = 20_000
 MIN_LIMIT_CENTS, MAX_LIMIT_CENTS = 100, 100_000
-STATE_BYTE = {"open": STATE_OPEN, "paused": STATE_PAUSED}
-WRITE_OPS = frozenset(("wallet.open", "wallet.pause", "wallet.resume", "wallet.limit"))
+STATE_BYTE = {"open": STATE_OPEN, "paused": STATE_PAUSED, "cancelled": STATE_CANCELLED}
+WRITE_OPS = frozenset(("wallet.open", "wallet.pause", "wallet.resume", "wallet.limit", "wallet.cancel"))
 PARAMS: dict[str, dict[str, Callable[[object], Any]]] = {
     "wallet.open": {}, "wallet.pause": {}, "wallet.resume": {},
     "wallet.limit": {"amount": wire.positive_cents, "pay_password": wire.digits(6)},
+    "wallet.cancel": {"balance": wire.cents, "pay_password": wire.digits(6)},
     "account.balance": {},
 }
 
@@ -109,18 +110,19 @@ def _op_password(value: object) -> str:
 
 
 async def _gate(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, request: Request,
-                now: dt.datetime) -> Context:
-    """The checks every op shares, in 7.2's order; the context of the op on success."""
+                now: dt.datetime, *, hall: bool = False) -> Context:
+    """The checks every op shares, in 7.2's order; the context of the op on success. At a hall POS there is no
+    operation password, and ``wallet.open`` needs the account to exist."""
     card = await conn.fetchrow("SELECT status, msisdn FROM wallet_cards WHERE card_no = $1", request.card_no)
     if card is None or card["status"] != "bound":
         raise Refused("5007")
     account = await accounts.live_by_msisdn(conn, card["msisdn"], lock=True)
-    if account is not None and account["op_hash"] is not None:
+    if account is not None and account["op_hash"] is not None and not hall:
         await credentials.check(conn, env.hasher, env.policy, account, "op", request.op_password or "", now)
     sub = await registry.get(conn, card["msisdn"])
     if sub is None or sub.status == "cancelled":
         raise Refused("2008")
-    if account is None and request.op != "wallet.open":
+    if account is None and (request.op != "wallet.open" or hall):
         raise Refused("2003")
     if account is not None:
         matrix.require(account, "sms_stk", "stk")
@@ -177,6 +179,27 @@ async def _limit(ctx: Context) -> Answer:
     return Answer(answer.code, f"单次消费限额已设为{yuan(amount)}元。", answer.script, answer.waiting)
 
 
+async def _cancel(ctx: Context) -> Answer:
+    """C4 (001): the card empty (``5005``), nothing pending (``2013``), cash = card = 0 (``2012``), the pay
+    password; cancels the wallet **and** the account (the closure SMS)."""
+    wallet = await _open_wallet(ctx)
+    assert ctx.account is not None
+    matrix.require(ctx.account, "pay_reset_close", "stk")
+    credentials.ensure_usable(ctx.account, "pay", ctx.now)
+    if ctx.request.params["balance"] != 0:
+        raise Refused("5005")
+    if not await accounts.nothing_pending(ctx.conn, ctx.account):
+        raise Refused("2013")
+    figures = await accounts.balances(ctx.conn, ctx.account)
+    if figures.cash != 0 or figures.card != 0:
+        raise Refused("2012")
+    await credentials.check(ctx.conn, ctx.env.hasher, ctx.env.policy, ctx.account, "pay",
+                            ctx.request.params["pay_password"], ctx.now)
+    answer = await ctx.set_state("cancelled", wallet["limit_cents"])
+    await events.close(ctx.conn, ctx.env, ctx.account)
+    return Answer(answer.code, "钱包及手机支付账户已注销。", answer.script)
+
+
 async def _balance(ctx: Context) -> Answer:
     assert ctx.account is not None
     matrix.require(ctx.account, "query_login", "stk")
@@ -189,7 +212,7 @@ async def _balance(ctx: Context) -> Answer:
 
 OPS: dict[str, Callable[[Context], Awaitable[Answer]]] = {
     "wallet.open": _open, "wallet.pause": _pause, "wallet.resume": _resume, "wallet.limit": _limit,
-    "account.balance": _balance,
+    "wallet.cancel": _cancel, "account.balance": _balance,
 }
 
 
@@ -199,5 +222,15 @@ async def handle(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, reque
     try:
         ctx = await _gate(conn, env, crypto, request, now or dt.datetime.now(dt.UTC))
         return await OPS[request.op](ctx)
+    except Refused as refused:
+        return Answer(refused.code, refused.zh, n=refused.n)
+
+
+async def open_at_hall(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, card_no: str, challenge: bytes,
+                       now: dt.datetime | None = None) -> Answer:
+    """``POST /pos/wallet-opens`` (SPEC 7.4): ``wallet.open`` at a hall POS, the account existing."""
+    request = Request(card_no, 0, "wallet.open", {}, challenge)
+    try:
+        return await _open(await _gate(conn, env, crypto, request, now or dt.datetime.now(dt.UTC), hall=True))
     except Refused as refused:
         return Answer(refused.code, refused.zh, n=refused.n)
