@@ -82,7 +82,7 @@ class RunningPlatform:
         self.http_port = await self.http.start()
         self.dd_port = await self.dd.start()
         self.ctx.background.add(
-            asyncio.create_task(run_sweeper(pool, settings.sweeper_interval_s), name="sweeper")
+            asyncio.create_task(run_sweeper(pool, settings), name="sweeper")
         )
         self.ctx.background.add(asyncio.create_task(run_monitors(pool, settings), name="monitors"))
         self.ctx.background.add(asyncio.create_task(

@@ -52,7 +52,21 @@ class Settings:
     dd_max_inflight_db_tasks: int = 512  # DD flows waiting on the database at once; more → 0xDD
     shutdown_grace_s: float = 10.0
     signin_business_day_end_hour: int = 24  # sign-ins expire at this local hour (24 = midnight)
+    # Sign-in lockout (docs/PROTOCOL.md "Sign-in failures and the lockout"): this many failed
+    # sign-ins in a row *after the module proved its key* lock the terminal for
+    # signin_lock_base_s, doubled for each further lock without a success, at most signin_lock_max_s.
     signin_max_failures: int = 5
+    signin_lock_base_s: int = 60
+    signin_lock_max_s: int = 3600
+    # Failures before the proof never lock; this many of one terminal within signin_probe_window_s
+    # mark it as targeted (a WARNING line, the recharge_signin_targeted_terminals gauge).
+    signin_probe_window_s: int = 600
+    signin_probe_alert: int = 20
+    # A recharge, query or deposit must come from the network its terminal signed in from: the
+    # signing-in address's first N bits (32 / 128: the address itself; 0: anywhere, for terminals
+    # that roam behind NAT). A mismatch is answered 0xBB: the terminal signs in again from there.
+    dd_signin_bind_ipv4_prefix: int = 32
+    dd_signin_bind_ipv6_prefix: int = 128
     dd_terminal_cache_ttl_s: float = 1.0  # DD01 answers from a terminal cache this fresh (0 = always ask the DB)
     dd_max_deposit_cents: int = 100_000  # the largest card deposit a DD73 may open
     # --- orders and ledger

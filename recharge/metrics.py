@@ -48,7 +48,25 @@ DD_STAGE_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS_S,
 )
 RECHARGES = Counter("recharge_recharges_total", "Completed recharge flows by result code", ["result"])
-SIGNIN_FAILURES = Counter("recharge_signin_failures_total", "Failed DD sign-ins by reason", ["reason"])
+SIGNIN_FAILURES = Counter(
+    "recharge_signin_failures_total",
+    "Failed DD sign-ins by reason; proven=true: after the module proved its key (those count towards the lock)",
+    ["reason", "proven"],
+)
+SIGNIN_LOCKOUTS = Counter("recharge_signin_lockouts_total", "DD terminals locked by failed sign-ins")
+SIGNIN_LOCKED_TERMINALS = Gauge(
+    "recharge_signin_locked_terminals", "DD terminals locked now (failed sign-ins or an operator)",
+    multiprocess_mode="max",
+)
+SIGNIN_TARGETED_TERMINALS = Gauge(
+    "recharge_signin_targeted_terminals",
+    "DD terminals with signin_probe_alert or more failed sign-ins before any proof within signin_probe_window_s",
+    multiprocess_mode="max",
+)
+SIGNIN_BINDING_REFUSALS = Counter(
+    "recharge_signin_binding_refusals_total",
+    "DD requests answered 0xBB because they came from another network than their terminal's sign-in",
+)
 BUSY_ANSWERS = Counter(
     "recharge_busy_answers_total", "Requests answered busy (DD 0xDD, HTTP 503)", ["interface"]
 )

@@ -42,8 +42,12 @@ async def add_terminal(conn: asyncpg.Connection, *, code: str, merchant_code: st
 
 
 async def unlock_terminal(conn: asyncpg.Connection, *, code: str, actor: str, reason: str) -> bool:
-    """Unlock a terminal locked by failed sign-ins; False when there is no such terminal."""
-    status = await conn.execute("UPDATE terminals SET locked = false, signin_failures = 0 WHERE code = $1", code)
+    """Unlock a terminal locked by failed sign-ins or by an operator (the lock streak starts again);
+    False when there is no such terminal."""
+    status = await conn.execute(
+        "UPDATE terminals SET locked = false, signin_failures = 0, signin_locks = 0, signin_locked_until = NULL"
+        " WHERE code = $1", code,
+    )
     if not status.endswith(" 1"):
         return False
     await record_action(conn, actor, "terminal_unlock", code, reason)

@@ -64,7 +64,7 @@ async def _facts(conn: asyncpg.Connection, now: dt.datetime) -> dict[str, Any]:
         "SELECT name, remote, created_at FROM operator_signins WHERE created_at > $1 AND outcome = 'now_locked'"
         " ORDER BY created_at DESC LIMIT 10", now - dt.timedelta(days=1),
     )
-    locked_terminals = await conn.fetch("SELECT code, signin_failures FROM terminals WHERE locked ORDER BY code LIMIT 10")
+    locked_terminals = await conn.fetch("SELECT code, signin_failures FROM terminals WHERE locked OR signin_locked_until > now() ORDER BY code LIMIT 10")
     return {
         "by_state": by_state, "loading": loading, "lockouts": lockouts, "locked_terminals": locked_terminals,
         "bars": chart_bars({r["hour"]: r["n"] for r in hourly}, now), "last_audit": await audit.last_run(conn),

@@ -292,6 +292,7 @@ ZH: dict[str, str] = {
     'state:04': '已确认',
     'state:05': '已结算',
     'state:06': '已作废',
+    'until': '至',
     'viewer': '查看员',
     'yes': '是',
     '{total} rows': '共 {total} 条',

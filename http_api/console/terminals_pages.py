@@ -8,7 +8,9 @@ from aiohttp import web
 from http_api.console.web import PREFIX, Console, Refusal, action, page, pager
 from recharge import terminals
 
-_COLUMNS = ("t.code, m.code AS merchant, t.pki_no, t.enabled, t.locked, t.signin_failures, t.signed_in_until,"
+# locked: by an operator, or by failed sign-ins until signin_locked_until
+_COLUMNS = ("t.code, m.code AS merchant, t.pki_no, t.enabled, t.signin_failures, t.signed_in_until, t.signin_locked_until,"
+            " t.locked OR coalesce(t.signin_locked_until > now(), false) AS locked,"
             " t.created_at")
 
 
