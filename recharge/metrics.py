@@ -97,6 +97,11 @@ ORDER_API_REQUESTS = Counter(
 KKT_TRADES = Counter(
     "recharge_kkt_trades_total", "KaKaTong requests by method and return code", ["method", "code"]
 )
+KKT_PASSWORD_CHECKS = Counter(
+    "recharge_kkt_password_checks_total",
+    "KaKaTong card password checks by outcome (right, wrong, locked: refused unchecked during a lock)",
+    ["outcome"],
+)
 WALLET_REQUESTS = Counter(
     "recharge_wallet_requests_total", "SIM wallet STK and POS requests by channel, route and result code",
     ["channel", "route", "code"],

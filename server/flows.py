@@ -48,7 +48,6 @@ from recharge import metrics
 from recharge.context import Platform
 from recharge.db import RetryPolicy
 from recharge.ledger.group_commit import SINGLY, Batcher, Group
-from recharge.network import same_network
 from recharge.orders import lifecycle as orders
 from recharge.orders.lifecycle import LOCAL_TZ, Order, OrderError, OrderErrorCode
 from server import store
@@ -57,7 +56,9 @@ from server.flow_state import (
     Refuse,
     TerminalCache,
     bcd_or_none,
+    check_signed_in,
     need_length,
+    signed_in,
     terminal_code,
     utc_now,
 )
@@ -70,8 +71,6 @@ from server.stages import (
     INFO_FUND_EMPTY,
     INFO_LENGTH,
     INFO_NOT_LOADABLE,
-    INFO_NOT_SIGNED_IN,
-    INFO_PKI,
     INFO_PURSE_TYPE,
     INFO_REVERSAL_FAILED,
     INFO_REVERSAL_OK,
@@ -140,32 +139,6 @@ class DDContext:
 
 
 T = TypeVar("T")
-
-
-# --- the checks every recharge / query / deposit starts with (SPEC 1.2) ----------------------
-
-
-async def _signed_in(dd: DDContext, conn: asyncpg.Connection, st: FlowState, frame: Frame) -> store.Terminal:
-    st.code = terminal_code(frame.user_id)
-    terminal = await store.get_terminal(conn, st.code) if st.code else None
-    return _check_signed_in(dd, st, frame, terminal)
-
-
-def _check_signed_in(dd: DDContext, st: FlowState, frame: Frame, terminal: store.Terminal | None) -> store.Terminal:
-    """SPEC 1.2: signed in (0xBB) — from the network the sign-in came from —, then the PKI number
-    it signed in with (0xA1)."""
-    if terminal is None or not terminal.signed_in(utc_now()):
-        raise Refuse(INFO_NOT_SIGNED_IN)
-    s = dd.platform.settings
-    v4, v6 = s.dd_signin_bind_ipv4_prefix, s.dd_signin_bind_ipv6_prefix
-    if (v4 or v6) and not same_network(terminal.signin_peer, st.peer, v4, v6):
-        metrics.SIGNIN_BINDING_REFUSALS.inc()
-        log.info("terminal %r: a request from %s, its sign-in from %s: 0xBB", st.code, st.peer, terminal.signin_peer)
-        raise Refuse(INFO_NOT_SIGNED_IN)
-    if terminal.signin_pki is None or bcd_or_none(frame.pki) != terminal.signin_pki:
-        raise Refuse(INFO_PKI)
-    st.terminal, st.pki = terminal, frame.pki
-    return terminal
 
 
 def _order_no(data: bytes) -> str:
@@ -274,7 +247,7 @@ async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     wanted = order_no if order_no is not None and orders.is_order_no(order_no) else None
     terminal, order, st.order_card_kind = await dd.batcher.lookup(DD11_READS, (st.code, wanted))
     # The checks refuse in the spec's order.
-    _check_signed_in(dd, st, frame, terminal)
+    check_signed_in(dd.platform.settings, st, frame, terminal)
     if info[0] != APP_MERCHANT_LOAD:
         raise Refuse(INFO_APP_TYPE)
     amount = be_decode(info[1:5])
@@ -504,7 +477,7 @@ async def dd21_query(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     need_length(frame, 10)
 
     async def work(conn: asyncpg.Connection) -> Response:
-        await _signed_in(dd, conn, st, frame)
+        await signed_in(dd.platform.settings, conn, st, frame)
         order = await orders.get_order(conn, _order_no(frame.info))
         if order is None:
             raise Refuse(INFO_UNKNOWN_ORDER)
@@ -584,7 +557,7 @@ async def dd73(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     operation, amount, challenge = info[0], be_decode(info[9:13]), info[13:17]
 
     async def work(conn: asyncpg.Connection) -> None:
-        terminal = await _signed_in(dd, conn, st, frame)
+        terminal = await signed_in(dd.platform.settings, conn, st, frame)
         if operation not in (DEPOSIT_OPEN, DEPOSIT_CLOSE):
             raise Refuse(INFO_APP_TYPE)
         card_no = bcd_or_none(info[1:9])

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import jsonschema
 import pytest
 
 import core_ext
@@ -158,3 +159,20 @@ async def test_refunds_tell_the_holder_and_a_closed_accounts_void_goes_to_suspen
     assert reply["data"]["results"][0]["code"] == "0000" and late_void.void
     assert await world.balance("SUSPENSE") == suspense + 250
     assert await world.balance(f"C/{acct}") == 400
+
+
+async def test_openapi_document_describes_the_stk_and_pos_bodies_and_replies(world: World) -> None:
+    async with aiohttp.ClientSession() as http, http.get(world.url + "/openapi.json") as response:
+        doc = await response.json()
+    assert {"/stk", "/pos/batches", "/pos/returns", "/pos/wallet-opens"} <= set(doc["paths"])
+    pos = await world.terminal()
+    sim, _ = await world.sim()
+    pos.purchase(sim, 100, WHEN)
+    batch = pos.batch()
+    operation = doc["paths"]["/pos/batches"]["post"]
+    jsonschema.validate(json.loads(batch.body), operation["requestBody"]["content"]["application/json"]["schema"])
+    status, reply, _, _ = await world.send(pos, batch)
+    jsonschema.validate(reply, doc["components"]["schemas"]["Envelope"])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**json.loads(batch.body), "extra": 1},
+                            operation["requestBody"]["content"]["application/json"]["schema"])

@@ -5,7 +5,8 @@ What the card service (``recharge.kkt.service``), the CLI (``app.kkt_cli``), the
 (4) ‖ sequence (8); an 8-digit short number is expanded with a merchant), the password
 scheme (the client sends the lowercase hex MD5 of the 6-digit password or the 6 digits; we
 store ``PBKDF2-SHA256(md5hex, salt ‖ pepper)``, the pepper derived from the master key file,
-never stored in the database), and the operator's reference-data writes. Every operator
+never stored in the database), and the operator's reference-data writes (acceptance: which
+merchants serve which issuer's cards, ``set_acceptance``). Every operator
 write records who and why in ``operator_actions``. Every write of reference data (merchants,
 terminals, license keys, service codes, points rules) empties this process's reference cache
 (``recharge.kkt.reference``), so the change applies here at once and elsewhere within its TTL.
@@ -266,6 +267,27 @@ async def upsert_points_rule(
     kkt_reference.invalidate()
     await record_action(conn, actor, "points_rule_upsert", merchant_code, "operator request",
                         cents_per_point=cents_per_point)
+
+
+async def set_acceptance(
+    conn: asyncpg.Connection, issuer_code: str, merchant_code: str, *, accepted: bool = True,
+    actor: str = "operator",
+) -> None:
+    """Let the terminals of ``merchant_code`` serve the cards ``issuer_code`` issued (trades,
+    queries, password changes, bindings), or stop them (``accepted=False``). A merchant always
+    serves its own cards; any other merchant answers 52 unless accepted here."""
+    if issuer_code == merchant_code:
+        raise AdminError("a merchant always serves the cards it issued")
+    issuer_id = await merchant_id_of(conn, issuer_code)
+    merchant_id = await merchant_id_of(conn, merchant_code)
+    if accepted:
+        await conn.execute("INSERT INTO kkt_acceptance (issuer_id, merchant_id) VALUES ($1, $2)"
+                           " ON CONFLICT DO NOTHING", issuer_id, merchant_id)
+    else:
+        await conn.execute("DELETE FROM kkt_acceptance WHERE issuer_id = $1 AND merchant_id = $2",
+                           issuer_id, merchant_id)
+    await record_action(conn, actor, "acceptance_set", f"{issuer_code}:{merchant_code}", "operator request",
+                        accepted=accepted)
 
 
 @dataclass(frozen=True, slots=True)
