@@ -131,6 +131,13 @@ MPAY_OUTBOX = Counter(
 MPAY_OUTBOX_PENDING = Gauge(
     "recharge_mpay_outbox_pending", "Outbound SMS waiting for delivery", multiprocess_mode="max"
 )
+MPAY_BANK_SUSPENSE = Counter(
+    "recharge_mpay_bank_suspense_total", "Bank notices whose money went to SUSPENSE (amount mismatch, closed account)"
+)
+MPAY_WITHDRAWALS_WAITING_AGE = Gauge(
+    "recharge_mpay_withdrawals_unexported_oldest_age_seconds", "Age of the oldest submitted, unexported withdrawal",
+    multiprocess_mode="max",
+)
 MPAY_OUTBOX_FAILED = Gauge(
     "recharge_mpay_outbox_failed", "Outbound SMS given up in the last 24 hours", multiprocess_mode="max"
 )

@@ -183,3 +183,25 @@ async def test_hall_pos_opens_the_wallet_of_an_existing_account(world: World) ->
     assert code == "0000" and hall.reply_ok(body, mac) and data["text"] == "钱包开通成功。"
     assert core_ext.reply_decode(hall.run_script(sim, data["script"]))[-1].sw == b"\x90\x00"
     assert (sim.state, sim.limit) == (STATE_OPEN, 20_000)
+
+
+async def test_password_settings_over_stk_and_the_operation_password_gate(world: World) -> None:
+    phone, msisdn = await world.handset()
+    await world.exchange(phone, "wallet.open")
+    async with world.pool.acquire() as conn:
+        account_id = await conn.fetchval("SELECT id FROM mpay_accounts WHERE msisdn = $1", msisdn)
+        await credentials.replace(conn, world.env.hasher, account_id, "pay", "111111", initial=True)
+    assert (await world.exchange(phone, "pwd.pay.change", {"old": "111111", "new": "12345"})).code == "3005"
+    changed = await world.exchange(phone, "pwd.pay.change", {"old": "111111", "new": "135790"})
+    assert changed.shown[-1] == "支付密码修改成功。"
+    assert (await world.exchange(phone, "pwd.op.change", {"new": "5678"})).code == "4011"
+    enabled = await world.exchange(phone, "pwd.op.enable", {"pay_password": "135790"})
+    assert enabled.shown[-1] == "操作密码已启用。"
+    gate = await world.exchange(phone, "account.balance")
+    assert gate.code == "3009" and gate.shown[-1] == "操作密码错误,还可输入4次。"
+    assert (await world.exchange(phone, "account.balance", op_password="1234")).code == "0000"
+    assert (await world.exchange(phone, "pwd.op.change", {"new": "1234"}, op_password="1234")).code == "3005"
+    assert (await world.exchange(phone, "pwd.op.change", {"new": "5678"}, op_password="1234")).code == "0000"
+    disabled = await world.exchange(phone, "pwd.op.disable", {"pay_password": "135790"}, op_password="5678")
+    assert disabled.shown[-1] == "操作密码已关闭。"
+    assert (await world.exchange(phone, "account.balance")).code == "0000"

@@ -71,6 +71,13 @@ def _boolean(value: object) -> bool:
     return value
 
 
+def text(value: object) -> str:
+    """Any string of at most 64 characters (a password whose format the operation itself judges)."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise WireError("expected a string")
+    return value
+
+
 def _ident(value: object) -> str:
     if not isinstance(value, str) or not _ID.fullmatch(value):
         raise WireError("expected an id of 1-32 [A-Za-z0-9_-]")
