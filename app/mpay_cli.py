@@ -25,9 +25,10 @@ from app import bank_sim, mpay_demo
 from app.commands import add_common, run_with_db
 from recharge.config import Settings
 from recharge.keys import load_keys
-from recharge.mpay import bank, cards, events, merchants, registry, sessions, withdrawals
+from recharge.mpay import bank, bills, cards, events, merchants, registry, sessions, withdrawals
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
+from recharge.mpay.text import SHANGHAI
 from recharge.mpay.text import msisdn as normal_msisdn
 
 REGISTRY_HEADER = ["msisdn", "name", "id_type", "id_number", "province", "brand", "status"]
@@ -255,6 +256,34 @@ def cmd_bank_sim(settings: Settings, a: argparse.Namespace) -> int:
     return 0 if status == 200 else 1
 
 
+def cmd_bills_export(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        rows = await bills.export_unexported(conn)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(bills.EXPORT_HEADER)
+        writer.writerows(rows)
+        await asyncio.to_thread(Path(a.file).write_text, out.getvalue(), encoding="utf-8")  # before the commit
+        await _record(conn, a.actor, "mpay_bills_export", a.file, {"rows": len(rows)})
+        print(f"{len(rows)} phone-bill payments exported to {a.file}")
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_merchant_payout(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        day = a.day or dt.datetime.now(SHANGHAI).date().isoformat()
+        paid = await merchants.payout_all(conn, day)
+        await _record(conn, a.actor, "mpay_merchant_payout", day, {"merchants": len(paid)})
+        for merchant_id, cents in paid:
+            print(f"{merchant_id}\t{cents // 100}.{cents % 100:02d}")
+        print(f"{len(paid)} merchants paid out for {day}")
+        return 0
+
+    return _run(settings, work)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mpay = sub.add_parser("mpay", help="mobile payment account: registry, cards, merchants, calendar")
     cmds = mpay.add_subparsers(dest="mpay_command", required=True, metavar="WHAT")
@@ -296,6 +325,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--public-key", required=True, help="PEM file of the merchant's RSA public key")
     p.add_argument("--actor", default="cli")
     p.set_defaults(func=cmd_merchant_add)
+
+    p = mer_cmds.add_parser("payout", help="the working day's batch: each merchant's available balance MER → PAYOUT")
+    add_common(p)
+    p.add_argument("--day", help="YYYY-MM-DD (default: today in Shanghai); once per merchant and day")
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_merchant_payout)
+
+    bil = cmds.add_parser("bills", help="phone-bill payments (HF)")
+    bil_cmds = bil.add_subparsers(dest="bills_command", required=True, metavar="ACTION")
+    p = bil_cmds.add_parser("export", help="write the phone-bill payments not yet exported (daily BOSS file)")
+    add_common(p)
+    p.add_argument("file")
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_bills_export)
 
     op = cmds.add_parser("operator", help="operators (boss, counter, cs, ops) and system tokens")
     op_cmds = op.add_subparsers(dest="operator_command", required=True, metavar="ACTION")

@@ -493,3 +493,29 @@ async def test_closing_with_funds_in_transit_and_at_the_counter(w: MpayWorld, ap
     code = (await w.notices(msisdn))[-1][3:9]
     ident = {"msisdn": msisdn, "id_type": "id_card", "id_number": "430102199001011234", "otp": code}
     assert await api.code("POST", "/counter/close", ident, token=counter) == "2012"
+
+
+async def test_bills_export_and_merchant_payout_through_the_cli(w: MpayWorld, api: Api, database_url: str,
+                                                                 tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                                 test_keys: Any) -> None:
+    from recharge.mpay import postings
+
+    monkeypatch.setenv("RECHARGE_KEY_FILE", str(test_keys[1]))
+    msisdn, token, pay = await customer(w, api, cash=5000)
+    await api.ok("POST", "/me/hf", {"target": msisdn, "amount": 1234, "pay_password": pay}, token=token)
+    merchant = await w.merchant("GENERAL")
+    _, reply, _ = await api.merchant_call(merchant, "POST", "/merchant/payments", {
+        "merchant_order_no": "p1", "msisdn": msisdn, "amount": 700, "subject": "x"})
+    await api.ok("POST", f"/payments/{reply['data']['payment_id']}/confirm", {"pay_password": pay}, token=token)
+    out = tmp_path / "bills.csv"
+    assert await _cli(database_url, "mpay", "bills", "export", str(out)) == 0
+    assert f",{msisdn},12.34," in out.read_text(encoding="utf-8")
+    assert await _cli(database_url, "mpay", "bills", "export", str(out)) == 0
+    assert msisdn not in out.read_text(encoding="utf-8")  # once
+    for _ in range(2):  # the second run of the day is a no-op
+        assert await _cli(database_url, "mpay", "merchant", "payout", "--day", "2026-12-02") == 0
+    async with w.pool.acquire() as conn:
+        mer = await postings.account_id(conn, f"MER/{merchant}")
+        assert (await postings.buckets(conn, mer))[mer].posted == 0
+        assert await conn.fetchval("SELECT amount FROM transfers WHERE id = $1",
+                                   f"mpay:merpayout:{merchant}:2026-12-02") == 700
