@@ -339,7 +339,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("file")
     p.add_argument("--actor", default="cli")
     p.set_defaults(func=cmd_bills_export)
+    _register_staff_and_payouts(cmds)
+    _register_tools(cmds)
 
+
+def _register_staff_and_payouts(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     op = cmds.add_parser("operator", help="operators (boss, counter, cs, ops) and system tokens")
     op_cmds = op.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
     p = op_cmds.add_parser("add", help="add (or reset) an operator; prints its initial password")
@@ -386,6 +390,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--actor", default="cli")
     p.set_defaults(func=cmd_payout_import)
 
+
+def _register_tools(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("bank-sim", help="the simulated bank: sign and send a notice for an order (demo, tests)")
     add_common(p)
     p.add_argument("order_id")
