@@ -66,6 +66,15 @@ def _subscriber(msisdn: str, fields: dict[str, str | None]) -> registry.Subscrib
         raise ValueError(f"bad registry data for {number}") from None
 
 
+async def _write_csv(path: str, header: list[str], rows: list[list[str]]) -> None:
+    """An export file, written before its transaction commits (a failed command: do not send it)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    await asyncio.to_thread(Path(path).write_text, out.getvalue(), encoding="utf-8")
+
+
 def cmd_registry_set(settings: Settings, a: argparse.Namespace) -> int:
     try:
         sub = _subscriber(a.msisdn, {"name": a.name, "id_type": a.id_type, "id_number": a.id_number,
@@ -218,11 +227,7 @@ def cmd_gateway_key(settings: Settings, a: argparse.Namespace) -> int:
 def cmd_payout_export(settings: Settings, a: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection, env: Env) -> int:
         rows = await withdrawals.export_submitted(conn)
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(withdrawals.EXPORT_HEADER)
-        writer.writerows(rows)
-        await asyncio.to_thread(Path(a.file).write_text, out.getvalue(), encoding="utf-8")  # before the commit
+        await _write_csv(a.file, withdrawals.EXPORT_HEADER, rows)
         await _record(conn, a.actor, "mpay_payout_export", a.file, {"rows": len(rows)})
         print(f"{len(rows)} withdrawals exported to {a.file}")
         return 0
@@ -259,11 +264,7 @@ def cmd_bank_sim(settings: Settings, a: argparse.Namespace) -> int:
 def cmd_bills_export(settings: Settings, a: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection, env: Env) -> int:
         rows = await bills.export_unexported(conn)
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(bills.EXPORT_HEADER)
-        writer.writerows(rows)
-        await asyncio.to_thread(Path(a.file).write_text, out.getvalue(), encoding="utf-8")  # before the commit
+        await _write_csv(a.file, bills.EXPORT_HEADER, rows)
         await _record(conn, a.actor, "mpay_bills_export", a.file, {"rows": len(rows)})
         print(f"{len(rows)} phone-bill payments exported to {a.file}")
         return 0
