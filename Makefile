@@ -10,7 +10,7 @@ SPAWN_RATE ?= 50
 DURATION ?= 60s
 FUZZ_SECONDS ?= 300
 
-.PHONY: install build tools run test lint typecheck pytest bench fuzz loadtest clean
+.PHONY: install build tools run test lint typecheck pytest bench fuzz loadtest clean cluster cluster-stop cluster-status cluster-test
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy app recharge server http_api core_ext loadtest
+	$(BIN)/mypy app recharge server http_api core_ext loadtest cluster
 
 pytest: install tools
 	$(BIN)/python -m pytest
@@ -53,6 +53,24 @@ fuzz: install
 
 loadtest: install
 	$(BIN)/python -m loadtest.run --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION)
+
+# A real cluster on this machine: etcd, PostgreSQL x2 under Patroni (synchronous standby),
+# HAProxy, $(NODES) platform nodes (docs/SCALING.md). Files under var/cluster.
+NODES ?= 2
+cluster: install
+	@sh scripts/ensure_cluster_tools.sh
+	$(BIN)/python -m cluster up --nodes $(NODES)
+
+cluster-stop:
+	$(BIN)/python -m cluster down --nodes 3
+
+cluster-status:
+	$(BIN)/python -m cluster status --nodes $(NODES)
+
+# Failover under load: node kill, node drain, primary kill; nothing acknowledged lost.
+cluster-test: install
+	@sh scripts/ensure_cluster_tools.sh
+	$(BIN)/python -m cluster test
 
 clean:
 	rm -rf build core_ext/*.c core_ext/*.so core_ext/*.html
