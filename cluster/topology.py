@@ -130,7 +130,7 @@ class Topology:
             PG_PORT=str(self.pg_port),
             STATS_PORT=str(self.stats_port),
             DD_SERVERS=servers("node", self.node_dd_port, self.node_http_port,
-                               " send-proxy-v2 on-marked-down shutdown-sessions", self.nodes),
+                               " send-proxy-v2", self.nodes),
             HTTP_SERVERS=servers("node", self.node_http_port, self.node_http_port, "", self.nodes),
             PG_SERVERS=servers("pg", self.member_pg_port, self.member_rest_port, "", len(MEMBERS)),
         )
@@ -162,6 +162,7 @@ class Topology:
             "RECHARGE_SMS_SHARED_SECRET": found["sms_secret"],
             "RECHARGE_DD_HOST": HOST,
             "RECHARGE_HTTP_HOST": HOST,
+            "RECHARGE_DRAIN_DELAY_S": "3",  # HAProxy marks a node down after 2 failed checks 1 s apart
         }
 
 
