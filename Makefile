@@ -38,7 +38,7 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy app recharge server http_api core_ext loadtest cluster
+	$(BIN)/mypy app recharge server http_api core_ext loadtest chaos cluster
 
 pytest: install tools
 	$(BIN)/python -m pytest

@@ -94,9 +94,9 @@ def build_parser(*, feature_commands: bool = True) -> argparse.ArgumentParser:
     if feature_commands:
         # Each module has ``register(subparsers) -> None``; its commands set ``func`` via
         # ``set_defaults(func=...)`` taking (settings, args) and returning an exit status.
-        from app import dd_cli, kkt_cli, order_cli
+        from app import dd_cli, kkt_cli, mpay_cli, order_cli, wallet_cli
 
-        for module in (order_cli, kkt_cli, dd_cli):
+        for module in (order_cli, kkt_cli, dd_cli, wallet_cli, mpay_cli):
             module.register(sub)
     return parser
 
@@ -113,7 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"rechargectl: bad configuration: {exc}", file=sys.stderr)
         return 2
-    status: int = args.func(settings, args)
+    try:
+        status: int = args.func(settings, args)
+    except Exception as exc:
+        # Imported here, not at the top: `serve` sets Prometheus's multiprocess mode up before
+        # anything imports prometheus_client, and recharge.db imports the metrics.
+        from recharge.db import DatabaseNotReady
+
+        if not isinstance(exc, DatabaseNotReady):
+            raise
+        print(f"rechargectl: {exc}", file=sys.stderr)
+        return 3
     return status
 
 

@@ -2,7 +2,7 @@
 
 Merchant 1155, its POS terminal 11552001 (also a DD recharge terminal with PKI number
 70000472), license key ``NV41VDlSNldhFTFeYw0z``, a funded recharge fund, and the demo
-cards. The master keys are the demo-only ones generated into the data folder.
+cards; the mobile payment account's demo data (``app.mpay_demo``). The master keys are the demo-only ones generated into the data folder.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
+from app import mpay_demo, wallet_demo
 from recharge import merchants
 from recharge.keys import MasterKeys
 from recharge.kkt import cards
@@ -70,8 +71,10 @@ async def seed(conn: asyncpg.Connection, keys: MasterKeys, data_dir: Path | None
         )
         await fund_recharge_fund(conn, merchant_id, DEMO_FUND_CENTS, f"demo:fund:{DEMO_MERCHANT}")
         await cards.seed_demo(conn, keys, merchant_id, DEMO_TERMINAL)
+        await wallet_demo.seed(conn)
         if data_dir is not None:
             await seed_demo_platform(conn, data_dir)
+            await mpay_demo.seed(conn, keys, data_dir)
 
 
 DEMO_PLATFORM_RAW = "7"  # seed 004: "7 自行车", the public-bicycle platform

@@ -19,7 +19,7 @@ from core_ext.virtual_sam import VirtualSAM
 from recharge import merchants
 from recharge.keys import MasterKeys
 from recharge.orders import lifecycle as orders
-from server.terminal_client import TerminalClient
+from server.terminal_client import TerminalClient, load_until_credit
 
 
 def random_digits(n: int) -> str:
@@ -54,6 +54,15 @@ async def dd_terminal(conn: asyncpg.Connection, merchant_id: int, code: str, pki
         pki,
     )
     return int(terminal_id)
+
+
+async def register_cpu_cards(conn: asyncpg.Connection, card_nos: list[str]) -> None:
+    """CPU cards known to the platform, as their issuer's card file or a first terminal read
+    registers them (the order API orders only known cards). Existing numbers are left alone."""
+    await conn.execute(
+        "INSERT INTO cards (card_no, kind) SELECT unnest($1::text[]), 'cpu' ON CONFLICT (card_no) DO NOTHING",
+        card_nos,
+    )
 
 
 async def paid_order(
@@ -109,13 +118,4 @@ async def sim_terminal(
 
 def recharge_until_dd16(client: TerminalClient, card: VirtualCard, order_no: str, amount_cents: int) -> bytes:
     """DD11–DD15 on an open connection; the DD16 script (CREDIT FOR LOAD) the card has not run yet."""
-    dd12 = client.dd11(amount_cents, order_no)
-    if dd12.result != 0:
-        raise AssertionError(f"DD12 answered 0x{dd12.result:02X}")
-    dd14 = client.dd13(card.run_script(dd12.info))
-    if dd14.result != 0:
-        raise AssertionError(f"DD14 answered 0x{dd14.result:02X}")
-    dd16 = client.dd15(card.run_script(dd14.info))
-    if dd16.result != 0:
-        raise AssertionError(f"DD16 answered 0x{dd16.result:02X}")
-    return dd16.info
+    return client.run(load_until_credit(client.messages, card, order_no, amount_cents)).info

@@ -76,7 +76,7 @@ def _fail(message: str, status: int = 1) -> int:
 
 
 def cmd_envelope_encode(settings: Settings, args: argparse.Namespace) -> int:
-    import core_ext
+    from http_api.order_envelope import EnvelopeError, envelope_encrypt
 
     try:
         plaintext = sys.stdin.buffer.read().decode("utf-8")
@@ -86,8 +86,8 @@ def cmd_envelope_encode(settings: Settings, args: argparse.Namespace) -> int:
     if not isinstance(clear, dict) or {"timestamp", "data", "mac"} & set(clear):
         return _fail("--clear must be a JSON object without timestamp, data or mac", 2)
     try:
-        data, mac = core_ext.envelope_encrypt(args.timestamp, plaintext, clear=clear, lowercase=args.lowercase)
-    except core_ext.EnvelopeError as exc:
+        data, mac = envelope_encrypt(args.timestamp, plaintext, clear=clear, lowercase=args.lowercase)
+    except EnvelopeError as exc:
         return _fail(str(exc), 2)
     envelope: dict[str, Any] = {"timestamp": int(args.timestamp), **clear, "data": data, "mac": mac}
     print(json.dumps(envelope, separators=(",", ":"), ensure_ascii=False))
@@ -95,7 +95,7 @@ def cmd_envelope_encode(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_envelope_decode(settings: Settings, args: argparse.Namespace) -> int:
-    import core_ext
+    from http_api.order_envelope import EnvelopeError, open_envelope
 
     try:
         envelope = json.loads(sys.stdin.buffer.read().decode("utf-8"))
@@ -107,11 +107,9 @@ def cmd_envelope_decode(settings: Settings, args: argparse.Namespace) -> int:
     if isinstance(timestamp, bool) or not isinstance(timestamp, int) or not isinstance(data, str) \
             or not isinstance(mac, str):
         return _fail("the envelope needs an integer timestamp and string data and mac")
-    from http_api.order_envelope import open_envelope
-
     try:
         plaintext = open_envelope(envelope)
-    except core_ext.EnvelopeError as exc:
+    except EnvelopeError as exc:
         return _fail(f"bad envelope: {exc}")
     sys.stdout.write(plaintext + ("\n" if sys.stdout.isatty() else ""))
     return 0

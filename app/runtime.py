@@ -132,11 +132,11 @@ def serve(settings: Settings, *, demo: bool) -> int:
     """Run the platform in the foreground until SIGTERM/SIGINT. Returns the exit status."""
     import uvloop
 
-    from recharge import db
-
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_metrics_dir(settings)
+    from recharge import db  # after the metrics directory: recharge.db imports prometheus_client
+
     dsn, embedded = db.resolve_database_url(settings)
     try:
         uvloop.run(prepare_database(dsn, settings, demo=demo))

@@ -23,8 +23,9 @@
   group-commit batcher (``recharge.ledger.group_commit``), so concurrent terminals' steps share one
   transaction and one commit, and a batch's steps of one kind run as one statement.
   **Both sides share the machine's cores with their own client**: pgbench in C; here the DD server
-  (Python, its own process) and the terminals — a lean callback client (``_LeanRecharge``: compiled
-  codec, virtual cards with the compiled cryptography, no task or stream per request) in a third
+  (Python, its own process) and the terminals — the terminal client's own recharge flow driven from its
+  protocol's callbacks (``AsyncTerminalClient``: compiled codec, virtual cards with the compiled
+  cryptography, no task, stream or timer per request) in a third
   process. So the ratio measures the CPU cost of a whole recharge (a TCP connection, five frames
   with their cryptography on both ends, about eight row changes and their indexes), not only the
   database; ``cpu_ms_per_recharge_{server,simulator,postgres,rest}`` say where it went (``rest``: the
@@ -157,74 +158,42 @@ def _roundtrip_client_main(port: int, message: bytes, reply_size: int, connectio
     results.put(uvloop.run(main()))
 
 
-class _LeanRecharge(asyncio.Protocol):
-    """One recharge (DD11 → DD20) on its own connection, driven from ``data_received``: no task,
-    no stream, no timeout timer per request — the cheapest client the terminal side can be."""
+class _RechargeWire:
+    """One terminal's observer in the recharge run: latency per request stage (``by_stage``,
+    shared by all terminals), and the sizes of the first successful recharge's frames (request,
+    answer, request, …; into ``first``, shared) for the wire ceiling."""
 
-    def __init__(self, messages: Any, card: Any, order_no: str, amount: int, by_stage: dict[int, list[float]],
-                 done: asyncio.Future[str]) -> None:
-        from core_ext import FrameDecoder
+    def __init__(self, by_stage: dict[int, list[float]], first: list[int]) -> None:
+        self.by_stage, self.first = by_stage, first
+        self.current: list[int] = []
 
-        self.m, self.card, self.order_no, self.amount = messages, card, order_no, amount
-        self.by_stage, self.done = by_stage, done
-        self.decoder = FrameDecoder(False)
-        self.sent_stage, self.sent_at = 0, 0.0
-        self.wire: list[int] = []  # request, reply, request, ... sizes in bytes
-        self.received = 0
+    def __call__(self, request: bytes, answer: Any, seconds: float, error: BaseException | None) -> None:
+        if answer is None:
+            return
+        from server.terminal_client import ANSWER_OVERHEAD
 
-    def _send(self, frame: bytes) -> None:
-        self.sent_stage, self.sent_at = frame[1], time.perf_counter()
-        self.wire.append(len(frame))
-        self.transport.write(frame)  # type: ignore[attr-defined]
+        self.by_stage.setdefault(request[1], []).append(seconds)
+        self.current += [len(request), ANSWER_OVERHEAD + len(answer.info)]
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self._send(self.m.dd11(self.amount, self.order_no))
-
-    def _finish(self, outcome: str) -> None:
-        if not self.done.done():
-            self.done.set_result(outcome)
-        self.transport.close()  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        self.received += len(data)
-        for frame in self.decoder.feed(data):
-            self.wire.append(self.received)  # the answer's size, however many reads it took
-            self.received = 0
-            self.by_stage.setdefault(self.sent_stage, []).append(time.perf_counter() - self.sent_at)
-            if frame.result != 0:
-                self._finish(f"{frame.result:02X}")
-                return
-            stage = frame.stage
-            if stage == 0x12:
-                self._send(self.m.dd13(self.card.run_script(frame.info)))
-            elif stage == 0x14:
-                self._send(self.m.dd15(self.card.run_script(frame.info)))
-            elif stage == 0x16:
-                self._send(self.m.dd17(self.card.run_script(frame.info)))
-            elif stage == 0x18 and frame.flow == 0xFF:
-                self._send(self.m.dd19(self.order_no))
-            elif stage == 0x20 and frame.flow == 0xFF:
-                self._finish("00")
-            else:
-                self._finish(f"unexpected DD{stage:02X}")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_result("closed")
+    def recharge_done(self, ok: bool) -> None:
+        if ok and not self.first:
+            self.first.extend(self.current)
+        self.current = []
 
 
 def _lean_client_main(plan: Any, ready: Any, go: Any, results: Any) -> None:
-    """The recharge run's terminals: every terminal signs in (the simulator's client), then says
-    ``ready`` and waits for ``go`` (the parent reads the CPU counters in between, as pgbench leaves
-    its connection set-up out of its TPS), then ``_LeanRecharge``s: the timed part."""
+    """The recharge run's terminals: every terminal signs in, then says ``ready`` and waits for
+    ``go`` (the parent reads the CPU counters in between, as pgbench leaves its connection set-up
+    out of its TPS), then recharges: the timed part. Each recharge is the terminal client's own
+    flow (``server.terminal_client.recharge``) on a connection of its own, driven from the
+    protocol's ``data_received`` (``AsyncTerminalClient``): no task, stream or timer per request."""
     import uvloop
 
-    from server.terminal_client import AsyncTerminalClient
+    from server.terminal_client import AsyncTerminalClient, ConnectionClosed, FlowFailed
 
-    by_stage: dict[int, list[float]] = {}
     outcomes: dict[str, int] = {}
-    wire: list[list[int]] = []
+    by_stage: dict[int, list[float]] = {}
+    first_wire: list[int] = []
 
     async def sign_in(index: int) -> None:
         term = plan.terminals[index]
@@ -233,18 +202,18 @@ def _lean_client_main(plan: Any, ready: Any, go: Any, results: Any) -> None:
     async def terminal(index: int) -> None:
         term = plan.terminals[index]
         card = term.card(plan.cards[index], 0)
-        messages = AsyncTerminalClient(plan.host, plan.port, term.code, term.pki).messages
-        loop = asyncio.get_running_loop()
+        wire = _RechargeWire(by_stage, first_wire)
+        client = AsyncTerminalClient(plan.host, plan.port, term.code, term.pki, timeout_s=30.0, timings=wire)
         for order_no in plan.orders[index]:
-            done: asyncio.Future[str] = loop.create_future()
-            _, recharge = await loop.create_connection(
-                lambda: _LeanRecharge(messages, card, order_no, plan.amount_cents, by_stage, done),  # noqa: B023
-                plan.host, plan.port,
-            )
-            outcome = await asyncio.wait_for(done, 30.0)
+            try:
+                await client.recharge(card, order_no, plan.amount_cents)
+                outcome = "00"
+            except FlowFailed as exc:
+                outcome = f"{exc.result:02X}" if exc.result else f"unexpected DD{exc.stage:02X}"
+            except (ConnectionClosed, OSError):
+                outcome = "closed"
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            if not wire and outcome == "00":
-                wire.append(recharge.wire)
+            wire.recharge_done(outcome == "00")
 
     async def main() -> tuple[float, float]:
         await asyncio.gather(*(sign_in(i) for i in range(len(plan.terminals))))
@@ -255,7 +224,7 @@ def _lean_client_main(plan: Any, ready: Any, go: Any, results: Any) -> None:
         return time.perf_counter() - started, time.process_time() - cpu_started
 
     elapsed, cpu = uvloop.run(main())
-    results.put((outcomes, by_stage, elapsed, outcomes.get("00", 0), cpu, wire[0]))
+    results.put((outcomes, by_stage, elapsed, outcomes.get("00", 0), cpu, first_wire))
 
 
 # --- the wire ceiling: a recharge's bytes with nothing behind them ---------------------------------

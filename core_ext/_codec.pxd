@@ -17,6 +17,7 @@ cdef class FrameDecoder:
     cdef readonly Py_ssize_t max_length
     cdef readonly bint dead
     cdef int kind  # STAGE_KIND of the frames expected: 1 requests, 2 responses
+    cdef uint8_t accept[256]  # 1 for each stage byte this decoder accepts
     cdef unsigned char *buf
     cdef Py_ssize_t have
     cdef bytes last_user_id

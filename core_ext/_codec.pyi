@@ -4,28 +4,11 @@ from collections.abc import Iterable
 
 from typing_extensions import Buffer
 
-INFO_OK: int
-INFO_STAGE: int
-INFO_PKI: int
 INFO_CHECKSUM: int
-INFO_PURSE_TYPE: int
-INFO_REVERSAL_FAILED: int
-INFO_REVERSAL_OK: int
-INFO_APP_TYPE: int
-INFO_FUND_EMPTY: int
-INFO_CARD_ERROR: int
-INFO_NOT_SIGNED_IN: int
 INFO_LENGTH: int
-INFO_BUSY: int
-INFO_INTERNAL: int
-INFO_NOT_LOADABLE: int
-INFO_AMOUNT: int
-INFO_CARD_MISMATCH: int
-INFO_UNKNOWN_ORDER: int
 MAX_LENGTH: int
-REQUEST_STAGES: frozenset[int]
-RESPONSE_STAGES: frozenset[int]
 
+def stage_kind(stage: int) -> int: ...
 def crc32(data: Buffer) -> int: ...
 def _crc32_paths(data: bytes) -> tuple[int, int | None]: ...
 def bcd_encode(digits: str, nbytes: int) -> bytes: ...
@@ -81,7 +64,9 @@ class Frame:
     def __hash__(self) -> int: ...
 
 def frame_encode(frame: Frame) -> bytes: ...
-def frame_decode(data: Buffer, requests: bool = ..., max_length: int = ...) -> Frame: ...
+def frame_decode(
+    data: Buffer, requests: bool = ..., max_length: int = ..., stages: Iterable[int] | None = ...
+) -> Frame: ...
 
 class FrameDecoder:
     @property
@@ -92,7 +77,7 @@ class FrameDecoder:
     def dead(self) -> bool: ...
     @property
     def buffered(self) -> int: ...
-    def __init__(self, requests: bool = ..., max_length: int = ...) -> None: ...
+    def __init__(self, requests: bool = ..., max_length: int = ..., stages: Iterable[int] | None = ...) -> None: ...
     def feed(self, data: Buffer) -> list[Frame]: ...
 
 class Instruction:

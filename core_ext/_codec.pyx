@@ -10,24 +10,9 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memcmp, memcpy, memset
 
 
-INFO_OK = 0x00
-INFO_STAGE = 0xA0
-INFO_PKI = 0xA1
+# The info codes the codec itself raises (SPEC 1.5); the protocol's others belong to the layer above.
 INFO_CHECKSUM = 0xA2
-INFO_PURSE_TYPE = 0xA3
-INFO_REVERSAL_FAILED = 0xA4
-INFO_REVERSAL_OK = 0xA5
-INFO_APP_TYPE = 0xA6
-INFO_FUND_EMPTY = 0xA7
-INFO_CARD_ERROR = 0xAA
-INFO_NOT_SIGNED_IN = 0xBB
 INFO_LENGTH = 0xCC
-INFO_BUSY = 0xDD
-INFO_INTERNAL = 0xEE
-INFO_NOT_LOADABLE = 0x96
-INFO_AMOUNT = 0x97
-INFO_CARD_MISMATCH = 0x98
-INFO_UNKNOWN_ORDER = 0x99
 
 # Frame layout (SPEC 1.1): DD stage version length(2) | user id(16) step|flow,result pki(4) n info(n) | crc(4)
 cdef enum:
@@ -37,13 +22,18 @@ cdef enum:
     PKI_SIZE = 4
     MAX_INFO = 255
 MAX_LENGTH = 278
-REQUEST_STAGES = frozenset((0x01, 0x03, 0x05, 0x07, 0x11, 0x13, 0x15, 0x17, 0x19, 0x21, 0x73))
-RESPONSE_STAGES = frozenset((0x02, 0x04, 0x06, 0x08, 0x12, 0x14, 0x16, 0x18, 0x20, 0x22, 0x74))
 
-# 0 unknown, 1 terminal->platform, 2 platform->terminal; filled from the sets above at import.
+# Frame syntax of a stage byte (SPEC 1.1): two decimal digits written as hex (0x19, never 0x1A), not 00;
+# an odd last digit goes terminal->platform (1), an even one answers (2), anything else is no stage (0).
+# Which stages a decoder accepts is the caller's vocabulary (``FrameDecoder(stages=...)``).
 cdef uint8_t STAGE_KIND[256]
 for _s in range(256):
-    STAGE_KIND[_s] = 1 if _s in REQUEST_STAGES else (2 if _s in RESPONSE_STAGES else 0)
+    STAGE_KIND[_s] = 0 if _s == 0 or (_s >> 4) > 9 or (_s & 15) > 9 else (1 if _s & 1 else 2)
+
+
+def stage_kind(int stage) -> int:
+    """1 for a request stage byte, 2 for a response stage byte, 0 for a byte that is no stage."""
+    return STAGE_KIND[stage] if 0 <= stage <= 0xFF else 0
 
 
 # zlib's crc32 when the build found zlib (setup.py defines CORE_EXT_HAVE_ZLIB), else a stub never called.
@@ -497,13 +487,26 @@ cdef bytes NO_PKI = b"\xff\xff\xff\xff"
 @cython.no_gc
 @cython.final
 cdef class FrameDecoder:
-    """Incremental decoder of one direction of a DD byte stream; dead after its first FrameError."""
+    """Incremental decoder of one direction of a DD byte stream; dead after its first FrameError.
 
-    def __cinit__(self, bint requests=True, Py_ssize_t max_length=MAX_LENGTH):
+    ``stages``: the stage bytes it accepts (the caller's stage table), each of this direction;
+    None accepts every stage byte of this direction. Any other stage closes silently."""
+
+    def __cinit__(self, bint requests=True, Py_ssize_t max_length=MAX_LENGTH, stages=None):
         if max_length < 0 or max_length > 0xFFFF:
             raise ValueError("max_length must fit the 2-byte length field")
         self.requests = requests
         self.kind = 1 if requests else 2
+        cdef int s
+        if stages is None:  # every stage byte of this direction
+            for s in range(256):
+                self.accept[s] = STAGE_KIND[s] == self.kind
+        else:
+            memset(self.accept, 0, 256)
+            for s in stages:
+                if stage_kind(s) != self.kind:
+                    raise ValueError(f"0x{s:02X} is not a stage of this direction")
+                self.accept[s] = 1
         self.max_length = max_length
         self.dead = False
         self.have = 0
@@ -546,12 +549,11 @@ cdef class FrameDecoder:
         cdef int kind
         if avail >= 1 and p[0] != 0xDD:
             self._fail(out, "bad header byte", None, None, None, None)
-        if avail >= 2:
+        if avail >= 2 and not self.accept[p[1]]:
             kind = STAGE_KIND[p[1]]
-            if kind == 0:
-                self._fail(out, "unknown stage", None, p[1], None, None)
-            if kind != (1 if self.requests else 2):
+            if kind != 0 and kind != self.kind:
                 self._fail(out, "stage of the other direction", None, p[1], None, None)
+            self._fail(out, "unknown stage", None, p[1], None, None)
         if avail >= 3 and p[2] != 0x01:
             self._fail(out, "unsupported version", None, p[1], None, None)
         if avail < HEADER_SIZE:
@@ -651,7 +653,7 @@ cdef class FrameDecoder:
                 out = _add_frame(out, f)
             else:
                 avail = n - pos
-                size = _whole_frame(src + pos, avail, self.kind, self.max_length)
+                size = _whole_frame(src + pos, avail, self.accept, self.max_length)
                 if size:  # the usual case: a complete frame whose header needs no error path
                     f = self._emit(src + pos, size, out)
                     out = _add_frame(out, f)
@@ -667,10 +669,10 @@ cdef class FrameDecoder:
         return out if out is not None else []
 
 
-cdef inline Py_ssize_t _whole_frame(const unsigned char *p, Py_ssize_t avail, int kind,
+cdef inline Py_ssize_t _whole_frame(const unsigned char *p, Py_ssize_t avail, const uint8_t *accept,
                                     Py_ssize_t max_length) noexcept nogil:
     """Size of the complete frame at ``p`` when its header passes every check, else 0 (look closer)."""
-    if avail < HEADER_SIZE or p[0] != 0xDD or STAGE_KIND[p[1]] != kind or p[2] != 0x01:
+    if avail < HEADER_SIZE or p[0] != 0xDD or not accept[p[1]] or p[2] != 0x01:
         return 0
     cdef Py_ssize_t size = HEADER_SIZE + ((<Py_ssize_t>p[3] << 8) | p[4]) + CRC_SIZE
     if size - HEADER_SIZE - CRC_SIZE > max_length or size > avail:
@@ -688,9 +690,9 @@ cdef inline list _add_frame(list out, Frame f):
     return out
 
 
-def frame_decode(data, bint requests=True, Py_ssize_t max_length=MAX_LENGTH) -> Frame:
+def frame_decode(data, bint requests=True, Py_ssize_t max_length=MAX_LENGTH, stages=None) -> Frame:
     """Exactly one complete frame from ``data``; anything else is a FrameError."""
-    cdef FrameDecoder decoder = FrameDecoder(requests, max_length)
+    cdef FrameDecoder decoder = FrameDecoder(requests, max_length, stages)
     cdef list frames = decoder.feed(data)
     if len(frames) != 1 or decoder.have:
         raise FrameError("not exactly one complete frame")

@@ -1,15 +1,13 @@
 # cython: language_level=3
 """Compiled card cryptography: DES/3DES, ISO 9797-1 MACs, PBOC load and purchase keys and MACs, secure-messaging
-writes, sign-in, order envelope."""
+writes, sign-in."""
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-import hashlib
 import hmac
-import json
 
 # ---------------------------------------------------------------------------------------------
 # DES, FIPS 46-3. The tables below are the standard's; the lookup tables the rounds use are
@@ -632,67 +630,3 @@ def wallet_state_update_mac(bytes damk16, bytes challenge4, int state, limit) ->
     _put32(b, _u32(limit, "limit"))
     return _sm_mac(damk16, challenge4, WALLET_STATE_UPDATE_HEADER + bytes((state,))
                    + PyBytes_FromStringAndSize(<const char *>b, 4))
-
-
-# --- order-API envelope (SPEC 2, seed 004 3.2.1) -------------------------------------------------
-
-class EnvelopeError(ValueError):
-    """An order-API envelope that does not decode: bad hex, bad padding, or a wrong mac."""
-
-
-def _envelope_key(str timestamp):
-    if not timestamp.isascii() or not timestamp.isdigit():
-        raise EnvelopeError("timestamp must be decimal digits")
-    return hashlib.md5(timestamp.encode("ascii")).digest()
-
-
-def envelope_mac(fields) -> str:
-    """MD5 of the compact JSON of every field but ``mac``, in order; its last 8 hex digits, upper case."""
-    text = json.dumps({k: v for k, v in fields.items() if k != "mac"}, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.md5(text.encode("utf-8")).hexdigest()
-    return digest[len(digest) - 8:].upper()
-
-
-def _mac_fields(str timestamp, clear, str data):
-    fields = {"timestamp": int(timestamp)}
-    if clear:
-        fields.update(clear)
-    fields["data"] = data
-    return fields
-
-
-def envelope_encrypt(str timestamp not None, str plaintext not None, *, clear=None, bint lowercase=False):
-    """(data, mac): 3DES-ECB under MD5(timestamp), zero padding, hex; mac over timestamp, ``clear``, data."""
-    key = _envelope_key(timestamp)
-    raw = plaintext.encode("utf-8")
-    if raw.endswith(b"\x00"):
-        raise EnvelopeError("plaintext may not end with NUL (zero padding)")
-    raw += b"\x00" * ((8 - len(raw) % 8) % 8)
-    data = des3_encrypt(key, raw).hex()
-    if not lowercase:
-        data = data.upper()
-    return data, envelope_mac(_mac_fields(timestamp, clear, data))
-
-
-def envelope_decrypt(str timestamp not None, str data_hex not None, str mac_hex not None, *, clear=None) -> str:
-    """The plaintext of an envelope; EnvelopeError on bad hex, a wrong mac or bad padding."""
-    key = _envelope_key(timestamp)
-    if len(data_hex) % 16 or not data_hex.isascii():
-        raise EnvelopeError("data is not whole 3DES blocks of hex")
-    try:
-        raw = bytes.fromhex(data_hex)
-    except ValueError:
-        raise EnvelopeError("data is not hex") from None
-    if 2 * len(raw) != len(data_hex):  # fromhex skips whitespace; the wire may not hold any
-        raise EnvelopeError("data is not hex")
-    expected = envelope_mac(_mac_fields(timestamp, clear, data_hex))
-    if not hmac.compare_digest(expected.encode("ascii"), mac_hex.upper().encode("ascii", "replace")):
-        raise EnvelopeError("mac does not match")
-    plain = des3_decrypt(key, raw)
-    stripped = plain.rstrip(b"\x00")
-    if len(plain) - len(stripped) > 7:
-        raise EnvelopeError("bad padding")
-    try:
-        return stripped.decode("utf-8")
-    except UnicodeDecodeError:
-        raise EnvelopeError("plaintext is not UTF-8") from None

@@ -3,39 +3,26 @@ the benchmark baseline. Idiomatic and straightforward on purpose; production cod
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 import struct
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from Crypto.Cipher import DES, DES3
 
-INFO_OK = 0x00
-INFO_STAGE = 0xA0
-INFO_PKI = 0xA1
 INFO_CHECKSUM = 0xA2
-INFO_PURSE_TYPE = 0xA3
-INFO_REVERSAL_FAILED = 0xA4
-INFO_REVERSAL_OK = 0xA5
-INFO_APP_TYPE = 0xA6
-INFO_FUND_EMPTY = 0xA7
-INFO_CARD_ERROR = 0xAA
-INFO_NOT_SIGNED_IN = 0xBB
 INFO_LENGTH = 0xCC
-INFO_BUSY = 0xDD
-INFO_INTERNAL = 0xEE
-INFO_NOT_LOADABLE = 0x96
-INFO_AMOUNT = 0x97
-INFO_CARD_MISMATCH = 0x98
-INFO_UNKNOWN_ORDER = 0x99
 
 MAX_LENGTH = 278
-REQUEST_STAGES = frozenset((0x01, 0x03, 0x05, 0x07, 0x11, 0x13, 0x15, 0x17, 0x19, 0x21, 0x73))
-RESPONSE_STAGES = frozenset((0x02, 0x04, 0x06, 0x08, 0x12, 0x14, 0x16, 0x18, 0x20, 0x22, 0x74))
+
+
+def stage_kind(stage: int) -> int:
+    """1 for a request stage byte (two decimal digits, the last odd), 2 for a response one, else 0."""
+    if not 0 < stage <= 0xFF or stage >> 4 > 9 or stage & 15 > 9:
+        return 0
+    return 1 if stage & 1 else 2
 _HEADER = struct.Struct(">BBBH")
 _CRC = struct.Struct(">I")
 _NO_PKI = b"\xff\xff\xff\xff"
@@ -124,9 +111,10 @@ class Frame:
 
 def frame_encode(frame: Frame) -> bytes:
     """Wire bytes of a frame (header, body, CRC)."""
-    request = frame.stage in REQUEST_STAGES
-    if not request and frame.stage not in RESPONSE_STAGES:
+    kind = stage_kind(frame.stage)
+    if not kind:
         raise ValueError("unknown stage")
+    request = kind == 1
     if len(frame.user_id) > 16:
         raise ValueError("user id longer than 16 bytes")
     if len(frame.pki) != 4:
@@ -143,13 +131,17 @@ def frame_encode(frame: Frame) -> bytes:
 class FrameDecoder:
     """Incremental decoder of one direction of a DD byte stream; dead after its first FrameError."""
 
-    def __init__(self, requests: bool = True, max_length: int = MAX_LENGTH) -> None:
+    def __init__(self, requests: bool = True, max_length: int = MAX_LENGTH, stages: Iterable[int] | None = None) -> None:
         if not 0 <= max_length <= 0xFFFF:
             raise ValueError("max_length must fit the 2-byte length field")
         self.requests = requests
         self.max_length = max_length
         self.dead = False
-        self._stages = REQUEST_STAGES if requests else RESPONSE_STAGES
+        self._kind = 1 if requests else 2
+        accepted = frozenset(s for s in range(256) if stage_kind(s) == self._kind) if stages is None else frozenset(stages)
+        if any(stage_kind(s) != self._kind for s in accepted):
+            raise ValueError("not a stage of this direction")
+        self._stages = accepted
         self._buf = bytearray()
 
     @property
@@ -168,9 +160,8 @@ class FrameDecoder:
         if buf[0] != 0xDD:
             raise self._fail("bad header byte")
         if len(buf) >= 2 and buf[1] not in self._stages:
-            other = RESPONSE_STAGES if self.requests else REQUEST_STAGES
-            raise self._fail("stage of the other direction" if buf[1] in other else "unknown stage",
-                             stage=buf[1])
+            other = stage_kind(buf[1]) not in (0, self._kind)
+            raise self._fail("stage of the other direction" if other else "unknown stage", stage=buf[1])
         if len(buf) >= 3 and buf[2] != 0x01:
             raise self._fail("unsupported version", stage=buf[1])
         if len(buf) < 5:
@@ -228,9 +219,10 @@ class FrameDecoder:
         return Frame(stage=stage, user_id=user_id, pki=pki, info=info, flow=body[16], result=body[17])
 
 
-def frame_decode(data: bytes, requests: bool = True, max_length: int = MAX_LENGTH) -> Frame:
+def frame_decode(data: bytes, requests: bool = True, max_length: int = MAX_LENGTH,
+                 stages: Iterable[int] | None = None) -> Frame:
     """Exactly one complete frame from ``data``; anything else is a FrameError."""
-    decoder = FrameDecoder(requests, max_length)
+    decoder = FrameDecoder(requests, max_length, stages)
     frames = decoder.feed(data)
     if len(frames) != 1 or decoder.buffered:
         raise FrameError("not exactly one complete frame")
@@ -584,63 +576,3 @@ def wallet_state_update_mac(damk16: bytes, challenge4: bytes, state: int, limit:
     """MAC of UPDATE BINARY SFI 0x17 (state || single-purchase limit): as the deposit flag's, 9 data bytes."""
     command = WALLET_STATE_UPDATE_HEADER + _u(state, 1, "state") + _u(limit, 4, "limit")
     return _sm_mac(damk16, challenge4, command)
-
-
-# --- order-API envelope ------------------------------------------------------------------------
-
-
-class EnvelopeError(ValueError):
-    """An order-API envelope that does not decode: bad hex, bad padding, or a wrong mac."""
-
-
-def _envelope_key(timestamp: str) -> bytes:
-    if not timestamp.isascii() or not timestamp.isdigit():
-        raise EnvelopeError("timestamp must be decimal digits")
-    return hashlib.md5(timestamp.encode("ascii")).digest()
-
-
-def envelope_mac(fields: Mapping[str, object]) -> str:
-    """MD5 of the compact JSON of every field but ``mac``, in order; its last 8 hex digits, upper case."""
-    text = json.dumps({k: v for k, v in fields.items() if k != "mac"}, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.md5(text.encode("utf-8")).hexdigest()[-8:].upper()
-
-
-def _mac_fields(timestamp: str, clear: Mapping[str, object] | None, data: str) -> dict[str, object]:
-    return {"timestamp": int(timestamp), **(clear or {}), "data": data}
-
-
-def envelope_encrypt(timestamp: str, plaintext: str, *, clear: Mapping[str, object] | None = None,
-                     lowercase: bool = False) -> tuple[str, str]:
-    """(data, mac): 3DES-ECB under MD5(timestamp), zero padding, hex; mac over timestamp, ``clear``, data."""
-    key = _envelope_key(timestamp)
-    raw = plaintext.encode("utf-8")
-    if raw.endswith(b"\x00"):
-        raise EnvelopeError("plaintext may not end with NUL (zero padding)")
-    data = des3_encrypt(key, raw + b"\x00" * (-len(raw) % 8)).hex()
-    data = data if lowercase else data.upper()
-    return data, envelope_mac(_mac_fields(timestamp, clear, data))
-
-
-def envelope_decrypt(timestamp: str, data_hex: str, mac_hex: str, *,
-                     clear: Mapping[str, object] | None = None) -> str:
-    """The plaintext of an envelope; EnvelopeError on bad hex, a wrong mac or bad padding."""
-    key = _envelope_key(timestamp)
-    if len(data_hex) % 16 or not data_hex.isascii():
-        raise EnvelopeError("data is not whole 3DES blocks of hex")
-    try:
-        raw = bytes.fromhex(data_hex)
-    except ValueError:
-        raise EnvelopeError("data is not hex") from None
-    if 2 * len(raw) != len(data_hex):
-        raise EnvelopeError("data is not hex")
-    expected = envelope_mac(_mac_fields(timestamp, clear, data_hex))
-    if not hmac.compare_digest(expected.encode("ascii"), mac_hex.upper().encode("ascii", "replace")):
-        raise EnvelopeError("mac does not match")
-    plain = des3_decrypt(key, raw)
-    stripped = plain.rstrip(b"\x00")
-    if len(plain) - len(stripped) > 7:
-        raise EnvelopeError("bad padding")
-    try:
-        return stripped.decode("utf-8")
-    except UnicodeDecodeError:
-        raise EnvelopeError("plaintext is not UTF-8") from None

@@ -85,6 +85,7 @@ class VirtualCard:
         self.online_serial = online_serial
         self.deposit_flag = deposit_flag
         self.card_type = card_type
+        self.max_balance = MAX_BALANCE_CENTS
         div = card_div_data(card_no)
         self._dlk = diversify(mk_load, div)
         self._dtk = diversify(mk_tac, div)
@@ -116,7 +117,7 @@ class VirtualCard:
         cla, ins = apdu[0], apdu[1]
         if (cla, ins) == (0x04, 0xD6):
             return self._update_binary(apdu, challenge)
-        handler = self._HANDLERS.get((cla, ins))
+        handler = self._handlers().get((cla, ins))
         if handler is None:
             return SW_INS_UNKNOWN if cla in (0x00, 0x04, 0x80) else SW_CLA_UNKNOWN
         return handler(self, apdu)
@@ -133,6 +134,9 @@ class VirtualCard:
             nxt = current.next_ok if data[-2:] == current.expected_sw else current.next_fail
             current = by_seq.get(nxt) if nxt else None
         return reply_encode(replies)
+
+    def _handlers(self) -> dict[tuple[int, int], Callable[[VirtualCard, bytes], bytes]]:
+        return VirtualCard._HANDLERS
 
     @property
     def issuer_file(self) -> bytes:
@@ -156,8 +160,7 @@ class VirtualCard:
         if self._selected != ADF1:
             return SW_CONDITIONS
         p1, offset = apdu[2], apdu[3]
-        files = {0x95: self._issuer_file, 0x96: bytes((self.deposit_flag,))}
-        content = files.get(p1)
+        content = self._files().get(p1)
         if content is None:
             return SW_NOT_FOUND
         le = apdu[4] if len(apdu) >= 5 else 0
@@ -187,11 +190,13 @@ class VirtualCard:
             return SW_BAD_P2
         if len(apdu) < 16 or apdu[4] != 0x0B:
             return SW_WRONG_LENGTH
+        if not self._purse_usable():
+            return SW_CONDITIONS
         if apdu[5] != LOAD_KEY_INDEX:
             return SW_KEY_INDEX
         amount = int.from_bytes(apdu[6:10], "big")
         terminal_id = bytes(apdu[10:16])
-        if amount == 0 or self.balance + amount > MAX_BALANCE_CENTS:
+        if amount == 0 or self.balance + amount > self.max_balance:
             return SW_AMOUNT_INVALID
         random4 = self._random4()
         seslk = pboc_seslk(self._dlk, random4, self.online_serial)
@@ -199,6 +204,17 @@ class VirtualCard:
         self._pending = _PendingLoad(amount, terminal_id, seslk, self.online_serial)
         return (self.balance.to_bytes(4, "big") + self.online_serial.to_bytes(2, "big")
                 + bytes((KEY_VERSION, ALGORITHM_ID)) + random4 + mac1 + SW_OK)
+
+    def _purse_usable(self) -> bool:
+        """Whether INITIALIZE may open a transaction (a plain purse always; the SIM wallet only when open)."""
+        return True
+
+    def _files(self) -> dict[int, bytes]:
+        """Transparent files READ BINARY serves, by P1 (0x80 | SFI)."""
+        return {0x95: self._issuer_file, 0x96: bytes((self.deposit_flag,))}
+
+    def _completed(self, kind: int, serial: int, amount: int, terminal_id: bytes, date: bytes, time: bytes) -> None:
+        """Called after each completed load (02) or purchase (06); the SIM wallet logs it."""
 
     def _credit_for_load(self, apdu: bytes) -> bytes:
         pending, self._pending = self._pending, None
@@ -217,6 +233,7 @@ class VirtualCard:
         tac = pboc_tac(self._dtk, self.balance, pending.serial, pending.amount, pending.terminal_id, date, time)
         self._proofs[pending.serial] = mac2 + tac
         self.online_serial = (self.online_serial + 1) & 0xFFFF
+        self._completed(PURSE, pending.serial, pending.amount, pending.terminal_id, date, time)
         if self.corrupt_tac:
             tac = bytes(b ^ 0x5A for b in tac)
         return SW_OK if self.drop_tac else tac + SW_OK

@@ -20,13 +20,13 @@ with no token configured every admin endpoint answers 403. The operator's name g
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from http_api import edge
 from http_api.context import platform_of
 from recharge.kkt import cards
 
@@ -40,7 +40,7 @@ def _authorised(request: web.Request) -> bool:
         return False
     header = request.headers.get("Authorization", "")
     given = header[7:] if header.startswith("Bearer ") else request.headers.get("X-Admin-Token", "")
-    return hmac.compare_digest(given.encode(), token.encode())
+    return edge.secret_matches(given, token)
 
 
 def _str(body: dict[str, Any], name: str, default: str | None = None) -> str:

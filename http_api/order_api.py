@@ -25,8 +25,9 @@ import asyncpg
 from aiohttp import web
 
 import core_ext
+from http_api import edge
 from http_api.context import platform_of
-from http_api.order_envelope import open_envelope
+from http_api.order_envelope import EnvelopeError, envelope_encrypt, envelope_mac, open_envelope
 from recharge import metrics
 from recharge.config import Settings
 from recharge.context import Busy
@@ -46,6 +47,7 @@ PAYWAY_MERCHANT_LOAD = "00"
 QUERY_CONDITIONS = frozenset({"username", "cardnum", "time", "orderstep", "orderid", "payway"})
 MAX_TEXT = 256  # any clear or encrypted string field
 MAX_SERIAL_NO = 64  # biz_serial_no
+MAX_STEP = 255  # step: the reader instruction reached, a one-byte sequence number (0 = all done)
 
 # The card-reading script APPLLogin hands out (the same as DD12, SPEC 1.4): SELECT DDF1,
 # SELECT ADF1, READ BINARY the issuer file (SFI 0x15), GET BALANCE.
@@ -122,13 +124,18 @@ def _want(obj: dict[str, Any], name: str, kind: type, *, required: bool = True) 
             raise Refused(f"missing field: {name}", "bad_request")
         return None
     value = obj[name]
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise Refused(f"field {name} must be an integer", "bad_request")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Refused(f"field {name} must be an integer", "bad_request")
+        if not edge.in_bigint(value):
+            raise Refused(f"field {name} is out of range", "bad_request")
     if kind is str:
         if not isinstance(value, str):
             raise Refused(f"field {name} must be a string", "bad_request")
         if len(value) > MAX_TEXT and name not in ("data", "Sign"):
             raise Refused(f"field {name} is too long", "bad_request")
+        if not edge.storable(value):
+            raise Refused(f"field {name} holds control characters or bytes that are not UTF-8", "bad_request")
     if kind is list and not isinstance(value, list):
         raise Refused(f"field {name} must be an array", "bad_request")
     return value
@@ -138,12 +145,12 @@ def reply_body(status: int, errmsg: str, reply: Reply | None) -> dict[str, Any]:
     timestamp = str(int(now_s() * 1000))
     body: dict[str, Any] = {"timestamp": int(timestamp), "status": status, "errmsg": errmsg}
     if reply is None:
-        body["mac"] = core_ext.envelope_mac(body)
+        body["mac"] = envelope_mac(body)
         return body
     body.update(reply.clear)
     plaintext = json.dumps(reply.secret, separators=(",", ":"), ensure_ascii=False)
     clear = {k: v for k, v in body.items() if k != "timestamp"}
-    data, mac = core_ext.envelope_encrypt(timestamp, plaintext, clear=clear, lowercase=True)
+    data, mac = envelope_encrypt(timestamp, plaintext, clear=clear, lowercase=True)
     body["data"] = data
     body["mac"] = mac
     return body
@@ -184,7 +191,7 @@ async def _gate(conn: asyncpg.Connection, body: bytes, settings: Settings, endpo
     clear = {k: v for k, v in message.items() if k not in ("timestamp", "data", "mac")}
     try:
         plaintext = open_envelope(message)
-    except core_ext.EnvelopeError as exc:
+    except EnvelopeError as exc:
         raise Refused(f"bad envelope: {exc}", "bad_envelope") from None
     fields = parse_json_object(plaintext, "data")
     if _want(fields, "platform", int) != platform_raw:
@@ -193,7 +200,10 @@ async def _gate(conn: asyncpg.Connection, body: bytes, settings: Settings, endpo
 
 
 async def _claim_nonce(conn: asyncpg.Connection, req: Request) -> None:
-    digest = hashlib.sha256(req.clear["Sign"].encode("ascii", "replace")).hexdigest()
+    """Record the signature (its bytes: every base64 spelling of it is the same request)."""
+    signature = order_platforms.signature_bytes(req.clear["Sign"])
+    assert signature is not None  # the gate verified it
+    digest = hashlib.sha256(signature).hexdigest()
     claimed = await conn.fetchval(
         "INSERT INTO order_api_nonces (platform_id, sign_digest) VALUES ($1, $2)"
         " ON CONFLICT DO NOTHING RETURNING true",
@@ -264,7 +274,7 @@ def _userid(fields: dict[str, Any]) -> str:
         raise Refused("field userinfo must be a JSON object or its text", "bad_request")
     for name in ("userid", "openid"):
         value = info.get(name)
-        if isinstance(value, str) and 0 < len(value) <= MAX_TEXT:
+        if isinstance(value, str) and 0 < len(value) <= MAX_TEXT and edge.storable(value):
             return value
     raise Refused("userinfo needs a userid or openid string", "bad_request")
 
@@ -327,6 +337,14 @@ async def _check_serial(conn: asyncpg.Connection, req: Request, *, required: boo
         raise Refused("unknown or expired serial; call APPLLogin again", "refused")
 
 
+def _step(fields: dict[str, Any]) -> int:
+    """``step``: how far the reader ran the toreader script (0 = all of it), a sequence byte."""
+    step: int = _want(fields, "step", int)
+    if not 0 <= step <= MAX_STEP:
+        raise Refused(f"step must be 0 to {MAX_STEP}", "bad_request")
+    return step
+
+
 def _local_text(moment: dt.datetime | None) -> str:
     return moment.astimezone(orders.LOCAL_TZ).strftime("%Y%m%d%H%M%S") if moment else ""
 
@@ -361,8 +379,8 @@ async def appl_login(conn: asyncpg.Connection, req: Request) -> Reply:
             detail[name] = value
     money = _want(f, "money", int, required=False)
     if money is not None:
-        if money < 0:
-            raise Refused("money must not be negative", "bad_request")
+        if not 0 <= money <= req.settings.order_max_amount_cents:
+            raise Refused(f"money must be 0 to {req.settings.order_max_amount_cents} cents", "bad_request")
         detail["money"] = money
     seq = int(await conn.fetchval("SELECT nextval('order_api_serial_seq')"))
     serial = f"{seq % 10**16:016d}"
@@ -387,9 +405,7 @@ async def acct_query(conn: asyncpg.Connection, req: Request) -> Reply:
     userid = _userid(f)
     _want(f, "pki", str, required=False)
     await _check_serial(conn, req, required=True)
-    step = _want(f, "step", int)
-    if step < 0:
-        raise Refused("step must not be negative", "bad_request")
+    _step(f)
     replies = _reader_replies(f, req.settings)
     condition = _want(f, "qrycondition", str)
     names = [n.strip() for n in condition.split(",") if n.strip()]
@@ -458,13 +474,11 @@ async def create_auto_load_order(conn: asyncpg.Connection, req: Request) -> Repl
     amount = _want(f, "chargeamt", int)
     chargetype = _want(f, "chargetype", int)
     transtype = _want(f, "transtype", int)
-    step = _want(f, "step", int)
+    _step(f)
     if chargetype != CHARGETYPE_MERCHANT_LOAD:
         raise Refused("chargetype not supported (0x00 merchant load only)", "refused")
     if transtype != TRANSTYPE_RECHARGE:
         raise Refused("transtype not supported (01 recharge only)", "refused")
-    if step < 0:
-        raise Refused("step must not be negative", "bad_request")
     await _check_serial(conn, req, required=False)
     card = card_from_replies(_reader_replies(f, req.settings))
     if card is None:
@@ -473,6 +487,7 @@ async def create_auto_load_order(conn: asyncpg.Connection, req: Request) -> Repl
         json.dumps([card, amount, chargetype, transtype, userid], ensure_ascii=False).encode()
     ).hexdigest()
     try:
+        await orders.check_orderable_card(conn, card)  # the reader replies are the client's word
         created = await orders.create_order(
             conn,
             merchant_id=req.platform.merchant_id,

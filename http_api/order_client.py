@@ -9,8 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import core_ext
-from http_api.order_envelope import open_envelope, wire_mac
+from http_api.order_envelope import EnvelopeError, encrypt_data, envelope_mac, open_envelope, wire_mac
 from recharge.orders.platforms import sign, sign_message
 
 
@@ -38,7 +37,7 @@ def build_request(
     verbatim), ``Sign`` and ``mac`` — in that order, which is the order the mac covers."""
     ts = timestamp if timestamp is not None else time.time_ns() // 1_000_000  # ms: distinct Signs
     text = plaintext if plaintext is not None else compact(secret)
-    data, _ = core_ext.envelope_encrypt(str(ts), text)
+    data = encrypt_data(str(ts), text)
     return seal(who, data, timestamp=ts, extra_clear=extra_clear)
 
 
@@ -69,7 +68,7 @@ def remac(body: dict[str, Any]) -> dict[str, Any]:
     """Recompute ``mac`` over the body as the platform does: timestamp first, data last."""
     fields = {k: v for k, v in body.items() if k not in ("mac", "data")}
     ordered = {"timestamp": fields.pop("timestamp"), **fields, "data": body["data"]}
-    return {**ordered, "mac": core_ext.envelope_mac(ordered)}
+    return {**ordered, "mac": envelope_mac(ordered)}
 
 
 def open_reply(reply: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +76,7 @@ def open_reply(reply: dict[str, Any]) -> dict[str, Any]:
     clear = {k: v for k, v in reply.items() if k not in ("timestamp", "data", "mac")}
     if "data" not in reply:
         if wire_mac(reply) != reply.get("mac"):
-            raise core_ext.EnvelopeError("mac does not match")
+            raise EnvelopeError("mac does not match")
         return dict(clear)
     plaintext = open_envelope(reply)
     opened: dict[str, Any] = json.loads(plaintext)

@@ -12,7 +12,9 @@ from typing import Any
 from aiohttp import web
 
 _STR: dict[str, Any] = {"type": "string"}
-_INT: dict[str, Any] = {"type": "integer"}
+_INT: dict[str, Any] = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}  # a BIGINT
+_STEP: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 255,
+                         "description": "the reader instruction reached (0: the whole script ran)"}
 
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
@@ -60,7 +62,7 @@ _ENDPOINTS: dict[str, dict[str, Any]] = {
             platform=_INT,
             userinfo={**_STR, "description": 'JSON text {"userid": …} or {"openid": …}'},
             type={**_INT, "description": "operation type, 1-5 (5: third-party recharge order)"},
-            biz_serial_no=_STR, money=_INT, package_name=_STR, package_version_name=_STR,
+            biz_serial_no=_STR, money={**_INT, "minimum": 0, "description": "cents, at most order_max_amount_cents"}, package_name=_STR, package_version_name=_STR,
             package_version_code=_STR, mobile_number=_STR, mobile_imei=_STR, mobile_vendor=_STR,
             mobile_model=_STR, lat_lng=_STR, address=_STR, ip=_STR,
         ),
@@ -77,7 +79,7 @@ _ENDPOINTS: dict[str, dict[str, Any]] = {
         "summary": "List the platform's orders filtered by qrycondition",
         "request": _obj(
             ["platform", "userinfo", "serial", "step", "reqinfo", "qrycondition"],
-            platform=_INT, userinfo=_STR, pki=_STR, serial=_STR, step=_INT,
+            platform=_INT, userinfo=_STR, pki=_STR, serial=_STR, step=_STEP,
             reqinfo={"type": "array", "items": _READER_REPLY},
             qrycondition={**_STR, "description": "comma list of username, cardnum, time, orderstep, orderid, payway"},
             starttime={**_STR, "description": "YYYYMMDD (local)"}, endtime={**_STR, "description": "YYYYMMDD"},
@@ -107,7 +109,7 @@ _ENDPOINTS: dict[str, dict[str, Any]] = {
             chargeamt={**_INT, "description": "cents, 1 to order_max_amount_cents"},
             chargetype={**_INT, "enum": [0]}, transtype={**_INT, "enum": [1]},
             serial={**_STR, "description": "optional; when given, a live APPLLogin serial"},
-            step=_INT,
+            step=_STEP,
             reqinfo={"type": "array", "items": _READER_REPLY,
                      "description": "must hold the reply to toreader step 3 (READ BINARY): the card"},
         ),

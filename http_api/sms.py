@@ -6,6 +6,10 @@ the body (``text/plain``, its charset) with the numbers in the URL or in the
 ``X-Kannel-From`` / ``X-Kannel-To`` headers; a form body (``from``, ``to``, ``text``) works
 too. The ``text/plain; charset=utf-8`` body we answer is the reply SMS.
 
+Messages whose ``to`` is the mobile payment service number (``mpay_sms_service_number``,
+10658888, alone or followed by up to 6 digits) go to the mobile payment account's dialogue
+(SPEC 6.5, ``recharge.mpay.sms_channel``); any other ``to``, or none, to KaKaTong (3.3).
+
 The gateway proves itself with the shared secret ``sms_shared_secret``, sent as the
 ``X-SMS-Secret`` header or the ``secret`` parameter (query or form), compared in constant
 time; missing or wrong → 403, and an unset secret disables the hook (403). A malformed
@@ -16,17 +20,20 @@ database (a gateway turns a 5xx into "could not fetch content" for the user).
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 
 from aiohttp import web
 
+from http_api import edge
 from http_api.context import platform_of
+from http_api.mpay_env import env_of
 from recharge import metrics
 from recharge.context import Busy
 from recharge.kkt import service as kkt
 from recharge.kkt import sms, sms_channel
+from recharge.mpay import codes as mpay_codes
+from recharge.mpay import sms_channel as mpay_sms
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +67,9 @@ def normalise_msisdn(raw: str | None) -> str | None:
 
 
 def authorised(given: str | None, secret: str | None) -> bool:
-    """Constant-time comparison; an unset (or empty) secret authorises nobody."""
-    if not secret or not given:
-        return False
-    return hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8"))
+    """Constant-time comparison; an unset (or empty) secret authorises nobody; bytes that are
+    not UTF-8 in the header compare unequal (``http_api.edge.secret_matches``)."""
+    return edge.secret_matches(given, secret)
 
 
 async def _params(request: web.Request) -> dict[str, str]:
@@ -104,9 +110,38 @@ async def inbound(request: web.Request) -> web.Response:
     except _BadRequest as bad:
         metrics.SMS_REQUESTS.labels("none", "bad_request").inc()
         return _text_response(str(bad), 400)
+    to = params.get("to") or request.headers.get(KANNEL_TO_HEADER) or ""
+    if is_mpay_number(to, settings.mpay_sms_service_number):
+        reply = await _mpay_answer(request, sender, text, message_id)
+        return _text_response(reply)
     answer = await _answer(request, sender, text, message_id)
     metrics.SMS_REQUESTS.labels(answer.command, answer.outcome).inc()
     return _text_response(answer.reply)
+
+
+def is_mpay_number(to: str, service_number: str) -> bool:
+    """``to`` is the service number, alone or followed by up to 6 digits."""
+    to = to.strip()
+    return bool(service_number) and to.startswith(service_number) and (
+        to[len(service_number):] == "" or re.fullmatch(r"[0-9]{1,6}", to[len(service_number):]) is not None
+    )
+
+
+async def _mpay_answer(request: web.Request, sender: str, text: str, message_id: str | None) -> str:
+    ctx = platform_of(request)
+    try:
+        async with ctx.acquire() as conn:
+            answer = await mpay_sms.handle(conn, env_of(request), sender, text, message_id)
+    except Busy:
+        metrics.BUSY_ANSWERS.labels("http").inc()
+        metrics.MPAY_REQUESTS.labels("sms", "9001").inc()
+        return mpay_codes.zh("9001")
+    except Exception:  # the sender still gets an answer; no message text in the log (passwords, PINs)
+        log.exception("mpay SMS failed")
+        metrics.MPAY_REQUESTS.labels("sms", "9002").inc()
+        return mpay_codes.zh("9002")
+    metrics.MPAY_REQUESTS.labels("sms", answer.code).inc()
+    return answer.reply
 
 
 async def _answer(request: web.Request, sender: str, text: str, message_id: str | None) -> sms_channel.Answer:

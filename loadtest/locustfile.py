@@ -28,8 +28,6 @@ import os
 import random
 import re
 import secrets
-import time
-from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -42,9 +40,9 @@ from core_ext.virtual_card import VirtualCard
 from core_ext.virtual_sam import VirtualSAM
 from loadtest.provision import Plan, PlannedTerminal
 from recharge.keys import MasterKeys, load_keys
-from server.terminal_client import ConnectionClosed, TerminalClient
+from server import terminal_client as terminal_flows
+from server.terminal_client import ConnectionClosed, FlowFailed, TerminalClient, TerminalFlow
 
-FLOW_END = 0xFF
 DELIBERATE = "deliberate"
 UNKNOWN_ORDER = "9" * 20  # never issued: today's orders start with today's date
 
@@ -68,7 +66,7 @@ def deliberate_failure_rate() -> float:
 
 
 class StageFailed(Exception):
-    """A DD answer that ends the flow: non-zero result, or a flow byte other than expected."""
+    """A DD answer that ends the flow (non-zero result, or a flow byte other than expected), or no answer."""
 
 
 class _Claims:
@@ -103,88 +101,64 @@ class TerminalUser(User):
         self.terminal = _Claims.claim(p.terminals)
         self.module = VirtualSAM.from_master(self.terminal.pki, keys.signin)
         self.card = VirtualCard(self.terminal.card_no, 0, keys.load, keys.tac, keys.maint)
-        self.client = TerminalClient(p.dd_host, p.dd_port, self.terminal.code, self.terminal.pki, timeout_s=30)
+        self.client = TerminalClient(p.dd_host, p.dd_port, self.terminal.code, self.terminal.pki, timeout_s=30,
+                                     timings=self._report)
         self.amount = p.amount_cents
         self.orders = iter(self.terminal.orders)
         self.loaded: list[str] = []
         self.signed_in = False
         self.iteration = 0
+        self.failure_note = ""  # appended to the failures of a deliberately failing request
 
     def on_stop(self) -> None:
         self.client.close()
 
-    # --- one Locust request per stage
-
-    def _stage(self, name: str, call: Callable[[], Frame], *, end: bool = False, expect_fail: str = "") -> Frame:
-        started = time.perf_counter()
+    def _report(self, request: bytes, answer: Frame | None, seconds: float, error: BaseException | None) -> None:
+        """One Locust request per DD request stage, named by it, timed from the frame to its answer."""
+        name = f"DD{request[1]:02X}"
         exception: Exception | None = None
-        frame: Frame | None = None
-        try:
-            frame = call()
-            if frame.result != 0:
-                exception = StageFailed(f"{name} answered 0x{frame.result:02X}{expect_fail}")
-            elif end and frame.flow != FLOW_END:
-                exception = StageFailed(f"{name}: flow 0x{frame.flow:02X}, expected the end")
-        except (OSError, ConnectionClosed) as exc:
-            exception = exc
+        if isinstance(error, FlowFailed):
+            what = f"flow 0x{error.flow:02X}, expected the end" if error.expected_end else f"answered 0x{error.result:02X}"
+            exception = StageFailed(f"{name}{':' if error.expected_end else ''} {what}{self.failure_note}")
+        elif error is not None:
+            exception = StageFailed(f"{name}: {type(error).__name__} {error}")
         self.environment.events.request.fire(
-            request_type="DD", name=name, response_time=(time.perf_counter() - started) * 1000,
-            response_length=len(frame.info) if frame is not None else 0, exception=exception, context={},
+            request_type="DD", name=name, response_time=seconds * 1000,
+            response_length=len(answer.info) if answer is not None else 0, exception=exception, context={},
         )
-        if exception is not None:
-            raise StageFailed(str(exception))
-        assert frame is not None
-        return frame
 
-    # --- flows
+    def _run(self, flow: TerminalFlow) -> Frame:
+        try:
+            return self.client.run_alone(flow)
+        except (FlowFailed, OSError, ConnectionClosed) as exc:  # reported per stage by ``_report``
+            raise StageFailed(str(exc)) from exc
+
+    # --- flows (the card's work happens between the timed stages, as on a real reader)
 
     def sign_in(self) -> None:
-        c, m = self.client, self.module
-        c.connect()
-        try:
-            self._stage("DD01", c.dd01)
-            r_init = m.r_init()
-            dd04 = self._stage("DD03", lambda: c.dd03(r_init))
-            cryptogram = m.ac_login1(dd04.info)
-            dd06 = self._stage("DD05", lambda: c.dd05(cryptogram))
-            proof = m.ac_login2(dd06.info)
-            self._stage("DD07", lambda: c.dd07(proof), end=True)
-            self.signed_in = True
-        finally:
-            c.close()
+        self._run(terminal_flows.sign_in(self.client.messages, self.module))
+        self.signed_in = True
 
     def recharge(self, order_no: str) -> None:
-        c, card = self.client, self.card
-        c.connect()
-        try:
-            # The card's work happens between the timed stages, as on a real reader.
-            dd12 = self._stage("DD11", lambda: c.dd11(self.amount, order_no))
-            read = card.run_script(dd12.info)
-            dd14 = self._stage("DD13", lambda: c.dd13(read))
-            initialized = card.run_script(dd14.info)
-            dd16 = self._stage("DD15", lambda: c.dd15(initialized))
-            credited = card.run_script(dd16.info)
-            self._stage("DD17", lambda: c.dd17(credited), end=True)
+        m = self.client.messages
+
+        def flow() -> TerminalFlow:
+            dd18 = yield from terminal_flows.recharge(m, self.card, order_no, self.amount, receipt=False)
             self.loaded.append(order_no)
-            self._stage("DD19", lambda: c.dd19(order_no), end=True)
-        finally:
-            c.close()
+            yield from terminal_flows.checked(m.dd19(order_no), end=True)
+            return dd18
+
+        self._run(flow())
 
     def deliberate_unknown_order(self) -> None:
-        c = self.client
-        c.connect()
+        self.failure_note = f" ({DELIBERATE})"
         try:
-            self._stage("DD11", lambda: c.dd11(self.amount, UNKNOWN_ORDER), expect_fail=f" ({DELIBERATE})")
+            self._run(terminal_flows.checked(self.client.messages.dd11(self.amount, UNKNOWN_ORDER)))
         finally:
-            c.close()
+            self.failure_note = ""
 
     def query(self, order_no: str) -> None:
-        c = self.client
-        c.connect()
-        try:
-            self._stage("DD21", lambda: c.dd21(order_no), end=True)
-        finally:
-            c.close()
+        self._run(terminal_flows.query(self.client.messages, order_no))
 
     @task
     def work(self) -> None:
@@ -224,7 +198,8 @@ class OrderApiUser(FastHttpUser):
             info["platform_raw"], info["crt_version"], Path(info["private_key_file"]).read_text(encoding="ascii")
         )
         keys = master_keys()
-        self.card = VirtualCard("1680" + "9199" + f"{secrets.randbelow(10**8):08d}", 0, keys.load, keys.tac, keys.maint)
+        card_no = f"{info['card_prefix']}{secrets.randbelow(info['cards']):08d}"  # registered: orders need a known card
+        self.card = VirtualCard(card_no, 0, keys.load, keys.tac, keys.maint)
         self.userid = f"loadtest-{secrets.token_hex(4)}"
 
     def _post(self, endpoint: str, secret: dict[str, Any], **clear: Any) -> dict[str, Any] | None:

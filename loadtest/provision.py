@@ -34,6 +34,7 @@ TERMINALS_PER_MERCHANT = 10  # a shop has a few terminals; the fund row is share
 FUND_CENTS = 10_000_000_000  # 100 million yuan per load-test merchant: never the bottleneck
 ORDER_PLATFORM_RAW = "990001"
 ORDER_PLATFORM_MERCHANT = "9199"
+ORDER_API_CARDS = 10_000  # CPU cards 16809199 00000000… the order-API users order for (registered)
 ORDER_CRT_VERSION = "1"
 SMS_OPERATOR_MSISDN = "13900000000"
 SMS_TERMINAL_CODE = "1155SMS1"
@@ -131,11 +132,13 @@ async def _order_api(conn: asyncpg.Connection, settings: Settings, work_dir: Pat
         pki_no=None,
     )
     await fixtures.funded_merchant(conn, ORDER_PLATFORM_MERCHANT, FUND_CENTS)
+    card_prefix = "1680" + ORDER_PLATFORM_MERCHANT
+    await fixtures.register_cpu_cards(conn, [f"{card_prefix}{i:08d}" for i in range(ORDER_API_CARDS)])
     await order_platforms.add_public_key(
         conn, platform.id, ORDER_CRT_VERSION, public_pem, min_bits=settings.order_api_min_rsa_bits
     )
     return {"platform_raw": int(ORDER_PLATFORM_RAW), "crt_version": int(ORDER_CRT_VERSION),
-            "private_key_file": str(key_path.resolve())}
+            "private_key_file": str(key_path.resolve()), "card_prefix": card_prefix, "cards": ORDER_API_CARDS}
 
 
 async def _sms_operator(conn: asyncpg.Connection) -> None:

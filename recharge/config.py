@@ -41,6 +41,10 @@ class Settings:
     # terminal (which waits ~10 s) gets a clear answer instead of a timeout.
     pool_acquire_timeout_s: float = 5.0
     statement_timeout_ms: int = 10_000
+    # A start that finds the database not ready (still starting, recovering after a crash, or a
+    # killed embedded server not yet gone) waits this long, saying so in one line, then exits.
+    db_start_wait_s: float = 60.0
+    db_connect_timeout_s: float = 5.0  # one connection attempt (start-up probe and pool) gives up after this
     # --- DD server limits
     dd_idle_timeout_s: float = 30.0
     dd_max_connections: int = 10_000
@@ -94,6 +98,36 @@ class Settings:
     kkt_history_max_rows: int = 200  # records one tSRequest answers at most
     kkt_reference_cache_ttl_s: float = 1.0  # license keys, terminals, service codes, points rules cached this long (0 = off)
     kkt_reference_cache_max_entries: int = 100_000  # bound on that cache; the oldest entries go first
+    # --- mobile payment account (SPEC 6; docs/OPERATIONS.md "Mobile payment")
+    mpay_sms_service_number: str = "10658888"  # /sms/inbound routes `to` = this (+ up to 6 digits) here
+    mpay_dialogue_ttl_s: int = 600  # an SMS dialogue ends this long after the MO that last advanced it
+    mpay_mo_dedup_s: int = 7 * 24 * 3600  # a repeated (from, id) within this gets the first reply
+    mpay_password_max_failures: int = 5  # wrong entries in a row that lock a password
+    mpay_password_lock_s: int = 24 * 3600  # how long such a lock lasts
+    mpay_argon2_time_cost: int = 2  # argon2id parameters of passwords and security answers
+    mpay_argon2_memory_kib: int = 19 * 1024
+    mpay_argon2_parallelism: int = 1
+    mpay_otp_ttl_s: int = 300  # a one-time code is valid this long
+    mpay_otp_max_failures: int = 3  # wrong entries that void a one-time code
+    mpay_otp_min_interval_s: int = 60  # one code per destination per this many seconds
+    mpay_otp_daily_max: int = 10  # codes per destination per Shanghai day
+    mpay_cards_provinces: str = "430000"  # prepaid cards of these provinces are accepted (comma list)
+    mpay_cards_msisdn_failures: int = 5  # unknown PINs of one MSISDN in 24 h that block it 24 h
+    mpay_cards_msisdn_block_s: int = 24 * 3600
+    mpay_cards_platform_failures: int = 1000  # unknown PINs platform-wide in an hour that pause cards
+    mpay_cards_platform_pause_s: int = 15 * 60
+    mpay_hf_min_cents: int = 100  # phone-bill payment range
+    mpay_hf_max_cents: int = 50_000
+    mpay_hf_blocked_provinces: str = "440000,310000,350000,540000"  # 广东 上海 福建 西藏
+    mpay_outbox_url: str | None = None  # Kannel sendsms URL; unset: notices wait in /mpay/v1/ops/sms-sink
+    mpay_outbox_username: str = ""
+    mpay_outbox_password: str = ""
+    mpay_outbox_dlr_base: str = "http://127.0.0.1:8080"  # this platform's URL as Kannel reaches it
+    mpay_outbox_first_retry_s: float = 5.0  # retry after 5 s, doubling ...
+    mpay_outbox_max_retry_s: float = 600.0  # ... to 10 min
+    mpay_outbox_give_up_s: int = 24 * 3600  # then failed (alert)
+    mpay_outbox_interval_s: float = 0.5  # how often the dispatcher looks for due messages
+    mpay_outbox_batch: int = 50  # messages one dispatcher pass sends at most
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None

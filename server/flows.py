@@ -1,52 +1,34 @@
-"""The DD flows: one small step function per request stage, over an explicit per-connection state.
+"""The DD flows after sign-in: one small step function per request stage, over the connection's
+``FlowState`` (server/flow_state.py), and the service-wide ``DDContext`` every step uses.
 
-Sign-in DD01–DD08 (SPEC 1.3), recharge DD11–DD20 (1.4), result query and recovery DD21/DD22,
-card deposit DD73/DD74 (1.7). A step checks the request in the order the spec lists, does
-its database work in one transaction and returns the ``Response``; a refusal is raised as
+Recharge DD11–DD20 (SPEC 1.4), result query and recovery DD21/DD22, card deposit DD73/DD74
+(1.7); sign-in DD01–DD08 is server/signin.py, and which step answers which stage is the
+stage table of server/dispatch.py. A step checks the request in the order the spec lists,
+does its database work and returns the ``Response``; a refusal is raised as
 ``Refuse(info_code)`` and becomes an ending error answer. The recharge steps' writes (pay,
 DD13's card balance, DD15's *loading*, DD17's post or release, DD19's confirm) are steps of
 the service's group-commit batchers (``DDContext.batched``): they share a transaction and a
 commit with other terminals' steps, and are answered only once that commit is durable. Their
-checks that only read run on a pool connection without a transaction. ``handle`` is the only entry point; ``handle_sync`` answers the few requests that
-need no database (DD01 with the terminal cached) without a task.
+checks that only read run on a pool connection without a transaction.
 
-Security: the master keys are only ever passed to ``core_ext``; nothing here logs a key, a
-cryptogram or a session key, and every cryptogram check compares in constant time.
+Security: the master keys are only ever passed to ``core_ext``; nothing here logs a key or a
+session key, and every cryptogram check compares in constant time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import secrets
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
 
 from core_ext import (
-    INFO_AMOUNT,
-    INFO_APP_TYPE,
-    INFO_BUSY,
-    INFO_CARD_ERROR,
-    INFO_CARD_MISMATCH,
-    INFO_FUND_EMPTY,
-    INFO_INTERNAL,
-    INFO_LENGTH,
-    INFO_NOT_LOADABLE,
-    INFO_NOT_SIGNED_IN,
-    INFO_OK,
-    INFO_PKI,
-    INFO_PURSE_TYPE,
-    INFO_REVERSAL_FAILED,
-    INFO_REVERSAL_OK,
-    INFO_UNKNOWN_ORDER,
     Frame,
     Instruction,
     Reply,
-    bcd_decode,
     bcd_encode,
     be_decode,
     be_encode,
@@ -58,21 +40,42 @@ from core_ext import (
     pboc_seslk,
     reply_decode,
     script_encode,
-    signin_cryptogram,
-    signin_pki_key,
-    signin_proof,
-    signin_wrap_session_key,
     terminal_id_bytes,
     verify_mac1_make_mac2,
     verify_tac,
 )
 from recharge import metrics
-from recharge.context import Busy, Platform
+from recharge.context import Platform
+from recharge.db import RetryPolicy
 from recharge.ledger.group_commit import SINGLY, Batcher, Group
 from recharge.orders import lifecycle as orders
 from recharge.orders.lifecycle import LOCAL_TZ, Order, OrderError, OrderErrorCode
 from server import store
-from server.session import NO_PKI, Flow, Request, Response
+from server.flow_state import (
+    FlowState,
+    Refuse,
+    TerminalCache,
+    bcd_or_none,
+    need_length,
+    terminal_code,
+    utc_now,
+)
+from server.session import Response
+from server.stages import (
+    INFO_AMOUNT,
+    INFO_APP_TYPE,
+    INFO_CARD_ERROR,
+    INFO_CARD_MISMATCH,
+    INFO_FUND_EMPTY,
+    INFO_LENGTH,
+    INFO_NOT_LOADABLE,
+    INFO_NOT_SIGNED_IN,
+    INFO_PKI,
+    INFO_PURSE_TYPE,
+    INFO_REVERSAL_FAILED,
+    INFO_REVERSAL_OK,
+    INFO_UNKNOWN_ORDER,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +85,6 @@ APP_MERCHANT_LOAD = 0x00
 CARD_TYPE_CPU = 0x01
 DEPOSIT_OPEN, DEPOSIT_CLOSE = 0x01, 0x02
 
-# DD02: R-INIT, literally as in the seed.
-R_INIT = bytes.fromhex("BB10000000")
 # DD12: SELECT DDF1, SELECT ADF1, READ BINARY SFI 0x15 (issuer file), GET BALANCE.
 READ_CARD_SCRIPT = script_encode([
     Instruction(1, bytes.fromhex("00A4000002DDF1"), SW_OK, 2, 0),
@@ -92,61 +93,6 @@ READ_CARD_SCRIPT = script_encode([
     Instruction(4, bytes.fromhex("805C000204"), SW_OK, 0, 0),
 ])
 ISSUER_FILE_SIZE = 30
-
-
-class Refuse(Exception):
-    """End the flow with this info code. ``counts``: a failed sign-in for the lockout."""
-
-    def __init__(self, code: int, *, counts: bool = False) -> None:
-        super().__init__(f"refused 0x{code:02X}")
-        self.code = code
-        self.counts = counts
-
-
-@dataclass
-class FlowState:
-    """What one connection's flow has learned so far (one flow per connection)."""
-
-    code: str = ""
-    terminal: store.Terminal | None = None
-    pki: bytes = NO_PKI
-    k_pki: bytes = field(default=b"", repr=False)
-    rt: bytes = field(default=b"", repr=False)
-    rp: bytes = field(default=b"", repr=False)
-    sk: bytes = field(default=b"", repr=False)
-    order: Order | None = None
-    pay_at_card: bool = False  # an unpaid order naming no card is paid once the card is read
-    order_card_kind: str | None = None  # DD11: the kind of the card the order names (None: unknown)
-    card_no: str = ""
-    balance_before: int = 0
-    online_serial: int = 0
-    load_date: bytes = b""
-    load_time: bytes = b""
-
-
-class TerminalCache:
-    """Terminal rows by code for DD01, each kept ``ttl_s`` (so a DD01 needs no database)."""
-
-    def __init__(self, ttl_s: float, max_entries: int) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._rows: dict[str, tuple[float, store.Terminal | None]] = {}
-
-    def get(self, code: str) -> tuple[bool, store.Terminal | None]:
-        hit = self._rows.get(code)
-        if hit is None or hit[0] < time.monotonic():
-            return False, None
-        return True, hit[1]
-
-    def put(self, code: str, terminal: store.Terminal | None) -> None:
-        if self.ttl_s <= 0:
-            return
-        if len(self._rows) >= self.max_entries:
-            self._rows.clear()  # crude but bounded; entries are cheap to reload
-        self._rows[code] = (time.monotonic() + self.ttl_s, terminal)
-
-    def forget(self, code: str) -> None:
-        self._rows.pop(code, None)
 
 
 @dataclass
@@ -168,7 +114,7 @@ class DDContext:
             return Batcher(
                 platform.acquire, max_batch=s.ledger_batch_max, max_wait_ms=s.ledger_batch_max_wait_ms,
                 queue_depth=s.ledger_batch_queue_depth, pipeline=s.ledger_batch_pipeline,
-                max_retries=s.ledger_max_retries, linger_ms=s.ledger_batch_linger_ms,
+                retry=RetryPolicy.from_settings(s), linger_ms=s.ledger_batch_linger_ms,
                 max_readers=s.ledger_batch_max_readers, read_wait_s=s.pool_acquire_timeout_s,
                 lookup_runners=s.ledger_batch_lookup_runners,
             )
@@ -193,149 +139,28 @@ class DDContext:
 
 
 T = TypeVar("T")
-Step = Callable[[DDContext, FlowState, Frame], Awaitable[Response]]
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _terminal_code(user_id: bytes) -> str:
-    try:
-        return user_id.decode("ascii")
-    except UnicodeDecodeError:
-        return ""
-
-
-def _need_length(frame: Frame, size: int) -> None:
-    if len(frame.info) != size:
-        raise Refuse(INFO_LENGTH)
-
-
-def _bcd(data: bytes) -> str | None:
-    try:
-        return bcd_decode(data)
-    except ValueError:
-        return None
-
-
-# --- sign-in (SPEC 1.3) ----------------------------------------------------------------------
-
-
-def _dd01_answer(st: FlowState, terminal: store.Terminal | None) -> Response:
-    if terminal is None or not terminal.enabled or terminal.pki_no is None or terminal.locked:
-        raise Refuse(INFO_PKI)
-    st.terminal = terminal
-    return Response(info=R_INIT)
-
-
-def dd01_sync(dd: DDContext, st: FlowState, frame: Frame) -> Response | None:
-    """DD01 from the terminal cache; None when the database must be asked."""
-    if frame.info:
-        raise Refuse(INFO_LENGTH)
-    st.code = _terminal_code(frame.user_id)
-    known, terminal = dd.terminals.get(st.code)
-    return _dd01_answer(st, terminal) if known else None
-
-
-async def dd01(dd: DDContext, st: FlowState, frame: Frame) -> Response:
-    if frame.info:
-        raise Refuse(INFO_LENGTH)
-    st.code = _terminal_code(frame.user_id)
-    async with dd.platform.acquire() as conn:
-        terminal = await store.get_terminal(conn, st.code) if st.code else None
-    dd.terminals.put(st.code, terminal)
-    return _dd01_answer(st, terminal)
-
-
-async def dd03(dd: DDContext, st: FlowState, frame: Frame) -> Response:
-    """R-INIT response: PKI ‖ RT. Answer R-AC-Login1: RP ‖ 3DES(K_pki, RT)."""
-    _need_length(frame, 12)
-    async with dd.platform.acquire() as conn:
-        terminal = await store.get_terminal(conn, st.code)
-    if terminal is None or terminal.locked or not terminal.enabled:
-        raise Refuse(INFO_PKI)
-    st.terminal = terminal
-    pki4, st.rt = frame.info[:4], frame.info[4:]
-    pki_no = _bcd(pki4)
-    if pki_no is None or pki_no != terminal.pki_no or not terminal.pki_enabled:
-        metrics.SIGNIN_FAILURES.labels("pki").inc()
-        raise Refuse(INFO_PKI, counts=True)
-    st.pki = pki4
-    st.k_pki = signin_pki_key(dd.platform.keys.signin, pki4)
-    st.rp = secrets.token_bytes(8)
-    return Response(info=st.rp + signin_cryptogram(st.k_pki, st.rt), pki=pki4)
-
-
-def _same_pki(st: FlowState, frame: Frame) -> None:
-    if not constant_time_eq(frame.pki, st.pki):
-        metrics.SIGNIN_FAILURES.labels("pki").inc()
-        raise Refuse(INFO_PKI, counts=True)
-
-
-async def dd05(dd: DDContext, st: FlowState, frame: Frame) -> Response:
-    """R-AC-Login1 response: 3DES(K_pki, RP). Answer R-AC-Login2: the wrapped session key."""
-    _same_pki(st, frame)
-    _need_length(frame, 8)
-    if not constant_time_eq(frame.info, signin_cryptogram(st.k_pki, st.rp)):
-        metrics.SIGNIN_FAILURES.labels("cryptogram").inc()
-        raise Refuse(INFO_CARD_ERROR, counts=True)
-    st.sk = secrets.token_bytes(16)
-    return Response(info=signin_wrap_session_key(st.k_pki, st.sk))
-
-
-async def dd07(dd: DDContext, st: FlowState, frame: Frame) -> Response:
-    """R-AC-Login2 response: MAC(SK, PKI ‖ RT ‖ RP). Persist the sign-in; DD08 ends the flow."""
-    _same_pki(st, frame)
-    _need_length(frame, 4)
-    if not constant_time_eq(frame.info, signin_proof(st.sk, st.pki, st.rt, st.rp)):
-        metrics.SIGNIN_FAILURES.labels("proof").inc()
-        raise Refuse(INFO_CARD_ERROR, counts=True)
-    assert st.terminal is not None
-    terminal = st.terminal
-    until = store.signin_expiry(_now(), dd.platform.settings.signin_business_day_end_hour)
-    pki_no = bcd_decode(st.pki)
-    async with dd.platform.acquire() as conn:
-        serial = await store.record_signin_success(conn, terminal.id, pki_no, until)
-    dd.terminals.forget(st.code)
-    if serial is None:  # locked or disabled by an operator during the handshake
-        raise Refuse(INFO_PKI)
-    expiry = until.astimezone(LOCAL_TZ).strftime("%Y%m%d%H%M%S")
-    return Response(info=bcd_encode(serial, 8) + bcd_encode(expiry, 7), end=True)
-
-
-async def _count_signin_failure(dd: DDContext, st: FlowState) -> None:
-    if st.terminal is None:
-        return
-    async with dd.platform.acquire() as conn:
-        terminal = await store.record_signin_failure(
-            conn, st.terminal.id, dd.platform.settings.signin_max_failures
-        )
-    dd.terminals.forget(st.code)
-    if terminal.locked and not st.terminal.locked:
-        log.warning("terminal %s locked after %d failed sign-ins", st.code, terminal.signin_failures)
 
 
 # --- the checks every recharge / query / deposit starts with (SPEC 1.2) ----------------------
 
 
 async def _signed_in(conn: asyncpg.Connection, st: FlowState, frame: Frame) -> store.Terminal:
-    st.code = _terminal_code(frame.user_id)
+    st.code = terminal_code(frame.user_id)
     terminal = await store.get_terminal(conn, st.code) if st.code else None
     return _check_signed_in(st, frame, terminal)
 
 
 def _check_signed_in(st: FlowState, frame: Frame, terminal: store.Terminal | None) -> store.Terminal:
-    if terminal is None or not terminal.signed_in(_now()):
+    if terminal is None or not terminal.signed_in(utc_now()):
         raise Refuse(INFO_NOT_SIGNED_IN)
-    if terminal.signin_pki is None or _bcd(frame.pki) != terminal.signin_pki:
+    if terminal.signin_pki is None or bcd_or_none(frame.pki) != terminal.signin_pki:
         raise Refuse(INFO_PKI)
     st.terminal, st.pki = terminal, frame.pki
     return terminal
 
 
 def _order_no(data: bytes) -> str:
-    order_no = _bcd(data)
+    order_no = bcd_or_none(data)
     if order_no is None or not orders.is_order_no(order_no):
         raise Refuse(INFO_UNKNOWN_ORDER)
     return order_no
@@ -393,7 +218,7 @@ def _dd17_group(record_ids: store.RecordIds) -> Group:
     async def run_all(conn: asyncpg.Connection, items: list[tuple[str, int]]) -> list[object]:
         """(order, balance after) each: the orders marked loaded with their record ids, and their posts."""
         firsts = _first_of_each([no for no, _ in items])
-        ids = await record_ids.take(conn, len(firsts), _now())
+        ids = await record_ids.take(conn, len(firsts), utc_now())
         loaded = {
             o.order_no: o for o in await orders.mark_loaded_many(
                 conn, [(items[i][0], items[i][1], rid) for i, rid in zip(firsts, ids, strict=True)]
@@ -433,10 +258,10 @@ async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     other terminals waiting at that moment (``Batcher.lookup``); paying an unpaid order naming
     its card is a batched step (``DDContext.batched``), answered once committed.
     """
-    _need_length(frame, 15)
+    need_length(frame, 15)
     info = frame.info
-    st.code = _terminal_code(frame.user_id)
-    order_no = _bcd(info[5:15])
+    st.code = terminal_code(frame.user_id)
+    order_no = bcd_or_none(info[5:15])
     wanted = order_no if order_no is not None and orders.is_order_no(order_no) else None
     terminal, order, st.order_card_kind = await dd.batcher.lookup(DD11_READS, (st.code, wanted))
     # The checks refuse in the spec's order.
@@ -447,7 +272,7 @@ async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     _order_no(info[5:15])
     if order is None:
         raise Refuse(INFO_UNKNOWN_ORDER)
-    if not _loadable(order, _now()):
+    if not _loadable(order, utc_now()):
         raise Refuse(INFO_NOT_LOADABLE)
     if amount != order.amount_cents:
         raise Refuse(INFO_AMOUNT)
@@ -476,7 +301,7 @@ def _read_card(info: bytes) -> tuple[str, int]:
         raise Refuse(INFO_CARD_ERROR)
     if issuer[4] != CARD_TYPE_CPU:
         raise Refuse(INFO_PURSE_TYPE)
-    card_no = _bcd(issuer[8:16])
+    card_no = bcd_or_none(issuer[8:16])
     if card_no is None:
         raise Refuse(INFO_CARD_ERROR)
     return card_no, be_decode(balance)
@@ -545,14 +370,14 @@ async def dd15(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     order, terminal = st.order, st.terminal
     assert order is not None and terminal is not None
     balance, serial, random4, mac1 = be_decode(body[0:4]), be_decode(body[4:6]), body[8:12], body[12:16]
-    now_local = _now().astimezone(LOCAL_TZ)
+    now_local = utc_now().astimezone(LOCAL_TZ)
     date4, time3 = bcd_encode(now_local.strftime("%Y%m%d"), 4), bcd_encode(now_local.strftime("%H%M%S"), 3)
     dlk = diversify(dd.platform.keys.load, card_div_data(st.card_no))
     tid = terminal_id_bytes(terminal.code)
     mac2 = verify_mac1_make_mac2(dlk, random4, serial, balance, order.amount_cents, tid, mac1, date4, time3)
     if mac2 is None:
         raise Refuse(INFO_CARD_ERROR)
-    if order.expires_at is not None and order.expires_at <= _now():
+    if order.expires_at is not None and order.expires_at <= utc_now():
         raise Refuse(INFO_NOT_LOADABLE)
 
     load: dict[str, Any] = {
@@ -601,7 +426,7 @@ async def dd17(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     async def post(conn: asyncpg.Connection) -> Order:
         # The merchant's fund row is the hot lock every post takes: take it last, hold it shortest
         # (and the batch runs hot steps after its other steps).
-        (record_id,) = await dd.record_ids.take(conn, 1, _now())
+        (record_id,) = await dd.record_ids.take(conn, 1, utc_now())
         return await orders.mark_loaded_in_transaction(
             conn, order.order_no, balance_after_cents=balance_after, record_id=record_id
         )
@@ -623,7 +448,7 @@ def _receipt(order: Order, pki: bytes, *, amount: int, balance: int) -> bytes:
 
 async def dd19(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     """Receipt request after a successful DD18: the order is confirmed (04)."""
-    _need_length(frame, 10)
+    need_length(frame, 10)
     order = st.order
     assert order is not None
     if _order_no(frame.info) != order.order_no:
@@ -666,7 +491,7 @@ async def _settled_answer(conn: asyncpg.Connection, order: Order, pki: bytes) ->
 
 async def dd21_query(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     """Step 0x00: the outcome of an order; a *loading* one gets GET TRANSACTION PROVE."""
-    _need_length(frame, 10)
+    need_length(frame, 10)
 
     async def work(conn: asyncpg.Connection) -> Response:
         await _signed_in(conn, st, frame)
@@ -729,7 +554,7 @@ async def dd21_recover(dd: DDContext, st: FlowState, frame: Frame) -> Response:
             return Response.refuse(INFO_REVERSAL_FAILED)
         assert order.card_no is not None and order.balance_before_cents is not None
         balance_after = order.balance_before_cents + order.amount_cents
-        (record_id,) = await dd.record_ids.take(conn, 1, _now())
+        (record_id,) = await dd.record_ids.take(conn, 1, utc_now())
         await orders.mark_loaded(conn, order.order_no, balance_after_cents=balance_after, record_id=record_id)
         loaded = await orders.confirm_order(conn, order.order_no)
         metrics.RECHARGES.labels("recovered_loaded").inc()
@@ -743,7 +568,7 @@ async def dd21_recover(dd: DDContext, st: FlowState, frame: Frame) -> Response:
 
 async def dd73(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     """operation ‖ card ‖ deposit ‖ challenge: move the deposit, answer the secured UPDATE BINARY."""
-    _need_length(frame, 17)
+    need_length(frame, 17)
     info = frame.info
     operation, amount, challenge = info[0], be_decode(info[9:13]), info[13:17]
 
@@ -751,7 +576,7 @@ async def dd73(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         terminal = await _signed_in(conn, st, frame)
         if operation not in (DEPOSIT_OPEN, DEPOSIT_CLOSE):
             raise Refuse(INFO_APP_TYPE)
-        card_no = _bcd(info[1:9])
+        card_no = bcd_or_none(info[1:9])
         if card_no is None:
             raise Refuse(INFO_CARD_MISMATCH)
         st.card_no = card_no
@@ -773,70 +598,3 @@ async def dd73(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     return Response(info=script_encode([Instruction(1, apdu, SW_OK, 0, 0)]), end=True)
 
 
-# --- dispatch --------------------------------------------------------------------------------
-
-STEPS: dict[tuple[int, int], Step] = {
-    (0x01, 0): dd01, (0x03, 1): dd03, (0x05, 1): dd05, (0x07, 1): dd07,
-    (0x11, 0): dd11, (0x13, 1): dd13, (0x15, 1): dd15, (0x17, 1): dd17, (0x19, 1): dd19,
-    (0x21, 0): dd21_query, (0x21, 1): dd21_recover,
-    (0x73, 0): dd73,
-}
-_TRANSIENT_DB_ERRORS = (
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.QueryCanceledError,
-)
-
-
-# The steps that can often answer at once, without a task: None from one means "run STEPS' step".
-SYNC_STEPS: dict[tuple[int, int], Callable[[DDContext, FlowState, Frame], Response | None]] = {
-    (0x01, 0): dd01_sync, (0x13, 1): dd13_sync,
-}
-
-
-def handle_sync(dd: DDContext, st: FlowState, request: Request) -> Response | None:
-    """Answer without the database when possible (DD01 with the terminal cached, DD13 of a known
-    card), else None: ``handle`` runs the step in a task."""
-    frame = request.frame
-    step = SYNC_STEPS.get((frame.stage, frame.step))
-    if step is None:
-        return None
-    try:
-        return step(dd, st, frame)
-    except Refuse as refused:
-        return Response.refuse(refused.code)
-    except Exception:  # a defect: answer 0xEE, as a step run in a task would
-        log.exception("stage 0x%02X: unexpected error", frame.stage)
-        return Response.refuse(INFO_INTERNAL)
-
-
-async def handle(dd: DDContext, st: FlowState, request: Request) -> Response:
-    """Run the step for a request; errors become values here (an info code), never escape."""
-    frame = request.frame
-    step = STEPS[(frame.stage, frame.step)]
-    try:
-        return await step(dd, st, frame)
-    except Refuse as refused:
-        if refused.counts and request.flow is Flow.SIGNIN:
-            await _count_failure_safely(dd, st)
-        return Response.refuse(refused.code)
-    except Busy:
-        metrics.BUSY_ANSWERS.labels("dd").inc()
-        return Response.refuse(INFO_BUSY)
-    except _TRANSIENT_DB_ERRORS as exc:
-        metrics.BUSY_ANSWERS.labels("dd").inc()
-        log.warning("stage 0x%02X: database saturated (%s)", frame.stage, type(exc).__name__)
-        return Response.refuse(INFO_BUSY)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, OrderError, ValueError) as exc:
-        log.error("stage 0x%02X failed: %s", frame.stage, type(exc).__name__)
-        return Response.refuse(INFO_INTERNAL)
-
-
-async def _count_failure_safely(dd: DDContext, st: FlowState) -> None:
-    try:
-        await _count_signin_failure(dd, st)
-    except (Busy, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        log.error("could not record a failed sign-in of %s: %s", st.code, type(exc).__name__)
-
-
-assert INFO_OK == 0

@@ -15,12 +15,13 @@ import logging
 import time
 from typing import Any, Protocol, cast
 
-from core_ext import INFO_BUSY, INFO_INTERNAL
 from recharge import metrics
 from recharge.config import Settings
 from recharge.network import Network, is_trusted
-from server import flows, proxy_protocol
+from server import dispatch, flows, proxy_protocol
+from server.flow_state import FlowState
 from server.session import ProtocolError, Request, Response, TerminalSession
+from server.stages import INFO_BUSY, INFO_INTERNAL
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,8 @@ class DDProtocol(asyncio.Protocol):
 
     def __init__(self, service: ConnectionHost) -> None:
         self.service = service
-        self.session = TerminalSession(service.settings.dd_max_frame_length)
-        self.state = flows.FlowState()
+        self.session = TerminalSession(dispatch.STAGES, service.settings.dd_max_frame_length)
+        self.state = FlowState()
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -71,10 +72,18 @@ class DDProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._started = 0.0
         self._stage = 0
-        # The terminal's address: the TCP peer, or what a trusted proxy's PROXY v2 header says.
-        self.peer: str | None = None
         self._proxy_pending: bytes | None = None  # header bytes so far, from a trusted proxy
         self._first_data = True
+
+    @property
+    def peer(self) -> str | None:
+        """The terminal's address: the TCP peer, or what a trusted proxy's PROXY v2 header says.
+        One value, kept in the flow state, where the steps read it (sign-in binding, records)."""
+        return self.state.peer
+
+    @peer.setter
+    def peer(self, address: str | None) -> None:
+        self.state.peer = address
 
     # --- asyncio callbacks
 
@@ -159,7 +168,7 @@ class DDProtocol(asyncio.Protocol):
     def _dispatch(self, request: Request) -> None:
         self._started = time.perf_counter()
         self._stage = request.frame.stage
-        answer = flows.handle_sync(self.service.dd, self.state, request)
+        answer = dispatch.handle_sync(self.service.dd, self.state, request)
         if answer is not None:
             self._answer(answer)
         elif not self.service.take_slot():
@@ -170,7 +179,7 @@ class DDProtocol(asyncio.Protocol):
 
     async def _run(self, request: Request) -> None:
         try:
-            answer = await flows.handle(self.service.dd, self.state, request)
+            answer = await dispatch.handle(self.service.dd, self.state, request)
         except Exception:  # a defect: answer 0xEE, never leak details to the terminal
             log.exception("stage 0x%02X: unexpected error", request.frame.stage)
             answer = Response.refuse(INFO_INTERNAL)

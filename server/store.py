@@ -12,10 +12,8 @@ commit per batch).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -23,9 +21,8 @@ from typing import TypeVar
 
 import asyncpg
 
-from recharge import metrics
+from recharge import db
 from recharge.context import Platform
-from recharge.db import RETRYABLE_SQLSTATES
 from recharge.ledger import transfers as ledger
 from recharge.orders.lifecycle import LOCAL_TZ, Order
 
@@ -33,21 +30,9 @@ T = TypeVar("T")
 
 
 async def run_transaction(ctx: Platform, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """``work`` in one transaction on a bounded pool connection, retried whole on 40001/40P01."""
-    attempt = 0
-    while True:
-        async with ctx.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    return await work(conn)
-            except asyncpg.PostgresError as exc:
-                if getattr(exc, "sqlstate", None) not in RETRYABLE_SQLSTATES:
-                    raise
-                if attempt >= ctx.settings.ledger_max_retries:
-                    raise
-        attempt += 1
-        metrics.LEDGER_RETRIES.inc()
-        await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
+    """``work`` in one transaction on a bounded pool connection (``Busy`` when the pool is exhausted),
+    retried whole by the platform's retry policy (``recharge.db.RetryPolicy``)."""
+    return await db.retry_transaction(ctx.acquire, work, policy=db.RetryPolicy.from_settings(ctx.settings))
 
 
 # --- terminals and sign-in -------------------------------------------------------------------

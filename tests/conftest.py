@@ -146,6 +146,8 @@ def settings(database_url: str, test_keys: tuple[MasterKeys, Path], tmp_path_fac
         sweeper_interval_s=0.5,
         admin_token="test-admin-token",
         sms_shared_secret="test-sms-secret",
+        mpay_argon2_time_cost=1,  # argon2id stays argon2id; the tests only need it fast
+        mpay_argon2_memory_kib=1024,
     )
 
 

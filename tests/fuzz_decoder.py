@@ -14,12 +14,18 @@ from typing import Any
 
 import core_ext
 from core_ext import reference
+from server.dispatch import STAGES
 
 MAX_BUFFERED = 287
 
 
+def _stages(requests: bool) -> list[int]:
+    """The platform's stage bytes of one direction (the stage table the server's decoder is given)."""
+    return sorted(STAGES.request_stages if requests else set(STAGES.response_of.values()))
+
+
 def _valid_frame(rng: random.Random, requests: bool) -> bytes:
-    stages = sorted(core_ext.REQUEST_STAGES if requests else core_ext.RESPONSE_STAGES)
+    stages = _stages(requests)
     info = rng.randbytes(rng.choice((0, 1, 15, rng.randrange(256))))
     frame = core_ext.Frame(stage=rng.choice(stages), user_id=rng.randbytes(rng.randrange(17)).rstrip(b"\x00"),
                            pki=rng.randbytes(4), info=info, step=rng.randrange(256), flow=rng.randrange(256),
@@ -47,7 +53,7 @@ def _mutate(rng: random.Random, data: bytearray) -> None:
 
 
 def _events(module: Any, chunks: list[bytes], requests: bool) -> list[Any]:
-    decoder = module.FrameDecoder(requests)
+    decoder = module.FrameDecoder(requests, module.MAX_LENGTH, _stages(requests))
     events: list[Any] = []
     for chunk in chunks:
         try:

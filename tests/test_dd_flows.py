@@ -18,13 +18,13 @@ from app import fixtures
 from app.fixtures import SimTerminal
 from core_ext import (
     DEPOSIT_UPDATE_HEADER,
-    INFO_REVERSAL_OK,
     bcd_decode,
     be_decode,
     script_decode,
 )
 from recharge.ledger import transfers as ledger
 from recharge.orders import lifecycle as orders
+from server.stages import INFO_REVERSAL_OK
 
 pytestmark = pytest.mark.usefixtures("audited")
 
@@ -98,17 +98,20 @@ async def test_recharge_happy_path_posts_transfer_and_returns_receipt(term: SimT
 
 def _record_dd13_tasks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The DD13s the server ran as a task (``flows.dd13``), by card number, from now on."""
-    from server import flows
+    import dataclasses
+
+    from server.dispatch import STAGES
 
     ran: list[str] = []
-    step = flows.STEPS[(0x13, 1)]
+    row = STAGES.rows[0x13, 1]
+    step = row.handler
 
     async def recorded(dd: Any, st: Any, frame: Any) -> Any:
         answer = await step(dd, st, frame)
         ran.append(st.card_no)
         return answer
 
-    monkeypatch.setitem(flows.STEPS, (0x13, 1), recorded)
+    monkeypatch.setitem(STAGES.rows, (0x13, 1), dataclasses.replace(row, handler=recorded))
     return ran
 
 

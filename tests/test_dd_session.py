@@ -5,24 +5,29 @@ from __future__ import annotations
 import pytest
 
 from core_ext import (
-    INFO_CHECKSUM,
-    INFO_LENGTH,
-    INFO_STAGE,
     Frame,
     FrameDecoder,
     bcd_encode,
     frame_encode,
 )
+from server.dispatch import STAGES
 from server.session import (
-    FIRST_STAGES,
-    NEXT_STAGE,
-    RESPONSE_STAGE,
-    Flow,
     ProtocolError,
     Response,
     State,
-    TerminalSession,
 )
+from server.session import TerminalSession as _Session
+from server.stages import INFO_CHECKSUM, INFO_LENGTH, INFO_STAGE, Flow, Stage, StageTable
+
+# The views of the platform's stage table the session reads.
+FIRST_STAGES = {row.request: row.flow for row in STAGES.opening.values()}
+NEXT_STAGE = {row.request: row.next for row in STAGES.rows.values() if row.next is not None}
+RESPONSE_STAGE = STAGES.response_of
+
+
+def TerminalSession(max_length: int | None = None) -> _Session:  # noqa: N802 - stands in for the class
+    """A session over the platform's stage table."""
+    return _Session(STAGES) if max_length is None else _Session(STAGES, max_length)
 
 USER = b"11552001"
 PKI = bcd_encode("70000472", 4)
@@ -172,3 +177,33 @@ def test_stage_tables_are_consistent() -> None:
 def test_send_without_request_is_a_bug() -> None:
     with pytest.raises(RuntimeError):
         TerminalSession().send(Response())
+
+
+def noop() -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [Stage(0x01, 0, Flow.SIGNIN, noop), Stage(0x01, 0, Flow.SIGNIN, noop)],
+        [Stage(0x02, 0, Flow.SIGNIN, noop)],
+        [Stage(0x1B, 0, Flow.SIGNIN, noop)],
+        [Stage(0x01, 2, Flow.SIGNIN, noop)],
+        [Stage(0x01, 0, Flow.SIGNIN, noop, next=0x03)],
+        [Stage(0x01, 0, Flow.SIGNIN, noop, next=0x13), Stage(0x13, 1, Flow.RECHARGE, noop)],
+    ],
+    ids=["twice", "platform_stage", "not_decimal", "bad_step", "next_missing", "next_of_another_flow"],
+)
+def test_a_stage_table_that_breaks_the_rules_is_refused_on_construction(rows: list[Stage[object, object]]) -> None:
+    with pytest.raises(ValueError):
+        StageTable(rows)
+
+
+def test_the_decoder_accepts_only_the_table_stages() -> None:
+    small = StageTable([Stage(0x11, 0, Flow.RECHARGE, noop)])
+    with pytest.raises(ProtocolError) as err:
+        _Session(small).receive_data(request(0x21, b"\x00" * 10))
+    assert err.value.info_code is None and err.value.answer is None  # an unknown stage: close silently
+    [req] = _Session(small).receive_data(request(0x11, b"x" * 15))
+    assert req.stage is small.rows[0x11, 0]

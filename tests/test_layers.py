@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("app", "server", "http_api", "recharge", "core_ext", "loadtest")
+PACKAGES = ("app", "server", "http_api", "recharge", "core_ext", "loadtest", "chaos")
 # What each package may import (besides itself and third-party code).
 ALLOWED: dict[str, set[str]] = {
     "core_ext": set(),
@@ -19,6 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "http_api": {"recharge", "core_ext"},
     "app": {"server", "http_api", "recharge", "core_ext"},
     "loadtest": {"app", "server", "http_api", "recharge", "core_ext"},
+    "chaos": {"app", "server", "http_api", "recharge", "core_ext"},
 }
 
 

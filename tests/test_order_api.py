@@ -6,6 +6,7 @@ nothing changed in the database."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import secrets
 import time
@@ -20,7 +21,7 @@ import pytest
 
 import core_ext
 from app import fixtures
-from http_api import order_api
+from http_api import order_api, order_envelope
 from http_api.order_client import ClientIdentity, build_request, open_reply, remac, seal
 from recharge.ledger import transfers as ledger
 from recharge.orders import lifecycle as orders
@@ -66,7 +67,7 @@ def fresh_raw() -> int:
 
 
 @pytest.fixture(scope="module")
-async def api(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory) -> ApiPlatform:
+async def api(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory, known_cards: None) -> ApiPlatform:
     async with pool.acquire() as conn:
         return await register(conn, tmp_path_factory.mktemp("api"), fresh_raw(), FUND_CENTS)
 
@@ -97,8 +98,21 @@ def reqinfo_for(card_no: str, card_type: int = 0x01) -> list[str]:
     return [core_ext.reply_encode([r]).hex() for r in replies]
 
 
+# Cards an order may name: registered CPU cards (the order API refuses unknown numbers).
+KNOWN_CARDS = 2_000
+_CARD_PREFIX = "1680" + fixtures.random_digits(4)
+_next_card = itertools.count()
+
+
+@pytest.fixture(scope="module")
+async def known_cards(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await fixtures.register_cpu_cards(conn, [f"{_CARD_PREFIX}{i:08d}" for i in range(KNOWN_CARDS)])
+
+
 def new_card() -> str:
-    return "1680" + fixtures.random_digits(12)
+    """A registered CPU card no other test of the run has used."""
+    return f"{_CARD_PREFIX}{next(_next_card):08d}"
 
 
 def order_fields(api: ApiPlatform, card: str, amount: int = 1_000, **over: Any) -> dict[str, Any]:
@@ -165,7 +179,7 @@ async def test_seed_request_example_passes_the_gate_and_opens_a_session(
         await order_platforms.add_public_key(conn, seed.id, str(crt), pem, min_bits=2048)
         seed_api = ApiPlatform(ClientIdentity(1, crt, (tmp_path / "p1.pem").read_text()), seed.id,
                                seed.merchant_id, seed.pki_no or "")
-    assert core_ext.envelope_encrypt(str(SEED_TIMESTAMP), SEED_PLAINTEXT)[0] == SEED_DATA
+    assert order_envelope.envelope_encrypt(str(SEED_TIMESTAMP), SEED_PLAINTEXT)[0] == SEED_DATA
     monkeypatch.setattr(order_api, "now_s", lambda: SEED_TIMESTAMP + 1.5)
     reply = await post(http, "APPLLogin", seal(seed_api.who, SEED_DATA, timestamp=SEED_TIMESTAMP))
     assert reply["status"] == 1, reply

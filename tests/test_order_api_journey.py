@@ -39,6 +39,7 @@ async def test_order_created_over_http_is_loaded_over_dd_queried_and_settled(
     await order_platforms.add_public_key(conn, registered.id, "1", pem, min_bits=2048)
     who = ClientIdentity(int(raw), 1, (tmp_path / "client.pem").read_text())
     card = term.card(balance_cents=150)
+    await fixtures.register_cpu_cards(conn, [card.card_no])  # its issuer registered it
     userinfo = json.dumps({"userid": "gzzxc001"})
 
     async with aiohttp.ClientSession(f"http://127.0.0.1:{platform.http_port}") as http:

@@ -23,7 +23,7 @@ from recharge.config import Settings
 from recharge.network import is_trusted, parse_networks
 from server import proxy_protocol
 from server.proxy_protocol import ProxyHeaderError
-from server.session import NO_PKI
+from server.stages import NO_PKI
 
 DD01 = frame_encode(Frame(stage=0x01, user_id=b"11552001", pki=NO_PKI, info=b"", step=0))
 

@@ -19,8 +19,8 @@ locks until that flush is done. ``Batcher`` pays that once per batch (TigerBeetl
   runs while the previous one commits (the statements of two batches never run at the same
   time, so two batches cannot deadlock each other).
 - A deadlock or serialization failure (40P01/40001) anywhere in the batch rolls the whole
-  batch back and runs it again (every step is re-runnable: all of it was rolled back), up
-  to ``max_retries`` times. ``work`` may therefore run more than once: it must not keep
+  batch back and runs it again (every step is re-runnable: all of it was rolled back), as
+  ``retry`` (``recharge.db.RetryPolicy``, the code base's one retry policy) says. ``work`` may therefore run more than once: it must not keep
   side effects outside the connection (return values; set state after ``run`` returns).
 - Merging: a step may name a ``Group`` and an item. The first run of a batch hands all its
   steps of one group to the group's ``run_all`` at once (one statement for all of them
@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import random
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -61,7 +60,7 @@ import asyncpg
 
 from recharge import metrics
 from recharge.context import Busy
-from recharge.db import RETRYABLE_SQLSTATES
+from recharge.db import DEFAULT_RETRY, RETRYABLE_SQLSTATES, RetryPolicy
 
 T = TypeVar("T")
 Work = Callable[[asyncpg.Connection], Awaitable[Any]]
@@ -120,7 +119,7 @@ class Batcher:
         max_wait_ms: float,
         queue_depth: int = 1024,
         pipeline: int = 2,
-        max_retries: int = 10,
+        retry: RetryPolicy = DEFAULT_RETRY,
         linger_ms: float = 0.0,
         max_kept: int | None = None,
         max_readers: int = 4,
@@ -128,7 +127,7 @@ class Batcher:
         lookup_runners: int = 1,
     ) -> None:
         if (
-            max_batch < 1 or queue_depth < 1 or pipeline < 1 or max_wait_ms < 0 or max_retries < 0 or linger_ms < 0
+            max_batch < 1 or queue_depth < 1 or pipeline < 1 or max_wait_ms < 0 or linger_ms < 0
             or max_readers < 1 or read_wait_s <= 0 or lookup_runners < 1
         ):
             raise ValueError("ledger batch limits must be positive")
@@ -143,7 +142,7 @@ class Batcher:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.queue_depth = queue_depth
-        self.max_retries = max_retries
+        self.retry = retry
         self.linger_s = linger_ms / 1000.0
         self._reading = 0
         self._last_use = 0.0
@@ -477,26 +476,19 @@ class Batcher:
 
     async def _run_batch(self, batch: list[_Step], executed: asyncio.Future[None]) -> None:
         ordered = [s for s in batch if not s.hot] + [s for s in batch if s.hot]
-        attempt = 0
         isolate = False  # the first run has no savepoints; a step that fails makes the batch run again with them
+
+        async def attempt() -> None:
+            nonlocal isolate
+            while not await self._attempt(ordered, executed, isolate=isolate):
+                isolate = True  # a step failed in an unisolated run: everything was rolled back
+
         try:
-            while True:
-                try:
-                    if await self._attempt(ordered, executed, isolate=isolate):
-                        break
-                    isolate = True  # a step failed in an unisolated run: everything was rolled back
-                    continue
-                except asyncpg.PostgresError as exc:
-                    if getattr(exc, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt >= self.max_retries:
-                        self._fail(ordered, exc)
-                        return
-                except Exception as exc:  # Busy (pool exhausted), a lost connection, ...
-                    self._fail(ordered, exc)
-                    return
-                attempt += 1
-                self._stats[2] += 1
-                metrics.LEDGER_RETRIES.inc()
-                await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
+            try:
+                await self.retry.run(attempt, on_retry=self._count_retry)
+            except Exception as exc:  # not retryable, or retried enough; Busy (pool exhausted), a lost connection
+                self._fail(ordered, exc)
+                return
             self._stats[0] += 1
             self._stats[1] += len(ordered)
             metrics.LEDGER_BATCH_SIZE.observe(len(ordered))
@@ -521,6 +513,9 @@ class Batcher:
                     await self._release_spares()
                 else:
                     self._spares_idle()
+
+    def _count_retry(self) -> None:
+        self._stats[2] += 1
 
     async def _attempt(self, steps: list[_Step], executed: asyncio.Future[None], *, isolate: bool) -> bool:
         """Run and commit the batch once; False (all rolled back) when a step failed unisolated."""

@@ -52,6 +52,7 @@ class OrderErrorCode(StrEnum):
     CARD_INVALID = "card_invalid"  # not 16 digits
     CARD_REQUIRED = "card_required"  # paying needs the card whose purse is credited
     CARD_MISMATCH = "card_mismatch"  # the order names another card
+    CARD_UNKNOWN = "card_unknown"  # no active CPU card of that number is registered (order API)
     SERIAL_REUSED = "serial_reused"  # biz_serial_no already used with other content
     NOT_FOUND = "not_found"
     NOT_PAYABLE = "not_payable"  # state is not 01
@@ -154,6 +155,22 @@ async def get_order_by_serial(conn: asyncpg.Connection, platform_id: int, biz_se
 def _check_card(card_no: str | None) -> None:
     if card_no is not None and not (len(card_no) == 16 and card_no.isascii() and card_no.isdigit()):
         raise OrderError(OrderErrorCode.CARD_INVALID, "card number must be 16 digits")
+
+
+async def check_orderable_card(conn: asyncpg.Connection, card_no: str) -> None:
+    """Raise ``CARD_UNKNOWN`` unless ``card_no`` is a registered, active CPU card.
+
+    For channels whose card number is the client's word (the order API's reader replies),
+    not the card's cryptographic proof (a terminal's DD13/DD15, which registers a card it
+    sees for the first time): an order must not reserve money for a card that does not exist.
+    """
+    row = await conn.fetchrow("SELECT kind, state FROM cards WHERE card_no = $1", card_no)
+    if row is None:
+        raise OrderError(OrderErrorCode.CARD_UNKNOWN, "unknown card")
+    if row["kind"] != "cpu":
+        raise OrderError(OrderErrorCode.CARD_UNKNOWN, "not a CPU card")
+    if row["state"] != "active":
+        raise OrderError(OrderErrorCode.CARD_UNKNOWN, f"card is {row['state']}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,10 +631,12 @@ class OrderFilter:
                 add(f"{column} = ?", value)
         if self.states:
             add("state = ANY(?::text[])", list(self.states))
-        if self.start_date is not None:
-            add("created_at >= ?", _day_start(self.start_date))
-        if self.end_date is not None:
-            add("created_at < ?", _day_start(self.end_date + dt.timedelta(days=1)))
+        start = _day_bound(self.start_date) if self.start_date is not None else None
+        if start is not None:
+            add("created_at >= ?", start)
+        end = _day_bound(self.end_date, days_after=1) if self.end_date is not None else None
+        if end is not None:
+            add("created_at < ?", end)
         if self.userid is not None:
             add("extra ->> 'userid' = ?", self.userid)
         if self.payway is not None:
@@ -643,6 +662,15 @@ async def count_orders(conn: asyncpg.Connection, **filters: Any) -> int:
 
 def _day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(0), tzinfo=LOCAL_TZ)
+
+
+def _day_bound(day: dt.date, *, days_after: int = 0) -> dt.datetime | None:
+    """Local midnight ``days_after`` days after ``day`` (in UTC); None at the calendar's ends
+    (year 1, 9999-12-31), which bound nothing: every order lies between them."""
+    try:
+        return _day_start(day + dt.timedelta(days=days_after)).astimezone(dt.UTC)
+    except OverflowError:
+        return None
 
 
 # --- settlement

@@ -81,11 +81,23 @@ def sign_message(timestamp: object, version: object, platform_raw: object, crt_v
     return f"{timestamp}{version}{platform_raw}{crt_version}{data}".encode()
 
 
+def signature_bytes(sign_b64: str) -> bytes | None:
+    """The signature ``Sign`` spells, or None when it is not base64.
+
+    Base64 leaves spare bits in its last character (a 256-byte signature ends in one byte,
+    two characters and ``==``: 16 spellings of the same bytes), so anything that must
+    recognise a signature again (replay detection) keys on these bytes, never on the text.
+    """
+    try:
+        return base64.b64decode(sign_b64.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return None
+
+
 def verify_sign(public_key_pem: str, message: bytes, sign_b64: str) -> bool:
     """True when ``sign_b64`` is a valid signature of ``message`` under the key."""
-    try:
-        signature = base64.b64decode(sign_b64.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
+    signature = signature_bytes(sign_b64)
+    if signature is None:
         return False
     key = _cached_key(public_key_pem)
     if len(signature) != (key.size_in_bits() + 7) // 8:

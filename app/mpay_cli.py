@@ -1,0 +1,202 @@
+"""``rechargectl mpay …``: the operator's commands for the mobile payment account (SPEC 6).
+
+The registry (``registry set`` / ``registry import FILE.csv``, all rows or none), prepaid
+card pools (``cards import``), merchants (``merchant add``), the operator calendar
+(``calendar set``). Every write goes through the domain (``recharge.mpay``) in one
+transaction and is recorded (registry events; ``operator_actions`` with ``--actor``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+
+from app.commands import add_common, run_with_db
+from recharge.config import Settings
+from recharge.keys import load_keys
+from recharge.mpay import cards, events, merchants, registry
+from recharge.mpay.codes import Refused
+from recharge.mpay.env import Env
+from recharge.mpay.text import msisdn as normal_msisdn
+
+REGISTRY_HEADER = ["msisdn", "name", "id_type", "id_number", "province", "brand", "status"]
+EnvWork = Callable[[asyncpg.Connection, Env], Awaitable[int]]
+
+
+def _run(settings: Settings, work: EnvWork) -> int:
+    env = Env.of(settings, load_keys(settings.resolved_key_file))
+
+    async def guarded(conn: asyncpg.Connection) -> int:
+        try:
+            async with conn.transaction():
+                return await work(conn, env)
+        except (Refused, cards.ImportRefused, merchants.MerchantError, ValueError) as exc:
+            print(f"rechargectl mpay: refused: {exc}", file=sys.stderr)
+            return 2
+
+    return run_with_db(settings, guarded)
+
+
+async def _record(conn: asyncpg.Connection, actor: str, action: str, subject: str, detail: object) -> None:
+    await conn.execute(
+        "INSERT INTO operator_actions (actor, action, subject, reason, detail) VALUES ($1, $2, $3, '', $4)",
+        actor, action, subject, json.dumps(detail),
+    )
+
+
+def _subscriber(msisdn: str, fields: dict[str, str | None]) -> registry.Subscriber:
+    number = normal_msisdn(msisdn)
+    if number is None:
+        raise ValueError(f"{msisdn!r} is not an MSISDN")
+    try:
+        return registry.validate(number, {k: v for k, v in fields.items() if v not in (None, "")})
+    except Refused:
+        raise ValueError(f"bad registry data for {number}") from None
+
+
+def cmd_registry_set(settings: Settings, a: argparse.Namespace) -> int:
+    try:
+        sub = _subscriber(a.msisdn, {"name": a.name, "id_type": a.id_type, "id_number": a.id_number,
+                                     "province": a.province, "brand": a.brand, "status": a.status})
+    except ValueError as exc:
+        print(f"rechargectl mpay: refused: {exc}", file=sys.stderr)
+        return 2
+
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        change = (await events.set_subscribers(conn, env, [sub], f"cli:{a.actor}"))[0]
+        print(f"{sub.msisdn}: {'created' if change.created else 'updated'}; account effects: "
+              f"{', '.join(change.events) or 'none'}")
+        return 0
+
+    return _run(settings, work)
+
+
+def read_registry_csv(text: str) -> list[registry.Subscriber]:
+    reader = csv.reader(io.StringIO(text))
+    if next(reader, None) != REGISTRY_HEADER:
+        raise ValueError(f"the header must be {','.join(REGISTRY_HEADER)}")
+    subs, seen = [], set()
+    for number, row in enumerate(reader, start=2):
+        if len(row) != len(REGISTRY_HEADER):
+            raise ValueError(f"row {number}: {len(REGISTRY_HEADER)} fields expected")
+        sub = _subscriber(row[0], dict(zip(REGISTRY_HEADER[1:], row[1:], strict=True)))
+        if sub.msisdn in seen:
+            raise ValueError(f"row {number}: {sub.msisdn} repeated")
+        seen.add(sub.msisdn)
+        subs.append(sub)
+    return subs
+
+
+def cmd_registry_import(settings: Settings, a: argparse.Namespace) -> int:
+    try:
+        subs = read_registry_csv(Path(a.file).read_text(encoding="utf-8"))
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        print(f"rechargectl mpay: refused, nothing imported: {exc}", file=sys.stderr)
+        return 2
+
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        changes = await events.set_subscribers(conn, env, subs, f"cli:{a.actor}")
+        print(f"{len(changes)} subscribers imported ({sum(c.created for c in changes)} new)")
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_cards_import(settings: Settings, a: argparse.Namespace) -> int:
+    try:
+        rows = cards.parse_pool(Path(a.file).read_text(encoding="utf-8"))
+    except (cards.ImportRefused, OSError, UnicodeDecodeError) as exc:
+        print(f"rechargectl mpay: refused, nothing imported: {exc}", file=sys.stderr)
+        return 2
+
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        count = await cards.import_pool(conn, env, rows)
+        await _record(conn, a.actor, "mpay_cards_import", a.file, {"cards": count})
+        print(f"{count} prepaid cards imported")
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_merchant_add(settings: Settings, a: argparse.Namespace) -> int:
+    pem = Path(a.public_key).read_text(encoding="utf-8")
+
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        await merchants.add(conn, a.id, a.name, a.category, pem)
+        await _record(conn, a.actor, "mpay_merchant_add", a.id, {"name": a.name, "category": a.category})
+        print(f"merchant {a.id} ({a.category}) saved")
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_calendar_set(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        day = dt.date.fromisoformat(a.date)
+        await conn.execute("INSERT INTO mpay_calendar (day, kind) VALUES ($1, $2) ON CONFLICT (day)"
+                           " DO UPDATE SET kind = $2", day, a.kind)
+        await _record(conn, a.actor, "mpay_calendar_set", a.date, {"kind": a.kind})
+        print(f"{day} is a {a.kind}")
+        return 0
+
+    return _run(settings, work)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mpay = sub.add_parser("mpay", help="mobile payment account: registry, cards, merchants, calendar")
+    cmds = mpay.add_subparsers(dest="mpay_command", required=True, metavar="WHAT")
+
+    reg = cmds.add_parser("registry", help="the subscriber registry (BOSS stand-in)")
+    reg_cmds = reg.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    p = reg_cmds.add_parser("set", help="write one subscriber record (it replaces the record)")
+    add_common(p)
+    p.add_argument("msisdn")
+    p.add_argument("--name")
+    p.add_argument("--id-type", choices=registry.ID_TYPES)
+    p.add_argument("--id-number")
+    p.add_argument("--province", required=True, help="GB/T 2260 code xx0000 (Hunan 430000)")
+    p.add_argument("--brand", default="")
+    p.add_argument("--status", default="normal", choices=registry.STATUSES)
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_registry_set)
+    p = reg_cmds.add_parser("import", help="import a CSV (msisdn,name,id_type,id_number,province,brand,status)")
+    add_common(p)
+    p.add_argument("file")
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_registry_import)
+
+    crd = cmds.add_parser("cards", help="prepaid recharge card pools")
+    crd_cmds = crd.add_subparsers(dest="cards_command", required=True, metavar="ACTION")
+    p = crd_cmds.add_parser("import", help="import a card pool CSV (serial,pin,face_yuan,province,expiry)")
+    add_common(p)
+    p.add_argument("file")
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_cards_import)
+
+    mer = cmds.add_parser("merchant", help="remote-payment merchants")
+    mer_cmds = mer.add_subparsers(dest="merchant_command", required=True, metavar="ACTION")
+    p = mer_cmds.add_parser("add", help="add or update a merchant and its RSA public key")
+    add_common(p)
+    p.add_argument("id")
+    p.add_argument("--name", required=True)
+    p.add_argument("--category", required=True, choices=merchants.CATEGORIES)
+    p.add_argument("--public-key", required=True, help="PEM file of the merchant's RSA public key")
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_merchant_add)
+
+    cal = cmds.add_parser("calendar", help="the operator calendar (working days)")
+    cal_cmds = cal.add_subparsers(dest="calendar_command", required=True, metavar="ACTION")
+    p = cal_cmds.add_parser("set", help="mark a date a workday or a holiday")
+    add_common(p)
+    p.add_argument("date", help="YYYY-MM-DD")
+    p.add_argument("kind", choices=("workday", "holiday"))
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_calendar_set)

@@ -1,0 +1,137 @@
+"""Test support for the mobile payment account: subscribers, cards, merchants, SMS, outbox.
+
+Every helper makes fresh numbers (no two tests share a subscriber), goes through the
+domain's own functions for set-up (registry, card pool, merchants) and through the real
+server for what is under test (the SMS hook, the JSON API).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from Crypto.PublicKey import RSA
+
+from recharge.mpay import accounts, cards, events, merchants, outbox, registry
+from recharge.mpay.env import Env
+
+SECRET = "test-sms-secret"
+SERVICE = "10658888"
+
+
+def new_msisdn() -> str:
+    return "139" + "".join(secrets.choice("0123456789") for _ in range(8))
+
+
+def new_pin() -> str:
+    return "18" + "".join(secrets.choice("0123456789") for _ in range(16))
+
+
+def new_serial() -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(5)) + "18" + "".join(
+        secrets.choice("0123456789") for _ in range(10))
+
+
+_KEY: RSA.RsaKey | None = None
+
+
+def merchant_key() -> RSA.RsaKey:
+    """One 2048-bit key pair for every test merchant of the run (generating is slow)."""
+    global _KEY
+    if _KEY is None:
+        _KEY = RSA.generate(2048)
+    return _KEY
+
+
+@dataclass
+class MpayWorld:
+    pool: asyncpg.Pool
+    env: Env
+    base: str
+    session: aiohttp.ClientSession
+    data_dir: Path = field(default_factory=Path)
+
+    async def subscriber(self, msisdn: str | None = None, *, name: str | None = "张三", status: str = "normal",
+                         province: str = "430000", brand: str = "GOTONE", id_number: str = "430102199001011234") -> str:
+        msisdn = msisdn or new_msisdn()
+        body: dict[str, Any] = {"province": province, "brand": brand, "status": status}
+        if name is not None:
+            body |= {"name": name, "id_type": "id_card", "id_number": id_number}
+        async with self.pool.acquire() as conn, conn.transaction():
+            await events.set_subscribers(conn, self.env, [registry.validate(msisdn, body)], "test")
+        return msisdn
+
+    async def sms(self, sender: str, text: str, message_id: str | None = None, *, to: str = SERVICE) -> str:
+        params = {"secret": SECRET, "from": sender, "to": to, "text": text}
+        if message_id is not None:
+            params["id"] = message_id
+        async with self.session.get(f"{self.base}/sms/inbound", params=params) as resp:
+            body = await resp.text()
+            assert resp.status == 200, body
+            assert resp.content_type == "text/plain"
+            assert not body.endswith("\n")
+            return body
+
+    async def notices(self, msisdn: str) -> list[str]:
+        """Every notice queued for a number (clear text; a sensitive one decrypted), oldest first."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT text, text_enc FROM mpay_outbox WHERE msisdn = $1 ORDER BY created_at, id", msisdn)
+            return [outbox.text_of(self.env.keys, r) or "" for r in rows]
+
+    async def opened(self, name: str | None = "张三", **kwargs: Any) -> tuple[str, dict[str, str]]:
+        """A subscriber with an account opened over SMS; returns (msisdn, initial secrets)."""
+        msisdn = await self.subscriber(name=name, **kwargs)
+        assert (await self.sms(msisdn, "KT A")).startswith("手机支付开户成功")
+        text = (await self.notices(msisdn))[-1]
+        lp = text.split("登录密码")[1].split(",")[0]
+        pp = text.split("支付密码")[1].split(",")[0]
+        alias = text.split("别名")[1].split("。")[0]
+        return msisdn, {"login": lp, "pay": pp, "alias": alias}
+
+    async def set_pay_password(self, msisdn: str, old: str, new: str = "135790") -> str:
+        from recharge.mpay import profile
+
+        async with self.pool.acquire() as conn, conn.transaction():
+            account = await accounts.live_by_msisdn(conn, msisdn, lock=True)
+            await profile.change(conn, self.env, account, "pay", old, new)
+        return new
+
+    async def card(self, face_yuan: int = 20, *, province: str = "430000", expiry: str = "2099-12-31") -> str:
+        pin = new_pin()
+        rows = cards.parse_pool(f"serial,pin,face_yuan,province,expiry\n{new_serial()},{pin},{face_yuan},"
+                                f"{province},{expiry}\n")
+        async with self.pool.acquire() as conn, conn.transaction():
+            await cards.import_pool(conn, self.env, rows)
+        return pin
+
+    async def merchant(self, category: str = "DIGITAL", name: str = "数字商城") -> str:
+        merchant_id = "T" + secrets.token_hex(5).upper()
+        pem = merchant_key().publickey().export_key().decode()
+        async with self.pool.acquire() as conn:
+            await merchants.add(conn, merchant_id, name, category, pem)
+        return merchant_id
+
+    async def account(self, msisdn: str) -> asyncpg.Record:
+        async with self.pool.acquire() as conn:
+            row = await accounts.live_by_msisdn(conn, msisdn)
+        assert row is not None
+        return row
+
+    async def balances(self, msisdn: str) -> accounts.Figures:
+        async with self.pool.acquire() as conn:
+            return await accounts.balances(conn, await accounts.live_by_msisdn(conn, msisdn))
+
+    async def snapshot(self, msisdn: str) -> tuple[Any, ...]:
+        """What a refusal must leave unchanged: balances, transfers, the account's business columns."""
+        async with self.pool.acquire() as conn:
+            acct = await conn.fetchrow(
+                "SELECT status, kind, alias, login_hash, pay_hash, bank_card FROM mpay_accounts"
+                " WHERE msisdn = $1 OR former_msisdn = $1 ORDER BY id DESC LIMIT 1", msisdn)
+            transfers = await conn.fetchval("SELECT count(*) FROM transfers")
+        figures = await self.balances(msisdn) if acct and acct["status"] in accounts.LIVE else None
+        return (tuple(acct) if acct else None, figures, transfers)
