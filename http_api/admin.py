@@ -76,20 +76,45 @@ def _opt_date(body: dict[str, Any], name: str) -> dt.date | None:
         raise cards.AdminError(f"{name!r} must be a date YYYY-MM-DD") from None
 
 
+def hostile(value: Any, where: str) -> str | None:
+    """What no handler should see, anywhere in a path parameter, header or JSON body: a text
+    holding NUL, another control character or bytes that are not UTF-8, an integer beyond a
+    BIGINT (``http_api.edge``). None when there is nothing."""
+    if isinstance(value, str):
+        return None if edge.storable(value) else f"{where!r} holds control characters or bytes that are not UTF-8"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if edge.in_bigint(value) else f"{where!r} is out of range"
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() if (p := hostile(k, where) or hostile(v, str(k)))), None)
+    if isinstance(value, list):
+        return next((p for v in value if (p := hostile(v, where))), None)
+    return None
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | str:
+    """The JSON object a POST/PUT carries ({} without a body), or why it is refused."""
+    if request.method not in ("POST", "PUT") or not request.can_read_body:
+        return {}
+    try:
+        parsed = json.loads(await request.text())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return "body must be a JSON object"
+    if not isinstance(parsed, dict):
+        return "body must be a JSON object"
+    return hostile(parsed, "body") or parsed
+
+
 def endpoint(handler: AdminHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def wrapped(request: web.Request) -> web.Response:
         if not _authorised(request):
             return web.json_response({"error": "forbidden"}, status=403)
-        body: dict[str, Any] = {}
-        if request.method in ("POST", "PUT") and request.can_read_body:
-            try:
-                parsed = json.loads(await request.text())
-            except (ValueError, UnicodeDecodeError):
-                return web.json_response({"error": "body must be a JSON object"}, status=400)
-            if not isinstance(parsed, dict):
-                return web.json_response({"error": "body must be a JSON object"}, status=400)
-            body = parsed
+        body = await _json_body(request)
         actor = request.headers.get("X-Admin-Actor", "admin-api")[:64]
+        refusal = body if isinstance(body, str) else (
+            hostile(dict(request.match_info), "path") or hostile(actor, "X-Admin-Actor"))
+        if refusal is not None:
+            return web.json_response({"error": refusal}, status=400)
+        assert isinstance(body, dict)
         try:
             result = await handler(request, body, actor)
         except cards.AdminError as exc:

@@ -9,16 +9,18 @@ the DD server and HTTP (see docs/ARCHITECTURE.md). Feature modules listed in
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from http_api import admin, kkt_rest, kkt_soap, kkt_soap_doc, order_api, sms
-from http_api.context import PLATFORM_KEY, platform_of
+from http_api.context import PLATFORM_KEY, platform_of, route_of
 from http_api.forwarded import real_client_middleware
 from recharge import metrics, observability
 from recharge.context import Busy, Platform
+from recharge.db import unavailable
 from recharge.network import parse_networks
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count and time every request by its route template (never the raw path)."""
     started = time.perf_counter()
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    route = route_of(request)
     status = 500
     try:
         response = await handler(request)
@@ -42,11 +44,14 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         status = exc.status
         raise
-    except Busy:
+    except Exception as exc:
+        if not isinstance(exc, Busy) and not unavailable(exc):
+            raise
         status = 503
         metrics.BUSY_ANSWERS.labels("http").inc()
         # Routes with their own reply format (order API, SMS) answer busy themselves; this is
-        # the plain fallback for the rest (KaKaTong REST/SOAP, admin): nothing was done.
+        # the plain fallback for the rest (admin, a route meeting an unreachable database
+        # outside ``Platform.acquire``): nothing was done.
         return web.Response(status=503, text="system busy, retry later\n", headers={"Retry-After": "1"})
     finally:
         metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
@@ -65,8 +70,8 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "draining" if ctx.draining else "starting"}, status=503)
     try:
         async with ctx.acquire(1.0) as conn:
-            await conn.fetchval("SELECT 1")
-    except (Busy, OSError) as exc:
+            await conn.fetchval("SELECT 1", timeout=1.0)
+    except (Busy, OSError) as exc:  # DatabaseUnavailable is a Busy; TimeoutError an OSError
         return web.json_response({"status": "database unavailable", "error": type(exc).__name__}, status=503)
     return web.json_response({"status": "ready"})
 
@@ -78,7 +83,13 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
+_PUBLIC_BASE_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+
+
 def build_app(ctx: Platform) -> web.Application:
+    base = ctx.settings.http_public_base_url
+    if base and not _PUBLIC_BASE_URL.fullmatch(base):
+        raise ValueError("http_public_base_url must be http(s)://host[:port][/path]")
     middlewares = [observe, real_client_middleware(parse_networks(ctx.settings.trusted_proxies))]
     app = web.Application(middlewares=middlewares, client_max_size=ctx.settings.http_max_body_bytes)
     app[PLATFORM_KEY] = ctx

@@ -1,4 +1,5 @@
-"""Where a request handler finds the platform (pool, settings, keys) it serves."""
+"""Where a request handler finds the platform (pool, settings, keys) it serves, and the route
+template metrics label a request with."""
 
 from __future__ import annotations
 
@@ -11,3 +12,10 @@ PLATFORM_KEY: web.AppKey[Platform] = web.AppKey("platform", Platform)
 
 def platform_of(request: web.Request) -> Platform:
     return request.app[PLATFORM_KEY]
+
+
+def route_of(request: web.Request) -> str:
+    """The request's route template (``/admin/kkt/cards/{card_no}``), never the raw path;
+    ``unmatched`` for a path no route serves."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource else "unmatched"

@@ -14,7 +14,10 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from http_api import edge
 from http_api.context import platform_of
+from recharge import metrics
+from recharge.context import Busy
 from recharge.kkt import service as kkt
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" ?>\n'
@@ -67,6 +70,10 @@ class Params:
     def lang_chinese(self) -> bool:
         return kkt.is_chinese(self.get("LANG"))
 
+    def unstorable(self) -> str | None:
+        """The first parameter holding NUL or another control character (``http_api.edge``)."""
+        return next((name for name, value in self._values.items() if not edge.storable(value)), None)
+
 
 async def _params(request: web.Request) -> Params:
     if request.method == "POST":
@@ -89,16 +96,47 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
         kkt.metrics.KKT_TRADES.labels("unknown", "50").inc()
         return xml_response([[("PayInForm", "50"),
                               ("PayInResult", "(50)" + kkt.text("50", params.lang_chinese()))]], status=400)
+    refusal = _refuse_unstorable(method, params)
+    if refusal is not None:
+        return refusal
     ctx = platform_of(request)
-    async with ctx.acquire() as conn:
-        license = await kkt.authorize(
-            conn, params.get("LICENSEKEY"), request.remote, copno=params.get("COPNO"),
-            terminal_code=params.get("POSCODE"), settings=ctx.settings,
-        )
-        if license.code != 0:
-            kkt.metrics.KKT_TRADES.labels(method, f"license_{license.code}").inc()
-            return license_response(license.code)
-        return await handler(conn, params, license, kkt.Config.of(ctx.settings, ctx.keys))
+    try:
+        async with ctx.acquire() as conn:
+            license = await kkt.authorize(
+                conn, params.get("LICENSEKEY"), request.remote, copno=params.get("COPNO"),
+                terminal_code=params.get("POSCODE"), settings=ctx.settings,
+            )
+            if license.code != 0:
+                kkt.metrics.KKT_TRADES.labels(method, f"license_{license.code}").inc()
+                return license_response(license.code)
+            return await handler(conn, params, license, kkt.Config.of(ctx.settings, ctx.keys))
+    except Busy:
+        metrics.KKT_TRADES.labels(method, "busy").inc()
+        metrics.BUSY_ANSWERS.labels("http").inc()
+        return busy_response(params.lang_chinese())
+
+
+def busy_response(chinese: bool) -> web.Response:
+    """The card service's busy answer: code 51 with the busy text, HTTP 503, Retry-After."""
+    response = xml_response([[("PayInForm", kkt.BUSY), ("PayInResult", f"({kkt.BUSY}){kkt.busy_text(chinese)}")]],
+                            status=503)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _refuse_unstorable(method: str, params: Params) -> web.Response | None:
+    """A parameter no database field can hold, refused before anything is read: the license
+    code 1 (malformed) when it is the LICENSEKEY, checked first as always; else HTTP 400 with
+    return code 00."""
+    bad = params.unstorable()
+    if bad is None:
+        return None
+    if not edge.storable(params.get("LICENSEKEY") or ""):
+        kkt.metrics.KKT_TRADES.labels(method, "license_1").inc()
+        return license_response(1)
+    kkt.metrics.KKT_TRADES.labels(method, "00").inc()
+    return xml_response([[("PayInForm", "00"), ("PayInResult", "(00)" + kkt.text("00", params.lang_chinese()))]],
+                        status=400)
 
 
 async def _ct_request(conn: object, p: Params, license: kkt.License, cfg: kkt.Config) -> web.Response:

@@ -14,6 +14,7 @@ seed's SOAP example expects Chinese and sends no LANG.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,9 +26,11 @@ from aiohttp import web
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
-from http_api.context import platform_of
+from http_api import edge
+from http_api.context import platform_of, route_of
 from http_api.kkt_rest import yuan
 from recharge import metrics
+from recharge.context import Busy
 from recharge.kkt import service as kkt
 
 TNS = "urn:KaKaTong"
@@ -37,6 +40,8 @@ SOAP11_ENC = "http://schemas.xmlsoap.org/soap/encoding/"
 SOAP12_ENC = "http://www.w3.org/2003/05/soap-encoding"
 APACHE = "http://xml.apache.org/xml-soap"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
+log = logging.getLogger(__name__)
+
 MAX_ARGUMENTS = 32  # more children than any operation has parts: refused as malformed
 
 Map = Sequence[tuple[str, object]]
@@ -252,7 +257,8 @@ def envelope(version: str, operation: str, reply: Reply) -> str:
     )
 
 
-def fault(version: str, message: str, *, sender: bool = True) -> web.Response:
+def fault(version: str, message: str, *, sender: bool = True, status: int | None = None) -> web.Response:
+    """A SOAP fault: HTTP 500 (1.1), 400/500 (1.2) by who is at fault, or ``status`` when given."""
     text = escape(message)
     if version == SOAP12_ENV:
         code = "env:Sender" if sender else "env:Receiver"
@@ -262,15 +268,15 @@ def fault(version: str, message: str, *, sender: bool = True) -> web.Response:
             f'<env:Reason><env:Text xml:lang="en">{text}</env:Text></env:Reason>'
             "</env:Fault></env:Body></env:Envelope>\n"
         )
-        return web.Response(text=body, status=400 if sender else 500, content_type="application/soap+xml",
-                            charset="utf-8")
+        return web.Response(text=body, status=status or (400 if sender else 500),
+                            content_type="application/soap+xml", charset="utf-8")
     code = "SOAP-ENV:Client" if sender else "SOAP-ENV:Server"
     body = (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<SOAP-ENV:Envelope xmlns:SOAP-ENV="{SOAP11_ENV}"><SOAP-ENV:Body>'
         f"<SOAP-ENV:Fault><faultcode>{code}</faultcode><faultstring>{text}</faultstring></SOAP-ENV:Fault>"
         "</SOAP-ENV:Body></SOAP-ENV:Envelope>\n"
     )
-    return web.Response(text=body, status=500, content_type="text/xml", charset="utf-8")
+    return web.Response(text=body, status=status or 500, content_type="text/xml", charset="utf-8")
 
 
 def _guess_version(request: web.Request) -> str:
@@ -290,34 +296,73 @@ def decode_rpc(body: bytes) -> Decoded:
     return version, name, operation, bind_arguments(operation.parts, args)
 
 
+def counted_fault(
+    request: web.Request, version: str, message: str, *, sender: bool = True, status: int | None = None
+) -> web.Response:
+    """``fault``, counted by whose fault it is: SOAP 1.1 answers a client's fault with HTTP 500
+    too (its convention), so ``recharge_soap_faults_total{fault, status}`` tells them apart for
+    the 5xx alert (deploy/prometheus/alerts.yml, RechargeHttpErrorRatioHigh)."""
+    response = fault(version, message, sender=sender, status=status)
+    metrics.SOAP_FAULTS.labels(route_of(request), "client" if sender else "server", str(response.status)).inc()
+    return response
+
+
+def _unstorable(values: dict[str, str | None]) -> str | None:
+    """The first argument holding what no database field may hold (``http_api.edge``)."""
+    return next((name for name, value in values.items() if value is not None and not edge.storable(value)), None)
+
+
 async def run_request(request: web.Request, decode: Callable[[bytes], Decoded]) -> tuple[str, str, Reply] | web.Response:
     """(envelope ns, operation, reply) of a POST, or its fault: size limit, ``decode``, license key, handler.
 
-    Shared by both SOAP ports; each writes its own reply envelope.
+    Shared by both SOAP ports; each writes its own reply envelope. A handler's unexpected
+    exception is a Server fault (logged); saturation (``Busy``) is left to the 503 middleware.
     """
     ctx = platform_of(request)
     limit = ctx.settings.http_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        return fault(_guess_version(request), "request too large")
+        return counted_fault(request, _guess_version(request), "request too large")
     body = await request.content.read(limit + 1)
     if len(body) > limit:
-        return fault(_guess_version(request), "request too large")
+        return counted_fault(request, _guess_version(request), "request too large")
     try:
         version, name, operation, values = decode(body)
+        bad = _unstorable(values)
+        if bad is not None:
+            raise SoapFault(f"argument {bad[:64]!r} holds control characters")
     except SoapFault as exc:
         metrics.KKT_TRADES.labels("soap", "fault").inc()
-        return fault(_guess_version(request), exc.message)
+        return counted_fault(request, _guess_version(request), exc.message)
+    try:
+        return await _run(request, version, name, operation, values)
+    except Busy:
+        raise
+    except Exception:  # a defect or a lost database: the client gets a Server fault, the log the trace
+        log.exception("SOAP %s failed", name)
+        return counted_fault(request, version, "internal error", sender=False)
+
+
+async def _run(request: web.Request, version: str, name: str, operation: Operation,
+               values: dict[str, str | None]) -> tuple[str, str, Reply] | web.Response:
+    ctx = platform_of(request)
     lang = values.get("LANG") or request.query.get("LANG")
     call = Call(values, chinese=lang is None or kkt.is_chinese(lang), remote=request.remote)
     reply: Reply
-    async with ctx.acquire() as conn:
-        lic = await kkt.authorize(conn, call.get("LICENSEKEY"), request.remote, copno=call.get("COPNO"),
-                                  terminal_code=call.get("POSCODE"), settings=ctx.settings)
-        if lic.code != 0:
-            metrics.KKT_TRADES.labels(name, f"license_{lic.code}").inc()
-            reply = lic.code
-        else:
-            reply = await operation.handler(conn, call, lic, kkt.Config.of(ctx.settings, ctx.keys))
+    try:
+        async with ctx.acquire() as conn:
+            lic = await kkt.authorize(conn, call.get("LICENSEKEY"), request.remote, copno=call.get("COPNO"),
+                                      terminal_code=call.get("POSCODE"), settings=ctx.settings)
+            if lic.code != 0:
+                metrics.KKT_TRADES.labels(name, f"license_{lic.code}").inc()
+                reply = lic.code
+            else:
+                reply = await operation.handler(conn, call, lic, kkt.Config.of(ctx.settings, ctx.keys))
+    except Busy:
+        metrics.KKT_TRADES.labels(name, "busy").inc()
+        metrics.BUSY_ANSWERS.labels("http").inc()
+        response = counted_fault(request, version, f"({kkt.BUSY}) {kkt.busy_text(False)}", sender=False, status=503)
+        response.headers["Retry-After"] = "1"
+        return response
     return version, name, reply
 
 
@@ -375,15 +420,30 @@ def wsdl(location: str = LOCATION_PLACEHOLDER) -> str:
     )
 
 
+def service_location(request: web.Request, path: str) -> str:
+    """The address a WSDL tells clients to call: ``http_public_base_url`` + ``path``; unset, the
+    address this connection reached (the listening socket's, ``http://127.0.0.1:8080``). Never
+    the request's ``Host`` header: a WSDL fetched through a forged Host would send the client's
+    license key and card passwords wherever the forger chose."""
+    base = platform_of(request).settings.http_public_base_url
+    if base:
+        return base.rstrip("/") + path
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    if not sockname:
+        return f"http://localhost:{platform_of(request).settings.http_port}{path}"
+    host = str(sockname[0])
+    return f"http://{f'[{host}]' if ':' in host else host}:{sockname[1]}{path}"
+
+
 def add_port_routes(
     app: web.Application, path: str, wsdl_path: str, post: Callable[[web.Request], Awaitable[web.StreamResponse]],
     describe: Callable[[str], str | bytes],
 ) -> None:
-    """A SOAP port's routes: POST ``path``; its WSDL (``describe(location)``, location = this host's
-    ``path``) at ``GET path?wsdl`` and ``GET wsdl_path``; any other GET of ``path`` is 405."""
+    """A SOAP port's routes: POST ``path``; its WSDL (``describe(location)``, location =
+    ``service_location``) at ``GET path?wsdl`` and ``GET wsdl_path``; any other GET of ``path`` is 405."""
 
     async def handle_wsdl(request: web.Request) -> web.Response:
-        document = describe(f"{request.scheme}://{request.host}{path}")
+        document = describe(service_location(request, path))
         body = document.encode("utf-8") if isinstance(document, str) else document
         return web.Response(body=body, content_type="text/xml", charset="utf-8")
 

@@ -3,7 +3,7 @@
 The seed-compatible port (``http_api.kkt_soap``, rpc/encoded at ``/s/sp.php``) is what PHP's
 ``SoapClient`` needs, but zeep, .NET WCF and Java JAX-WS handle rpc/encoded and its untyped
 ``xsd:anyType`` reply badly. This port offers the same operations with a schema: WSDL at
-``GET /s/soap?wsdl`` and ``GET /s/soap.wsdl`` (location = the request's host), target namespace
+``GET /s/soap?wsdl`` and ``GET /s/soap.wsdl`` (location from ``http_public_base_url``), target namespace
 ``urn:KaKaTong:doc``, ``elementFormDefault="qualified"``, SOAP 1.1 and 1.2 bindings with
 ``style="document"`` and ``use="literal"``. Each operation has a wrapper request element named
 after it (its parts, plus ``LANG`` and ``REQID``, as optional ``xsd:string`` children) and a

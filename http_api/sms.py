@@ -106,7 +106,7 @@ async def inbound(request: web.Request) -> web.Response:
     try:
         if sender is None or (message_id is not None and not _MESSAGE_ID_RE.fullmatch(message_id)):
             raise _BadRequest("bad request: from must be a phone number, id 1-64 of [0-9A-Za-z_.:-]")
-        text = await _text(request, params)
+        text = await _text(request, params)  # any text a sender types is answered (a NUL: the help text)
     except _BadRequest as bad:
         metrics.SMS_REQUESTS.labels("none", "bad_request").inc()
         return _text_response(str(bad), 400)

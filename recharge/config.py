@@ -78,6 +78,9 @@ class Settings:
     order_api_max_reqinfo_entries: int = 32  # reader replies one request may carry
     # --- HTTP
     http_max_body_bytes: int = 64 * 1024
+    # scheme://host[:port][/prefix] clients reach the HTTP API at (behind a proxy: the proxy's);
+    # the WSDLs' service address. Unset: the local address each connection reached.
+    http_public_base_url: str | None = None
     admin_token: str | None = None  # unset: admin endpoints answer 403
     sms_shared_secret: str | None = None  # unset: the SMS hook answers 403
     sms_max_message_chars: int = 160  # a longer inbound SMS text is refused unread (one GSM SMS)

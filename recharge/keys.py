@@ -18,6 +18,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 KEY_NAMES = ("signin", "load", "tac", "maint")
 WALLET_KEY_NAMES = ("load", "purchase", "tac", "maint", "stk", "pos")
@@ -40,6 +41,11 @@ class WalletKeys:
 
     def __repr__(self) -> str:
         return "WalletKeys(<redacted>)"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Pretty printers (hypothesis' failure reports, IPython) print a dataclass's fields
+        whatever ``repr=False`` says, unless the object prints itself."""
+        printer.text(repr(self))
 
     @classmethod
     def generate(cls) -> WalletKeys:
@@ -73,6 +79,9 @@ class MasterKeys:
 
     def __repr__(self) -> str:
         return f"MasterKeys(<redacted>, demo={self.demo})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))  # as WalletKeys: never the fields
 
     @classmethod
     def generate(cls, *, demo: bool = True) -> MasterKeys:

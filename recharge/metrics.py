@@ -75,6 +75,12 @@ ORDER_API_REQUESTS = Counter(
 KKT_TRADES = Counter(
     "recharge_kkt_trades_total", "KaKaTong requests by method and return code", ["method", "code"]
 )
+SOAP_FAULTS = Counter(
+    "recharge_soap_faults_total",
+    "SOAP faults by route, whose fault (client: the request; server: ours) and HTTP status; SOAP 1.1"
+    " answers client faults with 500 too",
+    ["route", "fault", "status"],
+)
 SMS_REQUESTS = Counter("recharge_sms_requests_total", "Inbound SMS by command and outcome", ["command", "outcome"])
 MPAY_REQUESTS = Counter(
     "recharge_mpay_requests_total", "Mobile payment requests by channel and result code (SPEC 6.10)",

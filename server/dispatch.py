@@ -18,6 +18,7 @@ import asyncpg
 from core_ext import Frame
 from recharge import metrics
 from recharge.context import Busy
+from recharge.db import unavailable
 from recharge.orders.lifecycle import OrderError
 from server import flows, signin
 from server.flow_state import FlowState, Refuse
@@ -47,13 +48,6 @@ STAGES: StageTable[Step, SyncStep] = StageTable([
     Stage(0x73, 0, D, flows.dd73),  # DD74 secured UPDATE BINARY
 ])
 
-_TRANSIENT_DB_ERRORS = (
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.QueryCanceledError,
-)
-
-
 def handle_sync(dd: DDContext, st: FlowState, request: Request) -> Response | None:
     """Answer without the database when the row's synchronous step can (DD01 with the terminal
     cached, DD13 of a known card), else None: ``handle`` runs the row's step in a task."""
@@ -81,10 +75,10 @@ async def handle(dd: DDContext, st: FlowState, request: Request) -> Response:
     except Busy:
         metrics.BUSY_ANSWERS.labels("dd").inc()
         return Response.refuse(INFO_BUSY)
-    except _TRANSIENT_DB_ERRORS as exc:
-        metrics.BUSY_ANSWERS.labels("dd").inc()
-        log.warning("stage 0x%02X: database saturated (%s)", stage, type(exc).__name__)
-        return Response.refuse(INFO_BUSY)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, OrderError, ValueError) as exc:
+        if unavailable(exc):  # down, restarting, cut off, saturated: busy, nothing acknowledged
+            metrics.BUSY_ANSWERS.labels("dd").inc()
+            log.warning("stage 0x%02X: database unavailable (%s)", stage, type(exc).__name__)
+            return Response.refuse(INFO_BUSY)
         log.error("stage 0x%02X failed: %s", stage, type(exc).__name__)
         return Response.refuse(INFO_INTERNAL)

@@ -18,6 +18,7 @@ from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 
 from http_api import kkt_soap, kkt_soap_doc
+from tests.conftest import settings_changed
 from tests.kkt_world import PASSWORD_MD5, World, make_world
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -350,18 +351,21 @@ async def test_oversize_body_gets_a_fault_and_changes_nothing(world: World, pool
 # --- the WSDL ------------------------------------------------------------------------------------
 
 
-async def test_wsdl_is_well_formed_document_literal_and_its_location_follows_the_host_header(world: World) -> None:
-    host = {"Host": "soap.example.test:8443"}
-    _, ctype, a = await get_text(f"{world.base}/s/soap?wsdl", host)
-    _, _, b = await get_text(f"{world.base}/s/soap.wsdl", host)
+async def test_wsdl_is_well_formed_document_literal_and_its_location_ignores_the_host_header(
+    world: World, platform: Any
+) -> None:
+    forged = {"Host": "attacker.example.test:8443"}
+    _, ctype, a = await get_text(f"{world.base}/s/soap?wsdl", forged)
+    _, _, b = await get_text(f"{world.base}/s/soap.wsdl", forged)
     _, _, c = await get_text(f"{world.base}/s/soap?WSDL")
-    assert ctype.startswith("text/xml") and a == b
+    assert ctype.startswith("text/xml") and a == b == c
     root = ElementTree.fromstring(a.encode("utf-8"))  # well-formed
     assert root.tag == f"{{{WSDL}}}definitions" and root.get("targetNamespace") == DOC
     locations = [el.get("location") for el in root.iter() if el.tag.endswith("}address")]
-    assert locations == ["http://soap.example.test:8443/s/soap"] * 2
-    assert f'location="http://127.0.0.1:{world.http_port}/s/soap"' in c
-    assert a.replace("soap.example.test:8443", f"127.0.0.1:{world.http_port}") == c
+    assert locations == [f"http://127.0.0.1:{world.http_port}/s/soap"] * 2  # the socket it reached
+    with settings_changed(platform, http_public_base_url="https://pay.example.com/kkt"):
+        _, _, public = await get_text(f"{world.base}/s/soap?wsdl", forged)
+    assert a.replace(f"http://127.0.0.1:{world.http_port}", "https://pay.example.com/kkt") == public
     schema = root.find(f"{{{WSDL}}}types/{{{XSD}}}schema")
     assert schema is not None and schema.get("elementFormDefault") == "qualified"
     compile_schema(a.encode("utf-8"))  # a valid XSD (else XMLSchemaParseError)

@@ -274,6 +274,10 @@ class Batch:
     count: int
 
 
+_BIGINT_MAX = 2**63 - 1  # the columns' ranges: cards.per_txn_limit_cents bigint,
+_INTEGER_MAX = 2**31 - 1  # cards.daily_count_limit integer
+
+
 async def create_card_batch(
     conn: asyncpg.Connection,
     merchant_code: str,
@@ -296,6 +300,10 @@ async def create_card_batch(
     """
     if not 1 <= count <= max_count:
         raise AdminError(f"a batch has 1 to {max_count} cards")
+    if per_txn_limit_cents is not None and not 0 <= per_txn_limit_cents <= _BIGINT_MAX:
+        raise AdminError("a per-transaction limit is a non-negative number of cents")
+    if daily_count_limit is not None and not 0 <= daily_count_limit <= _INTEGER_MAX:
+        raise AdminError(f"a daily trade count limit is 0 to {_INTEGER_MAX}")
     if kind not in CARD_KINDS:
         raise AdminError(f"card kind must be one of {', '.join(CARD_KINDS)}")
     if valid_from and valid_to and valid_to < valid_from:

@@ -110,6 +110,15 @@ TEXTS: dict[str, tuple[str, str]] = {
     "71": ("请确认在系统中已申请考勤服务!", "Attendance service is not enabled!"),
 }
 ILLEGAL = ("非法操作！", "Illegal operation!")
+# Busy: the platform is saturated or its database unreachable. The gateway answers the seed's
+# "not trading now" code 51 with this text and HTTP 503 (Retry-After); nothing was done, and a
+# retry with the same REQID is safe. 51 with HTTP 200 is the operator's closed gateway.
+BUSY = "51"
+BUSY_TEXTS = ("系统繁忙，请稍后再试", "System busy; retry later")
+
+
+def busy_text(chinese: bool) -> str:
+    return BUSY_TEXTS[0] if chinese else BUSY_TEXTS[1]
 
 
 def is_chinese(lang: str | None) -> bool:
@@ -1325,7 +1334,10 @@ def parse_time(raw: str | None) -> dt.datetime | None:
         parsed = dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
     except ValueError:
         parsed = dt.datetime.strptime(value, "%Y-%m-%d")
-    return parsed.replace(tzinfo=SHANGHAI).astimezone(dt.UTC)
+    try:
+        return parsed.replace(tzinfo=SHANGHAI).astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01 in Shanghai is before the first UTC instant Python has
+        raise ValueError(value) from None
 
 
 async def history(
