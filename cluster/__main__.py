@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-base", type=int, default=int(os.environ.get("CLUSTER_PORT_BASE", "19000")))
     parser.add_argument("--nodes", type=int, default=2, help="platform nodes behind HAProxy (1-3)")
     parser.add_argument("--seconds", type=float, default=20.0, help="test: load before and between faults")
+    parser.add_argument("--keep", action="store_true", help="test: keep the cluster's folder and logs even when it passes")
     args = parser.parse_args(argv)
     if not 1 <= args.nodes <= 3:
         parser.error("--nodes must be 1, 2 or 3")
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from cluster import failover
 
-        return failover.main(seconds=args.seconds)
+        return failover.main(seconds=args.seconds, keep=args.keep)
     return 0
 
 

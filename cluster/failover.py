@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,6 +314,17 @@ async def check(topo: Topology, terminals: list[Terminal]) -> dict[str, object]:
     }
 
 
+def node_errors(topo: Topology) -> dict[str, int]:
+    """Steps the nodes answered 0xEE (a defect, not a busy answer), by the line they logged."""
+    found: Counter[str] = Counter()
+    for i in range(topo.nodes):
+        path = topo.log_dir / f"node{i + 1}.log"
+        for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+            if "unexpected error" in line or re.search(r"stage 0x[0-9A-F]{2} failed", line):
+                found[line.split(": ", 1)[-1].strip()] += 1
+    return dict(found)
+
+
 async def run(topo: Topology, seconds: float) -> dict[str, object]:
     print(f"cluster-test: starting a cluster under {topo.base_dir} (ports {topo.port_base}+)", flush=True)
     await asyncio.to_thread(control.up, topo)
@@ -325,7 +338,7 @@ async def run(topo: Topology, seconds: float) -> dict[str, object]:
     fault_figures = await faults(load, topo, timeline, seconds)
     await load.stop()
     result = await check(topo, terminals)
-    return {"throughput_recharges_per_s": scaling, "faults": fault_figures, **result}
+    return {"throughput_recharges_per_s": scaling, "faults": fault_figures, "node_errors": node_errors(topo), **result}
 
 
 def write_figures(results: dict[str, object]) -> None:
@@ -386,7 +399,7 @@ def write_scaling_doc(results: dict[str, object]) -> None:
     path.write_text(f"{before}{start}\n{figures_markdown(results)}\n{end}{after}")
 
 
-def main(*, seconds: float = 20.0) -> int:
+def main(*, seconds: float = 20.0, keep: bool = False) -> int:
     """A cluster of its own in a temporary folder (removed when the run passes; kept, with its logs, when not)."""
     base = Path(tempfile.mkdtemp(prefix="recharge-cluster-test-"))
     topo = Topology(base, port_base=int(os.environ.get("CLUSTER_TEST_PORT_BASE", "29000")), nodes=3)
@@ -398,7 +411,7 @@ def main(*, seconds: float = 20.0) -> int:
     finally:
         control.down(topo)
         print(json.dumps(results, indent=2, ensure_ascii=False, default=str))
-        if results["ok"]:
+        if results["ok"] and not keep:
             shutil.rmtree(base, ignore_errors=True)
         else:
             print(f"cluster-test FAILED; logs kept under {topo.log_dir}")
