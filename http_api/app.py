@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from http_api import admin, kkt_rest, kkt_soap, kkt_soap_doc, order_api, sms
+from http_api import admin, kkt_rest, kkt_soap, kkt_soap_doc, mpay_api, order_api, sms, wallet_api
 from http_api.context import PLATFORM_KEY, platform_of, route_of
 from http_api.forwarded import real_client_middleware
+from http_api.server_log import server_logger
 from recharge import metrics, observability
 from recharge.context import Busy, Platform
 from recharge.db import unavailable
@@ -26,7 +27,7 @@ from recharge.network import parse_networks
 log = logging.getLogger(__name__)
 
 # Each module has ``setup(app: web.Application) -> None``. One line per feature.
-ROUTE_MODULES = (order_api, kkt_rest, kkt_soap, kkt_soap_doc, admin, sms)
+ROUTE_MODULES = (order_api, kkt_rest, kkt_soap, kkt_soap_doc, admin, sms, wallet_api, mpay_api)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -125,7 +126,8 @@ class HttpService:
     def __init__(self, ctx: Platform) -> None:
         self.ctx = ctx
         self.runner = web.AppRunner(
-            build_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=ctx.settings.shutdown_grace_s
+            build_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=ctx.settings.shutdown_grace_s,
+            logger=server_logger(),  # a malformed request is logged without its bytes (issue 14 item 8)
         )
         self.port = 0
 

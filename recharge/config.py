@@ -122,6 +122,15 @@ class Settings:
     mpay_hf_min_cents: int = 100  # phone-bill payment range
     mpay_hf_max_cents: int = 50_000
     mpay_hf_blocked_provinces: str = "440000,310000,350000,540000"  # 广东 上海 福建 西藏
+    mpay_auth_fail_per_ip: int = 20  # failed logins per client address a minute; more answer 1006
+    mpay_session_idle_s: int = 30 * 60  # a website/operator token lapses this long after its last request
+    mpay_session_max_s: int = 8 * 3600  # ... or this long after login
+    mpay_pay_open_per_payer: int = 5  # unconfirmed payments per merchant and payer (1006)
+    mpay_payment_ttl_s: int = 15 * 60  # a payment not confirmed within this expires
+    mpay_merchant_clock_skew_s: int = 300  # a merchant's X-Timestamp may be this far off
+    mpay_request_id_days: int = 7  # replies kept per X-Request-Id this long
+    mpay_refund_enabled: bool = False  # seed: 暂时屏蔽 (4015)
+    mpay_ivr_secret: str | None = None  # X-Gateway-Secret of the IVRs; unset: every IVR request refused
     mpay_outbox_url: str | None = None  # Kannel sendsms URL; unset: notices wait in /mpay/v1/ops/sms-sink
     mpay_outbox_username: str = ""
     mpay_outbox_password: str = ""
@@ -131,6 +140,8 @@ class Settings:
     mpay_outbox_give_up_s: int = 24 * 3600  # then failed (alert)
     mpay_outbox_interval_s: float = 0.5  # how often the dispatcher looks for due messages
     mpay_outbox_batch: int = 50  # messages one dispatcher pass sends at most
+    # --- SIM wallet (SPEC 7; docs/OPERATIONS.md "SIM wallet")
+    wallet_max_body_bytes: int = 1024 * 1024  # STK and POS bodies (SPEC 6.12: at most 1 MiB; a batch holds 1,000 records)
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None

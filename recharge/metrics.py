@@ -65,6 +65,10 @@ LOADS_LOADING_OLDEST_AGE = Gauge(
 HTTP_REQUESTS = Counter(
     "recharge_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
 )
+HTTP_PROTOCOL_ERRORS = Counter(
+    "recharge_http_protocol_errors_total",
+    "Malformed HTTP requests the server refused before routing (400), by parser error", ["reason"],
+)
 HTTP_SECONDS = Histogram(
     "recharge_http_request_duration_seconds", "HTTP request duration by route", ["route"],
     buckets=LATENCY_BUCKETS_S,
@@ -74,6 +78,18 @@ ORDER_API_REQUESTS = Counter(
 )
 KKT_TRADES = Counter(
     "recharge_kkt_trades_total", "KaKaTong requests by method and return code", ["method", "code"]
+)
+WALLET_REQUESTS = Counter(
+    "recharge_wallet_requests_total", "SIM wallet STK and POS requests by channel, route and result code",
+    ["channel", "route", "code"],
+)
+WALLET_SUSPENSE = Counter(
+    "recharge_wallet_suspense_total", "Voided wallet purchases of closed accounts moved to SUSPENSE (SPEC 7.4)"
+)
+WALLET_RECORDS = Counter(
+    "recharge_wallet_purchase_records_total",
+    "Uploaded purchase records by result code (0000 cleared, 5008 TAC failure, 5007 unknown card, 5011 duplicate)",
+    ["code"],
 )
 SOAP_FAULTS = Counter(
     "recharge_soap_faults_total",

@@ -1,7 +1,7 @@
 """Background upkeep: void pending transfers past their timeout, expire their orders, and
 export how many loads are left *loading* and how old the oldest is.
 
-A load whose MAC2 has left the platform has no timeout (``ledger.hold_pending``), so it is
+A load whose MAC2 has left the platform has no timeout (``ledger.set_pending_timeouts``), so it is
 never swept; the order filter below guards that rule a second time.
 """
 
@@ -32,14 +32,11 @@ async def sweep_once(pool: asyncpg.Pool) -> int:
                 ids,
             )
         }
-        voided = []
-        for pending_id in ids:
-            if pending_id in loading:
-                await ledger.hold_pending(conn, pending_id)
-                continue
-            outcome = await ledger.void_pending(conn, id=f"{pending_id}:timeout", pending_id=pending_id)
-            if outcome.ok:
-                voided.append(pending_id)
+        if loading:
+            await ledger.set_pending_timeouts(conn, [(pending_id, None) for pending_id in loading])
+        voids = [ledger.Resolution(f"{p}:timeout", p, void=True) for p in ids if p not in loading]
+        outcomes = await ledger.resolve_pending(conn, voids)
+        voided = [void.pending_id for void, outcome in zip(voids, outcomes, strict=True) if outcome.ok]
         if voided:
             await conn.execute(
                 "UPDATE orders SET state = '06', updated_at = now()"

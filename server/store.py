@@ -350,9 +350,9 @@ async def move_deposit(conn: asyncpg.Connection, *, card_no: str, merchant_id: i
             raise DepositRefused("amount")
     transfer_id = f"deposit:{card_no}:{'open' if open_ else 'close'}:{uuid.uuid4().hex}"
     debit, credit = (merchant_acct, card_acct) if open_ else (card_acct, merchant_acct)
-    outcome = await ledger.create_transfer(
-        conn, id=transfer_id, debit_account_id=debit, credit_account_id=credit, amount=amount,
-        code="card_deposit_open" if open_ else "card_deposit_close", reference=card_no,
+    move = ledger.NewTransfer(
+        transfer_id, debit, credit, amount, code="card_deposit_open" if open_ else "card_deposit_close",
+        reference=card_no,
     )
-    outcome.check(transfer_id)
+    (await ledger.create_transfers(conn, [move]))[0].check(transfer_id)
     await conn.execute("UPDATE cards SET deposit_open = $2 WHERE card_no = $1", card_no, open_)

@@ -62,15 +62,15 @@ class World:
                 fund = await fund_recharge_fund(conn, self.merchant_id, balance, f"test:fund:{card_no}")
                 purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE,
                                                     card_no=card_no)
-                (await ledger.create_transfer(conn, id=f"test:load:{card_no}", debit_account_id=fund,
-                                              credit_account_id=purse, amount=balance)).check("load")
+                load = ledger.NewTransfer(f"test:load:{card_no}", fund, purse, balance)
+                (await ledger.create_transfers(conn, [load]))[0].check("load")
             if points:
                 issued = await ledger.ensure_account(conn, ledger="PTS", kind=ledger.AccountKind.POINTS_ISSUED,
                                                      merchant_id=self.merchant_id, no_overdraft=False)
                 acct = await ledger.ensure_account(conn, ledger="PTS", kind=ledger.AccountKind.CARD_POINTS,
                                                    card_no=card_no)
-                (await ledger.create_transfer(conn, id=f"test:points:{card_no}", debit_account_id=issued,
-                                              credit_account_id=acct, amount=points)).check("points")
+                grant = ledger.NewTransfer(f"test:points:{card_no}", issued, acct, points)
+                (await ledger.create_transfers(conn, [grant]))[0].check("points")
         return card_no
 
     async def get(self, method: str, **params: str) -> tuple[int, str]:

@@ -428,10 +428,11 @@ async def reissue_card(
                 continue
             target = await ledger.ensure_account(conn, ledger=ledger_name, kind=kind, card_no=new_card_no)
             transfer_id = f"kkt:reissue:{card_no}:{kind.value}"
-            (await ledger.create_transfer(
-                conn, id=transfer_id, debit_account_id=int(source["id"]), credit_account_id=target,
-                amount=int(source["posted"]), code="kkt_reissue", reference=new_card_no,
-            )).check(transfer_id)
+            move = ledger.NewTransfer(
+                transfer_id, int(source["id"]), target, int(source["posted"]), code="kkt_reissue",
+                reference=new_card_no,
+            )
+            (await ledger.create_transfers(conn, [move]))[0].check(transfer_id)
         await record_action(conn, actor, "card_reissue", card_no, reason, new_card_no=new_card_no)
     return new_card_no
 

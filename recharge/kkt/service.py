@@ -870,9 +870,8 @@ async def _move(
     transfer_id = None
     if moved > 0:
         transfer_id = f"kkt:{uuid.uuid4().hex}"
-        outcome = await ledger.create_transfer(
-            conn, id=transfer_id, debit_account_id=debit, credit_account_id=credit, amount=moved,
-            code=f"kkt_{kind.kind}", reference=card_no,
+        (outcome,) = await ledger.create_transfers(
+            conn, [ledger.NewTransfer(transfer_id, debit, credit, moved, code=f"kkt_{kind.kind}", reference=card_no)]
         )
         metrics.LEDGER_TRANSFERS.labels("single", outcome.result.value).inc()
         if outcome.result is ledger.Result.EXCEEDS_CREDITS:
@@ -961,10 +960,10 @@ async def _undo(
     first = await ledger.get_transfer(conn, original["transfer_id"])
     assert first is not None
     transfer_id = f"kkt:{uuid.uuid4().hex}"
-    outcome = await ledger.create_transfer(
-        conn, id=transfer_id, debit_account_id=first.credit_account_id, credit_account_id=first.debit_account_id,
-        amount=first.amount, code=f"kkt_undo_{original['kind']}", reference=card["card_no"],
-    )
+    (outcome,) = await ledger.create_transfers(conn, [ledger.NewTransfer(
+        transfer_id, first.credit_account_id, first.debit_account_id, first.amount,
+        code=f"kkt_undo_{original['kind']}", reference=card["card_no"],
+    )])
     metrics.LEDGER_TRANSFERS.labels("single", outcome.result.value).inc()
     if outcome.result is ledger.Result.EXCEEDS_CREDITS:
         debit_kind = await conn.fetchval("SELECT kind FROM accounts WHERE id = $1", first.credit_account_id)
@@ -1094,8 +1093,9 @@ async def _activate(conn: asyncpg.Connection, req: ActivateRequest, cfg: Config)
     fund = await _account(conn, K.RECHARGE_FUND, merchant_id=card["merchant_id"])
     purse = await _account(conn, K.CARD_PURSE, card_no=card_no)
     transfer_id = f"kkt:{uuid.uuid4().hex}"
-    outcome = await ledger.create_transfer(conn, id=transfer_id, debit_account_id=fund, credit_account_id=purse,
-                                           amount=amount, code="kkt_activation_recharge", reference=card_no)
+    (outcome,) = await ledger.create_transfers(conn, [ledger.NewTransfer(
+        transfer_id, fund, purse, amount, code="kkt_activation_recharge", reference=card_no
+    )])
     metrics.LEDGER_TRANSFERS.labels("single", outcome.result.value).inc()
     if outcome.result is ledger.Result.EXCEEDS_CREDITS:
         return TradeResult("55", card_no=card_no)
