@@ -14,7 +14,7 @@ import asyncpg
 from app.commands import add_common, run_with_db
 from recharge.config import Settings
 from recharge.kkt.cards import record_action
-from recharge.wallet import cards, terminals
+from recharge.wallet import cards, shadows, terminals
 
 _FAILED = (terminals.Result.INVALID, terminals.Result.EXISTS_WITH_DIFFERENT_FIELDS)
 
@@ -74,6 +74,19 @@ def cmd_bind(settings: Settings, a: argparse.Namespace) -> int:
     return run_with_db(settings, work)
 
 
+def cmd_shadows(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        found = await shadows.negative(conn)
+        for shadow in found:
+            why = f"{shadow.unresolved_loads} load(s) unresolved" if shadow.explained else "NO LOAD UNRESOLVED"
+            print(f"W/{shadow.account_id}: {shadow.balance / 100:.2f} yuan ({why})")
+        unexplained = sum(1 for s in found if not s.explained)
+        print(f"{len(found)} negative wallet shadow(s), {unexplained} without an unresolved load")
+        return 1 if unexplained else 0
+
+    return run_with_db(settings, work)
+
+
 def register(sub: Any) -> None:
     wallet = sub.add_parser("wallet", help="SIM wallet reference data (POS terminals, commission rates, stock SIMs)")
     ws = wallet.add_subparsers(dest="wallet_command", required=True, metavar="WALLET_COMMAND")
@@ -104,3 +117,6 @@ def register(sub: Any) -> None:
     p.add_argument("msisdn")
     p.add_argument("card_no")
     p.add_argument("--reason", required=True, help="why (recorded in operator_actions)")
+
+    p = add("shadows", "list wallet shadows below zero (exit 1 if one has no unresolved load: SPEC 7.4)",
+            cmd_shadows)

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from http_api import mpay_customer, mpay_partners, mpay_staff
+from http_api import mpay_customer, mpay_partners, mpay_staff, wallet_api
 from http_api.mpay_gate import PREFIX, Endpoint
 
 KIND_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -76,6 +76,7 @@ def document() -> dict[str, Any]:
     for module in (mpay_customer, mpay_partners, mpay_staff):
         for method, path, ep in module.ROUTES:
             paths.setdefault(path, {})[method.lower()] = _operation(method, path, ep)
+    paths.update(wallet_api.openapi_paths())  # STK and POS (SPEC 7.2, 7.4)
     paths.setdefault("/bank/notify/{gw}", {})["post"] = {
         "operationId": "post_bank_notify", "summary": "A bank gateway's signed notice (form-urlencoded)",
         "parameters": [{"name": "gw", "in": "path", "required": True, "schema": {"enum": ["icbc", "unionpay"]}}],

@@ -206,6 +206,52 @@ async def _stk_run(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, req
 STK_DOOR = Door("stk", "seq", _stk_key, stk.parse, lambda r: f"stk:{r.card_no}", lambda r: r.seq, _stk_run)
 
 
+# --- OpenAPI (SPEC 6.12: /mpay/v1/openapi.json covers 7.2 and 7.4) -----------------------------------------------
+
+_DIGITS = {"type": "string", "pattern": "^[0-9]+$"}
+_HEX = {"type": "string", "pattern": "^([0-9A-Fa-f]{2})*$"}
+_CENTS = {"type": "integer", "minimum": 0, "description": "integer cents"}
+_SEQ = {"type": "integer", "minimum": 1, "maximum": wire.MAX_SEQ}
+_RECORD = {"type": "object", "additionalProperties": False, "required": list(wire.RECORD_FIELDS), "properties": {
+    "card": _DIGITS, "offline_serial": {"type": "integer", "minimum": 0, "maximum": 65535}, "amount": _CENTS,
+    "balance_after": _CENTS, "tts": _HEX, "date": _DIGITS, "time": _DIGITS, "tac": _HEX, "void": {"type": "boolean"}}}
+_POS_FIELDS: dict[str, dict[str, Any]] = {
+    "batches": {"batch_no": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
+                "records": {"type": "array", "maxItems": wire.MAX_BATCH_RECORDS, "items": _RECORD}},
+    "returns": {"card": _DIGITS, "offline_serial": {"type": "integer"}, "amount": _CENTS},
+    "wallet-opens": {"card": _DIGITS, "challenge": _HEX},
+}
+_STK_BODY = {"type": "object", "additionalProperties": False, "required": ["card_no", "seq", "op", "params"],
+             "properties": {"card_no": _DIGITS, "seq": _SEQ, "op": {"enum": sorted(stk.PARAMS)},
+                            "params": {"type": "object"}, "challenge": _HEX, "op_password": _DIGITS}}
+
+
+def _mac_operation(op_id: str, summary: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "operationId": op_id, "summary": summary, "security": [],
+        "parameters": [{"name": "X-MAC", "in": "header", "required": True, "schema": {
+            "type": "string", "pattern": "^[0-9A-Fa-f]{8}$"}, "description": "1.6's retail MAC of the exact body"}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+        "responses": {status: {"description": text, "headers": {"X-MAC": {"schema": {"type": "string"}}},
+                               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}}
+                      for status, text in (("200", "a business answer (0000 or a refusal; X-MAC of the reply)"),
+                                           ("400", "not JSON (1001)"), ("413", "body too large"),
+                                           ("503", "busy (9001)"))},
+    }
+
+
+def openapi_paths() -> dict[str, dict[str, Any]]:
+    """The STK and POS operations for the ``/mpay/v1`` OpenAPI document."""
+    paths = {"/stk": {"post": _mac_operation("post_stk", "An STK request of the RFID-SIM's menu (SPEC 7.2)",
+                                             _STK_BODY)}}
+    for route, props in _POS_FIELDS.items():
+        schema = {"type": "object", "additionalProperties": False, "required": ["terminal_id", "pos_seq", *props],
+                  "properties": {"terminal_id": _DIGITS, "pos_seq": _SEQ, **props}}
+        paths[f"/pos/{route}"] = {"post": _mac_operation(f"post_pos_{route.replace('-', '_')}",
+                                                         f"POS {route} (SPEC 7.4)", schema)}
+    return paths
+
+
 def _handler(door: Door, route: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         return await serve(request, door, route)

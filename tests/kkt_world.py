@@ -90,6 +90,12 @@ class World:
             return await cards.card_balances(conn, card_no)
 
 
+async def accept(issuer: World, merchant: World) -> None:
+    """Let ``merchant``'s terminals serve ``issuer``'s cards (else they answer 52)."""
+    async with issuer.pool.acquire() as conn, conn.transaction():
+        await cards.set_acceptance(conn, issuer.merchant_code, merchant.merchant_code, actor="test")
+
+
 def records(body: str) -> list[dict[str, str]]:
     root = ElementTree.fromstring(body.encode("utf-8"))
     assert root.tag == "TradeResult", body

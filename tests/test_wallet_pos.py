@@ -3,12 +3,17 @@ batches cleared record by record with their TACs, X-MAC both ways, pos_seq rules
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime
 from typing import Any
 
 import aiohttp
 import asyncpg
+import jsonschema
 import pytest
 
 import core_ext
@@ -17,7 +22,7 @@ from core_ext.virtual_sim import VirtualRfidSim
 from recharge.keys import MasterKeys
 from recharge.mpay import accounts, closure
 from recharge.mpay.env import Env
-from recharge.wallet import terminals
+from recharge.wallet import shadows, terminals
 from recharge.wallet.terminals import Terminal
 from tests.conftest import unique_digits
 from tests.wallet_world import account_with_sim, virtual_keys
@@ -158,3 +163,35 @@ async def test_refunds_tell_the_holder_and_a_closed_accounts_void_goes_to_suspen
     assert reply["data"]["results"][0]["code"] == "0000" and late_void.void
     assert await world.balance("SUSPENSE") == suspense + 250
     assert await world.balance(f"C/{acct}") == 400
+
+
+async def test_openapi_document_describes_the_stk_and_pos_bodies_and_replies(world: World) -> None:
+    async with aiohttp.ClientSession() as http, http.get(world.url + "/openapi.json") as response:
+        doc = await response.json()
+    assert {"/stk", "/pos/batches", "/pos/returns", "/pos/wallet-opens"} <= set(doc["paths"])
+    pos = await world.terminal()
+    sim, _ = await world.sim()
+    pos.purchase(sim, 100, WHEN)
+    batch = pos.batch()
+    operation = doc["paths"]["/pos/batches"]["post"]
+    jsonschema.validate(json.loads(batch.body), operation["requestBody"]["content"]["application/json"]["schema"])
+    status, reply, _, _ = await world.send(pos, batch)
+    jsonschema.validate(reply, doc["components"]["schemas"]["Envelope"])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**json.loads(batch.body), "extra": 1},
+                            operation["requestBody"]["content"]["application/json"]["schema"])
+
+
+async def test_negative_shadows_are_listed_and_flagged_without_an_unresolved_load(world: World) -> None:
+    pos = await world.terminal()
+    sim, acct = await world.sim()
+    pos.purchase(sim, 300, WHEN)
+    assert (await world.send(pos, pos.batch()))[1]["code"] == "0000"
+    async with world.pool.acquire() as conn:
+        found = {s.account_id: s for s in await shadows.negative(conn)}
+    assert found[acct].balance == -300 and not found[acct].explained
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "app.cli", "wallet", "shadows",
+                                                    "--data-dir", str(world.settings.data_dir)],
+                                   capture_output=True, text=True, timeout=120,
+                                   env={**os.environ, "DATABASE_URL": world.settings.database_url or ""})
+    assert done.returncode == 1 and f"W/{acct}: -3.00 yuan (NO LOAD UNRESOLVED)" in done.stdout, done.stderr

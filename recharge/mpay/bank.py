@@ -25,6 +25,7 @@ from Crypto.Hash import SHA256
 from Crypto.PublicKey import RSA
 from Crypto.Signature import pkcs1_15
 
+from recharge import metrics
 from recharge.mpay import accounts, matrix, outbox, postings
 from recharge.mpay.banks import BANKS, GATEWAYS, gateway_of
 from recharge.mpay.codes import Refused
@@ -142,6 +143,7 @@ async def _apply(conn: asyncpg.Connection, env: Env, gateway: str, form: Mapping
                                                      "mpay_bank_suspense", order["id"])])
         if amount == order["amount"]:
             await conn.execute("UPDATE mpay_bank_orders SET state = 'paid', paid_at = now() WHERE id = $1", order["id"])
+        metrics.MPAY_BANK_SUSPENSE.inc()
         return "suspense", transfer_id if amount > 0 else None
     await postings.must(conn, [postings.Move(transfer_id, bank_account, account["cash_account"], amount,
                                              "mpay_bank", order["id"])])

@@ -95,7 +95,7 @@ async def deliver_once(pool: asyncpg.Pool, env: Env, session: aiohttp.ClientSess
 
 
 async def upkeep(pool: asyncpg.Pool) -> None:
-    """Expire unpaid payments; refresh the outbox gauges."""
+    """Expire unpaid payments; refresh the outbox and payout gauges."""
     async with pool.acquire() as conn:
         async with conn.transaction():
             await payments.expire_due(conn)
@@ -103,7 +103,10 @@ async def upkeep(pool: asyncpg.Pool) -> None:
             "SELECT count(*) FILTER (WHERE state = 'pending') AS pending, count(*) FILTER (WHERE state = 'failed'"
             " AND created_at > now() - interval '24 hours') AS failed FROM mpay_outbox"
             " WHERE state IN ('pending', 'failed')")
+        age = await conn.fetchval("SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)"
+                                  " FROM mpay_withdrawals WHERE state = 'submitted'")
     assert row is not None
+    metrics.MPAY_WITHDRAWALS_WAITING_AGE.set(float(age))
     metrics.MPAY_OUTBOX_PENDING.set(row["pending"])
     metrics.MPAY_OUTBOX_FAILED.set(row["failed"])
 

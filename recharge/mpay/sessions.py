@@ -117,11 +117,12 @@ async def login(conn: asyncpg.Connection, env: Env, login_name: str, password: s
 
 
 # --- operators
-async def add_operator(conn: asyncpg.Connection, env: Env, operator_id: str, role: str, hall: str | None) -> str:
-    """Create (or reset) an operator; returns its initial password (shown once)."""
+async def add_operator(conn: asyncpg.Connection, env: Env, operator_id: str, role: str, hall: str | None,
+                       password: str | None = None) -> str:
+    """Create (or reset) an operator; returns its initial password (shown once; the demo passes its own)."""
     if role not in ROLES or (role == "counter") != (hall is not None):
         raise ValueError("role must be boss|counter|cs|ops; a counter operator needs --hall, others none")
-    password = credentials.generate("login") + credentials.generate("login")
+    password = password or credentials.generate("login") + credentials.generate("login")
     await conn.execute(
         "INSERT INTO mpay_operators (id, role, hall, password_hash) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (id) DO UPDATE SET role = $2, hall = $3, password_hash = $4, enabled = true",

@@ -59,6 +59,7 @@ class OrderErrorCode(StrEnum):
     NOT_LOADABLE = "not_loadable"  # expired, voided, loaded or loading
     EXPIRED = "expired"
     FUND_EMPTY = "fund_empty"  # the merchant's recharge fund does not cover it
+    BAD_REQUEST = "bad_request"  # an operator's request without what it needs (outcome, reason)
 
 
 class OrderError(Exception):
@@ -314,9 +315,9 @@ async def mark_loading(conn: asyncpg.Connection, order_no: str, **load_fields: A
     """DD16: the MAC2 is about to leave; the reservation must no longer time out.
 
     ``load_fields`` may set terminal_code, online_serial, balance_before_cents, load_date,
-    load_time. Raises ``NOT_LOADABLE`` unless the order is paid, not loading and not expired.
+    load_time, load_peer (the terminal's address). Raises ``NOT_LOADABLE`` unless the order is paid, not loading and not expired.
     """
-    allowed = {"terminal_code", "online_serial", "balance_before_cents", "load_date", "load_time"}
+    allowed = {"terminal_code", "online_serial", "balance_before_cents", "load_date", "load_time", "load_peer"}
     unknown = set(load_fields) - allowed
     if unknown:
         raise TypeError(f"unknown load fields: {sorted(unknown)}")
@@ -366,7 +367,9 @@ async def mark_loaded(
     return Order.from_row(row)
 
 
-_LOAD_FIELDS = frozenset({"terminal_code", "online_serial", "balance_before_cents", "load_date", "load_time"})
+_LOAD_FIELDS = frozenset(
+    {"terminal_code", "online_serial", "balance_before_cents", "load_date", "load_time", "load_peer"}
+)
 
 
 async def mark_loading_in_transaction(
@@ -409,7 +412,7 @@ async def mark_loading_in_transaction(
 
 _LOAD_FIELD_TYPES = {
     "terminal_code": "text", "online_serial": "integer", "balance_before_cents": "bigint", "load_date": "text",
-    "load_time": "text", "load_random": "text",
+    "load_time": "text", "load_random": "text", "load_peer": "text",
 }
 
 
