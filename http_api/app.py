@@ -1,8 +1,9 @@
 """The aiohttp application and its service wrapper on the shared event loop.
 
-aiohttp's ``AppRunner``/``TCPSite`` run inside a loop we own and, unlike
-``uvicorn.Server.serve()``, leave SIGINT/SIGTERM to us, so one signal handler drains both
-the DD server and HTTP (see docs/ARCHITECTURE.md). Feature modules listed in
+aiohttp's ``AppRunner`` runs inside a loop we own and, unlike ``uvicorn.Server.serve()``,
+leaves SIGINT/SIGTERM to us, so one signal handler drains both the DD server and HTTP (see
+docs/ARCHITECTURE.md); the listening socket is ours, behind the connection gate
+(``http_api.connections``). Feature modules listed in
 ``ROUTE_MODULES`` each expose ``setup(app)`` to add their routes.
 """
 

@@ -86,6 +86,7 @@ class Settings:
     http_public_base_url: str | None = None
     admin_token: str | None = None  # unset: admin endpoints answer 403
     sms_shared_secret: str | None = None  # unset: the SMS hook answers 403
+    sms_allowed_networks: str = ""  # comma-separated CIDRs the SMS gateway calls from ("" = any address)
     sms_max_message_chars: int = 160  # a longer inbound SMS text is refused unread (one GSM SMS)
     sms_max_reply_chars: int = 70  # a reply fits one Chinese (UCS-2) SMS; longer texts are cut
     # --- KaKaTong card service (SPEC 3.1; docs/OPERATIONS.md "KaKaTong")
