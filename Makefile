@@ -9,8 +9,9 @@ USERS ?= 100
 SPAWN_RATE ?= 50
 DURATION ?= 60s
 FUZZ_SECONDS ?= 300
+CHAOS_ARGS ?=
 
-.PHONY: install build tools run test lint typecheck pytest bench fuzz loadtest clean
+.PHONY: install build tools run test lint typecheck pytest bench fuzz loadtest chaos clean
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,9 +28,11 @@ build: $(STAMP)
 
 # Machine tools the tests need beyond Python packages: promtool for the alert-rule tests,
 # PHP's SoapClient for the test that runs seed 002's own PHP example.
+# Headless Chromium (+ driver, CJK font) for the operator console's browser tests.
 tools:
 	@sh scripts/ensure_promtool.sh
 	@sh scripts/ensure_php_soap.sh
+	@sh scripts/ensure_chromium.sh
 
 run: install
 	$(BIN)/rechargectl serve --demo
@@ -47,6 +50,11 @@ test: lint typecheck pytest
 
 bench: install
 	$(BIN)/python -m bench.run_all
+
+# make chaos: the long chaos run (docs/RELIABILITY.md); override on the command line
+# (make chaos CHAOS_ARGS="--seed 42 --duration 300 --kills 20").
+chaos: install
+	$(BIN)/python -m chaos.run --report docs/RELIABILITY.md $(CHAOS_ARGS)
 
 fuzz: install
 	$(BIN)/python -m tests.fuzz_decoder --seconds $(FUZZ_SECONDS)

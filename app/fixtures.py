@@ -96,8 +96,9 @@ class SimTerminal:
     port: int
     keys: MasterKeys
 
-    def client(self, timeout_s: float = 5.0) -> TerminalClient:
-        return TerminalClient(self.host, self.port, self.code, self.pki, timeout_s=timeout_s)
+    def client(self, timeout_s: float = 5.0, *, source: str | None = None) -> TerminalClient:
+        """A blocking client of this terminal (connecting from the local address ``source``)."""
+        return TerminalClient(self.host, self.port, self.code, self.pki, timeout_s=timeout_s, source=source)
 
     def module(self) -> VirtualSAM:
         return virtual_module(self.keys, self.pki)

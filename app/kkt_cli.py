@@ -97,6 +97,17 @@ def cmd_points_rule(settings: Settings, a: argparse.Namespace) -> int:
     return _run(settings, work)
 
 
+def cmd_accept(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        async with conn.transaction():
+            await cards.set_acceptance(conn, a.issuer, a.merchant, accepted=not a.revoke, actor=a.actor)
+        verb = "no longer serves" if a.revoke else "serves"
+        print(f"merchant {a.merchant} {verb} the cards of issuer {a.issuer}")
+        return 0
+
+    return _run(settings, work)
+
+
 def cmd_card_batch(settings: Settings, a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -143,12 +154,8 @@ def cmd_card_password(settings: Settings, a: argparse.Namespace) -> int:
         return 2
 
     async def work(conn: asyncpg.Connection) -> int:
-        async with conn.transaction():
-            if not await conn.fetchval("SELECT 1 FROM cards WHERE card_no = $1 FOR UPDATE", a.card_no):
-                raise cards.AdminError(f"card {a.card_no} does not exist")
-            await cards.set_card_password(conn, a.card_no, password, cards.password_pepper(keys),
-                                          settings.kkt_password_hash_iterations)
-            await cards.record_action(conn, a.actor, "card_password_reset", a.card_no, a.reason)
+        await cards.reset_card_password(conn, a.card_no, password, cards.password_pepper(keys),
+                                        settings.kkt_password_hash_iterations, actor=a.actor, reason=a.reason)
         print(f"card {a.card_no}: password set, lock lifted")
         return 0
 
@@ -166,17 +173,26 @@ def cmd_card_show(settings: Settings, a: argparse.Namespace) -> int:
     return _run(settings, work)
 
 
+Command = Callable[[Settings, argparse.Namespace], int]
+Add = Callable[[str, str, Command], argparse.ArgumentParser]
+
+
 def register(sub: Any) -> None:
     kkt = sub.add_parser("kkt", help="KaKaTong reference data and cards (merchants, terminals, keys, cards)")
     ks = kkt.add_subparsers(dest="kkt_command", required=True, metavar="KKT_COMMAND")
 
-    def add(name: str, help_text: str, func: Callable[[Settings, argparse.Namespace], int]) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = ks.add_parser(name, help=help_text, description=help_text)
         add_common(p)
         p.add_argument("--actor", default=os.environ.get("USER", "operator"), help="who does this (audit trail)")
         p.set_defaults(func=func)
         return p
 
+    _reference_commands(add)
+    _card_commands(add)
+
+
+def _reference_commands(add: Add) -> None:
     p = add("merchant", "create or update a merchant (issuing and/or consuming)", cmd_merchant)
     p.add_argument("code", help="4 digits")
     p.add_argument("name")
@@ -210,6 +226,14 @@ def register(sub: Any) -> None:
     p.add_argument("merchant")
     p.add_argument("cents_per_point", type=int)
 
+    p = add("accept", "let a merchant's terminals serve an issuer's cards (others answer 52)", cmd_accept)
+    p.add_argument("issuer", help="the issuing merchant's 4-digit code")
+    p.add_argument("merchant", help="the merchant whose terminals may serve its cards")
+    p.add_argument("--revoke", action="store_true", help="stop serving them")
+
+
+
+def _card_commands(add: Add) -> None:
     p = add("card-batch", "generate a batch of not-yet-activated cards (shows progress)", cmd_card_batch)
     p.add_argument("--merchant", required=True)
     p.add_argument("--count", type=int, required=True)

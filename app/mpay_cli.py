@@ -2,13 +2,15 @@
 
 The registry (``registry set`` / ``registry import FILE.csv``, all rows or none), prepaid
 card pools (``cards import``), merchants (``merchant add``), the operator calendar
-(``calendar set``). Every write goes through the domain (``recharge.mpay``) in one
+(``calendar set``), operators and their system tokens (``operator add|token|tokens|revoke``),
+bank gateway keys (``gateway key``) and the payout cycle (``payout export|import``). Every write goes through the domain (``recharge.mpay``) in one
 transaction and is recorded (registry events; ``operator_actions`` with ``--actor``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -19,10 +21,11 @@ from pathlib import Path
 
 import asyncpg
 
+from app import bank_sim, mpay_demo
 from app.commands import add_common, run_with_db
 from recharge.config import Settings
 from recharge.keys import load_keys
-from recharge.mpay import cards, events, merchants, registry
+from recharge.mpay import bank, cards, events, merchants, registry, sessions, withdrawals
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.mpay.text import msisdn as normal_msisdn
@@ -38,7 +41,7 @@ def _run(settings: Settings, work: EnvWork) -> int:
         try:
             async with conn.transaction():
                 return await work(conn, env)
-        except (Refused, cards.ImportRefused, merchants.MerchantError, ValueError) as exc:
+        except (Refused, cards.ImportRefused, merchants.MerchantError, withdrawals.PayoutRefused, ValueError) as exc:
             print(f"rechargectl mpay: refused: {exc}", file=sys.stderr)
             return 2
 
@@ -150,6 +153,108 @@ def cmd_calendar_set(settings: Settings, a: argparse.Namespace) -> int:
     return _run(settings, work)
 
 
+def cmd_operator_add(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        password = await sessions.add_operator(conn, env, a.id, a.role, a.hall)
+        await _record(conn, a.actor, "mpay_operator_add", a.id, {"role": a.role, "hall": a.hall})
+        print(f"operator {a.id} ({a.role}{' ' + a.hall if a.hall else ''}); initial password: {password}")
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_operator_token(settings: Settings, a: argparse.Namespace) -> int:
+    if not 1 <= a.ttl <= 90:
+        print("rechargectl mpay: refused: --ttl is 1-90 days", file=sys.stderr)
+        return 2
+
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        if await sessions.operator(conn, a.id) is None:
+            raise ValueError(f"no enabled operator {a.id}")
+        issued = await sessions.issue(conn, env, operator_id=a.id, ttl_s=a.ttl * 86400)
+        await _record(conn, a.actor, "mpay_operator_token", a.id, {"token_id": issued.token_id, "days": a.ttl})
+        print(f"token {issued.token_id} of {a.id}, valid until {issued.expires_at.isoformat()} (shown once):")
+        print(issued.token)
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_operator_tokens(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        rows = await conn.fetch("SELECT id, operator_id, created_at, expires_at, revoked FROM mpay_tokens"
+                                " WHERE system AND operator_id IS NOT NULL ORDER BY id")
+        for r in rows:
+            state = "revoked" if r["revoked"] else "active"
+            print(f"{r['id']}\t{r['operator_id']}\t{r['created_at']:%Y-%m-%d}\t{r['expires_at']:%Y-%m-%d}\t{state}")
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_operator_revoke(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        await sessions.revoke(conn, a.token_id)
+        await _record(conn, a.actor, "mpay_token_revoke", str(a.token_id), {})
+        print(f"token {a.token_id} revoked")
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_gateway_key(settings: Settings, a: argparse.Namespace) -> int:
+    pem = Path(a.public_key).read_text(encoding="utf-8")
+
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        await bank.set_gateway_key(conn, a.gateway, pem)
+        await _record(conn, a.actor, "mpay_gateway_key", a.gateway, {})
+        print(f"gateway {a.gateway}: key saved")
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_payout_export(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        rows = await withdrawals.export_submitted(conn)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(withdrawals.EXPORT_HEADER)
+        writer.writerows(rows)
+        await asyncio.to_thread(Path(a.file).write_text, out.getvalue(), encoding="utf-8")  # before the commit
+        await _record(conn, a.actor, "mpay_payout_export", a.file, {"rows": len(rows)})
+        print(f"{len(rows)} withdrawals exported to {a.file}")
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_payout_import(settings: Settings, a: argparse.Namespace) -> int:
+    try:
+        reader = csv.reader(io.StringIO(Path(a.file).read_text(encoding="utf-8")))
+        if next(reader, None) != withdrawals.IMPORT_HEADER:
+            raise ValueError(f"the header must be {','.join(withdrawals.IMPORT_HEADER)}")
+        rows = list(reader)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        print(f"rechargectl mpay: refused, nothing imported: {exc}", file=sys.stderr)
+        return 2
+
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        paid, failed = await withdrawals.import_results(conn, env, rows)
+        await _record(conn, a.actor, "mpay_payout_import", a.file, {"paid": paid, "failed": failed})
+        print(f"{paid} paid, {failed} failed")
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_bank_sim(settings: Settings, a: argparse.Namespace) -> int:
+    key = a.key or mpay_demo.key_path(settings.data_dir, f"gw_{a.gateway}")
+    status, body = bank_sim.notify(a.url, a.gateway, Path(key), a.order_id, a.amount, a.result, a.serial)
+    print(f"{status} {body}")
+    return 0 if status == 200 else 1
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mpay = sub.add_parser("mpay", help="mobile payment account: registry, cards, merchants, calendar")
     cmds = mpay.add_subparsers(dest="mpay_command", required=True, metavar="WHAT")
@@ -191,6 +296,63 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--public-key", required=True, help="PEM file of the merchant's RSA public key")
     p.add_argument("--actor", default="cli")
     p.set_defaults(func=cmd_merchant_add)
+
+    op = cmds.add_parser("operator", help="operators (boss, counter, cs, ops) and system tokens")
+    op_cmds = op.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
+    p = op_cmds.add_parser("add", help="add (or reset) an operator; prints its initial password")
+    add_common(p)
+    p.add_argument("id")
+    p.add_argument("--role", required=True, choices=sessions.ROLES)
+    p.add_argument("--hall", help="the counter operator's business hall")
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_operator_add)
+    p = op_cmds.add_parser("token", help="print a system token of an operator once (the BOSS feed)")
+    add_common(p)
+    p.add_argument("id")
+    p.add_argument("--ttl", type=int, required=True, help="days, at most 90")
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_operator_token)
+    p = op_cmds.add_parser("tokens", help="list system tokens")
+    add_common(p)
+    p.set_defaults(func=cmd_operator_tokens)
+    p = op_cmds.add_parser("revoke", help="revoke a token by its id")
+    add_common(p)
+    p.add_argument("token_id", type=int)
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_operator_revoke)
+
+    gw = cmds.add_parser("gateway", help="bank gateways (icbc, unionpay)")
+    gw_cmds = gw.add_subparsers(dest="gateway_command", required=True, metavar="ACTION")
+    p = gw_cmds.add_parser("key", help="set the RSA public key a gateway signs its notices with")
+    add_common(p)
+    p.add_argument("gateway", choices=("icbc", "unionpay"))
+    p.add_argument("--public-key", required=True, help="PEM file")
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_gateway_key)
+
+    pay = cmds.add_parser("payout", help="the withdrawal payout cycle")
+    pay_cmds = pay.add_subparsers(dest="payout_command", required=True, metavar="ACTION")
+    p = pay_cmds.add_parser("export", help="write every submitted withdrawal once to a CSV (then exported)")
+    add_common(p)
+    p.add_argument("file")
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_payout_export)
+    p = pay_cmds.add_parser("import", help="import the bank's results (id,result,reference,reason): all or none")
+    add_common(p)
+    p.add_argument("file")
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_payout_import)
+
+    p = cmds.add_parser("bank-sim", help="the simulated bank: sign and send a notice for an order (demo, tests)")
+    add_common(p)
+    p.add_argument("order_id")
+    p.add_argument("--amount", type=int, required=True, help="cents, as the bank paid")
+    p.add_argument("--result", choices=("S", "F"), default="S")
+    p.add_argument("--gateway", choices=("icbc", "unionpay"), default="unionpay")
+    p.add_argument("--serial", help="bank serial (default: a new one)")
+    p.add_argument("--key", help="the gateway's private key PEM (default: the demo key in the data folder)")
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="the platform's base URL")
+    p.set_defaults(func=cmd_bank_sim)
 
     cal = cmds.add_parser("calendar", help="the operator calendar (working days)")
     cal_cmds = cal.add_subparsers(dest="calendar_command", required=True, metavar="ACTION")

@@ -4,7 +4,10 @@ Registry ``13800138000``–``13800138005`` as SPEC 5 lists them, merchants ``DEM
 (DIGITAL, 数字商城) and ``DEMOGEN`` (GENERAL, 百货商城) with RSA key pairs generated into
 ``<data_dir>/mpay/`` (demo only, never in the repository), and one Hunan prepaid card of
 each face value, one expired and one of Guangdong, with the fixed demo PINs of
-``DEMO_CARDS`` (docs/OPERATIONS.md lists them). Nothing already present is changed.
+``DEMO_CARDS``; operators ``boss1``, ``hall1`` (hall ``HN0001``), ``cs1``, ``ops1`` with demo
+passwords, and the bank gateways ``icbc`` and ``unionpay`` with key pairs in
+``<data_dir>/mpay/gw_<id>_private.pem`` (what the simulated bank signs with;
+docs/OPERATIONS.md lists them all). Nothing already present is changed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from Crypto.PublicKey import RSA
 
 from recharge.config import Settings
 from recharge.keys import MasterKeys
-from recharge.mpay import cards, events, merchants, registry
+from recharge.mpay import bank, cards, events, merchants, registry, sessions
 from recharge.mpay.env import Env
 
 DEMO_SUBSCRIBERS: list[dict[str, str]] = [
@@ -33,6 +36,9 @@ DEMO_SUBSCRIBERS: list[dict[str, str]] = [
     {"msisdn": "13800138005", "name": "钱七", "id_type": "id_card", "id_number": "430102199404041234",
      "province": "430000", "status": "lost"},
 ]
+DEMO_OPERATORS = (("boss1", "boss", None), ("hall1", "counter", "HN0001"), ("cs1", "cs", None), ("ops1", "ops", None))
+DEMO_OPERATOR_PASSWORD = "demo-{id}-pw"  # demo only, listed in docs/OPERATIONS.md
+DEMO_GATEWAYS = ("icbc", "unionpay")
 DEMO_MERCHANTS = (("DEMODIG", "数字商城", "DIGITAL"), ("DEMOGEN", "百货商城", "GENERAL"))
 # serial, PIN, face yuan, province, expiry — demo only
 DEMO_CARDS = [
@@ -67,6 +73,13 @@ async def seed(conn: asyncpg.Connection, keys: MasterKeys, data_dir: Path, setti
         for merchant_id, name, category in DEMO_MERCHANTS:
             if await merchants.get(conn, merchant_id) is None:
                 await merchants.add(conn, merchant_id, name, category, ensure_key(key_path(data_dir, merchant_id)))
+        for operator_id, role, hall in DEMO_OPERATORS:
+            if await sessions.operator(conn, operator_id) is None:
+                await sessions.add_operator(conn, env, operator_id, role, hall,
+                                            DEMO_OPERATOR_PASSWORD.format(id=operator_id))
+        for gateway in DEMO_GATEWAYS:
+            if not await conn.fetchval("SELECT 1 FROM mpay_gateways WHERE id = $1", gateway):
+                await bank.set_gateway_key(conn, gateway, ensure_key(key_path(data_dir, f"gw_{gateway}")))
         stored = {r["serial"] for r in await conn.fetch("SELECT serial FROM mpay_prepaid_cards")}
         rows = [cards.CardRow(s, p, f * 100, prov, dt.date.fromisoformat(e))
                 for s, p, f, prov, e in DEMO_CARDS if s not in stored]

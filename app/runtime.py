@@ -63,13 +63,18 @@ class RunningPlatform:
 
     async def start(self) -> None:
         from http_api.app import HttpService
+        from http_api.mpay_env import env_of_platform
         from recharge import db
         from recharge.context import Platform
         from recharge.keys import load_keys
+        from recharge.mpay import closure, dispatcher
         from recharge.observability import run_monitors
         from recharge.sweeper import run_sweeper
+        from recharge.wallet import wallets
         from server.service import DDService
 
+        if wallets.is_open not in closure.WALLET_CHECKS:  # SPEC 6.6 Close: 2011 while the wallet is open
+            closure.WALLET_CHECKS.append(wallets.is_open)
         settings = self.settings
         pool = await db.create_pool(self.dsn, settings)
         self.ctx = Platform(settings=settings, pool=pool, keys=load_keys(settings.resolved_key_file), dsn=self.dsn)
@@ -79,9 +84,11 @@ class RunningPlatform:
         self.http_port = await self.http.start()
         self.dd_port = await self.dd.start()
         self.ctx.background.add(
-            asyncio.create_task(run_sweeper(pool, settings.sweeper_interval_s), name="sweeper")
+            asyncio.create_task(run_sweeper(pool, settings), name="sweeper")
         )
         self.ctx.background.add(asyncio.create_task(run_monitors(pool, settings), name="monitors"))
+        self.ctx.background.add(asyncio.create_task(
+            dispatcher.run(pool, lambda: env_of_platform(self.ctx)), name="mpay-outbox"))
         self.ctx.ready = True
         log.info("listening: DD on port %d, HTTP on port %d", self.dd_port, self.http_port)
 
@@ -158,6 +165,7 @@ def serve(settings: Settings, *, demo: bool) -> int:
     dsn, embedded = db.resolve_database_url(settings)
     try:
         uvloop.run(prepare_database(dsn, settings, demo=demo))
+        _announce_console(settings, demo=demo)
         if settings.workers <= 1:
             _run_worker(settings, dsn)
             return 0
@@ -165,6 +173,26 @@ def serve(settings: Settings, *, demo: bool) -> int:
     finally:
         if embedded is not None:
             embedded.cleanup()
+
+
+def _announce_console(settings: Settings, *, demo: bool) -> None:
+    """Where the operator console is, and (demo) where the admin's one-time password is:
+    the file's path only, never the password."""
+    if not settings.console_enabled:
+        return
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+    port = settings.http_port or "<port>"
+    log.info("operator console: http://%s:%s/console/", host, port)
+    if demo:
+        from app.demo import DEMO_ADMIN, admin_password_file
+
+        path = admin_password_file(settings.data_dir)
+        if path.exists():
+            log.info("demo console administrator %r: one-time password in %s (readable only by its owner)",
+                     DEMO_ADMIN, path.resolve())
+        else:
+            log.info("demo console administrator %r exists; its one-time password file is gone: "
+                     "rechargectl operator reset-password --name %s", DEMO_ADMIN, DEMO_ADMIN)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -1,6 +1,6 @@
 """``rechargectl wallet …``: the operator's SIM wallet reference data (SPEC 7): POS terminals of merchants
-and halls, merchant commission rates, stock RFID-SIMs. Every write is recorded in ``operator_actions`` with
-``--actor``; the rules live in ``recharge.wallet``."""
+and halls, merchant commission rates, stock RFID-SIMs and their binding to a number. Every write is recorded
+in ``operator_actions`` with ``--actor``; the rules live in ``recharge.wallet``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import asyncpg
 from app.commands import add_common, run_with_db
 from recharge.config import Settings
 from recharge.kkt.cards import record_action
-from recharge.wallet import cards, terminals
+from recharge.wallet import cards, shadows, terminals
 
 _FAILED = (terminals.Result.INVALID, terminals.Result.EXISTS_WITH_DIFFERENT_FIELDS)
 
@@ -62,6 +62,31 @@ def cmd_stock(settings: Settings, a: argparse.Namespace) -> int:
     return run_with_db(settings, work)
 
 
+def cmd_bind(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        async with conn.transaction():
+            (result,) = await cards.bind(conn, [(a.msisdn, a.card_no)])
+            if result == terminals.Result.CREATED:
+                await record_action(conn, a.actor, "wallet.bind", a.card_no, a.reason, msisdn=a.msisdn)
+        print(f"card {a.card_no} → {a.msisdn}: {result.value}")
+        return 2 if result in _FAILED else 0
+
+    return run_with_db(settings, work)
+
+
+def cmd_shadows(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        found = await shadows.negative(conn)
+        for shadow in found:
+            why = f"{shadow.unresolved_loads} load(s) unresolved" if shadow.explained else "NO LOAD UNRESOLVED"
+            print(f"W/{shadow.account_id}: {shadow.balance / 100:.2f} yuan ({why})")
+        unexplained = sum(1 for s in found if not s.explained)
+        print(f"{len(found)} negative wallet shadow(s), {unexplained} without an unresolved load")
+        return 1 if unexplained else 0
+
+    return run_with_db(settings, work)
+
+
 def register(sub: Any) -> None:
     wallet = sub.add_parser("wallet", help="SIM wallet reference data (POS terminals, commission rates, stock SIMs)")
     ws = wallet.add_subparsers(dest="wallet_command", required=True, metavar="WALLET_COMMAND")
@@ -86,3 +111,12 @@ def register(sub: Any) -> None:
 
     p = add("stock", "register stock RFID-SIMs (bound to a number later by the counter's SIM swap)", cmd_stock)
     p.add_argument("card_no", nargs="+", help="16-digit card numbers")
+
+    p = add("bind", "bind a stock RFID-SIM to a number (the counter's SIM swap, step 2; the old card retires)",
+            cmd_bind)
+    p.add_argument("msisdn")
+    p.add_argument("card_no")
+    p.add_argument("--reason", required=True, help="why (recorded in operator_actions)")
+
+    p = add("shadows", "list wallet shadows below zero (exit 1 if one has no unresolved load: SPEC 7.4)",
+            cmd_shadows)

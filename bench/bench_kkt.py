@@ -152,8 +152,8 @@ async def _prepare(dsn: str, keys: Any) -> list[dict[str, str]]:
                     )
                     purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE,
                                                         card_no=card)
-                    (await ledger.create_transfer(conn, id=f"bench:load:{card}", debit_account_id=fund,
-                                                  credit_account_id=purse, amount=10**10)).check("load")
+                    load = ledger.NewTransfer(f"bench:load:{card}", fund, purse, 10**10)
+                    (await ledger.create_transfers(conn, [load]))[0].check("load")
                     card_list.append(card)
             clients.append({"key": key, "terminal": terminal, "cards": ",".join(card_list)})
     finally:

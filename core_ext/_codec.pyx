@@ -504,7 +504,7 @@ cdef class FrameDecoder:
         else:
             memset(self.accept, 0, 256)
             for s in stages:
-                if stage_kind(s) != self.kind:
+                if s < 0 or s > 0xFF or STAGE_KIND[s] != self.kind:
                     raise ValueError(f"0x{s:02X} is not a stage of this direction")
                 self.accept[s] = 1
         self.max_length = max_length

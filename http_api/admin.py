@@ -11,6 +11,7 @@ with no token configured every admin endpoint answers 403. The operator's name g
     PUT  /admin/kkt/license-keys                {"key", "merchant", "valid_to", "networks", "enabled", "test_mode"}
     PUT  /admin/kkt/service-codes/{merchant}/{item_code}   {"name"}
     PUT  /admin/kkt/points-rules/{merchant}     {"cents_per_point"}
+    PUT  /admin/kkt/acceptance/{issuer}/{merchant}   {"accepted"}: the merchant serves the issuer's cards
     POST /admin/kkt/card-batches                {"merchant", "count", "kind", "valid_from", "valid_to", ...}
     GET  /admin/kkt/cards/{card_no}
     POST /admin/kkt/cards/{card_no}/state       {"action": lose|found|freeze|unfreeze|cancel, "reason"}
@@ -188,6 +189,14 @@ async def _points_rule(request: web.Request, body: dict[str, Any], actor: str) -
     return {"merchant": merchant, "cents_per_point": cents}
 
 
+async def _acceptance(request: web.Request, body: dict[str, Any], actor: str) -> Any:
+    issuer, merchant = request.match_info["issuer"], request.match_info["merchant"]
+    accepted = _bool(body, "accepted", True)
+    async with platform_of(request).acquire() as conn, conn.transaction():
+        await cards.set_acceptance(conn, issuer, merchant, accepted=accepted, actor=actor)
+    return {"issuer": issuer, "merchant": merchant, "accepted": accepted}
+
+
 async def _card_batch(request: web.Request, body: dict[str, Any], actor: str) -> Any:
     count = _opt_int(body, "count")
     if count is None:
@@ -236,6 +245,7 @@ def setup(app: web.Application) -> None:
     r.add_put("/admin/kkt/license-keys", endpoint(_license_key))
     r.add_put("/admin/kkt/service-codes/{merchant}/{item_code}", endpoint(_service_code))
     r.add_put("/admin/kkt/points-rules/{merchant}", endpoint(_points_rule))
+    r.add_put("/admin/kkt/acceptance/{issuer}/{merchant}", endpoint(_acceptance))
     r.add_post("/admin/kkt/card-batches", endpoint(_card_batch))
     r.add_get("/admin/kkt/cards/{card_no}", endpoint(_card_show))
     r.add_post("/admin/kkt/cards/{card_no}/state", endpoint(_card_state))

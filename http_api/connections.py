@@ -18,7 +18,8 @@ each admitted connection is a ``GuardedConnection`` wrapped around aiohttp's own
   ``http_header_timeout_s`` of connecting, and each later request's within as long of its
   first byte; otherwise 408 and closed.
 - **Body timeout.** A request's body arrives in full within ``http_body_timeout_s`` of its
-  headers (``guard_requests`` waits for it before the handler runs); otherwise closed.
+  headers while its handler runs (``guard_requests`` keeps the time; nothing is buffered
+  beyond what aiohttp buffers anyway); otherwise 408 and closed.
 - **Keep-alive.** aiohttp closes a connection idle for ``http_keepalive_timeout_s``.
 
 Each closing is counted in ``recharge_http_connections_closed_total{reason}``.
@@ -192,33 +193,37 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def guard_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Tell the connection a request is in progress, and hold the handler until its body has
-    arrived in full, at most ``http_body_timeout_s`` (the body stays unread for the handler)."""
+    """Tell the connection a request is in progress; and if its body has not arrived in full
+    ``http_body_timeout_s`` after the headers while the handler still runs, answer 408 and
+    close (the handler's read then fails: the reply counted is that 408)."""
     gate = request.app.get(GATE_KEY)
     guard = gate.guard_of(request) if gate is not None else None
     if gate is None or guard is None:  # a listener the gate does not run (a benchmark's own runner)
         return await handler(request)
     guard.request_started()
+    late: list[bool] = []
+    timer = None
+    if request.body_exists and not request.content.is_eof():
+        timer = asyncio.get_running_loop().call_later(
+            gate.ctx.settings.http_body_timeout_s, _body_late, guard, request, late)
     try:
-        if request.body_exists and not await _body_arrived(request, gate.ctx.settings.http_body_timeout_s):
-            guard.close_with(_TIMEOUT_408, "body_timeout")
-            return web.Response(status=408)  # the connection is gone: aiohttp drops this reply
         return await handler(request)
+    except Exception:
+        if late:
+            return web.Response(status=408)  # the connection is gone: aiohttp drops this reply
+        raise
     finally:
+        if timer is not None:
+            timer.cancel()
         guard.request_finished()
 
 
-async def _body_arrived(request: web.Request, timeout_s: float) -> bool:
-    try:
-        async with asyncio.timeout(timeout_s):
-            await request.content.wait_eof()
-    except TimeoutError:
-        return False
-    return True
+def _body_late(guard: GuardedConnection, request: web.Request, late: list[bool]) -> None:
+    if not request.content.is_eof():
+        late.append(True)
+        guard.close_with(_TIMEOUT_408, "body_timeout")
 
 
 def runner_options(ctx: Platform) -> dict[str, Any]:
-    """aiohttp server options the limits need: its keep-alive timeout, and a read buffer big
-    enough that a whole body up to ``http_max_body_bytes`` is buffered while we wait for it."""
-    s = ctx.settings
-    return {"keepalive_timeout": s.http_keepalive_timeout_s, "read_bufsize": max(2**16, s.http_max_body_bytes)}
+    """aiohttp server options the limits need: its keep-alive timeout."""
+    return {"keepalive_timeout": ctx.settings.http_keepalive_timeout_s}

@@ -9,7 +9,9 @@ provoked on purpose (``LOADTEST_DELIBERATE_FAILURE_RATE``) say ``deliberate`` in
 
 The HTTP users: ``OrderApiUser`` (APPLLogin → CreateAutoLoadOrder → AcctQueryLNT, signed and
 enveloped), ``KktRestUser`` (``GET /s/get?method=cTRequest`` balance queries), ``KktSoapUser``
-(``soapCardTrade`` over ``/s/sp.php``) and ``SmsUser`` (``/sms/inbound`` as an SMS operator).
+(``soapCardTrade`` over ``/s/sp.php``) and ``SmsUser`` (``/sms/inbound`` as an SMS operator);
+for the mobile payment account ``MpaySmsUser`` (``CX`` to 10658888), ``MpayWebUser`` (website
+login, balance, history) and ``MpayMerchantUser`` (RSA-signed remote payments and polls).
 
 Everything the users need comes from the plan file ``loadtest.provision`` writes
 (``LOADTEST_PLAN``); ``loadtest.run`` sets it up. Knobs (environment): ``LOADTEST_PACING_S``
@@ -314,6 +316,97 @@ class SmsUser(FastHttpUser):
             # A refusal is still HTTP 200 (gateways show 5xx as "could not fetch"): read the text.
             if response.status_code != 200 or "余额" not in text or "失败" in text:
                 response.failure(f"HTTP {response.status_code}: {text[:40]}")
+
+
+class MpaySmsUser(FastHttpUser):
+    """A subscriber texting ``CX`` to 10658888 (the mobile payment balance query)."""
+
+    wait_time = constant_pacing(pacing_s())
+    weight = 1
+
+    @task
+    def balance(self) -> None:
+        query = {"from": random.choice(plan().mpay["msisdns"]), "to": "10658888", "text": "CX",
+                 "id": secrets.token_hex(8)}
+        headers = {"X-SMS-Secret": os.environ.get("LOADTEST_SMS_SECRET", "")}
+        with self.client.get("/sms/inbound?" + urlencode(query), name="/sms/inbound mpay CX", headers=headers,
+                             catch_response=True) as response:
+            text = response.text or ""
+            if response.status_code != 200 or not text.startswith("现金账户余额"):
+                response.failure(f"HTTP {response.status_code}: {text[:40]}")
+
+
+def _mpay_ok(response: Any) -> dict[str, Any] | None:
+    """The envelope's data when the code is 0000, else the response is marked failed."""
+    try:
+        reply = response.json()
+    except ValueError:
+        reply = {}
+    if response.status_code != 200 or reply.get("code") != "0000":
+        response.failure(f"HTTP {response.status_code}, code {reply.get('code')}")
+        return None
+    return dict(reply.get("data") or {})
+
+
+class MpayWebUser(FastHttpUser):
+    """A website customer: logs in once, then reads the balance and the history."""
+
+    wait_time = constant_pacing(pacing_s())
+    weight = 1
+
+    def on_start(self) -> None:
+        mpay = plan().mpay
+        self.token = ""
+        with self.client.post("/mpay/v1/auth/login", json={"login": random.choice(mpay["msisdns"]),
+                                                           "password": mpay["login_password"]},
+                              name="/mpay/v1/auth/login", catch_response=True) as response:
+            data = _mpay_ok(response)
+            self.token = str(data["token"]) if data else ""
+
+    @task
+    def pages(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        for path in ("/mpay/v1/me/balance", "/mpay/v1/me/history"):
+            with self.client.get(path, headers=headers, name=path, catch_response=True) as response:
+                _mpay_ok(response)
+
+
+class MpayMerchantUser(FastHttpUser):
+    """A merchant creating RSA-signed remote payments and polling them."""
+
+    wait_time = constant_pacing(pacing_s())
+    weight = 1
+
+    def _signed(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        import time
+
+        from recharge.mpay import merchants
+
+        mpay, rid, stamp = plan().mpay, secrets.token_hex(12), str(int(time.time()))
+        key = _merchant_key(mpay["merchant_key_file"])
+        sign = merchants.sign(key, merchants.signed_message(stamp, method, path, rid, body))
+        return {"X-Merchant-Id": mpay["merchant"], "X-Timestamp": stamp, "X-Request-Id": rid, "Sign": sign,
+                "Content-Type": "application/json"}
+
+    @task
+    def pay(self) -> None:
+        mpay = plan().mpay
+        order_no = secrets.token_hex(10)
+        body = json.dumps({"merchant_order_no": order_no, "msisdn": random.choice(mpay["msisdns"]),
+                           "amount": 100, "subject": "load"}).encode()
+        with self.client.post("/mpay/v1/merchant/payments", data=body.decode("utf-8"), name="/mpay/v1/merchant/payments",
+                              headers=self._signed("POST", "/merchant/payments", body),
+                              catch_response=True) as response:
+            _mpay_ok(response)
+        path = f"/merchant/payments/{order_no}"
+        with self.client.get("/mpay/v1" + path, headers=self._signed("GET", path, b""),
+                             name="/mpay/v1/merchant/payments/{merchant_order_no}", catch_response=True) as response:
+            _mpay_ok(response)
+
+
+@cache
+def _merchant_key(path: str) -> bytes:
+    return Path(path).read_bytes()
 
 
 _environment: list[Any] = []

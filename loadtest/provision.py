@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 
 from app import demo, fixtures
+from loadtest import mpay_provision
 from recharge import db
 from recharge.config import Settings
 from recharge.orders import lifecycle as orders
@@ -61,6 +62,7 @@ class Plan:
     order_api: dict[str, Any]
     kkt: dict[str, Any]
     sms: dict[str, Any]
+    mpay: dict[str, Any] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +163,7 @@ async def provision(
         async with pool.acquire() as conn:
             order_api = await _order_api(conn, settings, work_dir)
             await _sms_operator(conn)
+            mpay = await mpay_provision.provision(conn, settings, work_dir)
     finally:
         await pool.close()
     from recharge.kkt import cards
@@ -177,4 +180,5 @@ async def provision(
              "password": cards.DEMO_PASSWORD},
         sms={"from": SMS_OPERATOR_MSISDN, "to": "10658000",
              "cards": [c for c in cards.DEMO_CARDS if c != cards.DEMO_INACTIVE_CARD]},
+        mpay=mpay,
     )

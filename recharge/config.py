@@ -52,7 +52,21 @@ class Settings:
     dd_max_inflight_db_tasks: int = 512  # DD flows waiting on the database at once; more → 0xDD
     shutdown_grace_s: float = 10.0
     signin_business_day_end_hour: int = 24  # sign-ins expire at this local hour (24 = midnight)
+    # Sign-in lockout (docs/PROTOCOL.md "Sign-in failures and the lockout"): this many failed
+    # sign-ins in a row *after the module proved its key* lock the terminal for
+    # signin_lock_base_s, doubled for each further lock without a success, at most signin_lock_max_s.
     signin_max_failures: int = 5
+    signin_lock_base_s: int = 60
+    signin_lock_max_s: int = 3600
+    # Failures before the proof never lock; this many of one terminal within signin_probe_window_s
+    # mark it as targeted (a WARNING line, the recharge_signin_targeted_terminals gauge).
+    signin_probe_window_s: int = 600
+    signin_probe_alert: int = 20
+    # A recharge, query or deposit must come from the network its terminal signed in from: the
+    # signing-in address's first N bits (32 / 128: the address itself; 0: anywhere, for terminals
+    # that roam behind NAT). A mismatch is answered 0xBB: the terminal signs in again from there.
+    dd_signin_bind_ipv4_prefix: int = 32
+    dd_signin_bind_ipv6_prefix: int = 128
     dd_terminal_cache_ttl_s: float = 1.0  # DD01 answers from a terminal cache this fresh (0 = always ask the DB)
     dd_max_deposit_cents: int = 100_000  # the largest card deposit a DD73 may open
     # --- orders and ledger
@@ -105,6 +119,19 @@ class Settings:
     kkt_history_max_rows: int = 200  # records one tSRequest answers at most
     kkt_reference_cache_ttl_s: float = 1.0  # license keys, terminals, service codes, points rules cached this long (0 = off)
     kkt_reference_cache_max_entries: int = 100_000  # bound on that cache; the oldest entries go first
+    # --- operator console (/console/; docs/OPERATIONS.md "Operator console")
+    console_enabled: bool = True  # False: /console/ is not served at all
+    console_password_max_failures: int = 5  # wrong passwords in a row that lock an operator
+    console_password_lock_s: int = 15 * 60  # how long such a lock lasts
+    console_password_min_length: int = 12  # a new operator password has at least this many characters
+    console_session_idle_s: int = 30 * 60  # a session unused this long ends
+    console_session_max_s: int = 12 * 3600  # a session ends this long after sign-in, however used
+    console_page_rows: int = 50  # rows per page of every console list
+    console_max_batch_cards: int = 100_000  # cards one console batch may generate
+    console_signin_history_days: int = 90  # operator sign-in attempts are kept this long
+    console_argon2_time_cost: int = 2  # argon2id of new operator passwords (OWASP's minimum: t=2,
+    console_argon2_memory_kib: int = 19 * 1024  # m=19 MiB, p=1); a stored hash keeps its own
+    console_argon2_parallelism: int = 1
     # --- mobile payment account (SPEC 6; docs/OPERATIONS.md "Mobile payment")
     mpay_sms_service_number: str = "10658888"  # /sms/inbound routes `to` = this (+ up to 6 digits) here
     mpay_dialogue_ttl_s: int = 600  # an SMS dialogue ends this long after the MO that last advanced it
@@ -126,6 +153,17 @@ class Settings:
     mpay_hf_min_cents: int = 100  # phone-bill payment range
     mpay_hf_max_cents: int = 50_000
     mpay_hf_blocked_provinces: str = "440000,310000,350000,540000"  # 广东 上海 福建 西藏
+    mpay_auth_fail_per_ip: int = 20  # failed logins per client address a minute; more answer 1006
+    mpay_session_idle_s: int = 30 * 60  # a website/operator token lapses this long after its last request
+    mpay_session_max_s: int = 8 * 3600  # ... or this long after login
+    mpay_pay_open_per_payer: int = 5  # unconfirmed payments per merchant and payer (1006)
+    mpay_payment_ttl_s: int = 15 * 60  # a payment not confirmed within this expires
+    mpay_merchant_clock_skew_s: int = 300  # a merchant's X-Timestamp may be this far off
+    mpay_request_id_days: int = 7  # replies kept per X-Request-Id this long
+    mpay_refund_enabled: bool = False  # seed: 暂时屏蔽 (4015)
+    mpay_security_questions: int = 8  # question ids 1..N of the security centre (3 distinct are set)
+    mpay_reset_daily_failures: int = 3  # failed identity checks of a pay reset per day and channel (3008)
+    mpay_ivr_secret: str | None = None  # X-Gateway-Secret of the IVRs; unset: every IVR request refused
     mpay_outbox_url: str | None = None  # Kannel sendsms URL; unset: notices wait in /mpay/v1/ops/sms-sink
     mpay_outbox_username: str = ""
     mpay_outbox_password: str = ""
@@ -135,6 +173,8 @@ class Settings:
     mpay_outbox_give_up_s: int = 24 * 3600  # then failed (alert)
     mpay_outbox_interval_s: float = 0.5  # how often the dispatcher looks for due messages
     mpay_outbox_batch: int = 50  # messages one dispatcher pass sends at most
+    # --- SIM wallet (SPEC 7; docs/OPERATIONS.md "SIM wallet")
+    wallet_max_body_bytes: int = 1024 * 1024  # STK and POS bodies (SPEC 6.12: at most 1 MiB; a batch holds 1,000 records)
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None

@@ -220,6 +220,17 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointing at database ``name`` (path or ``?dbname=`` form)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "dbname=" in parts.query:
+        query = "&".join(f"dbname={name}" if q.startswith("dbname=") else q for q in parts.query.split("&"))
+        return urlunsplit(parts._replace(query=query))
+    return urlunsplit(parts._replace(path="/" + name))
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog")
 

@@ -48,7 +48,25 @@ DD_STAGE_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS_S,
 )
 RECHARGES = Counter("recharge_recharges_total", "Completed recharge flows by result code", ["result"])
-SIGNIN_FAILURES = Counter("recharge_signin_failures_total", "Failed DD sign-ins by reason", ["reason"])
+SIGNIN_FAILURES = Counter(
+    "recharge_signin_failures_total",
+    "Failed DD sign-ins by reason; proven=true: after the module proved its key (those count towards the lock)",
+    ["reason", "proven"],
+)
+SIGNIN_LOCKOUTS = Counter("recharge_signin_lockouts_total", "DD terminals locked by failed sign-ins")
+SIGNIN_LOCKED_TERMINALS = Gauge(
+    "recharge_signin_locked_terminals", "DD terminals locked now (failed sign-ins or an operator)",
+    multiprocess_mode="max",
+)
+SIGNIN_TARGETED_TERMINALS = Gauge(
+    "recharge_signin_targeted_terminals",
+    "DD terminals with signin_probe_alert or more failed sign-ins before any proof within signin_probe_window_s",
+    multiprocess_mode="max",
+)
+SIGNIN_BINDING_REFUSALS = Counter(
+    "recharge_signin_binding_refusals_total",
+    "DD requests answered 0xBB because they came from another network than their terminal's sign-in",
+)
 BUSY_ANSWERS = Counter(
     "recharge_busy_answers_total", "Requests answered busy (DD 0xDD, HTTP 503)", ["interface"]
 )
@@ -88,6 +106,23 @@ ORDER_API_REQUESTS = Counter(
 KKT_TRADES = Counter(
     "recharge_kkt_trades_total", "KaKaTong requests by method and return code", ["method", "code"]
 )
+KKT_PASSWORD_CHECKS = Counter(
+    "recharge_kkt_password_checks_total",
+    "KaKaTong card password checks by outcome (right, wrong, locked: refused unchecked during a lock)",
+    ["outcome"],
+)
+WALLET_REQUESTS = Counter(
+    "recharge_wallet_requests_total", "SIM wallet STK and POS requests by channel, route and result code",
+    ["channel", "route", "code"],
+)
+WALLET_SUSPENSE = Counter(
+    "recharge_wallet_suspense_total", "Voided wallet purchases of closed accounts moved to SUSPENSE (SPEC 7.4)"
+)
+WALLET_RECORDS = Counter(
+    "recharge_wallet_purchase_records_total",
+    "Uploaded purchase records by result code (0000 cleared, 5008 TAC failure, 5007 unknown card, 5011 duplicate)",
+    ["code"],
+)
 SOAP_FAULTS = Counter(
     "recharge_soap_faults_total",
     "SOAP faults by route, whose fault (client: the request; server: ours) and HTTP status; SOAP 1.1"
@@ -104,6 +139,13 @@ MPAY_OUTBOX = Counter(
 )
 MPAY_OUTBOX_PENDING = Gauge(
     "recharge_mpay_outbox_pending", "Outbound SMS waiting for delivery", multiprocess_mode="max"
+)
+MPAY_BANK_SUSPENSE = Counter(
+    "recharge_mpay_bank_suspense_total", "Bank notices whose money went to SUSPENSE (amount mismatch, closed account)"
+)
+MPAY_WITHDRAWALS_WAITING_AGE = Gauge(
+    "recharge_mpay_withdrawals_unexported_oldest_age_seconds", "Age of the oldest submitted, unexported withdrawal",
+    multiprocess_mode="max",
 )
 MPAY_OUTBOX_FAILED = Gauge(
     "recharge_mpay_outbox_failed", "Outbound SMS given up in the last 24 hours", multiprocess_mode="max"
@@ -144,8 +186,25 @@ def render() -> tuple[bytes, str]:
     Announced as text format 0.0.4, which every Prometheus 2.x scraper parses (our metric
     names are all legacy-charset, so the body is the same in both versions).
     """
+    return generate_latest(_registry()), CONTENT_TYPE_PLAIN_0_0_4
+
+
+def _registry() -> CollectorRegistry:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4
-    return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_PLAIN_0_0_4
+        return registry
+    return DEFAULT_REGISTRY
+
+
+def counter_totals(counter: Counter, label: str) -> dict[str, float]:
+    """A counter's values summed by one of its labels, over every worker (the console's
+    dashboard: counts since the processes started)."""
+    name = counter._name + "_total"  # prometheus_client strips _total from a counter's name
+    totals: dict[str, float] = {}
+    for family in _registry().collect():
+        for sample in family.samples:
+            if sample.name == name and label in sample.labels:
+                key = sample.labels[label]
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return dict(sorted(totals.items()))

@@ -1,7 +1,8 @@
 """Background upkeep: void pending transfers past their timeout, expire their orders, and
-export how many loads are left *loading* and how old the oldest is.
+export the gauges read from the database: how many loads are left *loading* and how old the
+oldest is, how many DD terminals are locked and how many are targeted by failed sign-ins.
 
-A load whose MAC2 has left the platform has no timeout (``ledger.hold_pending``), so it is
+A load whose MAC2 has left the platform has no timeout (``ledger.set_pending_timeouts``), so it is
 never swept; the order filter below guards that rule a second time.
 """
 
@@ -13,6 +14,7 @@ import logging
 import asyncpg
 
 from recharge import metrics
+from recharge.config import Settings
 from recharge.ledger import transfers as ledger
 
 log = logging.getLogger(__name__)
@@ -32,14 +34,11 @@ async def sweep_once(pool: asyncpg.Pool) -> int:
                 ids,
             )
         }
-        voided = []
-        for pending_id in ids:
-            if pending_id in loading:
-                await ledger.hold_pending(conn, pending_id)
-                continue
-            outcome = await ledger.void_pending(conn, id=f"{pending_id}:timeout", pending_id=pending_id)
-            if outcome.ok:
-                voided.append(pending_id)
+        if loading:
+            await ledger.set_pending_timeouts(conn, [(pending_id, None) for pending_id in loading])
+        voids = [ledger.Resolution(f"{p}:timeout", p, void=True) for p in ids if p not in loading]
+        outcomes = await ledger.resolve_pending(conn, voids)
+        voided = [void.pending_id for void, outcome in zip(voids, outcomes, strict=True) if outcome.ok]
         if voided:
             await conn.execute(
                 "UPDATE orders SET state = '06', updated_at = now()"
@@ -60,13 +59,30 @@ async def export_loading_gauges(pool: asyncpg.Pool) -> None:
     metrics.LOADS_LOADING_OLDEST_AGE.set(float(row["age"]))
 
 
-async def run_sweeper(pool: asyncpg.Pool, interval_s: float) -> None:
+async def export_signin_gauges(pool: asyncpg.Pool, probe_alert: int, window_s: int) -> None:
+    """Terminals locked now; terminals with ``probe_alert`` or more sign-ins that failed before any
+    proof within the last ``window_s`` (docs/PROTOCOL.md "Sign-in failures and the lockout")."""
+    row = await pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE locked OR signin_locked_until > now()) AS locked,"
+        " count(*) FILTER (WHERE signin_probes >= $1"
+        "  AND signin_probes_since > now() - make_interval(secs => $2::float8)) AS targeted"
+        " FROM terminals WHERE pki_no IS NOT NULL",
+        probe_alert,
+        window_s,
+    )
+    assert row is not None
+    metrics.SIGNIN_LOCKED_TERMINALS.set(row["locked"])
+    metrics.SIGNIN_TARGETED_TERMINALS.set(row["targeted"])
+
+
+async def run_sweeper(pool: asyncpg.Pool, settings: Settings) -> None:
     """Forever: sweep until nothing is left, refresh the gauges, sleep."""
     while True:
         try:
             while await sweep_once(pool) == SWEEP_BATCH:
                 pass
             await export_loading_gauges(pool)
+            await export_signin_gauges(pool, settings.signin_probe_alert, settings.signin_probe_window_s)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             log.warning("sweeper pass failed: %s", exc.__class__.__name__)
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(settings.sweeper_interval_s)

@@ -1,5 +1,6 @@
 """What every DD flow step works with: the connection's ``FlowState``, ``Refuse``, the terminal
-cache that answers DD01 without the database, and the small parsers of request fields.
+cache that answers DD01 without the database, the small parsers of request fields, and the
+checks every flow after sign-in starts with (signed in, from the sign-in's network, same PKI).
 
 A step (server/flows.py, server/signin.py) reads and fills its connection's ``FlowState``; it
 refuses by raising ``Refuse(info_code)``, which the dispatcher (server/dispatch.py) turns into
@@ -9,13 +10,21 @@ the ending error answer.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from dataclasses import dataclass, field
 
+import asyncpg
+
 from core_ext import Frame, bcd_decode
+from recharge import metrics
+from recharge.config import Settings
+from recharge.network import same_network
 from recharge.orders.lifecycle import Order
 from server import store
-from server.stages import INFO_LENGTH, NO_PKI
+from server.stages import INFO_LENGTH, INFO_NOT_SIGNED_IN, INFO_PKI, NO_PKI
+
+log = logging.getLogger(__name__)
 
 
 class Refuse(Exception):
@@ -97,3 +106,29 @@ def bcd_or_none(data: bytes) -> str | None:
         return bcd_decode(data)
     except ValueError:
         return None
+
+
+# --- the checks every recharge / query / deposit starts with (SPEC 1.2) ----------------------
+
+
+async def signed_in(settings: Settings, conn: asyncpg.Connection, st: FlowState, frame: Frame) -> store.Terminal:
+    """The request's terminal, read on ``conn``, if ``check_signed_in`` lets it through."""
+    st.code = terminal_code(frame.user_id)
+    terminal = await store.get_terminal(conn, st.code) if st.code else None
+    return check_signed_in(settings, st, frame, terminal)
+
+
+def check_signed_in(settings: Settings, st: FlowState, frame: Frame, terminal: store.Terminal | None) -> store.Terminal:
+    """SPEC 1.2: signed in (0xBB) — from the network the sign-in came from (docs/PROTOCOL.md "A
+    sign-in is bound to its source") —, then the PKI number it signed in with (0xA1)."""
+    if terminal is None or not terminal.signed_in(utc_now()):
+        raise Refuse(INFO_NOT_SIGNED_IN)
+    v4, v6 = settings.dd_signin_bind_ipv4_prefix, settings.dd_signin_bind_ipv6_prefix
+    if (v4 or v6) and not same_network(terminal.signin_peer, st.peer, v4, v6):
+        metrics.SIGNIN_BINDING_REFUSALS.inc()
+        log.info("terminal %r: a request from %s, its sign-in from %s: 0xBB", st.code, st.peer, terminal.signin_peer)
+        raise Refuse(INFO_NOT_SIGNED_IN)
+    if terminal.signin_pki is None or bcd_or_none(frame.pki) != terminal.signin_pki:
+        raise Refuse(INFO_PKI)
+    st.terminal, st.pki = terminal, frame.pki
+    return terminal

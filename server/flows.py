@@ -56,7 +56,9 @@ from server.flow_state import (
     Refuse,
     TerminalCache,
     bcd_or_none,
+    check_signed_in,
     need_length,
+    signed_in,
     terminal_code,
     utc_now,
 )
@@ -69,8 +71,6 @@ from server.stages import (
     INFO_FUND_EMPTY,
     INFO_LENGTH,
     INFO_NOT_LOADABLE,
-    INFO_NOT_SIGNED_IN,
-    INFO_PKI,
     INFO_PURSE_TYPE,
     INFO_REVERSAL_FAILED,
     INFO_REVERSAL_OK,
@@ -139,24 +139,6 @@ class DDContext:
 
 
 T = TypeVar("T")
-
-
-# --- the checks every recharge / query / deposit starts with (SPEC 1.2) ----------------------
-
-
-async def _signed_in(conn: asyncpg.Connection, st: FlowState, frame: Frame) -> store.Terminal:
-    st.code = terminal_code(frame.user_id)
-    terminal = await store.get_terminal(conn, st.code) if st.code else None
-    return _check_signed_in(st, frame, terminal)
-
-
-def _check_signed_in(st: FlowState, frame: Frame, terminal: store.Terminal | None) -> store.Terminal:
-    if terminal is None or not terminal.signed_in(utc_now()):
-        raise Refuse(INFO_NOT_SIGNED_IN)
-    if terminal.signin_pki is None or bcd_or_none(frame.pki) != terminal.signin_pki:
-        raise Refuse(INFO_PKI)
-    st.terminal, st.pki = terminal, frame.pki
-    return terminal
 
 
 def _order_no(data: bytes) -> str:
@@ -265,7 +247,7 @@ async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     wanted = order_no if order_no is not None and orders.is_order_no(order_no) else None
     terminal, order, st.order_card_kind = await dd.batcher.lookup(DD11_READS, (st.code, wanted))
     # The checks refuse in the spec's order.
-    _check_signed_in(st, frame, terminal)
+    check_signed_in(dd.platform.settings, st, frame, terminal)
     if info[0] != APP_MERCHANT_LOAD:
         raise Refuse(INFO_APP_TYPE)
     amount = be_decode(info[1:5])
@@ -383,6 +365,7 @@ async def dd15(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     load: dict[str, Any] = {
         "terminal_code": terminal.code, "online_serial": serial, "balance_before_cents": balance,
         "load_date": date4.hex(), "load_time": time3.hex(), "load_random": random4.hex().upper(),
+        "load_peer": st.peer,  # where MAC2 goes (DD17 and DD19 come on this connection too)
     }
 
     async def work(conn: asyncpg.Connection) -> None:
@@ -494,7 +477,7 @@ async def dd21_query(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     need_length(frame, 10)
 
     async def work(conn: asyncpg.Connection) -> Response:
-        await _signed_in(conn, st, frame)
+        await signed_in(dd.platform.settings, conn, st, frame)
         order = await orders.get_order(conn, _order_no(frame.info))
         if order is None:
             raise Refuse(INFO_UNKNOWN_ORDER)
@@ -544,6 +527,7 @@ async def dd21_recover(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         answer = await _settled_answer(conn, order, st.pki)
         if answer is not None:  # settled meanwhile (an operator, another terminal)
             return answer
+        await store.record_recovery_peer(conn, order.order_no, st.peer)
         if reply is not None and reply.sw == SW_NO_PROOF:
             released = await orders.release_loading(conn, order.order_no)
             metrics.RECHARGES.labels("recovered_not_credited").inc()
@@ -573,7 +557,7 @@ async def dd73(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     operation, amount, challenge = info[0], be_decode(info[9:13]), info[13:17]
 
     async def work(conn: asyncpg.Connection) -> None:
-        terminal = await _signed_in(conn, st, frame)
+        terminal = await signed_in(dd.platform.settings, conn, st, frame)
         if operation not in (DEPOSIT_OPEN, DEPOSIT_CLOSE):
             raise Refuse(INFO_APP_TYPE)
         card_no = bcd_or_none(info[1:9])
@@ -584,7 +568,8 @@ async def dd73(dd: DDContext, st: FlowState, frame: Frame) -> Response:
             raise Refuse(INFO_AMOUNT)
         try:
             await store.move_deposit(
-                conn, card_no=card_no, merchant_id=terminal.merchant_id, open_=operation == DEPOSIT_OPEN, amount=amount
+                conn, card_no=card_no, merchant_id=terminal.merchant_id, open_=operation == DEPOSIT_OPEN, amount=amount,
+                peer=st.peer,
             )
         except store.DepositRefused as exc:
             raise Refuse(

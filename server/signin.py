@@ -38,7 +38,10 @@ R_INIT = bytes.fromhex("BB10000000")
 
 
 def _dd01_answer(st: FlowState, terminal: store.Terminal | None) -> Response:
-    if terminal is None or not terminal.enabled or terminal.pki_no is None or terminal.locked:
+    """R-INIT, or 0xA1 for every code that cannot sign in now — unknown, disabled, without a
+    PKI number, locked — alike (SPEC 1.3 asks 0xA1 for an unknown user id)."""
+    if terminal is None or not terminal.can_sign_in(utc_now()):
+        metrics.SIGNIN_FAILURES.labels("unknown" if terminal is None else "refused", "false").inc()
         raise Refuse(INFO_PKI)
     st.terminal = terminal
     return Response(info=R_INIT)
@@ -68,70 +71,99 @@ async def dd03(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     need_length(frame, 12)
     async with dd.platform.acquire() as conn:
         terminal = await store.get_terminal(conn, st.code)
-    if terminal is None or terminal.locked or not terminal.enabled:
+    if terminal is None or not terminal.can_sign_in(utc_now()):
         raise Refuse(INFO_PKI)
     st.terminal = terminal
     pki4, st.rt = frame.info[:4], frame.info[4:]
     pki_no = bcd_or_none(pki4)
     if pki_no is None or pki_no != terminal.pki_no or not terminal.pki_enabled:
-        raise await _failed(dd, st, INFO_PKI, "pki")
+        raise await _unproven(dd, st, INFO_PKI, "pki")
     st.pki = pki4
     st.k_pki = signin_pki_key(dd.platform.keys.signin, pki4)
     st.rp = secrets.token_bytes(8)
     return Response(info=st.rp + signin_cryptogram(st.k_pki, st.rt), pki=pki4)
 
 
-async def _same_pki(dd: DDContext, st: FlowState, frame: Frame) -> None:
-    if not constant_time_eq(frame.pki, st.pki):
-        raise await _failed(dd, st, INFO_PKI, "pki")
-
-
 async def dd05(dd: DDContext, st: FlowState, frame: Frame) -> Response:
-    """R-AC-Login1 response: 3DES(K_pki, RP). Answer R-AC-Login2: the wrapped session key."""
-    await _same_pki(dd, st, frame)
+    """R-AC-Login1 response: 3DES(K_pki, RP). Answer R-AC-Login2: the wrapped session key.
+
+    A cryptogram that verifies is the module's proof that it holds K_pki of the registered
+    PKI number (RP is fresh): from here on a failure counts towards the lock."""
+    if not constant_time_eq(frame.pki, st.pki):
+        raise await _unproven(dd, st, INFO_PKI, "pki")
     need_length(frame, 8)
     if not constant_time_eq(frame.info, signin_cryptogram(st.k_pki, st.rp)):
-        raise await _failed(dd, st, INFO_CARD_ERROR, "cryptogram")
+        raise await _unproven(dd, st, INFO_CARD_ERROR, "cryptogram")
     st.sk = secrets.token_bytes(16)
     return Response(info=signin_wrap_session_key(st.k_pki, st.sk))
 
 
 async def dd07(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     """R-AC-Login2 response: MAC(SK, PKI ‖ RT ‖ RP). Persist the sign-in; DD08 ends the flow."""
-    await _same_pki(dd, st, frame)
+    if not constant_time_eq(frame.pki, st.pki):
+        raise await _proven(dd, st, INFO_PKI, "pki")
     need_length(frame, 4)
     if not constant_time_eq(frame.info, signin_proof(st.sk, st.pki, st.rt, st.rp)):
-        raise await _failed(dd, st, INFO_CARD_ERROR, "proof")
+        raise await _proven(dd, st, INFO_CARD_ERROR, "proof")
     assert st.terminal is not None
     terminal = st.terminal
     until = store.signin_expiry(utc_now(), dd.platform.settings.signin_business_day_end_hour)
     pki_no = bcd_decode(st.pki)
     async with dd.platform.acquire() as conn:
-        serial = await store.record_signin_success(conn, terminal.id, pki_no, until)
+        serial = await store.record_signin_success(conn, terminal.id, pki_no, until, st.peer)
     dd.terminals.forget(st.code)
-    if serial is None:  # locked or disabled by an operator during the handshake
+    if serial is None:  # locked or disabled during the handshake
         raise Refuse(INFO_PKI)
     expiry = until.astimezone(LOCAL_TZ).strftime("%Y%m%d%H%M%S")
     return Response(info=bcd_encode(serial, 8) + bcd_encode(expiry, 7), end=True)
 
 
-async def _failed(dd: DDContext, st: FlowState, code: int, reason: str) -> Refuse:
-    """A failed sign-in: counted (metric, and towards the lockout), then refused with ``code``."""
-    metrics.SIGNIN_FAILURES.labels(reason).inc()
+# --- failed sign-ins (docs/PROTOCOL.md "Sign-in failures and the lockout") -------------------------
+
+
+async def _unproven(dd: DDContext, st: FlowState, code: int, reason: str) -> Refuse:
+    """A sign-in that failed before the module proved its key: anyone who saw the terminal's code
+    and PKI number on the wire can cause it, so it never locks the terminal. Counted (metric,
+    the terminal's window of probes) and logged with the source address; refused with ``code``."""
+    metrics.SIGNIN_FAILURES.labels(reason, "false").inc()
+    log.info("sign-in of terminal %r from %s failed before proof (%s)", st.code, st.peer, reason)
+    s = dd.platform.settings
+    assert st.terminal is not None
     try:
-        await _count_signin_failure(dd, st)
-    except (Busy, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        log.error("could not record a failed sign-in of %s: %s", st.code, type(exc).__name__)
+        async with dd.platform.acquire() as conn:
+            probes = await store.record_signin_probe(conn, st.terminal.id, s.signin_probe_window_s)
+    except _RECORDING_ERRORS as exc:
+        log.error("could not record a failed sign-in of %r: %s", st.code, type(exc).__name__)
+        return Refuse(code)
+    if probes == s.signin_probe_alert:
+        log.warning(
+            "terminal %r: %d sign-ins failed before proof within %d s, the last from %s: someone who knows its"
+            " code and PKI number is trying (it is not locked by this)", st.code, probes, s.signin_probe_window_s,
+            st.peer,
+        )
     return Refuse(code)
 
 
-async def _count_signin_failure(dd: DDContext, st: FlowState) -> None:
-    if st.terminal is None:
-        return
-    async with dd.platform.acquire() as conn:
-        terminal = await store.record_signin_failure(
-            conn, st.terminal.id, dd.platform.settings.signin_max_failures
-        )
+async def _proven(dd: DDContext, st: FlowState, code: int, reason: str) -> Refuse:
+    """A sign-in that failed after the module proved its key (a broken module, or a relay between
+    the terminal and the platform): counts towards the lock. Refused with ``code``."""
+    metrics.SIGNIN_FAILURES.labels(reason, "true").inc()
+    log.info("sign-in of terminal %r from %s failed after proof (%s)", st.code, st.peer, reason)
+    s = dd.platform.settings
+    policy = store.LockPolicy(s.signin_max_failures, s.signin_lock_base_s, s.signin_lock_max_s)
+    assert st.terminal is not None
+    try:
+        async with dd.platform.acquire() as conn:
+            terminal, locked = await store.record_signin_failure(conn, st.terminal.id, policy)
+    except _RECORDING_ERRORS as exc:
+        log.error("could not record a failed sign-in of %r: %s", st.code, type(exc).__name__)
+        return Refuse(code)
     dd.terminals.forget(st.code)
-    if terminal.locked and not st.terminal.locked:
-        log.warning("terminal %s locked after %d failed sign-ins", st.code, terminal.signin_failures)
+    if locked:
+        metrics.SIGNIN_LOCKOUTS.inc()
+        log.warning("terminal %r locked until %s after %d failed sign-ins in a row after proof, the last from %s",
+                    st.code, terminal.signin_locked_until, s.signin_max_failures, st.peer)
+    return Refuse(code)
+
+
+_RECORDING_ERRORS = (Busy, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)

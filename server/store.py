@@ -13,7 +13,6 @@ commit per batch).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
@@ -25,6 +24,7 @@ from recharge import db
 from recharge.context import Platform
 from recharge.ledger import transfers as ledger
 from recharge.orders.lifecycle import LOCAL_TZ, Order
+from recharge.orders.receipts import record_id_of
 
 T = TypeVar("T")
 
@@ -46,17 +46,27 @@ class Terminal:
     enabled: bool
     pki_no: str | None
     pki_enabled: bool
-    locked: bool
-    signin_failures: int
+    locked: bool  # an operator's lock: until an operator unlocks it
+    signin_failures: int  # failed sign-ins in a row since the module proved its key
     signed_in_until: dt.datetime | None
     signin_pki: str | None
+    signin_locked_until: dt.datetime | None  # the lockout after failed sign-ins, bounded
+    signin_peer: str | None  # the address the valid sign-in came from
 
     def signed_in(self, now: dt.datetime) -> bool:
         return self.enabled and self.signed_in_until is not None and self.signed_in_until > now
 
+    def locked_at(self, now: dt.datetime) -> bool:
+        return self.locked or (self.signin_locked_until is not None and self.signin_locked_until > now)
+
+    def can_sign_in(self, now: dt.datetime) -> bool:
+        """Registered for DD sign-in, enabled, and not locked: what DD01 and DD03 require."""
+        return self.enabled and self.pki_no is not None and not self.locked_at(now)
+
 
 _TERMINAL_COLUMNS = (
-    "id, code, merchant_id, enabled, pki_no, pki_enabled, locked, signin_failures, signed_in_until, signin_pki"
+    "id, code, merchant_id, enabled, pki_no, pki_enabled, locked, signin_failures, signed_in_until, signin_pki,"
+    " signin_locked_until, signin_peer"
 )
 
 
@@ -65,7 +75,7 @@ async def get_terminal(conn: asyncpg.Connection, code: str) -> Terminal | None:
     return Terminal(*row) if row else None
 
 
-_TERMINAL_ALIASED = ", ".join(f"t.{c} AS t_{c}" for c in _TERMINAL_COLUMNS.split(", "))
+_TERMINAL_ALIASED = ", ".join(f"t.{c.strip()} AS t_{c.strip()}" for c in _TERMINAL_COLUMNS.split(","))
 _ORDER_COLUMNS = ", ".join(f"o.{f.name}" for f in fields(Order))
 
 
@@ -97,7 +107,7 @@ _TERMINALS_AND_ORDERS = (
 
 
 def _terminal_order_kind(row: asyncpg.Record) -> tuple[Terminal | None, Order | None, str | None]:
-    terminal = Terminal(*(row[f"t_{c}"] for c in _TERMINAL_COLUMNS.split(", "))) if row["t_id"] is not None else None
+    terminal = Terminal(*(row[f"t_{c.strip()}"] for c in _TERMINAL_COLUMNS.split(","))) if row["t_id"] is not None else None
     order = Order.from_row(row) if row["order_no"] is not None else None
     return terminal, order, row["c_kind"]
 
@@ -112,34 +122,81 @@ async def terminals_and_orders(
     return [_terminal_order_kind(row) for row in rows]
 
 
-async def record_signin_failure(conn: asyncpg.Connection, terminal_id: int, max_failures: int) -> Terminal:
-    """One more failed sign-in in a row; the terminal locks at ``max_failures``."""
+@dataclass(frozen=True, slots=True)
+class LockPolicy:
+    """When failed sign-ins lock a terminal, and for how long (settings ``signin_*``)."""
+
+    max_failures: int  # failures in a row, after the module proved its key, that lock
+    base_s: int  # the first lock's length; each further lock in a row lasts twice as long
+    max_s: int  # no lock lasts longer
+
+
+async def record_signin_failure(
+    conn: asyncpg.Connection, terminal_id: int, policy: LockPolicy
+) -> tuple[Terminal, bool]:
+    """One more failed sign-in in a row after the module proved its key; at ``max_failures`` the
+    terminal locks for ``base_s · 2^(locks in a row)`` (at most ``max_s``) and counting restarts.
+    The terminal, and whether this failure locked it."""
     row = await conn.fetchrow(
-        "UPDATE terminals SET signin_failures = signin_failures + 1,"
-        " locked = locked OR signin_failures + 1 >= $2 WHERE id = $1"
-        f" RETURNING {_TERMINAL_COLUMNS}",
+        "WITH t AS (SELECT id AS locked_id, signin_failures + 1 >= $2 AS locks FROM terminals WHERE id = $1 FOR UPDATE),"
+        " u AS (UPDATE terminals SET"
+        "  signin_failures = CASE WHEN t.locks THEN 0 ELSE signin_failures + 1 END,"
+        "  signin_locks = signin_locks + t.locks::int,"
+        "  signin_locked_until = CASE WHEN t.locks"
+        "   THEN now() + make_interval(secs => least($4::float8, $3::float8 * 2 ^ least(signin_locks, 30)))"
+        "   ELSE signin_locked_until END"
+        f" FROM t WHERE terminals.id = t.locked_id RETURNING {_TERMINAL_COLUMNS}, t.locks),"
+        # the sign-in history (terminal_signins) gets its line in the same statement
+        " h AS (INSERT INTO terminal_signins (terminal_code, outcome)"
+        " SELECT code, CASE WHEN locks THEN 'failed_locked' ELSE 'failed' END FROM u)"
+        " SELECT * FROM u",
         terminal_id,
-        max_failures,
+        policy.max_failures,
+        policy.base_s,
+        policy.max_s,
     )
     assert row is not None
-    return Terminal(*row)
+    return Terminal(*row[:-1]), bool(row["locks"])
+
+
+async def record_signin_probe(conn: asyncpg.Connection, terminal_id: int, window_s: int) -> int:
+    """A sign-in of this terminal failed before its module proved its key: counted in a window
+    of ``window_s`` (never towards the lock). The count in the current window."""
+    count = await conn.fetchval(
+        "UPDATE terminals SET"
+        "  signin_probes = CASE WHEN signin_probes_since > now() - make_interval(secs => $2::float8)"
+        "   THEN signin_probes + 1 ELSE 1 END,"
+        "  signin_probes_since = CASE WHEN signin_probes_since > now() - make_interval(secs => $2::float8)"
+        "   THEN signin_probes_since ELSE now() END"
+        " WHERE id = $1 RETURNING signin_probes",
+        terminal_id,
+        window_s,
+    )
+    return int(count or 0)
 
 
 async def record_signin_success(
-    conn: asyncpg.Connection, terminal_id: int, pki_no: str, until: dt.datetime
+    conn: asyncpg.Connection, terminal_id: int, pki_no: str, until: dt.datetime, peer: str | None
 ) -> str | None:
-    """Persist a sign-in; its 16-digit handshake serial, or None if the terminal locked meanwhile."""
+    """Persist a sign-in from ``peer`` (and its line of sign-in history); its 16-digit handshake
+    serial, or None if the terminal was locked or disabled meanwhile. The failure counts and the
+    lock streak start again."""
     serial = int(await conn.fetchval("SELECT nextval('dd_signin_serial_seq')"))
     text = f"{serial % 10**16:016d}"
-    status = await conn.execute(
-        "UPDATE terminals SET signed_in_until = $2, signin_serial = $3, signin_pki = $4, signin_failures = 0"
-        " WHERE id = $1 AND NOT locked AND enabled",
+    signed = await conn.fetchval(
+        "WITH t AS (UPDATE terminals SET signed_in_until = $2, signin_serial = $3, signin_pki = $4, signin_peer = $5,"
+        " signin_failures = 0, signin_locks = 0, signin_locked_until = NULL"
+        " WHERE id = $1 AND NOT locked AND enabled AND (signin_locked_until IS NULL OR signin_locked_until <= now())"
+        " RETURNING code),"
+        " h AS (INSERT INTO terminal_signins (terminal_code, outcome) SELECT code, 'ok' FROM t)"
+        " SELECT count(*) FROM t",
         terminal_id,
         until,
         text,
         pki_no,
+        peer,
     )
-    return text if status.endswith(" 1") else None
+    return text if signed == 1 else None
 
 
 def signin_expiry(now: dt.datetime, end_hour: int) -> dt.datetime:
@@ -151,44 +208,6 @@ def signin_expiry(now: dt.datetime, end_hour: int) -> dt.datetime:
         candidate += dt.timedelta(days=1)
     # Re-localise: a fixed-offset zone here, but never carry a stale offset across days.
     return candidate.astimezone(dt.UTC)
-
-
-async def add_terminal(conn: asyncpg.Connection, *, code: str, merchant_code: str, pki_no: str) -> int:
-    """Register a DD terminal of a merchant with its security module's PKI number."""
-    merchant_id = await conn.fetchval("SELECT id FROM merchants WHERE code = $1", merchant_code)
-    if merchant_id is None:
-        raise LookupError(f"merchant {merchant_code} not found")
-    terminal_id = await conn.fetchval(
-        "INSERT INTO terminals (code, merchant_id, kind, pki_no) VALUES ($1, $2, 'pos', $3) RETURNING id",
-        code,
-        merchant_id,
-        pki_no,
-    )
-    return int(terminal_id)
-
-
-async def unlock_terminal(conn: asyncpg.Connection, *, code: str, actor: str, reason: str) -> bool:
-    """Unlock a terminal locked by failed sign-ins (recorded in operator_actions)."""
-    status = await conn.execute(
-        "UPDATE terminals SET locked = false, signin_failures = 0 WHERE code = $1", code
-    )
-    if not status.endswith(" 1"):
-        return False
-    await record_action(conn, actor=actor, action="terminal_unlock", subject=code, reason=reason)
-    return True
-
-
-async def record_action(
-    conn: asyncpg.Connection, *, actor: str, action: str, subject: str, reason: str, detail: dict[str, object] | None = None
-) -> None:
-    await conn.execute(
-        "INSERT INTO operator_actions (actor, action, subject, reason, detail) VALUES ($1, $2, $3, $4, $5::jsonb)",
-        actor,
-        action,
-        subject,
-        reason,
-        json.dumps(detail or {}),
-    )
 
 
 # --- CPU cards -------------------------------------------------------------------------------
@@ -260,14 +279,14 @@ async def set_load_random(conn: asyncpg.Connection, order_no: str, random4: byte
     await conn.execute("UPDATE orders SET load_random = $2 WHERE order_no = $1", order_no, random4.hex().upper())
 
 
+async def record_recovery_peer(conn: asyncpg.Connection, order_no: str, peer: str | None) -> None:
+    """DD21 step 0x01: where the latest recovery of a *loading* order came from."""
+    await conn.execute("UPDATE orders SET recovery_peer = $2 WHERE order_no = $1", order_no, peer)
+
+
 async def get_load_random(conn: asyncpg.Connection, order_no: str) -> bytes | None:
     value = await conn.fetchval("SELECT load_random FROM orders WHERE order_no = $1", order_no)
     return bytes.fromhex(value) if value else None
-
-
-async def new_record_id(conn: asyncpg.Connection, now: dt.datetime) -> str:
-    """A 20-digit receipt record id: local date ‖ 12 digits of dd_record_seq (the first of a block)."""
-    return _record_id(int(await conn.fetchval("SELECT nextval('dd_record_seq')")), now)
 
 
 # dd_record_seq moves in steps of this many (migration 0101): each nextval reserves a block.
@@ -295,7 +314,7 @@ class RecordIds:
             n = min(count - len(seqs), self._end - self._next)
             seqs.extend(range(self._next, self._next + n))
             self._next += n
-        return [_record_id(seq, now) for seq in seqs]
+        return [record_id_of(seq, now) for seq in seqs]
 
 
 async def last_known_balance(conn: asyncpg.Connection, card_no: str | None) -> int:
@@ -312,10 +331,6 @@ async def last_known_balance(conn: asyncpg.Connection, card_no: str | None) -> i
     return int(value)
 
 
-def _record_id(seq: int, now: dt.datetime) -> str:
-    return f"{now.astimezone(LOCAL_TZ):%Y%m%d}{seq % 10**12:012d}"
-
-
 # --- card deposit (DD73) ---------------------------------------------------------------------
 
 
@@ -327,8 +342,11 @@ class DepositRefused(Exception):
         self.reason = reason
 
 
-async def move_deposit(conn: asyncpg.Connection, *, card_no: str, merchant_id: int, open_: bool, amount: int) -> None:
-    """Open (merchant → card deposit) or close (refund) a card's deposit; inside a transaction.
+async def move_deposit(
+    conn: asyncpg.Connection, *, card_no: str, merchant_id: int, open_: bool, amount: int, peer: str | None = None
+) -> None:
+    """Open (merchant → card deposit) or close (refund) a card's deposit, asked from ``peer`` (the
+    terminal's address, kept with the card); inside a transaction.
 
     The card row is locked first so two terminals cannot open the same card twice.
     """
@@ -350,9 +368,11 @@ async def move_deposit(conn: asyncpg.Connection, *, card_no: str, merchant_id: i
             raise DepositRefused("amount")
     transfer_id = f"deposit:{card_no}:{'open' if open_ else 'close'}:{uuid.uuid4().hex}"
     debit, credit = (merchant_acct, card_acct) if open_ else (card_acct, merchant_acct)
-    outcome = await ledger.create_transfer(
-        conn, id=transfer_id, debit_account_id=debit, credit_account_id=credit, amount=amount,
-        code="card_deposit_open" if open_ else "card_deposit_close", reference=card_no,
+    move = ledger.NewTransfer(
+        transfer_id, debit, credit, amount, code="card_deposit_open" if open_ else "card_deposit_close",
+        reference=card_no,
     )
-    outcome.check(transfer_id)
-    await conn.execute("UPDATE cards SET deposit_open = $2 WHERE card_no = $1", card_no, open_)
+    (await ledger.create_transfers(conn, [move]))[0].check(transfer_id)
+    await conn.execute(
+        "UPDATE cards SET deposit_open = $2, deposit_peer = $3 WHERE card_no = $1", card_no, open_, peer
+    )

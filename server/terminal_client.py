@@ -230,11 +230,12 @@ class StageTimings:
 
 class TerminalClient:
     """A blocking-socket terminal: ``run(flow)``, the whole flows, and ``dd01()`` … ``dd73()``,
-    each one request on the open connection, returning the answer whatever it says."""
+    each one request on the open connection, returning the answer whatever it says. ``source``:
+    the local address to connect from (a terminal elsewhere on the network, in tests)."""
 
     def __init__(self, host: str, port: int, user_id: str, pki: str, *, timeout_s: float = 10.0,
-                 timings: Observer | None = None) -> None:
-        self.host, self.port, self.timeout_s = host, port, timeout_s
+                 timings: Observer | None = None, source: str | None = None) -> None:
+        self.host, self.port, self.timeout_s, self.source = host, port, timeout_s, source
         self.messages = TerminalMessages(user_id, pki)
         self.observer = timings
         self._sock: socket.socket | None = None
@@ -245,7 +246,9 @@ class TerminalClient:
 
     def connect(self) -> TerminalClient:
         self.close()
-        self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+        self._sock = socket.create_connection(
+            (self.host, self.port), timeout=self.timeout_s, source_address=(self.source, 0) if self.source else None
+        )
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._decoder = FrameDecoder(False)
         self._pending = []

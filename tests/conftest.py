@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -35,15 +34,7 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     return {"uvloop": uvloop.new_event_loop}
 
 
-def _with_database(url: str, name: str) -> str:
-    """The same server URL pointing at another database (path or ?dbname= form)."""
-    parts = urlsplit(url)
-    if "dbname=" in parts.query:
-        query = "&".join(
-            f"dbname={name}" if q.startswith("dbname=") else q for q in parts.query.split("&")
-        )
-        return urlunsplit(parts._replace(query=query))
-    return urlunsplit(parts._replace(path="/" + name))
+_with_database = db.with_database  # the same server URL pointing at another database
 
 
 @pytest.fixture(scope="session")

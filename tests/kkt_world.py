@@ -62,15 +62,15 @@ class World:
                 fund = await fund_recharge_fund(conn, self.merchant_id, balance, f"test:fund:{card_no}")
                 purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE,
                                                     card_no=card_no)
-                (await ledger.create_transfer(conn, id=f"test:load:{card_no}", debit_account_id=fund,
-                                              credit_account_id=purse, amount=balance)).check("load")
+                load = ledger.NewTransfer(f"test:load:{card_no}", fund, purse, balance)
+                (await ledger.create_transfers(conn, [load]))[0].check("load")
             if points:
                 issued = await ledger.ensure_account(conn, ledger="PTS", kind=ledger.AccountKind.POINTS_ISSUED,
                                                      merchant_id=self.merchant_id, no_overdraft=False)
                 acct = await ledger.ensure_account(conn, ledger="PTS", kind=ledger.AccountKind.CARD_POINTS,
                                                    card_no=card_no)
-                (await ledger.create_transfer(conn, id=f"test:points:{card_no}", debit_account_id=issued,
-                                              credit_account_id=acct, amount=points)).check("points")
+                grant = ledger.NewTransfer(f"test:points:{card_no}", issued, acct, points)
+                (await ledger.create_transfers(conn, [grant]))[0].check("points")
         return card_no
 
     async def get(self, method: str, **params: str) -> tuple[int, str]:
@@ -88,6 +88,12 @@ class World:
     async def balance(self, card_no: str) -> tuple[int, int]:
         async with self.pool.acquire() as conn:
             return await cards.card_balances(conn, card_no)
+
+
+async def accept(issuer: World, merchant: World) -> None:
+    """Let ``merchant``'s terminals serve ``issuer``'s cards (else they answer 52)."""
+    async with issuer.pool.acquire() as conn, conn.transaction():
+        await cards.set_acceptance(conn, issuer.merchant_code, merchant.merchant_code, actor="test")
 
 
 def records(body: str) -> list[dict[str, str]]:

@@ -135,3 +135,84 @@ class MpayWorld:
             transfers = await conn.fetchval("SELECT count(*) FROM transfers")
         figures = await self.balances(msisdn) if acct and acct["status"] in accounts.LIVE else None
         return (tuple(acct) if acct else None, figures, transfers)
+
+
+@dataclass
+class Api:
+    """A client of ``/mpay/v1`` that checks every reply against the served OpenAPI document."""
+
+    world: MpayWorld
+    schema: dict[str, Any] | None = None
+    counter: int = 0
+
+    async def _envelope_schema(self) -> dict[str, Any]:
+        if self.schema is None:
+            async with self.world.session.get(f"{self.world.base}/mpay/v1/openapi.json") as resp:
+                assert resp.status == 200
+                self.schema = (await resp.json())["components"]["schemas"]["Envelope"]
+        return self.schema
+
+    def rid(self) -> str:
+        self.counter += 1
+        return f"t{secrets.token_hex(6)}-{self.counter}"
+
+    async def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+                   rid: str | None = "auto", headers: dict[str, str] | None = None,
+                   raw: bytes | None = None) -> tuple[int, dict[str, Any], bytes]:
+        import json
+
+        import jsonschema
+
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        if rid == "auto" and method == "POST":
+            rid = self.rid()
+        if rid and rid != "auto":
+            h["X-Request-Id"] = rid
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None:
+            h.setdefault("Content-Type", "application/json")
+        async with self.world.session.request(method, f"{self.world.base}/mpay/v1{path}", data=data,
+                                              headers=h) as resp:
+            content = await resp.read()
+            assert resp.status < 500 or resp.status == 503, content
+            reply = json.loads(content)
+        jsonschema.validate(reply, await self._envelope_schema())
+        return resp.status, reply, content
+
+    async def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
+        status, reply, _ = await self.call(method, path, body, **kw)
+        assert (status, reply["code"]) == (200, "0000"), reply
+        return dict(reply["data"])
+
+    async def code(self, method: str, path: str, body: Any = None, **kw: Any) -> str:
+        _, reply, _ = await self.call(method, path, body, **kw)
+        return str(reply["code"])
+
+    async def login(self, login: str, password: str, *, new_password: str | None = "Passw0rd1") -> str:
+        data = await self.ok("POST", "/auth/login", {"login": login, "password": password})
+        if data["must_change_password"] and new_password:
+            await self.ok("POST", "/me/password/login", {"old": password, "new": new_password}, token=data["token"])
+        return str(data["token"])
+
+    async def operator(self, role: str, hall: str | None = None) -> str:
+        from recharge.mpay import sessions
+
+        operator_id = f"{role}{secrets.token_hex(4)}"
+        async with self.world.pool.acquire() as conn:
+            password = await sessions.add_operator(conn, self.world.env, operator_id, role, hall)
+        return str((await self.ok("POST", "/ops/login", {"operator": operator_id, "password": password}))["token"])
+
+    async def merchant_call(self, merchant: str, method: str, path: str, body: Any = None, *, rid: str | None = None,
+                            sign: str | None = None, stamp: int | None = None) -> tuple[int, dict[str, Any], bytes]:
+        import json
+        import time
+
+        raw = json.dumps(body).encode() if body is not None else b""
+        rid = rid or self.rid()
+        stamp_text = str(stamp if stamp is not None else int(time.time()))
+        message = merchants.signed_message(stamp_text, method, path, rid, raw)
+        signature = sign or merchants.sign(merchant_key().export_key(), message)
+        headers = {"X-Merchant-Id": merchant, "X-Timestamp": stamp_text, "Sign": signature}
+        return await self.call(method, path, raw=raw if body is not None else None, rid=rid, headers=headers)

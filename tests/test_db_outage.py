@@ -23,14 +23,13 @@ from app.demo import DEMO_LICENSE_KEY, DEMO_MERCHANT, DEMO_PKI, DEMO_TERMINAL, d
 from chaos import channels
 from chaos.channels import BUSY, OK, Http, Outcome
 from chaos.server import ROOT, Served
-from core_ext import reply_decode, reply_encode
+from chaos.trade_clients import card_reqinfo
 from core_ext.virtual_card import VirtualCard
 from http_api.order_client import ClientIdentity
 from recharge import db
 from recharge.keys import MasterKeys, load_keys
 from recharge.kkt import cards
 from recharge.ledger.audit import audit
-from server.flows import READ_CARD_SCRIPT
 from server.terminal_client import TerminalClient
 
 SECRET = "outage-sms-secret"
@@ -79,11 +78,6 @@ async def _register_sms_operator(dsn: str) -> None:
         await conn.close()
 
 
-def reqinfo(card: VirtualCard) -> list[str]:
-    """The card's replies to the reading script, one hex entry each (the order API's ``reqinfo``)."""
-    return [reply_encode([r]).hex() for r in reply_decode(card.run_script(READ_CARD_SCRIPT))]
-
-
 def every_channel(o: Outage, order_no: str, card: VirtualCard) -> dict[str, Callable[[], Outcome]]:
     """One request per channel that succeeds when the platform and its database are up."""
     who = ClientIdentity(7, 1, demo_private_key_path(o.served.data_dir).read_text())
@@ -104,7 +98,7 @@ def every_channel(o: Outage, order_no: str, card: VirtualCard) -> dict[str, Call
         "kkt_soap": lambda: channels.kkt_soap(o.http, kkt_query),
         "sms": lambda: channels.sms_command(o.http, SECRET, OPERATOR, f"YECX*{KKT_CARD}", secrets.token_hex(6)),
         "order_api": lambda: channels.create_order(o.http, who, card.card_no, 100, "OUT-" + secrets.token_hex(6),
-                                                   reqinfo(card)),
+                                                   card_reqinfo(card)),
     }
 
 

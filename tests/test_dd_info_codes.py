@@ -85,8 +85,11 @@ async def test_info_A1_pki_not_registered_to_terminal_at_dd03(term: SimTerminal,
             return client.dd03(wrong.r_init())
 
     assert_refused(await in_thread(talk), 0x04, 0xA1)
-    row = await conn.fetchrow("SELECT signin_failures, signed_in_until FROM terminals WHERE code = $1", term.code)
-    assert row["signin_failures"] == 1 and row["signed_in_until"] is None
+    row = await conn.fetchrow(
+        "SELECT signin_failures, signin_probes, signed_in_until FROM terminals WHERE code = $1", term.code
+    )
+    # Counted as a failure before proof (issue 14 item 2: never towards the lock), not signed in.
+    assert (row["signin_failures"], row["signin_probes"], row["signed_in_until"]) == (0, 1, None)
 
 
 async def test_info_A1_recharge_pki_differs_from_signed_in_pki(signed_in: SimTerminal, conn: asyncpg.Connection) -> None:
@@ -175,7 +178,8 @@ async def test_info_AA_wrong_signin_cryptogram(term: SimTerminal, conn: asyncpg.
             return client.dd05(b"\x00" * 8)
 
     assert_refused(await in_thread(talk), 0x06, 0xAA)
-    assert await conn.fetchval("SELECT signin_failures FROM terminals WHERE code = $1", term.code) == 1
+    row = await conn.fetchrow("SELECT signin_failures, signin_probes FROM terminals WHERE code = $1", term.code)
+    assert (row["signin_failures"], row["signin_probes"]) == (0, 1)  # before proof: never towards the lock
 
 
 async def test_info_AA_wrong_signin_proof_at_dd07(term: SimTerminal, conn: asyncpg.Connection) -> None:
@@ -188,7 +192,8 @@ async def test_info_AA_wrong_signin_proof_at_dd07(term: SimTerminal, conn: async
             return client.dd07(b"\x01\x02\x03\x04")
 
     assert_refused(await in_thread(talk), 0x08, 0xAA)
-    assert await conn.fetchval("SELECT signed_in_until FROM terminals WHERE code = $1", term.code) is None
+    row = await conn.fetchrow("SELECT signed_in_until, signin_failures FROM terminals WHERE code = $1", term.code)
+    assert (row["signed_in_until"], row["signin_failures"]) == (None, 1)  # after proof: counts towards the lock
 
 
 async def test_info_BB_terminal_not_signed_in(term: SimTerminal, conn: asyncpg.Connection) -> None:

@@ -14,7 +14,7 @@ import pytest
 from recharge.kkt import reference as kkt_reference
 from recharge.kkt import service as kkt
 from tests.conftest import settings_changed
-from tests.kkt_world import PASSWORD_MD5, World, first_record, make_world, records
+from tests.kkt_world import PASSWORD_MD5, World, accept, first_record, make_world, records
 
 
 @pytest.fixture
@@ -295,6 +295,7 @@ async def test_code_54_issuing_merchant_fund_insufficient(platform: Any, pool: A
 async def test_code_65_consuming_merchant_fund_insufficient(platform: Any, pool: Any, test_keys: Any) -> None:
     issuer = await make_world(pool, test_keys[0], platform.http_port)
     shop = await make_world(pool, test_keys[0], platform.http_port, fund=0)
+    await accept(issuer, shop)
     card = await issuer.new_card()
     rec = await shop.ct(TRADETYPE="1102", TRADEMODE="0", CARDNO=card, AMOUNT="100")
     assert rec["PayInForm"] == "65"

@@ -42,7 +42,19 @@ def _tid() -> str:
 
 async def _transfer(conn: asyncpg.Connection, **kw: object) -> ledger.Outcome:
     async with conn.transaction():
-        return await ledger.create_transfer(conn, **kw)  # type: ignore[arg-type]
+        return await _create(conn, **kw)
+
+
+async def _create(conn: asyncpg.Connection, **kw: object) -> ledger.Outcome:
+    return (await ledger.create_transfers(conn, [ledger.NewTransfer(**kw)]))[0]  # type: ignore[arg-type]
+
+
+async def _post(conn: asyncpg.Connection, *, id: str, pending_id: str) -> ledger.Outcome:
+    return (await ledger.resolve_pending(conn, [ledger.Resolution(id, pending_id)]))[0]
+
+
+async def _void(conn: asyncpg.Connection, *, id: str, pending_id: str) -> ledger.Outcome:
+    return (await ledger.resolve_pending(conn, [ledger.Resolution(id, pending_id, void=True)]))[0]
 
 
 async def test_posted_transfer_moves_balances_and_retry_with_same_id_returns_exists(conn: asyncpg.Connection) -> None:
@@ -83,11 +95,11 @@ async def test_pending_then_post_moves_reservation_to_posted(conn: asyncpg.Conne
     await _transfer(conn, id=pid, debit_account_id=fund, credit_account_id=card, amount=1_500, pending=True)
     assert (await ledger.get_balance(conn, card)).posted == 0
     async with conn.transaction():
-        posted = await ledger.post_pending(conn, id=pid + ":post", pending_id=pid)
+        posted = await _post(conn, id=pid + ":post", pending_id=pid)
     async with conn.transaction():
-        repost = await ledger.post_pending(conn, id=pid + ":post", pending_id=pid)
-        second_post = await ledger.post_pending(conn, id=pid + ":post2", pending_id=pid)
-        void_after = await ledger.void_pending(conn, id=pid + ":void", pending_id=pid)
+        repost = await _post(conn, id=pid + ":post", pending_id=pid)
+        second_post = await _post(conn, id=pid + ":post2", pending_id=pid)
+        void_after = await _void(conn, id=pid + ":void", pending_id=pid)
     assert posted.result is Result.CREATED and repost.result is Result.EXISTS
     assert second_post.result is Result.PENDING_ALREADY_POSTED
     assert void_after.result is Result.PENDING_ALREADY_POSTED
@@ -100,8 +112,8 @@ async def test_pending_then_void_releases_reservation(conn: asyncpg.Connection) 
     pid = _tid()
     await _transfer(conn, id=pid, debit_account_id=fund, credit_account_id=card, amount=5_000, pending=True)
     async with conn.transaction():
-        voided = await ledger.void_pending(conn, id=pid + ":void", pending_id=pid)
-        post_after = await ledger.post_pending(conn, id=pid + ":post", pending_id=pid)
+        voided = await _void(conn, id=pid + ":void", pending_id=pid)
+        post_after = await _post(conn, id=pid + ":post", pending_id=pid)
     assert voided.result is Result.CREATED
     assert post_after.result is Result.PENDING_ALREADY_VOIDED
     fund_balance = await ledger.get_balance(conn, fund)
@@ -111,7 +123,7 @@ async def test_pending_then_void_releases_reservation(conn: asyncpg.Connection) 
 
 async def test_post_of_unknown_pending_transfer_is_refused(conn: asyncpg.Connection) -> None:
     async with conn.transaction():
-        outcome = await ledger.post_pending(conn, id=_tid(), pending_id="no-such-transfer")
+        outcome = await _post(conn, id=_tid(), pending_id="no-such-transfer")
     assert outcome.result is Result.PENDING_NOT_FOUND
 
 
@@ -123,7 +135,7 @@ async def test_expired_pending_cannot_post_and_sweeper_voids_it(pool: asyncpg.Po
     async with conn.transaction():
         await _transfer(conn, id=pid, debit_account_id=fund, credit_account_id=card, amount=3_000, pending=True,
                         timeout_at=past)
-        late_post = await ledger.post_pending(conn, id=pid + ":post", pending_id=pid)
+        late_post = await _post(conn, id=pid + ":post", pending_id=pid)
     assert late_post.result is Result.PENDING_EXPIRED
 
     async def voided() -> bool:
@@ -143,7 +155,7 @@ async def test_held_pending_transfer_is_never_swept(pool: asyncpg.Pool, conn: as
     async with conn.transaction():  # one transaction: no sweeper sees it before the hold
         await _transfer(conn, id=pid, debit_account_id=fund, credit_account_id=card, amount=1_000, pending=True,
                         timeout_at=past)
-        assert await ledger.hold_pending(conn, pid)
+        assert await ledger.set_pending_timeouts(conn, [(pid, None)]) == {pid}
     while await sweep_once(pool):
         pass
     transfer = await ledger.get_transfer(conn, pid)
@@ -172,7 +184,7 @@ async def test_concurrent_transfers_between_few_accounts_lose_no_update(pool: as
         accounts = []
         for _ in range(3):
             acc = await ledger.ensure_account(c, ledger="CNY", kind=AccountKind.CARD_PURSE, card_no="7" + unique_digits(15))
-            await ledger.create_transfer(
+            await _create(
                 c, id=_tid(), debit_account_id=await external_account(c), credit_account_id=acc, amount=10_000
             )
             accounts.append(acc)
@@ -181,7 +193,7 @@ async def test_concurrent_transfers_between_few_accounts_lose_no_update(pool: as
 
     async def move(pair: list[int], amount: int, tid: str) -> Result:
         async def work(conn: asyncpg.Connection) -> Result:
-            return (await ledger.create_transfer(conn, id=tid, debit_account_id=pair[0], credit_account_id=pair[1], amount=amount)).result
+            return (await _create(conn, id=tid, debit_account_id=pair[0], credit_account_id=pair[1], amount=amount)).result
 
         return await db.retry_transaction(pool, work)
 
@@ -214,7 +226,7 @@ async def test_audit_catches_a_corrupted_balance(pool: asyncpg.Pool) -> None:
         assert (await audit(c)).ok
 
 
-async def test_a_transfer_is_one_statement_and_a_post_three(conn: asyncpg.Connection) -> None:
+async def test_a_transfer_is_one_statement_and_a_post_one(conn: asyncpg.Connection) -> None:
     fund, card = await _funded_pair(conn, 1000)
     seen: list[str] = []
 
@@ -231,16 +243,16 @@ async def test_a_transfer_is_one_statement_and_a_post_three(conn: asyncpg.Connec
     conn.add_query_logger(log)
     try:
         async with conn.transaction():
-            created, n = await statements(ledger.create_transfer(
+            created, n = await statements(_create(
                 conn, id=_tid(), debit_account_id=fund, credit_account_id=card, amount=100
             ))
             assert created.result is Result.CREATED and n == 1, seen
             pending_id = _tid()
-            await ledger.create_transfer(
+            await _create(
                 conn, id=pending_id, debit_account_id=fund, credit_account_id=card, amount=50, pending=True
             )
-            posted, n = await statements(ledger.post_pending(conn, id=_tid(), pending_id=pending_id))
-            assert posted.result is Result.CREATED and n == 3, seen  # existing id, pending row, the write
+            posted, n = await statements(_post(conn, id=_tid(), pending_id=pending_id))
+            assert posted.result is Result.CREATED and n == 1, seen  # judged and written in one statement
     finally:
         conn.remove_query_logger(log)
     assert (await ledger.get_balance(conn, card)).posted == 150
@@ -254,7 +266,7 @@ async def test_the_same_transfer_sent_twice_at_once_is_created_once(pool: asyncp
 
     async def send() -> ledger.Outcome:
         async with pool.acquire() as conn, conn.transaction():
-            outcome = await ledger.create_transfer(
+            outcome = await _create(
                 conn, id=transfer_id, debit_account_id=fund, credit_account_id=card, amount=300
             )
             await asyncio.sleep(0.05)  # hold the account locks while the twin waits for them

@@ -42,10 +42,8 @@ async def _fund_and_purses(pool: asyncpg.Pool, fund_cents: int, purses: int) -> 
 
 def _transfer(fund: int, card: int, amount: int, transfer_id: str):  # type: ignore[no-untyped-def]
     async def work(conn: asyncpg.Connection) -> int:
-        outcome = await ledger.create_transfer(
-            conn, id=transfer_id, debit_account_id=fund, credit_account_id=card, amount=amount, code="batch_test"
-        )
-        outcome.check(transfer_id)
+        move = ledger.NewTransfer(transfer_id, fund, card, amount, code="batch_test")
+        (await ledger.create_transfers(conn, [move]))[0].check(transfer_id)
         return int(await conn.fetchval("SELECT txid_current()"))
 
     return work

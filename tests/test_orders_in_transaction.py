@@ -89,7 +89,8 @@ async def test_loading_is_refused_like_mark_loading_and_changes_nothing(conn: as
 async def test_loading_of_a_reservation_gone_is_refused(conn: asyncpg.Connection) -> None:
     _, order = await _paid(conn)
     async with conn.transaction():
-        await ledger.void_pending(conn, id=_void_id(order), pending_id=orders.pay_transfer_id(order.order_no))
+        void = ledger.Resolution(_void_id(order), orders.pay_transfer_id(order.order_no), void=True)
+        await ledger.resolve_pending(conn, [void])
     with pytest.raises(OrderError) as gone:
         async with conn.transaction():
             await orders.mark_loading_in_transaction(conn, order.order_no, load_random="00000000")
@@ -171,7 +172,7 @@ async def test_many_loads_with_a_reservation_gone_raise_for_a_rollback(conn: asy
         await orders.mark_loading_in_transaction(conn, order.order_no, load_random="00000000")
     async with conn.transaction():  # on purpose: the reservation is released while the order is loading
         pay_id = orders.pay_transfer_id(order.order_no)
-        (await ledger.void_pending(conn, id=f"{pay_id}:test-void", pending_id=pay_id)).check(pay_id)
+        (await ledger.resolve_pending(conn, [ledger.Resolution(f"{pay_id}:test-void", pay_id, void=True)]))[0].check(pay_id)
     with pytest.raises(ledger.LedgerError):
         async with conn.transaction():
             await orders.mark_loaded_many(conn, [(order.order_no, 1, None)])

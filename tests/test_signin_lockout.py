@@ -1,24 +1,35 @@
-"""Sign-in rules of SPEC 1.3 end to end: five failures in a row lock the terminal until an
-operator unlocks it; an abandoned sign-in does not count; a success resets the count; a
-failed sign-in leaves an earlier valid one in force; sign-ins expire at the business day's end.
+"""Sign-in failures and the lockout (SPEC 1.3 as amended by issue 14 item 2; docs/PROTOCOL.md
+"Sign-in failures and the lockout") end to end: only failures after the module proved its key
+count; five of them in a row lock the terminal for a bounded time that doubles with each lock
+in a row, up to a maximum; a stranger who knows the terminal's code and PKI number (both travel
+in clear) cannot lock it; DD01 answers every code that cannot sign in alike; failures before the
+proof are visible (metric, log line with the source address, the targeted-terminals gauge). An
+abandoned sign-in does not count; a successful one resets the counts; a failed one leaves an
+earlier valid sign-in in force; sign-ins expire at the business day's end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from app import fixtures
 from app.fixtures import SimTerminal
-from core_ext import Frame
+from core_ext import Frame, bcd_encode
+from recharge import terminals
 from recharge.orders.lifecycle import LOCAL_TZ
+from recharge.sweeper import export_signin_gauges
 from server import store
-from server.terminal_client import FlowFailed
+from server.terminal_client import FlowFailed, TerminalClient
+from tests.conftest import settings_changed
 
 
 @pytest.fixture
@@ -31,13 +42,30 @@ async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 
 
-def fail_once(term: SimTerminal) -> Frame:
-    """A sign-in whose DD05 cryptogram is wrong (0xAA)."""
+def fail_before_proof(term: SimTerminal) -> Frame:
+    """What a stranger can do: the terminal's code and PKI number (seen on the wire), a random
+    module random RT, and a guessed cryptogram at DD05 (0xAA)."""
+    with term.client().connect() as client:
+        client.dd01()
+        client.dd03(bcd_encode(term.pki, 4) + secrets.token_bytes(8))
+        return client.dd05(secrets.token_bytes(8))
+
+
+def wrong_pki(term: SimTerminal) -> Frame:
+    """A stranger's DD03 with a PKI number that is not the terminal's (0xA1 at DD04)."""
+    with term.client().connect() as client:
+        client.dd01()
+        return client.dd03(bcd_encode(fixtures.random_digits(8), 4) + secrets.token_bytes(8))
+
+
+def fail_after_proof(term: SimTerminal) -> Frame:
+    """The terminal's own module passes DD05 (the proof), then a wrong DD07 proof (0xAA)."""
     module = term.module()
     with term.client().connect() as client:
         client.dd01()
-        client.dd03(module.r_init())
-        return client.dd05(b"\xee" * 8)
+        dd04 = client.dd03(module.r_init())
+        client.dd05(module.ac_login1(dd04.info))
+        return client.dd07(b"\x01\x02\x03\x04")
 
 
 def abandon(term: SimTerminal) -> None:
@@ -48,27 +76,84 @@ def abandon(term: SimTerminal) -> None:
 
 
 async def failures(conn: asyncpg.Connection, term: SimTerminal) -> tuple[int, bool]:
-    row = await conn.fetchrow("SELECT signin_failures, locked FROM terminals WHERE code = $1", term.code)
+    """(failed sign-ins in a row after proof, locked now)."""
+    row = await conn.fetchrow(
+        "SELECT signin_failures, locked OR coalesce(signin_locked_until > now(), false) AS locked"
+        " FROM terminals WHERE code = $1",
+        term.code,
+    )
     return row["signin_failures"], row["locked"]
 
 
-async def test_five_failed_signins_in_a_row_lock_the_terminal(
+async def lock_seconds_left(conn: asyncpg.Connection, term: SimTerminal) -> float:
+    return float(await conn.fetchval(
+        "SELECT extract(epoch FROM signin_locked_until - now()) FROM terminals WHERE code = $1", term.code
+    ))
+
+
+async def let_the_lock_run_out(conn: asyncpg.Connection, platform: Any, term: SimTerminal) -> None:
+    await conn.execute(
+        "UPDATE terminals SET signin_locked_until = now() - interval '1 second' WHERE code = $1", term.code
+    )
+    platform.dd.dd.terminals.forget(term.code)  # the DD01 cache lives a second
+
+
+def counter(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_stranger_who_knows_the_code_and_pki_cannot_lock_the_terminal_out(
     term: SimTerminal, conn: asyncpg.Connection, settings: Any
 ) -> None:
+    """The attack of issue 14 item 2: three times the lock's worth of failed sign-ins by someone
+    who only saw the terminal's code and PKI number; the terminal still signs in."""
+    for _ in range(settings.signin_max_failures * 3 // 2):
+        assert (await in_thread(fail_before_proof, term)).result == 0xAA
+        assert (await in_thread(wrong_pki, term)).result == 0xA1
+    assert await failures(conn, term) == (0, False)
+    assert (await in_thread(term.client().sign_in, term.module())).result == 0
+
+
+async def test_five_failures_after_proof_lock_the_terminal_for_a_bounded_time(
+    term: SimTerminal, conn: asyncpg.Connection, platform: Any, settings: Any
+) -> None:
+    lockouts = counter("recharge_signin_lockouts_total")
     for _ in range(settings.signin_max_failures):
-        assert (await in_thread(fail_once, term)).result == 0xAA
-    assert await failures(conn, term) == (settings.signin_max_failures, True)
+        assert (await in_thread(fail_after_proof, term)).result == 0xAA
+    assert await failures(conn, term) == (0, True)  # locked; the count starts again
+    assert settings.signin_lock_base_s - 10 < await lock_seconds_left(conn, term) <= settings.signin_lock_base_s
+    assert counter("recharge_signin_lockouts_total") == lockouts + 1
     with pytest.raises(FlowFailed) as refused:  # even the right keys are refused now
         await in_thread(term.client().sign_in, term.module())
     assert (refused.value.stage, refused.value.result) == (0x02, 0xA1)
+    await let_the_lock_run_out(conn, platform, term)  # no operator needed
+    assert (await in_thread(term.client().sign_in, term.module())).result == 0
 
 
-async def test_operator_unlock_lets_the_terminal_sign_in_again(
+async def test_each_lock_in_a_row_lasts_twice_as_long_up_to_the_maximum_and_a_success_resets_it(
+    term: SimTerminal, conn: asyncpg.Connection, platform: Any, settings: Any
+) -> None:
+    with settings_changed(platform, signin_lock_base_s=60, signin_lock_max_s=200):
+        seen = []
+        for _ in range(4):
+            for _ in range(settings.signin_max_failures):
+                await in_thread(fail_after_proof, term)
+            seen.append(await lock_seconds_left(conn, term))
+            await let_the_lock_run_out(conn, platform, term)
+        assert (await in_thread(term.client().sign_in, term.module())).result == 0
+        for _ in range(settings.signin_max_failures):
+            await in_thread(fail_after_proof, term)
+        seen.append(await lock_seconds_left(conn, term))
+    expected = [60, 120, 200, 200, 60]
+    assert all(want - 10 < got <= want for got, want in zip(seen, expected, strict=True)), seen
+
+
+async def test_operator_unlock_ends_a_lock_early(
     term: SimTerminal, conn: asyncpg.Connection, platform: Any, settings: Any
 ) -> None:
     for _ in range(settings.signin_max_failures):
-        await in_thread(fail_once, term)
-    assert await store.unlock_terminal(conn, code=term.code, actor="alice", reason="test")
+        await in_thread(fail_after_proof, term)
+    assert await terminals.unlock_terminal(conn, code=term.code, actor="alice", reason="test")
     platform.dd.dd.terminals.forget(term.code)  # the CLI runs in another process; the cache lives 1 s
     assert (await in_thread(term.client().sign_in, term.module())).result == 0
     assert await failures(conn, term) == (0, False)
@@ -76,6 +161,40 @@ async def test_operator_unlock_lets_the_terminal_sign_in_again(
         "SELECT actor, reason FROM operator_actions WHERE action = 'terminal_unlock' AND subject = $1", term.code
     )
     assert tuple(action) == ("alice", "test")
+
+
+async def test_dd01_answers_an_unknown_a_disabled_and_a_locked_code_alike(
+    term: SimTerminal, conn: asyncpg.Connection, platform: Any, test_keys: Any, settings: Any
+) -> None:
+    disabled = await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
+    await conn.execute("UPDATE terminals SET enabled = false WHERE code = $1", disabled.code)
+    for _ in range(settings.signin_max_failures):
+        await in_thread(fail_after_proof, term)
+    unknown = TerminalClient("127.0.0.1", platform.dd_port, "9" + fixtures.random_digits(7), term.pki)
+
+    def dd02(client: TerminalClient) -> tuple[Any, ...]:
+        with client.connect():
+            answer = client.dd01()
+            return answer.stage, answer.flow, answer.result, answer.pki, answer.info, client.closed_by_peer()
+
+    answers = {await in_thread(dd02, c) for c in (unknown, disabled.client(), term.client())}
+    assert answers == {(0x02, 0xFF, 0xA1, b"\xff" * 4, b"", True)}
+
+
+async def test_failures_before_proof_are_counted_logged_and_make_the_terminal_targeted(
+    term: SimTerminal, conn: asyncpg.Connection, platform: Any, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = counter("recharge_signin_failures_total", reason="cryptogram", proven="false")
+    caplog.set_level(logging.INFO, logger="server.signin")
+    with settings_changed(platform, signin_probe_alert=3):
+        for _ in range(3):
+            await in_thread(fail_before_proof, term)
+    assert counter("recharge_signin_failures_total", reason="cryptogram", proven="false") == before + 3
+    assert any(term.code in r.getMessage() and "127.0.0.1" in r.getMessage() and r.levelname == "WARNING"
+               for r in caplog.records)
+    await export_signin_gauges(pool, 3, 600)
+    assert (REGISTRY.get_sample_value("recharge_signin_targeted_terminals") or 0) >= 1
+    assert await failures(conn, term) == (0, False)
 
 
 async def test_abandoned_signin_does_not_count(term: SimTerminal, conn: asyncpg.Connection) -> None:
@@ -86,7 +205,7 @@ async def test_abandoned_signin_does_not_count(term: SimTerminal, conn: asyncpg.
 
 async def test_successful_signin_resets_the_failure_count(term: SimTerminal, conn: asyncpg.Connection) -> None:
     for _ in range(3):
-        await in_thread(fail_once, term)
+        await in_thread(fail_after_proof, term)
     assert await failures(conn, term) == (3, False)
     await in_thread(term.client().sign_in, term.module())
     assert await failures(conn, term) == (0, False)
@@ -95,7 +214,8 @@ async def test_successful_signin_resets_the_failure_count(term: SimTerminal, con
 async def test_failed_signin_leaves_earlier_signin_in_force(term: SimTerminal, conn: asyncpg.Connection) -> None:
     await in_thread(term.client().sign_in, term.module())
     before = await conn.fetchval("SELECT signed_in_until FROM terminals WHERE code = $1", term.code)
-    await in_thread(fail_once, term)
+    await in_thread(fail_after_proof, term)
+    await in_thread(fail_before_proof, term)
     assert await conn.fetchval("SELECT signed_in_until FROM terminals WHERE code = $1", term.code) == before
     order_no = await fixtures.paid_order(conn, term.merchant_id, term.card().card_no, 100)
     with term.client().connect() as client:

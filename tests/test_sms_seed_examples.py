@@ -60,13 +60,13 @@ async def _seed(conn: asyncpg.Connection, keys: MasterKeys) -> None:
         CARD, merchant_id, cards.hash_password(md5, cards.password_pepper(keys), 10),
     )
     purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE, card_no=CARD)
-    (await ledger.create_transfer(conn, id="test:load:seed000", debit_account_id=fund, credit_account_id=purse,
-                                  amount=START_PURSE)).check("load")
+    load = ledger.NewTransfer("test:load:seed000", fund, purse, START_PURSE)
+    (await ledger.create_transfers(conn, [load]))[0].check("load")
     issued = await ledger.ensure_account(conn, ledger="PTS", kind=ledger.AccountKind.POINTS_ISSUED,
                                          merchant_id=merchant_id, no_overdraft=False)
     points = await ledger.ensure_account(conn, ledger="PTS", kind=ledger.AccountKind.CARD_POINTS, card_no=CARD)
-    (await ledger.create_transfer(conn, id="test:points:seed000", debit_account_id=issued,
-                                  credit_account_id=points, amount=START_POINTS)).check("points")
+    grant = ledger.NewTransfer("test:points:seed000", issued, points, START_POINTS)
+    (await ledger.create_transfers(conn, [grant]))[0].check("points")
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,13 @@ from core_ext.virtual_sim import STATE_OPEN, VirtualRfidSim, WalletMasterKeys
 from recharge.config import Settings
 from recharge.keys import KeyFileError, MasterKeys, WalletKeys, load_keys, write_keys
 from recharge.ledger import transfers
+from recharge.mpay.env import Env
 from recharge.wallet import cards, clearing, sequence, terminals, wire
 from recharge.wallet.clearing import Posting
 from recharge.wallet.crypto import WalletCrypto, body_mac, body_mac_ok
 from recharge.wallet.terminals import Terminal
 from tests.conftest import unique_digits
+from tests.wallet_world import account_with_sim
 
 WALLET_KEYS = WalletKeys.generate()
 VKEYS = WalletMasterKeys(**{n: getattr(WALLET_KEYS, n) for n in ("load", "purchase", "tac", "maint", "stk", "pos")})
@@ -151,29 +153,25 @@ class RecordingBooks:
         return await transfers.ensure_account(conn, ledger="CNY", kind=transfers.AccountKind.EXTERNAL,
                                               card_no=f"test:{self.tag}:{name}", no_overdraft=False)
 
-    async def post(self, conn: asyncpg.Connection, postings: Sequence[Posting]) -> None:
-        for p in postings:
-            debit, credit = await self._account(conn, p.debit), await self._account(conn, p.credit)
-            outcome = await transfers.create_transfer(conn, id=p.id, debit_account_id=debit,
-                                                      credit_account_id=credit, amount=p.amount, code=p.code)
-            outcome.check(p.id)
+    async def post(self, conn: asyncpg.Connection, postings: Sequence[Posting]) -> list[bool]:
+        moves = [
+            transfers.NewTransfer(p.id, await self._account(conn, p.debit), await self._account(conn, p.credit),
+                                  p.amount, code=p.code)
+            for p in postings
+        ]
+        done = [outcome.ok for outcome in await transfers.create_transfers(conn, moves)]
         self.postings.extend(postings)
+        return done
 
 
-async def wallet_card(conn: asyncpg.Connection, account_id: int) -> VirtualRfidSim:
-    card_no = "7310" + unique_digits(12)
-    await conn.execute(
-        "INSERT INTO wallet_cards (card_no, status, msisdn, account_id) VALUES ($1, 'bound', $2, $3)",
-        card_no, "139" + unique_digits(8), account_id,
-    )
-    return VirtualRfidSim(card_no, VKEYS, balance=100_000, state=STATE_OPEN, limit=100_000)
-
-
-async def test_a_batch_clears_record_by_record(conn: asyncpg.Connection) -> None:
+async def test_a_batch_clears_record_by_record(conn: asyncpg.Connection, settings: Settings,
+                                               test_keys: tuple[MasterKeys, Path]) -> None:
     terminal_id = unique_digits(12)
     assert await terminals.register(conn, [Terminal(terminal_id, merchant="DEMODIG")]) == ["created"]
     pos = VirtualPOS(terminal_id, VKEYS.purchase, VKEYS.pos)
-    sim = await wallet_card(conn, 41)
+    master = dataclasses.replace(test_keys[0], wallet=WALLET_KEYS)
+    env = Env.of(settings, master)
+    sim, acct = await account_with_sim(conn, settings, master, limit=100_000, balance=100_000)
     sale = pos.purchase(sim, 1234, WHEN)
     voided = pos.void(pos.purchase(sim, 500, WHEN))
     forged = dataclasses.replace(pos.purchase(sim, 300, WHEN), tac=bytes(4))
@@ -183,16 +181,16 @@ async def test_a_batch_clears_record_by_record(conn: asyncpg.Connection) -> None
                              {**sale.wire(), "offline_serial": 99}, {"card": "x"}, voided.wire() | {"void": False}]
     books = RecordingBooks(terminal_id)
     async with conn.transaction():
-        results = await clearing.upload_batch(conn, CRYPTO, books, terminal_id=terminal_id, merchant="DEMODIG",
+        results = await clearing.upload_batch(conn, env, CRYPTO, books, terminal_id=terminal_id, merchant="DEMODIG",
                                               batch_no="000001", records=records)
     assert [r.code for r in results] == ["0000", "0000", "5008", "5007", "5011", "5011", "1001", "5011"]
     assert [r.commission for r in results][:2] == [7, 0]
     assert [(p.debit, p.credit, p.amount) for p in books.postings] == [
-        ("W/41", "MER/DEMODIG", 1234), ("MER/DEMODIG", "FEE", 7), ("W/41", "C/41", 500)]
+        (f"W/{acct}", "MER/DEMODIG", 1234), (f"W/{acct}", f"C/{acct}", 500), ("MER/DEMODIG", "FEE", 7)]
     again = await clearing.previous_batch(conn, terminal_id, "000001")
     assert again == {"batch_no": "000001", "results": [r.wire() for r in results]}
     async with conn.transaction():
-        late_void = await clearing.upload_batch(conn, CRYPTO, books, terminal_id=terminal_id, merchant="DEMODIG",
+        late_void = await clearing.upload_batch(conn, env, CRYPTO, books, terminal_id=terminal_id, merchant="DEMODIG",
                                                 batch_no="000002", records=[sale.wire() | {"void": True}])
     assert [r.code for r in late_void] == ["5009"], "a void of an uploaded purchase is a return's job"
 
@@ -222,7 +220,8 @@ async def test_operator_commands_register_terminals_rates_and_stock(settings: Se
     merchant = "C" + unique_digits(6)
     for args, expected in ((("terminal", tid, "--merchant", merchant), "created"),
                            (("terminal", tid, "--merchant", merchant), "exists"),
-                           (("rate", merchant, "45"), "0.45 %"), (("stock", card), "created")):
+                           (("rate", merchant, "45"), "0.45 %"), (("stock", card), "created"),
+                           (("bind", "13912345678", card, "--reason", "swap"), "created")):
         done = await asyncio.to_thread(_cli, settings, *args)
         assert done.returncode == 0 and expected in done.stdout, (args, done.stderr)
     for args in (("terminal", tid, "--hall", "HN0001"), ("rate", merchant, "10001"), ("stock", "123")):
@@ -230,10 +229,10 @@ async def test_operator_commands_register_terminals_rates_and_stock(settings: Se
     async with pool.acquire() as conn:
         assert await terminals.find(conn, tid) == Terminal(tid, merchant=merchant)
         assert await clearing.merchant_rate(conn, merchant) == 45
-        assert await cards.status(conn, card) == "stock" and await cards.status(conn, "0" * 16) is None
+        assert await cards.status(conn, card) == "bound" and await cards.status(conn, "0" * 16) is None
         actions = await conn.fetch("SELECT action FROM operator_actions WHERE actor = 'tester' AND"
-                                   " (subject = $1 OR subject = $2 OR detail::text LIKE $3)", tid, merchant, f"%{card}%")
-        assert sorted(r["action"] for r in actions) == ["wallet.rate", "wallet.stock", "wallet.terminal"]
+                                   " (subject IN ($1, $2, $3) OR detail::text LIKE $4)", tid, merchant, card, f"%{card}%")
+        assert sorted(r["action"] for r in actions) == ["wallet.bind", "wallet.rate", "wallet.stock", "wallet.terminal"]
 
 
 async def test_demo_seeds_the_wallet_terminals_and_stock_sims_and_spec_keys(

@@ -9,13 +9,16 @@ still be committing, and a request that re-read the old row meanwhile must not k
 whole TTL. Only rows that exist are cached for license keys and terminals (an unknown key
 or terminal is asked again each time, as before), so creating one is seen at once. The
 number of entries is bounded (``kkt_reference_cache_max_entries``; the oldest go first).
+``cached(key, settings, load)`` is the one read-through every cached lookup uses.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
+
+from recharge.config import Settings
 
 _MISSING = object()
 
@@ -66,3 +69,26 @@ CACHE = ReferenceCache()
 def invalidate() -> None:
     """Forget every cached reference row now (and cache nothing for one TTL)."""
     CACHE.invalidate()
+
+
+def limits(settings: Settings | None) -> tuple[float, int]:
+    """(TTL in seconds, most entries) of the cache; without settings the cache is off."""
+    if settings is None:
+        return 0.0, 0
+    return settings.kkt_reference_cache_ttl_s, settings.kkt_reference_cache_max_entries
+
+
+async def cached(
+    key: Hashable, settings: Settings | None, load: Callable[[], Awaitable[Any]], *, keep_none: bool = True
+) -> Any:
+    """``key``'s cached value when fresh, else ``load()``'s, kept for the TTL (a None only
+    when ``keep_none``: an unknown key or terminal is asked again, so one created now is seen
+    at once)."""
+    ttl_s, max_entries = limits(settings)
+    found = CACHE.get(key, ttl_s)
+    if found is not MISSING:
+        return found
+    value = await load()
+    if value is not None or keep_none:
+        CACHE.put(key, value, ttl_s, max_entries)
+    return value

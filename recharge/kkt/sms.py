@@ -2,8 +2,9 @@
 
 ``parse(text, max_chars)`` turns an inbound SMS such as ``2929*1680100100000001*10.5*123456*12``
 into a ``SmsCommand`` (or a ``Rejected`` with the reply to send); the reply formatters turn
-a ``recharge.kkt.service`` result into one SMS of at most 70 (UCS-2) characters. Who may send what,
-and running it against the card service, is ``recharge.kkt.sms_channel``; HTTP is
+a card service result (``recharge.kkt.messages.TradeResult``) into one SMS of at most 70
+(UCS-2) characters. Who may send what, and running it against the card service, is
+``recharge.kkt.sms_channel``; HTTP is
 ``http_api.sms``.
 
 Rules (docs/PROTOCOL.md "SMS channel"): the 11 commands in letter form (any case) or as the
@@ -21,7 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from recharge.kkt import service as kkt
+from recharge.kkt import codes
+from recharge.kkt.messages import TradeResult
 
 KEYPAD = {letter: digit for digit, letters in (
     ("2", "ABC"), ("3", "DEF"), ("4", "GHI"), ("5", "JKL"), ("6", "MNO"), ("7", "PQRS"), ("8", "TUV"), ("9", "WXYZ"),
@@ -195,7 +197,7 @@ def _field(kind: str, raw: str) -> tuple[str, Any]:
         return "serial", raw.zfill(STANCE_DIGITS)
     if kind == "id_num":
         if not raw or len(raw) > _ID_NUM_MAX_CHARS or not raw.isascii() or not raw.isalnum():
-            raise _Bad("bad_id_num", kkt.text("41", True))
+            raise _Bad("bad_id_num", codes.text("41", True))
         return "id_num", raw
     raise AssertionError(kind)
 
@@ -237,7 +239,7 @@ def _tail(card_no: str) -> str:
     return f"卡尾号{card_no[-4:]}" if card_no else ""
 
 
-def trade_reply(command: Command, result: kkt.TradeResult, max_chars: int) -> str:
+def trade_reply(command: Command, result: TradeResult, max_chars: int) -> str:
     """The reply to a trade: result, what moved, new balance and the serial (Stance)."""
     if not result.ok:
         return fit(f"{_tail(result.card_no)}{command.name}失败({result.code})：{result.text(True)}", max_chars)
@@ -252,7 +254,7 @@ def trade_reply(command: Command, result: kkt.TradeResult, max_chars: int) -> st
     return fit(f"{result.text(True)}{_tail(result.card_no)}{what}，流水{result.stance}", max_chars)
 
 
-def account_reply(command: Command, result: kkt.TradeResult, max_chars: int) -> str:
+def account_reply(command: Command, result: TradeResult, max_chars: int) -> str:
     """The reply to a bind/unbind or password change/reset (the seed's texts 40/44/45/47)."""
     if result.ok:
         return fit(f"{_tail(result.card_no)}{result.text(True)}", max_chars)

@@ -1,8 +1,8 @@
 """The SMS channel's business side (SPEC 3.3, seed 000): who sent a command, and running it.
 
 ``handle(conn, cfg, msisdn, text)`` parses the text (``recharge.kkt.sms``), decides the sender's
-role and runs the command through the card service (``recharge.kkt.service``: one implementation
-of every trade, shared with REST and SOAP), answering an ``Answer`` — the reply SMS and the
+role and runs the command through the card service (``recharge.kkt.trades`` and
+``recharge.kkt.card_admin``: one implementation of every method, shared with REST and SOAP), answering an ``Answer`` — the reply SMS and the
 metric labels. It never raises for anything a sender can do.
 
 - **Operator**: the sender's number is an SMS terminal's (``terminals.kind = 'sms'`` and
@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from recharge.kkt import cards, sms
-from recharge.kkt import service as kkt
+from recharge.kkt import card_admin, cards, sms, trades
+from recharge.kkt.messages import SMS_TERMINAL_KINDS, Config, TradeRequest
+from recharge.kkt.table import TRADES
 
 HOLDER_TERMINAL_PREFIX = "SMSH"  # + the 4-digit merchant code: reserved terminal codes
 HOLDER_ACTOR = "sms-channel"
@@ -38,7 +39,7 @@ TRADE_PAIRS = {  # SMS command → the seed-002 TRADETYPE/TRADEMODE it is
 }
 PASSWORD_CHECKED = frozenset({"CZCZ", "CZXF"})  # trades whose seed format carries the card password
 # the cancel of each cancellable trade: (type, mode) of the original → (type, mode) of its cancel
-CANCEL_OF = {kind.original: pair for pair, kind in kkt.TRADES.items() if kind.original is not None}
+CANCEL_OF = {kind.original: pair for pair, kind in TRADES.items() if kind.original is not None}
 FALLBACK_CANCEL = ("0022", "0")  # no trade with that serial: the card service answers 61/64/06
 
 
@@ -68,7 +69,7 @@ async def find_operator(conn: asyncpg.Connection, msisdn: str) -> Operator | Non
 
 
 async def handle(
-    conn: asyncpg.Connection, cfg: kkt.Config, msisdn: str, text: str, message_id: str | None = None
+    conn: asyncpg.Connection, cfg: Config, msisdn: str, text: str, message_id: str | None = None
 ) -> Answer:
     """Parse and run one inbound SMS from ``msisdn`` (11 digits for mainland mobiles)."""
     s = cfg.settings
@@ -84,7 +85,7 @@ async def handle(
 
 
 async def _run_as_holder(
-    conn: asyncpg.Connection, cfg: kkt.Config, parsed: sms.SmsCommand, msisdn: str, message_id: str | None
+    conn: asyncpg.Connection, cfg: Config, parsed: sms.SmsCommand, msisdn: str, message_id: str | None
 ) -> Answer:
     command = parsed.command
     limit = cfg.settings.sms_max_reply_chars
@@ -126,21 +127,21 @@ async def ensure_holder_terminal(conn: asyncpg.Connection, merchant_id: int, mer
 
 
 async def _run(
-    conn: asyncpg.Connection, cfg: kkt.Config, parsed: sms.SmsCommand, terminal_code: str, merchant_id: int,
+    conn: asyncpg.Connection, cfg: Config, parsed: sms.SmsCommand, terminal_code: str, merchant_id: int,
     merchant_code: str, card: str, message_id: str | None,
 ) -> Answer:
     command = parsed.command
     code = command.code
     limit = cfg.settings.sms_max_reply_chars
-    kinds = kkt.SMS_TERMINAL_KINDS
+    kinds = SMS_TERMINAL_KINDS
     if code in ("HMBD", "BDCX"):
-        result = await kkt.bind(conn, kkt.BindRequest(
+        result = await card_admin.bind(conn, card_admin.BindRequest(
             card_no=card, password=parsed.password, id_num=parsed.id_num or "",
             trade_mode="1" if code == "HMBD" else "0", terminal_code=terminal_code, terminal_kinds=kinds,
         ), cfg)
         return Answer(sms.account_reply(command, result, limit), code, result.code)
     if code in ("MMXG", "MMCZ"):
-        result = await kkt.change_password(conn, kkt.PasswordRequest(
+        result = await card_admin.change_password(conn, card_admin.PasswordRequest(
             card_no=card, new_password=parsed.new_password, terminal_code=terminal_code,
             license_merchant_id=merchant_id, old_password=parsed.password if code == "MMXG" else None,
             terminal_kinds=kinds,
@@ -151,7 +152,7 @@ async def _run(
     else:
         trade_type, trade_mode = TRADE_PAIRS[code]
     amount = parsed.points if code == "JFXF" else parsed.amount_cents
-    result = await kkt.trade(conn, kkt.TradeRequest(
+    result = await trades.trade(conn, TradeRequest(
         trade_type=trade_type, trade_mode=trade_mode, card_no=card, terminal_code=terminal_code,
         password=parsed.password, amount=None if amount is None else str(amount), item_code=parsed.item_code,
         stance_rev=parsed.serial, req_id=message_id, skip_password=code not in PASSWORD_CHECKED,

@@ -1,25 +1,51 @@
-"""The double-entry ledger every flow moves money and points through.
+"""The double-entry ledger every flow moves money and points through: batches in, one result per event out.
 
-Vocabulary and guarantees follow TigerBeetle: a transfer has a client-chosen id; a retry
-with the same id and the same content answers ``exists`` (the first result), the same id
-with other content answers ``exists_with_different_fields`` and changes nothing. Transfers
-are single-phase (posted at once) or two-phase: a *pending* transfer reserves the amount,
-a *post* completes it, a *void* releases it, and the sweeper voids a pending transfer whose
-``timeout_at`` has passed (a pending transfer with no timeout — a load in progress — is
-never swept).
+Vocabulary (TigerBeetle's; other rooms — orders, the KaKaTong card service, the mobile payment
+account, the SIM wallet — build on exactly these names):
 
-Every function here takes a connection that is already inside a transaction and changes
-nothing unless it returns ``created``: the caller commits the transfer together with its
-own business rows, so balances and their transfers always commit together. Accounts are
-locked in id order, so concurrent transfers between the same accounts cannot deadlock
-each other; retry any remaining serialization failure with ``db.retry_transaction``.
+- ``NewTransfer(id, debit_account_id, credit_account_id, amount, code, reference, pending,
+  timeout_at)``: what ``create_transfers`` takes. ``pending=False`` posts at once (a *single*
+  transfer); ``pending=True`` reserves the amount (counted in the accounts' ``*_pending``) until
+  a post or a void resolves it, or ``timeout_at`` passes and the sweeper voids it.
+- ``Resolution(id, pending_id, void)``: what ``resolve_pending`` takes: *post* a pending
+  transfer (its amount moves from pending to posted) or, with ``void=True``, *void* it (the
+  reservation disappears). Each appends its own transfer row, of kind ``post`` or ``void``.
+- ``Transfer``: a stored transfer row (``kind`` single / pending / post / void, ``status``
+  posted / pending / voided).
+- ``Outcome(result, transfer)``: the answer to one event. ``Result`` names it; ``transfer`` is
+  the transfer created, or the one that already has this id (``exists``,
+  ``exists_with_different_fields``), else None. ``Outcome.ok``: the transfer now exists as asked.
+
+Guarantees: ids are chosen by the caller, so a retry with the same id and content answers
+``exists`` (the first result) and the same id with other content answers
+``exists_with_different_fields``, changing nothing. An account flagged ``no_overdraft`` never
+lets posted plus pending debits exceed its posted credits. ``create_transfers(conn, events)``
+and ``resolve_pending(conn, events)`` are each ONE statement for the whole batch: the statement
+judges every event in order, as if they came one after the other (an event sees what the
+batch's earlier events did: an id they created, a pending transfer they resolved, the credits
+they reserved), in TigerBeetle's precedence — create: ``amount_must_be_positive``,
+``accounts_must_be_different``, ``exists`` / ``exists_with_different_fields``,
+``account_not_found``, ``accounts_must_have_the_same_ledger``, ``exceeds_credits``; resolve:
+``exists`` / ``exists_with_different_fields``, ``pending_transfer_not_found``,
+``pending_transfer_already_posted``, ``pending_transfer_already_voided``,
+``pending_transfer_expired`` (posts only) — and writes only the events it answers ``created``.
+A refused event writes nothing, so a refusal never makes a caller roll back. The single-event
+form is ``(await create_transfers(conn, [t]))[0]``.
+
+Every function takes a connection already inside a transaction: the caller commits its
+transfers together with its own business rows. Accounts (and pending transfers) are locked in
+id order, so concurrent batches cannot deadlock each other over them; a remaining
+serialization failure is retried whole by ``recharge.db.RetryPolicy``. A pending transfer's
+timeout is set and cleared here only (``set_pending_timeouts``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import asyncpg
 
@@ -59,6 +85,29 @@ class LedgerError(Exception):
         super().__init__(f"transfer {transfer_id}: {result.value}")
         self.result = result
         self.transfer_id = transfer_id
+
+
+@dataclass(frozen=True, slots=True)
+class NewTransfer:
+    """A transfer to create: posted at once, or pending (a reservation) with an optional timeout."""
+
+    id: str
+    debit_account_id: int
+    credit_account_id: int
+    amount: int
+    code: str = ""
+    reference: str = ""
+    pending: bool = False
+    timeout_at: dt.datetime | None = None  # pending only; None: never times out
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Post (``void=False``) or void the pending transfer ``pending_id`` with a transfer of id ``id``."""
+
+    id: str
+    pending_id: str
+    void: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +166,15 @@ class Balance:
         return self.credits_posted - self.debits_posted - self.debits_pending
 
 
-_TRANSFER_COLUMNS = (
-    "id, kind, debit_account_id, credit_account_id, amount, ledger, code, pending_id, "
-    "status, timeout_at, reference"
+_COLUMNS = (
+    "id", "kind", "debit_account_id", "credit_account_id", "amount", "ledger", "code", "pending_id", "status",
+    "timeout_at", "reference",
 )
+_TRANSFER_COLUMNS = ", ".join(_COLUMNS)
+
+
+def _of(alias: str) -> str:
+    return ", ".join(f"{alias}.{c}" for c in _COLUMNS)
 
 
 async def ensure_account(
@@ -181,308 +235,15 @@ async def get_transfer(conn: asyncpg.Connection, transfer_id: str) -> Transfer |
     return Transfer.from_row(row) if row else None
 
 
-async def _lock_accounts(conn: asyncpg.Connection, *ids: int) -> dict[int, asyncpg.Record]:
-    rows = await conn.fetch(
-        "SELECT id, ledger, no_overdraft, debits_pending, debits_posted, credits_posted"
-        " FROM accounts WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
-        sorted(set(ids)),
-    )
-    return {int(r["id"]): r for r in rows}
-
-
-# One round trip for a transfer that can be created: lock both accounts in id order (the
-# MATERIALIZED CTE is read whole, its ORDER BY id ... FOR UPDATE takes the row locks in id
-# order), check ledgers and no-overdraft on the locked rows, insert the transfer (ON CONFLICT:
-# an id that exists, or commits meanwhile, inserts nothing) and apply the balances only when
-# the insert happened. Anything else is explained afterwards by ``_refusal`` (no writes).
-# Every row is reached by its key (accounts by an id array): the plan stays index lookups
-# even on tables without statistics.
-_CREATE_SQL = f"""
-WITH locked AS MATERIALIZED (
-    SELECT id, ledger, no_overdraft, debits_pending, debits_posted, credits_posted
-    FROM accounts WHERE id = ANY(ARRAY[$3::bigint, $4::bigint]) ORDER BY id FOR UPDATE
-), allowed AS (
-    SELECT d.ledger FROM locked d, locked c
-    WHERE d.id = $3::bigint AND c.id = $4::bigint AND d.ledger = c.ledger
-      AND (NOT d.no_overdraft OR d.debits_posted + d.debits_pending + $5::bigint <= d.credits_posted)
-), inserted AS (
-    INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger, code, status,
-                           timeout_at, reference)
-    SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::bigint, allowed.ledger, $6::text, $7::text,
-           $8::timestamptz, $9::text
-    FROM allowed
-    ON CONFLICT (id) DO NOTHING
-    RETURNING {_TRANSFER_COLUMNS}
-), applied AS (
-    UPDATE accounts a SET
-        debits_pending  = a.debits_pending  + CASE WHEN a.id = $3::bigint THEN $10::bigint ELSE 0 END,
-        debits_posted   = a.debits_posted   + CASE WHEN a.id = $3::bigint THEN $11::bigint ELSE 0 END,
-        credits_pending = a.credits_pending + CASE WHEN a.id = $4::bigint THEN $10::bigint ELSE 0 END,
-        credits_posted  = a.credits_posted  + CASE WHEN a.id = $4::bigint THEN $11::bigint ELSE 0 END
-    WHERE a.id = ANY(ARRAY[$3::bigint, $4::bigint]) AND EXISTS (SELECT FROM inserted)
-    RETURNING a.id
-)
-SELECT {_TRANSFER_COLUMNS}, (SELECT count(*) FROM applied) AS applied, (SELECT count(*) FROM locked) AS locked
-FROM inserted
-"""
-
-
-async def create_transfer(
-    conn: asyncpg.Connection,
-    *,
-    id: str,
-    debit_account_id: int,
-    credit_account_id: int,
-    amount: int,
-    code: str = "",
-    reference: str = "",
-    pending: bool = False,
-    timeout_at: dt.datetime | None = None,
-) -> Outcome:
-    """Create a posted transfer, or a pending one (``pending=True``, optional timeout)."""
-    if amount <= 0:
-        return Outcome(Result.AMOUNT_MUST_BE_POSITIVE)
-    if debit_account_id == credit_account_id:
-        return Outcome(Result.SAME_ACCOUNT)
-    kind, status = ("pending", "pending") if pending else ("single", "posted")
-    row = await conn.fetchrow(
-        _CREATE_SQL,
-        id,
-        kind,
-        debit_account_id,
-        credit_account_id,
-        amount,
-        code,
-        status,
-        timeout_at if pending else None,
-        reference,
-        amount if pending else 0,
-        0 if pending else amount,
-    )
-    if row is not None:
-        if row["applied"] != 2:  # cannot happen: both accounts were locked and checked
-            raise RuntimeError(f"transfer {id}: balances of {row['applied']} accounts applied, not 2")
-        return Outcome(Result.CREATED, Transfer.from_row(row))
-    return await _refusal(
-        conn, id=id, kind=kind, debit_account_id=debit_account_id, credit_account_id=credit_account_id,
-        amount=amount, code=code,
-    )
-
-
-async def _refusal(
-    conn: asyncpg.Connection,
-    *,
-    id: str,
-    kind: str,
-    debit_account_id: int,
-    credit_account_id: int,
-    amount: int,
-    code: str,
-) -> Outcome:
-    """Why ``_CREATE_SQL`` created nothing, in the order the guarantees are checked: an
-    existing id first, then missing accounts, ledgers, no-overdraft. The accounts are
-    already locked by this transaction, so what is read here is what the insert saw."""
-    existing = await get_transfer(conn, id)
-    if existing is not None:
-        same = (
-            existing.kind == kind
-            and existing.debit_account_id == debit_account_id
-            and existing.credit_account_id == credit_account_id
-            and existing.amount == amount
-            and existing.code == code
-        )
-        return Outcome(Result.EXISTS if same else Result.EXISTS_WITH_DIFFERENT_FIELDS, existing)
-    accounts = await _lock_accounts(conn, debit_account_id, credit_account_id)
-    if len(accounts) != 2:
-        return Outcome(Result.ACCOUNT_NOT_FOUND)
-    debit, credit = accounts[debit_account_id], accounts[credit_account_id]
-    if debit["ledger"] != credit["ledger"]:
-        return Outcome(Result.LEDGER_MISMATCH)
-    if debit["no_overdraft"] and (
-        debit["debits_posted"] + debit["debits_pending"] + amount > debit["credits_posted"]
-    ):
-        return Outcome(Result.EXCEEDS_CREDITS)
-    # Not reached in practice: ON CONFLICT waits for a concurrent insert of the same id, and
-    # its commit makes it visible to get_transfer above. Answered as before this was one
-    # statement; nothing was written.
-    return Outcome(Result.EXISTS_WITH_DIFFERENT_FIELDS, None)
-
-
-# A post or void that can happen, in one round trip: lock both accounts in id order (read
-# whole before the insert), append the post/void row, mark the pending transfer resolved,
-# move its amount out of pending (into posted for a post).
-_RESOLVE_SQL = f"""
-WITH locked AS MATERIALIZED (
-    SELECT id FROM accounts WHERE id = ANY(ARRAY[$3::bigint, $4::bigint]) ORDER BY id FOR UPDATE
-), inserted AS (
-    INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger, code, pending_id,
-                           status, reference)
-    SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::bigint, $6::text, $7::text, $8::text, $9::text,
-           $10::text
-    WHERE (SELECT count(*) FROM locked) = 2
-    RETURNING {_TRANSFER_COLUMNS}
-), resolved AS (
-    UPDATE transfers SET status = $9::text, resolved_at = now()
-    WHERE id = $8::text AND EXISTS (SELECT FROM inserted)
-    RETURNING id
-), applied AS (
-    UPDATE accounts a SET
-        debits_pending  = a.debits_pending  - CASE WHEN a.id = $3::bigint THEN $5::bigint ELSE 0 END,
-        debits_posted   = a.debits_posted   + CASE WHEN a.id = $3::bigint THEN $11::bigint ELSE 0 END,
-        credits_pending = a.credits_pending - CASE WHEN a.id = $4::bigint THEN $5::bigint ELSE 0 END,
-        credits_posted  = a.credits_posted  + CASE WHEN a.id = $4::bigint THEN $11::bigint ELSE 0 END
-    WHERE a.id = ANY(ARRAY[$3::bigint, $4::bigint]) AND EXISTS (SELECT FROM inserted)
-    RETURNING a.id
-)
-SELECT {_TRANSFER_COLUMNS}, (SELECT count(*) FROM resolved) AS resolved, (SELECT count(*) FROM applied) AS applied
-FROM inserted
-"""
-
-
-async def _resolve(
-    conn: asyncpg.Connection, *, id: str, pending_id: str, post: bool, now: dt.datetime | None
-) -> Outcome:
-    kind = "post" if post else "void"
-    existing = await get_transfer(conn, id)
-    if existing is not None:
-        same = existing.kind == kind and existing.pending_id == pending_id
-        return Outcome(Result.EXISTS if same else Result.EXISTS_WITH_DIFFERENT_FIELDS, existing)
-    row = await conn.fetchrow(
-        f"SELECT {_TRANSFER_COLUMNS}, now() AS db_now FROM transfers WHERE id = $1 AND kind = 'pending' FOR UPDATE",
-        pending_id,
-    )
-    if row is None:
-        return Outcome(Result.PENDING_NOT_FOUND)
-    pending = Transfer.from_row(row)
-    if pending.status == "posted":
-        return Outcome(Result.PENDING_ALREADY_POSTED, pending)
-    if pending.status == "voided":
-        return Outcome(Result.PENDING_ALREADY_VOIDED, pending)
-    if post and pending.timeout_at is not None:
-        current = now or row["db_now"]  # now(): the transaction's start, as a separate SELECT gave
-        if pending.timeout_at <= current:
-            return Outcome(Result.PENDING_EXPIRED, pending)
-    inserted = await conn.fetchrow(
-        _RESOLVE_SQL,
-        id,
-        kind,
-        pending.debit_account_id,
-        pending.credit_account_id,
-        pending.amount,
-        pending.ledger,
-        pending.code,
-        pending_id,
-        "posted" if post else "voided",
-        pending.reference,
-        pending.amount if post else 0,
-    )
-    if inserted is None or inserted["resolved"] != 1 or inserted["applied"] != 2:
-        # cannot happen: a pending transfer's accounts exist (foreign keys) and it is locked here
-        raise RuntimeError(f"transfer {id}: resolving {pending_id} did not apply")
-    return Outcome(Result.CREATED, Transfer.from_row(inserted))
-
-
-async def post_pending(
-    conn: asyncpg.Connection, *, id: str, pending_id: str, now: dt.datetime | None = None
-) -> Outcome:
-    """Complete a pending transfer: its amount moves from pending to posted."""
-    return await _resolve(conn, id=id, pending_id=pending_id, post=True, now=now)
-
-
-async def void_pending(conn: asyncpg.Connection, *, id: str, pending_id: str) -> Outcome:
-    """Release a pending transfer: its reservation disappears, nothing moves."""
-    return await _resolve(conn, id=id, pending_id=pending_id, post=False, now=None)
-
-
-# The common case of a post in one round trip: the pending transfer is still pending and not
-# expired, the post's id is unused. Same locks in the same order as ``_resolve`` (the pending
-# row, then both accounts in id order), same rows written.
-_POST_AT_ONCE_SQL = f"""
-WITH p AS MATERIALIZED (
-    SELECT id, debit_account_id, credit_account_id, amount, ledger, code, reference, status, timeout_at
-    FROM transfers WHERE id = $2::text AND kind = 'pending' FOR UPDATE
-), ok AS MATERIALIZED (
-    SELECT * FROM p WHERE status = 'pending' AND (timeout_at IS NULL OR timeout_at > now())
-), locked AS MATERIALIZED (
-    SELECT id FROM accounts
-    WHERE id = ANY(ARRAY[(SELECT debit_account_id FROM ok), (SELECT credit_account_id FROM ok)])
-    ORDER BY id FOR UPDATE
-), inserted AS (
-    INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger, code, pending_id,
-                           status, reference)
-    SELECT $1::text, 'post', ok.debit_account_id, ok.credit_account_id, ok.amount, ok.ledger, ok.code, ok.id,
-           'posted', ok.reference
-    FROM ok WHERE (SELECT count(*) FROM locked) = 2
-    ON CONFLICT (id) DO NOTHING
-    RETURNING {_TRANSFER_COLUMNS}
-), resolved AS (
-    UPDATE transfers SET status = 'posted', resolved_at = now()
-    WHERE id = $2::text AND EXISTS (SELECT FROM inserted)
-    RETURNING id
-), applied AS (
-    UPDATE accounts a SET
-        debits_pending  = a.debits_pending  - CASE WHEN a.id = i.debit_account_id THEN i.amount ELSE 0 END,
-        debits_posted   = a.debits_posted   + CASE WHEN a.id = i.debit_account_id THEN i.amount ELSE 0 END,
-        credits_pending = a.credits_pending - CASE WHEN a.id = i.credit_account_id THEN i.amount ELSE 0 END,
-        credits_posted  = a.credits_posted  + CASE WHEN a.id = i.credit_account_id THEN i.amount ELSE 0 END
-    FROM inserted i
-    WHERE a.id = ANY(ARRAY[(SELECT debit_account_id FROM ok), (SELECT credit_account_id FROM ok)])
-    RETURNING a.id
-)
-SELECT {_TRANSFER_COLUMNS}, (SELECT count(*) FROM resolved) AS resolved, (SELECT count(*) FROM applied) AS applied
-FROM inserted
-"""
-
-
-async def post_pending_at_once(conn: asyncpg.Connection, *, id: str, pending_id: str) -> Outcome:
-    """``post_pending`` (at the transaction's time) in one statement when the post can happen.
-
-    Anything else — an id already used, a pending transfer missing, posted, voided or expired —
-    is answered by ``post_pending`` itself, so the results are exactly its own.
-    """
-    row = await conn.fetchrow(_POST_AT_ONCE_SQL, id, pending_id)
-    if row is None:
-        return await post_pending(conn, id=id, pending_id=pending_id)
-    if row["resolved"] != 1 or row["applied"] != 2:
-        # cannot happen: the pending row and both accounts were locked by this statement
-        raise RuntimeError(f"transfer {id}: posting {pending_id} did not apply")
-    return Outcome(Result.CREATED, Transfer.from_row(row))
-
-
-# Many posts in one round trip (a group commit's batch): lock the pending rows in id order,
-# then every account they touch in id order; append the post rows, mark the pendings posted,
-# and apply each account's summed change once (a merchant fund shared by the batch is
-# updated once, not once per post).
-_POST_MANY_SQL = f"""
-WITH v AS (
-    SELECT * FROM unnest($1::text[], $2::text[]) AS v(post_id, pending_id)
-), p AS MATERIALIZED (
-    SELECT id, debit_account_id, credit_account_id, amount, ledger, code, reference, status, timeout_at
-    FROM transfers WHERE id = ANY($2::text[]) AND kind = 'pending' ORDER BY id FOR UPDATE
-), ok AS MATERIALIZED (
-    SELECT v.post_id, p.* FROM p JOIN v ON v.pending_id = p.id
-    WHERE p.status = 'pending' AND (p.timeout_at IS NULL OR p.timeout_at > now())
-), locked AS MATERIALIZED (
-    SELECT id FROM accounts
-    WHERE id = ANY(ARRAY(SELECT debit_account_id FROM ok UNION SELECT credit_account_id FROM ok))
-    ORDER BY id FOR UPDATE
-), inserted AS (
-    INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger, code, pending_id,
-                           status, reference)
-    SELECT ok.post_id, 'post', ok.debit_account_id, ok.credit_account_id, ok.amount, ok.ledger, ok.code, ok.id,
-           'posted', ok.reference
-    FROM ok WHERE (SELECT count(*) FROM locked) > 0
-    ON CONFLICT (id) DO NOTHING
-    RETURNING {_TRANSFER_COLUMNS}
-), resolved AS (
-    UPDATE transfers SET status = 'posted', resolved_at = now()
-    WHERE id = ANY(ARRAY(SELECT pending_id FROM inserted))
-    RETURNING id
-), deltas AS MATERIALIZED (
-    SELECT id, sum(dp) AS dp, sum(dpo) AS dpo, sum(cp) AS cp, sum(cpo) AS cpo FROM (
-        SELECT debit_account_id AS id, -amount AS dp, amount AS dpo, 0::bigint AS cp, 0::bigint AS cpo FROM inserted
-        UNION ALL SELECT credit_account_id, 0::bigint, 0::bigint, -amount, amount FROM inserted
-    ) x GROUP BY id
+# The one place balances change: ``moves`` (account_id, debits_pending, debits_posted,
+# credits_pending, credits_posted: signed changes, one row per transfer side) summed per account
+# and applied once per account (a merchant fund shared by a batch is updated once, not once per
+# transfer). Every account of ``moves`` is already locked by the statement this is part of.
+_APPLY_MOVES = """
+deltas AS MATERIALIZED (
+    SELECT account_id, sum(debits_pending) AS dp, sum(debits_posted) AS dpo,
+           sum(credits_pending) AS cp, sum(credits_posted) AS cpo
+    FROM moves GROUP BY account_id
 ), applied AS (
     UPDATE accounts a SET
         debits_pending  = a.debits_pending  + d.dp,
@@ -490,40 +251,229 @@ WITH v AS (
         credits_pending = a.credits_pending + d.cp,
         credits_posted  = a.credits_posted  + d.cpo
     FROM deltas d
-    WHERE a.id = d.id AND a.id = ANY(ARRAY(SELECT id FROM deltas))
+    WHERE a.id = d.account_id AND a.id = ANY(ARRAY(SELECT account_id FROM deltas))
     RETURNING a.id
-)
-SELECT {_TRANSFER_COLUMNS}, (SELECT count(*) FROM resolved) AS resolved, (SELECT count(*) FROM applied) AS applied,
-       (SELECT count(*) FROM deltas) AS accounts
-FROM inserted
+)"""
+
+# Each event's answer and its transfer (the one created, or the one that has its id), in batch
+# order, with what the statement applied (for the "cannot happen" checks). ``made``: the walk's
+# ids created by earlier events of the batch (their rows come from ``inserted``).
+_ANSWER = f"""
+SELECT w.result, w.result = 'created' AND n.id IS NOT NULL AS inserted, t.*,
+       (SELECT count(*) FROM applied) AS applied, (SELECT count(*) FROM deltas) AS accounts, {{resolved}} AS resolved
+FROM walk w JOIN judged j ON j.i = w.i
+LEFT JOIN inserted n ON n.id = j.id
+LEFT JOIN LATERAL (
+    SELECT {_of("n")} WHERE n.id IS NOT NULL AND w.result IN ('created', 'exists', 'exists_with_different_fields')
+    UNION ALL
+    SELECT {_of("x")} FROM transfers x
+    WHERE x.id = j.id AND n.id IS NULL AND w.result IN ('exists', 'exists_with_different_fields')
+) t ON true
+ORDER BY w.i
+"""
+
+# Create: lock every account of the batch in id order (the MATERIALIZED CTE is read whole, its
+# ORDER BY id ... FOR UPDATE takes the locks in that order and reads the rows' latest versions),
+# judge each event on its own (``judged``), then walk the batch in order carrying what earlier
+# events did (``moved``: how much each account's room changed — less by a debit, more by a posted
+# credit; ``made``: ids created).
+# Rows are reached by their keys only (ids in arrays, lateral probes): index lookups even on
+# tables without statistics.
+_CREATE_SQL = f"""
+WITH RECURSIVE ev AS MATERIALIZED (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bool[],
+                         $8::timestamptz[])
+        WITH ORDINALITY AS ev(id, debit_account_id, credit_account_id, amount, code, reference, pending, timeout_at, i)
+), locked AS MATERIALIZED (
+    SELECT id, ledger, no_overdraft, credits_posted - debits_posted - debits_pending AS room FROM accounts
+    WHERE id = ANY(ARRAY(SELECT debit_account_id FROM ev UNION SELECT credit_account_id FROM ev))
+    ORDER BY id FOR UPDATE
+), judged AS MATERIALIZED (
+    SELECT ev.*, k.kind, d.ledger,
+           CASE WHEN ev.amount <= 0 THEN 'amount_must_be_positive'
+                WHEN ev.debit_account_id = ev.credit_account_id THEN 'accounts_must_be_different' END AS invalid,
+           CASE WHEN x.id IS NULL THEN NULL
+                WHEN (x.kind, x.debit_account_id, x.credit_account_id, x.amount, x.code)
+                     = (k.kind, ev.debit_account_id, ev.credit_account_id, ev.amount, ev.code) THEN 'exists'
+                ELSE 'exists_with_different_fields' END AS existing,
+           CASE WHEN d.id IS NULL OR c.id IS NULL THEN 'account_not_found'
+                WHEN d.ledger <> c.ledger THEN 'accounts_must_have_the_same_ledger' END AS unfit,
+           CASE WHEN d.no_overdraft THEN d.room END AS room
+    FROM ev
+    CROSS JOIN LATERAL (SELECT CASE WHEN ev.pending THEN 'pending' ELSE 'single' END AS kind) k
+    LEFT JOIN LATERAL (SELECT * FROM transfers x WHERE x.id = ev.id) x ON true
+    LEFT JOIN locked d ON d.id = ev.debit_account_id
+    LEFT JOIN locked c ON c.id = ev.credit_account_id
+), walk (i, result, moved, made) AS (
+    SELECT 0::bigint, NULL::text, '{{}}'::jsonb, '{{}}'::jsonb
+    UNION ALL
+    SELECT j.i, r.result,
+           CASE WHEN r.result = 'created'
+                THEN w.moved || jsonb_build_object(
+                    j.debit_account_id::text, coalesce((w.moved ->> j.debit_account_id::text)::bigint, 0) - j.amount,
+                    j.credit_account_id::text, coalesce((w.moved ->> j.credit_account_id::text)::bigint, 0)
+                                               + CASE WHEN j.pending THEN 0 ELSE j.amount END)
+                ELSE w.moved END,
+           CASE WHEN r.result = 'created' THEN jsonb_set(w.made, ARRAY[j.id], to_jsonb(j.i)) ELSE w.made END
+    FROM walk w JOIN judged j ON j.i = w.i + 1
+    CROSS JOIN LATERAL (SELECT CASE
+        WHEN j.invalid IS NOT NULL THEN j.invalid
+        WHEN j.existing IS NOT NULL THEN j.existing
+        WHEN w.made ? j.id THEN (
+            SELECT CASE WHEN (e.kind, e.debit_account_id, e.credit_account_id, e.amount, e.code)
+                             = (j.kind, j.debit_account_id, j.credit_account_id, j.amount, j.code)
+                        THEN 'exists' ELSE 'exists_with_different_fields' END
+            FROM judged e WHERE e.i = (w.made ->> j.id)::bigint)
+        WHEN j.unfit IS NOT NULL THEN j.unfit
+        WHEN j.amount > j.room + coalesce((w.moved ->> j.debit_account_id::text)::bigint, 0) THEN 'exceeds_credits'
+        ELSE 'created' END AS result) r
+), inserted AS (
+    INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger, code, status, timeout_at,
+                           reference)
+    SELECT j.id, j.kind, j.debit_account_id, j.credit_account_id, j.amount, j.ledger, j.code,
+           CASE WHEN j.pending THEN 'pending' ELSE 'posted' END, CASE WHEN j.pending THEN j.timeout_at END, j.reference
+    FROM walk w JOIN judged j ON j.i = w.i WHERE w.result = 'created'
+    ON CONFLICT (id) DO NOTHING
+    RETURNING {_TRANSFER_COLUMNS}
+), moves (account_id, debits_pending, debits_posted, credits_pending, credits_posted) AS (
+    SELECT debit_account_id, CASE WHEN status = 'pending' THEN amount ELSE 0 END,
+           CASE WHEN status = 'pending' THEN 0 ELSE amount END, 0::bigint, 0::bigint FROM inserted
+    UNION ALL
+    SELECT credit_account_id, 0::bigint, 0::bigint, CASE WHEN status = 'pending' THEN amount ELSE 0 END,
+           CASE WHEN status = 'pending' THEN 0 ELSE amount END FROM inserted
+), {_APPLY_MOVES}
+{_ANSWER.format(resolved="(SELECT count(*) FROM inserted)")}
+"""
+
+# Resolve: lock the pending transfers in id order, then their accounts in id order; judge each
+# event on its own, then walk the batch in order carrying the ids created (``made``) and the
+# pending transfers resolved by earlier events (``resolved``: pending id → post / void).
+_RESOLVE_SQL = f"""
+WITH RECURSIVE ev AS MATERIALIZED (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bool[]) WITH ORDINALITY AS ev(id, pending_id, void, i)
+), p AS MATERIALIZED (
+    SELECT {_TRANSFER_COLUMNS}, timeout_at IS NOT NULL AND timeout_at <= now() AS expired FROM transfers
+    WHERE id = ANY(ARRAY(SELECT pending_id FROM ev)) AND kind = 'pending' ORDER BY id FOR UPDATE
+), locked AS MATERIALIZED (
+    SELECT id FROM accounts WHERE id = ANY(ARRAY(SELECT debit_account_id FROM p UNION SELECT credit_account_id FROM p))
+    ORDER BY id FOR UPDATE
+), judged AS MATERIALIZED (
+    SELECT ev.*, k.kind, p.debit_account_id, p.credit_account_id, p.amount, p.ledger, p.code, p.reference,
+           CASE WHEN x.id IS NULL THEN NULL
+                WHEN (x.kind, x.pending_id) = (k.kind, ev.pending_id) THEN 'exists'
+                ELSE 'exists_with_different_fields' END AS existing,
+           CASE WHEN p.id IS NULL THEN 'pending_transfer_not_found'
+                WHEN p.status = 'posted' THEN 'pending_transfer_already_posted'
+                WHEN p.status = 'voided' THEN 'pending_transfer_already_voided'
+                WHEN NOT ev.void AND p.expired THEN 'pending_transfer_expired' END AS unfit
+    FROM ev
+    CROSS JOIN LATERAL (SELECT CASE WHEN ev.void THEN 'void' ELSE 'post' END AS kind) k
+    LEFT JOIN LATERAL (SELECT * FROM transfers x WHERE x.id = ev.id) x ON true
+    LEFT JOIN p ON p.id = ev.pending_id
+), walk (i, result, made, resolved) AS (
+    SELECT 0::bigint, NULL::text, '{{}}'::jsonb, '{{}}'::jsonb
+    UNION ALL
+    SELECT j.i, r.result,
+           CASE WHEN r.result = 'created' THEN jsonb_set(w.made, ARRAY[j.id], to_jsonb(j.i)) ELSE w.made END,
+           CASE WHEN r.result = 'created' THEN jsonb_set(w.resolved, ARRAY[j.pending_id], to_jsonb(j.kind))
+                ELSE w.resolved END
+    FROM walk w JOIN judged j ON j.i = w.i + 1
+    CROSS JOIN LATERAL (SELECT CASE
+        WHEN j.existing IS NOT NULL THEN j.existing
+        WHEN w.made ? j.id THEN (
+            SELECT CASE WHEN (e.kind, e.pending_id) = (j.kind, j.pending_id)
+                        THEN 'exists' ELSE 'exists_with_different_fields' END
+            FROM judged e WHERE e.i = (w.made ->> j.id)::bigint)
+        WHEN j.unfit IS NOT NULL THEN j.unfit
+        WHEN w.resolved ? j.pending_id THEN
+            CASE w.resolved ->> j.pending_id WHEN 'post' THEN 'pending_transfer_already_posted'
+                 ELSE 'pending_transfer_already_voided' END
+        ELSE 'created' END AS result) r
+), inserted AS (
+    INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, ledger, code, pending_id, status,
+                           reference)
+    SELECT j.id, j.kind, j.debit_account_id, j.credit_account_id, j.amount, j.ledger, j.code, j.pending_id,
+           CASE WHEN j.void THEN 'voided' ELSE 'posted' END, j.reference
+    FROM walk w JOIN judged j ON j.i = w.i WHERE w.result = 'created'
+    ON CONFLICT (id) DO NOTHING
+    RETURNING {_TRANSFER_COLUMNS}
+), resolved AS (
+    UPDATE transfers t SET status = n.status, resolved_at = now() FROM inserted n
+    WHERE t.id = n.pending_id AND t.id = ANY(ARRAY(SELECT pending_id FROM inserted))
+    RETURNING t.id
+), moves (account_id, debits_pending, debits_posted, credits_pending, credits_posted) AS (
+    SELECT debit_account_id, -amount, CASE WHEN status = 'posted' THEN amount ELSE 0 END, 0::bigint, 0::bigint
+    FROM inserted
+    UNION ALL
+    SELECT credit_account_id, 0::bigint, 0::bigint, -amount, CASE WHEN status = 'posted' THEN amount ELSE 0 END
+    FROM inserted
+), {_APPLY_MOVES}
+{_ANSWER.format(resolved="(SELECT count(*) FROM resolved)")}
 """
 
 
-async def post_pending_many(conn: asyncpg.Connection, posts: list[tuple[str, str]]) -> dict[str, Transfer]:
-    """Several ``post_pending_at_once`` in one statement: (post id, pending id) pairs, each pending once.
+async def create_transfers(conn: asyncpg.Connection, transfers: Sequence[NewTransfer]) -> list[Outcome]:
+    """Create each transfer that can be created, in order; one ``Outcome`` per transfer."""
+    return await _judge(conn, _CREATE_SQL, list(transfers), _create_args)
 
-    Returns the posts created, by id. A pair missing from the answer changed nothing (its
-    pending transfer is not pending or expired, or its id is used): ask ``post_pending`` why.
+
+async def resolve_pending(conn: asyncpg.Connection, resolutions: Sequence[Resolution]) -> list[Outcome]:
+    """Post or void each pending transfer that can be, in order; one ``Outcome`` per resolution."""
+    return await _judge(conn, _RESOLVE_SQL, list(resolutions), _resolve_args)
+
+
+def _create_args(events: list[NewTransfer]) -> list[list[Any]]:
+    return [
+        [t.id for t in events], [t.debit_account_id for t in events], [t.credit_account_id for t in events],
+        [t.amount for t in events], [t.code for t in events], [t.reference for t in events],
+        [t.pending for t in events], [t.timeout_at if t.pending else None for t in events],
+    ]
+
+
+def _resolve_args(events: list[Resolution]) -> list[list[Any]]:
+    return [[r.id for r in events], [r.pending_id for r in events], [r.void for r in events]]
+
+
+async def _judge(conn: asyncpg.Connection, sql: str, events: list[Any], args: Any) -> list[Outcome]:
+    """Run a batch statement; events it judged ``created`` whose id a concurrent transaction
+    committed meanwhile (``ON CONFLICT`` skipped them, so nothing was written for them) are
+    judged again by a second statement, which sees that transfer and answers ``exists…``."""
+    if not events:
+        return []
+    rows = await conn.fetch(sql, *args(events))
+    first = rows[0]
+    assert first["applied"] == first["accounts"], "every account of the batch is locked: all apply"
+    assert first["resolved"] == sum(1 for r in rows if r["inserted"]), "each post or void resolves its pending transfer"
+    outcomes = [Outcome(Result(r["result"]), Transfer.from_row(r) if r["id"] is not None else None) for r in rows]
+    raced = [k for k, r in enumerate(rows) if r["result"] == Result.CREATED and not r["inserted"]]
+    if raced:
+        again = await _judge(conn, sql, [events[k] for k in raced], args)
+        assert all(o.result is not Result.CREATED for o in again), "a committed id is visible to the next statement"
+        for k, outcome in zip(raced, again, strict=True):
+            outcomes[k] = outcome
+    return outcomes
+
+
+async def set_pending_timeouts(
+    conn: asyncpg.Connection, timeouts: Sequence[tuple[str, dt.datetime | None]]
+) -> set[str]:
+    """Give pending transfers a new timeout: (pending id, when; None: never — a load in flight).
+
+    One statement; returns the ids that are still pending (their timeout is now as asked); the
+    others (posted, voided, unknown) are left untouched. Each id at most once.
     """
-    if len({pending for _, pending in posts}) != len(posts):
-        raise ValueError("a pending transfer may be posted once per call")
-    rows = await conn.fetch(_POST_MANY_SQL, [i for i, _ in posts], [pending for _, pending in posts])
-    if rows and (rows[0]["resolved"] != len(rows) or rows[0]["applied"] != rows[0]["accounts"]):
-        # cannot happen: every pending row and account was locked by this statement
-        raise RuntimeError("posting a batch of pending transfers did not apply")
-    return {row["id"]: Transfer.from_row(row) for row in rows}
-
-
-async def hold_pending(conn: asyncpg.Connection, pending_id: str) -> bool:
-    """Remove a pending transfer's timeout, so the sweeper never voids it (a load in flight).
-
-    Returns False when the transfer is not pending any more.
-    """
-    status = await conn.execute(
-        "UPDATE transfers SET timeout_at = NULL WHERE id = $1 AND kind = 'pending' AND status = 'pending'",
-        pending_id,
+    rows = await conn.fetch(
+        "WITH v AS (SELECT * FROM unnest($1::text[], $2::timestamptz[]) AS v(id, timeout_at)),"
+        " p AS MATERIALIZED (SELECT id FROM transfers WHERE id = ANY($1::text[]) AND kind = 'pending'"
+        "   AND status = 'pending' ORDER BY id FOR UPDATE),"
+        " changed AS (UPDATE transfers t SET timeout_at = v.timeout_at FROM v"
+        "   WHERE t.id = v.id AND t.id = ANY(ARRAY(SELECT id FROM p)) AND t.timeout_at IS DISTINCT FROM v.timeout_at"
+        "   RETURNING t.id)"
+        " SELECT id FROM p",
+        [pending_id for pending_id, _ in timeouts],
+        [when for _, when in timeouts],
     )
-    return status.endswith(" 1")
+    return {row["id"] for row in rows}
 
 
 async def expired_pending_ids(conn: asyncpg.Connection, *, limit: int) -> list[str]:

@@ -1,16 +1,17 @@
 """The mobile payment account's only door to the ledger: named accounts and batches of moves.
 
 Ledger accounts are named as in SPEC 6.2 — ``C/<acct>`` (cash, no overdraft), ``K/<acct>``
-(prepaid-card bucket), ``W/<acct>`` (wallet shadow, 7.3), ``MER/<merchant>``, and the
+(prepaid-card bucket), ``W/<acct>`` (wallet shadow, 7.3; may go negative: a TAC-proven
+purchase is cleared even while a load is unresolved, 7.4), ``MER/<merchant>``, and the
 platform's own ``BANK/<bank>``, ``HALL/<hall>``, ``PPC/<province>``, ``BILL``, ``PAYOUT``,
 ``FEE``, ``RETIRED``, ``SUSPENSE`` (may go negative). The name is kept in
 ``accounts.card_no`` (kind ``mpay``), unique with the kind.
 
 ``move(conn, [Move, ...])`` creates transfers (posted, or pending with a timeout) and
 ``settle(conn, [Settle, ...])`` posts or voids pending ones; both return one ledger
-``Outcome`` per item, in order, inside the caller's transaction. They are the one place
-that calls ``recharge.ledger.transfers``: when the ledger's batch API lands, only these
-two bodies change. The SIM wallet (``recharge/wallet``) moves money through them too.
+``Outcome`` per item, in order, inside the caller's transaction (``ledger.create_transfers`` /
+``ledger.resolve_pending``: one statement per batch). They are the one place that calls
+``recharge.ledger.transfers``. The SIM wallet (``recharge/wallet``) moves money through them too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import asyncpg
 from recharge.ledger import transfers as ledger
 
 KIND = "mpay"
-OVERDRAWN = ("BANK/", "HALL/", "PPC/", "BILL", "PAYOUT", "FEE", "RETIRED", "SUSPENSE")
+OVERDRAWN = ("W/", "BANK/", "HALL/", "PPC/", "BILL", "PAYOUT", "FEE", "RETIRED", "SUSPENSE")
 
 
 def may_overdraw(name: str) -> bool:
@@ -71,32 +72,15 @@ class Settle:
 
 
 async def move(conn: asyncpg.Connection, moves: list[Move]) -> list[ledger.Outcome]:
-    outcomes = []
-    for m in moves:
-        outcomes.append(
-            await ledger.create_transfer(
-                conn,
-                id=m.id,
-                debit_account_id=m.debit,
-                credit_account_id=m.credit,
-                amount=m.amount,
-                code=m.code,
-                reference=m.reference,
-                pending=m.pending,
-                timeout_at=m.timeout_at,
-            )
-        )
-    return outcomes
+    return await ledger.create_transfers(conn, [
+        ledger.NewTransfer(m.id, m.debit, m.credit, m.amount, code=m.code, reference=m.reference, pending=m.pending,
+                           timeout_at=m.timeout_at)
+        for m in moves
+    ])
 
 
 async def settle(conn: asyncpg.Connection, items: list[Settle]) -> list[ledger.Outcome]:
-    outcomes = []
-    for s in items:
-        if s.post:
-            outcomes.append(await ledger.post_pending(conn, id=s.id, pending_id=s.pending_id))
-        else:
-            outcomes.append(await ledger.void_pending(conn, id=s.id, pending_id=s.pending_id))
-    return outcomes
+    return await ledger.resolve_pending(conn, [ledger.Resolution(s.id, s.pending_id, void=not s.post) for s in items])
 
 
 async def must(conn: asyncpg.Connection, moves: list[Move]) -> None:

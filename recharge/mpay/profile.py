@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from recharge.mpay import credentials, matrix, outbox, registry
+from recharge.mpay import accounts, credentials, matrix, outbox, registry
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 
@@ -98,3 +98,19 @@ async def change(
     await credentials.check(conn, env.hasher, env.policy, account, kind, old, now)
     await credentials.replace(conn, env.hasher, account["id"], kind, new, initial=False)
     await revoke_tokens(conn, account["id"], keep=keep_token)
+
+
+async def set_alias(conn: asyncpg.Connection, account: asyncpg.Record, alias: str) -> str:
+    """Replace the generated alias once (``1004`` again) by 6–20 letters/digits starting with a
+    letter (``1001``; the generated pattern is reserved), unique and never reused (``2015``)."""
+    matrix.require(account, "alias_change", "web")
+    if account["alias_replaced"]:
+        raise Refused("1004")
+    if not accounts.CHOSEN_ALIAS_RE.fullmatch(alias) or accounts.GENERATED_ALIAS_RE.fullmatch(alias):
+        raise Refused("1001")
+    if await conn.fetchval("SELECT 1 FROM mpay_aliases WHERE alias = $1", alias.lower()):
+        raise Refused("2015")
+    await conn.execute("INSERT INTO mpay_aliases (alias, account_id) VALUES ($1, $2)", alias.lower(), account["id"])
+    await conn.execute("UPDATE mpay_accounts SET alias = $2, alias_replaced = true, updated_at = now() WHERE id = $1",
+                       account["id"], alias)
+    return alias

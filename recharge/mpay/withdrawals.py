@@ -109,3 +109,53 @@ async def void_unexported(conn: asyncpg.Connection, env: Env, account: asyncpg.R
     )
     for row in rows:
         await settle(conn, env, row, "failed", reason="card unbound")
+
+
+EXPORT_HEADER = ["id", "bank", "province", "city", "branch", "account", "name", "yuan"]
+IMPORT_HEADER = ["id", "result", "reference", "reason"]
+
+
+class PayoutRefused(Exception):
+    """A payout result file was refused whole (the text says which row and why)."""
+
+
+async def export_submitted(conn: asyncpg.Connection) -> list[list[str]]:
+    """Every ``submitted`` withdrawal once, now ``exported``: the rows of the payout file."""
+    rows = await conn.fetch("UPDATE mpay_withdrawals SET state = 'exported', exported_at = now()"
+                            " WHERE state = 'submitted' RETURNING id, card, amount, created_at")
+    out = []
+    for row in sorted(rows, key=lambda r: (r["created_at"], r["id"])):
+        card = json.loads(row["card"]) if isinstance(row["card"], str) else row["card"]
+        out.append([row["id"], card["bank"], card["province"], card["city"], card["branch"], card["number"],
+                    card["holder"], f"{row['amount'] // 100}.{row['amount'] % 100:02d}"])
+    return out
+
+
+async def import_results(conn: asyncpg.Connection, env: Env, rows: list[list[str]]) -> tuple[int, int]:
+    """Post (``S``) or void (``F``) every row, or none: an unknown or unexported id, a bad result,
+    or a contradiction of a stored result refuses the file. A repeated row is a no-op.
+    Returns (paid, failed) newly settled."""
+    plan: dict[str, tuple[str, str, str]] = {}
+    for number, fields in enumerate(rows, start=2):
+        if len(fields) != 4 or fields[1] not in ("S", "F"):
+            raise PayoutRefused(f"row {number}: id,result(S|F),reference,reason expected")
+        wid, result, reference, reason = fields
+        if plan.get(wid, (result,))[0] != result:
+            raise PayoutRefused(f"row {number}: {wid} contradicts an earlier row")
+        plan[wid] = (result, reference, reason)
+    found = {r["id"]: r for r in await conn.fetch("SELECT * FROM mpay_withdrawals WHERE id = ANY($1::text[])"
+                                                  " FOR UPDATE", list(plan))}
+    todo = []
+    for wid, (result, reference, reason) in plan.items():
+        row = found.get(wid)
+        wanted = "paid" if result == "S" else "failed"
+        if row is None or row["state"] in ("submitted", "voided"):
+            raise PayoutRefused(f"{wid}: unknown or not exported")
+        if row["state"] in ("paid", "failed"):
+            if row["state"] != wanted:
+                raise PayoutRefused(f"{wid}: contradicts its stored result {row['state']}")
+            continue
+        todo.append((row, wanted, reference, reason))
+    for row, wanted, reference, reason in todo:
+        await settle(conn, env, row, wanted, reference=reference or None, reason=reason or None)
+    return sum(1 for t in todo if t[1] == "paid"), sum(1 for t in todo if t[1] == "failed")

@@ -59,6 +59,7 @@ class OrderErrorCode(StrEnum):
     NOT_LOADABLE = "not_loadable"  # expired, voided, loaded or loading
     EXPIRED = "expired"
     FUND_EMPTY = "fund_empty"  # the merchant's recharge fund does not cover it
+    BAD_REQUEST = "bad_request"  # an operator's request without what it needs (outcome, reason)
 
 
 class OrderError(Exception):
@@ -284,17 +285,10 @@ async def pay_order(
             conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE, card_no=card, name="card purse"
         )
         transfer_id = pay_transfer_id(order_no)
-        outcome = await ledger.create_transfer(
-            conn,
-            id=transfer_id,
-            debit_account_id=fund,
-            credit_account_id=purse,
-            amount=order.amount_cents,
-            code=PAY_CODE,
-            reference=order_no,
-            pending=True,
+        (outcome,) = await ledger.create_transfers(conn, [ledger.NewTransfer(
+            transfer_id, fund, purse, order.amount_cents, code=PAY_CODE, reference=order_no, pending=True,
             timeout_at=order.expires_at,
-        )
+        )])
         if outcome.result is ledger.Result.EXCEEDS_CREDITS:
             raise OrderError(OrderErrorCode.FUND_EMPTY, "the merchant's recharge fund does not cover the order")
         outcome.check(transfer_id)
@@ -321,9 +315,9 @@ async def mark_loading(conn: asyncpg.Connection, order_no: str, **load_fields: A
     """DD16: the MAC2 is about to leave; the reservation must no longer time out.
 
     ``load_fields`` may set terminal_code, online_serial, balance_before_cents, load_date,
-    load_time. Raises ``NOT_LOADABLE`` unless the order is paid, not loading and not expired.
+    load_time, load_peer (the terminal's address). Raises ``NOT_LOADABLE`` unless the order is paid, not loading and not expired.
     """
-    allowed = {"terminal_code", "online_serial", "balance_before_cents", "load_date", "load_time"}
+    allowed = {"terminal_code", "online_serial", "balance_before_cents", "load_date", "load_time", "load_peer"}
     unknown = set(load_fields) - allowed
     if unknown:
         raise TypeError(f"unknown load fields: {sorted(unknown)}")
@@ -333,7 +327,7 @@ async def mark_loading(conn: asyncpg.Connection, order_no: str, **load_fields: A
             raise OrderError(OrderErrorCode.NOT_FOUND, "order number unknown")
         if order.state != PAID or order.loading or order.pay_transfer_id is None:
             raise OrderError(OrderErrorCode.NOT_LOADABLE, "order is not loadable")
-        if not await ledger.hold_pending(conn, order.pay_transfer_id):
+        if not await ledger.set_pending_timeouts(conn, [(order.pay_transfer_id, None)]):
             raise OrderError(OrderErrorCode.NOT_LOADABLE, "the order's reservation is gone (expired)")
         names = sorted(load_fields)
         sets = "".join(f", {name} = ${i + 2}" for i, name in enumerate(names))
@@ -359,10 +353,8 @@ async def mark_loaded(
             return order
         if order.state != PAID or order.pay_transfer_id is None:
             raise OrderError(OrderErrorCode.NOT_LOADABLE, f"order in state {order.state} cannot be loaded")
-        outcome = await ledger.post_pending(
-            conn, id=f"order:{order_no}:post", pending_id=order.pay_transfer_id
-        )
-        outcome.check(f"order:{order_no}:post")
+        post_id = f"order:{order_no}:post"
+        (await ledger.resolve_pending(conn, [ledger.Resolution(post_id, order.pay_transfer_id)]))[0].check(post_id)
         row = await conn.fetchrow(
             f"UPDATE orders SET state = '03', loading = false, loaded_at = now(), updated_at = now(),"
             f" balance_after_cents = coalesce($2, balance_after_cents), record_id = coalesce($3, record_id)"
@@ -375,7 +367,9 @@ async def mark_loaded(
     return Order.from_row(row)
 
 
-_LOAD_FIELDS = frozenset({"terminal_code", "online_serial", "balance_before_cents", "load_date", "load_time"})
+_LOAD_FIELDS = frozenset(
+    {"terminal_code", "online_serial", "balance_before_cents", "load_date", "load_time", "load_peer"}
+)
 
 
 async def mark_loading_in_transaction(
@@ -418,7 +412,7 @@ async def mark_loading_in_transaction(
 
 _LOAD_FIELD_TYPES = {
     "terminal_code": "text", "online_serial": "integer", "balance_before_cents": "bigint", "load_date": "text",
-    "load_time": "text", "load_random": "text",
+    "load_time": "text", "load_random": "text", "load_peer": "text",
 }
 
 
@@ -481,7 +475,7 @@ async def mark_loaded_in_transaction(
     order = Order.from_row(row)
     assert order.pay_transfer_id is not None
     post_id = f"order:{order_no}:post"
-    (await ledger.post_pending_at_once(conn, id=post_id, pending_id=order.pay_transfer_id)).check(post_id)
+    (await ledger.resolve_pending(conn, [ledger.Resolution(post_id, order.pay_transfer_id)]))[0].check(post_id)
     return order
 
 
@@ -512,11 +506,9 @@ async def mark_loaded_many(conn: asyncpg.Connection, items: Sequence[tuple[str, 
         [rid for _, _, rid in items],
     )
     loaded = [Order.from_row(row) for row in rows]
-    posts = [(f"order:{o.order_no}:post", o.pay_transfer_id) for o in loaded if o.pay_transfer_id is not None]
-    created = await ledger.post_pending_many(conn, posts)
-    for post_id, _ in posts:
-        if post_id not in created:
-            raise ledger.LedgerError(ledger.Result.PENDING_NOT_FOUND, post_id)  # the caller rolls back
+    posts = [ledger.Resolution(f"order:{o.order_no}:post", o.pay_transfer_id) for o in loaded if o.pay_transfer_id]
+    for post, outcome in zip(posts, await ledger.resolve_pending(conn, posts), strict=True):
+        outcome.check(post.id)  # refused: the caller rolls back
     return loaded
 
 
@@ -528,11 +520,7 @@ async def release_loading(conn: asyncpg.Connection, order_no: str) -> Order:
             raise OrderError(OrderErrorCode.NOT_FOUND, "order number unknown")
         if order.state != PAID or order.pay_transfer_id is None:
             raise OrderError(OrderErrorCode.NOT_LOADABLE, f"order in state {order.state} is not loading")
-        await conn.execute(
-            "UPDATE transfers SET timeout_at = $2 WHERE id = $1 AND status = 'pending'",
-            order.pay_transfer_id,
-            order.expires_at,
-        )
+        await ledger.set_pending_timeouts(conn, [(order.pay_transfer_id, order.expires_at)])
         row = await conn.fetchrow(
             f"UPDATE orders SET loading = false, loading_since = NULL, updated_at = now()"
             f" WHERE order_no = $1 RETURNING {_COLUMNS}",
@@ -583,9 +571,8 @@ async def void_order(conn: asyncpg.Connection, order_no: str, *, reason: str = "
         if order.state not in (SUBMITTED, PAID) or order.loading:
             raise OrderError(OrderErrorCode.NOT_LOADABLE, f"order in state {order.state} cannot be voided")
         if order.pay_transfer_id is not None:
-            outcome = await ledger.void_pending(
-                conn, id=f"{order.pay_transfer_id}:{reason}", pending_id=order.pay_transfer_id
-            )
+            void = ledger.Resolution(f"{order.pay_transfer_id}:{reason}", order.pay_transfer_id, void=True)
+            (outcome,) = await ledger.resolve_pending(conn, [void])
             if not outcome.ok and outcome.result is not ledger.Result.PENDING_ALREADY_VOIDED:
                 outcome.check(order.pay_transfer_id)
         row = await conn.fetchrow(

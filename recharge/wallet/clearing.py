@@ -3,7 +3,8 @@
 Per record, the first failure answering: malformed ``1001``; unknown card ``5007``; TAC not verifying
 ``5008``; a void of a record already uploaded ``5009``; (card, offline serial) or (card, terminal, TTS) seen
 before ``5011``. Otherwise a purchase moves ``W → MER`` and its commission ``MER → FEE`` (the merchant's rate,
-default 0.60 %, half-up to the fen); a void moves ``W → C`` with no commission. The batch itself is ``0000``
+default 0.60 %, half-up to the fen); a void moves ``W → C`` with no commission and tells the holder by SMS
+(a closed account's void goes to ``SUSPENSE``, counted for the alert). The batch itself is ``0000``
 unless refused whole; a repeated ``batch_no`` of a terminal gets its first reply. Everything runs in the
 caller's transaction; the ledger is reached only through ``Books``.
 """
@@ -16,6 +17,10 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from recharge import metrics
+from recharge.mpay import accounts, outbox
+from recharge.mpay.env import Env
+from recharge.mpay.text import yuan
 from recharge.wallet import wire
 from recharge.wallet.crypto import PurchaseProof, WalletCrypto
 
@@ -26,6 +31,7 @@ BAD_TAC = "5008"
 USE_RETURN = "5009"
 DUPLICATE = "5011"
 DEFAULT_COMMISSION_BP = 60  # 0.60 %
+REFUND_SMS = "钱包交易退款{amt}元已存入您的手机支付现金账户。"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +46,17 @@ class Posting:
 
 
 class Books(Protocol):
-    """The ledger as the wallet sees it: named accounts, transfers that must succeed."""
+    """The ledger as the wallet sees it: transfers between named accounts, one ``ok`` per posting (created, or
+    created before with the same fields); a refused posting changed nothing. The postings of one call are
+    judged as one batch: none may rely on another's credit."""
 
-    async def post(self, conn: asyncpg.Connection, postings: Sequence[Posting]) -> None: ...
+    async def post(self, conn: asyncpg.Connection, postings: Sequence[Posting]) -> list[bool]: ...
+
+
+async def must_post(books: Books, conn: asyncpg.Connection, postings: Sequence[Posting]) -> None:
+    """Postings the rules guarantee (a TAC-proven purchase may overdraw W): a refusal is a platform fault."""
+    if postings and not all(await books.post(conn, postings)):
+        raise RuntimeError(f"ledger refused {', '.join(p.id for p in postings)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +76,14 @@ def commission(amount: int, rate_bp: int) -> int:
     return (amount * rate_bp * 2 + 10_000) // 20_000
 
 
-def postings_for(record: wire.Record, account_id: int, merchant: str, rate_bp: int,
-                 purchase_id: int) -> tuple[list[Posting], int]:
-    """The transfers that clear one accepted record, and its commission."""
+def postings_for(record: wire.Record, account_id: int, merchant: str, rate_bp: int, purchase_id: int, *,
+                 closed: bool = False) -> tuple[list[Posting], int]:
+    """The transfers that clear one accepted record, and its commission (a void of a closed account's
+    purchase has no cash bucket to go to: ``SUSPENSE``)."""
     ref = f"wp:{purchase_id}"
     if record.void:
-        return [Posting(f"{ref}:void", f"W/{account_id}", f"C/{account_id}", record.amount, "wallet_void")], 0
+        to = "SUSPENSE" if closed else f"C/{account_id}"
+        return [Posting(f"{ref}:void", f"W/{account_id}", to, record.amount, "wallet_void")], 0
     fee = commission(record.amount, rate_bp)
     moves = [Posting(f"{ref}:sale", f"W/{account_id}", f"MER/{merchant}", record.amount, "wallet_purchase")]
     if fee:
@@ -94,7 +110,17 @@ async def _seen(conn: asyncpg.Connection, record: wire.Record, terminal_id: str)
     return USE_RETURN if record.void and not row["void"] else DUPLICATE
 
 
-async def _clear_one(conn: asyncpg.Connection, crypto: WalletCrypto, books: Books, terminal_id: str,
+@dataclass
+class _Waves:
+    """A batch's transfers in two waves: purchases and voids (from W), then commissions (from the MER the first
+    wave credited); each wave is one ledger call, its transfers independent of one another."""
+
+    first: list[Posting]
+    second: list[Posting]
+    cleared: list[tuple[int, int, str]]  # purchase id, commission, clearing transfer id
+
+
+async def _clear_one(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, waves: _Waves, terminal_id: str,
                      merchant: str, rate_bp: int, batch_no: str, raw: object) -> RecordResult:
     try:
         record = wire.record(raw)
@@ -119,10 +145,16 @@ async def _clear_one(conn: asyncpg.Connection, crypto: WalletCrypto, books: Book
         record.card, record.offline_serial, terminal_id, record.tts, merchant, account_id, record.amount,
         record.balance_after, record.date, record.time, record.void, batch_no,
     )
-    moves, fee = postings_for(record, account_id, merchant, rate_bp, purchase_id)
-    await books.post(conn, moves)
-    await conn.execute("UPDATE wallet_purchases SET commission = $2, transfer_id = $3 WHERE id = $1",
-                       purchase_id, fee, moves[0].id)
+    account = await accounts.by_id(conn, account_id) if record.void else None
+    closed = account is not None and account["status"] == "closed"
+    moves, fee = postings_for(record, account_id, merchant, rate_bp, purchase_id, closed=closed)
+    waves.first.append(moves[0])
+    waves.second.extend(moves[1:])
+    waves.cleared.append((purchase_id, fee, moves[0].id))
+    if closed:
+        metrics.WALLET_SUSPENSE.inc()
+    elif account is not None:
+        await outbox.notify(conn, env.keys, account, REFUND_SMS.format(amt=yuan(record.amount)))
     return RecordResult(record.card, record.offline_serial, OK, fee)
 
 
@@ -139,13 +171,18 @@ async def previous_batch(conn: asyncpg.Connection, terminal_id: str, batch_no: s
     return dict(row["reply"]) if row is not None else None
 
 
-async def upload_batch(conn: asyncpg.Connection, crypto: WalletCrypto, books: Books, *, terminal_id: str,
+async def upload_batch(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, books: Books, *, terminal_id: str,
                        merchant: str, batch_no: str, records: list[object]) -> list[RecordResult]:
     """Clear a new batch (the caller checked ``previous_batch``): one result per record, in order."""
     rate = await merchant_rate(conn, merchant)
+    waves = _Waves([], [], [])
     results = []
     for raw in records:
-        results.append(await _clear_one(conn, crypto, books, terminal_id, merchant, rate, batch_no, raw))
+        results.append(await _clear_one(conn, env, crypto, waves, terminal_id, merchant, rate, batch_no, raw))
+    await must_post(books, conn, waves.first)
+    await must_post(books, conn, waves.second)
+    await conn.executemany("UPDATE wallet_purchases SET commission = $2, transfer_id = $3 WHERE id = $1",
+                           waves.cleared)
     data = {"batch_no": batch_no, "results": [r.wire() for r in results]}
     await conn.execute(
         "INSERT INTO wallet_batches (terminal_id, batch_no, records, reply) VALUES ($1, $2, $3, $4::jsonb)",

@@ -39,7 +39,7 @@ class Record:
     void: bool
 
 
-def _digits(n: int) -> Callable[[object], str]:
+def digits(n: int) -> Callable[[object], str]:
     def check(value: object) -> str:
         if not isinstance(value, str) or len(value) != n or not value.isascii() or not value.isdigit():
             raise WireError(f"expected {n} digits")
@@ -47,7 +47,7 @@ def _digits(n: int) -> Callable[[object], str]:
     return check
 
 
-def _integer(low: int, high: int) -> Callable[[object], int]:
+def integer(low: int, high: int) -> Callable[[object], int]:
     def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise WireError(f"expected an integer in {low}..{high}")
@@ -71,6 +71,13 @@ def _boolean(value: object) -> bool:
     return value
 
 
+def text(value: object) -> str:
+    """Any string of at most 64 characters (a password whose format the operation itself judges)."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise WireError("expected a string")
+    return value
+
+
 def _ident(value: object) -> str:
     if not isinstance(value, str) or not _ID.fullmatch(value):
         raise WireError("expected an id of 1-32 [A-Za-z0-9_-]")
@@ -78,7 +85,7 @@ def _ident(value: object) -> str:
 
 
 def _date(value: object) -> str:
-    text = _digits(8)(value)
+    text = digits(8)(value)
     try:
         dt.datetime.strptime(text, "%Y%m%d")
     except ValueError:
@@ -87,21 +94,31 @@ def _date(value: object) -> str:
 
 
 def _time(value: object) -> str:
-    text = _digits(6)(value)
+    text = digits(6)(value)
     if int(text[:2]) > 23 or int(text[2:4]) > 59 or int(text[4:]) > 59:
         raise WireError("not a time")
     return text
 
 
-card16 = _digits(16)
-terminal12 = _digits(12)
-cents = _integer(0, MAX_CENTS)
-positive_cents = _integer(1, MAX_CENTS)
+def iso_date(value: object) -> dt.date:
+    """A 6.12 date, ``YYYY-MM-DD``."""
+    if not isinstance(value, str) or len(value) != 10 or not value.isascii():
+        raise WireError("expected YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise WireError("not a date") from None
+
+
+card16 = digits(16)
+terminal12 = digits(12)
+cents = integer(0, MAX_CENTS)
+positive_cents = integer(1, MAX_CENTS)
 challenge4 = _hex(4)
 replies_hex = _hex(None)
 
 RECORD_FIELDS: dict[str, Callable[[object], Any]] = {
-    "card": card16, "offline_serial": _integer(0, 0xFFFF), "amount": positive_cents, "balance_after": cents,
+    "card": card16, "offline_serial": integer(0, 0xFFFF), "amount": positive_cents, "balance_after": cents,
     "tts": lambda v: int.from_bytes(_hex(4)(v), "big"), "date": _date, "time": _time, "tac": _hex(4),
     "void": _boolean,
 }
@@ -134,7 +151,7 @@ def parse_json(body: bytes) -> Any:
         raise WireError("body is not JSON") from None
 
 
-POS_HEADER = {"terminal_id": terminal12, "pos_seq": _integer(1, MAX_SEQ)}
+POS_HEADER = {"terminal_id": terminal12, "pos_seq": integer(1, MAX_SEQ)}
 
 
 def records(value: object) -> list[object]:
@@ -146,7 +163,7 @@ def records(value: object) -> list[object]:
 
 POS_ROUTES: dict[str, tuple[dict[str, Callable[[object], Any]], dict[str, Callable[[object], Any]]]] = {
     "batches": ({"batch_no": _ident, "records": records}, {}),
-    "returns": ({"card": card16, "offline_serial": _integer(0, 0xFFFF), "amount": positive_cents}, {}),
+    "returns": ({"card": card16, "offline_serial": integer(0, 0xFFFF), "amount": positive_cents}, {}),
     "loads": ({"card": card16}, {"amount": positive_cents}),
     "continue": ({}, {"replies": replies_hex, "challenge": challenge4}),
     "recover": ({}, {}),

@@ -1,0 +1,137 @@
+"""After a chaos run: what the clients' journals say against what the database holds.
+
+- nothing acknowledged is lost: every DD load acknowledged (DD18 ``0x00`` or DD22 ``0x00``) is a
+  loaded order with its amount; every card-service or SMS trade acknowledged (``11``) is in the
+  trade journal under its serial, with its card and amount; every order the order API
+  acknowledged exists once under its ``biz_serial_no`` with its amount;
+- nothing is duplicated: every trade of a chaos terminal was applied under exactly one request
+  id (trades == remembered first answers), no order is credited twice, each biz_serial_no
+  names one order;
+- the bank: ``rechargectl audit`` passes (every account equals its transfers, each ledger sums
+  to zero); each virtual card's chip equals its ledger balance; each card-service card's ledger
+  balance equals the sum of what its client was acknowledged; no order left *loading*.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from recharge.ledger.audit import audit
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Journals:
+    acks: list[dict[str, Any]] = field(default_factory=list)
+    ends: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+    def of(self, channel: str) -> list[dict[str, Any]]:
+        return [a for a in self.acks if a["ch"] == channel]
+
+
+def _check(name: str, problems: list[str], total: int) -> Check:
+    if problems:
+        return Check(name, False, f"{len(problems)} of {total}: " + "; ".join(problems[:5]))
+    return Check(name, True, f"{total} checked")
+
+
+async def dd_checks(conn: asyncpg.Connection, j: Journals) -> list[Check]:
+    acks = j.of("dd")
+    rows = {r["order_no"]: r for r in await conn.fetch(
+        "SELECT order_no, state, loading, amount_cents, card_no FROM orders WHERE order_no = ANY($1)",
+        [a["order"] for a in acks])}
+    lost = [a["order"] for a in acks
+            if (r := rows.get(a["order"])) is None or r["state"] not in ("03", "04", "05")
+            or r["amount_cents"] != a["amount"] or r["card_no"] != a["card"]]
+    chips = {card: balance for end in j.ends for card, balance in end.get("chips", {}).items()}
+    ledger = {r["card_no"]: r["balance"] for r in await conn.fetch(
+        "SELECT card_no, credits_posted - debits_posted AS balance FROM accounts"
+        " WHERE kind = 'card_purse' AND card_no = ANY($1)", list(chips))}
+    acked: dict[str, int] = defaultdict(int)
+    for a in acks:
+        acked[a["card"]] += a["amount"]
+    chip_vs_ledger = [f"{c}: chip {b}, ledger {ledger.get(c, 0)}, acknowledged {acked[c]}"
+                      for c, b in chips.items() if not b == ledger.get(c, 0) == acked[c]]
+    credited_twice = await conn.fetch(
+        "SELECT t.reference AS order_no FROM transfers t JOIN accounts a ON a.id = t.credit_account_id"
+        " WHERE a.kind = 'card_purse' AND a.card_no = ANY($1) AND t.kind IN ('post', 'single')"
+        " GROUP BY t.reference HAVING count(*) > 1", list(chips))
+    loading = await conn.fetchval("SELECT count(*) FROM orders WHERE loading")
+    pending = [o for end in j.ends for o in end.get("pending", [])]
+    return [
+        _check("dd: no acknowledged load lost", lost, len(acks)),
+        _check("dd: each chip equals its ledger balance and its acknowledged loads", chip_vs_ledger, len(chips)),
+        _check("dd: no order credited twice", [r["order_no"] for r in credited_twice], len(rows)),
+        _check("dd: no order left loading, no outcome left unknown",
+               [f"{loading} loading"] * bool(loading) + pending, len(rows)),
+    ]
+
+
+async def trade_checks(conn: asyncpg.Connection, j: Journals, channel: str, merchant_code: str,
+                       terminals: list[str], cards: list[str]) -> list[Check]:
+    acks = j.of(channel)
+    trades = {(r["stance"]): r for r in await conn.fetch(
+        "SELECT t.stance, t.card_no, t.amount_cents, t.kind, t.terminal_code FROM kkt_trades t"
+        " JOIN merchants m ON m.id = t.merchant_id WHERE m.code = $1 AND t.terminal_code = ANY($2)"
+        " AND t.kind <> 'balance_query'", merchant_code, terminals)}
+    lost = [a["key"] for a in acks
+            if (t := trades.get(a["stance"])) is None or t["card_no"] != a["card"] or t["amount_cents"] != a["amount"]
+            or t["kind"] != a["kind"]]
+    answered = await conn.fetchval(
+        "SELECT count(*) FROM kkt_requests WHERE terminal_code = ANY($1) AND req_id LIKE 'chaos-%'"
+        " AND reply::text LIKE '%\"11\"%'", terminals)
+    chaos_trades = sum(1 for t in trades.values() if t["card_no"] in set(cards))
+    expected: dict[str, int] = defaultdict(int)
+    for a in acks:
+        expected[a["card"]] += a["effect"]
+    balances = {r["card_no"]: r["balance"] for r in await conn.fetch(
+        "SELECT card_no, credits_posted - debits_posted AS balance FROM accounts"
+        " WHERE kind = 'card_purse' AND card_no = ANY($1)", cards)}
+    off = [f"{c}: ledger {balances.get(c, 0)}, acknowledged {expected[c]}" for c in cards
+           if balances.get(c, 0) != expected[c]]
+    return [
+        _check(f"{channel}: no acknowledged trade lost", lost, len(acks)),
+        _check(f"{channel}: every trade applied under exactly one request id",
+               [f"{chaos_trades} trades, {answered} successful request ids"] * (chaos_trades != answered),
+               chaos_trades),
+        _check(f"{channel}: each card's ledger balance equals its acknowledged trades", off, len(cards)),
+    ]
+
+
+async def order_checks(conn: asyncpg.Connection, j: Journals) -> list[Check]:
+    acks = j.of("order")
+    rows = await conn.fetch(
+        "SELECT biz_serial_no, order_no, amount_cents FROM orders WHERE biz_serial_no = ANY($1)",
+        [a["serial"] for a in acks])
+    by_serial: dict[str, list[Any]] = defaultdict(list)
+    for r in rows:
+        by_serial[r["biz_serial_no"]].append(r)
+    lost = [a["serial"] for a in acks
+            if len(found := by_serial.get(a["serial"], [])) != 1 or found[0]["order_no"] != a["order"]
+            or found[0]["amount_cents"] != a["amount"]]
+    return [_check("order api: every acknowledged order exists once, as acknowledged", lost, len(acks))]
+
+
+def definite_answers(j: Journals) -> Check:
+    """Every operation ended with a definite answer: no load left unresolved (DD22 0xA4), no trade or
+    order given up after retrying until the end of the recovery time."""
+    open_ended = [f"{n['client']}: {n['type']} {n.get('order') or n.get('key') or n.get('serial')}"
+                  for n in j.notes if n["type"] in ("unresolved", "gave_up")]
+    return _check("every operation got a definite answer", open_ended, len(j.acks) + len(open_ended))
+
+
+async def bank_checks(conn: asyncpg.Connection) -> list[Check]:
+    report = await audit(conn)
+    return [Check("audit: every account equals its transfers, every ledger sums to zero", report.ok,
+                  "balanced" if report.ok else report.render()[:500])]

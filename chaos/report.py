@@ -1,0 +1,134 @@
+"""The figures of a chaos run: results.json, a one-screen summary, and docs/RELIABILITY.md's section.
+
+The section between ``<!-- chaos:begin -->`` and ``<!-- chaos:end -->`` of the report file is
+replaced by the run's figures; the rest of the file (how to read them) is written by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chaos import checks
+from chaos.journal import read
+
+if TYPE_CHECKING:
+    from chaos.harness import Config, Harness
+
+DEADLINE_S = 10.5  # a client's timeout (10 s) and a little
+BEGIN, END = "<!-- chaos:begin -->", "<!-- chaos:end -->"
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"n": len(values), "p50": round(statistics.median(ordered), 3), "p99": round(pick(0.99), 3),
+            "max": round(ordered[-1], 3)}
+
+
+def liveness(directory: Path, windows: list[tuple[float, float]]) -> dict[str, Any]:
+    """Per channel: outcomes and latencies of every request; violations: a direct request (not
+    through the proxy) lost or answered late outside the spans the server was down."""
+    outcomes: dict[str, Counter[str]] = defaultdict(Counter)
+    latencies: dict[str, list[float]] = defaultdict(list)
+    violations, examples = 0, list[dict[str, Any]]()
+    for path in sorted(directory.glob("journal-*.jsonl")):
+        for r in read(path):
+            if r["type"] != "req":
+                continue
+            outcomes[r["ch"]][r["st"]] += 1
+            if r["st"] != "lost":
+                latencies[r["ch"]].append(r["s"])
+            late = r["st"] == "lost" or r["s"] > DEADLINE_S
+            down = any(start - DEADLINE_S <= r["t"] <= end + 2 for start, end in windows)
+            if late and not r["px"] and not down:
+                violations += 1
+                examples = (examples + [r])[:5]
+    return {"violations": violations, "examples": examples,
+            "channels": {ch: {**dict(outcomes[ch]), "latency_s": _quantiles(latencies[ch])} for ch in outcomes}}
+
+
+def results(cfg: Config, harness: Harness, journals: checks.Journals, verdicts: list[checks.Check],
+            proxy: dict[str, Any], fuzzed: dict[str, Any], live: dict[str, Any], seconds: float) -> dict[str, Any]:
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for fault in harness.measured.faults:
+        by_kind[fault["kind"]].append(fault["recovery_s"])
+    restarts = [f["restart_s"] for f in harness.measured.faults if "restart_s" in f]
+    return {
+        "seed": cfg.seed,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()},
+        "database": "DATABASE_URL" if harness.external_url else "embedded PostgreSQL",
+        "seconds": round(seconds, 1),
+        "acknowledged": dict(Counter(a["ch"] for a in journals.acks)),
+        "kills_survived": len(by_kind.get("kill", [])),
+        "db_restarts_survived": len(by_kind.get("db_restart", [])) + len(by_kind.get("db_connections_cut", [])),
+        "proxy": proxy,
+        "proxy_faults_injected": sum(proxy.get("faults", {}).values()),
+        "recovery_s": {kind: _quantiles(values) for kind, values in by_kind.items()},
+        "restart_to_ready_s": _quantiles(restarts),
+        "faults": harness.measured.faults,
+        "requests": live["channels"],
+        "fuzz": fuzzed,
+        "checks": [dataclasses.asdict(v) for v in verdicts],
+        "ok": all(v.ok for v in verdicts),
+    }
+
+
+def summary(r: dict[str, Any]) -> str:
+    lines = [f"chaos: seed {r['seed']}, {r['seconds']} s, {r['database']}",
+             f"  acknowledged: {r['acknowledged']}",
+             f"  kills survived: {r['kills_survived']}, database restarts survived: {r['db_restarts_survived']},"
+             f" proxy faults injected: {r['proxy_faults_injected']}",
+             f"  recovery (s): {json.dumps(r['recovery_s'])}",
+             f"  fuzz: {r['fuzz'].get('frames', 0)} frames"]
+    lines += [f"  [{'ok' if c['ok'] else 'FAILED'}] {c['name']}" + ("" if c["ok"] else f": {c['detail']}")
+              for c in r["checks"]]
+    return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, ...]], head: tuple[str, ...]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def section(r: dict[str, Any]) -> str:
+    c = r["config"]
+    fz = r["fuzz"]
+    out = [BEGIN, "", f"Seed **{r['seed']}** (`python -m chaos.run --seed {r['seed']}` replays the schedule), "
+           f"finished {r['finished']}, {r['seconds']} s in all, {c['duration_s']:g} s of traffic under faults, "
+           f"{c['workers']} worker(s), {r['database']}. **Result: {'all checks passed' if r['ok'] else 'FAILED'}.**", ""]
+    out += _table([(ch, str(n)) for ch, n in sorted(r["acknowledged"].items())], ("channel", "operations acknowledged"))
+    out += ["", f"Faults survived: **{r['kills_survived']}** kills (`kill -9` of every serve process), "
+            f"**{r['db_restarts_survived']}** database restarts, **{r['proxy_faults_injected']}** proxy faults "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(r['proxy'].get('faults', {}).items()))}).", ""]
+    out += _table([(kind, str(q.get("n")), str(q.get("p50")), str(q.get("p99")), str(q.get("max")))
+                   for kind, q in sorted(r["recovery_s"].items())],
+                  ("recovery after", "n", "p50 s", "p99 s", "max s"))
+    rr = r["restart_to_ready_s"]
+    out += ["", f"A restart of `serve` until every worker is READY: p50 {rr.get('p50')} s, max {rr.get('max')} s.", ""]
+    out += _table([(ch, str(v.get("ok", 0)), str(v.get("refused", 0)), str(v.get("busy", 0)), str(v.get("failed", 0)),
+                    str(v.get("lost", 0)), str(v["latency_s"].get("p50")), str(v["latency_s"].get("p99")),
+                    str(v["latency_s"].get("max"))) for ch, v in sorted(r["requests"].items())],
+                  ("requests", "ok", "refused", "busy", "failed", "lost", "p50 s", "p99 s", "max s"))
+    out += ["", f"DD port fuzzing: **{fz.get('frames', 0)}** frames over {fz.get('connections', 0)} connections "
+            f"({fz.get('legal_frames', 0)} legal, {fz.get('unanswered_legal', 0)} unanswered), RSS "
+            f"{fz.get('rss_before_mb')} → {fz.get('rss_after_mb')} MB.", ""]
+    out += _table([("✓" if ch["ok"] else "✗", ch["name"], ch["detail"].replace("|", "/")[:160]) for ch in r["checks"]],
+                  ("", "check", "detail"))
+    return "\n".join([*out, "", END])
+
+
+def write_section(path: Path, r: dict[str, Any]) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else f"# Reliability\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1] if END in rest else ""
+    path.write_text(head + section(r) + tail, encoding="utf-8")

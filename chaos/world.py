@@ -1,0 +1,130 @@
+"""What the chaos clients work on, provisioned once before the faults start, saved as world.json.
+
+The demo data (``serve --demo``) gives the card-service merchant 1155 with its license key and
+POS terminal, and the order API's platform 7 with its key pair. On top of it, per client: a DD
+terminal of a funded merchant of its own (its virtual cards live in the client process), a
+range of KaKaTong cards activated through the REST gateway, and one SMS operator phone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from app import fixtures
+from app.demo import DEMO_LICENSE_KEY, DEMO_MERCHANT, DEMO_TERMINAL, demo_private_key_path
+from chaos import channels
+from chaos.channels import Http
+from recharge.kkt import cards
+from server import store
+
+PASSWORD = "111111"
+PASSWORD_MD5 = hashlib.md5(PASSWORD.encode()).hexdigest()
+SMS_SECRET = "chaos-sms-secret"  # the harness's own gateway secret, set on the platform it starts
+SMS_OPERATOR_PREFIX = "1390000"
+ORDER_PLATFORM_RAW, ORDER_CRT_VERSION = 7, 1
+
+
+@dataclass
+class DDTerminal:
+    code: str
+    pki: str
+    merchant_id: int
+
+
+@dataclass
+class World:
+    database_url: str
+    keys_file: str
+    dd_port: int  # the platform's own ports
+    http_port: int
+    proxy_dd_port: int = 0  # the fault-injecting proxy in front of them (0: none)
+    proxy_http_port: int = 0
+    license_key: str = DEMO_LICENSE_KEY
+    kkt_terminal: str = DEMO_TERMINAL
+    merchant_code: str = DEMO_MERCHANT
+    sms_secret: str = SMS_SECRET
+    sms_terminals: list[str] = field(default_factory=list)  # one SMS terminal per SMS client (its operator phone)
+    order_key_file: str = ""
+    dd_terminals: list[DDTerminal] = field(default_factory=list)
+    kkt_cards: list[list[str]] = field(default_factory=list)  # one range per card-service client
+    sms_cards: list[list[str]] = field(default_factory=list)  # one range per SMS client
+    sms_operators: list[str] = field(default_factory=list)  # one phone per SMS client
+    order_cards: list[list[str]] = field(default_factory=list)  # CPU cards per order client; the last: probes
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> World:
+        raw: dict[str, Any] = json.loads(path.read_text())
+        raw["dd_terminals"] = [DDTerminal(**t) for t in raw["dd_terminals"]]
+        return cls(**raw)
+
+    def http(self, via_proxy: bool, timeout_s: float = 10.0) -> Http:
+        return Http("127.0.0.1", self.proxy_http_port if via_proxy and self.proxy_http_port else self.http_port,
+                    timeout_s)
+
+    def dd_target(self, via_proxy: bool) -> tuple[str, int]:
+        return "127.0.0.1", self.proxy_dd_port if via_proxy and self.proxy_dd_port else self.dd_port
+
+
+async def _provision_db(world: World, dd_clients: int, card_ranges: int, cards_each: int,
+                        order_clients: int) -> list[list[str]]:
+    conn = await asyncpg.connect(world.database_url)
+    try:
+        # CPU cards the order API may take orders for (it refuses cards it never saw)
+        world.order_cards = [["1680" + fixtures.random_digits(12) for _ in range(5)] for _ in range(order_clients + 1)]
+        for card_no in (c for r in world.order_cards for c in r):
+            await store.ensure_cpu_card(conn, card_no)
+        for _ in range(dd_clients):
+            merchant_id = await fixtures.funded_merchant(conn, await fixtures.fresh_merchant_code(conn), 10**12)
+            code, pki = fixtures.random_digits(8), fixtures.random_digits(8)
+            await fixtures.dd_terminal(conn, merchant_id, code, pki)
+            world.dd_terminals.append(DDTerminal(code, pki, merchant_id))
+        ranges = []
+        for _ in range(card_ranges):
+            batch = await cards.create_card_batch(conn, world.merchant_code, cards_each, actor="chaos")
+            first = int(batch.first[-8:])
+            ranges.append([cards.card_no_for(world.merchant_code, first + i) for i in range(cards_each)])
+        for phone in world.sms_operators:
+            terminal = f"S{world.merchant_code}{phone[-4:]}"
+            await cards.upsert_terminal(conn, terminal, world.merchant_code, "sms", msisdn=phone, actor="chaos")
+            world.sms_terminals.append(terminal)
+        return ranges
+    finally:
+        await conn.close()
+
+
+def _activate(world: World, card_no: str) -> None:
+    api = world.http(via_proxy=False, timeout_s=30)
+    params = {"method": "aCRequest", "LICENSEKEY": world.license_key, "CARDNO": card_no, "CARDPWD": PASSWORD,
+              "POSCODE": world.kkt_terminal, "COPNO": world.merchant_code}
+    status, _, body = api.request("GET", "/s/get?" + urllib.parse.urlencode(params))
+    if status != 200 or b"<Result>11</Result>" not in body:
+        raise RuntimeError(f"activating {card_no}: HTTP {status} {body[:200]!r}")
+
+
+def provision(world: World, data_dir: Path, *, dd_clients: int, kkt_clients: int, sms_clients: int,
+              order_clients: int, cards_each: int = 12) -> World:
+    """Create everything the clients need (once, before any fault) and return the world."""
+    world.order_key_file = str(demo_private_key_path(data_dir))
+    world.sms_operators = [f"{SMS_OPERATOR_PREFIX}{n:04d}" for n in range(sms_clients)]
+    ranges = asyncio.run(_provision_db(world, dd_clients, kkt_clients + sms_clients, cards_each, order_clients))
+    for card_range in ranges:
+        for card_no in card_range:
+            _activate(world, card_no)
+    world.kkt_cards, world.sms_cards = ranges[:kkt_clients], ranges[kkt_clients:]
+    return world
+
+
+def ready(world: World) -> bool:
+    return channels.readyz(world.http(via_proxy=False)) == 200

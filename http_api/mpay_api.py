@@ -1,0 +1,68 @@
+"""The mobile payment API under ``/mpay/v1`` (SPEC 6.12, 6.13): one aiohttp sub-application.
+
+It gathers the website's (``mpay_customer``), the partners' (``mpay_partners``) and the
+staff's (``mpay_staff``) routes, the OpenAPI 3.1 document (``/mpay/v1/openapi.json``,
+generated from the same route declarations), Kannel's delivery reports (``/sms/dlr``), and
+answers an unknown path (404) or method (405) with the JSON envelope's ``1001``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from http_api import edge, mpay_customer, mpay_openapi, mpay_partners, mpay_staff
+from http_api.context import PLATFORM_KEY
+from http_api.mpay_gate import PREFIX, envelope
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """404 and 405 inside ``/mpay/v1`` answer the envelope (``1001``), not aiohttp's text."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return envelope("1001", status=404)
+    except web.HTTPMethodNotAllowed:
+        return envelope("1001", status=405)
+    except web.HTTPRequestEntityTooLarge:
+        return envelope("1001", status=413)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(mpay_openapi.document(), dumps=mpay_openapi.dumps)
+
+
+async def dlr(request: web.Request) -> web.Response:
+    """Kannel's delivery report for an outbox message (3.3's secret); recorded, never resent."""
+    ctx = request.config_dict[PLATFORM_KEY]
+    given = request.headers.get("X-SMS-Secret") or request.query.get("secret")
+    if not edge.secret_matches(given, ctx.settings.sms_shared_secret):
+        return envelope("1002", status=403)
+    message_id, status = request.query.get("id", ""), request.query.get("status", "")
+    if not status.isdigit() or len(status) > 4 or len(message_id) != 36:
+        return envelope("1001")
+    async with ctx.acquire() as conn:
+        try:
+            await conn.execute("UPDATE mpay_outbox SET dlr_status = $2, dlr_at = now() WHERE id = $1::text::uuid",
+                               message_id, int(status))
+        except ValueError:
+            return envelope("1001")
+    return envelope("0000", {})
+
+
+def build() -> web.Application:
+    sub = web.Application(middlewares=[json_errors])
+    mpay_customer.setup(sub)
+    mpay_partners.setup(sub)
+    mpay_staff.setup(sub)
+    sub.router.add_get("/openapi.json", openapi)
+    sub.router.add_get("/sms/dlr", dlr)
+    return sub
+
+
+def setup(app: web.Application) -> None:
+    app.add_subapp(PREFIX, build())

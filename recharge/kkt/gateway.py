@@ -1,0 +1,181 @@
+"""The gateway checks that come before any card is read: the license key (bare codes 1–4),
+the caller's network, and the terminal (70 unknown, disabled or of another channel; 60 its
+merchant closed or not consuming).
+
+``authorize`` is what the web gateways call first (SPEC 3.1: ``LICENSEKEY`` is checked
+first). ``terminal`` is what every card method checks first inside the service. The key and
+terminal rows come from the process's reference cache (``recharge.kkt.reference``) when
+fresh there; without settings they are read every time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from recharge.config import Settings
+from recharge.kkt import reference
+from recharge.kkt.messages import Refused
+from recharge.kkt.transaction import Db, connection
+
+
+@dataclass(frozen=True, slots=True)
+class License:
+    code: int  # 0 ok, 1 invalid, 2 expired, 3 illegal, 4 not authorised for this site
+    merchant_id: int = 0
+    merchant_code: str = ""
+    test_mode: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyRow:
+    merchant_id: int
+    merchant_code: str
+    enabled: bool
+    valid_to: dt.datetime | None
+    allowed_networks: tuple[str, ...]
+    test_mode: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _TerminalRow:
+    id: int
+    code: str
+    kind: str
+    enabled: bool
+    merchant_id: int
+    merchant_code: str
+    closed: bool
+    is_consuming: bool
+    daily_recharge_limit_cents: int | None
+
+
+_TERMINAL_COLUMNS = (
+    "t.id, t.code, t.kind, t.enabled, t.merchant_id, m.code AS merchant_code, m.closed, m.is_consuming,"
+    " t.daily_recharge_limit_cents"
+)
+_TERMINAL_SQL = (
+    f"SELECT {_TERMINAL_COLUMNS} FROM terminals t JOIN merchants m ON m.id = t.merchant_id WHERE t.code = $1"
+)
+# The license key and (when named) the terminal in one round trip; both rows are cached.
+_LICENSE_SQL = (
+    "SELECT k.merchant_id AS k_merchant_id, k.enabled AS k_enabled, k.valid_to AS k_valid_to,"
+    " k.allowed_networks AS k_allowed_networks, k.test_mode AS k_test_mode, km.code AS k_merchant_code,"
+    f" tt.* FROM license_keys k JOIN merchants km ON km.id = k.merchant_id"
+    f" LEFT JOIN (SELECT {_TERMINAL_COLUMNS} FROM terminals t JOIN merchants m ON m.id = t.merchant_id"
+    " WHERE t.code = $2) AS tt ON true WHERE k.license_key = $1"
+)
+
+
+def _terminal_from(row: Mapping[str, Any]) -> _TerminalRow:
+    return _TerminalRow(int(row["id"]), row["code"], row["kind"], bool(row["enabled"]), int(row["merchant_id"]),
+                        row["merchant_code"], bool(row["closed"]), bool(row["is_consuming"]),
+                        row["daily_recharge_limit_cents"])
+
+
+async def _terminal_row(conn: asyncpg.Connection, code: str, settings: Settings | None) -> _TerminalRow | None:
+    """The terminal and its merchant's state, from the reference cache when fresh there."""
+
+    async def load() -> _TerminalRow | None:
+        row = await conn.fetchrow(_TERMINAL_SQL, code)
+        return None if row is None else _terminal_from(row)
+
+    return await reference.cached(("terminal", code), settings, load, keep_none=False)  # type: ignore[no-any-return]
+
+
+async def _license_rows(
+    conn: asyncpg.Connection, key: str, terminal_code: str, settings: Settings | None
+) -> tuple[_KeyRow | None, _TerminalRow | None]:
+    ttl_s, max_entries = reference.limits(settings)
+    cached = reference.CACHE.get(("license", key), ttl_s)
+    if cached is not reference.MISSING:
+        terminal = await _terminal_row(conn, terminal_code, settings) if terminal_code else None
+        return cached, terminal
+    row = await conn.fetchrow(_LICENSE_SQL, key, terminal_code)
+    if row is None:
+        return None, None  # unknown keys are not cached
+    key_row = _KeyRow(int(row["k_merchant_id"]), row["k_merchant_code"], bool(row["k_enabled"]), row["k_valid_to"],
+                      tuple(row["k_allowed_networks"] or ()), bool(row["k_test_mode"]))
+    reference.CACHE.put(("license", key), key_row, ttl_s, max_entries)
+    terminal = None
+    if row["id"] is not None:
+        terminal = _terminal_from(row)
+        reference.CACHE.put(("terminal", terminal.code), terminal, ttl_s, max_entries)
+    return key_row, terminal
+
+
+async def authorize(
+    db: Db,
+    license_key: str | None,
+    remote_ip: str | None,
+    *,
+    copno: str | None = None,
+    terminal_code: str | None = None,
+    settings: Settings | None = None,
+) -> License:
+    """Check a LICENSEKEY first, as the seed does: 1 unknown or malformed (padded included:
+    the key is taken as sent), 2 expired, 3 disabled or used for another merchant (COPNO, or
+    a terminal of another merchant), 4 the caller's address is outside the key's allowed
+    networks."""
+    key = license_key or ""
+    if not 16 <= len(key) <= 512:
+        return License(1)
+    async with connection(db) as conn:
+        row, terminal = await _license_rows(conn, key, terminal_code or "", settings)
+    if row is None:
+        return License(1)
+    if row.valid_to is not None and row.valid_to < dt.datetime.now(dt.UTC):
+        return License(2)
+    if not row.enabled or (copno and copno.strip() and copno.strip() != row.merchant_code):
+        return License(3)
+    if terminal is not None and terminal.merchant_id != row.merchant_id:
+        return License(3)
+    if not _address_allowed(remote_ip, list(row.allowed_networks)):
+        return License(4)
+    return License(0, row.merchant_id, row.merchant_code, row.test_mode)
+
+
+def _address_allowed(remote_ip: str | None, networks: list[str]) -> bool:
+    try:
+        address = ipaddress.ip_address((remote_ip or "").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    for net in networks:
+        try:
+            if address in ipaddress.ip_network(net, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Terminal:
+    id: int
+    code: str
+    kind: str
+    merchant_id: int
+    merchant_code: str
+    merchant_closed: bool
+    daily_recharge_limit_cents: int | None
+
+
+async def terminal(
+    conn: asyncpg.Connection, code: str | None, kinds: frozenset[str], settings: Settings | None = None
+) -> Terminal:
+    if not code or len(code) > 16:
+        raise Refused("70")
+    row = await _terminal_row(conn, code, settings)
+    if row is None or not row.enabled or row.kind not in kinds:
+        raise Refused("70")
+    if row.closed or not row.is_consuming:
+        raise Refused("60")
+    return Terminal(row.id, row.code, row.kind, row.merchant_id, row.merchant_code, row.closed,
+                    row.daily_recharge_limit_cents)
