@@ -51,6 +51,9 @@ class Settings:
     dd_max_frame_length: int = 278  # the frame's length field; 278 is the protocol's maximum
     dd_max_inflight_db_tasks: int = 512  # DD flows waiting on the database at once; more → 0xDD
     shutdown_grace_s: float = 10.0
+    # On SIGTERM, /readyz turns 503 at once but the node keeps accepting this long, so a load
+    # balancer checking /readyz (HAProxy: inter 1s fall 2) takes it out before it refuses anyone.
+    drain_delay_s: float = 0.0
     signin_business_day_end_hour: int = 24  # sign-ins expire at this local hour (24 = midnight)
     # Sign-in lockout (docs/PROTOCOL.md "Sign-in failures and the lockout"): this many failed
     # sign-ins in a row *after the module proved its key* lock the terminal for
@@ -89,11 +92,18 @@ class Settings:
     order_api_max_reqinfo_entries: int = 32  # reader replies one request may carry
     # --- HTTP
     http_max_body_bytes: int = 64 * 1024
+    # --- HTTP connections (docs/OPERATIONS.md "Security"): per worker
+    http_max_connections: int = 1000  # at the limit the longest-idle connection makes room; all busy → 503
+    http_header_timeout_s: float = 10.0  # a request's headers complete within this (from connect or first byte)
+    http_body_timeout_s: float = 10.0  # its body arrives in full within this after the headers
+    http_keepalive_timeout_s: float = 75.0  # an idle keep-alive connection is closed after this
+    fd_reserve: int = 100  # descriptors kept for files, listeners, the loop: DD + HTTP ≤ NOFILE − pool − this
     # scheme://host[:port][/prefix] clients reach the HTTP API at (behind a proxy: the proxy's);
     # the WSDLs' service address. Unset: the local address each connection reached.
     http_public_base_url: str | None = None
     admin_token: str | None = None  # unset: admin endpoints answer 403
     sms_shared_secret: str | None = None  # unset: the SMS hook answers 403
+    sms_allowed_networks: str = ""  # comma-separated CIDRs the SMS gateway calls from ("" = any address)
     sms_max_message_chars: int = 160  # a longer inbound SMS text is refused unread (one GSM SMS)
     sms_max_reply_chars: int = 70  # a reply fits one Chinese (UCS-2) SMS; longer texts are cut
     # --- KaKaTong card service (SPEC 3.1; docs/OPERATIONS.md "KaKaTong")
@@ -154,6 +164,8 @@ class Settings:
     mpay_merchant_clock_skew_s: int = 300  # a merchant's X-Timestamp may be this far off
     mpay_request_id_days: int = 7  # replies kept per X-Request-Id this long
     mpay_refund_enabled: bool = False  # seed: 暂时屏蔽 (4015)
+    mpay_security_questions: int = 8  # question ids 1..N of the security centre (3 distinct are set)
+    mpay_reset_daily_failures: int = 3  # failed identity checks of a pay reset per day and channel (3008)
     mpay_ivr_secret: str | None = None  # X-Gateway-Secret of the IVRs; unset: every IVR request refused
     mpay_outbox_url: str | None = None  # Kannel sendsms URL; unset: notices wait in /mpay/v1/ops/sms-sink
     mpay_outbox_username: str = ""

@@ -4,7 +4,7 @@ that change only when the script ran, seq rules, X-MAC both ways, the account op
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -16,9 +16,11 @@ from core_ext.virtual_handset import Outcome, VirtualHandset
 from core_ext.virtual_pos import SHANGHAI, PurchaseRefused, SignedRequest, VirtualPOS
 from core_ext.virtual_sim import STATE_NONE, STATE_OPEN, STATE_PAUSED, VirtualRfidSim
 from recharge.mpay import accounts, closure, credentials, events, registry
+from recharge.mpay import cards as mpay_cards
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.wallet import cards, terminals
+from tests import mpay_world
 from tests.wallet_world import digits, virtual_keys
 
 
@@ -205,3 +207,25 @@ async def test_password_settings_over_stk_and_the_operation_password_gate(world:
     disabled = await world.exchange(phone, "pwd.op.disable", {"pay_password": "135790"}, op_password="5678")
     assert disabled.shown[-1] == "操作密码已关闭。"
     assert (await world.exchange(phone, "account.balance")).code == "0000"
+
+
+async def test_account_ops_over_stk_card_recharge_phone_bill_and_history(world: World) -> None:
+    phone, msisdn = await world.handset()
+    await world.exchange(phone, "wallet.open")
+    pin = mpay_world.new_pin()
+    rows = mpay_cards.parse_pool(f"serial,pin,face_yuan,province,expiry\n{mpay_world.new_serial()},{pin},20,"
+                                 "430000,2099-12-31\n")
+    async with world.pool.acquire() as conn, conn.transaction():
+        await mpay_cards.import_pool(conn, world.env, rows)
+    recharged = await world.exchange(phone, "account.card_recharge", {"pin": pin})
+    assert recharged.shown[-1] == "充值成功!充值卡账户充入20元,充值卡账户余额20元。"
+    paid = await world.exchange(phone, "hf.self", {"amount": 1000})
+    assert paid.shown[-1] == f"缴费成功!已为{msisdn}缴话费10元,从充值卡账户扣款。"
+    today = datetime.now(SHANGHAI).date()
+    history = await world.exchange(phone, "account.history", {"from": today.isoformat()})
+    assert history.code == "0000" and history.shown[-1].startswith("最近交易:")
+    later = (today + timedelta(days=1)).isoformat()
+    assert (await world.exchange(phone, "account.history", {"from": later})).code == "7003"
+    assert (await world.exchange(phone, "account.history", {"from": "20260105"})).code == "1001"
+    other = await world.exchange(phone, "hf.other", {"target": "13912345678", "amount": 100, "pay_password": "123456"})
+    assert other.code == "3004", "another number's bill needs a usable pay password"

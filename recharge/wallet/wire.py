@@ -100,6 +100,16 @@ def _time(value: object) -> str:
     return text
 
 
+def iso_date(value: object) -> dt.date:
+    """A 6.12 date, ``YYYY-MM-DD``."""
+    if not isinstance(value, str) or len(value) != 10 or not value.isascii():
+        raise WireError("expected YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise WireError("not a date") from None
+
+
 card16 = digits(16)
 terminal12 = digits(12)
 cents = integer(0, MAX_CENTS)
