@@ -26,6 +26,7 @@ from app.commands import add_common, run_with_db
 from recharge.config import Settings
 from recharge.ledger import transfers as ledger
 from recharge.orders import lifecycle as orders
+from recharge.orders import model
 from server import store
 
 
@@ -125,7 +126,7 @@ def cmd_order_create(settings: Settings, args: argparse.Namespace) -> int:
                 conn, merchant_id=merchant_id, amount_cents=args.amount, card_no=args.card, pay=not args.unpaid,
                 expiry_s=settings.order_expiry_s, max_amount_cents=settings.order_max_amount_cents,
             )
-        except orders.OrderError as exc:
+        except model.OrderError as exc:
             return _refused(f"order refused ({exc.code.value}): {exc}")
         print(created.order.order_no)
         return 0
@@ -143,20 +144,20 @@ async def resolve_load(conn: asyncpg.Connection, *, order_no: str, outcome: str,
     ``OrderError`` (nothing changed) unless the order is loading.
     """
     async with conn.transaction():
-        order = await orders.get_order(conn, order_no, for_update=True)
+        order = await model.get_order(conn, order_no, for_update=True)
         if order is None:
-            raise orders.OrderError(orders.OrderErrorCode.NOT_FOUND, "order number unknown")
+            raise model.OrderError(model.OrderErrorCode.NOT_FOUND, "order number unknown")
         if not order.loading or order.pay_transfer_id is None:
-            raise orders.OrderError(orders.OrderErrorCode.NOT_LOADABLE, f"order {order_no} is not loading")
+            raise model.OrderError(model.OrderErrorCode.NOT_LOADABLE, f"order {order_no} is not loading")
         if outcome == "posted":
             record_id = await store.new_record_id(conn, dt.datetime.now(dt.UTC))
             balance_after = (
                 order.balance_before_cents + order.amount_cents if order.balance_before_cents is not None else None
             )
-            result = await orders.mark_loaded(conn, order_no, balance_after_cents=balance_after, record_id=record_id)
+            result = model.single(await orders.mark_loaded(conn, [orders.Loaded(order_no, balance_after, record_id)]))
         else:
-            await orders.release_loading(conn, order_no)
-            result = await orders.void_order(conn, order_no, reason="operator_void")
+            model.single(await orders.release_loading(conn, [order_no]))
+            result = model.single(await orders.void_orders(conn, [orders.Void(order_no, reason="operator_void")]))
         transfer = await ledger.get_transfer(conn, order.pay_transfer_id)
         await store.record_action(
             conn, actor=actor, action=f"load_resolve_{outcome}", subject=order_no, reason=reason,
@@ -171,7 +172,7 @@ def cmd_load_resolve(settings: Settings, args: argparse.Namespace) -> int:
             state = await resolve_load(
                 conn, order_no=args.order, outcome=args.outcome, actor=args.actor, reason=args.reason
             )
-        except orders.OrderError as exc:
+        except model.OrderError as exc:
             return _refused(str(exc))
         print(f"order {args.order} resolved as {args.outcome}: state {state}")
         return 0

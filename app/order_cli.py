@@ -154,11 +154,11 @@ def cmd_platform_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_settle(settings: Settings, args: argparse.Namespace) -> int:
-    from recharge.orders import lifecycle as orders
+    from recharge.orders import settlement
 
     async def work(conn: asyncpg.Connection) -> int:
-        statements = await orders.settle_day(conn, args.date)
-        paths = orders.write_statements(statements, settings.data_dir / "settlement")
+        statements = await settlement.settle_day(conn, args.date)
+        paths = settlement.write_statements(statements, settings.data_dir / "settlement")
         for st, path in zip(statements, paths, strict=True):
             print(f"{path}: {len(st.settled)} settled, {len(st.loading)} loading")
         return 0

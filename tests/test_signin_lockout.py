@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY
 from app import fixtures
 from app.fixtures import SimTerminal
 from core_ext import Frame, bcd_encode
-from recharge.orders.lifecycle import LOCAL_TZ
+from recharge.orders.model import LOCAL_TZ
 from recharge.sweeper import export_signin_gauges
 from server import store
 from server.terminal_client import FlowFailed, TerminalClient
