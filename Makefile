@@ -28,9 +28,11 @@ build: $(STAMP)
 
 # Machine tools the tests need beyond Python packages: promtool for the alert-rule tests,
 # PHP's SoapClient for the test that runs seed 002's own PHP example.
+# Headless Chromium (+ driver, CJK font) for the operator console's browser tests.
 tools:
 	@sh scripts/ensure_promtool.sh
 	@sh scripts/ensure_php_soap.sh
+	@sh scripts/ensure_chromium.sh
 
 run: install
 	$(BIN)/rechargectl serve --demo

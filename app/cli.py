@@ -1,6 +1,6 @@
 """``rechargectl``: run, migrate, seed, audit and operate the platform.
 
-Core commands live here; the feature modules (order_cli, kkt_cli, dd_cli) each expose
+Core commands live here; the feature modules (order_cli, kkt_cli, dd_cli, operator_cli) each expose
 ``register(subparsers)`` to add theirs (one line per feature). Every command that touches
 the database takes ``--database-url`` and ``--data-dir`` and, like ``serve``, starts the
 embedded PostgreSQL when no URL is configured.
@@ -9,6 +9,7 @@ embedded PostgreSQL when no URL is configured.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from collections.abc import Sequence
 
@@ -51,10 +52,11 @@ def cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from recharge.ledger.audit import audit
+    from recharge.ledger.audit import audit, record_run
 
     async def work(conn: asyncpg.Connection) -> int:
         report = await audit(conn)
+        await record_run(conn, report, actor=getpass.getuser())
         print(report.render())
         return 0 if report.ok else 1
 
@@ -94,9 +96,9 @@ def build_parser(*, feature_commands: bool = True) -> argparse.ArgumentParser:
     if feature_commands:
         # Each module has ``register(subparsers) -> None``; its commands set ``func`` via
         # ``set_defaults(func=...)`` taking (settings, args) and returning an exit status.
-        from app import dd_cli, kkt_cli, mpay_cli, order_cli, wallet_cli
+        from app import dd_cli, kkt_cli, mpay_cli, operator_cli, order_cli, wallet_cli
 
-        for module in (order_cli, kkt_cli, dd_cli, wallet_cli, mpay_cli):
+        for module in (order_cli, kkt_cli, dd_cli, wallet_cli, mpay_cli, operator_cli):
             module.register(sub)
     return parser
 

@@ -2,6 +2,7 @@
 
 - ``terminal add --code C --merchant M --pki P``: register a DD terminal and its module's PKI number.
 - ``terminal unlock --code C --actor A --reason R``: lift a lockout after failed sign-ins.
+- ``terminal enable|disable --code C --actor A --reason R``: a disabled terminal cannot sign in.
 - ``terminal simulate --terminals N --recharges M``: simulated terminals against a running server.
 - ``order create --card K --amount CENTS [--merchant 1155] [--unpaid]``: prints the order number.
 - ``load resolve --order O --outcome posted|voided --actor A --reason R``: settle a load left
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import getpass
 import re
 import sys
@@ -23,11 +23,10 @@ from typing import Any
 import asyncpg
 
 from app.commands import add_common, run_with_db
+from recharge import terminals
 from recharge.config import Settings
-from recharge.ledger import transfers as ledger
 from recharge.orders import lifecycle as orders
-from recharge.orders import model
-from server import store
+from recharge.orders import model, resolution
 
 
 def _digits(n: int, what: str) -> Any:
@@ -62,11 +61,10 @@ def _refused(message: str) -> int:
 def cmd_terminal_add(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         try:
-            await store.add_terminal(conn, code=args.code, merchant_code=args.merchant, pki_no=args.pki)
-        except LookupError as exc:
+            await terminals.add_terminal(conn, code=args.code, merchant_code=args.merchant, pki_no=args.pki,
+                                         actor=args.actor)
+        except terminals.TerminalError as exc:
             return _refused(str(exc))
-        except asyncpg.UniqueViolationError:
-            return _refused("a terminal with this code or PKI number already exists")
         print(f"terminal {args.code} of merchant {args.merchant} registered with PKI {args.pki}")
         return 0
 
@@ -76,10 +74,24 @@ def cmd_terminal_add(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_terminal_unlock(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         async with conn.transaction():
-            done = await store.unlock_terminal(conn, code=args.code, actor=args.actor, reason=args.reason)
+            done = await terminals.unlock_terminal(conn, code=args.code, actor=args.actor, reason=args.reason)
         if not done:
             return _refused(f"terminal {args.code} not found")
         print(f"terminal {args.code} unlocked")
+        return 0
+
+    return run_with_db(settings, work)
+
+
+def cmd_terminal_enable(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        enabled = args.terminal_command == "enable"
+        try:
+            await terminals.set_terminal_enabled(conn, code=args.code, enabled=enabled, actor=args.actor,
+                                                 reason=args.reason)
+        except terminals.TerminalError as exc:
+            return _refused(str(exc))
+        print(f"terminal {args.code} {'enabled' if enabled else 'disabled'}")
         return 0
 
     return run_with_db(settings, work)
@@ -137,39 +149,10 @@ def cmd_order_create(settings: Settings, args: argparse.Namespace) -> int:
 # --- load
 
 
-async def resolve_load(conn: asyncpg.Connection, *, order_no: str, outcome: str, actor: str, reason: str) -> str:
-    """Settle a load left *loading*: ``posted`` (the card was credited) or ``voided`` (it was not).
-
-    One transaction with the operator_actions record; returns the order's new state. Raises
-    ``OrderError`` (nothing changed) unless the order is loading.
-    """
-    async with conn.transaction():
-        order = await model.get_order(conn, order_no, for_update=True)
-        if order is None:
-            raise model.OrderError(model.OrderErrorCode.NOT_FOUND, "order number unknown")
-        if not order.loading or order.pay_transfer_id is None:
-            raise model.OrderError(model.OrderErrorCode.NOT_LOADABLE, f"order {order_no} is not loading")
-        if outcome == "posted":
-            record_id = await store.new_record_id(conn, dt.datetime.now(dt.UTC))
-            balance_after = (
-                order.balance_before_cents + order.amount_cents if order.balance_before_cents is not None else None
-            )
-            result = model.single(await orders.mark_loaded(conn, [orders.Loaded(order_no, balance_after, record_id)]))
-        else:
-            model.single(await orders.release_loading(conn, [order_no]))
-            result = model.single(await orders.void_orders(conn, [orders.Void(order_no, reason="operator_void")]))
-        transfer = await ledger.get_transfer(conn, order.pay_transfer_id)
-        await store.record_action(
-            conn, actor=actor, action=f"load_resolve_{outcome}", subject=order_no, reason=reason,
-            detail={"transfer_status": transfer.status if transfer else None, "state": result.state},
-        )
-    return result.state
-
-
 def cmd_load_resolve(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         try:
-            state = await resolve_load(
+            state = await resolution.resolve_load(
                 conn, order_no=args.order, outcome=args.outcome, actor=args.actor, reason=args.reason
             )
         except model.OrderError as exc:
@@ -198,7 +181,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.add_argument("--code", required=True, type=_digits(8, "terminal code"), help="8-digit terminal code (user id)")
     a.add_argument("--merchant", required=True, type=_digits(4, "merchant code"), help="4-digit merchant code")
     a.add_argument("--pki", required=True, type=_digits(8, "PKI number"), help="8-digit PKI number of its module")
+    a.add_argument("--actor", default=getpass.getuser(), help="who does this (audit trail; default: the OS user)")
     a.set_defaults(func=cmd_terminal_add)
+
+    for action in ("enable", "disable"):
+        e = tsub.add_parser(action, help=f"{action} a terminal (a disabled terminal cannot sign in)")
+        add_common(e)
+        e.add_argument("--code", required=True, help="terminal code")
+        _actor_options(e, required_reason=False)
+        e.set_defaults(func=cmd_terminal_enable)
 
     u = tsub.add_parser("unlock", help="unlock a terminal locked by failed sign-ins")
     add_common(u)

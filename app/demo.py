@@ -2,11 +2,15 @@
 
 Merchant 1155, its POS terminal 11552001 (also a DD recharge terminal with PKI number
 70000472), license key ``NV41VDlSNldhFTFeYw0z``, a funded recharge fund, and the demo
-cards; the mobile payment account's demo data (``app.mpay_demo``). The master keys are the demo-only ones generated into the data folder.
+cards; the mobile payment account's demo data (``app.mpay_demo``). The master keys are the
+demo-only ones generated into the data folder. With a data folder, also the console's demo
+administrator ``admin``, whose one-time password goes to ``<data_dir>/console-admin-password.txt``
+(mode 0600), never to a log.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import asyncpg
@@ -16,6 +20,7 @@ from recharge import merchants
 from recharge.keys import MasterKeys
 from recharge.kkt import cards
 from recharge.ledger import transfers as ledger
+from recharge.operators import accounts
 from recharge.orders import platforms
 
 DEMO_MERCHANT = "1155"
@@ -24,6 +29,29 @@ DEMO_TERMINAL = "11552001"
 DEMO_PKI = "70000472"
 DEMO_LICENSE_KEY = "NV41VDlSNldhFTFeYw0z"
 DEMO_FUND_CENTS = 100_000_000  # 1,000,000.00 yuan in the demo merchant's recharge fund
+DEMO_ADMIN = "admin"  # the console's demo administrator
+
+
+def admin_password_file(data_dir: Path) -> Path:
+    return data_dir / "console-admin-password.txt"
+
+
+async def seed_console_admin(conn: asyncpg.Connection, data_dir: Path) -> bool:
+    """Create the demo administrator unless it exists; its one-time password goes to a file
+    only the owner can read. True when created now."""
+    if await conn.fetchval("SELECT 1 FROM operators WHERE name = $1", DEMO_ADMIN):
+        return False
+    try:
+        _, password = await accounts.add_operator(conn, DEMO_ADMIN, "admin", actor="demo")
+    except accounts.OperatorError:  # created meanwhile by another process
+        return False
+    path = admin_password_file(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(password + "\n")
+    return True
 
 
 async def external_account(conn: asyncpg.Connection, ledger_name: str = "CNY") -> int:
@@ -68,6 +96,8 @@ async def seed(conn: asyncpg.Connection, keys: MasterKeys, data_dir: Path | None
         if data_dir is not None:
             await seed_demo_platform(conn, data_dir)
             await mpay_demo.seed(conn, keys, data_dir)
+    if data_dir is not None:
+        await seed_console_admin(conn, data_dir)
 
 
 DEMO_PLATFORM_RAW = "7"  # seed 004: "7 自行车", the public-bicycle platform

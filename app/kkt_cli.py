@@ -154,12 +154,8 @@ def cmd_card_password(settings: Settings, a: argparse.Namespace) -> int:
         return 2
 
     async def work(conn: asyncpg.Connection) -> int:
-        async with conn.transaction():
-            if not await conn.fetchval("SELECT 1 FROM cards WHERE card_no = $1 FOR UPDATE", a.card_no):
-                raise cards.AdminError(f"card {a.card_no} does not exist")
-            await cards.set_card_password(conn, a.card_no, password, cards.password_pepper(keys),
-                                          settings.kkt_password_hash_iterations)
-            await cards.record_action(conn, a.actor, "card_password_reset", a.card_no, a.reason)
+        await cards.reset_card_password(conn, a.card_no, password, cards.password_pepper(keys),
+                                        settings.kkt_password_hash_iterations, actor=a.actor, reason=a.reason)
         print(f"card {a.card_no}: password set, lock lifted")
         return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import sys
 from pathlib import Path
@@ -56,7 +57,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     key.add_argument("--public-key", type=Path, help="PEM file of the platform's RSA public key")
     key.add_argument("--generate-key", type=Path, metavar="PRIVATE_KEY_PATH",
                      help="generate a key pair; write the private key here")
+    a.add_argument("--actor", default=getpass.getuser(), help="who does this (audit trail; default: the OS user)")
     a.set_defaults(func=cmd_platform_add)
+    for action in ("disable", "enable"):
+        d = plat.add_parser(action, help=f"{action} a platform (or one of its keys with --crt-version)")
+        add_common(d)
+        d.add_argument("--raw", required=True, help="platformRaw")
+        d.add_argument("--crt-version", help="only this key version")
+        d.add_argument("--actor", default=getpass.getuser(), help="who does this (audit trail)")
+        d.add_argument("--reason", default="", help="why (audit trail)")
+        d.set_defaults(func=cmd_platform_enable)
 
     s = sub.add_parser(
         "settle",
@@ -67,6 +77,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_common(s)
     s.add_argument("--date", required=True, type=dt.date.fromisoformat, help="YYYY-MM-DD")
+    s.add_argument("--actor", default=getpass.getuser(), help="who runs it (audit trail; default: the OS user)")
+    s.add_argument("--reason", default="", help="why (audit trail; default: daily settlement)")
     s.set_defaults(func=cmd_settle)
 
 
@@ -128,18 +140,12 @@ def cmd_platform_add(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work(conn: asyncpg.Connection) -> int:
         try:
-            async with conn.transaction():
-                platform = await order_platforms.register_platform(
-                    conn, platform_raw=args.raw, name=args.name, merchant_code=args.merchant,
-                    merchant_name=args.merchant_name, pki_no=args.pki,
-                )
-                if args.generate_key is not None:
-                    pem = order_platforms.generate_key_pair(args.generate_key)
-                else:
-                    pem = public_pem
-                added = await order_platforms.add_public_key(
-                    conn, platform.id, args.crt_version, pem, min_bits=settings.order_api_min_rsa_bits
-                )
+            pem = order_platforms.generate_key_pair(args.generate_key) if args.generate_key else public_pem
+            platform, added = await order_platforms.register_with_key(
+                conn, platform_raw=args.raw, name=args.name, merchant_code=args.merchant,
+                merchant_name=args.merchant_name, pki_no=args.pki, crt_version=args.crt_version, public_key_pem=pem,
+                min_bits=settings.order_api_min_rsa_bits, actor=args.actor,
+            )
         except PlatformError as exc:
             if args.generate_key is not None and "not overwriting" not in str(exc):
                 args.generate_key.unlink(missing_ok=True)  # its public half was not registered
@@ -153,13 +159,30 @@ def cmd_platform_add(settings: Settings, args: argparse.Namespace) -> int:
     return run_with_db(settings, work)
 
 
-def cmd_settle(settings: Settings, args: argparse.Namespace) -> int:
-    from recharge.orders import settlement
+def cmd_platform_enable(settings: Settings, args: argparse.Namespace) -> int:
+    from recharge.orders import platforms as order_platforms
 
     async def work(conn: asyncpg.Connection) -> int:
-        statements = await settlement.settle_day(conn, args.date)
-        paths = settlement.write_statements(statements, settings.data_dir / "settlement")
-        for st, path in zip(statements, paths, strict=True):
+        enabled = args.platform_command == "enable"
+        try:
+            await order_platforms.set_enabled(conn, args.raw, enabled, actor=args.actor, reason=args.reason,
+                                              crt_version=args.crt_version)
+        except order_platforms.PlatformError as exc:
+            return _fail(str(exc))
+        what = f"key {args.crt_version} of platform" if args.crt_version else "platform"
+        print(f"{what} {args.raw} {'enabled' if enabled else 'disabled'}")
+        return 0
+
+    return run_with_db(settings, work)
+
+
+def cmd_settle(settings: Settings, args: argparse.Namespace) -> int:
+    from recharge.orders.settlement import run_settlement
+
+    async def work(conn: asyncpg.Connection) -> int:
+        done = await run_settlement(conn, args.date, settings.data_dir / "settlement", actor=args.actor,
+                                    reason=args.reason or "daily settlement")
+        for st, path in done:
             print(f"{path}: {len(st.settled)} settled, {len(st.loading)} loading")
         return 0
 

@@ -136,6 +136,7 @@ def serve(settings: Settings, *, demo: bool) -> int:
     dsn, embedded = db.resolve_database_url(settings)
     try:
         uvloop.run(prepare_database(dsn, settings, demo=demo))
+        _announce_console(settings, demo=demo)
         if settings.workers <= 1:
             _run_worker(settings, dsn)
             return 0
@@ -143,6 +144,26 @@ def serve(settings: Settings, *, demo: bool) -> int:
     finally:
         if embedded is not None:
             embedded.cleanup()
+
+
+def _announce_console(settings: Settings, *, demo: bool) -> None:
+    """Where the operator console is, and (demo) where the admin's one-time password is:
+    the file's path only, never the password."""
+    if not settings.console_enabled:
+        return
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+    port = settings.http_port or "<port>"
+    log.info("operator console: http://%s:%s/console/", host, port)
+    if demo:
+        from app.demo import DEMO_ADMIN, admin_password_file
+
+        path = admin_password_file(settings.data_dir)
+        if path.exists():
+            log.info("demo console administrator %r: one-time password in %s (readable only by its owner)",
+                     DEMO_ADMIN, path.resolve())
+        else:
+            log.info("demo console administrator %r exists; its one-time password file is gone: "
+                     "rechargectl operator reset-password --name %s", DEMO_ADMIN, DEMO_ADMIN)
 
 
 def _die_with_parent(parent: int) -> None:

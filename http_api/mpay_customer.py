@@ -25,6 +25,7 @@ from recharge.mpay import (
     otp,
     payments,
     profile,
+    security,
     sessions,
     withdrawals,
 )
@@ -238,7 +239,49 @@ async def payment_confirm(call: Call) -> dict[str, Any]:
     return {"state": paid["state"], "bucket": paid["bucket"]}
 
 
-CUSTOMER = {"auth": "customer"}
+# --- security centre
+async def security_set(call: Call) -> dict[str, Any]:
+    await security.set_questions(call.conn, call.env, await me(call), call.fields["pay_password"],
+                                 call.fields["questions"])
+    return {}
+
+
+async def pay_reset(call: Call) -> dict[str, Any]:
+    await security.web_pay_reset(call.conn, call.env, await me(call), call.fields["answers"])
+    return {}
+
+
+async def me_otp(call: Call) -> dict[str, Any]:
+    account = await me(call)
+    purpose, number = call.fields["purpose"], call.fields["msisdn"]
+    if purpose == "security_phone" and number is not None:
+        matrix.require(account, "pay_change_security", "web")
+        obj = f"{account['id']}:{number}"
+    elif purpose == "real_name" and number is None:
+        await profile.check_upgrade(call.conn, account, "web")
+        number, obj = account["msisdn"], str(account["id"])
+    else:
+        raise Refused("1001")
+    return {"expires_at": rfc3339(await otp.issue(call.conn, call.env, number, purpose, obj))}
+
+
+async def security_phone(call: Call) -> dict[str, Any]:
+    account = await me(call)
+    matrix.require(account, "pay_change_security", "web")
+    number = call.fields["msisdn"]
+    await otp.verify(call.conn, call.env, "security_phone", f"{account['id']}:{number}", call.fields["otp"])
+    await call.conn.execute("UPDATE mpay_accounts SET security_phone = $2 WHERE id = $1", account["id"], number)
+    return {}
+
+
+async def real_name(call: Call) -> dict[str, Any]:
+    account = await me(call)
+    await profile.check_upgrade(call.conn, account, "web")
+    await otp.verify(call.conn, call.env, "real_name", str(account["id"]), call.fields["otp"])
+    await profile.upgrade(call.conn, call.env, account, "web")
+    return {"kind": "real_name"}
+
+
 ROUTES: list[tuple[str, str, Endpoint]] = [
     ("POST", "/auth/otp", Endpoint(auth_otp, fields={"msisdn": "msisdn", "purpose": "str"}, request_id=False)),
     ("POST", "/auth/open", Endpoint(auth_open, fields={"msisdn": "msisdn", "otp": "digits", "agree": "bool"},
@@ -261,6 +304,13 @@ ROUTES: list[tuple[str, str, Endpoint]] = [
     ("POST", "/me/withdrawals", Endpoint(withdraw, "customer", {"amount": "cents", "pay_password": "digits"})),
     ("POST", "/me/hf", Endpoint(hf, "customer", {"target": "msisdn", "amount": "cents", "pay_password": "digits"})),
     ("POST", "/me/close", Endpoint(close, "customer", {"pay_password": "digits"})),
+    ("PUT", "/me/security", Endpoint(security_set, "customer", {"pay_password": "digits", "questions": "answers"},
+                                     request_id=False)),
+    ("POST", "/me/password/pay/reset", Endpoint(pay_reset, "customer", {"answers": "answers"})),
+    ("POST", "/me/otp", Endpoint(me_otp, "customer", {"purpose": "str", "msisdn?": "msisdn"})),
+    ("PUT", "/me/security/phone", Endpoint(security_phone, "customer", {"msisdn": "msisdn", "otp": "digits"},
+                                           request_id=False)),
+    ("POST", "/me/real-name", Endpoint(real_name, "customer", {"otp": "digits"})),
     ("GET", "/payments/{id}", Endpoint(payment_show, "customer")),
     ("POST", "/payments/{id}/otp", Endpoint(payment_otp, "customer")),
     ("POST", "/payments/{id}/confirm", Endpoint(payment_confirm, "customer",

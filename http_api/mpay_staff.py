@@ -28,6 +28,7 @@ from recharge.mpay import (
     postings,
     profile,
     registry,
+    security,
     sessions,
     withdrawals,
 )
@@ -223,6 +224,13 @@ async def cs_reset_login(call: Call) -> dict[str, Any]:
     return {}
 
 
+async def cs_reset_pay(call: Call) -> dict[str, Any]:
+    account = await _ani_account(call)
+    await security.cs_pay_reset(call.conn, call.env, account, call.fields["answers"], call.fields["identity"])
+    await _log(call, "mpay_cs_reset_pay", account["alias"])
+    return {}
+
+
 async def cs_reset_operation(call: Call) -> dict[str, Any]:
     account = await _ani_account(call)
     f = call.fields
@@ -299,6 +307,7 @@ ROUTES: list[tuple[str, str, Endpoint]] = [
     ("GET", "/cs/history", _ops("cs", cs_history)),
     ("POST", "/cs/resets/login", _ops("cs", cs_reset_login, {"alias?": "str", "name?": "str",
                                                              "id_number?": "str"})),
+    ("POST", "/cs/resets/pay", _ops("cs", cs_reset_pay, {"answers?": "answers", "identity?": "object"})),
     ("POST", "/cs/resets/operation", _ops("cs", cs_reset_operation, {
         "pay_password?": "digits", "name?": "str", "id_number?": "str"})),
     ("POST", "/cs/close", _ops("cs", cs_close, {"pay_password": "digits"})),

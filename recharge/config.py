@@ -112,6 +112,19 @@ class Settings:
     kkt_history_max_rows: int = 200  # records one tSRequest answers at most
     kkt_reference_cache_ttl_s: float = 1.0  # license keys, terminals, service codes, points rules cached this long (0 = off)
     kkt_reference_cache_max_entries: int = 100_000  # bound on that cache; the oldest entries go first
+    # --- operator console (/console/; docs/OPERATIONS.md "Operator console")
+    console_enabled: bool = True  # False: /console/ is not served at all
+    console_password_max_failures: int = 5  # wrong passwords in a row that lock an operator
+    console_password_lock_s: int = 15 * 60  # how long such a lock lasts
+    console_password_min_length: int = 12  # a new operator password has at least this many characters
+    console_session_idle_s: int = 30 * 60  # a session unused this long ends
+    console_session_max_s: int = 12 * 3600  # a session ends this long after sign-in, however used
+    console_page_rows: int = 50  # rows per page of every console list
+    console_max_batch_cards: int = 100_000  # cards one console batch may generate
+    console_signin_history_days: int = 90  # operator sign-in attempts are kept this long
+    console_argon2_time_cost: int = 2  # argon2id of new operator passwords (OWASP's minimum: t=2,
+    console_argon2_memory_kib: int = 19 * 1024  # m=19 MiB, p=1); a stored hash keeps its own
+    console_argon2_parallelism: int = 1
     # --- mobile payment account (SPEC 6; docs/OPERATIONS.md "Mobile payment")
     mpay_sms_service_number: str = "10658888"  # /sms/inbound routes `to` = this (+ up to 6 digits) here
     mpay_dialogue_ttl_s: int = 600  # an SMS dialogue ends this long after the MO that last advanced it
@@ -141,6 +154,8 @@ class Settings:
     mpay_merchant_clock_skew_s: int = 300  # a merchant's X-Timestamp may be this far off
     mpay_request_id_days: int = 7  # replies kept per X-Request-Id this long
     mpay_refund_enabled: bool = False  # seed: 暂时屏蔽 (4015)
+    mpay_security_questions: int = 8  # question ids 1..N of the security centre (3 distinct are set)
+    mpay_reset_daily_failures: int = 3  # failed identity checks of a pay reset per day and channel (3008)
     mpay_ivr_secret: str | None = None  # X-Gateway-Secret of the IVRs; unset: every IVR request refused
     mpay_outbox_url: str | None = None  # Kannel sendsms URL; unset: notices wait in /mpay/v1/ops/sms-sink
     mpay_outbox_username: str = ""

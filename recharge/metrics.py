@@ -177,8 +177,25 @@ def render() -> tuple[bytes, str]:
     Announced as text format 0.0.4, which every Prometheus 2.x scraper parses (our metric
     names are all legacy-charset, so the body is the same in both versions).
     """
+    return generate_latest(_registry()), CONTENT_TYPE_PLAIN_0_0_4
+
+
+def _registry() -> CollectorRegistry:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4
-    return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_PLAIN_0_0_4
+        return registry
+    return DEFAULT_REGISTRY
+
+
+def counter_totals(counter: Counter, label: str) -> dict[str, float]:
+    """A counter's values summed by one of its labels, over every worker (the console's
+    dashboard: counts since the processes started)."""
+    name = counter._name + "_total"  # prometheus_client strips _total from a counter's name
+    totals: dict[str, float] = {}
+    for family in _registry().collect():
+        for sample in family.samples:
+            if sample.name == name and label in sample.labels:
+                key = sample.labels[label]
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return dict(sorted(totals.items()))

@@ -12,7 +12,6 @@ recharge steps DD11–DD19, one commit per batch).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from recharge import db
 from recharge.context import Platform
 from recharge.ledger import transfers as ledger
 from recharge.orders.model import LOCAL_TZ, Order, columns_of
+from recharge.orders.receipts import record_id_of
 
 T = TypeVar("T")
 
@@ -137,14 +137,18 @@ async def record_signin_failure(
     terminal locks for ``base_s · 2^(locks in a row)`` (at most ``max_s``) and counting restarts.
     The terminal, and whether this failure locked it."""
     row = await conn.fetchrow(
-        "WITH t AS (SELECT id AS locked_id, signin_failures + 1 >= $2 AS locks FROM terminals WHERE id = $1 FOR UPDATE)"
-        " UPDATE terminals SET"
+        "WITH t AS (SELECT id AS locked_id, signin_failures + 1 >= $2 AS locks FROM terminals WHERE id = $1 FOR UPDATE),"
+        " u AS (UPDATE terminals SET"
         "  signin_failures = CASE WHEN t.locks THEN 0 ELSE signin_failures + 1 END,"
         "  signin_locks = signin_locks + t.locks::int,"
         "  signin_locked_until = CASE WHEN t.locks"
         "   THEN now() + make_interval(secs => least($4::float8, $3::float8 * 2 ^ least(signin_locks, 30)))"
         "   ELSE signin_locked_until END"
-        f" FROM t WHERE terminals.id = t.locked_id RETURNING {_TERMINAL_COLUMNS}, t.locks",
+        f" FROM t WHERE terminals.id = t.locked_id RETURNING {_TERMINAL_COLUMNS}, t.locks),"
+        # the sign-in history (terminal_signins) gets its line in the same statement
+        " h AS (INSERT INTO terminal_signins (terminal_code, outcome)"
+        " SELECT code, CASE WHEN locks THEN 'failed_locked' ELSE 'failed' END FROM u)"
+        " SELECT * FROM u",
         terminal_id,
         policy.max_failures,
         policy.base_s,
@@ -173,21 +177,25 @@ async def record_signin_probe(conn: asyncpg.Connection, terminal_id: int, window
 async def record_signin_success(
     conn: asyncpg.Connection, terminal_id: int, pki_no: str, until: dt.datetime, peer: str | None
 ) -> str | None:
-    """Persist a sign-in from ``peer``; its 16-digit handshake serial, or None if the terminal
-    was locked or disabled meanwhile. The failure counts and the lock streak start again."""
+    """Persist a sign-in from ``peer`` (and its line of sign-in history); its 16-digit handshake
+    serial, or None if the terminal was locked or disabled meanwhile. The failure counts and the
+    lock streak start again."""
     serial = int(await conn.fetchval("SELECT nextval('dd_signin_serial_seq')"))
     text = f"{serial % 10**16:016d}"
-    status = await conn.execute(
-        "UPDATE terminals SET signed_in_until = $2, signin_serial = $3, signin_pki = $4, signin_peer = $5,"
+    signed = await conn.fetchval(
+        "WITH t AS (UPDATE terminals SET signed_in_until = $2, signin_serial = $3, signin_pki = $4, signin_peer = $5,"
         " signin_failures = 0, signin_locks = 0, signin_locked_until = NULL"
-        " WHERE id = $1 AND NOT locked AND enabled AND (signin_locked_until IS NULL OR signin_locked_until <= now())",
+        " WHERE id = $1 AND NOT locked AND enabled AND (signin_locked_until IS NULL OR signin_locked_until <= now())"
+        " RETURNING code),"
+        " h AS (INSERT INTO terminal_signins (terminal_code, outcome) SELECT code, 'ok' FROM t)"
+        " SELECT count(*) FROM t",
         terminal_id,
         until,
         text,
         pki_no,
         peer,
     )
-    return text if status.endswith(" 1") else None
+    return text if signed == 1 else None
 
 
 def signin_expiry(now: dt.datetime, end_hour: int) -> dt.datetime:
@@ -199,46 +207,6 @@ def signin_expiry(now: dt.datetime, end_hour: int) -> dt.datetime:
         candidate += dt.timedelta(days=1)
     # Re-localise: a fixed-offset zone here, but never carry a stale offset across days.
     return candidate.astimezone(dt.UTC)
-
-
-async def add_terminal(conn: asyncpg.Connection, *, code: str, merchant_code: str, pki_no: str) -> int:
-    """Register a DD terminal of a merchant with its security module's PKI number."""
-    merchant_id = await conn.fetchval("SELECT id FROM merchants WHERE code = $1", merchant_code)
-    if merchant_id is None:
-        raise LookupError(f"merchant {merchant_code} not found")
-    terminal_id = await conn.fetchval(
-        "INSERT INTO terminals (code, merchant_id, kind, pki_no) VALUES ($1, $2, 'pos', $3) RETURNING id",
-        code,
-        merchant_id,
-        pki_no,
-    )
-    return int(terminal_id)
-
-
-async def unlock_terminal(conn: asyncpg.Connection, *, code: str, actor: str, reason: str) -> bool:
-    """Unlock a terminal locked by failed sign-ins or by an operator (recorded in operator_actions)."""
-    status = await conn.execute(
-        "UPDATE terminals SET locked = false, signin_failures = 0, signin_locks = 0, signin_locked_until = NULL"
-        " WHERE code = $1",
-        code,
-    )
-    if not status.endswith(" 1"):
-        return False
-    await record_action(conn, actor=actor, action="terminal_unlock", subject=code, reason=reason)
-    return True
-
-
-async def record_action(
-    conn: asyncpg.Connection, *, actor: str, action: str, subject: str, reason: str, detail: dict[str, object] | None = None
-) -> None:
-    await conn.execute(
-        "INSERT INTO operator_actions (actor, action, subject, reason, detail) VALUES ($1, $2, $3, $4, $5::jsonb)",
-        actor,
-        action,
-        subject,
-        reason,
-        json.dumps(detail or {}),
-    )
 
 
 # --- CPU cards -------------------------------------------------------------------------------
@@ -307,11 +275,6 @@ async def get_load_random(conn: asyncpg.Connection, order_no: str) -> bytes | No
     return bytes.fromhex(value) if value else None
 
 
-async def new_record_id(conn: asyncpg.Connection, now: dt.datetime) -> str:
-    """A 20-digit receipt record id: local date ‖ 12 digits of dd_record_seq (the first of a block)."""
-    return _record_id(int(await conn.fetchval("SELECT nextval('dd_record_seq')")), now)
-
-
 # dd_record_seq moves in steps of this many (migration 0101): each nextval reserves a block.
 RECORD_ID_BLOCK = 1000
 
@@ -337,7 +300,7 @@ class RecordIds:
             n = min(count - len(seqs), self._end - self._next)
             seqs.extend(range(self._next, self._next + n))
             self._next += n
-        return [_record_id(seq, now) for seq in seqs]
+        return [record_id_of(seq, now) for seq in seqs]
 
 
 async def last_known_balance(conn: asyncpg.Connection, card_no: str | None) -> int:
@@ -352,10 +315,6 @@ async def last_known_balance(conn: asyncpg.Connection, card_no: str | None) -> i
         card_no,
     )
     return int(value)
-
-
-def _record_id(seq: int, now: dt.datetime) -> str:
-    return f"{now.astimezone(LOCAL_TZ):%Y%m%d}{seq % 10**12:012d}"
 
 
 # --- card deposit (DD73) ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ import datetime as dt
 import asyncpg
 
 from app import fixtures
-from recharge.orders import model
+from recharge.orders import model, receipts
 from server import store
 
 
@@ -32,7 +32,7 @@ async def test_record_ids_of_two_services_and_many_blocks_never_repeat(pool: asy
     day = now.astimezone(model.LOCAL_TZ).strftime("%Y%m%d")
     assert all(len(rid) == 20 and rid.startswith(day) and rid.isdigit() for rid in taken)
     async with pool.acquire() as conn:  # the one-off path (DD21, the operator) shares the sequence
-        assert await store.new_record_id(conn, now) not in set(taken)
+        assert await receipts.new_record_id(conn, now) not in set(taken)
 
 
 async def test_last_known_balance_prefers_the_latest_load_then_the_card_row(conn: asyncpg.Connection) -> None:

@@ -381,3 +381,115 @@ async def test_operator_cli_tokens_and_the_simulated_bank(w: MpayWorld, api: Api
     status = await asyncio.to_thread(bank_sim.notify, w.base, "unionpay", key_path, order["order_id"], 1234)
     assert status == (200, "OK")
     assert (await w.balances(owner)).cash == 1234
+
+
+async def test_security_centre_and_pay_resets(w: MpayWorld, api: Api) -> None:
+    msisdn, token, pay = await customer(w, api)
+    questions = [{"id": 1, "answer": "Ｌｉｎ Ｙｉ"}, {"id": 4, "answer": "长沙"}, {"id": 8, "answer": "blue"}]
+    assert await api.code("POST", "/me/password/pay/reset", {"answers": questions}, token=token) == "3007"  # none set
+    assert await api.code("PUT", "/me/security", {"pay_password": pay, "questions": questions[:2]},
+                          token=token) == "1001"
+    await api.ok("PUT", "/me/security", {"pay_password": pay, "questions": questions}, token=token)
+    wrong = [dict(q, answer="x") if q["id"] == 8 else q for q in questions]
+    assert await api.code("POST", "/me/password/pay/reset", {"answers": wrong}, token=token) == "3007"
+    assert await api.code("POST", "/me/password/pay/reset", {"answers": wrong}, token=token) == "3007"
+    assert await api.code("POST", "/me/password/pay/reset", {"answers": wrong}, token=token) == "3008"
+    assert await api.code("POST", "/me/password/pay/reset", {"answers": questions}, token=token) == "3008"
+    cs = await api.operator("cs")
+    ani = {"X-ANI": msisdn}
+    assert await api.code("POST", "/cs/resets/pay", {"answers": [{"id": 4, "answer": " 长 沙 "}]}, token=cs,
+                          headers=ani) == "0000"
+    assert (await w.notices(msisdn))[-1].startswith("您的手机支付支付密码已重置为")
+    assert (await w.account(msisdn))["pay_initial"] is True
+    identity = {"name": "张三", "id_number": "430102199001011234", "opened_on": "1999-01-01"}
+    assert await api.code("POST", "/cs/resets/pay", {"identity": identity}, token=cs, headers=ani) == "0000"
+    assert await api.code("POST", "/cs/resets/pay", {"identity": dict(identity, name="李四")}, token=cs,
+                          headers=ani) == "3007"
+    other, _ = await w.opened(name=None)
+    assert await api.code("POST", "/cs/resets/pay", {"identity": identity}, token=cs,
+                          headers={"X-ANI": other}) == "2010"
+    assert await api.code("POST", "/cs/resets/operation", {"name": "张三", "id_number": "430102199001011234"},
+                          token=cs, headers=ani) == "0000"
+    assert (await w.notices(msisdn))[-1] == "您的手机钱包操作密码已重置为1234。"
+
+
+async def test_payments_expire_open_limit_and_refunds_when_enabled(w: MpayWorld, api: Api, platform: Any) -> None:
+    from tests.conftest import settings_changed
+
+    msisdn, token, pay = await customer(w, api, card_yuan=50)
+    merchant = await w.merchant("DIGITAL")
+    for i in range(5):
+        await api.merchant_call(merchant, "POST", "/merchant/payments", {
+            "merchant_order_no": f"e{i}", "msisdn": msisdn, "amount": 100, "subject": "x"})
+    assert (await api.merchant_call(merchant, "POST", "/merchant/payments", {
+        "merchant_order_no": "e5", "msisdn": msisdn, "amount": 100, "subject": "x"}))[1]["code"] == "1006"
+    _, reply, _ = await api.merchant_call(merchant, "GET", "/merchant/payments/e0")
+    pid = reply["data"]["payment_id"]
+    async with w.pool.acquire() as conn:
+        await conn.execute("UPDATE mpay_payments SET expires_at = now() - interval '1 second' WHERE id = $1", pid)
+    assert await api.code("POST", f"/payments/{pid}/confirm", {"pay_password": pay}, token=token) == "4011"
+    assert (await api.merchant_call(merchant, "GET", "/merchant/payments/e0"))[1]["data"]["state"] == "expired"
+    _, reply, _ = await api.merchant_call(merchant, "GET", "/merchant/payments/e1")
+    await api.ok("POST", f"/payments/{reply['data']['payment_id']}/confirm", {"pay_password": pay}, token=token)
+    refund = {"merchant_order_no": "e1", "refund_no": "R1", "amount": 60}
+    with settings_changed(platform, mpay_refund_enabled=True):
+        assert (await api.merchant_call(merchant, "POST", "/merchant/refunds", dict(refund, amount=101)))[1][
+            "code"] == "4016"
+        assert (await api.merchant_call(merchant, "POST", "/merchant/refunds", dict(
+            refund, merchant_order_no="e2")))[1]["code"] == "4011"
+        data = (await api.merchant_call(merchant, "POST", "/merchant/refunds", refund))[1]["data"]
+        assert data["refunded"] == 60
+        assert (await api.merchant_call(merchant, "POST", "/merchant/refunds", dict(
+            refund, refund_no="R2", amount=41)))[1]["code"] == "4016"
+    assert (await w.notices(msisdn))[-1] == "数字商城退款0.6元已退回您的充值卡账户。"
+    assert (await w.balances(msisdn)).card == 5000 - 100 + 60
+
+
+async def test_hf_for_another_number_and_its_codes(w: MpayWorld, api: Api) -> None:
+    msisdn, token, pay = await customer(w, api, card_yuan=100)
+    guangdong = await w.subscriber(province="440000")
+    sichuan = await w.subscriber(province="510000")
+    gone = await w.subscriber(status="cancelled")
+    body = {"amount": 1000, "pay_password": pay}
+    assert await api.code("POST", "/me/hf", dict(body, target=new_msisdn()), token=token) == "4009"
+    assert await api.code("POST", "/me/hf", dict(body, target=gone), token=token) == "4009"
+    assert await api.code("POST", "/me/hf", dict(body, target=guangdong), token=token) == "4010"
+    assert await api.code("POST", "/me/hf", dict(body, target=sichuan, amount=99), token=token) == "4001"
+    assert await api.code("POST", "/me/hf", dict(body, target=sichuan, pay_password="000000"), token=token) == "3002"
+    assert await api.ok("POST", "/me/hf", dict(body, target=sichuan), token=token) == {"bucket": "card",
+                                                                                       "amount": 1000}
+    assert (await w.notices(msisdn))[-1] == f"缴费成功!已为{sichuan}缴话费10元,从充值卡账户扣款。"
+
+
+async def test_alias_rules_and_login_by_alias(w: MpayWorld, api: Api) -> None:
+    msisdn, token, _ = await customer(w, api)
+    other, other_token, _ = await customer(w, api)
+    assert await api.code("PUT", "/me/alias", {"alias": "1abcdef"}, token=token) == "1001"
+    assert await api.code("PUT", "/me/alias", {"alias": "mp12345678"}, token=token) == "1001"
+    name = "Zq" + msisdn[-8:]
+    assert await api.ok("PUT", "/me/alias", {"alias": name}, token=token) == {"alias": name}
+    assert await api.code("PUT", "/me/alias", {"alias": name + "x"}, token=token) == "1004"
+    assert await api.code("PUT", "/me/alias", {"alias": name.lower()}, token=other_token) == "2015"
+    assert (await api.ok("POST", "/auth/login", {"login": name.upper(), "password": "Passw0rd1"}))["token"]
+
+
+async def test_closing_with_funds_in_transit_and_at_the_counter(w: MpayWorld, api: Api) -> None:
+    msisdn, token, pay = await customer(w, api, cash=1000)
+    await api.ok("PUT", "/me/bank-card", {"bank": "BOC", "province": "430000", "city": "430100", "branch": "b",
+                                          "number": "6013820000001111", "holder": "张三", "pay_password": pay},
+                 token=token)
+    await api.ok("POST", "/me/withdrawals", {"amount": 1000, "pay_password": pay}, token=token)
+    assert await api.code("POST", "/me/close", {"pay_password": pay}, token=token) == "2013"
+    ops = await api.operator("ops")
+    wid = (await w.account(msisdn))["id"]
+    async with w.pool.acquire() as conn:
+        withdrawal = await conn.fetchval("SELECT id FROM mpay_withdrawals WHERE account_id = $1", wid)
+    assert (await api.ok("POST", f"/ops/withdrawals/{withdrawal}/void", {"reason": "customer asked"},
+                         token=ops)) == {"state": "voided"}
+    assert await api.code("POST", f"/ops/withdrawals/{withdrawal}/void", {"reason": "again"}, token=ops) == "4011"
+    assert await api.code("POST", "/me/close", {"pay_password": pay}, token=token) == "2012"
+    counter = await api.operator("counter", "HN0002")
+    await api.ok("POST", "/counter/otp", {"msisdn": msisdn, "purpose": "close"}, token=counter)
+    code = (await w.notices(msisdn))[-1][3:9]
+    ident = {"msisdn": msisdn, "id_type": "id_card", "id_number": "430102199001011234", "otp": code}
+    assert await api.code("POST", "/counter/close", ident, token=counter) == "2012"

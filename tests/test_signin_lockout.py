@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY
 from app import fixtures
 from app.fixtures import SimTerminal
 from core_ext import Frame, bcd_encode
+from recharge import terminals
 from recharge.orders.model import LOCAL_TZ
 from recharge.sweeper import export_signin_gauges
 from server import store
@@ -152,7 +153,7 @@ async def test_operator_unlock_ends_a_lock_early(
 ) -> None:
     for _ in range(settings.signin_max_failures):
         await in_thread(fail_after_proof, term)
-    assert await store.unlock_terminal(conn, code=term.code, actor="alice", reason="test")
+    assert await terminals.unlock_terminal(conn, code=term.code, actor="alice", reason="test")
     platform.dd.dd.terminals.forget(term.code)  # the CLI runs in another process; the cache lives 1 s
     assert (await in_thread(term.client().sign_in, term.module())).result == 0
     assert await failures(conn, term) == (0, False)

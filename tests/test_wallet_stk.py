@@ -4,7 +4,7 @@ that change only when the script ran, seq rules, X-MAC both ways, the account op
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -16,9 +16,11 @@ from core_ext.virtual_handset import Outcome, VirtualHandset
 from core_ext.virtual_pos import SHANGHAI, PurchaseRefused, SignedRequest, VirtualPOS
 from core_ext.virtual_sim import STATE_NONE, STATE_OPEN, STATE_PAUSED, VirtualRfidSim
 from recharge.mpay import accounts, closure, credentials, events, registry
+from recharge.mpay import cards as mpay_cards
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.wallet import cards, terminals
+from tests import mpay_world
 from tests.wallet_world import digits, virtual_keys
 
 
@@ -183,3 +185,47 @@ async def test_hall_pos_opens_the_wallet_of_an_existing_account(world: World) ->
     assert code == "0000" and hall.reply_ok(body, mac) and data["text"] == "钱包开通成功。"
     assert core_ext.reply_decode(hall.run_script(sim, data["script"]))[-1].sw == b"\x90\x00"
     assert (sim.state, sim.limit) == (STATE_OPEN, 20_000)
+
+
+async def test_password_settings_over_stk_and_the_operation_password_gate(world: World) -> None:
+    phone, msisdn = await world.handset()
+    await world.exchange(phone, "wallet.open")
+    async with world.pool.acquire() as conn:
+        account_id = await conn.fetchval("SELECT id FROM mpay_accounts WHERE msisdn = $1", msisdn)
+        await credentials.replace(conn, world.env.hasher, account_id, "pay", "111111", initial=True)
+    assert (await world.exchange(phone, "pwd.pay.change", {"old": "111111", "new": "12345"})).code == "3005"
+    changed = await world.exchange(phone, "pwd.pay.change", {"old": "111111", "new": "135790"})
+    assert changed.shown[-1] == "支付密码修改成功。"
+    assert (await world.exchange(phone, "pwd.op.change", {"new": "5678"})).code == "4011"
+    enabled = await world.exchange(phone, "pwd.op.enable", {"pay_password": "135790"})
+    assert enabled.shown[-1] == "操作密码已启用。"
+    gate = await world.exchange(phone, "account.balance")
+    assert gate.code == "3009" and gate.shown[-1] == "操作密码错误,还可输入4次。"
+    assert (await world.exchange(phone, "account.balance", op_password="1234")).code == "0000"
+    assert (await world.exchange(phone, "pwd.op.change", {"new": "1234"}, op_password="1234")).code == "3005"
+    assert (await world.exchange(phone, "pwd.op.change", {"new": "5678"}, op_password="1234")).code == "0000"
+    disabled = await world.exchange(phone, "pwd.op.disable", {"pay_password": "135790"}, op_password="5678")
+    assert disabled.shown[-1] == "操作密码已关闭。"
+    assert (await world.exchange(phone, "account.balance")).code == "0000"
+
+
+async def test_account_ops_over_stk_card_recharge_phone_bill_and_history(world: World) -> None:
+    phone, msisdn = await world.handset()
+    await world.exchange(phone, "wallet.open")
+    pin = mpay_world.new_pin()
+    rows = mpay_cards.parse_pool(f"serial,pin,face_yuan,province,expiry\n{mpay_world.new_serial()},{pin},20,"
+                                 "430000,2099-12-31\n")
+    async with world.pool.acquire() as conn, conn.transaction():
+        await mpay_cards.import_pool(conn, world.env, rows)
+    recharged = await world.exchange(phone, "account.card_recharge", {"pin": pin})
+    assert recharged.shown[-1] == "充值成功!充值卡账户充入20元,充值卡账户余额20元。"
+    paid = await world.exchange(phone, "hf.self", {"amount": 1000})
+    assert paid.shown[-1] == f"缴费成功!已为{msisdn}缴话费10元,从充值卡账户扣款。"
+    today = datetime.now(SHANGHAI).date()
+    history = await world.exchange(phone, "account.history", {"from": today.isoformat()})
+    assert history.code == "0000" and history.shown[-1].startswith("最近交易:")
+    later = (today + timedelta(days=1)).isoformat()
+    assert (await world.exchange(phone, "account.history", {"from": later})).code == "7003"
+    assert (await world.exchange(phone, "account.history", {"from": "20260105"})).code == "1001"
+    other = await world.exchange(phone, "hf.other", {"target": "13912345678", "amount": 100, "pay_password": "123456"})
+    assert other.code == "3004", "another number's bill needs a usable pay password"

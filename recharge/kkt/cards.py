@@ -30,6 +30,7 @@ import asyncpg
 from recharge.keys import MasterKeys
 from recharge.kkt import reference as kkt_reference
 from recharge.ledger import transfers as ledger
+from recharge.operators.actions import record_action
 
 CARD_PREFIX = "1680"
 CARD_KINDS = ("sv", "points", "both", "cpu")
@@ -124,16 +125,6 @@ def _verify_cached(stored: str, md5_hex: str, pepper: bytes) -> bool:
 # --- reference data (operator writes) -----------------------------------------------------
 
 
-async def record_action(
-    conn: asyncpg.Connection, actor: str, action: str, subject: str, reason: str, **detail: object
-) -> None:
-    # ::text::jsonb: works whether or not the connection has the pool's jsonb codec
-    await conn.execute(
-        "INSERT INTO operator_actions (actor, action, subject, reason, detail) VALUES ($1,$2,$3,$4,$5::text::jsonb)",
-        actor, action, subject, reason, json.dumps(detail, ensure_ascii=False, default=str),
-    )
-
-
 async def merchant_id_of(conn: asyncpg.Connection, code: str) -> int:
     merchant_id = await conn.fetchval("SELECT id FROM merchants WHERE code = $1", code)
     if merchant_id is None:
@@ -176,8 +167,11 @@ async def upsert_terminal(
     msisdn: str | None = None,
     enabled: bool = True,
     daily_recharge_limit_cents: int | None = None,
+    issuing_merchant_code: str | None = None,
     actor: str = "operator",
 ) -> None:
+    """Create or update a terminal of ``merchant_code`` (its consuming merchant). Its issuing
+    merchant (seed 000's 所属发卡商户; default: the same merchant) must issue cards."""
     if not re.fullmatch(r"[0-9A-Za-z]{1,16}", code):
         raise AdminError("a terminal code is 1 to 16 letters or digits")
     if kind not in TERMINAL_KINDS:
@@ -187,18 +181,25 @@ async def upsert_terminal(
     if daily_recharge_limit_cents is not None and daily_recharge_limit_cents < 0:
         raise AdminError("a daily recharge limit is a non-negative number of cents")
     merchant_id = await merchant_id_of(conn, merchant_code)
+    issuer_id = None
+    if issuing_merchant_code is not None:
+        issuer_id = await merchant_id_of(conn, issuing_merchant_code)
+        if not await conn.fetchval("SELECT is_issuing FROM merchants WHERE id = $1", issuer_id):
+            raise AdminError(f"merchant {issuing_merchant_code} does not issue cards")
     try:
         await conn.execute(
-            "INSERT INTO terminals (code, merchant_id, kind, msisdn, enabled, daily_recharge_limit_cents)"
-            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (code) DO UPDATE SET merchant_id = EXCLUDED.merchant_id,"
-            " kind = EXCLUDED.kind, msisdn = EXCLUDED.msisdn, enabled = EXCLUDED.enabled,"
-            " daily_recharge_limit_cents = EXCLUDED.daily_recharge_limit_cents",
-            code, merchant_id, kind, msisdn, enabled, daily_recharge_limit_cents,
+            "INSERT INTO terminals (code, merchant_id, kind, msisdn, enabled, daily_recharge_limit_cents,"
+            " issuing_merchant_id) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (code) DO UPDATE SET"
+            " merchant_id = EXCLUDED.merchant_id, kind = EXCLUDED.kind, msisdn = EXCLUDED.msisdn,"
+            " enabled = EXCLUDED.enabled, daily_recharge_limit_cents = EXCLUDED.daily_recharge_limit_cents,"
+            " issuing_merchant_id = EXCLUDED.issuing_merchant_id",
+            code, merchant_id, kind, msisdn, enabled, daily_recharge_limit_cents, issuer_id,
         )
     except asyncpg.UniqueViolationError:
         raise AdminError("that mobile number is already another terminal's") from None
     kkt_reference.invalidate()
-    await record_action(conn, actor, "terminal_upsert", code, "operator request", kind=kind, enabled=enabled)
+    await record_action(conn, actor, "terminal_upsert", code, "operator request", kind=kind, enabled=enabled,
+                        merchant=merchant_code, issuing_merchant=issuing_merchant_code or merchant_code)
 
 
 async def upsert_license_key(
@@ -469,6 +470,20 @@ async def set_card_password(
         "UPDATE cards SET password_hash = $2, password_failures = 0, locked_until = NULL WHERE card_no = $1",
         card_no, hash_password(md5_hex, pepper, iterations),
     )
+
+
+async def reset_card_password(
+    conn: asyncpg.Connection, card_no: str, raw_password: str, pepper: bytes, iterations: int, *, actor: str,
+    reason: str,
+) -> None:
+    """An issuer's password reset (the holder at the desk): new password, lock lifted, recorded."""
+    if not reason.strip():
+        raise AdminError("a reason is required")
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT 1 FROM cards WHERE card_no = $1 FOR UPDATE", card_no):
+            raise AdminError(f"card {card_no} does not exist")
+        await set_card_password(conn, card_no, raw_password, pepper, iterations)
+        await record_action(conn, actor, "card_password_reset", card_no, reason)
 
 
 # --- demo data (seed 002's test section) -------------------------------------------------

@@ -107,3 +107,15 @@ async def _audit(conn: asyncpg.Connection) -> AuditReport:
             f"pending transfer {r['id']} is {r['status']} with {r['resolutions']} post/void record(s)"
         )
     return report
+
+
+async def record_run(conn: asyncpg.Connection, report: AuditReport, *, actor: str) -> None:
+    """Keep an audit's result (the console's dashboard shows the last one)."""
+    await conn.execute("INSERT INTO ledger_audit_runs (ok, report, actor) VALUES ($1, $2, $3)",
+                       report.ok, report.render(), actor)
+
+
+async def last_run(conn: asyncpg.Connection) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT ok, report, actor, created_at FROM ledger_audit_runs ORDER BY id DESC LIMIT 1"
+    )

@@ -158,3 +158,13 @@ async def replace(
         account,
         await hasher.hash(new),
     )
+
+
+async def disable(conn: asyncpg.Connection, account: int, kind: str) -> None:
+    """Turn an optional password off (the operation password, SPEC 6.3): no hash, no count, no lock."""
+    column = {"op": "op"}[kind]  # only the operation password is optional
+    await conn.execute(
+        f"UPDATE mpay_accounts SET {column}_hash = NULL, {column}_failures = 0, {column}_locked_until = NULL,"
+        " updated_at = now() WHERE id = $1",
+        account,
+    )

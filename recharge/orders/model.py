@@ -56,6 +56,7 @@ class OrderErrorCode(StrEnum):
     NOT_LOADABLE = "not_loadable"  # expired, voided, loaded or loading
     EXPIRED = "expired"
     FUND_EMPTY = "fund_empty"  # the merchant's recharge fund does not cover it
+    BAD_REQUEST = "bad_request"  # an operator's request without what it needs (outcome, reason)
 
 
 class OrderError(Exception):

@@ -21,6 +21,7 @@ from Crypto.PublicKey import RSA
 from Crypto.Signature import pkcs1_15
 
 from recharge import merchants
+from recharge.operators.actions import record_action
 
 
 class PlatformError(Exception):
@@ -199,3 +200,42 @@ async def add_public_key(
         canonical,
     )
     return True
+
+
+async def register_with_key(
+    conn: asyncpg.Connection, *, platform_raw: str, name: str, merchant_code: str, crt_version: str,
+    public_key_pem: str, min_bits: int, actor: str, merchant_name: str | None = None, pki_no: str | None = None,
+) -> tuple[OrderPlatform, bool]:
+    """Register a platform (or find it) and its public key in one transaction, recorded in the
+    audit trail; (the platform, whether the key was new)."""
+    async with conn.transaction():
+        platform = await register_platform(conn, platform_raw=platform_raw, name=name, merchant_code=merchant_code,
+                                           merchant_name=merchant_name, pki_no=pki_no)
+        added = await add_public_key(conn, platform.id, crt_version, public_key_pem, min_bits=min_bits)
+        await record_action(conn, actor, "platform_register", platform_raw, "operator request",
+                            crt_version=crt_version, key_added=added, merchant=merchant_code)
+    return platform, added
+
+
+async def set_enabled(
+    conn: asyncpg.Connection, platform_raw: str, enabled: bool, *, actor: str, reason: str,
+    crt_version: str | None = None,
+) -> None:
+    """Enable or disable a platform, or only one of its keys (``crt_version``). A disabled
+    platform's requests answer ``unknown_platform``."""
+    async with conn.transaction():
+        platform = await get_platform(conn, platform_raw)
+        if platform is None:
+            raise PlatformError(f"platform {platform_raw} is not registered")
+        if crt_version is None:
+            await conn.execute("UPDATE platforms SET enabled = $2 WHERE id = $1", platform.id, enabled)
+        else:
+            status = await conn.execute(
+                "UPDATE platform_keys SET enabled = $3 WHERE platform_id = $1 AND crt_version = $2",
+                platform.id, crt_version, enabled,
+            )
+            if not status.endswith(" 1"):
+                raise PlatformError(f"platform {platform_raw} has no key crt_version {crt_version}")
+        what = "platform" if crt_version is None else "platform_key"
+        await record_action(conn, actor, f"{what}_{'enable' if enabled else 'disable'}",
+                            platform_raw if crt_version is None else f"{platform_raw}:{crt_version}", reason)

@@ -14,11 +14,11 @@ from typing import Any
 
 import asyncpg
 
-from recharge.mpay import accounts, credentials, events, matrix, registry
+from recharge.mpay import accounts, bills, cards, credentials, events, history, matrix, profile, registry
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.mpay.sms_commands import BALANCE
-from recharge.mpay.text import yuan
+from recharge.mpay.text import day_start, today, yuan
 from recharge.wallet import wire
 from recharge.wallet.crypto import STATE_CANCELLED, STATE_OPEN, STATE_PAUSED, WalletCrypto
 
@@ -31,6 +31,14 @@ PARAMS: dict[str, dict[str, Callable[[object], Any]]] = {
     "wallet.limit": {"amount": wire.positive_cents, "pay_password": wire.digits(6)},
     "wallet.cancel": {"balance": wire.cents, "pay_password": wire.digits(6)},
     "account.balance": {},
+    "pwd.pay.change": {"old": wire.text, "new": wire.text},
+    "pwd.op.enable": {"pay_password": wire.digits(6)},
+    "pwd.op.disable": {"pay_password": wire.digits(6)},
+    "pwd.op.change": {"new": wire.text},
+    "account.history": {"from": wire.iso_date},
+    "account.card_recharge": {"pin": wire.digits(18)},
+    "hf.self": {"amount": wire.positive_cents},
+    "hf.other": {"target": wire.digits(11), "amount": wire.positive_cents, "pay_password": wire.digits(6)},
 }
 
 
@@ -210,9 +218,82 @@ async def _balance(ctx: Context) -> Answer:
     return Answer("0000", text, waiting=waiting)
 
 
+async def _pay_password(ctx: Context) -> None:
+    """The security-settings cell of 6.7, the pay password's state, the pay password."""
+    assert ctx.account is not None
+    matrix.require(ctx.account, "pay_change_security", "stk")
+    credentials.ensure_usable(ctx.account, "pay", ctx.now)
+    await credentials.check(ctx.conn, ctx.env.hasher, ctx.env.policy, ctx.account, "pay",
+                            ctx.request.params["pay_password"], ctx.now)
+
+
+async def _pay_change(ctx: Context) -> Answer:
+    assert ctx.account is not None
+    matrix.require(ctx.account, "pay_change_security", "stk")
+    await profile.change(ctx.conn, ctx.env, ctx.account, "pay", ctx.request.params["old"], ctx.request.params["new"])
+    return Answer("0000", "支付密码修改成功。")
+
+
+async def _op_enable(ctx: Context) -> Answer:
+    await _pay_password(ctx)
+    assert ctx.account is not None
+    await credentials.replace(ctx.conn, ctx.env.hasher, ctx.account["id"], "op", credentials.INITIAL_OP_PASSWORD,
+                              initial=False)
+    return Answer("0000", "操作密码已启用。")
+
+
+async def _op_disable(ctx: Context) -> Answer:
+    await _pay_password(ctx)
+    assert ctx.account is not None
+    await credentials.disable(ctx.conn, ctx.account["id"], "op")
+    return Answer("0000", "操作密码已关闭。")
+
+
+async def _op_change(ctx: Context) -> Answer:
+    """The operation password (checked at the gate, being enabled) replaced by ``new``: 4–12 digits, not the
+    current one (``3005``); with none enabled there is nothing to change (``4011``)."""
+    assert ctx.account is not None
+    matrix.require(ctx.account, "pay_change_security", "stk")
+    if ctx.account["op_hash"] is None:
+        raise Refused("4011")
+    new = ctx.request.params["new"]
+    if not credentials.well_formed("op", new) or await ctx.env.hasher.verify(ctx.account["op_hash"], new):
+        raise Refused("3005")
+    await credentials.replace(ctx.conn, ctx.env.hasher, ctx.account["id"], "op", new, initial=False)
+    return Answer("0000", "操作密码修改成功。")
+
+
+async def _history(ctx: Context) -> Answer:
+    """6.5's CXLS from ``from`` (a day after today: ``7003``, as CXLS answers every date)."""
+    assert ctx.account is not None
+    matrix.require(ctx.account, "query_login", "stk")
+    day: dt.date = ctx.request.params["from"]
+    if day > today(ctx.now):
+        raise Refused("7003")
+    items = await history.entries(ctx.conn, ctx.account, day_start(day), ctx.now + dt.timedelta(seconds=1), limit=3)
+    return Answer("0000", history.cxls_reply(items, day.strftime("%Y%m%d")))
+
+
+async def _card_recharge(ctx: Context) -> Answer:
+    assert ctx.account is not None
+    done = await cards.recharge(ctx.conn, ctx.env, ctx.account, ctx.msisdn, ctx.request.params["pin"], "stk")
+    return Answer("0000", done.reply)
+
+
+async def _hf(ctx: Context) -> Answer:
+    """HF of the own number (no password, C22) or of another (``pay_password``)."""
+    assert ctx.account is not None
+    params = ctx.request.params
+    target, password = (params["target"], params["pay_password"]) if "target" in params else (ctx.msisdn, None)
+    paid = await bills.pay(ctx.conn, ctx.env, ctx.account, target, params["amount"], "stk", password)
+    return Answer("0000", paid.reply)
+
+
 OPS: dict[str, Callable[[Context], Awaitable[Answer]]] = {
     "wallet.open": _open, "wallet.pause": _pause, "wallet.resume": _resume, "wallet.limit": _limit,
-    "wallet.cancel": _cancel, "account.balance": _balance,
+    "wallet.cancel": _cancel, "account.balance": _balance, "pwd.pay.change": _pay_change,
+    "pwd.op.enable": _op_enable, "pwd.op.disable": _op_disable, "pwd.op.change": _op_change,
+    "account.history": _history, "account.card_recharge": _card_recharge, "hf.self": _hf, "hf.other": _hf,
 }
 
 

@@ -71,6 +71,13 @@ def _boolean(value: object) -> bool:
     return value
 
 
+def text(value: object) -> str:
+    """Any string of at most 64 characters (a password whose format the operation itself judges)."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise WireError("expected a string")
+    return value
+
+
 def _ident(value: object) -> str:
     if not isinstance(value, str) or not _ID.fullmatch(value):
         raise WireError("expected an id of 1-32 [A-Za-z0-9_-]")
@@ -91,6 +98,16 @@ def _time(value: object) -> str:
     if int(text[:2]) > 23 or int(text[2:4]) > 59 or int(text[4:]) > 59:
         raise WireError("not a time")
     return text
+
+
+def iso_date(value: object) -> dt.date:
+    """A 6.12 date, ``YYYY-MM-DD``."""
+    if not isinstance(value, str) or len(value) != 10 or not value.isascii():
+        raise WireError("expected YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise WireError("not a date") from None
 
 
 card16 = digits(16)

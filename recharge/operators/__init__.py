@@ -1,0 +1,1 @@
+"""Operators of the console: accounts, passwords and lockout, server-side sessions."""
