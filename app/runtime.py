@@ -92,9 +92,12 @@ class RunningPlatform:
 
     async def stop(self) -> None:
         """Drain: stop accepting, let flows in progress finish within the grace period, close."""
+        self.ctx.ready = False  # /readyz answers 503: a load balancer stops sending new connections
+        if self.settings.drain_delay_s > 0:
+            log.info("not ready; still serving for %.1fs while load balancers notice", self.settings.drain_delay_s)
+            await asyncio.sleep(self.settings.drain_delay_s)
         log.info("draining (grace %.1fs)", self.settings.shutdown_grace_s)
         self.ctx.draining = True
-        self.ctx.ready = False
         await asyncio.gather(self.dd.stop(self.settings.shutdown_grace_s), self.http.stop())
         for task in self.ctx.background:
             task.cancel()

@@ -64,11 +64,28 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: serving, not draining, and the database answers."""
+def _not_serving(request: web.Request) -> web.Response | None:
     ctx = platform_of(request)
     if not ctx.ready or ctx.draining:
         return web.json_response({"status": "draining" if ctx.draining else "starting"}, status=503)
+    return None
+
+
+async def readyz_node(request: web.Request) -> web.Response:
+    """A load balancer's check: this node takes new connections (started, not draining).
+
+    The database's state is left out on purpose: every node shares it, so while it is down
+    taking every node out would only turn quick busy answers into refused connections.
+    """
+    return _not_serving(request) or web.json_response({"status": "ready"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: serving, not draining, and the database answers."""
+    ctx = platform_of(request)
+    not_serving = _not_serving(request)
+    if not_serving is not None:
+        return not_serving
     try:
         async with ctx.acquire(1.0) as conn:
             await conn.fetchval("SELECT 1", timeout=1.0)
@@ -96,6 +113,7 @@ def build_app(ctx: Platform) -> web.Application:
     app[PLATFORM_KEY] = ctx
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/readyz/node", readyz_node)
     app.router.add_get("/metrics", metrics_endpoint)
     for module in ROUTE_MODULES:
         module.setup(app)

@@ -51,6 +51,9 @@ class Settings:
     dd_max_frame_length: int = 278  # the frame's length field; 278 is the protocol's maximum
     dd_max_inflight_db_tasks: int = 512  # DD flows waiting on the database at once; more → 0xDD
     shutdown_grace_s: float = 10.0
+    # On SIGTERM, /readyz turns 503 at once but the node keeps accepting this long, so a load
+    # balancer checking /readyz (HAProxy: inter 1s fall 2) takes it out before it refuses anyone.
+    drain_delay_s: float = 0.0
     signin_business_day_end_hour: int = 24  # sign-ins expire at this local hour (24 = midnight)
     # Sign-in lockout (docs/PROTOCOL.md "Sign-in failures and the lockout"): this many failed
     # sign-ins in a row *after the module proved its key* lock the terminal for
