@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -77,6 +78,7 @@ class RunningPlatform:
         settings = self.settings
         pool = await db.create_pool(self.dsn, settings)
         self.ctx = Platform(settings=settings, pool=pool, keys=load_keys(settings.resolved_key_file), dsn=self.dsn)
+        _warn_if_descriptors_bind(settings, self.ctx.connections.limit)
         self.http = HttpService(self.ctx)
         self.dd = DDService(self.ctx)
         self.http_port = await self.http.start()
@@ -127,11 +129,38 @@ def _run_worker(settings: Settings, dsn: str) -> None:
     uvloop.run(worker_main(settings, dsn))
 
 
+def wanted_descriptors(settings: Settings) -> int:
+    """File descriptors a worker needs for its configured limits: both listeners' connections,
+    the pool, and ``fd_reserve`` for everything else."""
+    return settings.dd_max_connections + settings.http_max_connections + settings.pool_max_size + settings.fd_reserve
+
+
+def raise_descriptor_limit(settings: Settings) -> None:
+    """Raise the soft ``RLIMIT_NOFILE`` towards the hard one, as far as the limits need (systemd's
+    default soft limit is 1024; ``LimitNOFILE=`` raises the hard one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = wanted_descriptors(settings)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _warn_if_descriptors_bind(settings: Settings, budget: int) -> None:
+    wanted = settings.dd_max_connections + settings.http_max_connections
+    if budget < wanted:
+        log.warning(
+            "file descriptors allow %d client connections, DD and HTTP together: fewer than"
+            " dd_max_connections + http_max_connections = %d; raise the hard RLIMIT_NOFILE"
+            " (systemd LimitNOFILE=) to at least %d", budget, wanted, wanted_descriptors(settings),
+        )
+
+
 def serve(settings: Settings, *, demo: bool) -> int:
     """Run the platform in the foreground until SIGTERM/SIGINT. Returns the exit status."""
     import uvloop
 
     configure_logging(settings.log_level)
+    raise_descriptor_limit(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_metrics_dir(settings)
     from recharge import db  # after the metrics directory: recharge.db imports prometheus_client

@@ -92,11 +92,18 @@ class Settings:
     order_api_max_reqinfo_entries: int = 32  # reader replies one request may carry
     # --- HTTP
     http_max_body_bytes: int = 64 * 1024
+    # --- HTTP connections (docs/OPERATIONS.md "Security"): per worker
+    http_max_connections: int = 1000  # at the limit the longest-idle connection makes room; all busy → 503
+    http_header_timeout_s: float = 10.0  # a request's headers complete within this (from connect or first byte)
+    http_body_timeout_s: float = 10.0  # its body arrives in full within this after the headers
+    http_keepalive_timeout_s: float = 75.0  # an idle keep-alive connection is closed after this
+    fd_reserve: int = 100  # descriptors kept for files, listeners, the loop: DD + HTTP ≤ NOFILE − pool − this
     # scheme://host[:port][/prefix] clients reach the HTTP API at (behind a proxy: the proxy's);
     # the WSDLs' service address. Unset: the local address each connection reached.
     http_public_base_url: str | None = None
     admin_token: str | None = None  # unset: admin endpoints answer 403
     sms_shared_secret: str | None = None  # unset: the SMS hook answers 403
+    sms_allowed_networks: str = ""  # comma-separated CIDRs the SMS gateway calls from ("" = any address)
     sms_max_message_chars: int = 160  # a longer inbound SMS text is refused unread (one GSM SMS)
     sms_max_reply_chars: int = 70  # a reply fits one Chinese (UCS-2) SMS; longer texts are cut
     # --- KaKaTong card service (SPEC 3.1; docs/OPERATIONS.md "KaKaTong")

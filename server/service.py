@@ -51,14 +51,19 @@ class DDService:
     # --- bookkeeping called by the protocols
 
     def admit(self, protocol: DDProtocol) -> bool:
-        """Count a new connection in, unless the limit is reached or we are draining."""
+        """Count a new connection in, unless the limit is reached, the process's connection
+        budget (its file descriptors, shared with HTTP) is spent, or we are draining."""
         if len(self.connections) >= self.settings.dd_max_connections or self.ctx.draining:
+            return False
+        if not self.ctx.connections.take():
             return False
         self.connections.add(protocol)
         return True
 
     def forget(self, protocol: DDProtocol) -> None:
-        self.connections.discard(protocol)
+        if protocol in self.connections:
+            self.connections.remove(protocol)
+            self.ctx.connections.give()
 
     def take_slot(self) -> bool:
         if self.inflight >= self.settings.dd_max_inflight_db_tasks:
