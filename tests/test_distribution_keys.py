@@ -37,8 +37,9 @@ EXCEPTIONS: dict[str, str] = {
         "the ledger's batch statements (create_transfers, resolve_pending) find accounts and transfers by id; "
         "co-locating them by the owning card needs the card side's card_no on transfers (docs/SCALING.md) — "
         "until then each batch is a multi-shard (two-phase) transaction",
-    r"UPDATE transfers SET timeout_at = NULL WHERE id = \(SELECT pay_transfer_id FROM o":
-        "holding an order's pending transfer at DD15 (same reason: transfers by id)",
+    r"UPDATE transfers t SET timeout_at = v.timeout_at FROM v":
+        "the ledger setting or clearing pending transfers' timeouts (holding a load at DD15): transfers by id, "
+        "as above",
     r"FROM accounts WHERE merchant_id IS NOT DISTINCT FROM \$1 AND kind = \$2 AND ledger = \$3 AND card_no IS NULL":
         "a merchant-side account (no card): the striped hot accounts of the plan, one per shard",
     r"FROM orders o .*JOIN.*cards|FROM .*orders.*cards c":
