@@ -29,7 +29,7 @@ runs (baseline and platform alternating), reported with its min and max.
   the clients; the CPU ratio above is the fair one. Every run uses a fresh set of terminals, cards
   and paid orders, provisioned before the first timed run.
   Every recharge write is durable before its answer leaves: DD11's checks only read (one lookup
-  statement answers the DD11s of all terminals waiting for one); DD13 of a paid order's known CPU
+  statement answers the DD11s of all terminals waiting for one, ``ReadGate.lookup``); DD13 of a paid order's known CPU
   card writes nothing; DD15 (*loading*), DD17 (post) and DD19 (confirm) go through the server's
   group commit (``recharge.ledger.group_commit``), so concurrent terminals' steps share one
   transaction and one commit.

@@ -37,9 +37,10 @@ def dd_server_main(settings: Any, dsn: str, asks: Any, answers: Any, ports: Any)
 
 
 def _stats(service: Any) -> list[int]:
-    """The DD server's two batchers' counts, summed."""
-    lane, fund = service.dd.batcher.stats, service.dd.fund_batcher.stats
-    return [a + b for a, b in zip(astuple(lane), astuple(fund), strict=True)]
+    """The DD server's counts, both group-commit lanes summed, then its read gate's."""
+    dd = service.dd
+    lane, fund, reads = dd.writer.stats, dd.fund_writer.stats, dd.reads.stats
+    return [a + b for a, b in zip(astuple(lane), astuple(fund), strict=True)] + list(astuple(reads))
 
 
 def ask(asks: Any, answers: Any, question: str) -> Any:
