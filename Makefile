@@ -43,7 +43,7 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy app recharge server http_api core_ext loadtest chaos cluster
+	$(BIN)/mypy app recharge server http_api core_ext loadtest chaos cluster bench
 
 pytest: install tools
 	$(BIN)/python -m pytest

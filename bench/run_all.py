@@ -268,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         return _one(args.one, args.out)
     if args.report_only:
-        results = json.loads(args.results.read_text(encoding="utf-8"))
-        args.report.write_text(render_report(results, _notes()), encoding="utf-8")
+        stored = json.loads(args.results.read_text(encoding="utf-8"))
+        args.report.write_text(render_report(stored, _notes()), encoding="utf-8")
         return 0
 
     available = bench_modules()
