@@ -28,10 +28,11 @@ from chaos import channels, faults
 from chaos.channels import BUSY, LOST, OK, Outcome
 from chaos.server import ROOT, Served
 from chaos.trade_clients import card_reqinfo
-from chaos.world import PASSWORD, SMS_SECRET, World, provision
+from chaos.world import SMS_SECRET, World, provision
 from http_api.order_client import ClientIdentity
 from recharge import db
 from recharge.keys import load_keys
+from recharge.kkt.cards import DEMO_CARDS, DEMO_PASSWORD
 
 PLATFORM_ENV = {
     "RECHARGE_SMS_SHARED_SECRET": SMS_SECRET,
@@ -102,6 +103,7 @@ class Harness:
 
     def start(self) -> World:
         self.served.start()
+        self.served.demo = False  # restarts run serve as production does: the data is there already
         if self.served.database_url is None:
             self.embedded = db.EmbeddedPostgres(self.served.data_dir / "pgdata")  # a handle of our own
         world = World(database_url=self.served.database_url or (self.embedded.uri if self.embedded else ""),
@@ -179,11 +181,13 @@ class Harness:
             kind = "db_connections_cut"
         during = self.probe_all()
         time.sleep(down_s)
-        back = time.time()
+        starting = time.time()
         if self.embedded is not None:
-            self.embedded.revive()
+            self.embedded.revive()  # pg_ctl start -w: back once it accepts connections (after crash recovery)
+        back = time.time()
         recovered = self.until_every_channel_answers()
-        return {"kind": kind, "down_s": round(back - stopped, 3), "recovery_s": round(recovered - back, 3),
+        return {"kind": kind, "down_s": round(back - stopped, 3), "db_start_s": round(back - starting, 3),
+                "recovery_s": round(recovered - back, 3),
                 "while_down": {name: [o.status, round(o.seconds, 3)] for name, o in during.items()},
                 "busy_while_down": all(o.status == BUSY and o.seconds < PROBE_DEADLINE_S for o in during.values())}
 
@@ -193,7 +197,7 @@ class Harness:
         w = self.world
         api = w.http(via_proxy=False, timeout_s=PROBE_DEADLINE_S)
         query = {"LICENSEKEY": DEMO_LICENSE_KEY, "TRADETYPE": "0011", "TRADEMODE": "0",
-                 "CARDNO": "1680115500000126", "CARDPWD": PASSWORD, "POSCODE": DEMO_TERMINAL}
+                 "CARDNO": DEMO_CARDS[1], "CARDPWD": DEMO_PASSWORD, "POSCODE": DEMO_TERMINAL}
         return {
             "dd": _dd_probe(w),
             "kkt_rest": channels.kkt_rest(api, query),

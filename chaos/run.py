@@ -31,12 +31,13 @@ from chaos.server import RECHARGECTL, ROOT
 
 RESULTS = ROOT / "chaos" / "results.json"
 RSS_SLACK_MB = 10.0
+DB_BACK_WITHIN_S = 5.0
 
 
 def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seed", type=int, help="replay this run's schedule (default: a new seed)")
-    p.add_argument("--duration", type=float, default=900.0, help="seconds of traffic under faults")
+    p.add_argument("--duration", type=float, default=1500.0, help="seconds of traffic under faults")
     p.add_argument("--kills", type=int, default=100, help="kill -9 of the server during the run")
     p.add_argument("--db-restarts", type=int, default=5, help="database immediate stops and starts")
     p.add_argument("--frames", type=int, default=1_000_000, help="DD frames fuzzed after the run")
@@ -108,6 +109,9 @@ def run(harness: Harness, events: list[faults.Event]) -> dict[str, Any]:
     busy = [f for f in harness.measured.faults if "busy_while_down" in f]
     verdicts.append(checks.Check("database down: every channel answered busy quickly", all(
         f["busy_while_down"] for f in busy), json.dumps([f["while_down"] for f in busy])[:400]))
+    verdicts.append(checks.Check(f"database back: every channel works within {DB_BACK_WITHIN_S:g} s, no restart",
+                                 all(f["recovery_s"] <= DB_BACK_WITHIN_S for f in busy),
+                                 str([f["recovery_s"] for f in busy])))
     return report.results(cfg, harness, journals, verdicts, proxy, fuzzed, live, time.time() - started)
 
 

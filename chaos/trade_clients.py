@@ -20,7 +20,7 @@ from app import fixtures
 from chaos import channels
 from chaos.channels import BUSY, OK, REFUSED, Outcome
 from chaos.journal import Journal
-from chaos.world import PASSWORD, PASSWORD_MD5, World
+from chaos.world import World
 from core_ext import reply_decode, reply_encode
 from core_ext.virtual_card import VirtualCard
 from http_api.order_client import ClientIdentity
@@ -77,10 +77,10 @@ class TradeClient:
         api = self.world.http(via_proxy)
         if self.sms:
             code = {"recharge": "CZCZ", "consume": "CZXF"}[kind]
-            text = f"{code}*{card}*{amount // 100}.{amount % 100:02d}*{PASSWORD}"
+            text = f"{code}*{card}*{amount // 100}.{amount % 100:02d}*{self.world.password}"
             return channels.sms_command(api, self.world.sms_secret, self.world.sms_operators[self.index], text,
                                         key), via_proxy, "sms"
-        full = {"LICENSEKEY": self.world.license_key, "CARDNO": card, "CARDPWD": PASSWORD_MD5,
+        full = {"LICENSEKEY": self.world.license_key, "CARDNO": card, "CARDPWD": self.world.password_md5,
                 "POSCODE": self.world.kkt_terminal, "AMOUNT": str(amount), "REQID": key, **params}
         if self.rng.random() < 0.5:
             return channels.kkt_rest(api, full), via_proxy, "kkt_rest"

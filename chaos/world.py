@@ -27,7 +27,6 @@ from recharge.kkt import cards
 from server import store
 
 PASSWORD = "111111"
-PASSWORD_MD5 = hashlib.md5(PASSWORD.encode()).hexdigest()
 SMS_SECRET = "chaos-sms-secret"  # the harness's own gateway secret, set on the platform it starts
 SMS_OPERATOR_PREFIX = "1390000"
 ORDER_PLATFORM_RAW, ORDER_CRT_VERSION = 7, 1
@@ -52,6 +51,11 @@ class World:
     kkt_terminal: str = DEMO_TERMINAL
     merchant_code: str = DEMO_MERCHANT
     sms_secret: str = SMS_SECRET
+    password: str = PASSWORD  # every provisioned card-service card's 6-digit password
+
+    @property
+    def password_md5(self) -> str:
+        return hashlib.md5(self.password.encode()).hexdigest()
     sms_terminals: list[str] = field(default_factory=list)  # one SMS terminal per SMS client (its operator phone)
     order_key_file: str = ""
     dd_terminals: list[DDTerminal] = field(default_factory=list)
@@ -106,7 +110,7 @@ async def _provision_db(world: World, dd_clients: int, card_ranges: int, cards_e
 
 def _activate(world: World, card_no: str) -> None:
     api = world.http(via_proxy=False, timeout_s=30)
-    params = {"method": "aCRequest", "LICENSEKEY": world.license_key, "CARDNO": card_no, "CARDPWD": PASSWORD,
+    params = {"method": "aCRequest", "LICENSEKEY": world.license_key, "CARDNO": card_no, "CARDPWD": world.password,
               "POSCODE": world.kkt_terminal, "COPNO": world.merchant_code}
     status, _, body = api.request("GET", "/s/get?" + urllib.parse.urlencode(params))
     if status != 200 or b"<Result>11</Result>" not in body:
