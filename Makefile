@@ -11,7 +11,7 @@ DURATION ?= 60s
 FUZZ_SECONDS ?= 300
 CHAOS_ARGS ?=
 
-.PHONY: install build tools run test lint typecheck pytest bench fuzz loadtest chaos clean
+.PHONY: install build tools run test lint typecheck pytest bench fuzz loadtest chaos clean cluster cluster-stop cluster-status cluster-test
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy app recharge server http_api core_ext loadtest chaos
+	$(BIN)/mypy app recharge server http_api core_ext loadtest chaos cluster
 
 pytest: install tools
 	$(BIN)/python -m pytest
@@ -61,6 +61,24 @@ fuzz: install
 
 loadtest: install
 	$(BIN)/python -m loadtest.run --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION)
+
+# A real cluster on this machine: etcd, PostgreSQL x2 under Patroni (synchronous standby),
+# HAProxy, $(NODES) platform nodes (docs/SCALING.md). Files under var/cluster.
+NODES ?= 2
+cluster: install
+	@sh scripts/ensure_cluster_tools.sh
+	$(BIN)/python -m cluster up --nodes $(NODES)
+
+cluster-stop:
+	$(BIN)/python -m cluster down --nodes 3
+
+cluster-status:
+	$(BIN)/python -m cluster status --nodes $(NODES)
+
+# Failover under load: node kill, node drain, primary kill; nothing acknowledged lost.
+cluster-test: install
+	@sh scripts/ensure_cluster_tools.sh
+	$(BIN)/python -m cluster test
 
 clean:
 	rm -rf build core_ext/*.c core_ext/*.so core_ext/*.html

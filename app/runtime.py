@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -77,6 +78,7 @@ class RunningPlatform:
         settings = self.settings
         pool = await db.create_pool(self.dsn, settings)
         self.ctx = Platform(settings=settings, pool=pool, keys=load_keys(settings.resolved_key_file), dsn=self.dsn)
+        _warn_if_descriptors_bind(settings, self.ctx.connections.limit)
         self.http = HttpService(self.ctx)
         self.dd = DDService(self.ctx)
         self.http_port = await self.http.start()
@@ -89,12 +91,18 @@ class RunningPlatform:
             dispatcher.run(pool, lambda: env_of_platform(self.ctx)), name="mpay-outbox"))
         self.ctx.ready = True
         log.info("listening: DD on port %d, HTTP on port %d", self.dd_port, self.http_port)
+        if settings.console_enabled:
+            host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+            log.info("operator console: http://%s:%d/console/", host, self.http_port)
 
     async def stop(self) -> None:
         """Drain: stop accepting, let flows in progress finish within the grace period, close."""
+        self.ctx.ready = False  # /readyz answers 503: a load balancer stops sending new connections
+        if self.settings.drain_delay_s > 0:
+            log.info("not ready; still serving for %.1fs while load balancers notice", self.settings.drain_delay_s)
+            await asyncio.sleep(self.settings.drain_delay_s)
         log.info("draining (grace %.1fs)", self.settings.shutdown_grace_s)
         self.ctx.draining = True
-        self.ctx.ready = False
         await asyncio.gather(self.dd.stop(self.settings.shutdown_grace_s), self.http.stop())
         for task in self.ctx.background:
             task.cancel()
@@ -124,11 +132,38 @@ def _run_worker(settings: Settings, dsn: str) -> None:
     uvloop.run(worker_main(settings, dsn))
 
 
+def wanted_descriptors(settings: Settings) -> int:
+    """File descriptors a worker needs for its configured limits: both listeners' connections,
+    the pool, and ``fd_reserve`` for everything else."""
+    return settings.dd_max_connections + settings.http_max_connections + settings.pool_max_size + settings.fd_reserve
+
+
+def raise_descriptor_limit(settings: Settings) -> None:
+    """Raise the soft ``RLIMIT_NOFILE`` towards the hard one, as far as the limits need (systemd's
+    default soft limit is 1024; ``LimitNOFILE=`` raises the hard one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = wanted_descriptors(settings)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _warn_if_descriptors_bind(settings: Settings, budget: int) -> None:
+    wanted = settings.dd_max_connections + settings.http_max_connections
+    if budget < wanted:
+        log.warning(
+            "file descriptors allow %d client connections, DD and HTTP together: fewer than"
+            " dd_max_connections + http_max_connections = %d; raise the hard RLIMIT_NOFILE"
+            " (systemd LimitNOFILE=) to at least %d", budget, wanted, wanted_descriptors(settings),
+        )
+
+
 def serve(settings: Settings, *, demo: bool) -> int:
     """Run the platform in the foreground until SIGTERM/SIGINT. Returns the exit status."""
     import uvloop
 
     configure_logging(settings.log_level)
+    raise_descriptor_limit(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_metrics_dir(settings)
     from recharge import db  # after the metrics directory: recharge.db imports prometheus_client
@@ -147,23 +182,19 @@ def serve(settings: Settings, *, demo: bool) -> int:
 
 
 def _announce_console(settings: Settings, *, demo: bool) -> None:
-    """Where the operator console is, and (demo) where the admin's one-time password is:
-    the file's path only, never the password."""
-    if not settings.console_enabled:
+    """(demo) Where the console's demo administrator's one-time password is: the file's path
+    only, never the password. The console's address is logged when the HTTP port is known."""
+    if not settings.console_enabled or not demo:
         return
-    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
-    port = settings.http_port or "<port>"
-    log.info("operator console: http://%s:%s/console/", host, port)
-    if demo:
-        from app.demo import DEMO_ADMIN, admin_password_file
+    from app.demo import DEMO_ADMIN, admin_password_file
 
-        path = admin_password_file(settings.data_dir)
-        if path.exists():
-            log.info("demo console administrator %r: one-time password in %s (readable only by its owner)",
-                     DEMO_ADMIN, path.resolve())
-        else:
-            log.info("demo console administrator %r exists; its one-time password file is gone: "
-                     "rechargectl operator reset-password --name %s", DEMO_ADMIN, DEMO_ADMIN)
+    path = admin_password_file(settings.data_dir)
+    if path.exists():
+        log.info("demo console administrator %r: one-time password in %s (readable only by its owner)",
+                 DEMO_ADMIN, path.resolve())
+    else:
+        log.info("demo console administrator %r exists; its one-time password file is gone: "
+                 "rechargectl operator reset-password --name %s", DEMO_ADMIN, DEMO_ADMIN)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -1,13 +1,15 @@
 """The aiohttp application and its service wrapper on the shared event loop.
 
-aiohttp's ``AppRunner``/``TCPSite`` run inside a loop we own and, unlike
-``uvicorn.Server.serve()``, leave SIGINT/SIGTERM to us, so one signal handler drains both
-the DD server and HTTP (see docs/ARCHITECTURE.md). Feature modules listed in
+aiohttp's ``AppRunner`` runs inside a loop we own and, unlike ``uvicorn.Server.serve()``,
+leaves SIGINT/SIGTERM to us, so one signal handler drains both the DD server and HTTP (see
+docs/ARCHITECTURE.md); the listening socket is ours, behind the connection gate
+(``http_api.connections``). Feature modules listed in
 ``ROUTE_MODULES`` each expose ``setup(app)`` to add their routes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -16,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from http_api import admin, console, kkt_rest, kkt_soap, kkt_soap_doc, mpay_api, order_api, sms
+from http_api.connections import GATE_KEY, ConnectionGate, guard_requests, runner_options
 from http_api.context import PLATFORM_KEY, platform_of, route_of
 from http_api.forwarded import real_client_middleware
 from http_api.server_log import server_logger
@@ -64,11 +67,28 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: serving, not draining, and the database answers."""
+def _not_serving(request: web.Request) -> web.Response | None:
     ctx = platform_of(request)
     if not ctx.ready or ctx.draining:
         return web.json_response({"status": "draining" if ctx.draining else "starting"}, status=503)
+    return None
+
+
+async def readyz_node(request: web.Request) -> web.Response:
+    """A load balancer's check: this node takes new connections (started, not draining).
+
+    The database's state is left out on purpose: every node shares it, so while it is down
+    taking every node out would only turn quick busy answers into refused connections.
+    """
+    return _not_serving(request) or web.json_response({"status": "ready"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: serving, not draining, and the database answers."""
+    ctx = platform_of(request)
+    not_serving = _not_serving(request)
+    if not_serving is not None:
+        return not_serving
     try:
         async with ctx.acquire(1.0) as conn:
             await conn.fetchval("SELECT 1", timeout=1.0)
@@ -92,10 +112,13 @@ def build_app(ctx: Platform) -> web.Application:
     if base and not _PUBLIC_BASE_URL.fullmatch(base):
         raise ValueError("http_public_base_url must be http(s)://host[:port][/path]")
     middlewares = [observe, real_client_middleware(parse_networks(ctx.settings.trusted_proxies))]
+    middlewares.append(guard_requests)  # innermost: a handler runs once its body has arrived
     app = web.Application(middlewares=middlewares, client_max_size=ctx.settings.http_max_body_bytes)
     app[PLATFORM_KEY] = ctx
+    app[GATE_KEY] = ConnectionGate(ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/readyz/node", readyz_node)
     app.router.add_get("/metrics", metrics_endpoint)
     for module in ROUTE_MODULES:
         module.setup(app)
@@ -107,24 +130,37 @@ class HttpService:
 
     def __init__(self, ctx: Platform) -> None:
         self.ctx = ctx
+        app = build_app(ctx)
+        self.gate = app[GATE_KEY]
         self.runner = web.AppRunner(
-            build_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=ctx.settings.shutdown_grace_s,
+            app, access_log=None, handle_signals=False, shutdown_timeout=ctx.settings.shutdown_grace_s,
             logger=server_logger(),  # a malformed request is logged without its bytes (issue 14 item 8)
+            **runner_options(ctx),
         )
         self.port = 0
+        self._listener: asyncio.AbstractServer | None = None
 
     async def start(self) -> int:
+        """Listen through the connection gate (``http_api.connections``) rather than aiohttp's
+        ``TCPSite``, which would hand every accepted connection to aiohttp unchecked."""
         s = self.ctx.settings
         await self.runner.setup()
-        site = web.TCPSite(
-            self.runner, s.http_host, s.http_port, reuse_port=s.workers > 1 or None, backlog=1024
+        assert self.runner.server is not None
+        self.gate.server = self.runner.server
+        self._listener = await asyncio.get_running_loop().create_server(
+            self.gate.protocol, s.http_host, s.http_port, reuse_port=s.workers > 1 or None, backlog=1024
         )
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else s.http_port
-        return int(self.port)
+        self.port = int(self._listener.sockets[0].getsockname()[1])
+        return self.port
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish (up to the grace period), close."""
+        if self._listener is not None:
+            self._listener.close()
         await self.runner.cleanup()
+        if self._listener is not None:
+            try:
+                await asyncio.wait_for(self._listener.wait_closed(), timeout=1.0)
+            except TimeoutError:
+                log.warning("HTTP listener did not close within 1 s")
+            self._listener = None

@@ -12,7 +12,9 @@ Messages whose ``to`` is the mobile payment service number (``mpay_sms_service_n
 
 The gateway proves itself with the shared secret ``sms_shared_secret``, sent as the
 ``X-SMS-Secret`` header or the ``secret`` parameter (query or form), compared in constant
-time; missing or wrong → 403, and an unset secret disables the hook (403). A malformed
+time; missing or wrong → 403, and an unset secret disables the hook (403). With
+``sms_allowed_networks`` set, a client outside them (its real address, behind
+``trusted_proxies``) → 403 too. A malformed
 gateway request (no or bad ``from``, bad ``id``, undecodable body) → 400. Everything a
 sender can type is answered 200 with a text — business refusals, and also a busy or broken
 database (a gateway turns a 5xx into "could not fetch content" for the user).
@@ -20,6 +22,7 @@ database (a gateway turns a 5xx into "could not fetch content" for the user).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -34,6 +37,7 @@ from recharge.kkt import service as kkt
 from recharge.kkt import sms, sms_channel
 from recharge.mpay import codes as mpay_codes
 from recharge.mpay import sms_channel as mpay_sms
+from recharge.network import Network, is_trusted, parse_networks
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,12 @@ def normalise_msisdn(raw: str | None) -> str | None:
         if digits.startswith(prefix) and len(rest) == 11 and rest.startswith("1"):
             return rest
     return digits
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(text: str) -> tuple[Network, ...]:
+    """``sms_allowed_networks`` parsed once per value (settings may change at run time in tests)."""
+    return parse_networks(text)
 
 
 def authorised(given: str | None, secret: str | None) -> bool:
@@ -98,7 +108,9 @@ def _text_response(text: str, status: int = 200) -> web.Response:
 async def inbound(request: web.Request) -> web.Response:
     settings = platform_of(request).settings
     params = await _params(request)
-    if not authorised(request.headers.get(SECRET_HEADER) or params.get(SECRET_PARAM), settings.sms_shared_secret):
+    allowed = _networks(settings.sms_allowed_networks)
+    if (allowed and not is_trusted(request.remote, allowed)) or not authorised(
+            request.headers.get(SECRET_HEADER) or params.get(SECRET_PARAM), settings.sms_shared_secret):
         metrics.SMS_REQUESTS.labels("none", "forbidden").inc()
         return _text_response("forbidden", 403)
     sender = normalise_msisdn(params.get("from") or request.headers.get(KANNEL_FROM_HEADER))

@@ -51,6 +51,9 @@ class Settings:
     dd_max_frame_length: int = 278  # the frame's length field; 278 is the protocol's maximum
     dd_max_inflight_db_tasks: int = 512  # DD flows waiting on the database at once; more → 0xDD
     shutdown_grace_s: float = 10.0
+    # On SIGTERM, /readyz turns 503 at once but the node keeps accepting this long, so a load
+    # balancer checking /readyz (HAProxy: inter 1s fall 2) takes it out before it refuses anyone.
+    drain_delay_s: float = 0.0
     signin_business_day_end_hour: int = 24  # sign-ins expire at this local hour (24 = midnight)
     # Sign-in lockout (docs/PROTOCOL.md "Sign-in failures and the lockout"): this many failed
     # sign-ins in a row *after the module proved its key* lock the terminal for
@@ -74,13 +77,13 @@ class Settings:
     order_max_amount_cents: int = 100_000  # 1,000 yuan per order
     sweeper_interval_s: float = 5.0
     ledger_max_retries: int = 10
-    ledger_batch_max: int = 32  # DD recharge steps sharing one transaction/commit (keep ≤ 64: subtransactions)
+    ledger_batch_max: int = 32  # DD recharge steps sharing one transaction/commit (group commit)
     ledger_batch_max_wait_ms: float = 1.0  # how long a batch waits for more steps before it runs
     ledger_batch_queue_depth: int = 1024  # DD steps waiting for a batch; more → 0xDD
     ledger_batch_pipeline: int = 1  # batches in flight per lane (2: one runs while the previous commits)
-    ledger_batch_linger_ms: float = 200.0  # a batcher keeps its idle connections this long (skips the pool reset)
-    ledger_batch_max_readers: int = 4  # DD11 reads a batcher runs at once; more wait their turn
-    ledger_batch_lookup_runners: int = 1  # DD11 lookup statements a batcher runs at once; lookups arriving meanwhile share the next
+    ledger_batch_linger_ms: float = 200.0  # a lane keeps its idle connections this long (skips the pool reset)
+    ledger_batch_max_readers: int = 4  # DD11 reads the read gate runs at once; more wait their turn
+    ledger_batch_lookup_runners: int = 1  # DD11 lookup statements the read gate runs at once; lookups arriving meanwhile share the next
     # --- order API
     order_api_timestamp_window_s: int = 300
     order_api_session_ttl_s: int = 1800  # an APPLLogin serial is usable this long
@@ -89,11 +92,18 @@ class Settings:
     order_api_max_reqinfo_entries: int = 32  # reader replies one request may carry
     # --- HTTP
     http_max_body_bytes: int = 64 * 1024
+    # --- HTTP connections (docs/OPERATIONS.md "Security"): per worker
+    http_max_connections: int = 1000  # at the limit the longest-idle connection makes room; all busy → 503
+    http_header_timeout_s: float = 10.0  # a request's headers complete within this (from connect or first byte)
+    http_body_timeout_s: float = 10.0  # its body arrives in full within this after the headers
+    http_keepalive_timeout_s: float = 75.0  # an idle keep-alive connection is closed after this
+    fd_reserve: int = 100  # descriptors kept for files, listeners, the loop: DD + HTTP ≤ NOFILE − pool − this
     # scheme://host[:port][/prefix] clients reach the HTTP API at (behind a proxy: the proxy's);
     # the WSDLs' service address. Unset: the local address each connection reached.
     http_public_base_url: str | None = None
     admin_token: str | None = None  # unset: admin endpoints answer 403
     sms_shared_secret: str | None = None  # unset: the SMS hook answers 403
+    sms_allowed_networks: str = ""  # comma-separated CIDRs the SMS gateway calls from ("" = any address)
     sms_max_message_chars: int = 160  # a longer inbound SMS text is refused unread (one GSM SMS)
     sms_max_reply_chars: int = 70  # a reply fits one Chinese (UCS-2) SMS; longer texts are cut
     # --- KaKaTong card service (SPEC 3.1; docs/OPERATIONS.md "KaKaTong")

@@ -1,8 +1,10 @@
-"""The process-wide context both servers share: settings, database pool, master keys."""
+"""The process-wide context both servers share: settings, database pool, master keys, and the
+budget of client connections (DD and HTTP together) the process's file descriptors allow."""
 
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -24,6 +26,35 @@ class DatabaseUnavailable(Busy):
 
 
 @dataclass
+class ConnectionBudget:
+    """Client connections, DD and HTTP together, that a process may hold: its file-descriptor
+    limit (``RLIMIT_NOFILE``) less the database pool's connections and ``fd_reserve`` for
+    everything else it opens. Each server takes a slot per connection it admits, on top of its
+    own limit, so a flood on one listener sheds load before ``accept`` or the pool fail for
+    lack of descriptors — and before the other listener's clients are locked out."""
+
+    limit: int
+    open: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> ConnectionBudget:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            soft = 2**20
+        return cls(max(0, soft - settings.pool_max_size - settings.fd_reserve))
+
+    def take(self) -> bool:
+        """Count one more connection in; False (nothing counted) when the budget is spent."""
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def give(self) -> None:
+        self.open -= 1
+
+
+@dataclass
 class Platform:
     settings: Settings
     pool: asyncpg.Pool
@@ -33,6 +64,10 @@ class Platform:
     draining: bool = False
     ready: bool = False
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    connections: ConnectionBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.connections = ConnectionBudget.of(self.settings)
 
     def acquire(self, timeout_s: float | None = None) -> _BoundedAcquire:
         """A pool connection, or ``Busy`` when none frees up within the acquire timeout."""

@@ -83,6 +83,15 @@ LOADS_LOADING_OLDEST_AGE = Gauge(
 HTTP_REQUESTS = Counter(
     "recharge_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
 )
+HTTP_CONNECTIONS_ACTIVE = Gauge(
+    "recharge_http_connections_active", "Open HTTP connections", multiprocess_mode="livesum"
+)
+HTTP_CONNECTIONS = Counter("recharge_http_connections_total", "HTTP connections accepted")
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "recharge_http_connections_closed_total",
+    "HTTP connections the platform closed to protect itself (refused, evicted, header_timeout, body_timeout)",
+    ["reason"],
+)
 HTTP_PROTOCOL_ERRORS = Counter(
     "recharge_http_protocol_errors_total",
     "Malformed HTTP requests the server refused before routing (400), by parser error", ["reason"],
@@ -151,7 +160,7 @@ LEDGER_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 LEDGER_LOOKUP_BATCH_SIZE = Histogram(
-    "recharge_ledger_lookup_batch_size", "DD11 reads answered per lookup statement (Batcher.lookup)",
+    "recharge_ledger_lookup_batch_size", "DD11 reads answered per lookup statement (ReadGate.lookup)",
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 LEDGER_RETRIES = Counter("recharge_ledger_retries_total", "Transactions retried after deadlock/serialization")

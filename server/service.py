@@ -14,7 +14,7 @@ import logging
 
 from recharge.context import Platform
 from recharge.network import parse_networks
-from server.flows import DDContext
+from server.dd_context import DDContext
 from server.protocol import DDProtocol
 
 log = logging.getLogger(__name__)
@@ -51,14 +51,19 @@ class DDService:
     # --- bookkeeping called by the protocols
 
     def admit(self, protocol: DDProtocol) -> bool:
-        """Count a new connection in, unless the limit is reached or we are draining."""
+        """Count a new connection in, unless the limit is reached, the process's connection
+        budget (its file descriptors, shared with HTTP) is spent, or we are draining."""
         if len(self.connections) >= self.settings.dd_max_connections or self.ctx.draining:
+            return False
+        if not self.ctx.connections.take():
             return False
         self.connections.add(protocol)
         return True
 
     def forget(self, protocol: DDProtocol) -> None:
-        self.connections.discard(protocol)
+        if protocol in self.connections:
+            self.connections.remove(protocol)
+            self.ctx.connections.give()
 
     def take_slot(self) -> bool:
         if self.inflight >= self.settings.dd_max_inflight_db_tasks:
@@ -96,8 +101,8 @@ class DDService:
             protocol.close()
         if running:
             await asyncio.wait(running, timeout=_STEP_FINISH_S)
-        # Batched steps finish and commit; kept connections go back to the pool before it closes.
-        await asyncio.gather(self.dd.batcher.wait_idle(), self.dd.fund_batcher.wait_idle())
+        # Batches finish and commit; kept connections go back to the pool before it closes.
+        await self.dd.wait_idle()
         try:
             await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
         except TimeoutError:

@@ -120,6 +120,7 @@ def test_database_outage_answers_busy_then_every_channel_recovers_without_a_rest
     assert all(r.status == BUSY for r in during.values()), during
     assert not slow, f"busy answers took too long: {slow}"
     assert channels.readyz(o.http) == 503
+    assert o.http.request("GET", "/readyz/node")[0] == 200  # a balancer keeps the node: it answers busy
 
     o.embedded.revive()
     back_at = time.monotonic()

@@ -75,19 +75,20 @@ def test_clean_stop_after_a_sigkill_stops_the_embedded_postgres(served: Served) 
     assert (pgdata / ".handle_pids.json").read_text().strip() in ("", "[]")
 
 
-def _stand_in_for_a_dying_postmaster(pgdata: Path) -> None:
-    """The killed postmaster's pid file names a process that lives a moment longer (as a postmaster
-    being killed does) while its socket refuses connections."""
+def _stand_in_for_a_dying_postmaster(pgdata: Path) -> list[int]:
+    """The killed postmaster's pid file names a process that lives on (as a postmaster being killed
+    does for a moment) while its socket refuses connections; the process is ended by the test."""
     os.kill(_postmaster_pid(pgdata), signal.SIGKILL)
-    out = subprocess.run(["sh", "-c", "sleep 2 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
-                         check=True)  # the sleep is reparented to init, which reaps it
+    out = subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True,
+                         check=True)  # the sleep is reparented to init, which reaps it once killed
     lines = (pgdata / "postmaster.pid").read_text().splitlines()
     (pgdata / "postmaster.pid").write_text("\n".join([out.stdout.strip(), *lines[1:]]) + "\n")
+    return [int(out.stdout)]
 
 
 def _children_holding_shared_memory(pgdata: Path) -> list[int]:
     """Kill the postmaster but freeze its children: they keep the shared memory, so ``pg_ctl
-    start`` fails until they are gone."""
+    start`` fails until they are gone (SIGKILL ends them even while stopped)."""
     postmaster = psutil.Process(_postmaster_pid(pgdata))
     children = []
     for child in postmaster.children():
@@ -103,26 +104,28 @@ def test_restart_waits_for_a_killed_database_not_yet_gone(served: Served, how: s
     served.start()
     pgdata = served.data_dir / "pgdata"
     served.kill9()
-    frozen: list[int] = []
-    if how == "dying postmaster adopted":
-        _stand_in_for_a_dying_postmaster(pgdata)
-    else:
-        frozen = _children_holding_shared_memory(pgdata)
+    lingering = (_stand_in_for_a_dying_postmaster if how == "dying postmaster adopted"
+                 else _children_holding_shared_memory)(pgdata)
+    released = threading.Event()
 
-    def thaw() -> None:
-        time.sleep(2)
-        for pid in frozen:
+    def release_once_the_start_waits() -> None:
+        """The killed database's processes go only once the new start has said it waits for them."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "is not ready" not in served.log_tail(20):
+            time.sleep(0.1)
+        for pid in lingering:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)  # they see their postmaster is dead and exit
+                os.kill(pid, signal.SIGKILL)
+        released.set()
 
-    threading.Thread(target=thaw, daemon=True).start()
-    took = served.start()
+    threading.Thread(target=release_once_the_start_waits, daemon=True).start()
+    served.start()
     log = served.log_tail(200)
     assert "Traceback" not in log, log
     start = log.rsplit("--- start 2", 1)[1]
     waiting = [line for line in start.splitlines() if "is not ready" in line]
     assert len(waiting) == 1 and "waiting up to 30 s (db_start_wait_s)" in waiting[0], start
-    assert took >= 1.5, "the start waited for the killed database's processes"
+    assert released.is_set(), "the start went on before the killed database's processes were gone"
     assert served.stop() == 0
 
 

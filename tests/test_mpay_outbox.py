@@ -149,3 +149,16 @@ async def test_the_outbox_survives_a_kill_9_between_commit_and_delivery(
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 30)
+
+
+async def test_upkeep_purges_replies_and_attempts_past_their_windows(w: MpayWorld) -> None:
+    msisdn, _ = await w.opened()
+    await w.sms(msisdn, "CX", message_id="old-one")
+    await w.sms(msisdn, "CX", message_id="new-one")
+    async with w.pool.acquire() as conn:
+        await conn.execute("UPDATE mpay_mo_replies SET created_at = now() - interval '8 days'"
+                           " WHERE msisdn = $1 AND message_id = 'old-one'", msisdn)
+    await dispatcher.upkeep(w.pool, w.env)
+    async with w.pool.acquire() as conn:
+        kept = await conn.fetch("SELECT message_id FROM mpay_mo_replies WHERE msisdn = $1", msisdn)
+    assert [r["message_id"] for r in kept] == ["new-one"]

@@ -381,6 +381,15 @@ async def test_an_unset_secret_disables_the_hook(w: SmsWorld, platform: Any) -> 
     assert await w.state(card) == before
 
 
+async def test_a_client_outside_the_allowed_networks_is_403_even_with_the_secret(w: SmsWorld, platform: Any) -> None:
+    card = await w.card(balance=5000)
+    params = {"secret": SECRET, "from": w.operator, "text": f"YECX*{card}"}
+    with settings_changed(platform, sms_allowed_networks="10.20.0.0/16, 192.0.2.7"):
+        assert (await send_raw(w.url, params)).status == 403  # the test client is 127.0.0.1
+    with settings_changed(platform, sms_allowed_networks="10.20.0.0/16,127.0.0.0/8"):
+        assert (await send_raw(w.url, params)).status == 200
+
+
 async def test_post_form_and_kannel_post_url_bodies(w: SmsWorld, audited: None) -> None:
     card = await w.card(balance=5000)
     form = await send_raw(w.url, {}, method="POST",
