@@ -57,12 +57,12 @@ class DDService:
     def idle(self) -> IdleWheel:
         """The one timer watching every connection's idle deadline (made by ``start``)."""
         if self._idle is None:
-            self._idle = IdleWheel(min(_IDLE_TICK_S, self.settings.dd_idle_timeout_s / 4))
+            raise RuntimeError("the DD service has not started")
         return self._idle
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
-        self.idle  # on the running loop, before the first connection
+        self._idle = IdleWheel(min(_IDLE_TICK_S, self.settings.dd_idle_timeout_s / 4))
         backlog = self.settings.dd_listen_backlog
         self._server = await loop.create_server(
             lambda: DDProtocol(self),
