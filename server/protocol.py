@@ -52,7 +52,8 @@ class ConnectionHost(Protocol):
     dd: DDContext
     trusted_proxies: tuple[Network, ...]
 
-    idle: IdleWheel
+    @property
+    def idle(self) -> IdleWheel: ...
 
     def admit(self, protocol: DDProtocol) -> bool: ...
     def forget(self, protocol: DDProtocol) -> None: ...
