@@ -512,6 +512,11 @@ async def test_bills_export_and_merchant_payout_through_the_cli(w: MpayWorld, ap
     assert f",{msisdn},12.34," in out.read_text(encoding="utf-8")
     assert await _cli(database_url, "mpay", "bills", "export", str(out)) == 0
     assert msisdn not in out.read_text(encoding="utf-8")  # once
+    assert await _cli(database_url, "mpay", "calendar", "set", "2026-12-02", "holiday") == 0
+    assert await _cli(database_url, "mpay", "merchant", "payout", "--day", "2026-12-02") == 0  # a holiday: nothing
+    async with w.pool.acquire() as conn:
+        assert not await conn.fetchval("SELECT 1 FROM transfers WHERE id = $1", f"mpay:merpayout:{merchant}:2026-12-02")
+    assert await _cli(database_url, "mpay", "calendar", "set", "2026-12-02", "workday") == 0
     for _ in range(2):  # the second run of the day is a no-op
         assert await _cli(database_url, "mpay", "merchant", "payout", "--day", "2026-12-02") == 0
     async with w.pool.acquire() as conn:
