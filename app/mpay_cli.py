@@ -25,9 +25,10 @@ from app import bank_sim, mpay_demo
 from app.commands import add_common, run_with_db
 from recharge.config import Settings
 from recharge.keys import load_keys
-from recharge.mpay import bank, cards, events, merchants, registry, sessions, withdrawals
+from recharge.mpay import bank, bills, calendar, cards, events, merchants, registry, sessions, withdrawals
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
+from recharge.mpay.text import SHANGHAI
 from recharge.mpay.text import msisdn as normal_msisdn
 
 REGISTRY_HEADER = ["msisdn", "name", "id_type", "id_number", "province", "brand", "status"]
@@ -63,6 +64,15 @@ def _subscriber(msisdn: str, fields: dict[str, str | None]) -> registry.Subscrib
         return registry.validate(number, {k: v for k, v in fields.items() if v not in (None, "")})
     except Refused:
         raise ValueError(f"bad registry data for {number}") from None
+
+
+async def _write_csv(path: str, header: list[str], rows: list[list[str]]) -> None:
+    """An export file, written before its transaction commits (a failed command: do not send it)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    await asyncio.to_thread(Path(path).write_text, out.getvalue(), encoding="utf-8")
 
 
 def cmd_registry_set(settings: Settings, a: argparse.Namespace) -> int:
@@ -217,11 +227,7 @@ def cmd_gateway_key(settings: Settings, a: argparse.Namespace) -> int:
 def cmd_payout_export(settings: Settings, a: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection, env: Env) -> int:
         rows = await withdrawals.export_submitted(conn)
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(withdrawals.EXPORT_HEADER)
-        writer.writerows(rows)
-        await asyncio.to_thread(Path(a.file).write_text, out.getvalue(), encoding="utf-8")  # before the commit
+        await _write_csv(a.file, withdrawals.EXPORT_HEADER, rows)
         await _record(conn, a.actor, "mpay_payout_export", a.file, {"rows": len(rows)})
         print(f"{len(rows)} withdrawals exported to {a.file}")
         return 0
@@ -253,6 +259,33 @@ def cmd_bank_sim(settings: Settings, a: argparse.Namespace) -> int:
     status, body = bank_sim.notify(a.url, a.gateway, Path(key), a.order_id, a.amount, a.result, a.serial)
     print(f"{status} {body}")
     return 0 if status == 200 else 1
+
+
+def cmd_bills_export(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        rows = await bills.export_unexported(conn)
+        await _write_csv(a.file, bills.EXPORT_HEADER, rows)
+        await _record(conn, a.actor, "mpay_bills_export", a.file, {"rows": len(rows)})
+        print(f"{len(rows)} phone-bill payments exported to {a.file}")
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_merchant_payout(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection, env: Env) -> int:
+        day = a.day or dt.datetime.now(SHANGHAI).date().isoformat()
+        if not a.force and not await calendar.is_workday(conn, dt.date.fromisoformat(day)):
+            print(f"{day} is not a working day: no payout (--force to run it anyway)")
+            return 0
+        paid = await merchants.payout_all(conn, day)
+        await _record(conn, a.actor, "mpay_merchant_payout", day, {"merchants": len(paid)})
+        for merchant_id, cents in paid:
+            print(f"{merchant_id}\t{cents // 100}.{cents % 100:02d}")
+        print(f"{len(paid)} merchants paid out for {day}")
+        return 0
+
+    return _run(settings, work)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -297,6 +330,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--actor", default="cli")
     p.set_defaults(func=cmd_merchant_add)
 
+    p = mer_cmds.add_parser("payout", help="the working day's batch: each merchant's available balance MER → PAYOUT")
+    add_common(p)
+    p.add_argument("--day", help="YYYY-MM-DD (default: today in Shanghai); once per merchant and day")
+    p.add_argument("--force", action="store_true", help="pay out on a day the calendar says is not a working day")
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_merchant_payout)
+
+    bil = cmds.add_parser("bills", help="phone-bill payments (HF)")
+    bil_cmds = bil.add_subparsers(dest="bills_command", required=True, metavar="ACTION")
+    p = bil_cmds.add_parser("export", help="write the phone-bill payments not yet exported (daily BOSS file)")
+    add_common(p)
+    p.add_argument("file")
+    p.add_argument("--actor", default="cli")
+    p.set_defaults(func=cmd_bills_export)
+    _register_staff_and_payouts(cmds)
+    _register_tools(cmds)
+
+
+def _register_staff_and_payouts(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     op = cmds.add_parser("operator", help="operators (boss, counter, cs, ops) and system tokens")
     op_cmds = op.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
     p = op_cmds.add_parser("add", help="add (or reset) an operator; prints its initial password")
@@ -343,6 +395,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--actor", default="cli")
     p.set_defaults(func=cmd_payout_import)
 
+
+def _register_tools(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("bank-sim", help="the simulated bank: sign and send a notice for an order (demo, tests)")
     add_common(p)
     p.add_argument("order_id")

@@ -91,6 +91,9 @@ class RunningPlatform:
             dispatcher.run(pool, lambda: env_of_platform(self.ctx)), name="mpay-outbox"))
         self.ctx.ready = True
         log.info("listening: DD on port %d, HTTP on port %d", self.dd_port, self.http_port)
+        if settings.console_enabled:
+            host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+            log.info("operator console: http://%s:%d/console/", host, self.http_port)
 
     async def stop(self) -> None:
         """Drain: stop accepting, let flows in progress finish within the grace period, close."""
@@ -179,23 +182,19 @@ def serve(settings: Settings, *, demo: bool) -> int:
 
 
 def _announce_console(settings: Settings, *, demo: bool) -> None:
-    """Where the operator console is, and (demo) where the admin's one-time password is:
-    the file's path only, never the password."""
-    if not settings.console_enabled:
+    """(demo) Where the console's demo administrator's one-time password is: the file's path
+    only, never the password. The console's address is logged when the HTTP port is known."""
+    if not settings.console_enabled or not demo:
         return
-    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
-    port = settings.http_port or "<port>"
-    log.info("operator console: http://%s:%s/console/", host, port)
-    if demo:
-        from app.demo import DEMO_ADMIN, admin_password_file
+    from app.demo import DEMO_ADMIN, admin_password_file
 
-        path = admin_password_file(settings.data_dir)
-        if path.exists():
-            log.info("demo console administrator %r: one-time password in %s (readable only by its owner)",
-                     DEMO_ADMIN, path.resolve())
-        else:
-            log.info("demo console administrator %r exists; its one-time password file is gone: "
-                     "rechargectl operator reset-password --name %s", DEMO_ADMIN, DEMO_ADMIN)
+    path = admin_password_file(settings.data_dir)
+    if path.exists():
+        log.info("demo console administrator %r: one-time password in %s (readable only by its owner)",
+                 DEMO_ADMIN, path.resolve())
+    else:
+        log.info("demo console administrator %r exists; its one-time password file is gone: "
+                 "rechargectl operator reset-password --name %s", DEMO_ADMIN, DEMO_ADMIN)
 
 
 def _die_with_parent(parent: int) -> None:

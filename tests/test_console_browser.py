@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("audited")
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "var" / "screenshots" / "console"
 NEW_PASSWORD = "demo admin password 2026"
-WAIT_S = 15.0
+WAIT_S = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ async def test_1_sign_in_with_the_demo_one_time_password_and_change_it(
         until(browser, lambda d: "/console/login" in d.current_url)
         shot(browser, "01_sign_in")
         sign_in(browser, base, "admin", "not the password")
-        assert browser.find_element(By.ID, "error").is_displayed()
+        until(browser, lambda d: d.find_element(By.ID, "error").is_displayed())
         sign_in(browser, base, "admin", otp)
         until(browser, lambda d: d.current_url.endswith("/console/password"))
         assert browser.find_element(By.ID, "must-change").is_displayed()
@@ -115,7 +115,7 @@ async def test_1_sign_in_with_the_demo_one_time_password_and_change_it(
         fill(browser, "#again", NEW_PASSWORD)
         submit(browser, "#change")
         until(browser, lambda d: d.current_url.startswith(f"{base}/console/?"))
-        assert browser.find_element(By.ID, "chart").is_displayed()
+        until(browser, lambda d: d.find_element(By.ID, "chart").is_displayed())
         assert "admin" in browser.find_element(By.ID, "whoami").text
 
     await asyncio.to_thread(steps)
@@ -172,7 +172,7 @@ async def test_3_resolve_a_load_left_loading_by_an_interrupted_recharge(
         fill(browser, "#reason", "卡内余额 26.00 元，持卡人出示小票")
         submit(browser, "#resolve")
         until(browser, lambda d: f"/console/orders/{order_no}" in d.current_url)
-        assert browser.find_element(By.ID, "notice").is_displayed()
+        until(browser, lambda d: d.find_element(By.ID, "notice").is_displayed())
         statuses = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#transfers .transfer-status")]
         assert "posted" in statuses
         shot(browser, "04_load_resolved_ledger_posted")
@@ -232,7 +232,7 @@ async def test_6_run_settlement_and_download_its_file(browser: WebDriver, base: 
         fill(browser, "#settle-reason", "日终结算")
         submit(browser, "#settle")
         until(browser, lambda d: d.find_elements(By.ID, "notice"))
-        link = browser.find_element(By.CSS_SELECTOR, "#files a.download")
+        link = until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#files a.download"))
         name = link.text
         shot(browser, "07_settlement")
         link.click()
@@ -254,13 +254,14 @@ async def test_7_a_viewer_is_refused_an_action_and_logout_ends_the_session(
 
     def steps() -> None:
         browser.find_element(By.ID, "logout").click()
-        until(browser, lambda d: "/console/login" in d.current_url)
+        until(browser, lambda d: d.find_elements(By.ID, "login-form"))
         sign_in(browser, base, name, otp)
         until(browser, lambda d: d.current_url.endswith("/console/password"))
         fill(browser, "#old", otp)
         fill(browser, "#new", NEW_PASSWORD)
         fill(browser, "#again", NEW_PASSWORD)
         submit(browser, "#change")
+        until(browser, lambda d: d.find_elements(By.ID, "chart"))
         browser.get(f"{base}/console/kkt/batches")
         assert browser.find_elements(By.ID, "batch-form") == []  # a viewer is not offered the form
         # ... and one posted anyway (the session's own CSRF token, a fresh form token) is refused
@@ -275,7 +276,7 @@ async def test_7_a_viewer_is_refused_an_action_and_logout_ends_the_session(
         shot(browser, "08_viewer_refused")
         browser.get(f"{base}/console/")
         browser.find_element(By.ID, "logout").click()
-        until(browser, lambda d: "/console/login" in d.current_url)
+        until(browser, lambda d: d.find_elements(By.ID, "login-form"))
         browser.get(f"{base}/console/ledger")
         until(browser, lambda d: "/console/login" in d.current_url)
 
@@ -286,7 +287,7 @@ async def test_7_a_viewer_is_refused_an_action_and_logout_ends_the_session(
 async def test_8_the_audit_runs_from_the_dashboard_which_reads_on_a_phone(browser: WebDriver, base: str) -> None:
     def steps() -> None:
         sign_in(browser, base, "admin", NEW_PASSWORD)
-        until(browser, lambda d: d.find_elements(By.ID, "chart"))
+        until(browser, lambda d: d.find_elements(By.ID, "run-audit"))
         submit(browser, "#run-audit")
         until(browser, lambda d: d.find_elements(By.ID, "notice"))
         assert "ok" in browser.find_element(By.ID, "audit-status").get_attribute("class").split()

@@ -117,6 +117,11 @@ async def test_every_page_renders_for_an_admin_in_both_languages(user: ConsoleUs
     assert "Loads awaiting customer service" in (await user.get("/console/loads"))[1]
     _, _, r = await user.get("/console/lang?to=en&next=https://evil.example/")
     assert r.headers["Location"] == "/console/"
+    _, html, _ = await user.get("/console/kkt/merchants?msg=call+this+number")
+    assert "call this number" not in html and "msg:" not in html
+    for path in ("/console/static/console.css", "/console/static/console.js", "/console/no-such-page"):
+        _, _, r = await user.get(path)
+        assert r.headers["X-Content-Type-Options"] == "nosniff", path
 
 
 async def test_a_viewer_is_refused_every_action_and_nothing_changes(user: ConsoleUser, conn: asyncpg.Connection) -> None:

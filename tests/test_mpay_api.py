@@ -493,3 +493,80 @@ async def test_closing_with_funds_in_transit_and_at_the_counter(w: MpayWorld, ap
     code = (await w.notices(msisdn))[-1][3:9]
     ident = {"msisdn": msisdn, "id_type": "id_card", "id_number": "430102199001011234", "otp": code}
     assert await api.code("POST", "/counter/close", ident, token=counter) == "2012"
+
+
+async def test_bills_export_and_merchant_payout_through_the_cli(w: MpayWorld, api: Api, database_url: str,
+                                                                 tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                                 test_keys: Any) -> None:
+    from recharge.mpay import postings
+
+    monkeypatch.setenv("RECHARGE_KEY_FILE", str(test_keys[1]))
+    msisdn, token, pay = await customer(w, api, cash=5000)
+    await api.ok("POST", "/me/hf", {"target": msisdn, "amount": 1234, "pay_password": pay}, token=token)
+    merchant = await w.merchant("GENERAL")
+    _, reply, _ = await api.merchant_call(merchant, "POST", "/merchant/payments", {
+        "merchant_order_no": "p1", "msisdn": msisdn, "amount": 700, "subject": "x"})
+    await api.ok("POST", f"/payments/{reply['data']['payment_id']}/confirm", {"pay_password": pay}, token=token)
+    out = tmp_path / "bills.csv"
+    assert await _cli(database_url, "mpay", "bills", "export", str(out)) == 0
+    assert f",{msisdn},12.34," in out.read_text(encoding="utf-8")
+    assert await _cli(database_url, "mpay", "bills", "export", str(out)) == 0
+    assert msisdn not in out.read_text(encoding="utf-8")  # once
+    assert await _cli(database_url, "mpay", "calendar", "set", "2026-12-02", "holiday") == 0
+    assert await _cli(database_url, "mpay", "merchant", "payout", "--day", "2026-12-02") == 0  # a holiday: nothing
+    async with w.pool.acquire() as conn:
+        assert not await conn.fetchval("SELECT 1 FROM transfers WHERE id = $1", f"mpay:merpayout:{merchant}:2026-12-02")
+    assert await _cli(database_url, "mpay", "calendar", "set", "2026-12-02", "workday") == 0
+    for _ in range(2):  # the second run of the day is a no-op
+        assert await _cli(database_url, "mpay", "merchant", "payout", "--day", "2026-12-02") == 0
+    async with w.pool.acquire() as conn:
+        mer = await postings.account_id(conn, f"MER/{merchant}")
+        assert (await postings.buckets(conn, mer))[mer].posted == 0
+        assert await conn.fetchval("SELECT amount FROM transfers WHERE id = $1",
+                                   f"mpay:merpayout:{merchant}:2026-12-02") == 700
+
+
+async def test_hostile_input_gets_a_documented_refusal_never_a_5xx(w: MpayWorld, api: Api) -> None:
+    msisdn, token, pay = await customer(w, api, card_yuan=10)
+    before = await w.snapshot(msisdn)
+    for body in ({"amount": 2**70, "pay_password": pay}, {"amount": 1.5, "pay_password": pay},
+                 {"amount": "100", "pay_password": pay}, {"amount": -1, "pay_password": pay},
+                 {"amount": True, "pay_password": pay}, {"amount": 100, "pay_password": "１２３４５６"},
+                 {"amount": 100, "pay_password": "12\u000056"}, {"amount": 100, "pay_password": "\ud800"},
+                 {"amount": 100}, {"amount": 100, "pay_password": pay, "extra": 1}):
+        assert await api.code("POST", "/me/withdrawals", body, token=token) == "1001", body
+    for rid in ("", "x" * 65, "bad id", "é"):
+        status, reply, _ = await api.call("POST", "/me/hf", {"target": msisdn, "amount": 100, "pay_password": pay},
+                                          token=token, rid=rid or None)
+        assert reply["code"] == "1001", rid
+    status, reply, _ = await api.call("POST", "/me/hf", raw=b'{"target": "\xff\xfe"}', token=token)
+    assert (status, reply["code"]) == (400, "1001")
+    assert await api.code("GET", "/payments/" + "x" * 5000, token=token) == "4011"
+    assert await api.code("GET", "/me/history?from=2026-13-01", token=token) == "4001"
+    assert await api.code("GET", "/me/history?cursor=%00", token=token) == "1001"
+    async with w.session.post(f"{w.base}/mpay/v1/bank/notify/unionpay", data=b"\xff\x00garbage&&==",
+                              headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
+        assert (resp.status, await resp.text()) == (403, "FAIL")
+    async with w.session.get(f"{w.base}/sms/inbound", params={
+            "secret": "test-sms-secret", "from": msisdn, "to": "10658888", "text": "CZK \u0000\ud7ff" + "9" * 500}) as resp:
+        assert resp.status in (200, 400)
+    assert await w.snapshot(msisdn) == before
+
+
+async def test_a_pending_closure_account_closes_when_its_last_money_leaves(w: MpayWorld, api: Api) -> None:
+    msisdn, token, pay = await customer(w, api, cash=1500)
+    alias = (await w.account(msisdn))["alias"]
+    await w.subscriber(msisdn, status="cancelled")
+    async with w.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT status, msisdn FROM mpay_accounts WHERE lower(alias) = lower($1)", alias)
+    assert (row["status"], row["msisdn"]) == ("pending_closure", None)
+    assert await api.code("POST", "/auth/login", {"login": msisdn, "password": "Passw0rd1"}) == "3001"
+    token = await api.login(alias, "Passw0rd1")  # by alias only (6.2)
+    assert (await api.ok("GET", "/me", token=token))["status"] == "pending_closure"
+    target = await w.subscriber(province="430000")
+    assert await api.code("POST", "/me/recharges/card", {"pin": await w.card(10)}, token=token) == "2006"
+    await api.ok("POST", "/me/hf", {"target": target, "amount": 1500, "pay_password": pay}, token=token)
+    async with w.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT status FROM mpay_accounts WHERE lower(alias) = lower($1)", alias) == "closed"
+        assert await conn.fetchval("SELECT count(*) FROM mpay_outbox WHERE msisdn = $1 AND state = 'pending'"
+                                   " AND text LIKE '%注销%'", msisdn) == 0  # suppressed, never sent

@@ -235,3 +235,21 @@ async def test_other_service_numbers_still_reach_kakatong(w: MpayWorld) -> None:
     msisdn, _ = await w.opened()
     assert await w.sms(msisdn, "CX", to="1065888812") != HELP_TEXT  # 10658888 + digits: here
     assert not (await w.sms(msisdn, "CX", to="10658000")).startswith("现金账户余额")
+
+
+async def test_too_many_unknown_pins_platform_wide_pause_card_recharges(w: MpayWorld, platform: Any) -> None:
+    from tests.conftest import settings_changed
+
+    msisdn, _ = await w.opened()
+    other, _ = await w.opened()
+    async with w.pool.acquire() as conn:
+        seen = await conn.fetchval("SELECT count(*) FROM mpay_pin_failures WHERE created_at > now() - interval '1 hour'")
+    try:
+        with settings_changed(platform, mpay_cards_platform_failures=seen + 1):
+            assert await w.sms(msisdn, "CZK 180000000000000777") == zh("6001")
+            assert await w.sms(other, "CZK 180000000000000778") == zh("6006")  # the (limit+1)th in an hour
+            assert await w.sms(msisdn, f"CZK {await w.card(10)}") == zh("6006")  # paused for everyone
+    finally:
+        async with w.pool.acquire() as conn:
+            await conn.execute("DELETE FROM mpay_blocks WHERE subject = 'pin:platform'")
+    assert (await w.sms(msisdn, f"CZK {await w.card(10)}")).startswith("充值成功")

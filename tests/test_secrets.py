@@ -60,6 +60,27 @@ def leaky(empty_database: str) -> Iterator[tuple[Served, World, list[bytes], str
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _over_long_requests(world: World, admin_token: str) -> None:
+    """Requests the HTTP server refuses before routing and would log with the start of the
+    offending bytes: request lines and headers over 8 KiB carrying the secrets (issue 14 item 8).
+    Sent on raw sockets (their 400 answers echo the sender's own bytes and are not recorded)."""
+    import socket
+
+    pad = "p" * 9_000  # aiohttp's limit for a request line or a header is 8190 bytes
+    requests = [
+        f"GET /s/get?method=cTRequest&LICENSEKEY={world.license_key}&CARDPWD={PASSWORD}&x={pad} HTTP/1.1\r\n\r\n",
+        f"GET /sms/inbound?secret={world.sms_secret}&from=13800000000&text={pad} HTTP/1.1\r\n\r\n",
+        f"GET /sms/inbound HTTP/1.1\r\nX-SMS-Secret: {world.sms_secret}{pad}\r\n\r\n",
+        f"GET /admin/kkt/cards/1 HTTP/1.1\r\nAuthorization: Bearer {admin_token}{pad}\r\n\r\n",
+        f"GET /s/get?LICENSEKEY={world.license_key}\x00 HTTP/1.1\r\n\r\n",
+    ]
+    for raw in requests:
+        with socket.create_connection(("127.0.0.1", world.http_port), timeout=10) as sock:
+            sock.sendall(raw.encode())
+            while sock.recv(65536):
+                pass
+
+
 def _run_every_flow(world: World, journal: Journal) -> None:
     import random
     import time
@@ -148,6 +169,7 @@ def test_no_secret_in_logs_metrics_answers_or_database(leaky: tuple[Served, Worl
     served, world, bodies, admin_token = leaky
     journal = Journal(served.data_dir / "journal.jsonl", "secrets")
     _run_every_flow(world, journal)
+    _over_long_requests(world, admin_token)
     journal.close()
     wanted = _secrets(world, admin_token)
     acknowledged = {r["ch"] for r in read(journal.path) if r["type"] == "ack"}

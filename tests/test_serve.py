@@ -89,6 +89,20 @@ def test_serve_with_demo_seeds_the_demo_terminal_and_metrics_are_exposed(served:
     assert proc.wait(timeout=30) == 0
 
 
+def test_serve_with_demo_says_where_the_console_and_the_admins_one_time_password_are(
+    served: tuple[subprocess.Popen[str], dict[str, int]], tmp_path: Path
+) -> None:
+    proc, ports = served
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    said = (proc.stderr.read() if proc.stderr else "") + (proc.stdout.read() if proc.stdout else "")
+    password_file = tmp_path / "console-admin-password.txt"
+    assert f"operator console: http://127.0.0.1:{ports['http_port']}/console/" in said
+    assert str(password_file.resolve()) in said
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    assert password_file.read_text(encoding="utf-8").strip() not in said  # never in a log
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

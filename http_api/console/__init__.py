@@ -20,11 +20,18 @@ from http_api.console import (
     terminals_pages,
 )
 from http_api.console.formatting import FILTERS
-from http_api.console.web import PREFIX, see_other
+from http_api.console.web import PREFIX, SECURITY_HEADERS, see_other
 from http_api.context import PLATFORM_KEY
 
 PAGE_MODULES = (auth, dashboard, loads, terminals_pages, kkt_pages, cards_pages, orders_pages, ledger_pages,
                 operators_pages)
+
+
+async def _secure_every_console_response(request: web.Request, response: web.StreamResponse) -> None:
+    """Static files and the router's own 404s under /console/ carry the headers too."""
+    if request.path.startswith(PREFIX):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
 
 
 async def _home(request: web.Request) -> web.StreamResponse:
@@ -39,6 +46,7 @@ def setup(app: web.Application) -> None:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
     env.filters.update(FILTERS)
+    app.on_response_prepare.append(_secure_every_console_response)
     app.router.add_get(PREFIX, _home)
     app.router.add_static(f"{PREFIX}/static/", Path(__file__).parent / "static")
     for module in PAGE_MODULES:

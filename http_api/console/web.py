@@ -23,13 +23,13 @@ import asyncpg
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from http_api.console.i18n import LANGS, translate
+from http_api.console.i18n import LANGS, ZH, translate
 from http_api.context import platform_of
 from recharge.context import Platform
 from recharge.kkt.cards import AdminError
 from recharge.operators import sessions
 from recharge.operators.accounts import Operator, OperatorError
-from recharge.orders.lifecycle import OrderError
+from recharge.orders.model import OrderError
 from recharge.orders.platforms import PlatformError
 from recharge.terminals import TerminalError
 
@@ -86,6 +86,8 @@ class Console:
         return translate(self.lang, text, **values)
 
     def render(self, template: str, status: int = 200, **context: Any) -> web.Response:
+        if "msg" in context and f"msg:{context['msg']}" not in ZH:
+            context["msg"] = ""  # only the console's own notices, never text from a crafted link
         base = {
             "t": self.t, "lang": self.lang, "session": self.session, "path": self.request.path_qs,
             "form_token": new_form_token, "csrf": self.session.csrf_token if self.session else "",

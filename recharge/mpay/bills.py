@@ -18,7 +18,7 @@ from recharge.mpay import accounts, credentials, matrix, outbox, postings, regis
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.mpay.payments import BUCKET_NAMES, bucket_account, choose_bucket
-from recharge.mpay.text import yuan
+from recharge.mpay.text import SHANGHAI, yuan
 
 REPLY = "缴费成功!已为{msisdn}缴话费{amt}元,从{bucket}扣款。"
 
@@ -63,4 +63,17 @@ async def pay(
     reply = REPLY.format(msisdn=target, amt=yuan(amount), bucket=BUCKET_NAMES[bucket])
     if channel != "sms":
         await outbox.notify(conn, env.keys, account, reply)
+    await accounts.close_if_settled(conn, env.keys, account["id"])
     return Paid(bucket, amount, reply)
+
+
+EXPORT_HEADER = ["id", "target", "yuan", "paid_at"]
+
+
+async def export_unexported(conn: asyncpg.Connection) -> list[list[str]]:
+    """The daily BOSS file: every phone-bill payment not yet exported, once (marked exported)."""
+    rows = await conn.fetch("UPDATE mpay_bill_payments SET exported_at = now() WHERE exported_at IS NULL"
+                            " RETURNING id, target, amount, created_at")
+    return [[r["id"], r["target"], f"{r['amount'] // 100}.{r['amount'] % 100:02d}",
+             r["created_at"].astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")]
+            for r in sorted(rows, key=lambda r: (r["created_at"], r["id"]))]

@@ -17,6 +17,8 @@ from Crypto.Hash import SHA256
 from Crypto.PublicKey import RSA
 from Crypto.Signature import pkcs1_15
 
+from recharge.mpay import postings
+
 CATEGORIES = ("DIGITAL", "LOTTERY", "INSURANCE", "EDUCATION", "UTILITY", "TICKETING", "GENERAL")
 CARD_CATEGORIES = frozenset({"DIGITAL", "LOTTERY", "INSURANCE", "EDUCATION"})  # 001 L218
 ID_RE = re.compile(r"[A-Z0-9]{4,16}")
@@ -80,3 +82,20 @@ def sign(private_key_pem: str | bytes, message: bytes) -> str:
     """A ``Sign`` value (what a merchant computes; tests, the demo and Locust use it)."""
     key = RSA.import_key(private_key_pem)
     return base64.b64encode(pkcs1_15.new(key).sign(SHA256.new(message))).decode("ascii")
+
+
+async def payout_all(conn: asyncpg.Connection, day: str) -> list[tuple[str, int]]:
+    """The working day's merchant payout batch: each merchant's available balance ``MER → PAYOUT``
+    once per ``day`` (the transfer id names merchant and day, so a re-run is a no-op)."""
+    paid = []
+    payout = await postings.account_id(conn, "PAYOUT")
+    for row in await conn.fetch("SELECT id FROM mpay_merchants ORDER BY id"):
+        account = await postings.account_id(conn, f"MER/{row['id']}")
+        available = (await postings.buckets(conn, account))[account].available
+        transfer_id = f"mpay:merpayout:{row['id']}:{day}"
+        if available <= 0 or await conn.fetchval("SELECT 1 FROM transfers WHERE id = $1", transfer_id):
+            continue
+        await postings.must(conn, [postings.Move(transfer_id, account, payout, available, "mpay_merchant_payout",
+                                                 day)])
+        paid.append((row["id"], available))
+    return paid
