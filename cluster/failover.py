@@ -53,6 +53,7 @@ FAILOVER_TIMEOUT_S = 90.0
 INFO_BUSY = 0xDD
 KKT_TRADES_PER_CARD = 90  # under the card service's default of 100 trades per card per day
 KKT_PAUSE_S = 1.0
+SMS_SUBSCRIBER, SMS_SERVICE_NUMBER, SMS_PAUSE_S = "13800138000", "10658888", 0.5  # SPEC 5's demo registry
 KKT_PASSWORD_MD5 = hashlib.md5(cards.DEMO_PASSWORD.encode()).hexdigest()
 
 
@@ -219,6 +220,43 @@ class KktLoad:
                 except (aiohttp.ClientError, TimeoutError):
                     self.timeline.add(False, "kkt_no_answer")
                 await asyncio.sleep(KKT_PAUSE_S)
+
+
+class SmsLoad:
+    """The SMS gateway relaying a subscriber's balance query (CX to 10658888) through HAProxy: a 200 reply is an answer."""
+
+    def __init__(self, topo: Topology, timeline: Timeline) -> None:
+        self.topo, self.timeline = topo, timeline
+        self.answered = 0
+        self.running = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.running = True
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self.running = False
+        if self.task is not None:
+            await self.task
+
+    async def _run(self) -> None:
+        secret = self.topo.secrets()["sms_secret"]
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)) as http:
+            while self.running:
+                params = {"from": SMS_SUBSCRIBER, "to": SMS_SERVICE_NUMBER, "text": "CX"}
+                try:
+                    async with http.get(f"http://{HOST}:{self.topo.http_port}/sms/inbound", params=params,
+                                        headers={"X-SMS-Secret": secret}) as response:
+                        await response.text()
+                    if response.status == 200:
+                        self.answered += 1
+                        self.timeline.add(True)
+                    else:
+                        self.timeline.add(False, f"sms_{response.status}")
+                except (aiohttp.ClientError, TimeoutError):
+                    self.timeline.add(False, "sms_no_answer")
+                await asyncio.sleep(SMS_PAUSE_S)
 
 
 async def recover(client: AsyncTerminalClient, card: VirtualCard, order_no: str) -> int | None:
@@ -405,13 +443,17 @@ async def run(topo: Topology, seconds: float) -> dict[str, object]:
     load = Load(terminals, topo, timeline)
     load.start()
     kkt = KktLoad(topo, timeline)
+    sms = SmsLoad(topo, timeline)
     print("  measuring throughput with 1..N nodes", flush=True)
     scaling = await throughput(load, topo, seconds / 2)
     print(f"  recharges/s: {scaling}", flush=True)
     kkt.start()
+    sms.start()
     fault_figures = await faults(load, topo, timeline, seconds)
-    await asyncio.gather(load.stop(), kkt.stop())
+    await asyncio.gather(load.stop(), kkt.stop(), sms.stop())
     result = await check(topo, terminals, kkt)
+    result["sms_answered"] = sms.answered
+    result["ok"] = bool(result["ok"]) and sms.answered > 0
     return {"throughput_recharges_per_s": scaling, "faults": fault_figures, "node_errors": node_errors(topo), **result}
 
 
@@ -452,7 +494,8 @@ def figures_markdown(results: dict[str, object]) -> str:
         f"Acknowledged recharges: {results['acknowledged']}; lost {results['acknowledged_lost']}; chip ≠ ledger "
         f"{results['chip_ledger_mismatches']}; orders left loading {results['orders_left_loading']}; audit "
         f"{'balanced' if results['audit_ok'] else 'NOT balanced'}. KaKaTong trades over REST answered 11: "
-        f"{results['kkt_acknowledged']}; missing from the journal {results['kkt_lost']}; duplicated {results['kkt_duplicated']}.",
+        f"{results['kkt_acknowledged']}; missing from the journal {results['kkt_lost']}; duplicated {results['kkt_duplicated']}. "
+        f"SMS balance queries answered: {results['sms_answered']}.",
         "",
         "| nodes in HAProxy's DD backend | acknowledged recharges/s |",
         "|---|---|",
