@@ -25,7 +25,7 @@ from app import bank_sim, mpay_demo
 from app.commands import add_common, run_with_db
 from recharge.config import Settings
 from recharge.keys import load_keys
-from recharge.mpay import bank, bills, cards, events, merchants, registry, sessions, withdrawals
+from recharge.mpay import bank, bills, calendar, cards, events, merchants, registry, sessions, withdrawals
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.mpay.text import SHANGHAI
@@ -275,6 +275,9 @@ def cmd_bills_export(settings: Settings, a: argparse.Namespace) -> int:
 def cmd_merchant_payout(settings: Settings, a: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection, env: Env) -> int:
         day = a.day or dt.datetime.now(SHANGHAI).date().isoformat()
+        if not a.force and not await calendar.is_workday(conn, dt.date.fromisoformat(day)):
+            print(f"{day} is not a working day: no payout (--force to run it anyway)")
+            return 0
         paid = await merchants.payout_all(conn, day)
         await _record(conn, a.actor, "mpay_merchant_payout", day, {"merchants": len(paid)})
         for merchant_id, cents in paid:
@@ -330,6 +333,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = mer_cmds.add_parser("payout", help="the working day's batch: each merchant's available balance MER → PAYOUT")
     add_common(p)
     p.add_argument("--day", help="YYYY-MM-DD (default: today in Shanghai); once per merchant and day")
+    p.add_argument("--force", action="store_true", help="pay out on a day the calendar says is not a working day")
     p.add_argument("--actor", default="cli")
     p.set_defaults(func=cmd_merchant_payout)
 

@@ -18,10 +18,10 @@
   analyzed. The DD server runs with the platform's default settings (pool, ``ledger_batch_*``).
   Every recharge write is durable before its answer leaves: DD11's checks only read (no
   transaction: one lookup statement answers the DD11s of all terminals waiting for one,
-  ``Batcher.lookup``); DD13 of a paid order's known CPU card writes nothing (DD15 stores the balance
-  the card reported in the order); DD15 (*loading*), DD17 (post) and DD19 (confirm) are steps of the server's
-  group-commit batcher (``recharge.ledger.group_commit``), so concurrent terminals' steps share one
-  transaction and one commit, and a batch's steps of one kind run as one statement.
+  ``ReadGate.lookup``); DD13 of a paid order's known CPU card writes nothing (DD15 stores the balance
+  the card reported in the order); DD15 (*loading*), DD17 (post) and DD19 (confirm) are items of the
+  server's group commit (``recharge.ledger.group_commit``), so concurrent terminals' steps share one
+  transaction and one commit, and a batch's items of one kind are one call of their batch function.
   **Both sides share the machine's cores with their own client**: pgbench in C; here the DD server
   (Python, its own process) and the terminals — the terminal client's own recharge flow driven from its
   protocol's callbacks (``AsyncTerminalClient``: compiled codec, virtual cards with the compiled
@@ -94,9 +94,10 @@ def _dd_server_main(settings: Any, dsn: str, asks: Any, answers: Any, ports: Any
         service = DDService(ctx)
         ports.put(await service.start())
         loop = asyncio.get_running_loop()
-        while True:  # until the parent terminates us: answer its questions about the batchers
+        while True:  # until the parent terminates us: answer its questions about the group commits
             await loop.run_in_executor(None, asks.get)
-            answers.put((service.dd.batcher.stats, service.dd.fund_batcher.stats))
+            dd = service.dd
+            answers.put((dd.writer.stats, dd.fund_writer.stats, dd.reads.stats))
 
     uvloop.run(main())
 
@@ -437,10 +438,10 @@ def _start(ctx: Any, target: Any, *args: Any) -> tuple[Any, int]:
 
 
 def _batcher_stats(asks: Any, answers: Any) -> list[int]:
-    """The DD server's two batchers' counts, summed: [commits, steps, retries, lookup statements, lookups]."""
+    """The DD server's counts, both lanes summed: [commits, steps, retries, lookup statements, lookups]."""
     asks.put(True)
-    lane, fund = answers.get(timeout=10)
-    return [a + b for a, b in zip(astuple(lane), astuple(fund), strict=True)]
+    lane, fund, reads = answers.get(timeout=10)
+    return [a + b for a, b in zip(astuple(lane), astuple(fund), strict=True)] + list(astuple(reads))
 
 
 def _client(ctx: Any, target: Any, *args: Any, timeout_s: float = 300) -> Any:

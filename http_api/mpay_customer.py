@@ -31,6 +31,7 @@ from recharge.mpay import (
 )
 from recharge.mpay.codes import Refused
 from recharge.mpay.text import SHANGHAI, day_start, mask_name, today
+from recharge.wallet import wallets
 
 
 def rfc3339(moment: dt.datetime) -> str:
@@ -104,7 +105,8 @@ async def me_profile(call: Call, account: asyncpg.Record | None = None) -> dict[
     return {
         "msisdn": account["msisdn"] or account["former_msisdn"], "alias": account["alias"], "kind": account["kind"],
         "status": account["status"], "lock_reason": account["lock_reason"], "name_masked": name,
-        "bank_card": {"bank": card["bank"], "last4": card["number"][-4:]} if card else None, "wallet": None,
+        "bank_card": {"bank": card["bank"], "last4": card["number"][-4:]} if card else None,
+        "wallet": await wallets.summary(call.conn, account["id"]),
     }
 
 

@@ -512,6 +512,11 @@ async def test_bills_export_and_merchant_payout_through_the_cli(w: MpayWorld, ap
     assert f",{msisdn},12.34," in out.read_text(encoding="utf-8")
     assert await _cli(database_url, "mpay", "bills", "export", str(out)) == 0
     assert msisdn not in out.read_text(encoding="utf-8")  # once
+    assert await _cli(database_url, "mpay", "calendar", "set", "2026-12-02", "holiday") == 0
+    assert await _cli(database_url, "mpay", "merchant", "payout", "--day", "2026-12-02") == 0  # a holiday: nothing
+    async with w.pool.acquire() as conn:
+        assert not await conn.fetchval("SELECT 1 FROM transfers WHERE id = $1", f"mpay:merpayout:{merchant}:2026-12-02")
+    assert await _cli(database_url, "mpay", "calendar", "set", "2026-12-02", "workday") == 0
     for _ in range(2):  # the second run of the day is a no-op
         assert await _cli(database_url, "mpay", "merchant", "payout", "--day", "2026-12-02") == 0
     async with w.pool.acquire() as conn:
@@ -546,3 +551,22 @@ async def test_hostile_input_gets_a_documented_refusal_never_a_5xx(w: MpayWorld,
             "secret": "test-sms-secret", "from": msisdn, "to": "10658888", "text": "CZK \u0000\ud7ff" + "9" * 500}) as resp:
         assert resp.status in (200, 400)
     assert await w.snapshot(msisdn) == before
+
+
+async def test_a_pending_closure_account_closes_when_its_last_money_leaves(w: MpayWorld, api: Api) -> None:
+    msisdn, token, pay = await customer(w, api, cash=1500)
+    alias = (await w.account(msisdn))["alias"]
+    await w.subscriber(msisdn, status="cancelled")
+    async with w.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT status, msisdn FROM mpay_accounts WHERE lower(alias) = lower($1)", alias)
+    assert (row["status"], row["msisdn"]) == ("pending_closure", None)
+    assert await api.code("POST", "/auth/login", {"login": msisdn, "password": "Passw0rd1"}) == "3001"
+    token = await api.login(alias, "Passw0rd1")  # by alias only (6.2)
+    assert (await api.ok("GET", "/me", token=token))["status"] == "pending_closure"
+    target = await w.subscriber(province="430000")
+    assert await api.code("POST", "/me/recharges/card", {"pin": await w.card(10)}, token=token) == "2006"
+    await api.ok("POST", "/me/hf", {"target": target, "amount": 1500, "pay_password": pay}, token=token)
+    async with w.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT status FROM mpay_accounts WHERE lower(alias) = lower($1)", alias) == "closed"
+        assert await conn.fetchval("SELECT count(*) FROM mpay_outbox WHERE msisdn = $1 AND state = 'pending'"
+                                   " AND text LIKE '%注销%'", msisdn) == 0  # suppressed, never sent

@@ -29,7 +29,7 @@ from recharge.context import Platform
 from recharge.kkt.cards import AdminError
 from recharge.operators import sessions
 from recharge.operators.accounts import Operator, OperatorError
-from recharge.orders.lifecycle import OrderError
+from recharge.orders.model import OrderError
 from recharge.orders.platforms import PlatformError
 from recharge.terminals import TerminalError
 
