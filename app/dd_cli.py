@@ -26,7 +26,7 @@ from app.commands import add_common, run_with_db
 from recharge import terminals
 from recharge.config import Settings
 from recharge.orders import lifecycle as orders
-from recharge.orders import resolution
+from recharge.orders import model, resolution
 
 
 def _digits(n: int, what: str) -> Any:
@@ -138,7 +138,7 @@ def cmd_order_create(settings: Settings, args: argparse.Namespace) -> int:
                 conn, merchant_id=merchant_id, amount_cents=args.amount, card_no=args.card, pay=not args.unpaid,
                 expiry_s=settings.order_expiry_s, max_amount_cents=settings.order_max_amount_cents,
             )
-        except orders.OrderError as exc:
+        except model.OrderError as exc:
             return _refused(f"order refused ({exc.code.value}): {exc}")
         print(created.order.order_no)
         return 0
@@ -155,7 +155,7 @@ def cmd_load_resolve(settings: Settings, args: argparse.Namespace) -> int:
             state = await resolution.resolve_load(
                 conn, order_no=args.order, outcome=args.outcome, actor=args.actor, reason=args.reason
             )
-        except orders.OrderError as exc:
+        except model.OrderError as exc:
             return _refused(str(exc))
         print(f"order {args.order} resolved as {args.outcome}: state {state}")
         return 0

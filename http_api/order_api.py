@@ -32,8 +32,9 @@ from recharge import metrics
 from recharge.config import Settings
 from recharge.context import Busy
 from recharge.orders import lifecycle as orders
+from recharge.orders import model, queries
 from recharge.orders import platforms as order_platforms
-from recharge.orders.lifecycle import OrderError, OrderErrorCode
+from recharge.orders.model import OrderError, OrderErrorCode
 from recharge.orders.platforms import OrderPlatform
 
 log = logging.getLogger(__name__)
@@ -346,7 +347,7 @@ def _step(fields: dict[str, Any]) -> int:
 
 
 def _local_text(moment: dt.datetime | None) -> str:
-    return moment.astimezone(orders.LOCAL_TZ).strftime("%Y%m%d%H%M%S") if moment else ""
+    return moment.astimezone(model.LOCAL_TZ).strftime("%Y%m%d%H%M%S") if moment else ""
 
 
 def _yyyymmdd(fields: dict[str, Any], name: str) -> dt.date | None:
@@ -428,18 +429,18 @@ async def acct_query(conn: asyncpg.Connection, req: Request) -> Reply:
     if "orderstep" in names:
         step_filter = _want(f, "orderstep", str)
         if step_filter != "00":
-            if step_filter not in orders.STATES:
+            if step_filter not in model.STATES:
                 raise Refused("orderstep must be 00 to 06", "bad_request")
             filters["states"] = [step_filter]
     if "orderid" in names:
         order_id = _want(f, "orderid", str)
-        if not orders.is_order_no(order_id):
+        if not model.is_order_no(order_id):
             raise Refused("orderid must be 20 digits", "bad_request")
         filters["order_no"] = order_id
     if "payway" in names:
         filters["payway"] = _want(f, "payway", str)
-    found = await orders.query_orders(conn, limit=req.settings.order_api_max_query_rows, **filters)
-    total = await orders.count_orders(conn, **filters)
+    found = await queries.query_orders(conn, limit=req.settings.order_api_max_query_rows, **filters)
+    total = await queries.count_orders(conn, **filters)
     records = [
         {
             "orderseq": o.order_no,
@@ -487,7 +488,7 @@ async def create_auto_load_order(conn: asyncpg.Connection, req: Request) -> Repl
         json.dumps([card, amount, chargetype, transtype, userid], ensure_ascii=False).encode()
     ).hexdigest()
     try:
-        await orders.check_orderable_card(conn, card)  # the reader replies are the client's word
+        await model.check_orderable_card(conn, card)  # the reader replies are the client's word
         created = await orders.create_order(
             conn,
             merchant_id=req.platform.merchant_id,

@@ -77,13 +77,13 @@ class Settings:
     order_max_amount_cents: int = 100_000  # 1,000 yuan per order
     sweeper_interval_s: float = 5.0
     ledger_max_retries: int = 10
-    ledger_batch_max: int = 32  # DD recharge steps sharing one transaction/commit (keep ≤ 64: subtransactions)
+    ledger_batch_max: int = 32  # DD recharge steps sharing one transaction/commit (group commit)
     ledger_batch_max_wait_ms: float = 1.0  # how long a batch waits for more steps before it runs
     ledger_batch_queue_depth: int = 1024  # DD steps waiting for a batch; more → 0xDD
     ledger_batch_pipeline: int = 1  # batches in flight per lane (2: one runs while the previous commits)
-    ledger_batch_linger_ms: float = 200.0  # a batcher keeps its idle connections this long (skips the pool reset)
-    ledger_batch_max_readers: int = 4  # DD11 reads a batcher runs at once; more wait their turn
-    ledger_batch_lookup_runners: int = 1  # DD11 lookup statements a batcher runs at once; lookups arriving meanwhile share the next
+    ledger_batch_linger_ms: float = 200.0  # a lane keeps its idle connections this long (skips the pool reset)
+    ledger_batch_max_readers: int = 4  # DD11 reads the read gate runs at once; more wait their turn
+    ledger_batch_lookup_runners: int = 1  # DD11 lookup statements the read gate runs at once; lookups arriving meanwhile share the next
     # --- order API
     order_api_timestamp_window_s: int = 300
     order_api_session_ttl_s: int = 1800  # an APPLLogin serial is usable this long

@@ -16,7 +16,7 @@ import random
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -369,3 +369,9 @@ async def retry_transaction(
                 return await work(conn)
 
     return await policy.run(attempt)
+
+
+def atomic(conn: asyncpg.Connection) -> AbstractAsyncContextManager[Any]:
+    """A transaction of its own for a function of several statements called on a bare connection;
+    nothing (no savepoint) inside the caller's transaction, whose fate it shares."""
+    return nullcontext() if conn.is_in_transaction() else conn.transaction()

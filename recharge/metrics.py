@@ -160,7 +160,7 @@ LEDGER_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 LEDGER_LOOKUP_BATCH_SIZE = Histogram(
-    "recharge_ledger_lookup_batch_size", "DD11 reads answered per lookup statement (Batcher.lookup)",
+    "recharge_ledger_lookup_batch_size", "DD11 reads answered per lookup statement (ReadGate.lookup)",
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 LEDGER_RETRIES = Counter("recharge_ledger_retries_total", "Transactions retried after deadlock/serialization")

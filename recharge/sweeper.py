@@ -16,37 +16,36 @@ import asyncpg
 from recharge import metrics
 from recharge.config import Settings
 from recharge.ledger import transfers as ledger
+from recharge.orders import lifecycle
+from recharge.orders.lifecycle import Void
+from recharge.orders.model import Order
 
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 100
 
 
 async def sweep_once(pool: asyncpg.Pool) -> int:
-    """Void one batch of expired pending transfers; returns how many were voided."""
+    """Void one batch of expired pending transfers (expiring their orders); returns how many were voided."""
     async with pool.acquire() as conn, conn.transaction():
         ids = await ledger.expired_pending_ids(conn, limit=SWEEP_BATCH)
         if not ids:
             return 0
-        loading = {
-            r["pay_transfer_id"]
+        orders = {
+            r["pay_transfer_id"]: (r["order_no"], r["loading"])
             for r in await conn.fetch(
-                "SELECT pay_transfer_id FROM orders WHERE pay_transfer_id = ANY($1::text[]) AND loading",
-                ids,
+                "SELECT order_no, pay_transfer_id, loading FROM orders WHERE pay_transfer_id = ANY($1::text[])", ids
             )
         }
-        if loading:
+        loading = [p for p in ids if p in orders and orders[p][1]]
+        if loading:  # a load in flight is never swept (its timeout should have been cleared)
             await ledger.set_pending_timeouts(conn, [(pending_id, None) for pending_id in loading])
-        voids = [ledger.Resolution(f"{p}:timeout", p, void=True) for p in ids if p not in loading]
-        outcomes = await ledger.resolve_pending(conn, voids)
-        voided = [void.pending_id for void, outcome in zip(voids, outcomes, strict=True) if outcome.ok]
-        if voided:
-            await conn.execute(
-                "UPDATE orders SET state = '06', updated_at = now()"
-                " WHERE pay_transfer_id = ANY($1::text[]) AND state IN ('01', '02') AND NOT loading",
-                voided,
-            )
-    metrics.SWEPT_TRANSFERS.inc(len(voided))
-    return len(voided)
+        expired = [Void(orders[p][0], reason="timeout") for p in ids if p in orders and not orders[p][1]]
+        answers = await lifecycle.void_orders(conn, expired)
+        others = [ledger.Resolution(f"{p}:timeout", p, void=True) for p in ids if p not in orders]
+        outcomes = await ledger.resolve_pending(conn, others)
+    voided = sum(isinstance(a, Order) for a in answers.values()) + sum(o.ok for o in outcomes)
+    metrics.SWEPT_TRANSFERS.inc(voided)
+    return voided
 
 
 async def export_loading_gauges(pool: asyncpg.Pool) -> None:

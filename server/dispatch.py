@@ -19,10 +19,10 @@ from core_ext import Frame
 from recharge import metrics
 from recharge.context import Busy
 from recharge.db import unavailable
-from recharge.orders.lifecycle import OrderError
+from recharge.orders.model import OrderError
 from server import flows, signin
+from server.dd_context import DDContext
 from server.flow_state import FlowState, Refuse
-from server.flows import DDContext
 from server.session import Request, Response
 from server.stages import INFO_BUSY, INFO_INTERNAL, Flow, Stage, StageTable
 

@@ -20,7 +20,7 @@ from core_ext import Frame, bcd_decode
 from recharge import metrics
 from recharge.config import Settings
 from recharge.network import same_network
-from recharge.orders.lifecycle import Order
+from recharge.orders.model import Order
 from server import store
 from server.stages import INFO_LENGTH, INFO_NOT_SIGNED_IN, INFO_PKI, NO_PKI
 

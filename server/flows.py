@@ -6,10 +6,11 @@ Recharge DD11–DD20 (SPEC 1.4), result query and recovery DD21/DD22, card depos
 stage table of server/dispatch.py. A step checks the request in the order the spec lists,
 does its database work and returns the ``Response``; a refusal is raised as
 ``Refuse(info_code)`` and becomes an ending error answer. The recharge steps' writes (pay,
-DD13's card balance, DD15's *loading*, DD17's post or release, DD19's confirm) are steps of
-the service's group-commit batchers (``DDContext.batched``): they share a transaction and a
-commit with other terminals' steps, and are answered only once that commit is durable. Their
-checks that only read run on a pool connection without a transaction.
+DD13's card balance, DD15's *loading*, DD17's post or release, DD19's confirm) are items handed
+to their groups of the service's group commit (``DDContext.commit``, server/dd_context.py): they
+share a transaction, a statement and a commit with other terminals' items, and are answered —
+the order, or its refusal as a value — only once that commit is durable. Their checks that only
+read go through the read gate (``DDContext.reads``), outside any transaction.
 
 Security: the master keys are only ever passed to ``core_ext``; nothing here logs a key or a
 session key, and every cryptogram check compares in constant time.
@@ -19,9 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import asyncpg
 
@@ -45,16 +43,35 @@ from core_ext import (
     verify_tac,
 )
 from recharge import metrics
-from recharge.context import Platform
-from recharge.db import RetryPolicy
-from recharge.ledger.group_commit import SINGLY, Batcher, Group
-from recharge.orders import lifecycle as orders
-from recharge.orders.lifecycle import LOCAL_TZ, Order, OrderError, OrderErrorCode
+from recharge.orders import lifecycle
+from recharge.orders.lifecycle import Loading, Payment
+from recharge.orders.model import (
+    DONE,
+    LOADED,
+    LOCAL_TZ,
+    PAID,
+    SUBMITTED,
+    Order,
+    OrderError,
+    OrderErrorCode,
+    get_order,
+    is_order_no,
+    single,
+)
 from server import store
+from server.dd_context import (
+    CARD_BALANCES,
+    CONFIRM,
+    DD11_READS,
+    LOADING,
+    PAY,
+    PAY_AT_CARD,
+    RELEASE,
+    DDContext,
+)
 from server.flow_state import (
     FlowState,
     Refuse,
-    TerminalCache,
     bcd_or_none,
     check_signed_in,
     need_length,
@@ -95,60 +112,17 @@ READ_CARD_SCRIPT = script_encode([
 ISSUER_FILE_SIZE = 30
 
 
-@dataclass
-class DDContext:
-    """What every flow step may use: the platform (settings, pool, keys) and the caches."""
-
-    platform: Platform
-    terminals: TerminalCache
-    batcher: Batcher  # group commit of the recharge steps that lock no shared row (recharge.ledger.group_commit)
-    fund_batcher: Batcher  # group commit of the steps that lock a merchant's recharge fund (pay, post)
-    record_ids: store.RecordIds  # DD20 receipt record ids, from blocks of dd_record_seq
-    post_group: Group  # DD17's posts merged in a batch (they take ids from ``record_ids``)
-
-    @classmethod
-    def create(cls, platform: Platform) -> DDContext:
-        s = platform.settings
-
-        def batcher() -> Batcher:
-            return Batcher(
-                platform.acquire, max_batch=s.ledger_batch_max, max_wait_ms=s.ledger_batch_max_wait_ms,
-                queue_depth=s.ledger_batch_queue_depth, pipeline=s.ledger_batch_pipeline,
-                retry=RetryPolicy.from_settings(s), linger_ms=s.ledger_batch_linger_ms,
-                max_readers=s.ledger_batch_max_readers, read_wait_s=s.pool_acquire_timeout_s,
-                lookup_runners=s.ledger_batch_lookup_runners,
-            )
-
-        record_ids = store.RecordIds()
-        return cls(
-            platform, TerminalCache(s.dd_terminal_cache_ttl_s, s.dd_max_connections), batcher(), batcher(),
-            record_ids, _dd17_group(record_ids),
-        )
-
-    async def batched(
-        self, work: Callable[[asyncpg.Connection], Awaitable[T]], *, fund: bool = False, group: Group | None = None,
-        item: object = None,
-    ) -> T:
-        """``work`` as a step of a group commit, once committed. ``fund``: it locks a recharge fund.
-
-        The two kinds run in separate batches (two lanes, each its own pipeline): the fund row
-        serialises the batches of its lane, and the other steps need not wait for it.
-        ``group``/``item``: the batch may do it in one statement with its batch-mates of that group.
-        """
-        return await (self.fund_batcher if fund else self.batcher).run(work, hot=fund, group=group, item=item)
-
-
-T = TypeVar("T")
 
 
 def _order_no(data: bytes) -> str:
     order_no = bcd_or_none(data)
-    if order_no is None or not orders.is_order_no(order_no):
+    if order_no is None or not is_order_no(order_no):
         raise Refuse(INFO_UNKNOWN_ORDER)
     return order_no
 
 
 def _order_error(exc: OrderError) -> Refuse:
+    """The DD info code of an order refusal."""
     code = {
         OrderErrorCode.NOT_FOUND: INFO_UNKNOWN_ORDER,
         OrderErrorCode.FUND_EMPTY: INFO_FUND_EMPTY,
@@ -160,7 +134,7 @@ def _order_error(exc: OrderError) -> Refuse:
 
 def _loadable(order: Order, now: dt.datetime) -> bool:
     expired = order.expires_at is not None and order.expires_at <= now
-    return order.state in (orders.SUBMITTED, orders.PAID) and not order.loading and not expired
+    return order.state in (SUBMITTED, PAID) and not order.loading and not expired
 
 
 def _single_reply(info: bytes) -> Reply:
@@ -176,76 +150,26 @@ def _single_reply(info: bytes) -> Reply:
 # --- recharge (SPEC 1.4) ---------------------------------------------------------------------
 
 
-def _first_of_each(keys: list[str]) -> list[int]:
-    """Indexes of the first occurrence of each key (a merged statement names each row once)."""
-    seen: dict[str, int] = {}
-    for index, key in enumerate(keys):
-        seen.setdefault(key, index)
-    return sorted(seen.values())
-
-
-async def _dd13_all(conn: asyncpg.Connection, items: list[tuple[str, int, Order]]) -> list[object]:
-    firsts = _first_of_each([card for card, _, _ in items])
-    done = await store.record_cpu_card_balances(conn, [items[i][:2] for i in firsts])
-    return [items[i][2] if i in firsts and items[i][0] in done else SINGLY for i in range(len(items))]
-
-
-async def _dd15_all(conn: asyncpg.Connection, items: list[tuple[str, dict[str, object]]]) -> list[object]:
-    firsts = _first_of_each([no for no, _ in items])
-    done = await orders.mark_loading_many(conn, [items[i] for i in firsts])
-    return [None if i in firsts and items[i][0] in done else SINGLY for i in range(len(items))]
-
-
-def _dd17_group(record_ids: store.RecordIds) -> Group:
-    async def run_all(conn: asyncpg.Connection, items: list[tuple[str, int]]) -> list[object]:
-        """(order, balance after) each: the orders marked loaded with their record ids, and their posts."""
-        firsts = _first_of_each([no for no, _ in items])
-        ids = await record_ids.take(conn, len(firsts), utc_now())
-        loaded = {
-            o.order_no: o for o in await orders.mark_loaded_many(
-                conn, [(items[i][0], items[i][1], rid) for i, rid in zip(firsts, ids, strict=True)]
-            )
-        }
-        return [loaded[items[i][0]] if i in firsts and items[i][0] in loaded else SINGLY for i in range(len(items))]
-
-    return Group("dd17_post", run_all)
-
-
-async def _dd19_all(conn: asyncpg.Connection, items: list[str]) -> list[object]:
-    done = await orders.confirm_orders(conn, sorted(set(items)))
-    return [done.get(no, SINGLY) for no in items]
-
-
-# What a batch's first run may do in one statement for all its steps of a kind (ledger_batch.Group).
-DD13_CARDS = Group("dd13_card_balance", _dd13_all)
-DD15_LOADING = Group("dd15_loading", _dd15_all)
-DD19_CONFIRM = Group("dd19_confirm", _dd19_all)
-
-
-async def _pay(conn: asyncpg.Connection, order_no: str, card_no: str | None = None) -> Order:
-    try:
-        return await orders.pay_order(conn, order_no, card_no=card_no)
-    except OrderError as exc:
-        raise _order_error(exc) from None
-
-
-# DD11's reads (terminal, order, card kind) of concurrent terminals in one statement (Batcher.lookup).
-DD11_READS = Group("dd11_reads", store.terminals_and_orders)
+def _answered(answer: Order | OrderError) -> Order:
+    """A group's answer for a step's item: the order, or its refusal raised as the DD info code."""
+    if isinstance(answer, OrderError):
+        raise _order_error(answer)
+    return answer
 
 
 async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     """app type ‖ amount ‖ order number: checks BB, A1, A6, 99, 96, 97, A7; pays an unpaid order.
 
     The checks only read (no transaction, no commit): one lookup, shared with the DD11s of
-    other terminals waiting at that moment (``Batcher.lookup``); paying an unpaid order naming
-    its card is a batched step (``DDContext.batched``), answered once committed.
+    other terminals waiting at that moment (``ReadGate.lookup``); paying an unpaid order naming
+    its card is an item of the group commit (``DDContext.commit``), answered once committed.
     """
     need_length(frame, 15)
     info = frame.info
     st.code = terminal_code(frame.user_id)
     order_no = bcd_or_none(info[5:15])
-    wanted = order_no if order_no is not None and orders.is_order_no(order_no) else None
-    terminal, order, st.order_card_kind = await dd.batcher.lookup(DD11_READS, (st.code, wanted))
+    wanted = order_no if order_no is not None and is_order_no(order_no) else None
+    terminal, order, st.order_card_kind = await dd.reads.lookup(DD11_READS, (st.code, wanted))
     # The checks refuse in the spec's order.
     check_signed_in(dd.platform.settings, st, frame, terminal)
     if info[0] != APP_MERCHANT_LOAD:
@@ -258,14 +182,13 @@ async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         raise Refuse(INFO_NOT_LOADABLE)
     if amount != order.amount_cents:
         raise Refuse(INFO_AMOUNT)
-    pay_at_card = order.state == orders.SUBMITTED and order.card_no is None
+    pay_at_card = order.state == SUBMITTED and order.card_no is None
     if pay_at_card:
         merchant_id = order.merchant_id
-        if await dd.batcher.read(lambda conn: store.fund_available(conn, merchant_id)) < order.amount_cents:
+        if await dd.reads.read(lambda conn: store.fund_available(conn, merchant_id)) < order.amount_cents:
             raise Refuse(INFO_FUND_EMPTY)
-    elif order.state == orders.SUBMITTED:
-        to_pay = order.order_no
-        order = await dd.batched(lambda conn: _pay(conn, to_pay), fund=True)
+    elif order.state == SUBMITTED:
+        order = _answered(await dd.commit(PAY, Payment(order.order_no)))
     st.order, st.pay_at_card = order, pay_at_card
     return Response(info=READ_CARD_SCRIPT)
 
@@ -328,18 +251,14 @@ async def dd13(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     when the platform has not seen it as the order's CPU card; an order naming no card is
     paid here."""
     card_no, balance = _dd13_card(st, frame)
-    order, pay_at_card = st.order, st.pay_at_card
-    assert order is not None
-
-    async def work(conn: asyncpg.Connection) -> Order:
-        if not await store.record_cpu_card_balance(conn, card_no, balance):
+    assert st.order is not None
+    if st.pay_at_card:  # paying locks the merchant's fund row: the fund lane
+        paid = await dd.commit(PAY_AT_CARD, (card_no, balance, Payment(st.order.order_no, card_no)))
+        if paid is None:
             raise Refuse(INFO_PURSE_TYPE)
-        return await _pay(conn, order.order_no, card_no) if pay_at_card else order
-
-    if pay_at_card:  # paying locks the merchant's fund row: a hot step, done on its own
-        st.order = await dd.batched(work, fund=True)
-    else:  # a card seen for the first time, or an order naming no card
-        st.order = await dd.batched(work, group=DD13_CARDS, item=(card_no, balance, order))
+        st.order = _answered(paid)
+    elif not await dd.commit(CARD_BALANCES, (card_no, balance)):  # a card seen for the first time
+        raise Refuse(INFO_PURSE_TYPE)
     return _initialize_for_load(st, card_no, balance)
 
 
@@ -362,19 +281,12 @@ async def dd15(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     if order.expires_at is not None and order.expires_at <= utc_now():
         raise Refuse(INFO_NOT_LOADABLE)
 
-    load: dict[str, Any] = {
-        "terminal_code": terminal.code, "online_serial": serial, "balance_before_cents": balance,
-        "load_date": date4.hex(), "load_time": time3.hex(), "load_random": random4.hex().upper(),
-        "load_peer": st.peer,  # where MAC2 goes (DD17 and DD19 come on this connection too)
-    }
-
-    async def work(conn: asyncpg.Connection) -> None:
-        try:
-            await orders.mark_loading_in_transaction(conn, order.order_no, **load)
-        except OrderError as exc:
-            raise _order_error(exc) from None
-
-    await dd.batched(work, group=DD15_LOADING, item=(order.order_no, load))  # committed before MAC2 leaves
+    load = Loading(
+        order.order_no, terminal_code=terminal.code, online_serial=serial, balance_before_cents=balance,
+        load_date=date4.hex(), load_time=time3.hex(), load_random=random4.hex().upper(),
+        load_peer=st.peer,  # where MAC2 goes (DD17 and DD19 come on this connection too)
+    )
+    _answered(await dd.commit(LOADING, load))  # committed before MAC2 leaves
     st.balance_before, st.online_serial, st.load_date, st.load_time = balance, serial, date4, time3
     apdu = bytes.fromhex("805200000B") + date4 + time3 + mac2 + b"\x04"
     return Response(info=script_encode([Instruction(1, apdu, SW_OK, 0, 0)]))
@@ -390,10 +302,9 @@ async def dd17(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         metrics.RECHARGES.labels("loading").inc()
         raise
     if reply.sw != SW_OK:
-        async def release(conn: asyncpg.Connection) -> None:
-            await orders.release_loading(conn, order.order_no)
-
-        await dd.batched(release)
+        released = await dd.commit(RELEASE, order.order_no)
+        if isinstance(released, OrderError):  # settled meanwhile by an operator: answered as an internal error
+            raise released
         metrics.RECHARGES.labels("card_refused").inc()
         raise Refuse(INFO_CARD_ERROR)
     balance_after = st.balance_before + order.amount_cents
@@ -406,17 +317,8 @@ async def dd17(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         log.warning("order %s: TAC did not verify; left loading for customer service", order.order_no)
         raise Refuse(INFO_CARD_ERROR)
 
-    async def post(conn: asyncpg.Connection) -> Order:
-        # The merchant's fund row is the hot lock every post takes: take it last, hold it shortest
-        # (and the batch runs hot steps after its other steps).
-        (record_id,) = await dd.record_ids.take(conn, 1, utc_now())
-        return await orders.mark_loaded_in_transaction(
-            conn, order.order_no, balance_after_cents=balance_after, record_id=record_id
-        )
-
-    st.order = await dd.batched(  # committed before DD18 leaves
-        post, fund=True, group=dd.post_group, item=(order.order_no, balance_after)
-    )
+    # The merchant's fund row is the hot lock every post takes: the fund lane, last in its batch.
+    st.order = _answered(await dd.commit(dd.post_group, (order.order_no, balance_after)))  # committed before DD18
     metrics.RECHARGES.labels("loaded").inc()
     return Response(end=True)
 
@@ -437,10 +339,7 @@ async def dd19(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     if _order_no(frame.info) != order.order_no:
         raise Refuse(INFO_UNKNOWN_ORDER)
 
-    async def work(conn: asyncpg.Connection) -> Order:
-        return await orders.confirm_order(conn, order.order_no)
-
-    confirmed = await dd.batched(work, group=DD19_CONFIRM, item=order.order_no)
+    confirmed = _answered(await dd.commit(CONFIRM, order.order_no))
     return Response(
         info=_receipt(confirmed, st.pki, amount=confirmed.amount_cents, balance=confirmed.balance_after_cents or 0),
         end=True,
@@ -461,9 +360,9 @@ async def _not_credited(conn: asyncpg.Connection, order: Order, pki: bytes) -> R
 
 async def _settled_answer(conn: asyncpg.Connection, order: Order, pki: bytes) -> Response | None:
     """The DD22 of an order that is not loading; None when it is loading."""
-    if order.state in (orders.LOADED, orders.CONFIRMED, orders.SETTLED):
-        if order.state == orders.LOADED:
-            order = await orders.confirm_order(conn, order.order_no)
+    if order.state in DONE:
+        if order.state == LOADED:
+            order = single(await lifecycle.confirm_orders(conn, [order.order_no]))
         return Response(
             info=_receipt(order, pki, amount=order.amount_cents, balance=order.balance_after_cents or 0), end=True
         )
@@ -478,7 +377,7 @@ async def dd21_query(dd: DDContext, st: FlowState, frame: Frame) -> Response:
 
     async def work(conn: asyncpg.Connection) -> Response:
         await signed_in(dd.platform.settings, conn, st, frame)
-        order = await orders.get_order(conn, _order_no(frame.info))
+        order = await get_order(conn, _order_no(frame.info))
         if order is None:
             raise Refuse(INFO_UNKNOWN_ORDER)
         st.order = order
@@ -522,14 +421,14 @@ async def dd21_recover(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         reply = None
 
     async def work(conn: asyncpg.Connection) -> Response:
-        order = await orders.get_order(conn, known.order_no, for_update=True)
+        order = await get_order(conn, known.order_no, for_update=True)
         assert order is not None
         answer = await _settled_answer(conn, order, st.pki)
         if answer is not None:  # settled meanwhile (an operator, another terminal)
             return answer
         await store.record_recovery_peer(conn, order.order_no, st.peer)
         if reply is not None and reply.sw == SW_NO_PROOF:
-            released = await orders.release_loading(conn, order.order_no)
+            released = single(await lifecycle.release_loading(conn, [order.order_no]))
             metrics.RECHARGES.labels("recovered_not_credited").inc()
             return await _not_credited(conn, released, st.pki)
         random4 = await store.get_load_random(conn, order.order_no)
@@ -539,8 +438,8 @@ async def dd21_recover(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         assert order.card_no is not None and order.balance_before_cents is not None
         balance_after = order.balance_before_cents + order.amount_cents
         (record_id,) = await dd.record_ids.take(conn, 1, utc_now())
-        await orders.mark_loaded(conn, order.order_no, balance_after_cents=balance_after, record_id=record_id)
-        loaded = await orders.confirm_order(conn, order.order_no)
+        single(await lifecycle.mark_loaded(conn, [lifecycle.Loaded(order.order_no, balance_after, record_id)]))
+        loaded = single(await lifecycle.confirm_orders(conn, [order.order_no]))
         metrics.RECHARGES.labels("recovered_loaded").inc()
         return Response(info=_receipt(loaded, st.pki, amount=loaded.amount_cents, balance=balance_after), end=True)
 

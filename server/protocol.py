@@ -18,7 +18,8 @@ from typing import Any, Protocol, cast
 from recharge import metrics
 from recharge.config import Settings
 from recharge.network import Network, is_trusted
-from server import dispatch, flows, proxy_protocol
+from server import dispatch, proxy_protocol
+from server.dd_context import DDContext
 from server.flow_state import FlowState
 from server.session import ProtocolError, Request, Response, TerminalSession
 from server.stages import INFO_BUSY, INFO_INTERNAL
@@ -47,7 +48,7 @@ class ConnectionHost(Protocol):
     """What a connection needs from the service that accepted it (``server.service.DDService``)."""
 
     settings: Settings
-    dd: flows.DDContext
+    dd: DDContext
     trusted_proxies: tuple[Network, ...]
 
     def admit(self, protocol: DDProtocol) -> bool: ...

@@ -14,7 +14,7 @@ import logging
 
 from recharge.context import Platform
 from recharge.network import parse_networks
-from server.flows import DDContext
+from server.dd_context import DDContext
 from server.protocol import DDProtocol
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,8 @@ class DDService:
             protocol.close()
         if running:
             await asyncio.wait(running, timeout=_STEP_FINISH_S)
-        # Batched steps finish and commit; kept connections go back to the pool before it closes.
-        await asyncio.gather(self.dd.batcher.wait_idle(), self.dd.fund_batcher.wait_idle())
+        # Batches finish and commit; kept connections go back to the pool before it closes.
+        await self.dd.wait_idle()
         try:
             await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
         except TimeoutError:

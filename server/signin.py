@@ -24,10 +24,10 @@ from core_ext import (
 )
 from recharge import metrics
 from recharge.context import Busy
-from recharge.orders.lifecycle import LOCAL_TZ
+from recharge.orders.model import LOCAL_TZ
 from server import store
+from server.dd_context import DDContext
 from server.flow_state import FlowState, Refuse, bcd_or_none, need_length, terminal_code, utc_now
-from server.flows import DDContext
 from server.session import Response
 from server.stages import INFO_CARD_ERROR, INFO_LENGTH, INFO_PKI
 

@@ -1,13 +1,12 @@
 """The DD server's database work: terminals and sign-in, CPU cards, card deposits, receipts.
 
-Orders and their load life cycle live in ``recharge.orders.lifecycle`` (shared with the order API);
+Orders and their load life cycle live in ``recharge.orders`` (shared with the order API);
 money moves only through ``recharge.ledger.transfers``. Every function takes a connection; the ones
 that change several rows expect the caller's transaction, so a refusal leaves nothing behind:
 either ``run_transaction`` (one transaction on a pool connection taken through
-``Platform.acquire`` — ``Busy`` when the pool is exhausted — retried whole on
-deadlock/serialization; sign-in, DD21, DD73) or a step of the DD service's group-commit
-``recharge.ledger.group_commit.Batcher`` (the recharge steps DD11–DD19: one savepoint per step, one
-commit per batch).
+``Platform.acquire`` — ``Busy`` when the pool is exhausted — retried whole by the retry policy;
+sign-in, DD21, DD73) or a batch of the DD service's group commit (``server.dd_context``: the
+recharge steps DD11–DD19, one commit per batch).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TypeVar
 
 import asyncpg
@@ -23,7 +22,7 @@ import asyncpg
 from recharge import db
 from recharge.context import Platform
 from recharge.ledger import transfers as ledger
-from recharge.orders.lifecycle import LOCAL_TZ, Order
+from recharge.orders.model import LOCAL_TZ, Order, columns_of
 from recharge.orders.receipts import record_id_of
 
 T = TypeVar("T")
@@ -76,7 +75,7 @@ async def get_terminal(conn: asyncpg.Connection, code: str) -> Terminal | None:
 
 
 _TERMINAL_ALIASED = ", ".join(f"t.{c.strip()} AS t_{c.strip()}" for c in _TERMINAL_COLUMNS.split(","))
-_ORDER_COLUMNS = ", ".join(f"o.{f.name}" for f in fields(Order))
+_ORDER_COLUMNS = columns_of("o")
 
 
 async def terminal_and_order(
@@ -234,32 +233,19 @@ async def ensure_cpu_card(conn: asyncpg.Connection, card_no: str, *, for_update:
     return Card(*row)
 
 
-async def record_cpu_card_balance(conn: asyncpg.Connection, card_no: str, balance_cents: int) -> bool:
-    """DD13: remember the balance a CPU card reported, creating its row on first sight; one statement.
-
-    False (nothing changed) when the number belongs to a card that is not a CPU card.
-    """
-    kind = await conn.fetchval(
-        "INSERT INTO cards (card_no, kind, last_balance_cents) VALUES ($1, 'cpu', $2)"
-        " ON CONFLICT (card_no) DO UPDATE SET last_balance_cents = EXCLUDED.last_balance_cents"
-        " WHERE cards.kind = 'cpu' RETURNING kind",
-        card_no,
-        balance_cents,
-    )
-    return kind is not None
-
-
 async def record_cpu_card_balances(conn: asyncpg.Connection, items: list[tuple[str, int]]) -> set[str]:
-    """``record_cpu_card_balance`` for several known CPU cards in one statement; the numbers updated.
-
-    Cards not yet known or not CPU cards are left untouched (ask ``record_cpu_card_balance``);
-    each card number at most once.
+    """DD13: remember the balances CPU cards reported, creating the row of a card seen for the first
+    time; one statement. Returns the card numbers that are CPU cards (recorded); a number that
+    belongs to a card of another kind is left untouched. A card named twice keeps its last balance.
     """
+    last = dict(items)
     rows = await conn.fetch(
-        "UPDATE cards SET last_balance_cents = v.balance FROM unnest($1::text[], $2::bigint[]) AS v(card_no, balance)"
-        " WHERE cards.card_no = v.card_no AND cards.kind = 'cpu' RETURNING cards.card_no",
-        [c for c, _ in items],
-        [b for _, b in items],
+        "INSERT INTO cards (card_no, kind, last_balance_cents)"
+        " SELECT card_no, 'cpu', balance FROM unnest($1::text[], $2::bigint[]) AS v(card_no, balance)"
+        " ON CONFLICT (card_no) DO UPDATE SET last_balance_cents = EXCLUDED.last_balance_cents"
+        " WHERE cards.kind = 'cpu' RETURNING card_no",
+        list(last),
+        list(last.values()),
     )
     return {row["card_no"] for row in rows}
 

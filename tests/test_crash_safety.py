@@ -25,7 +25,7 @@ from core_ext.virtual_card import VirtualCard
 from recharge import db
 from recharge.keys import MasterKeys, write_keys
 from recharge.ledger.audit import audit
-from recharge.orders import lifecycle as orders
+from recharge.orders import model
 from server.terminal_client import AsyncTerminalClient, ConnectionClosed, FlowFailed
 from tests.conftest import ROOT
 
@@ -133,8 +133,8 @@ async def test_sigkill_during_recharges_loses_no_acknowledged_load(empty_databas
         assert len(acknowledged) < len(cards), "the kill came after every load: nothing was tested"
         proc, port = _serve(empty_database, tmp_path)
         for order_no in acknowledged:
-            order = await orders.get_order(conn, order_no)
-            assert order is not None and order.state in (orders.LOADED, orders.CONFIRMED), order_no
+            order = await model.get_order(conn, order_no)
+            assert order is not None and order.state in (model.LOADED, model.CONFIRMED), order_no
         outcomes: dict[int, int] = {}
         for order_no, card in cards.items():
             client = AsyncTerminalClient("127.0.0.1", port, terminal.code, terminal.pki, timeout_s=10)

@@ -15,7 +15,7 @@ from app import fixtures
 from app.cli import main
 from app.fixtures import SimTerminal
 from recharge.ledger import transfers as ledger
-from recharge.orders import lifecycle as orders
+from recharge.orders import model
 
 pytestmark = pytest.mark.usefixtures("audited")
 
@@ -75,8 +75,8 @@ async def test_order_create_prints_a_paid_order_number(
     assert await cli(database_url, "order", "create", "--card", card_no, "--amount", "450", "--merchant", merchant) == 0
     order_no = capsys.readouterr().out.strip()
     assert len(order_no) == 20 and order_no.isdigit()
-    order = await orders.get_order(conn, order_no)
-    assert order is not None and order.state == orders.PAID and order.amount_cents == 450
+    order = await model.get_order(conn, order_no)
+    assert order is not None and order.state == model.PAID and order.amount_cents == 450
     card = signed_in.card(card_no)
     assert (await asyncio.to_thread(signed_in.client().recharge, card, order_no, 450)).result == 0
 
@@ -88,8 +88,8 @@ async def test_order_create_unpaid_and_refusals(
     card_no = "1680" + fixtures.random_digits(12)
     assert await cli(database_url, "order", "create", "--card", card_no, "--amount", "10", "--merchant", merchant,
                      "--unpaid") == 0
-    order = await orders.get_order(conn, capsys.readouterr().out.strip())
-    assert order is not None and order.state == orders.SUBMITTED
+    order = await model.get_order(conn, capsys.readouterr().out.strip())
+    assert order is not None and order.state == model.SUBMITTED
     too_much = str(10**9)
     assert await cli(database_url, "order", "create", "--card", card_no, "--amount", too_much, "--merchant",
                      merchant) == 1
@@ -115,8 +115,8 @@ async def test_load_resolve_posted_posts_the_reservation_and_records_why(
     order_no, card = await _loading_order(signed_in, conn, credit=True)
     assert await cli(database_url, "load", "resolve", "--order", order_no, "--outcome", "posted",
                      "--actor", "carol", "--reason", "card shows 300") == 0
-    order = await orders.get_order(conn, order_no)
-    assert order is not None and order.state == orders.LOADED and not order.loading
+    order = await model.get_order(conn, order_no)
+    assert order is not None and order.state == model.LOADED and not order.loading
     assert order.balance_after_cents == 300 == card.balance
     transfer = await ledger.get_transfer(conn, order.pay_transfer_id or "")
     assert transfer is not None and transfer.status == "posted"
@@ -132,8 +132,8 @@ async def test_load_resolve_voided_releases_the_reservation(
     order_no, _ = await _loading_order(signed_in, conn, credit=False)
     assert await cli(database_url, "load", "resolve", "--order", order_no, "--outcome", "voided",
                      "--actor", "dave", "--reason", "card shows 100") == 0
-    order = await orders.get_order(conn, order_no)
-    assert order is not None and order.state == orders.VOIDED and not order.loading
+    order = await model.get_order(conn, order_no)
+    assert order is not None and order.state == model.VOIDED and not order.loading
     transfer = await ledger.get_transfer(conn, order.pay_transfer_id or "")
     assert transfer is not None and transfer.status == "voided"
 
@@ -144,8 +144,8 @@ async def test_load_resolve_refuses_an_order_that_is_not_loading(
     order_no = await fixtures.paid_order(conn, signed_in.merchant_id, signed_in.card().card_no, 10)
     assert await cli(database_url, "load", "resolve", "--order", order_no, "--outcome", "posted",
                      "--reason", "mistake") == 1
-    order = await orders.get_order(conn, order_no)
-    assert order is not None and order.state == orders.PAID
+    order = await model.get_order(conn, order_no)
+    assert order is not None and order.state == model.PAID
     assert not await conn.fetchval("SELECT count(*) FROM operator_actions WHERE subject = $1", order_no)
 
 

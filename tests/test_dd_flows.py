@@ -23,7 +23,7 @@ from core_ext import (
     script_decode,
 )
 from recharge.ledger import transfers as ledger
-from recharge.orders import lifecycle as orders
+from recharge.orders import model
 from server.stages import INFO_REVERSAL_OK
 
 pytestmark = pytest.mark.usefixtures("audited")
@@ -57,7 +57,7 @@ async def test_signin_happy_path_persists_signed_in_until_and_serial(term: SimTe
         "SELECT signin_serial, signed_in_until, signin_pki FROM terminals WHERE code = $1", term.code
     )
     assert row["signin_serial"] == serial and row["signin_pki"] == term.pki
-    assert row["signed_in_until"].astimezone(orders.LOCAL_TZ).strftime("%Y%m%d%H%M%S") == expiry
+    assert row["signed_in_until"].astimezone(model.LOCAL_TZ).strftime("%Y%m%d%H%M%S") == expiry
 
 
 async def test_signin_answers_carry_ff_pki_until_dd04_then_the_module_pki(term: SimTerminal) -> None:
@@ -87,8 +87,8 @@ async def test_recharge_happy_path_posts_transfer_and_returns_receipt(term: SimT
     assert len(info) == 30 and info[10:14] == bytes.fromhex(term.pki)
     assert bcd_decode(info[14:22]) == card.card_no and be_decode(info[22:26]) == 1234
     assert be_decode(info[26:30]) == 1734
-    order = await orders.get_order(conn, order_no)
-    assert order is not None and order.state == orders.CONFIRMED and not order.loading
+    order = await model.get_order(conn, order_no)
+    assert order is not None and order.state == model.CONFIRMED and not order.loading
     assert bcd_decode(info[:10]) == order.record_id and order.balance_after_cents == 1734
     assert await purse_posted(conn, card.card_no) == 1234
     cpu = await conn.fetchrow("SELECT kind, last_balance_cents FROM cards WHERE card_no = $1", card.card_no)
@@ -181,8 +181,8 @@ async def test_recharge_without_receipt_leaves_order_loaded(term: SimTerminal, c
     order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 300)
     dd18 = await in_thread(term.client().recharge, card, order_no, 300, receipt=False)
     assert (dd18.stage, dd18.flow, dd18.result, dd18.info) == (0x18, 0xFF, 0, b"")
-    order = await orders.get_order(conn, order_no)
-    assert order is not None and order.state == orders.LOADED
+    order = await model.get_order(conn, order_no)
+    assert order is not None and order.state == model.LOADED
 
 
 async def test_recharge_of_unpaid_order_pays_it_at_dd11(term: SimTerminal, conn: asyncpg.Connection) -> None:
@@ -192,8 +192,8 @@ async def test_recharge_of_unpaid_order_pays_it_at_dd11(term: SimTerminal, conn:
     client = term.client()
     with client.connect():
         assert (await in_thread(client.dd11, 777, order_no)).result == 0
-        paid = await orders.get_order(conn, order_no)
-        assert paid is not None and paid.state == orders.PAID and paid.pay_transfer_id is not None
+        paid = await model.get_order(conn, order_no)
+        assert paid is not None and paid.state == model.PAID and paid.pay_transfer_id is not None
     await in_thread(term.client().recharge, card, order_no, 777)
     assert await purse_posted(conn, card.card_no) == 777
 
@@ -205,8 +205,8 @@ async def test_recharge_of_order_naming_no_card_pays_the_card_read_at_dd13(
     card = term.card(balance_cents=10)
     order_no = await fixtures.paid_order(conn, term.merchant_id, None, 555, pay=False)
     await in_thread(term.client().recharge, card, order_no, 555)
-    order = await orders.get_order(conn, order_no)
-    assert order is not None and order.card_no == card.card_no and order.state == orders.CONFIRMED
+    order = await model.get_order(conn, order_no)
+    assert order is not None and order.card_no == card.card_no and order.state == model.CONFIRMED
     assert card.balance == 565 and await purse_posted(conn, card.card_no) == 555
 
 
@@ -218,8 +218,8 @@ async def test_query_of_loaded_order_returns_receipt(term: SimTerminal, conn: as
     dd22 = await in_thread(query, term, order_no)
     assert (dd22.stage, dd22.flow, dd22.result) == (0x22, 0xFF, 0)
     assert be_decode(dd22.info[22:26]) == 200 and be_decode(dd22.info[26:30]) == 300
-    order = await orders.get_order(conn, order_no)
-    assert order is not None and order.state == orders.CONFIRMED
+    order = await model.get_order(conn, order_no)
+    assert order is not None and order.state == model.CONFIRMED
 
 
 async def test_query_of_order_never_attempted_answers_A5_with_zero_amount(

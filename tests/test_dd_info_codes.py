@@ -20,7 +20,7 @@ from app.fixtures import SimTerminal
 from core_ext import Frame, bcd_encode, be_decode, frame_encode
 from recharge import db
 from recharge.context import Platform
-from recharge.orders import lifecycle as orders
+from recharge.orders import model
 from server.service import DDService
 from server.terminal_client import TerminalClient
 
@@ -59,8 +59,8 @@ def assert_refused(answer: Frame, stage: int, code: int) -> None:
     assert (answer.stage, answer.flow, answer.result) == (stage, 0xFF, code), answer
 
 
-async def order_state(conn: asyncpg.Connection, order_no: str) -> orders.Order:
-    order = await orders.get_order(conn, order_no)
+async def order_state(conn: asyncpg.Connection, order_no: str) -> model.Order:
+    order = await model.get_order(conn, order_no)
     assert order is not None
     return order
 
@@ -116,7 +116,7 @@ async def test_info_A3_purse_type_unknown(signed_in: SimTerminal, conn: asyncpg.
             return client.dd13(card.run_script(client.dd11(100, order_no).info))
 
     assert_refused(await in_thread(talk), 0x14, 0xA3)
-    assert (await order_state(conn, order_no)).state == orders.PAID
+    assert (await order_state(conn, order_no)).state == model.PAID
 
 
 async def test_info_A4_reversal_failed_when_proof_does_not_verify(signed_in: SimTerminal, conn: asyncpg.Connection) -> None:
@@ -133,7 +133,7 @@ async def test_info_A4_reversal_failed_when_proof_does_not_verify(signed_in: Sim
 
     assert_refused(await in_thread(talk), 0x22, 0xA4)
     order = await order_state(conn, order_no)
-    assert order.state == orders.PAID and order.loading
+    assert order.state == model.PAID and order.loading
 
 
 async def test_info_A5_reversal_succeeded_when_card_was_not_credited(
@@ -152,7 +152,7 @@ async def test_info_A5_reversal_succeeded_when_card_was_not_credited(
     assert_refused(answer, 0x22, 0xA5)
     assert be_decode(answer.info[22:26]) == 0 and be_decode(answer.info[26:30]) == 40
     order = await order_state(conn, order_no)
-    assert order.state == orders.PAID and not order.loading and card.balance == 40
+    assert order.state == model.PAID and not order.loading and card.balance == 40
 
 
 async def test_info_A6_app_type_unknown(signed_in: SimTerminal, conn: asyncpg.Connection) -> None:
@@ -166,7 +166,7 @@ async def test_info_A7_merchant_recharge_fund_is_empty(platform: Any, conn: asyn
     order_no = await fixtures.paid_order(conn, poor.merchant_id, poor.card().card_no, 100, pay=False)
     assert_refused(await in_thread(dd11, poor, 100, order_no), 0x12, 0xA7)
     order = await order_state(conn, order_no)
-    assert order.state == orders.SUBMITTED and order.pay_transfer_id is None
+    assert order.state == model.SUBMITTED and order.pay_transfer_id is None
 
 
 async def test_info_AA_wrong_signin_cryptogram(term: SimTerminal, conn: asyncpg.Connection) -> None:
@@ -295,7 +295,7 @@ async def test_info_98_card_differs_from_order(signed_in: SimTerminal, conn: asy
 
     assert_refused(await in_thread(talk), 0x14, 0x98)
     order = await order_state(conn, order_no)
-    assert order.state == orders.PAID and not order.loading
+    assert order.state == model.PAID and not order.loading
 
 
 async def test_info_99_order_number_unknown(signed_in: SimTerminal) -> None:

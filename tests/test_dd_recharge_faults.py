@@ -20,7 +20,7 @@ from core_ext import Frame, be_decode, reply_encode
 from core_ext import Reply as CardReply
 from recharge import sweeper
 from recharge.ledger import transfers as ledger
-from recharge.orders import lifecycle as orders
+from recharge.orders import model
 from server.terminal_client import FlowFailed
 from tests.conftest import sweep_until
 
@@ -38,13 +38,13 @@ async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 
 
-async def get(conn: asyncpg.Connection, order_no: str) -> orders.Order:
-    order = await orders.get_order(conn, order_no)
+async def get(conn: asyncpg.Connection, order_no: str) -> model.Order:
+    order = await model.get_order(conn, order_no)
     assert order is not None
     return order
 
 
-async def transfer_status(conn: asyncpg.Connection, order: orders.Order) -> tuple[str, Any]:
+async def transfer_status(conn: asyncpg.Connection, order: model.Order) -> tuple[str, Any]:
     assert order.pay_transfer_id is not None
     t = await ledger.get_transfer(conn, order.pay_transfer_id)
     assert t is not None
@@ -67,7 +67,7 @@ async def test_wrong_mac1_answers_AA_and_leaves_order_paid_not_loading(
     answer = await in_thread(talk)
     assert (answer.stage, answer.result) == (0x16, 0xAA)
     order = await get(conn, order_no)
-    assert order.state == orders.PAID and not order.loading
+    assert order.state == model.PAID and not order.loading
     status, timeout_at = await transfer_status(conn, order)
     assert status == "pending" and timeout_at is not None
 
@@ -82,7 +82,7 @@ async def test_wrong_tac_answers_AA_and_leaves_load_loading_without_timeout(
         await in_thread(signed_in.client().recharge, card, order_no, 100)
     assert (failed.value.stage, failed.value.result) == (0x18, 0xAA)
     order = await get(conn, order_no)
-    assert order.state == orders.PAID and order.loading and order.loading_since is not None
+    assert order.state == model.PAID and order.loading and order.loading_since is not None
     assert await transfer_status(conn, order) == ("pending", None)
     # the card holds the money: recovery finds the proof and posts it
     card.corrupt_tac = False
@@ -93,7 +93,7 @@ async def test_wrong_tac_answers_AA_and_leaves_load_loading_without_timeout(
 
     answer = await in_thread(recover)
     assert (answer.stage, answer.flow, answer.result) == (0x22, 0xFF, 0)
-    assert (await get(conn, order_no)).state == orders.CONFIRMED
+    assert (await get(conn, order_no)).state == model.CONFIRMED
 
 
 async def test_card_error_status_word_goes_back_to_paid_and_retry_loads(
@@ -106,11 +106,11 @@ async def test_card_error_status_word_goes_back_to_paid_and_retry_loads(
         await in_thread(signed_in.client().recharge, card, order_no, 100)
     assert (failed.value.stage, failed.value.result) == (0x18, 0xAA)
     order = await get(conn, order_no)
-    assert order.state == orders.PAID and not order.loading
+    assert order.state == model.PAID and not order.loading
     status, timeout_at = await transfer_status(conn, order)
     assert status == "pending" and timeout_at == order.expires_at
     await in_thread(signed_in.client().recharge, card, order_no, 100)
-    assert card.balance == 105 and (await get(conn, order_no)).state == orders.CONFIRMED
+    assert card.balance == 105 and (await get(conn, order_no)).state == model.CONFIRMED
 
 
 async def test_connection_dropped_after_dd16_then_dd21_posts_when_card_was_credited(
@@ -143,7 +143,7 @@ async def test_connection_dropped_after_dd16_then_dd21_posts_when_card_was_credi
     assert (answer.flow, answer.result) == (0xFF, 0)
     assert be_decode(answer.info[22:26]) == 250 and be_decode(answer.info[26:30]) == 1250
     order = await get(conn, order_no)
-    assert order.state == orders.CONFIRMED and not order.loading
+    assert order.state == model.CONFIRMED and not order.loading
     assert (await transfer_status(conn, order))[0] == "posted"
 
 
@@ -163,18 +163,18 @@ async def test_connection_dropped_after_dd16_then_dd21_back_to_paid_and_expiry_v
     assert (answer.flow, answer.result) == (0xFF, 0xA5)
     assert be_decode(answer.info[26:30]) == 70  # the balance the card reported before the load
     order = await get(conn, order_no)
-    assert order.state == orders.PAID and not order.loading and card.balance == 70
+    assert order.state == model.PAID and not order.loading and card.balance == 70
     # the reservation may expire again: past its expiry the sweeper voids it and the order is 06
     await conn.execute("UPDATE orders SET expires_at = now() - interval '1 second' WHERE order_no = $1", order_no)
     await conn.execute("UPDATE transfers SET timeout_at = now() - interval '1 second' WHERE id = $1",
                        order.pay_transfer_id)
 
     async def voided() -> bool:
-        return (await get(conn, order_no)).state == orders.VOIDED
+        return (await get(conn, order_no)).state == model.VOIDED
 
     await sweep_until(pool, voided)
     order = await get(conn, order_no)
-    assert order.state == orders.VOIDED
+    assert order.state == model.VOIDED
     assert (await transfer_status(conn, order))[0] == "voided"
 
     def query() -> Frame:
@@ -226,6 +226,6 @@ async def test_two_terminals_racing_for_one_order_load_it_exactly_once(
     assert sorted(results) == [0x00, 0x96]
     assert sorted(c.balance for c in cards) == [0, 300]
     order = await get(conn, order_no)
-    assert order.state == orders.LOADED
+    assert order.state == model.LOADED
     purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE, card_no=card_no)
     assert (await ledger.get_balance(conn, purse)).posted == 300

@@ -9,8 +9,7 @@ import datetime as dt
 import asyncpg
 
 from app import fixtures
-from recharge.orders import lifecycle as orders
-from recharge.orders import receipts
+from recharge.orders import model, receipts
 from server import store
 
 
@@ -30,7 +29,7 @@ async def test_record_ids_of_two_services_and_many_blocks_never_repeat(pool: asy
     batches = await asyncio.gather(*(take(ids, n) for n in (7, 600, 999, 1, 1200) for ids in (first, second)))
     taken = [rid for batch in batches for rid in batch]
     assert len(taken) == 2 * (7 + 600 + 999 + 1 + 1200) and len(set(taken)) == len(taken)
-    day = now.astimezone(orders.LOCAL_TZ).strftime("%Y%m%d")
+    day = now.astimezone(model.LOCAL_TZ).strftime("%Y%m%d")
     assert all(len(rid) == 20 and rid.startswith(day) and rid.isdigit() for rid in taken)
     async with pool.acquire() as conn:  # the one-off path (DD21, the operator) shares the sequence
         assert await receipts.new_record_id(conn, now) not in set(taken)

@@ -24,7 +24,7 @@ from app import fixtures
 from http_api import order_api, order_envelope
 from http_api.order_client import ClientIdentity, build_request, open_reply, remac, seal
 from recharge.ledger import transfers as ledger
-from recharge.orders import lifecycle as orders
+from recharge.orders import model
 from recharge.orders import platforms as order_platforms
 
 pytestmark = pytest.mark.usefixtures("audited")
@@ -212,11 +212,11 @@ async def test_create_auto_load_order_reserves_the_amount_and_query_lists_it(
     assert reply["status"] == 1, reply
     opened = open_reply(reply)
     order_no = opened["order"]
-    assert orders.is_order_no(order_no) and opened["pki"] == api.pki
-    order = await orders.get_order(conn, order_no)
-    assert order is not None and order.state == orders.PAID and order.card_no == card
+    assert model.is_order_no(order_no) and opened["pki"] == api.pki
+    order = await model.get_order(conn, order_no)
+    assert order is not None and order.state == model.PAID and order.card_no == card
     assert order.amount_cents == 2_345 and order.biz_serial_no == "BIZ-" + card
-    transfer = await ledger.get_transfer(conn, orders.pay_transfer_id(order_no))
+    transfer = await ledger.get_transfer(conn, model.pay_transfer_id(order_no))
     assert transfer is not None and transfer.status == "pending" and transfer.timeout_at == order.expires_at
     session = await login(http, api)
     query = {"platform": api.who.platform_raw, "userinfo": '{"userid":"gzzxc001"}', "pki": api.pki,
@@ -239,7 +239,7 @@ async def test_query_by_orderid_and_time_sees_only_the_platforms_own_orders(
     card = new_card()
     theirs = open_reply(await post(http, "CreateAutoLoadOrder", create_body(other, card, 500)))["order"]
     session = await login(http, api)
-    today = orders.local_date(dt.datetime.now(dt.UTC)).strftime("%Y%m%d")
+    today = model.local_date(dt.datetime.now(dt.UTC)).strftime("%Y%m%d")
     query = {"platform": api.who.platform_raw, "userinfo": '{"userid":"gzzxc001"}', "serial": session["serial"],
              "step": 0, "reqinfo": [], "qrycondition": "orderid,time", "orderid": theirs,
              "starttime": today, "endtime": today}
@@ -286,13 +286,13 @@ async def test_order_not_loaded_in_time_expires_and_its_reservation_is_voided(
         platform.ctx.settings = settings
     deadline = time.monotonic() + 10
     while True:  # the platform's own sweeper runs every 0.5 s in the tests
-        order = await orders.get_order(conn, opened["order"])
+        order = await model.get_order(conn, opened["order"])
         assert order is not None
-        if order.state == orders.VOIDED or time.monotonic() > deadline:
+        if order.state == model.VOIDED or time.monotonic() > deadline:
             break
         await conn.execute("SELECT pg_sleep(0.2)")
-    assert order.state == orders.VOIDED
-    transfer = await ledger.get_transfer(conn, orders.pay_transfer_id(order.order_no))
+    assert order.state == model.VOIDED
+    transfer = await ledger.get_transfer(conn, model.pay_transfer_id(order.order_no))
     assert transfer is not None and transfer.status == "voided"
 
 
@@ -659,7 +659,7 @@ async def test_mac_covers_the_fields_in_wire_order_when_data_is_not_last(
     assert wire_mac(reordered) != canonical_mac
     await refused(http, conn, api, "CreateAutoLoadOrder", {**reordered, "mac": canonical_mac}, "mac does not match")
     reply = await post(http, "CreateAutoLoadOrder", {**reordered, "mac": wire_mac(reordered)})
-    assert reply["status"] == 1 and orders.is_order_no(open_reply(reply)["order"])
+    assert reply["status"] == 1 and model.is_order_no(open_reply(reply)["order"])
 
 
 async def test_saturated_pool_is_answered_busy_in_the_reply_format_and_nothing_changes(

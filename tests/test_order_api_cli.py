@@ -19,6 +19,7 @@ import pytest
 
 from app import cli, fixtures
 from recharge.orders import lifecycle as orders
+from recharge.orders import model
 from recharge.orders import platforms as order_platforms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,13 +199,13 @@ async def test_platform_add_refuses_another_key_under_the_same_crt_version(
 
 
 async def loaded_order(conn: asyncpg.Connection, platform_id: int, merchant_id: int, serial_no: str,
-                       amount: int) -> orders.Order:
+                       amount: int) -> model.Order:
     order = (await orders.create_order(
         conn, merchant_id=merchant_id, amount_cents=amount, card_no="1680" + fixtures.random_digits(12),
         platform_id=platform_id, biz_serial_no=serial_no, request_digest="d",
     )).order
-    await orders.mark_loading(conn, order.order_no, terminal_code="11552001")
-    return await orders.mark_loaded(conn, order.order_no, balance_after_cents=amount)
+    model.single(await orders.mark_loading(conn, [orders.Loading(order.order_no, terminal_code="11552001")]))
+    return model.single(await orders.mark_loaded(conn, [orders.Loaded(order.order_no, balance_after_cents=amount)]))
 
 
 async def test_settle_writes_one_csv_per_platform_and_running_twice_changes_nothing(
@@ -217,14 +218,14 @@ async def test_settle_writes_one_csv_per_platform_and_running_twice_changes_noth
     for raw in raws:
         platform = await order_platforms.register_platform(conn, platform_raw=raw, name=raw, merchant_code=code)
         loaded = await loaded_order(conn, platform.id, merchant_id, f"{raw}-1", 111)
-        confirmed = await orders.confirm_order(
-            conn, (await loaded_order(conn, platform.id, merchant_id, f"{raw}-2", 222)).order_no)
+        confirmed = model.single(await orders.confirm_orders(
+            conn, [(await loaded_order(conn, platform.id, merchant_id, f"{raw}-2", 222)).order_no]))
         loading = (await orders.create_order(
             conn, merchant_id=merchant_id, amount_cents=333, card_no="1680" + fixtures.random_digits(12),
             platform_id=platform.id, biz_serial_no=f"{raw}-3", request_digest="d")).order
-        await orders.mark_loading(conn, loading.order_no)
+        model.single(await orders.mark_loading(conn, [orders.Loading(loading.order_no)]))
         made[raw] = [loaded, confirmed, loading]
-    day = orders.local_date(dt.datetime.now(dt.UTC)).isoformat()
+    day = model.local_date(dt.datetime.now(dt.UTC)).isoformat()
     status, out, err = await rechargectl("settle", "--date", day, database_url=database_url, data_dir=tmp_path)
     assert status == 0, err
     files = {}
@@ -241,8 +242,8 @@ async def test_settle_writes_one_csv_per_platform_and_running_twice_changes_noth
         assert by_no[loaded.order_no]["amount_cents"] == "111" and by_no[loaded.order_no]["card_no"] == loaded.card_no
         files[path] = (path.read_bytes(), path.stat().st_mtime_ns)
         for o in (loaded, confirmed):
-            now = await orders.get_order(conn, o.order_no)
-            assert now is not None and now.state == orders.SETTLED
+            now = await model.get_order(conn, o.order_no)
+            assert now is not None and now.state == model.SETTLED
     settled_at = await conn.fetchval("SELECT max(settled_at) FROM orders WHERE merchant_id = $1", merchant_id)
     status, _, err = await rechargectl("settle", "--date", day, database_url=database_url, data_dir=tmp_path)
     assert status == 0, err

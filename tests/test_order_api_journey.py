@@ -19,7 +19,7 @@ import core_ext
 from app import fixtures
 from http_api.order_client import ClientIdentity, build_request, open_reply
 from recharge.ledger import transfers as ledger
-from recharge.orders import lifecycle as orders
+from recharge.orders import model
 from recharge.orders import platforms as order_platforms
 from tests.test_order_api_cli import rechargectl
 
@@ -69,12 +69,12 @@ async def test_order_created_over_http_is_loaded_over_dd_queried_and_settled(
         listed = await call("AcctQueryLNT", build_request(who, query))
     (record,) = listed["acctresult"]
     assert record["orderseq"] == order_no and record["logiccardnum"] == card.card_no
-    assert record["amount"] == 2_000 and record["step"] == orders.CONFIRMED and record["paytime"]
+    assert record["amount"] == 2_000 and record["step"] == model.CONFIRMED and record["paytime"]
 
     purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE, card_no=card.card_no)
     assert (await ledger.get_balance(conn, purse)).posted == 2_000
 
-    day = orders.local_date(dt.datetime.now(dt.UTC))
+    day = model.local_date(dt.datetime.now(dt.UTC))
     status, out, err = await rechargectl("settle", "--date", day.isoformat(), database_url=database_url,
                                          data_dir=tmp_path)
     assert status == 0, err
@@ -82,5 +82,5 @@ async def test_order_created_over_http_is_loaded_over_dd_queried_and_settled(
     rows = list(csv.DictReader(path.open(encoding="utf-8")))
     assert [(r["section"], r["biz_serial_no"], r["order_no"], r["card_no"], r["amount_cents"], r["state"],
              r["terminal_code"]) for r in rows] == [
-        ("settled", "BIKE-0001", order_no, card.card_no, "2000", orders.SETTLED, term.code)
+        ("settled", "BIKE-0001", order_no, card.card_no, "2000", model.SETTLED, term.code)
     ]

@@ -13,7 +13,8 @@ from app import demo
 from recharge import merchants, sweeper
 from recharge.ledger import transfers as ledger
 from recharge.orders import lifecycle as orders
-from recharge.orders.lifecycle import OrderError, OrderErrorCode
+from recharge.orders import model, queries, settlement
+from recharge.orders.model import OrderError, OrderErrorCode
 from tests.conftest import unique_digits
 
 
@@ -41,9 +42,9 @@ async def fund_balance(conn: asyncpg.Connection, merchant_id: int) -> ledger.Bal
 
 async def test_order_number_is_local_date_and_twenty_digits(conn: asyncpg.Connection) -> None:
     moment = dt.datetime(2024, 1, 31, 17, 30, tzinfo=dt.UTC)  # 01:30 on Feb 1st in Shanghai
-    number = await orders.new_order_no(conn, moment)
+    number = await model.new_order_no(conn, moment)
     assert len(number) == 20 and number.isdigit() and number.startswith("20240201")
-    assert await orders.new_order_no(conn, moment) != number
+    assert await model.new_order_no(conn, moment) != number
     assert bytes.fromhex(number).hex() == number  # carried as 10 BCD bytes
 
 
@@ -54,8 +55,8 @@ async def test_create_order_pays_with_pending_transfer_timing_out_at_expiry(
     card = new_card()
     created = await orders.create_order(conn, merchant_id=merchant, amount_cents=2_500, card_no=card)
     order = created.order
-    assert created.created and order.state == orders.PAID and order.card_no == card
-    transfer = await ledger.get_transfer(conn, orders.pay_transfer_id(order.order_no))
+    assert created.created and order.state == model.PAID and order.card_no == card
+    transfer = await ledger.get_transfer(conn, model.pay_transfer_id(order.order_no))
     assert transfer is not None and transfer.status == "pending" and transfer.amount == 2_500
     assert transfer.timeout_at == order.expires_at
     assert transfer.reference == order.order_no and order.pay_transfer_id == transfer.id
@@ -98,11 +99,11 @@ async def test_paying_needs_a_card(conn: asyncpg.Connection) -> None:
         await orders.create_order(conn, merchant_id=merchant, amount_cents=100)
     assert err.value.code is OrderErrorCode.CARD_REQUIRED
     unpaid = (await orders.create_order(conn, merchant_id=merchant, amount_cents=100, pay=False)).order
-    assert unpaid.state == orders.SUBMITTED
+    assert unpaid.state == model.SUBMITTED
     card = new_card()
-    paid = await orders.pay_order(conn, unpaid.order_no, card_no=card)
-    assert paid.state == orders.PAID and paid.card_no == card
-    assert await orders.pay_order(conn, unpaid.order_no) == paid  # idempotent
+    paid = model.single(await orders.pay_orders(conn, [orders.Payment(unpaid.order_no, card_no=card)]))
+    assert paid.state == model.PAID and paid.card_no == card
+    assert model.single(await orders.pay_orders(conn, [orders.Payment(unpaid.order_no)])) == paid  # idempotent
 
 
 async def test_serial_repeat_returns_the_same_order_and_other_content_is_refused(
@@ -141,13 +142,13 @@ async def test_expired_order_is_voided_by_the_sweeper(
     # and commit the void itself a moment later.
     for _ in range(50):
         await sweeper.sweep_once(pool)
-        expired = await orders.get_order(conn, order.order_no)
+        expired = await model.get_order(conn, order.order_no)
         assert expired is not None
-        if expired.state == orders.VOIDED:
+        if expired.state == model.VOIDED:
             break
         await conn.execute("SELECT pg_sleep(0.05)")
-    assert expired.state == orders.VOIDED
-    transfer = await ledger.get_transfer(conn, orders.pay_transfer_id(order.order_no))
+    assert expired.state == model.VOIDED
+    transfer = await ledger.get_transfer(conn, model.pay_transfer_id(order.order_no))
     assert transfer is not None and transfer.status == "voided"
     assert (await fund_balance(conn, merchant)).available == 1_000
 
@@ -159,7 +160,7 @@ async def test_paying_an_expired_order_is_refused(conn: asyncpg.Connection) -> N
         expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
     )).order
     with pytest.raises(OrderError) as err:
-        await orders.pay_order(conn, order.order_no)
+        model.single(await orders.pay_orders(conn, [orders.Payment(order.order_no)]))
     assert err.value.code is OrderErrorCode.EXPIRED
 
 
@@ -172,42 +173,44 @@ async def test_loading_order_survives_expiry_and_posts_on_load(
         conn, merchant_id=merchant, amount_cents=250, card_no=card,
         expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(milliseconds=300),
     )).order
-    loading = await orders.mark_loading(conn, order.order_no, terminal_code="11552001", online_serial=7)
+    loading = model.single(await orders.mark_loading(
+        conn, [orders.Loading(order.order_no, terminal_code="11552001", online_serial=7)]
+    ))
     assert loading.loading and loading.online_serial == 7
     await conn.execute("SELECT pg_sleep(0.4)")
     while await sweeper.sweep_once(pool):
         pass
-    still = await orders.get_order(conn, order.order_no)
-    assert still is not None and still.state == orders.PAID and still.loading
-    loaded = await orders.mark_loaded(conn, order.order_no, balance_after_cents=250)
-    assert loaded.state == orders.LOADED and not loaded.loading
+    still = await model.get_order(conn, order.order_no)
+    assert still is not None and still.state == model.PAID and still.loading
+    loaded = model.single(await orders.mark_loaded(conn, [orders.Loaded(order.order_no, balance_after_cents=250)]))
+    assert loaded.state == model.LOADED and not loaded.loading
     purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE, card_no=card)
     assert (await ledger.get_balance(conn, purse)).posted == 250
-    confirmed = await orders.confirm_order(conn, order.order_no)
-    assert confirmed.state == orders.CONFIRMED
+    confirmed = model.single(await orders.confirm_orders(conn, [order.order_no]))
+    assert confirmed.state == model.CONFIRMED
 
 
 async def test_release_loading_makes_the_order_loadable_again(conn: asyncpg.Connection, audited: None) -> None:
     merchant = await new_merchant(conn, 1_000)
     order = (await orders.create_order(conn, merchant_id=merchant, amount_cents=100, card_no=new_card())).order
-    await orders.mark_loading(conn, order.order_no)
+    model.single(await orders.mark_loading(conn, [orders.Loading(order.order_no)]))
     with pytest.raises(OrderError):
-        await orders.mark_loading(conn, order.order_no)
-    released = await orders.release_loading(conn, order.order_no)
+        model.single(await orders.mark_loading(conn, [orders.Loading(order.order_no)]))
+    released = model.single(await orders.release_loading(conn, [order.order_no]))
     assert not released.loading
-    transfer = await ledger.get_transfer(conn, orders.pay_transfer_id(order.order_no))
+    transfer = await ledger.get_transfer(conn, model.pay_transfer_id(order.order_no))
     assert transfer is not None and transfer.timeout_at == order.expires_at
-    assert (await orders.mark_loading(conn, order.order_no)).loading
+    assert model.single(await orders.mark_loading(conn, [orders.Loading(order.order_no)])).loading
 
 
 async def test_void_order_releases_the_reservation(conn: asyncpg.Connection, audited: None) -> None:
     merchant = await new_merchant(conn, 1_000)
     order = (await orders.create_order(conn, merchant_id=merchant, amount_cents=600, card_no=new_card())).order
-    voided = await orders.void_order(conn, order.order_no)
-    assert voided.state == orders.VOIDED
+    voided = model.single(await orders.void_orders(conn, [orders.Void(order.order_no)]))
+    assert voided.state == model.VOIDED
     assert (await fund_balance(conn, merchant)).available == 1_000
     with pytest.raises(OrderError):
-        await orders.pay_order(conn, order.order_no)
+        model.single(await orders.pay_orders(conn, [orders.Payment(order.order_no)]))
 
 
 async def test_query_orders_filters_by_card_state_and_date(conn: asyncpg.Connection) -> None:
@@ -216,14 +219,14 @@ async def test_query_orders_filters_by_card_state_and_date(conn: asyncpg.Connect
     a = (await orders.create_order(conn, merchant_id=merchant, amount_cents=100, card_no=card)).order
     b = (await orders.create_order(conn, merchant_id=merchant, amount_cents=200, card_no=card, pay=False)).order
     await orders.create_order(conn, merchant_id=merchant, amount_cents=300, card_no=new_card())
-    by_card = await orders.query_orders(conn, merchant_id=merchant, card_no=card)
+    by_card = await queries.query_orders(conn, merchant_id=merchant, card_no=card)
     assert {o.order_no for o in by_card} == {a.order_no, b.order_no}
-    paid = await orders.query_orders(conn, merchant_id=merchant, card_no=card, states=[orders.PAID])
+    paid = await queries.query_orders(conn, merchant_id=merchant, card_no=card, states=[model.PAID])
     assert [o.order_no for o in paid] == [a.order_no]
-    today = orders.local_date(dt.datetime.now(dt.UTC))
-    assert len(await orders.query_orders(conn, merchant_id=merchant, start_date=today, end_date=today)) == 3
+    today = model.local_date(dt.datetime.now(dt.UTC))
+    assert len(await queries.query_orders(conn, merchant_id=merchant, start_date=today, end_date=today)) == 3
     tomorrow = today + dt.timedelta(days=1)
-    assert await orders.query_orders(conn, merchant_id=merchant, start_date=tomorrow) == []
+    assert await queries.query_orders(conn, merchant_id=merchant, start_date=tomorrow) == []
 
 
 async def test_settle_day_moves_loaded_orders_and_is_idempotent(
@@ -240,26 +243,26 @@ async def test_settle_day_moves_loaded_orders_and_is_idempotent(
             conn, merchant_id=merchant, amount_cents=100 + i, card_no=new_card(), platform_id=platform_id,
             biz_serial_no=f"B{i}", request_digest="x",
         )).order)
-    await orders.mark_loading(conn, made[0].order_no)
-    await orders.mark_loaded(conn, made[0].order_no)
-    await orders.mark_loading(conn, made[1].order_no)  # left loading: listed apart
-    today = orders.local_date(dt.datetime.now(dt.UTC))
-    statements = await orders.settle_day(conn, today)
+    model.single(await orders.mark_loading(conn, [orders.Loading(made[0].order_no)]))
+    model.single(await orders.mark_loaded(conn, [orders.Loaded(made[0].order_no)]))
+    model.single(await orders.mark_loading(conn, [orders.Loading(made[1].order_no)]))  # left loading: listed apart
+    today = model.local_date(dt.datetime.now(dt.UTC))
+    statements = await settlement.settle_day(conn, today)
     mine = next(s for s in statements if s.platform_raw == raw)
     assert [o.order_no for o in mine.settled] == [made[0].order_no]
     assert [o.order_no for o in mine.loading] == [made[1].order_no]
-    settled = await orders.get_order(conn, made[0].order_no)
-    assert settled is not None and settled.state == orders.SETTLED and settled.settled_at is not None
-    paths = orders.write_statements([mine], tmp_path)
+    settled = await model.get_order(conn, made[0].order_no)
+    assert settled is not None and settled.state == model.SETTLED and settled.settled_at is not None
+    paths = settlement.write_statements([mine], tmp_path)
     text = paths[0].read_text()
     assert text.splitlines()[1].startswith(f"settled,B0,{made[0].order_no},")
     assert text.splitlines()[2].startswith(f"loading,B1,{made[1].order_no},")
     mtime = paths[0].stat().st_mtime_ns
-    again = next(s for s in await orders.settle_day(conn, today) if s.platform_raw == raw)
+    again = next(s for s in await settlement.settle_day(conn, today) if s.platform_raw == raw)
     assert again.render_csv() == text
-    orders.write_statements([again], tmp_path)
+    settlement.write_statements([again], tmp_path)
     assert paths[0].stat().st_mtime_ns == mtime
-    assert (await orders.get_order(conn, made[0].order_no)).settled_at == settled.settled_at  # type: ignore[union-attr]
+    assert (await model.get_order(conn, made[0].order_no)).settled_at == settled.settled_at  # type: ignore[union-attr]
 
 
 async def test_query_orders_filters_by_userid_and_payway_in_extra(conn: asyncpg.Connection) -> None:
@@ -270,7 +273,7 @@ async def test_query_orders_filters_by_userid_and_payway_in_extra(conn: asyncpg.
     await orders.create_order(conn, merchant_id=merchant, amount_cents=100, card_no=new_card(),
                               extra={"userid": user + "x", "payway": "00"})
     assert mine.extra == {"userid": user, "payway": "00"}
-    found = await orders.query_orders(conn, merchant_id=merchant, userid=user)
+    found = await queries.query_orders(conn, merchant_id=merchant, userid=user)
     assert [o.order_no for o in found] == [mine.order_no]
-    assert await orders.count_orders(conn, merchant_id=merchant, payway="00") == 2
-    assert await orders.count_orders(conn, merchant_id=merchant, payway="01") == 0
+    assert await queries.count_orders(conn, merchant_id=merchant, payway="00") == 2
+    assert await queries.count_orders(conn, merchant_id=merchant, payway="01") == 0

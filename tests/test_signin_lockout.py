@@ -25,7 +25,7 @@ from app import fixtures
 from app.fixtures import SimTerminal
 from core_ext import Frame, bcd_encode
 from recharge import terminals
-from recharge.orders.lifecycle import LOCAL_TZ
+from recharge.orders.model import LOCAL_TZ
 from recharge.sweeper import export_signin_gauges
 from server import store
 from server.terminal_client import FlowFailed, TerminalClient

@@ -14,7 +14,7 @@ from aiohttp import web
 from http_api.console.web import PREFIX, Console, action, page
 from recharge import metrics
 from recharge.ledger import audit
-from recharge.orders.lifecycle import LOCAL_TZ, local_date
+from recharge.orders.model import LOCAL_TZ, local_date
 
 CHART_WIDTH, CHART_HEIGHT, CHART_TOP = 480, 200, 24
 

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from recharge.orders.lifecycle import LOCAL_TZ
+from recharge.orders.model import LOCAL_TZ
 
 
 def yuan(cents: int | None) -> str:

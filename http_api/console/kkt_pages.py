@@ -10,7 +10,7 @@ from aiohttp import web
 
 from http_api.console.web import PREFIX, Console, Refusal, action, page, pager
 from recharge.kkt import cards
-from recharge.orders.lifecycle import LOCAL_TZ
+from recharge.orders.model import LOCAL_TZ
 
 SEED_000_KINDS = ("operator", "admin", "sms")  # 操作员终端 / 管理员终端 / 手机短信终端
 

@@ -9,8 +9,7 @@ from aiohttp import web
 
 from http_api.console.web import PREFIX, Console, Refusal, action, page, pager
 from recharge.ledger import transfers as ledger
-from recharge.orders import lifecycle as orders
-from recharge.orders import resolution
+from recharge.orders import model, resolution
 
 
 @page("viewer")
@@ -28,8 +27,8 @@ async def loads(console: Console) -> web.StreamResponse:
                           card=card, terminal=terminal)
 
 
-async def order_or_404(conn: asyncpg.Connection, order_no: str) -> orders.Order:
-    order = await orders.get_order(conn, order_no) if orders.is_order_no(order_no) else None
+async def order_or_404(conn: asyncpg.Connection, order_no: str) -> model.Order:
+    order = await model.get_order(conn, order_no) if model.is_order_no(order_no) else None
     if order is None:
         raise Refusal(404, "No order {order_no}", order_no=order_no[:40])
     return order

@@ -9,9 +9,8 @@ import datetime as dt
 from aiohttp import web
 
 from http_api.console.web import PREFIX, Console, Refusal, action, page, pager, secure
-from recharge.orders import lifecycle as orders
-from recharge.orders import platforms, settlement
-from recharge.orders.lifecycle import LOCAL_TZ
+from recharge.orders import model, platforms, settlement
+from recharge.orders.model import LOCAL_TZ
 
 _HISTORY = (("created_at", "created (01)"), ("paid_at", "paid (02)"), ("loading_since", "loading: MAC2 sent"),
             ("loaded_at", "loaded (03)"), ("confirmed_at", "confirmed (04)"), ("settled_at", "settled (05)"))
@@ -36,7 +35,7 @@ async def order_list(console: Console) -> web.StreamResponse:
 async def order_detail(console: Console) -> web.StreamResponse:
     order_no = console.request.match_info["order_no"]
     async with console.platform.acquire() as conn:
-        order = await orders.get_order(conn, order_no) if orders.is_order_no(order_no) else None
+        order = await model.get_order(conn, order_no) if model.is_order_no(order_no) else None
         if order is None:
             raise Refusal(404, "No order {order_no}", order_no=order_no[:40])
         transfers = await conn.fetch(

@@ -6,7 +6,7 @@ import datetime as dt
 
 import asyncpg
 
-from recharge.orders.lifecycle import LOCAL_TZ
+from recharge.orders.model import LOCAL_TZ
 
 
 def record_id_of(seq: int, now: dt.datetime) -> str:

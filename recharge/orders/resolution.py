@@ -14,7 +14,8 @@ import asyncpg
 
 from recharge.ledger import transfers as ledger
 from recharge.operators.actions import record_action
-from recharge.orders import lifecycle as orders
+from recharge.orders import lifecycle
+from recharge.orders.model import OrderError, OrderErrorCode, get_order, single
 from recharge.orders.receipts import new_record_id
 
 OUTCOMES = ("posted", "voided")
@@ -28,25 +29,25 @@ async def resolve_load(conn: asyncpg.Connection, *, order_no: str, outcome: str,
     reason is given.
     """
     if outcome not in OUTCOMES:
-        raise orders.OrderError(orders.OrderErrorCode.BAD_REQUEST, "outcome must be posted or voided")
+        raise OrderError(OrderErrorCode.BAD_REQUEST, "outcome must be posted or voided")
     if not reason.strip():
-        raise orders.OrderError(orders.OrderErrorCode.BAD_REQUEST, "a reason is required")
+        raise OrderError(OrderErrorCode.BAD_REQUEST, "a reason is required")
     async with conn.transaction():
-        order = await orders.get_order(conn, order_no, for_update=True)
+        order = await get_order(conn, order_no, for_update=True)
         if order is None:
-            raise orders.OrderError(orders.OrderErrorCode.NOT_FOUND, "order number unknown")
+            raise OrderError(OrderErrorCode.NOT_FOUND, "order number unknown")
         if not order.loading or order.pay_transfer_id is None:
-            raise orders.OrderError(orders.OrderErrorCode.NOT_LOADABLE,
+            raise OrderError(OrderErrorCode.NOT_LOADABLE,
                                     f"order {order_no} is not loading (already settled: state {order.state})")
         if outcome == "posted":
             record_id = await new_record_id(conn, dt.datetime.now(dt.UTC))
             balance_after = (
                 order.balance_before_cents + order.amount_cents if order.balance_before_cents is not None else None
             )
-            result = await orders.mark_loaded(conn, order_no, balance_after_cents=balance_after, record_id=record_id)
+            result = single(await lifecycle.mark_loaded(conn, [lifecycle.Loaded(order_no, balance_after, record_id)]))
         else:
-            await orders.release_loading(conn, order_no)
-            result = await orders.void_order(conn, order_no, reason="operator_void")
+            single(await lifecycle.release_loading(conn, [order_no]))
+            result = single(await lifecycle.void_orders(conn, [lifecycle.Void(order_no, reason="operator_void")]))
         transfer = await ledger.get_transfer(conn, order.pay_transfer_id)
         await record_action(conn, actor, f"load_resolve_{outcome}", order_no, reason,
                             transfer_status=transfer.status if transfer else None, state=result.state)
