@@ -79,6 +79,16 @@ def _quantile(ordered: list[float], q: float) -> float:
     return statistics.quantiles(ordered, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
 
 
+async def _unused_code_and_pki(conn: asyncpg.Connection) -> tuple[str, str]:
+    """A random terminal code and PKI number no terminal has: among thousands of simulated
+    terminals two random 8-digit numbers meet often enough to matter (a code met would move
+    another terminal to this merchant, a PKI number met is refused)."""
+    while True:
+        code, pki = fixtures.random_digits(8), fixtures.random_digits(8)
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM terminals WHERE code = $1 OR pki_no = $2)", code, pki):
+            return code, pki
+
+
 async def provision(
     conn: asyncpg.Connection, host: str, port: int, keys: MasterKeys, *, terminals: int, recharges: int,
     amount_cents: int,
@@ -88,7 +98,7 @@ async def provision(
     first = await fixtures.sim_terminal(conn, host, port, keys, fund_cents=fund)
     sims = [first]
     for _ in range(terminals - 1):
-        code, pki = fixtures.random_digits(8), fixtures.random_digits(8)
+        code, pki = await _unused_code_and_pki(conn)
         await fixtures.dd_terminal(conn, first.merchant_id, code, pki)
         sims.append(fixtures.SimTerminal(code, pki, first.merchant_id, host, port, keys))
     cards = ["1680" + fixtures.random_digits(12) for _ in sims]

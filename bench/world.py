@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -119,12 +121,22 @@ async def check_durable_and_find_postmaster(dsn: str) -> int:
 # --- processes ------------------------------------------------------------------------------------
 
 
-def start_server(ctx: Any, target: Any, *args: Any) -> tuple[Any, int]:
-    """Start ``target(*args, ports)`` in a process of its own; (the process, the port it put)."""
+def start_server(ctx: Any, target: Any, *args: Any, timeout_s: float = 300) -> tuple[Any, int]:
+    """Start ``target(*args, ports)`` in a process of its own; (the process, the port it put).
+    A server that dies before it listens fails the run at once, with its exit code."""
     ports = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, ports), daemon=True)
     proc.start()
-    return proc, int(ports.get(timeout=120))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return proc, int(ports.get(timeout=1))
+        except queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"{target.__name__} exited ({proc.exitcode}) before it listened") from None
+            if time.monotonic() > deadline:
+                proc.terminate()
+                raise RuntimeError(f"{target.__name__} did not listen within {timeout_s:.0f} s") from None
 
 
 def run_client(ctx: Any, target: Any, *args: Any, timeout_s: float = 600) -> Any:

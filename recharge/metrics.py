@@ -10,6 +10,7 @@ card, terminal or order number. With ``--workers N`` the process sets
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import (
@@ -180,12 +181,24 @@ ORDER_EXPIRY_SECONDS = Gauge(
 )
 
 
+_BEFORE_RENDER: set[Callable[[], None]] = set()
+
+
+def before_render(hook: Callable[[], None]) -> Callable[[], None]:
+    """Call ``hook`` before every scrape this process serves (a component that counts in plain
+    integers writes them out: server/frame_metrics.py); returns the function that removes it."""
+    _BEFORE_RENDER.add(hook)
+    return lambda: _BEFORE_RENDER.discard(hook)
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text for a scrape (merged across workers in multiprocess mode).
 
     Announced as text format 0.0.4, which every Prometheus 2.x scraper parses (our metric
     names are all legacy-charset, so the body is the same in both versions).
     """
+    for hook in list(_BEFORE_RENDER):
+        hook()
     return generate_latest(_registry()), CONTENT_TYPE_PLAIN_0_0_4
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from recharge import metrics
 from recharge.config import Settings
@@ -21,6 +21,7 @@ from recharge.network import Network, is_trusted
 from server import dispatch, proxy_protocol
 from server.dd_context import DDContext
 from server.flow_state import FlowState
+from server.frame_metrics import FrameMetrics
 from server.idle import IdleWheel
 from server.session import ProtocolError, Request, Response, TerminalSession
 from server.stages import INFO_BUSY, INFO_INTERNAL
@@ -28,21 +29,6 @@ from server.stages import INFO_BUSY, INFO_INTERNAL
 log = logging.getLogger(__name__)
 
 _STAGE_LABELS = {stage: f"{stage:02X}" for stage in range(256)}
-# The labelled children every answer updates, looked up once per (stage, result): ``labels()``
-# validates and locks on every call, a measurable share of a frame's cost.
-_FRAME_COUNTERS: dict[tuple[int, int], Any] = {}
-_STAGE_HISTOGRAMS: dict[int, Any] = {}
-
-
-def _count_answer(stage: int, result: int, seconds: float) -> None:
-    counter = _FRAME_COUNTERS.get((stage, result))
-    if counter is None:
-        counter = _FRAME_COUNTERS[stage, result] = metrics.DD_FRAMES.labels(_STAGE_LABELS[stage], _STAGE_LABELS[result])
-    counter.inc()
-    histogram = _STAGE_HISTOGRAMS.get(stage)
-    if histogram is None:
-        histogram = _STAGE_HISTOGRAMS[stage] = metrics.DD_STAGE_SECONDS.labels(_STAGE_LABELS[stage])
-    histogram.observe(seconds)
 
 
 class ConnectionHost(Protocol):
@@ -54,6 +40,8 @@ class ConnectionHost(Protocol):
 
     @property
     def idle(self) -> IdleWheel: ...
+    @property
+    def frame_metrics(self) -> FrameMetrics: ...
 
     def admit(self, protocol: DDProtocol) -> bool: ...
     def forget(self, protocol: DDProtocol) -> None: ...
@@ -105,10 +93,9 @@ class DDProtocol(asyncio.Protocol):
         self.transport = tcp
         peername = tcp.get_extra_info("peername")
         self.peer = peername[0] if isinstance(peername, tuple) else None
-        if is_trusted(self.peer, self.service.trusted_proxies):
+        if self.service.trusted_proxies and is_trusted(self.peer, self.service.trusted_proxies):
             self._proxy_pending = b""
-        metrics.DD_CONNECTIONS.inc()
-        metrics.DD_CONNECTIONS_ACTIVE.inc()
+        self.service.frame_metrics.connected()
         self._deadline = self._loop.time() + self._idle_s
         self.service.idle.watch(self, self._deadline)
 
@@ -116,7 +103,7 @@ class DDProtocol(asyncio.Protocol):
         if self.transport is None:
             return
         self.transport = None
-        metrics.DD_CONNECTIONS_ACTIVE.dec()
+        self.service.frame_metrics.disconnected()
         self.service.idle.forget(self)
         self.service.forget(self)
 
@@ -201,7 +188,7 @@ class DDProtocol(asyncio.Protocol):
     def _answer(self, response: Response) -> None:
         assert self.transport is not None
         self.transport.write(self.session.send(response))
-        _count_answer(self._stage, response.result, time.perf_counter() - self._started)
+        self.service.frame_metrics.answered(self._stage, response.result, time.perf_counter() - self._started)
         if self.session.closed:
             self.transport.close()
         else:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+from recharge import metrics
 from recharge.context import Platform
 from recharge.network import parse_networks
 from server.dd_context import DDContext
+from server.frame_metrics import FrameMetrics
 from server.idle import IdleWheel
 from server.protocol import DDProtocol
 
@@ -52,6 +55,9 @@ class DDService:
         self.inflight = 0
         self._server: asyncio.AbstractServer | None = None
         self._idle: IdleWheel | None = None
+        self.frame_metrics = FrameMetrics()
+        self._flusher: asyncio.TimerHandle | None = None
+        self._unhook: Callable[[], None] | None = None
 
     @property
     def idle(self) -> IdleWheel:
@@ -63,6 +69,8 @@ class DDService:
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
         self._idle = IdleWheel(min(_IDLE_TICK_S, self.settings.dd_idle_timeout_s / 4))
+        self._unhook = metrics.before_render(self.frame_metrics.flush)
+        self._flush()
         backlog = self.settings.dd_listen_backlog
         self._server = await loop.create_server(
             lambda: DDProtocol(self),
@@ -75,6 +83,11 @@ class DDService:
         log.info("DD server listening on %s:%d", self.settings.dd_host, port)
         _warn_if_backlog_capped(backlog)
         return port
+
+    def _flush(self) -> None:
+        """Write the DD metrics counted since the last flush; again in ``dd_metrics_flush_s``."""
+        self.frame_metrics.flush()
+        self._flusher = asyncio.get_running_loop().call_later(self.settings.dd_metrics_flush_s, self._flush)
 
     # --- bookkeeping called by the protocols
 
@@ -138,3 +151,8 @@ class DDService:
         self._server = None
         if self._idle is not None:
             self._idle.close()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self._unhook is not None:
+            self._unhook()
+        self.frame_metrics.flush()

@@ -129,3 +129,57 @@ def test_serve_raises_the_hard_descriptor_limit_where_the_process_may() -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     soft, hard, may = done.stdout.split()
     assert (soft, hard) == (("500", "500") if may == "True" else ("300", "300")), done.stdout + done.stderr
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_frame_metrics_written_in_one_go_equal_one_update_per_frame() -> None:
+    """The plain-integer counts, flushed, move the Prometheus series exactly as a counter
+    increment and a histogram observation per answer would (same labels, same buckets)."""
+    from recharge import metrics
+    from server.frame_metrics import FrameMetrics
+
+    answers = [(0x7B, 0x00, 0.0001), (0x7B, 0x00, 0.00011), (0x7B, 0xBB, 0.003), (0x7B, 0x00, 7.0),
+               (0x7D, 0x00, 0.025)]
+    watched = [("recharge_dd_frames_total", {"stage": "7B", "result": "00"}),
+               ("recharge_dd_frames_total", {"stage": "7B", "result": "BB"}),
+               ("recharge_dd_stage_duration_seconds_bucket", {"stage": "7B", "le": "0.0001"}),
+               ("recharge_dd_stage_duration_seconds_bucket", {"stage": "7B", "le": "0.00025"}),
+               ("recharge_dd_stage_duration_seconds_bucket", {"stage": "7B", "le": "0.005"}),
+               ("recharge_dd_stage_duration_seconds_bucket", {"stage": "7B", "le": "+Inf"}),
+               ("recharge_dd_stage_duration_seconds_bucket", {"stage": "7D", "le": "0.025"}),
+               ("recharge_dd_stage_duration_seconds_bucket", {"stage": "7D", "le": "0.01"}),
+               ("recharge_dd_stage_duration_seconds_sum", {"stage": "7B"}),
+               ("recharge_dd_stage_duration_seconds_count", {"stage": "7B"}),
+               ("recharge_dd_connections_total", {}), ("recharge_dd_connections_active", {})]
+
+    def moved(update: Any) -> list[float]:
+        before = [_sample(n, labels) for n, labels in watched]
+        update()
+        return [round(_sample(n, labels) - b, 9) for (n, labels), b in zip(watched, before, strict=True)]
+
+    def one_by_one() -> None:
+        for stage, result, seconds in answers:
+            metrics.DD_FRAMES.labels(f"{stage:02X}", f"{result:02X}").inc()
+            metrics.DD_STAGE_SECONDS.labels(f"{stage:02X}").observe(seconds)
+        metrics.DD_CONNECTIONS.inc(2)
+        metrics.DD_CONNECTIONS_ACTIVE.inc(1)
+
+    counted = FrameMetrics()
+
+    def in_one_go() -> None:
+        for stage, result, seconds in answers:
+            counted.answered(stage, result, seconds)
+        counted.connected()
+        counted.connected()
+        counted.disconnected()
+        counted.flush()
+
+    expected = moved(one_by_one)
+    assert expected[0] == 3 and expected[-1] == 1  # the watched series do move
+    assert moved(in_one_go) == expected
+    assert moved(counted.flush) == [0.0] * len(watched)  # a flush starts again from zero
