@@ -33,6 +33,8 @@ import bench
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
 REPORT = ROOT / "docs" / "BENCHMARKS.md"
+# Paired before/after runs of a change, written by hand (a change's own measurement, not this run's).
+COMPARISONS = ROOT / "bench" / "comparisons.md"
 MODULE_TIMEOUT_S = 1800.0
 
 # Goals stated in the issues, for modules that do not carry their own ``GOALS``.
@@ -169,6 +171,8 @@ def render_report(results: dict[str, Any]) -> str:
             goal = module["goals"].get(name)
             met = goal_met(value, goal)
             lines.append(f"| `{name}` | {fmt(value)} | {goal or '—'} | {'' if met is None else 'yes' if met else '**no**'} |")
+    if COMPARISONS.exists():
+        lines += ["", COMPARISONS.read_text(encoding="utf-8").rstrip()]
     for name, module in results["modules"].items():
         lines += ["", f"## {name}", "", f"Ran in {module['seconds']} s."]
         if module["error"]:
