@@ -29,10 +29,12 @@ build: $(STAMP)
 # Machine tools the tests need beyond Python packages: promtool for the alert-rule tests,
 # PHP's SoapClient for the test that runs seed 002's own PHP example.
 # Headless Chromium (+ driver, CJK font) for the operator console's browser tests.
+# wrk for the benchmark's HTTP figures (and the test of its Lua script).
 tools:
 	@sh scripts/ensure_promtool.sh
 	@sh scripts/ensure_php_soap.sh
 	@sh scripts/ensure_chromium.sh
+	@sh scripts/ensure_wrk.sh
 
 run: install
 	$(BIN)/rechargectl serve --demo
@@ -41,15 +43,19 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy app recharge server http_api core_ext loadtest chaos cluster
+	$(BIN)/mypy app recharge server http_api core_ext loadtest chaos cluster bench
 
 pytest: install tools
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
 
+# make bench: every figure with its spread → bench/results.json, docs/BENCHMARKS.md (not part of
+# make test). BENCH_ARGS="--quick" tries the tooling at tiny sizes; "--only bench_dd" one module.
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python -m bench.run_all
+	@sh scripts/ensure_wrk.sh
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 # make chaos: the long chaos run (docs/RELIABILITY.md); override on the command line
 # (make chaos CHAOS_ARGS="--seed 42 --duration 300 --kills 20").

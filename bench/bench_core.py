@@ -1,4 +1,5 @@
-"""Benchmark of the compiled core against its baselines, each figure a ratio measured within one run.
+"""Benchmark of the compiled core against its baselines, each figure a ratio measured within one run
+(the median of ``PAIRED_RUNS`` rounds; each round times the two sides alternately and keeps each one's best).
 
 - ``codec_speedup_vs_reference``: decode + encode of a realistic mix of DD frames (a sign-in and a recharge,
   both directions), compiled core_ext vs the pure-Python reference (struct + zlib).
@@ -15,8 +16,10 @@ import time
 import zlib
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import core_ext
+from bench.measure import PAIRED_RUNS, spread
 from core_ext import reference
 
 USER = b"11552001"
@@ -112,17 +115,18 @@ def _ratio(slow: Callable[[], None], fast: Callable[[], None], loops: int, repea
     return best_slow / best_fast
 
 
-def run() -> dict[str, float]:
-    """The three figures; each one a ratio of two timings taken here, in this process."""
+def run() -> dict[str, Any]:
+    """The three figures; each the median of ``PAIRED_RUNS`` ratios of two timings taken here."""
     mib = bytes(range(256)) * 4096
-    return {
-        "codec_speedup_vs_reference": _ratio(_codec_round(reference), _codec_round(core_ext), 200),
-        "crc32_ratio_vs_zlib": _ratio(lambda: None if zlib.crc32(mib) else None,
-                                      lambda: None if core_ext.crc32(mib) else None, 10, repeats=25),
-        "mac_speedup_vs_pycryptodome": _ratio(_load_round(reference), _load_round(core_ext), 300),
+    rounds = {
+        "codec_speedup_vs_reference": lambda: _ratio(_codec_round(reference), _codec_round(core_ext), 200),
+        "crc32_ratio_vs_zlib": lambda: _ratio(lambda: None if zlib.crc32(mib) else None,
+                                              lambda: None if core_ext.crc32(mib) else None, 10, repeats=25),
+        "mac_speedup_vs_pycryptodome": lambda: _ratio(_load_round(reference), _load_round(core_ext), 300),
     }
+    return {name: spread(one() for _ in range(PAIRED_RUNS)) for name, one in rounds.items()}
 
 
 if __name__ == "__main__":
     for name, value in run().items():
-        print(f"{name}: {value:.2f}")
+        print(f"{name}: {value['median']:.2f} [{value['min']:.2f} … {value['max']:.2f}]")

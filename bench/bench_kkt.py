@@ -1,27 +1,34 @@
-"""Benchmark of the KaKaTong REST service, each figure a ratio of rates measured in one run.
+"""Benchmark of the KaKaTong REST service; every figure is the median of ``RUNS`` paired runs
+(baseline and platform alternating), reported with its min and max. Both sides of every HTTP
+ratio are driven by the same compiled load generator, Debian's ``wrk`` (``scripts/ensure_wrk.sh``),
+with ``bench/wrk_urls.lua``: each request is the next line of a file of request paths made here
+(license key, terminal, card number, password MD5, a fresh amount), and an answer counts as bad
+unless it is 2xx with the expected body — the run fails on any bad answer or socket error.
 
-- ``kkt_consume_ratio_vs_pgbench``: stored-value consumes (``cTRequest`` 0022/1, each a
-  durable transaction: card lock, password check, ledger transfer, Stance, journal; commit
-  with synchronous_commit as configured) per second with ``CONCURRENCY`` keep-alive clients,
-  divided by pgbench's TPC-B-like TPS with as many clients on the same PostgreSQL (scale 16:
-  at least the client count, as pgbench asks).
-  Each client has its own merchant and terminal (as many merchants trade at once in
-  production) and rotates over ``CARDS_PER_CLIENT`` cards with a new amount per request, so
-  neither the duplicate rule (12) nor the default daily count (67) triggers.
-- ``kkt_query_ratio_vs_hello``: balance queries (0011/0; they also get a Stance and are
-  journalled, as the seed shows) per second divided by a hello-world route mounted on the
-  same aiohttp application (same middleware), same clients.
+- ``kkt_consume_cpu_ratio_vs_pgbench`` (**CPU efficiency**): stored-value consumes (``cTRequest``
+  0022/1, each a durable transaction: card lock, password check, limits, ledger transfer,
+  Stance, journal) ÷ CPU-seconds of the HTTP server process and every PostgreSQL process over
+  exactly the wrk run, divided by pgbench's TPC-B-like transactions ÷ CPU-seconds of every
+  PostgreSQL process over its run (its set-up taken off, as in ``bench_dd``). CPU from ``/proc``
+  (``bench.measure``); wrk's and pgbench's own CPU is reported, charged to neither side.
+- ``kkt_consume_ratio_vs_pgbench`` (**wall clock**, including each side's client on the shared
+  cores — both C): consumes per second with ``CONCURRENCY`` keep-alive connections divided by
+  pgbench's TPS with as many clients on the same PostgreSQL (``fsync`` and ``synchronous_commit``
+  on, checked; scale = the client count, as pgbench asks). Each merchant has its own terminal and
+  license key (as many merchants trade at once in production) and ``CARDS_PER_CLIENT`` cards;
+  each run's requests take every card ``CONSUMES_PER_CARD`` times with amounts no earlier request
+  used, so neither the duplicate rule (12) nor the default daily count (67) triggers.
+- ``kkt_query_ratio_vs_hello`` (wall clock): balance queries (0011/0; they also get a Stance and
+  are journalled, as the seed shows) per second divided by a hello-world route mounted on the
+  same aiohttp application (same middleware), same connections, same wrk script.
 
 Before the timed runs every card answers one balance query, so the figures are the steady
 state: the server memoises a verified (stored hash, password) pair, and only a card's first
-trade in a process pays the ~1 ms of PBKDF2 (``kkt_password_hash_iterations``). Money
-trades take 6 statements (BEGIN, card lock, limits, one ledger statement, one journal
-statement, COMMIT), a balance query 2 (card, journal); license keys and terminals come from
-the reference cache (``kkt_reference_cache_ttl_s``).
+trade in a process pays the PBKDF2 (``kkt_password_hash_iterations``).
 
-The server (the real HTTP app) runs in its own process, the client in another.
-With ``DATABASE_URL`` set it uses that server, else an embedded PostgreSQL in
-``var/bench-pgdata``. ``python -m bench.bench_kkt`` prints the figures. About 40 seconds.
+The server (the real HTTP app) runs in its own process. With ``DATABASE_URL`` set it uses that
+server (then "every PostgreSQL process" includes other users of it), else an embedded PostgreSQL
+in ``var/bench-pgdata``. ``python -m bench.bench_kkt`` prints the figures. About two minutes.
 """
 
 from __future__ import annotations
@@ -30,16 +37,44 @@ import asyncio
 import hashlib
 import multiprocessing as mp
 import secrets
-import time
+from pathlib import Path
 from typing import Any
 
-from bench.bench_dd import _client, _pgbench_init, _pgbench_tps, _start, bench_world
+from bench.measure import (
+    PAIRED_RUNS,
+    PgbenchRun,
+    WrkRun,
+    paired,
+    pgbench,
+    pgbench_init,
+    pgbench_probe_cpu_s,
+    sized,
+    spread,
+    write_url_file,
+    wrk,
+)
+from bench.world import bench_world, start_server
 
 CONCURRENCY = 16
-CARDS_PER_CLIENT = 100  # trades rotate over them: each stays under the daily count (67)
-SECONDS = 5.0
+WRK_THREADS = 2
+CARDS_PER_CLIENT = sized(100, 10)
+CONSUMES_PER_CARD = 30  # per run: RUNS × this (+ nothing else) stays under the daily count (100)
+RUNS = PAIRED_RUNS
+SECONDS = sized(5, 1)
 PASSWORD_MD5 = hashlib.md5(b"111111").hexdigest()
+PAID = "<PayInForm>11</PayInForm>"
 
+GOALS = {
+    "kkt_consume_cpu_ratio_vs_pgbench": ">= 1.0",
+    "kkt_consume_ratio_vs_pgbench": ">= 1.0",
+    "kkt_query_ratio_vs_hello": ">= 0.5",
+}
+NOTES = {
+    "kkt_consume_cpu_ratio_vs_pgbench": "CPU efficiency: server process + PostgreSQL only",
+    "kkt_consume_ratio_vs_pgbench": "wall clock (wrk vs pgbench): includes each side's client",
+    "kkt_query_ratio_vs_hello": "wall clock, wrk on both sides",
+    "kkt_wrk_cpu_ms_per_consume": "reported, charged to neither side",
+}
 
 
 def _server_main(settings: Any, dsn: str, ports: Any) -> None:
@@ -68,55 +103,6 @@ def _server_main(settings: Any, dsn: str, ports: Any) -> None:
         await asyncio.Event().wait()
 
     uvloop.run(main())
-
-
-def _client_main(port: int, kind: str, clients: list[dict[str, str]], seconds: float, results: Any) -> None:
-    import aiohttp
-    import uvloop
-
-    async def worker(session: aiohttp.ClientSession, who: dict[str, str], deadline: float) -> tuple[int, int]:
-        done = bad = 0
-        card_list = who["cards"].split(",")
-        amount = 1 + secrets.randbelow(10**4) * 1000  # fresh amounts: never the duplicate rule (12)
-        while time.perf_counter() < deadline:
-            if kind == "hello":
-                url = f"http://127.0.0.1:{port}/bench/hello"
-            else:
-                trade = "TRADETYPE=0022&TRADEMODE=1" if kind == "consume" else "TRADETYPE=0011&TRADEMODE=0"
-                url = (f"http://127.0.0.1:{port}/s/get?method=cTRequest&{trade}&LICENSEKEY={who['key']}"
-                       f"&POSCODE={who['terminal']}&CARDNO={card_list[amount % len(card_list)]}"
-                       f"&CARDPWD={PASSWORD_MD5}&AMOUNT={amount}")
-                amount += 1
-            async with session.get(url) as resp:
-                body = await resp.text()
-            if kind == "hello" or "<PayInForm>11</PayInForm>" in body:
-                done += 1
-            else:
-                bad += 1
-        return done, bad
-
-    async def warm(session: aiohttp.ClientSession, who: dict[str, str]) -> None:
-        """One balance query per card: the server's memoised password checks are warm."""
-        for card in who["cards"].split(","):
-            url = (f"http://127.0.0.1:{port}/s/get?method=cTRequest&TRADETYPE=0011&TRADEMODE=0"
-                   f"&LICENSEKEY={who['key']}&POSCODE={who['terminal']}&CARDNO={card}&CARDPWD={PASSWORD_MD5}")
-            async with session.get(url) as resp:
-                await resp.read()
-
-    async def main() -> tuple[float, int]:
-        connector = aiohttp.TCPConnector(limit=len(clients))
-        async with aiohttp.ClientSession(connector=connector) as session:
-            if kind == "query":  # the first timed run over the cards
-                await asyncio.gather(*(warm(session, who) for who in clients))
-            for who in clients[:2]:  # warm up the connections and the server's caches
-                await worker(session, who, time.perf_counter() + 0.2)
-            started = time.perf_counter()
-            deadline = started + seconds
-            counts = await asyncio.gather(*(worker(session, who, deadline) for who in clients))
-            elapsed = time.perf_counter() - started
-        return sum(c[0] for c in counts) / elapsed, sum(c[1] for c in counts)
-
-    results.put(uvloop.run(main()))
 
 
 async def _prepare(dsn: str, keys: Any) -> list[dict[str, str]]:
@@ -161,39 +147,108 @@ async def _prepare(dsn: str, keys: Any) -> list[dict[str, str]]:
     return clients
 
 
-def run() -> dict[str, float]:
+
+def _trade_path(who: dict[str, str], trade: str, card: str, amount: int) -> str:
+    return (f"/s/get?method=cTRequest&{trade}&LICENSEKEY={who['key']}&POSCODE={who['terminal']}"
+            f"&CARDNO={card}&CARDPWD={PASSWORD_MD5}&AMOUNT={amount}")
+
+
+def _consume_paths(clients: list[dict[str, str]], run: int) -> list[str]:
+    """Run ``run``'s consumes: every card ``CONSUMES_PER_CARD`` times, amounts unused before,
+    interleaved over merchants so that concurrent requests are different merchants' trades."""
+    paths = []
+    for round_no in range(CONSUMES_PER_CARD):
+        amount = 100 + run * CONSUMES_PER_CARD + round_no
+        for card_index in range(CARDS_PER_CLIENT):
+            for who in clients:
+                paths.append(_trade_path(who, "TRADETYPE=0022&TRADEMODE=1", who["cards"].split(",")[card_index], amount))
+    return paths
+
+
+def _query_paths(clients: list[dict[str, str]]) -> list[str]:
+    return [_trade_path(who, "TRADETYPE=0011&TRADEMODE=0", who["cards"].split(",")[card_index], 0)
+            for card_index in range(CARDS_PER_CLIENT) for who in clients]
+
+
+async def _warm(base_url: str, paths: list[str]) -> None:
+    """One balance query per card: the server's memoised password checks are warm."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for path in paths:
+            async with session.get(base_url + path) as resp:
+                if PAID not in await resp.text():
+                    raise RuntimeError(f"warm-up query refused: {path.split('&CARDNO=')[1][:20]}")
+
+
+def _checked(run: WrkRun, what: str, sent: int | None = None) -> WrkRun:
+    if run.bad or run.errors:
+        raise RuntimeError(f"{what}: {run.bad} bad answers and {run.errors} socket errors of {run.requests}")
+    if sent is not None and run.requests > sent:
+        raise RuntimeError(f"{what}: wrk sent {run.requests} requests, more than the {sent} distinct ones made")
+    return run
+
+
+def _figures(queries: list[tuple[WrkRun, WrkRun]], consumes: list[tuple[PgbenchRun, WrkRun]]) -> dict[str, Any]:
+    return {
+        "kkt_consume_cpu_ratio_vs_pgbench": spread(c.per_server_cpu_s / pg.per_server_cpu_s for pg, c in consumes),
+        "kkt_consume_ratio_vs_pgbench": spread(c.rate / pg.tps for pg, c in consumes),
+        "kkt_query_ratio_vs_hello": spread(q.rate / h.rate for h, q in queries),
+        "kkt_consumes_per_s": spread(c.rate for _, c in consumes),
+        "kkt_queries_per_s": spread(q.rate for _, q in queries),
+        "kkt_hello_per_s": spread(h.rate for h, _ in queries),
+        "kkt_pgbench_tpcb_tps": spread(pg.tps for pg, _ in consumes),
+        "kkt_cpu_ms_per_consume_server": spread(1000 * c.cpu.platform_s / c.requests for _, c in consumes),
+        "kkt_cpu_ms_per_consume_postgres": spread(1000 * c.cpu.postgres_s / c.requests for _, c in consumes),
+        "kkt_cpu_ms_per_query_server": spread(1000 * q.cpu.platform_s / q.requests for _, q in queries),
+        "kkt_cpu_ms_per_query_postgres": spread(1000 * q.cpu.postgres_s / q.requests for _, q in queries),
+        "kkt_cpu_ms_per_hello_server": spread(1000 * h.cpu.platform_s / h.requests for h, _ in queries),
+        "kkt_pgbench_cpu_ms_per_tx_postgres": spread(1000 / pg.per_server_cpu_s for pg, _ in consumes),
+        "kkt_wrk_cpu_ms_per_consume": spread(1000 * c.client_cpu_s / c.requests for _, c in consumes),
+    }
+
+
+def run() -> dict[str, Any]:
     from recharge.config import load_settings
 
     ctx = mp.get_context("spawn")
     with bench_world("recharge_bench_kkt") as world:
-        dsn, keys = world.dsn, world.keys
         settings = load_settings(None).replace(
-            database_url=dsn, data_dir=world.data_dir, key_file=world.key_file,
-            pool_min_size=CONCURRENCY, pool_max_size=CONCURRENCY + 4,
-            kkt_per_txn_limit_cents=10**9,
+            database_url=world.dsn, data_dir=world.data_dir, key_file=world.key_file,
+            pool_min_size=CONCURRENCY, pool_max_size=CONCURRENCY + 4, kkt_per_txn_limit_cents=10**9,
         )
-        clients = asyncio.run(_prepare(dsn, keys))
-        server, port = _start(ctx, _server_main, settings, dsn)
+        clients = asyncio.run(_prepare(world.dsn, world.keys))
+        pgbench_init(world.bin_dir, world.pgbench_url, CONCURRENCY)
+        probe = pgbench_probe_cpu_s(world.bin_dir, world.pgbench_url, CONCURRENCY, world.postmaster)
+        folder = Path(world.data_dir)
+        hello = write_url_file(folder / "hello.txt", ["/bench/hello"] * WRK_THREADS)
+        query_paths = _query_paths(clients)
+        queries_file = write_url_file(folder / "queries.txt", query_paths)
+        consume_paths = [_consume_paths(clients, i) for i in range(RUNS)]
+        consume_files = [write_url_file(folder / f"consumes{i}.txt", p) for i, p in enumerate(consume_paths)]
+        server, port = start_server(ctx, _server_main, settings, world.dsn)
+        base = f"http://127.0.0.1:{port}"
         try:
-            hello_rate, _ = _client(ctx, _client_main, port, "hello", clients, SECONDS)
-            query_rate, query_bad = _client(ctx, _client_main, port, "query", clients, SECONDS)
-            consume_rate, consume_bad = _client(ctx, _client_main, port, "consume", clients, SECONDS)
+            asyncio.run(_warm(base, query_paths))
+
+            def load(urls: Path, expect: str) -> WrkRun:
+                return wrk(base, urls, expect, connections=CONCURRENCY, threads=WRK_THREADS, seconds=SECONDS,
+                           pids=[server.pid], postmaster=world.postmaster)
+
+            queries = paired(RUNS, lambda _: _checked(load(hello, "hello"), "hello"),
+                             lambda _: _checked(load(queries_file, PAID), "queries"))
+            consumes = paired(
+                RUNS,
+                lambda _: pgbench(world.bin_dir, world.pgbench_url, CONCURRENCY, SECONDS, world.postmaster, probe),
+                lambda i: _checked(load(consume_files[i], PAID), "consumes", len(consume_paths[i])),
+            )
         finally:
             server.terminate()
-        _pgbench_init(world.bin_dir, world.pgbench_url, CONCURRENCY)
-        tps = _pgbench_tps(world.bin_dir, world.pgbench_url, CONCURRENCY)
-    if query_bad or consume_bad:
-        raise RuntimeError(f"trades refused during the benchmark: queries {query_bad}, consumes {consume_bad}")
-    return {
-        "kkt_consume_ratio_vs_pgbench": consume_rate / tps,
-        "kkt_query_ratio_vs_hello": query_rate / hello_rate,
-        "kkt_consumes_per_s": consume_rate,
-        "kkt_queries_per_s": query_rate,
-        "kkt_hello_per_s": hello_rate,
-        "kkt_pgbench_tpcb_tps": tps,
-    }
+    figures = _figures(queries, consumes)
+    figures["kkt_pgbench_probe_cpu_ms"] = 1000 * probe
+    return figures
 
 
 if __name__ == "__main__":
     for figure, value in run().items():
-        print(f"{figure}: {value:.3f}")
+        print(f"{figure}: {value['median'] if isinstance(value, dict) else value:.3f}")

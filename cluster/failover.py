@@ -1,14 +1,15 @@
-"""``make cluster-test``: DD recharges through HAProxy while a node dies, a node drains and the database primary dies.
+"""``make cluster-test``: DD recharges and card trades through HAProxy while a node dies, a node drains and the primary dies.
 
 A fresh cluster (three nodes, two PostgreSQL members) is started in a folder of its own on
 its own ports. Simulated terminals load virtual cards through HAProxy without pause; each
-keeps the orders the platform acknowledged (DD18 ``0x00``). The faults come one after the
+keeps the orders the platform acknowledged (DD18 ``0x00``); merchants trade on KaKaTong
+demo cards over REST, keeping each trade answered ``11``. The faults come one after the
 other, with load before, during and after each: a node SIGKILLed (then restarted), a node
 drained with SIGTERM (then restarted), the PostgreSQL primary's machine "lost" (its Patroni
 and postmaster SIGKILLed: Patroni promotes the synchronous standby; the old primary then
 comes back as a standby, rewound). Every load whose outcome a terminal missed is settled
 with DD21 and the card's proof. The run fails unless every acknowledged order is loaded
-exactly once, each chip's balance equals its ledger balance, no order is left *loading* and
+exactly once, every trade answered 11 is journaled exactly once, each chip's balance equals its ledger balance, no order is left *loading* and
 the audit balances. Figures (unavailability per fault, busy answers, throughput with 1, 2
 and 3 nodes) go to bench/results.json and docs/SCALING.md.
 """
@@ -16,6 +17,7 @@ and 3 nodes) go to bench/results.json and docs/SCALING.md.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -29,13 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 
-from app import fixtures
+from app import demo, fixtures
 from cluster import control, processes
 from cluster.topology import HOST, MEMBERS, ROOT, Topology
 from core_ext.virtual_card import VirtualCard
 from recharge.keys import load_keys
+from recharge.kkt import cards
 from recharge.ledger.audit import audit
 from recharge.orders import lifecycle as orders
 from server.terminal_client import AsyncTerminalClient, ConnectionClosed, FlowFailed
@@ -47,6 +51,10 @@ FUND_CENTS = 10**11  # the merchant's recharge fund: far more than any run loads
 CLIENT_TIMEOUT_S = 5.0
 FAILOVER_TIMEOUT_S = 90.0
 INFO_BUSY = 0xDD
+KKT_TRADES_PER_CARD = 90  # under the card service's default of 100 trades per card per day
+KKT_PAUSE_S = 1.0
+SMS_SUBSCRIBER, SMS_SERVICE_NUMBER, SMS_PAUSE_S = "13800138000", "10658888", 0.5  # SPEC 5's demo registry
+KKT_PASSWORD_MD5 = hashlib.md5(cards.DEMO_PASSWORD.encode()).hexdigest()
 
 
 @dataclass
@@ -164,6 +172,93 @@ def failure_kind(exc: BaseException) -> str:
     return "closed"
 
 
+@dataclass
+class KktCard:
+    """A demo KaKaTong card traded over REST through HAProxy: recharges and consumes of unique amounts
+    (the card service refuses a repeat of the same trade and amount within a day as a duplicate)."""
+
+    card_no: str
+    acknowledged: list[str] = field(default_factory=list)  # Stance of every trade answered 11
+    trades: int = 0
+
+
+class KktLoad:
+    """Merchants trading on demo cards (SPEC 3.1 REST) while the faults happen; each keeps what was answered 11."""
+
+    def __init__(self, topo: Topology, timeline: Timeline) -> None:
+        self.topo, self.timeline = topo, timeline
+        self.cards = [KktCard(card_no) for card_no in cards.DEMO_CARDS[1:8]]
+        self.running = False
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.running = True
+        self.tasks = [asyncio.create_task(self._run(c)) for c in self.cards]
+
+    async def stop(self) -> None:
+        self.running = False
+        await asyncio.gather(*self.tasks)
+
+    async def _run(self, card: KktCard) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)) as http:
+            while self.running and card.trades < KKT_TRADES_PER_CARD:
+                card.trades += 1
+                trade = ("1100", "0") if card.trades % 2 else ("0022", "1")  # recharge, then consume as much
+                params = {"method": "cTRequest", "LICENSEKEY": demo.DEMO_LICENSE_KEY, "POSCODE": demo.DEMO_TERMINAL,
+                          "CARDNO": card.card_no, "CARDPWD": KKT_PASSWORD_MD5, "TRADETYPE": trade[0],
+                          "TRADEMODE": trade[1], "AMOUNT": str(100 + (card.trades + 1) // 2)}
+                try:
+                    async with http.get(f"http://{HOST}:{self.topo.http_port}/s/get", params=params) as response:
+                        body = await response.text()
+                    form = re.search(r"<PayInForm>(\d+)</PayInForm>", body)
+                    stance = re.search(r"<Stance>(\d{8})</Stance>", body)
+                    if form and form.group(1) == "11" and stance:
+                        card.acknowledged.append(stance.group(1))
+                        self.timeline.add(True)
+                    else:
+                        self.timeline.add(False, f"kkt_{form.group(1) if form else response.status}")
+                except (aiohttp.ClientError, TimeoutError):
+                    self.timeline.add(False, "kkt_no_answer")
+                await asyncio.sleep(KKT_PAUSE_S)
+
+
+class SmsLoad:
+    """The SMS gateway relaying a subscriber's balance query (CX to 10658888) through HAProxy: a 200 reply is an answer."""
+
+    def __init__(self, topo: Topology, timeline: Timeline) -> None:
+        self.topo, self.timeline = topo, timeline
+        self.answered = 0
+        self.running = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.running = True
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self.running = False
+        if self.task is not None:
+            await self.task
+
+    async def _run(self) -> None:
+        secret = self.topo.secrets()["sms_secret"]
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)) as http:
+            while self.running:
+                params = {"from": SMS_SUBSCRIBER, "to": SMS_SERVICE_NUMBER, "text": "CX"}
+                try:
+                    async with http.get(f"http://{HOST}:{self.topo.http_port}/sms/inbound", params=params,
+                                        headers={"X-SMS-Secret": secret}) as response:
+                        await response.text()
+                    if response.status == 200:
+                        self.answered += 1
+                        self.timeline.add(True)
+                    else:
+                        self.timeline.add(False, f"sms_{response.status}")
+                except (aiohttp.ClientError, TimeoutError):
+                    self.timeline.add(False, "sms_no_answer")
+                await asyncio.sleep(SMS_PAUSE_S)
+
+
 async def recover(client: AsyncTerminalClient, card: VirtualCard, order_no: str) -> int | None:
     """DD21, and the card's proof when the platform asks for it: the final result (None: no answer)."""
     m = client.messages
@@ -277,7 +372,20 @@ async def faults(load: Load, topo: Topology, timeline: Timeline, seconds: float)
     return figures
 
 
-async def check(topo: Topology, terminals: list[Terminal]) -> dict[str, object]:
+async def check_kkt(conn: asyncpg.Connection, kkt: KktLoad) -> dict[str, int]:
+    """Every trade answered 11 is in the journal exactly once."""
+    lost = duplicated = 0
+    for card in kkt.cards:
+        for stance in card.acknowledged:
+            found = await conn.fetchval("SELECT count(*) FROM kkt_trades WHERE card_no = $1 AND stance = $2",
+                                        card.card_no, stance)
+            lost += found == 0
+            duplicated += found > 1
+    return {"kkt_acknowledged": sum(len(c.acknowledged) for c in kkt.cards), "kkt_lost": lost,
+            "kkt_duplicated": duplicated}
+
+
+async def check(topo: Topology, terminals: list[Terminal], kkt: KktLoad) -> dict[str, object]:
     """Settle what is left, then the promises: acknowledged = loaded once, chip = ledger, nothing loading, audit."""
     for t in terminals:
         for order_no in list(t.unsettled):
@@ -302,14 +410,16 @@ async def check(topo: Topology, terminals: list[Terminal]) -> dict[str, object]:
             if (posted or 0) != t.card.balance:
                 mismatched.append((t.card.card_no, t.card.balance, posted))
         loading = await conn.fetchval("SELECT count(*) FROM orders WHERE loading")
+        trades = await check_kkt(conn, kkt)
         report = await audit(conn)
     finally:
         await conn.close()
     acknowledged = sum(len(t.acknowledged) for t in terminals)
     return {
         "acknowledged": acknowledged, "acknowledged_lost": len(lost), "chip_ledger_mismatches": len(mismatched),
-        "orders_left_loading": int(loading), "audit_ok": report.ok,
-        "ok": not lost and not mismatched and not loading and report.ok and acknowledged > 0,
+        "orders_left_loading": int(loading), "audit_ok": report.ok, **trades,
+        "ok": not lost and not mismatched and not loading and report.ok and acknowledged > 0
+        and trades["kkt_acknowledged"] > 0 and not trades["kkt_lost"] and not trades["kkt_duplicated"],
         "details": {"lost": lost[:20], "mismatched": mismatched[:20], "audit": None if report.ok else report.render()},
     }
 
@@ -332,12 +442,18 @@ async def run(topo: Topology, seconds: float) -> dict[str, object]:
     timeline = Timeline()
     load = Load(terminals, topo, timeline)
     load.start()
+    kkt = KktLoad(topo, timeline)
+    sms = SmsLoad(topo, timeline)
     print("  measuring throughput with 1..N nodes", flush=True)
     scaling = await throughput(load, topo, seconds / 2)
     print(f"  recharges/s: {scaling}", flush=True)
+    kkt.start()
+    sms.start()
     fault_figures = await faults(load, topo, timeline, seconds)
-    await load.stop()
-    result = await check(topo, terminals)
+    await asyncio.gather(load.stop(), kkt.stop(), sms.stop())
+    result = await check(topo, terminals, kkt)
+    result["sms_answered"] = sms.answered
+    result["ok"] = bool(result["ok"]) and sms.answered > 0
     return {"throughput_recharges_per_s": scaling, "faults": fault_figures, "node_errors": node_errors(topo), **result}
 
 
@@ -358,7 +474,8 @@ def figures_markdown(results: dict[str, object]) -> str:
     faults = results["faults"]
     assert isinstance(scaling, dict) and isinstance(faults, dict)
     lines = [
-        f"Last `make cluster-test` ({time.strftime('%Y-%m-%d')}, {TERMINALS} terminals recharging through HAProxy, "
+        f"Last `make cluster-test` ({time.strftime('%Y-%m-%d')}, {TERMINALS} terminals recharging and "
+        f"{len(cards.DEMO_CARDS[1:8])} KaKaTong cards trading through HAProxy, "
         "three nodes, two PostgreSQL members, everything on this machine's two cores):",
         "",
         "| fault | unavailable (first failed request → next success) | failed requests in it (by kind) |",
@@ -376,7 +493,9 @@ def figures_markdown(results: dict[str, object]) -> str:
         f"a synchronous standby (rewound) {rejoin:.1f} s later.",
         f"Acknowledged recharges: {results['acknowledged']}; lost {results['acknowledged_lost']}; chip ≠ ledger "
         f"{results['chip_ledger_mismatches']}; orders left loading {results['orders_left_loading']}; audit "
-        f"{'balanced' if results['audit_ok'] else 'NOT balanced'}.",
+        f"{'balanced' if results['audit_ok'] else 'NOT balanced'}. KaKaTong trades over REST answered 11: "
+        f"{results['kkt_acknowledged']}; missing from the journal {results['kkt_lost']}; duplicated {results['kkt_duplicated']}. "
+        f"SMS balance queries answered: {results['sms_answered']}.",
         "",
         "| nodes in HAProxy's DD backend | acknowledged recharges/s |",
         "|---|---|",

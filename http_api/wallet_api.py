@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from http_api.context import platform_of
-from http_api.mpay_env import env_of
+from http_api.context import PLATFORM_KEY
+from http_api.mpay_env import env_of_platform
 from recharge import db, metrics
 from recharge.context import Busy
 from recharge.mpay import codes
@@ -100,7 +100,7 @@ async def _transaction(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto,
 
 
 async def serve(request: web.Request, door: Door, route: str) -> web.Response:
-    ctx = platform_of(request)
+    ctx = request.config_dict[PLATFORM_KEY]  # mounted in the /mpay/v1 sub-application
     body = await read_body(request, ctx.settings.wallet_max_body_bytes)
     if body is None:
         return _count(door, route, respond(envelope("1001", None), None, status=413), "1001")
@@ -120,7 +120,7 @@ async def serve(request: web.Request, door: Door, route: str) -> web.Response:
     assert key is not None
     if not body_mac_ok(key, body, request.headers.get("X-MAC")):
         return _count(door, route, respond(reply_bytes(door, Outcome("1002"), seq), key), "1002")
-    env = env_of(request)
+    env = env_of_platform(ctx)
     try:
         reply = await db.retry_transaction(
             ctx.acquire, lambda conn: _transaction(conn, env, crypto, door, parsed, parsed_request),
@@ -258,7 +258,8 @@ def _handler(door: Door, route: str) -> Callable[[web.Request], Awaitable[web.Re
     return handler
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_post("/mpay/v1/stk", _handler(STK_DOOR, "stk"))
+def setup(sub: web.Application) -> None:
+    """Add ``/stk`` and ``/pos/…`` to the ``/mpay/v1`` sub-application (``http_api.mpay_api``)."""
+    sub.router.add_post("/stk", _handler(STK_DOOR, "stk"))
     for route, door in POS_DOORS.items():
-        app.router.add_post(f"/mpay/v1/pos/{route}", _handler(door, route))
+        sub.router.add_post(f"/pos/{route}", _handler(door, route))

@@ -551,3 +551,22 @@ async def test_hostile_input_gets_a_documented_refusal_never_a_5xx(w: MpayWorld,
             "secret": "test-sms-secret", "from": msisdn, "to": "10658888", "text": "CZK \u0000\ud7ff" + "9" * 500}) as resp:
         assert resp.status in (200, 400)
     assert await w.snapshot(msisdn) == before
+
+
+async def test_a_pending_closure_account_closes_when_its_last_money_leaves(w: MpayWorld, api: Api) -> None:
+    msisdn, token, pay = await customer(w, api, cash=1500)
+    alias = (await w.account(msisdn))["alias"]
+    await w.subscriber(msisdn, status="cancelled")
+    async with w.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT status, msisdn FROM mpay_accounts WHERE lower(alias) = lower($1)", alias)
+    assert (row["status"], row["msisdn"]) == ("pending_closure", None)
+    assert await api.code("POST", "/auth/login", {"login": msisdn, "password": "Passw0rd1"}) == "3001"
+    token = await api.login(alias, "Passw0rd1")  # by alias only (6.2)
+    assert (await api.ok("GET", "/me", token=token))["status"] == "pending_closure"
+    target = await w.subscriber(province="430000")
+    assert await api.code("POST", "/me/recharges/card", {"pin": await w.card(10)}, token=token) == "2006"
+    await api.ok("POST", "/me/hf", {"target": target, "amount": 1500, "pay_password": pay}, token=token)
+    async with w.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT status FROM mpay_accounts WHERE lower(alias) = lower($1)", alias) == "closed"
+        assert await conn.fetchval("SELECT count(*) FROM mpay_outbox WHERE msisdn = $1 AND state = 'pending'"
+                                   " AND text LIKE '%注销%'", msisdn) == 0  # suppressed, never sent

@@ -125,8 +125,14 @@ async def test_the_outbox_survives_a_kill_9_between_commit_and_delivery(
         empty_database: str, tmp_path: Path, smsc: StandInSmsc) -> None:
     write_keys(tmp_path / "keys.json", MasterKeys.generate(demo=True))
     smsc.status = 503  # the SMSC is down: nothing can be delivered before the kill
-    proc, port = await asyncio.to_thread(_serve, empty_database, tmp_path, smsc.url, "--demo")
+    proc, port = await asyncio.to_thread(_serve, empty_database, tmp_path, smsc.url)
     try:
+        conn = await asyncpg.connect(empty_database)  # a subscriber as the BOSS feed would write it
+        try:
+            await conn.execute("INSERT INTO mpay_subscribers (msisdn, name, id_type, id_number, province, status)"
+                               " VALUES ('13800138000', '张三', 'id_card', 'X1', '430000', 'normal')")
+        finally:
+            await conn.close()
         query = urlencode({"secret": "s", "from": "13800138000", "to": "10658888", "text": "KT A"})
         async with aiohttp.ClientSession() as session, session.get(
                 f"http://127.0.0.1:{port}/sms/inbound?{query}") as resp:
@@ -149,3 +155,16 @@ async def test_the_outbox_survives_a_kill_9_between_commit_and_delivery(
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 30)
+
+
+async def test_upkeep_purges_replies_and_attempts_past_their_windows(w: MpayWorld) -> None:
+    msisdn, _ = await w.opened()
+    await w.sms(msisdn, "CX", message_id="old-one")
+    await w.sms(msisdn, "CX", message_id="new-one")
+    async with w.pool.acquire() as conn:
+        await conn.execute("UPDATE mpay_mo_replies SET created_at = now() - interval '8 days'"
+                           " WHERE msisdn = $1 AND message_id = 'old-one'", msisdn)
+    await dispatcher.upkeep(w.pool, w.env)
+    async with w.pool.acquire() as conn:
+        kept = await conn.fetch("SELECT message_id FROM mpay_mo_replies WHERE msisdn = $1", msisdn)
+    assert [r["message_id"] for r in kept] == ["new-one"]

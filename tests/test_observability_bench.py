@@ -34,19 +34,47 @@ def test_a_module_that_cannot_run_is_reported_with_its_error() -> None:
 def test_bench_writes_every_figure_with_goal_and_machine(tmp_path: Path) -> None:
     first = run_all.bench_modules()[0]  # the fastest is bench_core; one module keeps this test short
     results_path, report_path = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
-    status = run_all.main(["--only", first, "--results", str(results_path), "--report", str(report_path)])
+    status = run_all.main(["--only", first, "--settle-s", "0", "--results", str(results_path),
+                           "--report", str(report_path)])
     assert status == 0
     results = json.loads(results_path.read_text(encoding="utf-8"))
     for fact in ("cpu_model", "cores", "python", "commit"):
         assert results["machine"][fact], fact
     assert results["date"]
-    figures = results["modules"][first]["figures"]
+    module = results["modules"][first]
+    figures = module["figures"]
     assert figures and results["figures"] == figures
+    assert len(module["load_average"]) == 2
     report = report_path.read_text(encoding="utf-8")
     for name, value in figures.items():
-        goal = results["modules"][first]["goals"].get(name, "—")
-        assert f"| `{name}` | {run_all.fmt(value)} | {goal} |" in report
+        goal = module["goals"].get(name, "—")
+        extent = module["spread"][name]  # bench_core's figures are medians of paired rounds
+        assert extent["min"] <= value <= extent["max"] and len(extent["runs"]) >= 3
+        row = f"| `{name}` | {run_all.fmt(value)} | {run_all.fmt(extent['min'])} | {run_all.fmt(extent['max'])} | "
+        assert f"{row}{len(extent['runs'])} | {goal} |" in report
     assert results["machine"]["cpu_model"] in report
+
+
+def test_figures_measured_under_load_are_labelled_so() -> None:
+    results = {
+        "date": "2026-12-02T00:00:00+00:00", "quick": True,
+        "machine": {"cpu_model": "x", "cores": 2, "memory_gib": 1, "os": "linux", "python": "3.11",
+                    "implementation": "CPython", "commit": "abc"},
+        "modules": {
+            "bench_busy": {"figures": {"a_ratio": 0.5}, "spread": {"a_ratio": {"min": 0.4, "max": 0.6,
+                                                                                "runs": [0.4, 0.5, 0.6]}},
+                           "goals": {"a_ratio": ">= 1.0"}, "notes": {"a_ratio": "wall clock"}, "how": "",
+                           "error": None, "seconds": 1.0, "load_average": [9.5, 10.0]},
+            "bench_quiet": {"figures": {"b": 2.0}, "spread": {}, "goals": {}, "notes": {}, "how": "",
+                            "error": None, "seconds": 1.0, "load_average": [0.3, 1.5]},
+        },
+    }
+    report = run_all.render_report(results, "## Analysis\n\nby hand")
+    assert "| `a_ratio` | 0.5 | 0.4 | 0.6 | 3 | >= 1.0 | **no** | wall clock; under load |" in report
+    assert "| `b` | 2 |  |  | 1 | — |  |  |" in report
+    assert "**Measured under load**" in report and "bench_busy" in report.split("## Figures")[0]
+    assert "bench_quiet" not in report.split("## Figures")[0]
+    assert "**quick**" in report and report.rstrip().endswith("by hand")
 
 
 async def test_wire_ceiling_replays_a_recharges_message_sizes_and_closes_like_the_dd_server() -> None:

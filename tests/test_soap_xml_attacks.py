@@ -1,5 +1,5 @@
 """XML attacks on both SOAP ports, beyond the basic ones of test_kkt_soap: each is refused with a
-SOAP fault, reads no file, changes nothing, and a thousand of them leave the process's memory flat.
+SOAP fault, reads no file, changes nothing, and hundreds of them leave the process's memory flat.
 
 Parameter-entity XXE, XInclude, an external DTD in UTF-16, a quadratic blow-up (one large entity
 referenced many times), elements nested as deep as the body limit allows, a body of attributes
@@ -99,13 +99,13 @@ async def test_a_body_over_the_limit_sent_chunked_is_refused(world: World, port:
     assert status == 413 or "request too large" in text, text[:300]
 
 
-async def test_a_thousand_attacks_leave_memory_flat(world: World, canary: tuple[Path, str]) -> None:
+async def test_hundreds_of_attacks_leave_memory_flat(world: World, canary: tuple[Path, str]) -> None:
     bodies = list(attacks(canary[0]).values())
     process = psutil.Process()
-    for body in bodies * 20:  # warm up: caches, pools, code paths
+    for body in bodies * 10:  # warm up: caches, pools, code paths
         await _post(world, PORTS[0], body)
     before = process.memory_info().rss
-    for i in range(1000):
+    for i in range(400):
         await _post(world, PORTS[i % 2], bodies[i % len(bodies)])
     grown = (process.memory_info().rss - before) / 2**20
-    assert grown < 10, f"RSS grew by {grown:.1f} MB over 1000 hostile bodies"
+    assert grown < 10, f"RSS grew by {grown:.1f} MB over 400 hostile bodies"

@@ -169,6 +169,8 @@ async def test_openapi_document_describes_the_stk_and_pos_bodies_and_replies(wor
     async with aiohttp.ClientSession() as http, http.get(world.url + "/openapi.json") as response:
         doc = await response.json()
     assert {"/stk", "/pos/batches", "/pos/returns", "/pos/wallet-opens"} <= set(doc["paths"])
+    async with aiohttp.ClientSession() as http, http.post(world.url + "/pos/nowhere", data=b"{}") as response:
+        assert response.status == 404 and (await response.json())["code"] == "1001"
     pos = await world.terminal()
     sim, _ = await world.sim()
     pos.purchase(sim, 100, WHEN)

@@ -15,7 +15,7 @@ import core_ext
 from core_ext.virtual_handset import Outcome, VirtualHandset
 from core_ext.virtual_pos import SHANGHAI, PurchaseRefused, SignedRequest, VirtualPOS
 from core_ext.virtual_sim import STATE_NONE, STATE_OPEN, STATE_PAUSED, VirtualRfidSim
-from recharge.mpay import accounts, closure, credentials, events, registry
+from recharge.mpay import accounts, closure, credentials, events, postings, registry
 from recharge.mpay import cards as mpay_cards
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
@@ -229,3 +229,36 @@ async def test_account_ops_over_stk_card_recharge_phone_bill_and_history(world: 
     assert (await world.exchange(phone, "account.history", {"from": "20260105"})).code == "1001"
     other = await world.exchange(phone, "hf.other", {"target": "13912345678", "amount": 100, "pay_password": "123456"})
     assert other.code == "3004", "another number's bill needs a usable pay password"
+
+
+async def test_lost_card_reopening_writes_the_shadow_off_and_late_records_debit_retired(world: World) -> None:
+    old_phone, msisdn = await world.handset()
+    await world.exchange(old_phone, "wallet.open")
+    async with world.pool.acquire() as conn, conn.transaction():
+        account_id = await conn.fetchval("SELECT id FROM mpay_accounts WHERE msisdn = $1", msisdn)
+        # a posted load stands in for 7.3's load engine (not built yet): 50.00 in the shadow
+        await postings.must(conn, [postings.Move(f"test:load:{account_id}", await postings.account_id(
+            conn, "HALL/HN0001"), await postings.account_id(conn, f"W/{account_id}"), 5000, "test_load")])
+    shop = VirtualPOS(digits(12), world.keys.purchase, world.keys.pos)
+    async with world.pool.acquire() as conn:
+        await terminals.register(conn, [terminals.Terminal(shop.terminal_code, merchant="DEMODIG")])
+    old_phone.sim.balance = 5000
+    late = shop.purchase(old_phone.sim, 1000, datetime(2026, 1, 5, 12, tzinfo=SHANGHAI))
+    new_phone = VirtualHandset(VirtualRfidSim("7310" + digits(12), world.keys))
+    async with world.pool.acquire() as conn, conn.transaction():
+        await cards.add_stock(conn, [new_phone.sim.card_no])
+        assert await cards.bind(conn, [(msisdn, new_phone.sim.card_no)]) == ["created"]
+
+    async def balance(name: str) -> int:
+        async with world.pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT coalesce(sum(credits_posted - debits_posted), 0) FROM accounts"
+                                           " WHERE kind = 'mpay' AND card_no = $1", name))
+
+    retired = await balance("RETIRED")
+    reopened = await world.exchange(new_phone, "wallet.open")
+    assert reopened.script_ok and (new_phone.sim.state, new_phone.sim.limit) == (STATE_OPEN, 20_000)
+    assert await balance(f"W/{account_id}") == 0 and await balance("RETIRED") == retired + 5000
+    assert (await world.exchange(old_phone, "account.balance")).code == "5007"
+    status, body, mac = await world.post(shop.batch())
+    assert json.loads(body)["data"]["results"][0]["code"] == "0000" and late.amount == 1000
+    assert await balance(f"W/{account_id}") == 0 and await balance("RETIRED") == retired + 4000

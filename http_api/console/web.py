@@ -176,7 +176,7 @@ def page(role: str = "viewer", *, while_password_must_change: bool = False) -> C
                 return console.redirect("/password")
             try:
                 if not console.operator.may(role):
-                    raise Refusal(403, "Your role ({role}) may not see this page", role=console.operator.role)
+                    raise Refusal(403, "Your role ({role}) may not see this page", role=console.t(console.operator.role))
                 return await handler(console)
             except Refusal as exc:
                 return _refused(console, exc)
@@ -225,7 +225,7 @@ def _check(console: Console, role: str, reason_required: bool, while_password_mu
     if console.operator.must_change_password and not while_password_must_change:
         raise Refusal(403, "Change your one-time password first; nothing was changed.")
     if not console.operator.may(role):
-        raise Refusal(403, "Your role ({role}) may not do this; nothing was changed.", role=console.operator.role)
+        raise Refusal(403, "Your role ({role}) may not do this; nothing was changed.", role=console.t(console.operator.role))
     if reason_required and not console.field("reason", max_chars=500):
         raise Refusal(400, "A reason is required for this action; nothing was changed.")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -20,8 +21,13 @@ import asyncpg
 from recharge.mpay import credentials, outbox, postings, registry
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
+from recharge.mpay.keyring import MpayKeys
 
 LIVE = ("normal", "locked", "frozen")
+CLOSED_SMS = "您的手机支付账户已注销,感谢使用!"
+# (conn, account) → True while the account's wallet is open (SPEC 7 registers its check here).
+WalletCheck = Callable[[asyncpg.Connection, asyncpg.Record], Awaitable[bool]]
+WALLET_CHECKS: list[WalletCheck] = []
 OPEN_SMS = "手机支付登录密码{lp},支付密码{pp},别名{alias}。请尽快登录网站修改并删除本短信。"
 GENERATED_ALIAS_RE = re.compile(r"mp[0-9]{8}", re.IGNORECASE)
 CHOSEN_ALIAS_RE = re.compile(r"[A-Za-z][A-Za-z0-9]{5,19}")
@@ -153,3 +159,24 @@ async def set_status(
     )
     assert row is not None
     return row
+
+
+async def wallet_open(conn: asyncpg.Connection, account: asyncpg.Record) -> bool:
+    for check in WALLET_CHECKS:
+        if await check(conn, account):
+            return True
+    return False
+
+
+async def close_if_settled(conn: asyncpg.Connection, keys: MpayKeys, account_id: int) -> bool:
+    """C8: a ``pending_closure`` account closes in the transaction that leaves cash and card at
+    zero with nothing pending and its wallet closed. Returns True when it closed."""
+    account = await by_id(conn, account_id, lock=True)
+    if account is None or account["status"] != "pending_closure":
+        return False
+    figures = await balances(conn, account)
+    if figures.cash or figures.card or not await nothing_pending(conn, account) or await wallet_open(conn, account):
+        return False
+    row = await set_status(conn, account_id, "closed", detach=True)
+    await outbox.notify(conn, keys, row, CLOSED_SMS)
+    return True

@@ -63,6 +63,7 @@ async def pay(
     reply = REPLY.format(msisdn=target, amt=yuan(amount), bucket=BUCKET_NAMES[bucket])
     if channel != "sms":
         await outbox.notify(conn, env.keys, account, reply)
+    await accounts.close_if_settled(conn, env.keys, account["id"])
     return Paid(bucket, amount, reply)
 
 

@@ -8,17 +8,13 @@ credential (pay password; counter: ID and OTP). A ``created`` payment does not b
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import asyncpg
 
 from recharge.mpay import accounts, events, matrix, registry
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 
-# (conn, account) → True when the account's wallet is open (SPEC 7 registers its check here).
-WalletCheck = Callable[[asyncpg.Connection, asyncpg.Record], Awaitable[bool]]
-WALLET_CHECKS: list[WalletCheck] = []
+WALLET_CHECKS = accounts.WALLET_CHECKS  # (conn, account) → True while its wallet is open (SPEC 7 adds its check)
 
 
 async def _open_bank_orders(conn: asyncpg.Connection, account_id: int) -> bool:
@@ -34,9 +30,8 @@ async def check(conn: asyncpg.Connection, account: asyncpg.Record, channel: str)
     if sub is None or sub.status != "normal":
         raise Refused("2008")
     matrix.require(account, "pay_reset_close", channel)
-    for wallet_open in WALLET_CHECKS:
-        if await wallet_open(conn, account):
-            raise Refused("2011")
+    if await accounts.wallet_open(conn, account):
+        raise Refused("2011")
     if not await accounts.nothing_pending(conn, account) or await _open_bank_orders(conn, account["id"]):
         raise Refused("2013")
     figures = await accounts.balances(conn, account)

@@ -94,11 +94,29 @@ async def deliver_once(pool: asyncpg.Pool, env: Env, session: aiohttp.ClientSess
     return len(rows)
 
 
-async def upkeep(pool: asyncpg.Pool) -> None:
-    """Expire unpaid payments; refresh the outbox and payout gauges."""
+# What is kept only for a while: (table, time column, seconds kept; None = mpay_request_id_days).
+RETAINED = (("mpay_request_replies", "created_at", None), ("mpay_merchant_signs", "created_at", None),
+            ("mpay_auth_failures", "created_at", 3600), ("mpay_pin_failures", "created_at", 2 * 86400))
+
+
+async def purge(conn: asyncpg.Connection, env: Env) -> None:
+    """Drop kept replies, signatures and attempt rows past their windows (MO replies after
+    ``mpay_mo_dedup_s``), a bounded batch per table and pass."""
+    windows = [(t, c, float(k if k is not None else env.settings.mpay_request_id_days * 86400)) for t, c, k in RETAINED]
+    windows.append(("mpay_mo_replies", "created_at", float(env.settings.mpay_mo_dedup_s)))
+    for table, column, seconds in windows:  # names from the constant above, never from input
+        await conn.execute(
+            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table}"
+            f" WHERE {column} < now() - make_interval(secs => $1) LIMIT 1000))", seconds)
+
+
+async def upkeep(pool: asyncpg.Pool, env: Env | None = None) -> None:
+    """Expire unpaid payments; purge what is kept only for a while; refresh the gauges."""
     async with pool.acquire() as conn:
         async with conn.transaction():
             await payments.expire_due(conn)
+        if env is not None:
+            await purge(conn, env)
         row = await conn.fetchrow(
             "SELECT count(*) FILTER (WHERE state = 'pending') AS pending, count(*) FILTER (WHERE state = 'failed'"
             " AND created_at > now() - interval '24 hours') AS failed FROM mpay_outbox"
@@ -122,7 +140,7 @@ async def run(pool: asyncpg.Pool, env_of: Callable[[], Env]) -> None:
                 if env.settings.mpay_outbox_url:
                     while await deliver_once(pool, env, session) == env.settings.mpay_outbox_batch:
                         pass
-                await upkeep(pool)
+                await upkeep(pool, env)
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 log.warning("outbox pass failed: %s", exc.__class__.__name__)
             await asyncio.sleep(env.settings.mpay_outbox_interval_s)

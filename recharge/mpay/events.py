@@ -27,7 +27,7 @@ from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.mpay.text import compact
 
-CLOSED_SMS = "您的手机支付账户已注销,感谢使用!"
+CLOSED_SMS = accounts.CLOSED_SMS
 UNFROZEN_SMS = "您的手机支付账户已解除冻结。"
 FROZEN_SMS = "您的账户已冻结,详询10086。"
 LOCKING = {"suspended_oneway": "suspended", "suspended_twoway": "suspended", "arrears": "suspended", "lost": "lost"}
@@ -103,7 +103,7 @@ async def settled_status(conn: asyncpg.Connection, account: asyncpg.Record) -> s
     """``closed`` when both buckets are zero with nothing pending, else ``pending_closure``."""
     figures = await accounts.balances(conn, account)
     empty = figures.cash == 0 and figures.card == 0 and await accounts.nothing_pending(conn, account)
-    return "closed" if empty else "pending_closure"
+    return "closed" if empty and not await accounts.wallet_open(conn, account) else "pending_closure"
 
 
 async def detach(conn: asyncpg.Connection, env: Env, account: asyncpg.Record) -> str:

@@ -159,6 +159,7 @@ async def confirm(
     )
     await outbox.notify(conn, env.keys, account, PAID_SMS.format(
         merchant=merchant["name"], amt=yuan(payment["amount"]), bucket=BUCKET_NAMES[bucket]))
+    await accounts.close_if_settled(conn, env.keys, account["id"])
     return row
 
 

@@ -100,6 +100,7 @@ async def settle(conn: asyncpg.Connection, env: Env, row: asyncpg.Record, state:
     card = json.loads(row["card"]) if isinstance(row["card"], str) else row["card"]
     text = PAID_SMS if post else FAILED_SMS
     await outbox.notify(conn, env.keys, account, text.format(amt=yuan(row["amount"]), last4=card["number"][-4:]))
+    await accounts.close_if_settled(conn, env.keys, account["id"])
 
 
 async def void_unexported(conn: asyncpg.Connection, env: Env, account: asyncpg.Record) -> None:

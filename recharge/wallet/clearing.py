@@ -77,26 +77,28 @@ def commission(amount: int, rate_bp: int) -> int:
 
 
 def postings_for(record: wire.Record, account_id: int, merchant: str, rate_bp: int, purchase_id: int, *,
-                 closed: bool = False) -> tuple[list[Posting], int]:
+                 closed: bool = False, retired: bool = False) -> tuple[list[Posting], int]:
     """The transfers that clear one accepted record, and its commission (a void of a closed account's
-    purchase has no cash bucket to go to: ``SUSPENSE``)."""
+    purchase has no cash bucket to go to: ``SUSPENSE``; a lost card's late records debit ``RETIRED``)."""
     ref = f"wp:{purchase_id}"
+    source = "RETIRED" if retired else f"W/{account_id}"
     if record.void:
         to = "SUSPENSE" if closed else f"C/{account_id}"
-        return [Posting(f"{ref}:void", f"W/{account_id}", to, record.amount, "wallet_void")], 0
+        return [Posting(f"{ref}:void", source, to, record.amount, "wallet_void")], 0
     fee = commission(record.amount, rate_bp)
-    moves = [Posting(f"{ref}:sale", f"W/{account_id}", f"MER/{merchant}", record.amount, "wallet_purchase")]
+    moves = [Posting(f"{ref}:sale", source, f"MER/{merchant}", record.amount, "wallet_purchase")]
     if fee:
         moves.append(Posting(f"{ref}:fee", f"MER/{merchant}", "FEE", fee, "wallet_commission"))
     return moves, fee
 
 
-async def _card_account(conn: asyncpg.Connection, card_no: str) -> int | None:
-    """The wallet account a card's purchases debit (its own, also once retired), None if unknown."""
-    value = await conn.fetchval(
-        "SELECT account_id FROM wallet_cards WHERE card_no = $1 AND account_id IS NOT NULL", card_no
+async def _card_account(conn: asyncpg.Connection, card_no: str) -> tuple[int, bool] | None:
+    """The wallet account a card's purchases belong to (its own, also once retired) and whether they debit
+    ``RETIRED`` (a lost card after its wallet reopened elsewhere); None for a card that served no wallet."""
+    row = await conn.fetchrow(
+        "SELECT account_id, debits_retired FROM wallet_cards WHERE card_no = $1 AND account_id IS NOT NULL", card_no
     )
-    return int(value) if value is not None else None
+    return (int(row["account_id"]), bool(row["debits_retired"])) if row is not None else None
 
 
 async def _seen(conn: asyncpg.Connection, record: wire.Record, terminal_id: str) -> str | None:
@@ -129,9 +131,10 @@ async def _clear_one(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, w
         serial = raw.get("offline_serial") if isinstance(raw, dict) else None
         return RecordResult(card if isinstance(card, str) else None,
                             serial if isinstance(serial, int) and not isinstance(serial, bool) else None, MALFORMED)
-    account_id = await _card_account(conn, record.card)
-    if account_id is None:
+    owner = await _card_account(conn, record.card)
+    if owner is None:
         return RecordResult(record.card, record.offline_serial, UNKNOWN_CARD)
+    account_id, retired = owner
     proof = PurchaseProof(record.card, record.amount, terminal_id, record.tts, record.date, record.time, record.tac)
     if not crypto.tac_ok(proof):
         return RecordResult(record.card, record.offline_serial, BAD_TAC)
@@ -147,7 +150,7 @@ async def _clear_one(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, w
     )
     account = await accounts.by_id(conn, account_id) if record.void else None
     closed = account is not None and account["status"] == "closed"
-    moves, fee = postings_for(record, account_id, merchant, rate_bp, purchase_id, closed=closed)
+    moves, fee = postings_for(record, account_id, merchant, rate_bp, purchase_id, closed=closed, retired=retired)
     waves.first.append(moves[0])
     waves.second.extend(moves[1:])
     waves.cleared.append((purchase_id, fee, moves[0].id))

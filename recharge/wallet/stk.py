@@ -14,12 +14,25 @@ from typing import Any
 
 import asyncpg
 
-from recharge.mpay import accounts, bills, cards, credentials, events, history, matrix, profile, registry
+from recharge.mpay import (
+    accounts,
+    bills,
+    cards,
+    credentials,
+    events,
+    history,
+    matrix,
+    postings,
+    profile,
+    registry,
+)
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.mpay.sms_commands import BALANCE
 from recharge.mpay.text import day_start, today, yuan
 from recharge.wallet import wire
+from recharge.wallet.books import BOOKS
+from recharge.wallet.clearing import Posting, must_post
 from recharge.wallet.crypto import STATE_CANCELLED, STATE_OPEN, STATE_PAUSED, WalletCrypto
 
 DEFAULT_LIMIT_CENTS = 20_000
@@ -149,10 +162,23 @@ async def _open(ctx: Context) -> Answer:
                                " $3)", ctx.account["id"], card_no, DEFAULT_LIMIT_CENTS)
         answer = Answer("0000", script=ctx.script("open", DEFAULT_LIMIT_CENTS), waiting=0)
     else:
+        await _retire_lost_card(ctx, wallet["card_no"])
         await ctx.conn.execute("UPDATE wallets SET card_no = $2 WHERE account_id = $1", ctx.account["id"], card_no)
         answer = await ctx.set_state("open", DEFAULT_LIMIT_CENTS)
     await ctx.conn.execute("UPDATE wallet_cards SET account_id = $2 WHERE card_no = $1", card_no, ctx.account["id"])
     return Answer(answer.code, "钱包开通成功。", answer.script, answer.waiting)
+
+
+async def _retire_lost_card(ctx: Context, old_card: str) -> None:
+    """SPEC 7.6, lost or unreadable card: at the reopening W's balance posts to ``RETIRED`` (not recoverable)
+    and the old card's late records debit ``RETIRED`` from now on."""
+    assert ctx.account is not None
+    shadow = await postings.account_id(ctx.conn, f"W/{ctx.account['id']}")
+    balance = (await postings.buckets(ctx.conn, shadow))[shadow].posted
+    if balance > 0:
+        await must_post(BOOKS, ctx.conn, [Posting(f"wretire:{ctx.account['id']}:{old_card}", f"W/{ctx.account['id']}",
+                                                  "RETIRED", balance, "wallet_retired")])
+    await ctx.conn.execute("UPDATE wallet_cards SET debits_retired = true WHERE card_no = $1", old_card)
 
 
 async def _open_wallet(ctx: Context) -> asyncpg.Record:
