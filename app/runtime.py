@@ -139,10 +139,17 @@ def wanted_descriptors(settings: Settings) -> int:
 
 
 def raise_descriptor_limit(settings: Settings) -> None:
-    """Raise the soft ``RLIMIT_NOFILE`` towards the hard one, as far as the limits need (systemd's
-    default soft limit is 1024; ``LimitNOFILE=`` raises the hard one)."""
+    """Raise ``RLIMIT_NOFILE`` as far as the limits need (systemd's default soft limit is 1024;
+    ``LimitNOFILE=`` raises the hard one): the hard limit too where the process is allowed to
+    (``CAP_SYS_RESOURCE``), else the soft limit up to the hard one."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = wanted_descriptors(settings)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return
+        except (ValueError, OSError):  # not privileged: the hard limit stays (see the warning at start)
+            pass
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

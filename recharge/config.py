@@ -48,6 +48,7 @@ class Settings:
     # --- DD server limits
     dd_idle_timeout_s: float = 30.0
     dd_max_connections: int = 10_000
+    dd_listen_backlog: int = 4096  # connections the kernel queues before accept (capped by net.core.somaxconn)
     dd_max_frame_length: int = 278  # the frame's length field; 278 is the protocol's maximum
     dd_max_inflight_db_tasks: int = 512  # DD flows waiting on the database at once; more → 0xDD
     shutdown_grace_s: float = 10.0

@@ -35,7 +35,7 @@ class Refuse(Exception):
         self.code = code
 
 
-@dataclass
+@dataclass(slots=True)
 class FlowState:
     """What one connection's flow has learned so far (one flow per connection)."""
 

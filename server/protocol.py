@@ -21,6 +21,7 @@ from recharge.network import Network, is_trusted
 from server import dispatch, proxy_protocol
 from server.dd_context import DDContext
 from server.flow_state import FlowState
+from server.idle import IdleWheel
 from server.session import ProtocolError, Request, Response, TerminalSession
 from server.stages import INFO_BUSY, INFO_INTERNAL
 
@@ -51,6 +52,9 @@ class ConnectionHost(Protocol):
     dd: DDContext
     trusted_proxies: tuple[Network, ...]
 
+    @property
+    def idle(self) -> IdleWheel: ...
+
     def admit(self, protocol: DDProtocol) -> bool: ...
     def forget(self, protocol: DDProtocol) -> None: ...
     def take_slot(self) -> bool: ...
@@ -59,7 +63,11 @@ class ConnectionHost(Protocol):
 
 
 class DDProtocol(asyncio.Protocol):
-    """One terminal connection; at most one request in progress."""
+    """One terminal connection; at most one request in progress. Slotted, and without a timer of
+    its own (the service's ``IdleWheel`` watches its deadline): an idle terminal costs little."""
+
+    __slots__ = ("service", "session", "state", "transport", "task", "_loop", "_idle_s", "_deadline",
+                 "idle_slot", "_started", "_stage", "_proxy_pending", "_first_data")
 
     def __init__(self, service: ConnectionHost) -> None:
         self.service = service
@@ -70,7 +78,7 @@ class DDProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._idle_s = service.settings.dd_idle_timeout_s
         self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self.idle_slot = -1  # the service's idle wheel files it here
         self._started = 0.0
         self._stage = 0
         self._proxy_pending: bytes | None = None  # header bytes so far, from a trusted proxy
@@ -102,15 +110,14 @@ class DDProtocol(asyncio.Protocol):
         metrics.DD_CONNECTIONS.inc()
         metrics.DD_CONNECTIONS_ACTIVE.inc()
         self._deadline = self._loop.time() + self._idle_s
-        self._timer = self._loop.call_at(self._deadline, self._on_idle)
+        self.service.idle.watch(self, self._deadline)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is None:
             return
         self.transport = None
         metrics.DD_CONNECTIONS_ACTIVE.dec()
-        if self._timer is not None:
-            self._timer.cancel()
+        self.service.idle.forget(self)
         self.service.forget(self)
 
     def pause_writing(self) -> None:
@@ -213,18 +220,18 @@ class DDProtocol(asyncio.Protocol):
 
     # --- idle timeout and shutdown
 
-    def _on_idle(self) -> None:
-        self._timer = None
+    def idle_check(self, now: float) -> float | None:
+        """Asked by the idle wheel at or after the deadline: close an idle connection (None), or
+        name the deadline to be asked again at (one moved by an answer since, or a step running)."""
         if self.transport is None:
-            return
-        now = self._loop.time()
+            return None
         if self.task is not None:  # the terminal is waiting for us, not the other way round
             self._deadline = now + self._idle_s
         elif now >= self._deadline:
             metrics.DD_PROTOCOL_ERRORS.labels("idle").inc()
             self.transport.abort()
-            return
-        self._timer = self._loop.call_at(self._deadline, self._on_idle)
+            return None
+        return self._deadline
 
     @property
     def between_flows(self) -> bool:

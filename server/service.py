@@ -11,16 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from recharge.context import Platform
 from recharge.network import parse_networks
 from server.dd_context import DDContext
+from server.idle import IdleWheel
 from server.protocol import DDProtocol
 
 log = logging.getLogger(__name__)
 
 _DRAIN_POLL_S = 0.05
 _STEP_FINISH_S = 2.0  # after the grace period, how long running database steps may still take
+# The idle wheel's tick: an idle connection closes at most this long (or a quarter of
+# dd_idle_timeout_s, if less) after its deadline, never before.
+_IDLE_TICK_S = 0.5
+_SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+
+
+def _warn_if_backlog_capped(backlog: int) -> None:
+    """The kernel silently caps a listen backlog at ``net.core.somaxconn`` (Linux): say so."""
+    try:
+        cap = int(_SOMAXCONN.read_text())
+    except (OSError, ValueError):
+        return
+    if cap < backlog:
+        log.warning("dd_listen_backlog %d is capped by the kernel at net.core.somaxconn = %d;"
+                    " raise the sysctl for bursts of reconnecting terminals", backlog, cap)
 
 
 class DDService:
@@ -34,18 +51,29 @@ class DDService:
         self.connections: set[DDProtocol] = set()
         self.inflight = 0
         self._server: asyncio.AbstractServer | None = None
+        self._idle: IdleWheel | None = None
+
+    @property
+    def idle(self) -> IdleWheel:
+        """The one timer watching every connection's idle deadline (made by ``start``)."""
+        if self._idle is None:
+            raise RuntimeError("the DD service has not started")
+        return self._idle
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
+        self._idle = IdleWheel(min(_IDLE_TICK_S, self.settings.dd_idle_timeout_s / 4))
+        backlog = self.settings.dd_listen_backlog
         self._server = await loop.create_server(
             lambda: DDProtocol(self),
             self.settings.dd_host,
             self.settings.dd_port,
             reuse_port=True if self.settings.workers > 1 else None,
-            backlog=min(self.settings.dd_max_connections, 4096),
+            backlog=backlog,
         )
         port = int(self._server.sockets[0].getsockname()[1])
         log.info("DD server listening on %s:%d", self.settings.dd_host, port)
+        _warn_if_backlog_capped(backlog)
         return port
 
     # --- bookkeeping called by the protocols
@@ -108,3 +136,5 @@ class DDService:
         except TimeoutError:
             log.warning("DD listener did not close within 1 s")
         self._server = None
+        if self._idle is not None:
+            self._idle.close()
