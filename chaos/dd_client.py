@@ -28,7 +28,14 @@ from core_ext import Frame
 from core_ext.virtual_card import VirtualCard
 from recharge.keys import load_keys
 from server import terminal_client as tc
-from server.stages import FLOW_CONTINUE, INFO_BUSY, INFO_NOT_SIGNED_IN, INFO_OK, INFO_REVERSAL_OK
+from server.stages import (
+    FLOW_CONTINUE,
+    INFO_BUSY,
+    INFO_NOT_LOADABLE,
+    INFO_NOT_SIGNED_IN,
+    INFO_OK,
+    INFO_REVERSAL_OK,
+)
 
 CARDS = 3
 TIMEOUT_S = 10.0
@@ -142,6 +149,11 @@ class DDClient:
         if failed.stage == 0x12 and failed.result in (INFO_BUSY, INFO_NOT_SIGNED_IN):
             self.signed_in = failed.result != INFO_NOT_SIGNED_IN
             self.todo.append(load)  # DD11 refused before anything happened: load it again
+        elif failed.stage == 0x12 and failed.result == INFO_NOT_LOADABLE:
+            # *loading*: an earlier attempt's DD15 was still on its way when DD21 answered "not
+            # credited" (its connection had been cut), and DD16 marked the order after that. A
+            # terminal asks DD21 again instead of giving the order up (make chaos, seed 1976022878).
+            self.pending[load.order_no] = load
         elif failed.stage == 0x20 and failed.result != INFO_OK:
             self.pending[load.order_no] = load  # the receipt failed after DD18 0x00: ask DD21
         elif failed.stage in (0x12, 0x14) and failed.result not in (INFO_BUSY,):

@@ -38,7 +38,7 @@ def liveness(directory: Path, windows: list[tuple[float, float]]) -> dict[str, A
     through the proxy) lost or answered late outside the spans the server was down."""
     outcomes: dict[str, Counter[str]] = defaultdict(Counter)
     latencies: dict[str, list[float]] = defaultdict(list)
-    violations, examples = 0, list[dict[str, Any]]()
+    violations, examples, failed = 0, list[dict[str, Any]](), 0
     for path in sorted(directory.glob("journal-*.jsonl")):
         for r in read(path):
             if r["type"] != "req":
@@ -46,12 +46,13 @@ def liveness(directory: Path, windows: list[tuple[float, float]]) -> dict[str, A
             outcomes[r["ch"]][r["st"]] += 1
             if r["st"] != "lost":
                 latencies[r["ch"]].append(r["s"])
+            failed += r["st"] == "failed" and not r["px"]
             late = r["st"] == "lost" or r["s"] > DEADLINE_S
             down = any(start - DEADLINE_S <= r["t"] <= end + 2 for start, end in windows)
             if late and not r["px"] and not down:
                 violations += 1
                 examples = (examples + [r])[:5]
-    return {"violations": violations, "examples": examples,
+    return {"violations": violations, "examples": examples, "failed_direct": failed,
             "channels": {ch: {**dict(outcomes[ch]), "latency_s": _quantiles(latencies[ch])} for ch in outcomes}}
 
 
@@ -120,7 +121,7 @@ def section(r: dict[str, Any]) -> str:
     out += ["", f"DD port fuzzing: **{fz.get('frames', 0)}** frames over {fz.get('connections', 0)} connections "
             f"({fz.get('legal_frames', 0)} legal, {fz.get('unanswered_legal', 0)} unanswered), RSS "
             f"{fz.get('rss_before_mb')} → {fz.get('rss_after_mb')} MB.", ""]
-    out += _table([("✓" if ch["ok"] else "✗", ch["name"], ch["detail"].replace("|", "/")[:160]) for ch in r["checks"]],
+    out += _table([("✓" if ch["ok"] else "✗", ch["name"], " ".join(ch["detail"].replace("|", "/").split())[:160]) for ch in r["checks"]],
                   ("", "check", "detail"))
     return "\n".join([*out, "", END])
 

@@ -104,6 +104,8 @@ def run(harness: Harness, events: list[faults.Event]) -> dict[str, Any]:
     live = report.liveness(harness.dir, harness.measured.windows)
     verdicts.append(checks.Check("liveness: every direct request answered (or busy) within its deadline outside"
                                  " the server's down time", live["violations"] == 0, json.dumps(live["examples"])))
+    verdicts.append(checks.Check("no direct request answered 0xEE, a 5xx other than busy, or garbage",
+                                 live["failed_direct"] == 0, str(live["failed_direct"])))
     verdicts.append(checks.Check("clients: every client process exited cleanly", set(client_exits) <= {0},
                                  str(client_exits)))
     busy = [f for f in harness.measured.faults if "busy_while_down" in f]

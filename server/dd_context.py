@@ -113,7 +113,7 @@ def _each(
     return run_all
 
 
-def _of_payment(item: Payment | Loading | Loaded) -> str:
+def _order_of(item: Payment | Loading | Loaded) -> str:
     return item.order_no
 
 
@@ -127,7 +127,7 @@ async def _pay_at_card(
     """DD13 of an order naming no card: note the card's balance, then pay the order to that card.
     None for a card that is not a CPU card (nothing written, nothing paid)."""
     cpu = await store.record_cpu_card_balances(conn, [(card, balance) for card, balance, _ in items])
-    paid = iter(await _in_rounds(conn, lifecycle.pay_orders, [p for card, _, p in items if card in cpu], _of_payment))
+    paid = iter(await _in_rounds(conn, lifecycle.pay_orders, [p for card, _, p in items if card in cpu], _order_of))
     return [next(paid) if card in cpu else None for card, _, _ in items]
 
 
@@ -142,16 +142,16 @@ def _post_group(record_ids: store.RecordIds) -> Group[tuple[str, int], Order | O
         """(order, balance after) each: the receipts' record ids, then the orders loaded and posted."""
         ids = await record_ids.take(conn, len(items), utc_now())
         loads = [Loaded(no, balance, rid) for (no, balance), rid in zip(items, ids, strict=True)]
-        return await _in_rounds(conn, lifecycle.mark_loaded, loads, _of_payment)
+        return await _in_rounds(conn, lifecycle.mark_loaded, loads, _order_of)
 
     return Group("dd17_post", run_all, hot=True)
 
 
 # The groups of the recharge steps (DD17's posts: ``DDContext.post_group``).
-PAY = Group("dd11_pay", _each(lifecycle.pay_orders, _of_payment), hot=True)
+PAY = Group("dd11_pay", _each(lifecycle.pay_orders, _order_of), hot=True)
 PAY_AT_CARD = Group("dd13_pay_at_card", _pay_at_card, hot=True)
 CARD_BALANCES = Group("dd13_card_balance", _card_balances)
-LOADING = Group("dd15_loading", _each(lifecycle.mark_loading, _of_payment))
+LOADING = Group("dd15_loading", _each(lifecycle.mark_loading, _order_of))
 RELEASE = Group("dd17_release", _each(lifecycle.release_loading, _itself))
 CONFIRM = Group("dd19_confirm", _each(lifecycle.confirm_orders, _itself))
 # DD11's reads (terminal, order, card kind) of concurrent terminals in one statement (ReadGate.lookup).

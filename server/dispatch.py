@@ -80,5 +80,6 @@ async def handle(dd: DDContext, st: FlowState, request: Request) -> Response:
             metrics.BUSY_ANSWERS.labels("dd").inc()
             log.warning("stage 0x%02X: database unavailable (%s)", stage, type(exc).__name__)
             return Response.refuse(INFO_BUSY)
-        log.error("stage 0x%02X failed: %s", stage, type(exc).__name__)
+        log.error("stage 0x%02X failed: %s%s", stage, type(exc).__name__,
+                  f" ({exc})" if isinstance(exc, asyncpg.InterfaceError) else "")  # client-side text, no data
         return Response.refuse(INFO_INTERNAL)

@@ -128,7 +128,7 @@ async def test_card_state_password_and_batch(users: dict[str, ConsoleUser], conn
 
 
 async def test_platforms_and_operators_are_admin_only(users: dict[str, ConsoleUser], conn: asyncpg.Connection) -> None:
-    raw = fixtures.random_digits(6)
+    raw = str(100_000 + int(fixtures.random_digits(6)) % 900_000)  # platformRaw: no leading zero
     pem = RSA.generate(2048).publickey().export_key("PEM").decode("ascii")
     await least_role(users, conn, "admin", "/console/platforms",
                      {"raw": raw, "name": "bike", "merchant": "1155", "crt_version": "1", "public_key": pem})

@@ -243,3 +243,20 @@ async def test_the_group_commit_lets_its_connections_go_when_idle(pool: asyncpg.
     assert writer.connections.kept == 0
     with pytest.raises(ValueError):
         _writer(pool, max_batch=0, max_wait_ms=1)
+
+
+async def test_a_kept_connection_released_by_the_pool_when_it_died_is_replaced(pool: asyncpg.Pool) -> None:
+    """Found by the chaos harness (make chaos, seed 1976022878): during a database restart a kept
+    connection died and asyncpg released its proxy back to the pool; the next batch called
+    ``is_closed()`` on the detached proxy, got InterfaceError, and DD17 answered 0xEE, not 0xDD."""
+    kept = KeptConnections(pool, max_kept=2, linger_ms=10_000)
+    kept.enter()
+    holder, conn = await kept.take()
+    await kept.give_back(holder, conn, clean=True)
+    assert kept.kept == 1
+    conn.terminate()  # the server went away: asyncpg detaches the proxy and frees its pool slot
+    holder, fresh = await kept.take()
+    assert fresh is not conn and await fresh.fetchval("SELECT 1") == 1
+    await kept.give_back(holder, fresh, clean=True)
+    kept.leave()
+    await kept.wait_idle()

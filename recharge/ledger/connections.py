@@ -20,6 +20,15 @@ from recharge.db import Acquire
 Holder = AbstractAsyncContextManager[asyncpg.Connection]
 
 
+def closed(conn: asyncpg.Connection) -> bool:
+    """True when ``conn`` is closed — or is a pool proxy that asyncpg already released back to the
+    pool because its connection died (a database restart): every method of such a proxy raises."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+
+
 class KeptConnections:
     """Idle pool connections kept for the next use while there is work, bounded by ``max_kept``."""
 
@@ -62,7 +71,7 @@ class KeptConnections:
         """A kept connection, else one from the pool (``Busy`` from a bounded acquire)."""
         while self._spare:
             holder, conn = self._spare.pop()
-            if not conn.is_closed():
+            if not closed(conn):
                 return holder, conn
             await holder.__aexit__(None, None, None)
         holder = self._acquire()
@@ -72,7 +81,7 @@ class KeptConnections:
         """Keep the connection for the next use when it is clean and there is room, else return it."""
         if (
             clean and len(self._spare) < self.max_kept and (self._active or self.linger_s > 0)
-            and not conn.is_closed() and not conn.is_in_transaction()
+            and not closed(conn) and not conn.is_in_transaction()
         ):
             self._spare.append((holder, conn))
             self._last_use = asyncio.get_running_loop().time()

@@ -45,7 +45,7 @@ import asyncpg
 from recharge import metrics
 from recharge.context import Busy
 from recharge.db import DEFAULT_RETRY, RetryPolicy
-from recharge.ledger.connections import KeptConnections
+from recharge.ledger.connections import KeptConnections, closed
 
 Item = TypeVar("Item")
 R = TypeVar("R")
@@ -260,7 +260,7 @@ class GroupCommit:
             try:
                 await self._run_groups(conn, steps)
             except BaseException:
-                if not conn.is_closed():
+                if not closed(conn):
                     await tx.rollback()
                     clean = True
                 raise
