@@ -37,7 +37,11 @@ runs (baseline and platform alternating), reported with its min and max.
   bytes (the sizes of the first real recharge's ten frames) against a raw uvloop server that
   answers them with no parsing, no cryptography and no database, divided by the same pgbench TPS:
   what the connections and round trips alone cost (wall clock), the ceiling of
-  ``recharge_ratio_vs_pgbench`` if everything else were free.
+  ``recharge_ratio_vs_pgbench`` if everything else were free. ``cpu_ms_per_recharge_wire_floor``
+  is that server's CPU per recharge (the same connections and frames with the platform's logic
+  replaced by nothing), and ``recharge_cpu_ratio_ceiling_vs_pgbench`` the CPU ratio the platform
+  would have if its DD server cost only that floor and PostgreSQL what it cost in the run: the
+  measured floor of ``recharge_cpu_ratio_vs_pgbench``.
 - ``dd_steps_per_commit`` / ``dd11_reads_per_statement``: during the recharge runs, the batched
   steps (DD15, DD17, DD19) per commit and the DD11 reads per lookup statement, both lanes summed.
 - ``dd_<stage>_p50_ms`` / ``dd_<stage>_p99_ms``: latency per request stage as the terminals saw it
@@ -94,6 +98,7 @@ NOTES = {
     "recharge_ratio_vs_pgbench": "wall clock: includes each side's client on the shared cores",
     "recharge_wire_ceiling_ratio_vs_pgbench": "wall clock: includes each side's client",
     "cpu_ms_per_recharge_client": "reported, charged to neither side",
+    "recharge_cpu_ratio_ceiling_vs_pgbench": "if the DD server cost only the wire floor",
     "pgbench_cpu_ms_per_tx_client": "reported, charged to neither side",
 }
 
@@ -378,6 +383,13 @@ def _recharge_run(ctx: Any, plan: Any, port: int, server: Any, postmaster: int, 
                        window.use.postgres_s, batchers)
 
 
+def _wire_run(ctx: Any, fixed: Any, port: int, wire: list[int]) -> tuple[float, float]:
+    """One run of the wire ceiling: (recharges per second, the do-nothing server's CPU seconds)."""
+    with CpuWindow([fixed.pid], 0) as window:
+        rate = run_client(ctx, _wire_client_main, port, wire, TERMINALS, RECHARGES_PER_TERMINAL)
+    return rate, window.use.platform_s
+
+
 def _pct_ms(values: list[float], q: int) -> float:
     if len(values) < 2:
         return values[0] * 1000 if values else 0.0
@@ -394,7 +406,9 @@ def _roundtrip_figures(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     }
 
 
-def _recharge_figures(pairs: list[tuple[PgbenchRun, RechargeRun]], wire_rates: list[float]) -> dict[str, Any]:
+def _recharge_figures(pairs: list[tuple[PgbenchRun, RechargeRun]], wires: list[tuple[float, float]]) -> dict[str, Any]:
+    wire_rates = [rate for rate, _ in wires]
+    floor_s = [cpu / (TERMINALS * RECHARGES_PER_TERMINAL) for _, cpu in wires]  # per recharge
     figures: dict[str, Any] = {
         "recharge_cpu_ratio_vs_pgbench": spread(r.per_server_cpu_s / pg.per_server_cpu_s for pg, r in pairs),
         "recharge_ratio_vs_pgbench": spread(r.rate / pg.tps for pg, r in pairs),
@@ -410,6 +424,11 @@ def _recharge_figures(pairs: list[tuple[PgbenchRun, RechargeRun]], wire_rates: l
         "dd_steps_per_commit": spread(r.batchers[1] / max(r.batchers[0], 1) for _, r in pairs),
         "dd11_reads_per_statement": spread(r.batchers[4] / max(r.batchers[3], 1) for _, r in pairs),
         "wire_recharges_per_s": spread(wire_rates),
+        "cpu_ms_per_recharge_wire_floor": spread(1000 * f for f in floor_s),
+        "recharge_cpu_ratio_ceiling_vs_pgbench": spread(
+            (1 / (f + r.postgres_cpu_s / r.loaded)) / pg.per_server_cpu_s
+            for (pg, r), f in zip(pairs, floor_s, strict=True)
+        ),
         "recharge_wire_ceiling_ratio_vs_pgbench": spread(w / pg.tps for (pg, _), w in zip(pairs, wire_rates,
                                                                                             strict=True)),
     }
@@ -460,14 +479,13 @@ def run() -> dict[str, Any]:
             if len(wire) != 10:  # DD11/12 … DD19/20: five requests and their answers
                 raise RuntimeError(f"the first recharge's exchange has {len(wire)} messages, expected 10")
             fixed, fixed_port = start_server(ctx, _fixed_exchange_main, wire)
-            wire_rates = [run_client(ctx, _wire_client_main, fixed_port, wire, TERMINALS, RECHARGES_PER_TERMINAL)
-                          for _ in range(RUNS)]
+            wires = [_wire_run(ctx, fixed, fixed_port, wire) for _ in range(RUNS)]
         finally:
             for proc in (echo, server, fixed):
                 if proc is not None:
                     proc.terminate()
     figures = _roundtrip_figures(roundtrips)
-    figures.update(_recharge_figures(recharges, wire_rates))
+    figures.update(_recharge_figures(recharges, wires))
     figures["pgbench_probe_cpu_ms"] = 1000 * probe
     return figures
 

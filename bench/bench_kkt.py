@@ -11,6 +11,9 @@ unless it is 2xx with the expected body — the run fails on any bad answer or s
   exactly the wrk run, divided by pgbench's TPC-B-like transactions ÷ CPU-seconds of every
   PostgreSQL process over its run (its set-up taken off, as in ``bench_dd``). CPU from ``/proc``
   (``bench.measure``); wrk's and pgbench's own CPU is reported, charged to neither side.
+  ``kkt_consume_cpu_ratio_ceiling_vs_pgbench``: the same ratio if the HTTP server cost per consume
+  only what a hello-world request costs it (the same connections and HTTP parsing with the card
+  service replaced by nothing) and PostgreSQL what it cost in the run: the measured floor.
 - ``kkt_consume_ratio_vs_pgbench`` (**wall clock**, including each side's client on the shared
   cores — both C): consumes per second with ``CONCURRENCY`` keep-alive connections divided by
   pgbench's TPS with as many clients on the same PostgreSQL (``fsync`` and ``synchronous_commit``
@@ -72,6 +75,7 @@ GOALS = {
 NOTES = {
     "kkt_consume_cpu_ratio_vs_pgbench": "CPU efficiency: server process + PostgreSQL only",
     "kkt_consume_ratio_vs_pgbench": "wall clock (wrk vs pgbench): includes each side's client",
+    "kkt_consume_cpu_ratio_ceiling_vs_pgbench": "if the HTTP server cost only a hello-world request",
     "kkt_query_ratio_vs_hello": "wall clock, wrk on both sides",
     "kkt_wrk_cpu_ms_per_consume": "reported, charged to neither side",
 }
@@ -192,6 +196,10 @@ def _checked(run: WrkRun, what: str, sent: int | None = None) -> WrkRun:
 def _figures(queries: list[tuple[WrkRun, WrkRun]], consumes: list[tuple[PgbenchRun, WrkRun]]) -> dict[str, Any]:
     return {
         "kkt_consume_cpu_ratio_vs_pgbench": spread(c.per_server_cpu_s / pg.per_server_cpu_s for pg, c in consumes),
+        "kkt_consume_cpu_ratio_ceiling_vs_pgbench": spread(
+            (c.requests / (hello.cpu.platform_s / hello.requests * c.requests + c.cpu.postgres_s)) / pg.per_server_cpu_s
+            for (pg, c), (hello, _) in zip(consumes, queries, strict=True)
+        ),
         "kkt_consume_ratio_vs_pgbench": spread(c.rate / pg.tps for pg, c in consumes),
         "kkt_query_ratio_vs_hello": spread(q.rate / h.rate for h, q in queries),
         "kkt_consumes_per_s": spread(c.rate for _, c in consumes),
