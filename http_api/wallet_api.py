@@ -22,9 +22,10 @@ from http_api.mpay_env import env_of_platform
 from recharge import db, metrics
 from recharge.context import Busy
 from recharge.mpay import codes
+from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.wallet import books as wallet_books
-from recharge.wallet import pos, sequence, stk, terminals, wire
+from recharge.wallet import cancels, pos, sequence, stk, swaps, terminals, wire
 from recharge.wallet.crypto import WalletCrypto, body_mac, body_mac_ok
 
 
@@ -176,8 +177,26 @@ async def _wallet_open(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto,
     return pos.Answer(answer.code, {"script": answer.script, "text": answer.text})
 
 
+async def _swap(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, terminal: terminals.Terminal,
+                fields: dict[str, Any]) -> pos.Answer:
+    try:
+        return pos.Answer("0000", await swaps.hall_swap(conn, crypto, wallet_books.BOOKS, terminal, fields["record"]))
+    except Refused as refused:
+        return pos.Answer(refused.code, n=refused.n)
+
+
+async def _wallet_cancel(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, terminal: terminals.Terminal,
+                         fields: dict[str, Any]) -> pos.Answer:
+    try:
+        return pos.Answer("0000", await cancels.hall_cancel(conn, env, crypto, wallet_books.BOOKS, terminal,
+                                                            fields["record"], fields["challenge"]))
+    except Refused as refused:
+        return pos.Answer(refused.code, n=refused.n)
+
+
 POS_DOORS = {"batches": _pos_door("batches", _batch), "returns": _pos_door("returns", _return),
-             "wallet-opens": _pos_door("wallet-opens", _wallet_open)}
+             "wallet-opens": _pos_door("wallet-opens", _wallet_open), "swaps": _pos_door("swaps", _swap),
+             "wallet-cancels": _pos_door("wallet-cancels", _wallet_cancel)}
 
 
 # --- STK -----------------------------------------------------------------------------------------------------------
@@ -220,6 +239,8 @@ _POS_FIELDS: dict[str, dict[str, Any]] = {
                 "records": {"type": "array", "maxItems": wire.MAX_BATCH_RECORDS, "items": _RECORD}},
     "returns": {"card": _DIGITS, "offline_serial": {"type": "integer"}, "amount": _CENTS},
     "wallet-opens": {"card": _DIGITS, "challenge": _HEX},
+    "swaps": {"record": _RECORD},
+    "wallet-cancels": {"record": _RECORD, "challenge": _HEX},
 }
 _STK_BODY = {"type": "object", "additionalProperties": False, "required": ["card_no", "seq", "op", "params"],
              "properties": {"card_no": _DIGITS, "seq": _SEQ, "op": {"enum": sorted(stk.PARAMS)},

@@ -180,6 +180,8 @@ class Settings:
     mpay_outbox_batch: int = 50  # messages one dispatcher pass sends at most
     # --- SIM wallet (SPEC 7; docs/OPERATIONS.md "SIM wallet")
     wallet_max_body_bytes: int = 1024 * 1024  # STK and POS bodies (SPEC 6.12: at most 1 MiB; a batch holds 1,000 records)
+    wallet_handset_blacklist: str = ""  # handset models the counter's SIM swap refuses (5012), comma list
+    wallet_cancel_permit_s: int = 600  # how long the counter's 退订 lets the hall POS buy the wallet out (7.7)
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None

@@ -1,0 +1,145 @@
+"""The counter's and the hall's steps of the SIM wallet end to end (SPEC 7.6, 7.7): the real server, virtual
+RFID-SIMs, handsets and hall POS terminals; the SIM swap with its balance carried over as a waiting load, the
+counter's wallet cancellation, 销号; every hostile request refused with its code and nothing changed; the
+ledger audited after each test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import pytest
+
+from core_ext.virtual_pos import SHANGHAI, VirtualPOS
+from core_ext.virtual_sim import STATE_CANCELLED, STATE_OPEN, VirtualRfidSim
+from recharge.mpay.env import Env
+from tests.conftest import settings_changed, unique_digits
+from tests.mpay_world import Api, MpayWorld
+from tests.wallet_counter_world import ID, WalletDesk
+from tests.wallet_world import virtual_keys
+
+pytestmark = pytest.mark.usefixtures("audited")
+WHEN = datetime(2026, 1, 5, 10, 0, 0, tzinfo=SHANGHAI)
+
+
+@pytest.fixture
+async def desk(platform: Any, pool: Any) -> AsyncIterator[WalletDesk]:
+    async with aiohttp.ClientSession() as session:
+        w = MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys), f"http://127.0.0.1:{platform.http_port}",
+                      session)
+        api = Api(w)
+        hall = "H" + unique_digits(6)
+        counter = await api.operator("counter", hall)
+        keys = virtual_keys(platform.ctx.keys)
+        desk = WalletDesk(w, api, keys, hall, counter, VirtualPOS("0", keys.purchase, keys.pos))
+        desk.pos = await desk.terminal(hall=hall)
+        yield desk
+
+
+async def test_readable_swap_carries_the_balance_to_the_new_card(desk: WalletDesk, platform: Any) -> None:
+    phone, msisdn, acct = await desk.wallet_phone(15_000)
+    record = desk.pos.buy_out(phone.sim, WHEN)
+    assert (record.amount, record.balance_after, phone.sim.balance) == (15_000, 0, 0)
+    reply = await desk.send(desk.pos, desk.pos.swap_request(record))
+    assert reply["code"] == "0000" and reply["data"]["amount"] == 15_000 and reply["data"]["load_id"]
+    assert await desk.figure(f"W/{acct}") == (0, 0, 15_000), "W → C posted, the earmark C → W pending"
+    assert await desk.figure(f"C/{acct}") == (15_000, 15_000, 0), "the cash is earmarked: none of it available"
+    assert (await desk.exchange(phone, "account.balance")).code == "5007", "the old card retired"
+    again = await desk.send(desk.pos, desk.pos.swap_request(record))
+    assert again["code"] == "5007", "the old card is no wallet's active card any more"
+    new_card = await desk.stock()
+    with settings_changed(platform, wallet_handset_blacklist="Nokia 6212, Moto K1"):
+        before = await desk.transfers()
+        assert (await desk.swap(msisdn, new_card, model="nokia  6212"))[0] == "5012"
+        assert (await desk.swap(msisdn, new_card, id_type="id_card", id_number="1"))[0] == "3007"
+        assert (await desk.swap(msisdn, "7310" + unique_digits(12)))[0] == "5007", "not a registered stock card"
+        assert (await desk.swap("13" + unique_digits(9).replace("0", "5", 1), new_card))[0] == "2008"
+        assert (await desk.swap(msisdn, "12345"))[0] == "1001"
+        assert await desk.transfers() == before
+        code, data = await desk.swap(msisdn, new_card, model="Galaxy S3")
+    assert (code, data) == ("0000", {"msisdn": msisdn, "card_no": new_card})
+    async with desk.w.pool.acquire() as conn:
+        wallet = await conn.fetchrow("SELECT card_no, state, limit_cents FROM wallets WHERE account_id = $1", acct)
+        swap = await conn.fetchrow("SELECT new_card, amount, limit_cents FROM wallet_swaps WHERE account_id = $1",
+                                   acct)
+    assert tuple(wallet) == (new_card, "open", 20_000) and tuple(swap) == (new_card, 15_000, 20_000)
+    assert (await desk.swap(msisdn, new_card))[0] == "0000", "the same card bound again answers as the first time"
+
+
+async def test_swap_refusals_change_nothing(desk: WalletDesk) -> None:
+    phone, _, acct = await desk.wallet_phone(10_000)
+    shop = await desk.terminal(merchant="M" + unique_digits(7))
+    record = shop.buy_out(phone.sim, WHEN)
+    assert (await desk.send(shop, shop.swap_request(record)))["code"] == "1004", "a merchant's terminal"
+    before = (await desk.transfers(), await desk.figure(f"W/{acct}"))
+    assert (await desk.send(desk.pos, desk.pos.swap_request(record)))["code"] == "5008", "TAC of another terminal"
+    other = VirtualRfidSim("7310" + unique_digits(12), desk.keys, balance=500, state=STATE_OPEN)
+    stranger = desk.pos.buy_out(other, WHEN)
+    assert (await desk.send(desk.pos, desk.pos.swap_request(stranger)))["code"] == "5007"
+    phone.sim.balance = 10_000  # the merchant's buy-out above never reached the platform: a fresh card state
+    part = desk.pos.purchase(phone.sim, 4_000, WHEN)
+    assert (await desk.send(desk.pos, desk.pos.swap_request(part)))["code"] == "5008", "balance_after not 0"
+    assert (await desk.transfers(), await desk.figure(f"W/{acct}")) == before
+
+
+async def test_counter_cancellation_buys_the_wallet_out(desk: WalletDesk, platform: Any) -> None:
+    phone, msisdn, acct = await desk.wallet_phone(8_000)
+    record = desk.pos.buy_out(phone.sim, WHEN)
+    challenge = desk.pos.challenge(phone.sim)
+    assert (await desk.send(desk.pos, desk.pos.wallet_cancel_request(record, challenge)))["code"] == "1004"
+    _, reply, _ = await desk.api.call("POST", "/counter/wallet-cancel", {"msisdn": msisdn, "id_type": "id_card",
+                                                                         "id_number": "0"}, token=desk.counter)
+    assert reply["code"] == "3007"
+    rid = desk.api.rid()
+    body = {"msisdn": msisdn, **ID}
+    permit = await desk.api.ok("POST", "/counter/wallet-cancel", body, token=desk.counter, rid=rid)
+    assert permit["expires_at"].endswith("+08:00")
+    assert await desk.api.ok("POST", "/counter/wallet-cancel", body, token=desk.counter, rid=rid) == permit
+    elsewhere = await desk.terminal(hall="X" + unique_digits(5))
+    assert (await desk.send(elsewhere, elsewhere.wallet_cancel_request(record, challenge)))["code"] == "1004"
+    done = await desk.send(desk.pos, desk.pos.wallet_cancel_request(record, challenge))
+    assert done["code"] == "0000" and done["data"]["amount"] == 8_000
+    assert done["data"]["text"] == "手机钱包已注销,余额80元已转入手机支付现金账户。"
+    phone.sim.run_script(bytes.fromhex(done["data"]["script"]))
+    assert phone.sim.state == STATE_CANCELLED
+    assert await desk.figure(f"W/{acct}") == (0, 0, 0) and await desk.figure(f"C/{acct}") == (8_000, 0, 0)
+    assert "手机钱包已注销,余额80元已转入手机支付现金账户。" in await desk.w.notices(msisdn)
+    assert (await desk.exchange(phone, "wallet.pause")).code == "5001"
+    _, reply, _ = await desk.api.call("POST", "/counter/wallet-cancel", body, token=desk.counter)
+    assert reply["code"] == "5001", "nothing left to cancel"
+
+
+async def test_number_cancelled_voids_waiting_loads_and_closes_on_the_last_upload(desk: WalletDesk) -> None:
+    phone, msisdn, acct = await desk.wallet_phone(6_000)
+    merchant = "M" + unique_digits(7)
+    shop = await desk.terminal(merchant=merchant)
+    shop.purchase(phone.sim, 2_500, WHEN)
+    boss = await desk.api.operator("boss")
+    body = {"name": "张三", **ID, "province": "430000", "brand": "GOTONE", "status": "cancelled"}
+    data = await desk.api.ok("PUT", f"/registry/subscribers/{msisdn}", body, token=boss, rid=None)
+    assert "wallet:pending_closure" in data["events"] and "detached:pending_closure" in data["events"]
+    async with desk.w.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT state FROM wallets WHERE account_id = $1", acct) == "pending_closure"
+    first = await desk.send(shop, shop.batch())
+    assert first["data"]["results"][0]["code"] == "0000"
+    async with desk.w.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT status FROM mpay_accounts WHERE id = $1", acct) == "pending_closure"
+    shop.purchase(phone.sim, 3_500, WHEN)
+    assert (await desk.send(shop, shop.batch()))["data"]["results"][0]["code"] == "0000"
+    async with desk.w.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT state FROM wallets WHERE account_id = $1", acct) == "cancelled"
+        assert await conn.fetchval("SELECT status FROM mpay_accounts WHERE id = $1", acct) == "closed"
+
+
+async def test_number_cancelled_after_a_swap_voids_the_earmark(desk: WalletDesk) -> None:
+    phone, msisdn, acct = await desk.wallet_phone(4_000)
+    assert (await desk.send(desk.pos, desk.pos.swap_request(desk.pos.buy_out(phone.sim, WHEN))))["code"] == "0000"
+    boss = await desk.api.operator("boss")
+    body = {"name": "张三", **ID, "province": "430000", "brand": "GOTONE", "status": "cancelled"}
+    data = await desk.api.ok("PUT", f"/registry/subscribers/{msisdn}", body, token=boss, rid=None)
+    assert data["events"][:2] == ["wallet:waiting_voided:1", "wallet:cancelled"], data["events"]
+    assert await desk.figure(f"C/{acct}") == (4_000, 0, 0), "the money stays in cash"
+    async with desk.w.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT status FROM mpay_accounts WHERE id = $1", acct) == "pending_closure"
