@@ -182,6 +182,8 @@ class Settings:
     wallet_max_body_bytes: int = 1024 * 1024  # STK and POS bodies (SPEC 6.12: at most 1 MiB; a batch holds 1,000 records)
     wallet_handset_blacklist: str = ""  # handset models the counter's SIM swap refuses (5012), comma list
     wallet_cancel_permit_s: int = 600  # how long the counter's 退订 lets the hall POS buy the wallet out (7.7)
+    wallet_history_max_days: int = 366  # longest day range of the website's wallet history (longer: 4001)
+    wallet_writeoff_idle_months: int = 24  # lost cards' value idle this long is written off RETIRED → FEE (7.6)
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None
