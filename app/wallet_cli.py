@@ -1,6 +1,8 @@
 """``rechargectl wallet …``: the operator's SIM wallet reference data (SPEC 7): POS terminals of merchants
-and halls, merchant commission rates, stock RFID-SIMs and their binding to a number. Every write is recorded
-in ``operator_actions`` with ``--actor``; the rules live in ``recharge.wallet``."""
+and halls, merchant commission rates, stock RFID-SIMs and their binding to a number; the merchants' daily
+settlement and the lost cards' write-off; the negative-shadow audit. Every write is recorded in
+``operator_actions`` with ``--actor``; the rules live in ``recharge.wallet``. The virtual devices (``card``,
+``stk``, ``pos``) are ``app.wallet_devices``."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from app import wallet_devices
 from app.commands import add_common, run_with_db
 from recharge.config import Settings
 from recharge.kkt.cards import record_action
@@ -179,6 +182,8 @@ def register(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="settle a day that is not a working day too")
 
     register_writeoff(ws.add_parser("writeoff", help="write lost cards' value idle 24 months off: RETIRED → FEE"))
+
+    wallet_devices.register(ws)
 
     p = add("shadows", "list wallet shadows below zero (exit 1 if one has no unresolved load: SPEC 7.4)",
             cmd_shadows)
