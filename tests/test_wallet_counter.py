@@ -143,3 +143,38 @@ async def test_number_cancelled_after_a_swap_voids_the_earmark(desk: WalletDesk)
     assert await desk.figure(f"C/{acct}") == (4_000, 0, 0), "the money stays in cash"
     async with desk.w.pool.acquire() as conn:
         assert await conn.fetchval("SELECT status FROM mpay_accounts WHERE id = $1", acct) == "pending_closure"
+
+
+async def test_counter_requests_replay_by_request_id_and_hostile_input_changes_nothing(desk: WalletDesk) -> None:
+    msisdn, card_no = await desk.w.subscriber(), await desk.stock()
+    body = {"msisdn": msisdn, "new_card": card_no, "handset_model": "Galaxy S3", **ID}
+    rid = desk.api.rid()
+    _, first, raw = await desk.api.call("POST", "/counter/sim-swap", body, token=desk.counter, rid=rid)
+    assert first["code"] == "0000"
+    assert (await desk.api.call("POST", "/counter/sim-swap", body, token=desk.counter, rid=rid))[2] == raw
+    other = {**body, "new_card": await desk.stock()}
+    assert await desk.api.code("POST", "/counter/sim-swap", other, token=desk.counter, rid=rid) == "1005"
+    before = await desk.transfers()
+    cs = await desk.api.operator("cs")
+    for token, fields, code in (
+            (cs, body, "1004"), (None, body, "1003"),
+            (desk.counter, {**body, "handset_model": "x" * 65}, "1001"),
+            (desk.counter, {**body, "new_card": 7310}, "1001"),
+            (desk.counter, {**body, "extra": 1}, "1001"),
+            (desk.counter, {k: v for k, v in body.items() if k != "id_type"}, "1001")):
+        assert await desk.api.code("POST", "/counter/sim-swap", fields, token=token) == code, fields
+    assert await desk.api.code("POST", "/counter/wallet-cancel", {"msisdn": msisdn, **ID}, token=cs) == "1004"
+    assert await desk.api.code("POST", "/counter/wallet-cancel", {"msisdn": msisdn, **ID},
+                               token=desk.counter) == "2003", "no account yet"
+    status, reply, _ = await desk.api.call("POST", "/counter/sim-swap", raw=b"{not json", token=desk.counter)
+    assert (status, reply["code"]) == (400, "1001")
+    assert await desk.transfers() == before
+
+
+async def test_a_repeated_pos_request_gets_its_stored_reply(desk: WalletDesk) -> None:
+    phone, _, acct = await desk.wallet_phone(2_000)
+    request = desk.pos.swap_request(desk.pos.buy_out(phone.sim, WHEN))
+    first = await desk.send(desk.pos, request)
+    assert first["code"] == "0000"
+    assert await desk.send(desk.pos, request) == first, "the same pos_seq and body: the stored reply"
+    assert await desk.figure(f"W/{acct}") == (0, 0, 2_000), "moved once"
