@@ -2,7 +2,7 @@
 
 It gathers the website's (``mpay_customer``), the partners' (``mpay_partners``) and the
 staff's (``mpay_staff``) routes, the SIM wallet's STK and POS (``wallet_api``) and counter steps
-(``wallet_counter``), the website's wallet views (``wallet_web``), the OpenAPI
+(``wallet_counter``), the website's wallet views (``wallet_views``), the OpenAPI
 3.1 document (``/mpay/v1/openapi.json``,
 generated from the same route declarations), Kannel's delivery reports (``/sms/dlr``), and
 answers an unknown path (404) or method (405) with the JSON envelope's ``1001``.
@@ -22,7 +22,7 @@ from http_api import (
     mpay_staff,
     wallet_api,
     wallet_counter,
-    wallet_web,
+    wallet_views,
 )
 from http_api.context import PLATFORM_KEY
 from http_api.mpay_gate import PREFIX, envelope
@@ -72,7 +72,7 @@ def build() -> web.Application:
     mpay_staff.setup(sub)
     wallet_api.setup(sub)  # the SIM wallet's STK and POS (SPEC 7.2, 7.4)
     wallet_counter.setup(sub)  # the SIM wallet's counter steps (SPEC 7.6, 7.7)
-    wallet_web.setup(sub)  # the website's wallet views (SPEC 6.13, 7.5)
+    wallet_views.setup(sub)  # the website's wallet views (SPEC 6.13, 7.5)
     sub.router.add_get("/openapi.json", openapi)
     sub.router.add_get("/sms/dlr", dlr)
     return sub
