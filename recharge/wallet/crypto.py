@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import core_ext
 from recharge.keys import WalletKeys
+from recharge.loads.pboc import LoadKeys
 
 STATE_NONE, STATE_OPEN, STATE_PAUSED, STATE_CANCELLED = 0x00, 0x01, 0x02, 0x03
 TAC_MAC_HEX_LEN = 8
@@ -34,6 +35,10 @@ class WalletCrypto:
 
     def __repr__(self) -> str:
         return "WalletCrypto(<redacted>)"
+
+    def load_keys(self) -> LoadKeys:
+        """MKW_load and MKW_tac for the load engine (recharge/loads): DLK and DTK are diversified per card."""
+        return LoadKeys(self._keys.load, self._keys.tac)
 
     def stk_key(self, card_no: str) -> bytes:
         """K_stk = diversify(MKW_stk, card number as 8 bytes BCD)."""
