@@ -225,11 +225,14 @@ def _answers(rows: list[asyncpg.Record], wanted: list[str], code: str) -> dict[s
     return answers
 
 
+_QUALIFIED = ", ".join(f"wallet_loads.{c.strip()}" for c in COLUMNS.split(","))
+
+
 def _changing(update: str) -> str:
     """Lock the loads ($1), apply ``update`` (ends in a WHERE clause) and answer every one found."""
     return (f"WITH o AS MATERIALIZED (SELECT {COLUMNS} FROM wallet_loads WHERE load_id = ANY($1::text[])"
             "   ORDER BY load_id FOR UPDATE),"
-            f" u AS ({update} AND wallet_loads.load_id IN (SELECT load_id FROM o) RETURNING {COLUMNS})"
+            f" u AS ({update} AND wallet_loads.load_id IN (SELECT load_id FROM o) RETURNING {_QUALIFIED})"
             f" SELECT true AS changed, {COLUMNS} FROM u"
             f" UNION ALL SELECT false, {COLUMNS} FROM o WHERE load_id NOT IN (SELECT load_id FROM u)")
 
