@@ -5,14 +5,20 @@ TRANSACTION PROVE; the creation checks and their codes; repeats answered from th
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
+from app.cli import main
 from core_ext.virtual_pos import VirtualPOS
+from core_ext.virtual_sim import STATE_OPEN, VirtualRfidSim
+from recharge.mpay import credentials
 from recharge.mpay.env import Env
-from recharge.wallet import loads
+from recharge.wallet import cards, loads
 from tests.wallet_loads_world import PAY_PASSWORD, LoadWorld
 
 
@@ -167,3 +173,89 @@ async def test_a_bad_mac1_or_another_card_sends_the_load_back_to_waiting(world: 
     assert (await world.drive_pos(pos, phone.sim, load_id))["code"] == "0000" and phone.sim.balance == 11_000
     stranger = VirtualPOS(pos.terminal_code[::-1], world.keys.purchase, world.keys.pos)
     assert (await world.pos_send(stranger, stranger.load_request(phone.sim.card_no, 100)))["code"] == "1004"
+
+
+async def test_website_transfer_waits_for_the_next_contact_and_cancel_voids_it(world: LoadWorld) -> None:
+    phone, acct = await world.handset(cash=10_000)
+    async with world.pool.acquire() as conn:
+        msisdn = await conn.fetchval("SELECT msisdn FROM mpay_accounts WHERE id = $1", acct)
+        await credentials.replace(conn, world.env.hasher, acct, "login", "Passw0rd1", initial=False)
+
+    async def call(path: str, body: dict[str, Any], token: str | None = None, rid: str = "") -> dict[str, Any]:
+        headers = {"Content-Type": "application/json", "X-Request-Id": rid or f"r{path.count('/')}{id(body)}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async with aiohttp.ClientSession() as http, http.post(world.url + path, data=json.dumps(body),
+                                                              headers=headers) as response:
+            return dict(json.loads(await response.read()))
+
+    token = (await call("/auth/login", {"login": msisdn, "password": "Passw0rd1"}))["data"]["token"]
+    body = {"amount": 4_000, "pay_password": PAY_PASSWORD}
+    first = await call("/me/wallet/transfers", body, token, rid="transfer-1")
+    assert first["code"] == "0000" and first["data"]["waiting"] == 1
+    assert await call("/me/wallet/transfers", body, token, rid="transfer-1") == first, "X-Request-Id replay"
+    assert (await call("/me/wallet/transfers", dict(body, amount=7_000), token, rid="t2"))["code"] == "4002"
+    load_id = first["data"]["load_id"]
+    status = await world.exchange(phone, "account.balance")
+    assert status.data is not None and status.data["waiting_load_id"] == load_id
+    assert (await call(f"/me/wallet/loads/{load_id}/cancel", {}, token, rid="c1"))["code"] == "0000"
+    assert await world.named(f"W/{acct}") == (0, 0) and await world.named(f"C/{acct}") == (10_000, 0)
+    assert (await world.exchange(phone, "wallet.load.init", {"load_id": load_id})).code == "4011"
+    second = await call("/me/wallet/transfers", body, token, rid="transfer-2")
+    done = await world.drive_stk(phone, await world.exchange(phone, "wallet.load.init",
+                                                             {"load_id": second["data"]["load_id"]}))
+    assert done.code == "0000" and phone.sim.balance == 14_000
+    assert (await call(f"/me/wallet/loads/{second['data']['load_id']}/cancel", {}, token, rid="c2"))["code"] == "4011"
+
+
+async def test_a_bad_tac_leaves_the_load_loading_for_customer_service(
+        world: LoadWorld, database_url: str, monkeypatch: pytest.MonkeyPatch, test_keys: Any) -> None:
+    phone, acct = await world.handset()
+    out = await world.exchange(phone, "wallet.load.init", {"amount": 1_500, "pay_password": PAY_PASSWORD})
+    phone.sim.corrupt_tac = True
+    done = await world.drive_stk(phone, out)
+    assert done.code == "5008" and phone.sim.balance == 11_500, "credited, but the TAC does not verify"
+    assert out.data is not None
+    load_id = out.data["load_id"]
+    assert (await world.exchange(phone, "wallet.load.init", {"amount": 100, "pay_password": PAY_PASSWORD})).code \
+        == "5006"
+    monkeypatch.setenv("RECHARGE_KEY_FILE", str(test_keys[1]))
+    argv = ["wallet", "load-resolve", load_id, "--database-url", database_url, "--outcome", "posted",
+            "--actor", "alice", "--reason", "card log shows the load"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert await asyncio.to_thread(main, argv) == 1, "not loading any more"
+    assert await world.named(f"W/{acct}") == (1_500, 0)
+    async with world.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM operator_actions WHERE subject = $1", load_id) == 1
+    again = await world.exchange(phone, "wallet.load.recover", {"load_id": load_id})
+    assert again.code == "0000" and again.shown[-1] == "钱包充值成功,充值15元,钱包余额115元。"
+    phone.sim.corrupt_tac = True  # garbled on the way back: the card's own proof still carries the true TAC
+    out = await world.exchange(phone, "wallet.load.init", {"amount": 500, "pay_password": PAY_PASSWORD})
+    assert (await world.drive_stk(phone, out)).code == "5008"
+    assert out.data is not None
+    prove = await world.exchange(phone, "wallet.load.recover", {"load_id": out.data["load_id"]})
+    assert (await world.drive_stk(phone, prove)).code == "0000" and await world.named(f"W/{acct}") == (2_000, 0)
+
+
+async def test_a_swap_load_opens_the_new_card_in_its_first_round(world: LoadWorld) -> None:
+    phone, acct = await world.handset(cash=0)
+    new_card = "7310" + phone.sim.card_no[4:][::-1]
+    async with world.pool.acquire() as conn, conn.transaction():
+        msisdn = await conn.fetchval("SELECT msisdn FROM mpay_accounts WHERE id = $1", acct)
+        await world.add_cash(conn, acct, 2_345)  # as the swap's buy-out would leave the old card's balance
+        await cards.add_stock(conn, [new_card])
+        assert await cards.bind(conn, [(msisdn, new_card)]) == ["created"]
+        swap = await loads.queue_waiting_load(conn, world.env, acct, 2_345, path="swap", request_key=f"swap:{acct}")
+    sim = VirtualRfidSim(new_card, world.keys)
+    pos = await world.hall_pos()
+    picked = await world.pos_send(pos, pos.load_request(new_card))
+    assert picked["data"]["load_id"] == swap.load_id
+    assert (await world.pos_send(pos, pos.continue_request(swap.load_id)))["code"] == "1001", "needs the challenge"
+    first = await world.pos_send(pos, pos.continue_request(swap.load_id, challenge=pos.challenge(sim)))
+    assert first["code"] == "0000" and first["data"]["script"].startswith("010E04D6970009")
+    reply = await world.pos_send(pos, pos.continue_request(swap.load_id, pos.run_script(sim, first["data"]["script"])))
+    assert (sim.state, sim.limit) == (STATE_OPEN, 20_000)
+    while reply["data"].get("script"):
+        reply = await world.pos_send(pos, pos.continue_request(swap.load_id,
+                                                               pos.run_script(sim, reply["data"]["script"])))
+    assert reply["code"] == "0000" and sim.balance == 2_345 and await world.named(f"W/{acct}") == (2_345, 0)

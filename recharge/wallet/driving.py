@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from core_ext import Instruction, Reply, reply_encode, script_encode
 from recharge.loads import engine, pboc
 from recharge.loads.engine import Result
 from recharge.loads.lanes import LoadLanes
@@ -78,15 +79,18 @@ async def _mine(d: Drive, load_id: str) -> Load:
     return load
 
 
-async def start(d: Drive, load: Load, *, first_script: bytes = b"") -> Round:
-    """Drive a waiting load from its first script (DD12's): the wallet open, no load of the account loading."""
+async def start(d: Drive, load: Load, *, state_write: Instruction | None = None) -> Round:
+    """Drive a waiting load from its first script — DD12's, after the 0x17 write (instruction 1) for the first
+    round of a swap load (7.6: then DD12's are 2–5) —: the wallet open, no load of the account loading."""
     loads.check_wallet(await loads.wallet_of(d.conn, d.account_id))
     if load.state == loads.LOADING or await loads.any_loading(d.conn, d.account_id):
         raise Refused(BUSY)
     if load.state != loads.WAITING:
         raise Refused(ORDER_STATE)
     await _set_step(d, load, "read")
-    return Round(load, (first_script + pboc.READ_CARD_SCRIPT).hex().upper())
+    script = (pboc.READ_CARD_SCRIPT if state_write is None
+              else script_encode([state_write, *pboc.read_card_instructions(2)]))
+    return Round(load, script.hex().upper())
 
 
 async def proceed(d: Drive, load_id: str, replies: bytes) -> Round:
@@ -109,20 +113,35 @@ async def _back_to_waiting(d: Drive, load: Load, code: str) -> Refused:
     return Refused(code)
 
 
+async def active_card(conn: asyncpg.Connection, account_id: int) -> str | None:
+    """The wallet's active card: the RFID-SIM bound to the account's number (after a swap's step ②, the new
+    one: its waiting loads follow it)."""
+    return await conn.fetchval("SELECT c.card_no FROM wallet_cards c JOIN mpay_accounts a ON a.msisdn = c.msisdn"
+                               " WHERE a.id = $1 AND c.status = 'bound'", account_id)
+
+
 async def _read(d: Drive, load: Load, replies: bytes) -> Round:
     """DD13: the wallet's active card, and room under the cap for the amount → INITIALIZE FOR LOAD."""
     try:
-        read = pboc.read_card(replies)
+        read = pboc.read_card(_after_state_write(load, replies))
     except CardStepError:
         raise await _back_to_waiting(d, load, BAD_CARD) from None
-    wallet = await loads.wallet_of(d.conn, d.account_id)
-    bound = await d.conn.fetchval("SELECT status = 'bound' FROM wallet_cards WHERE card_no = $1", read.card_no)
-    if wallet is None or wallet["card_no"] != read.card_no or not bound:
+    if await active_card(d.conn, d.account_id) != read.card_no:
         raise await _back_to_waiting(d, load, WRONG_CARD)
     if read.balance + load.amount > d.env.settings.wallet_cap_cents:
         raise await _back_to_waiting(d, load, CAP)
     await _set_step(d, load, "initialize", card_no=read.card_no, balance_before=read.balance)
     return Round(load, pboc.initialize_script(load.amount, d.terminal_id).hex().upper())
+
+
+def _after_state_write(load: Load, replies: bytes) -> bytes:
+    """The read's replies: a swap load's first round starts with the 0x17 write's (seq 1, ``9000``)."""
+    found = pboc.replies(replies)
+    if load.path != "swap" or len(found) != 5:
+        return replies
+    if found[0].seq != 1 or found[0].sw != pboc.SW_OK:
+        raise CardStepError()
+    return reply_encode([Reply(r.seq - 1, r.data) for r in found[1:]])
 
 
 async def _initialized(d: Drive, load: Load, replies: bytes) -> Round:

@@ -131,8 +131,8 @@ async def create_load(conn: asyncpg.Connection, env: Env, account: asyncpg.Recor
     if await any_loading(conn, account["id"]):
         raise Refused("5006")
     s = env.settings
-    low, high = ((s.wallet_air_min_cents, s.wallet_air_max_cents) if new.path == "air"
-                 else (s.wallet_load_min_cents, s.wallet_load_max_cents))
+    low, high = {"air": (s.wallet_air_min_cents, s.wallet_air_max_cents),
+                 "swap": (1, s.wallet_cap_cents)}.get(new.path, (s.wallet_load_min_cents, s.wallet_load_max_cents))
     if not low <= new.amount <= high:
         raise Refused("4001")
     if new.pay_password is not None:
@@ -193,6 +193,18 @@ async def queue_waiting_load(conn: asyncpg.Connection, env: Env, account_id: int
                              now or dt.datetime.now(dt.UTC), channel=channel)
 
 
+async def void_load(conn: asyncpg.Connection, load: Load, reason: str) -> bool:
+    """Void one waiting load (the website's cancel): False when it is no longer waiting."""
+    voided = await conn.fetchval("UPDATE wallet_loads SET state = 'voided', step = 'none', voided_at = now(),"
+                                 " updated_at = now() WHERE load_id = $1 AND state = 'waiting' RETURNING load_id",
+                                 load.load_id)
+    if voided is None:
+        return False
+    await postings.must_settle(conn, [postings.Settle(f"{pay_id(load.load_id)}:{reason}", pay_id(load.load_id),
+                                                      post=False)])
+    return True
+
+
 async def void_waiting(conn: asyncpg.Connection, account_id: int, reason: str) -> list[str]:
     """Void the account's waiting loads (website cancel, wallet cancellation, 销号): the money stays in cash.
     A load *loading* is never voided (only the card's proof or customer service settles it)."""
@@ -202,6 +214,20 @@ async def void_waiting(conn: asyncpg.Connection, account_id: int, reason: str) -
     ids = sorted(r["load_id"] for r in rows)
     await postings.must_settle(conn, [postings.Settle(f"{pay_id(i)}:{reason}", pay_id(i), post=False) for i in ids])
     return ids
+
+
+async def resolve(conn: asyncpg.Connection, keys: MpayKeys, load_id: str, posted: bool) -> Load | LoadRefused:
+    """Customer service settles a load left *loading* (the card's log decided it): posted (balance after =
+    before + amount, the SMS) or back to waiting; ``4011`` for a load that is not loading. The same batch
+    functions the lanes run, in the caller's transaction."""
+    load = await get(conn, load_id, lock=True)
+    if load is None or load.state != LOADING or load.balance_before is None:
+        return LoadRefused("4011", load)
+    if posted:
+        answers = await mark_posted(conn, keys, [Proven(load_id, load.balance_before + load.amount)])
+    else:
+        answers = await release(conn, [load_id])
+    return answers[load_id]
 
 
 # --- the wallet's book of the load engine: the batch functions of its lanes ------------------------------------

@@ -12,13 +12,14 @@ from typing import Any
 
 import asyncpg
 
+from core_ext import Instruction
 from recharge import metrics
 from recharge.loads.lanes import LoadLanes
 from recharge.mpay import accounts, matrix
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.wallet import driving, loads, pos, wire
-from recharge.wallet.crypto import WalletCrypto
+from recharge.wallet.crypto import STATE_OPEN, WalletCrypto
 from recharge.wallet.driving import Drive, Round
 
 LOAD_OPS = ("wallet.load.init", "wallet.load.continue", "wallet.load.recover")
@@ -137,12 +138,26 @@ async def pos_continue(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto,
         account = await accounts.by_id(conn, load.account_id)
         if account is None or account["msisdn"] is None:
             raise Refused("2003")
-        loads.check_wallet(await loads.wallet_of(conn, load.account_id))
+        wallet = loads.check_wallet(await loads.wallet_of(conn, load.account_id))
         matrix.require(account, "recharge", "counter")
-        done = await driving.start(drive, load)
+        done = await driving.start(drive, load, state_write=await _swap_write(conn, crypto, load, wallet, fields))
     else:
         done = await _counted(drive, load.load_id, fields["replies"])
     return _round_data(done)
+
+
+async def _swap_write(conn: asyncpg.Connection, crypto: WalletCrypto, load: loads.Load, wallet: asyncpg.Record,
+                      fields: dict[str, Any]) -> Instruction | None:
+    """7.6 ③: a swap load's first round writes the new card's 0x17 (``01`` ‖ the wallet's limit) under the
+    ``challenge`` sent with it (``1001`` without one), before DD12's four instructions."""
+    if load.path != "swap":
+        return None
+    if "challenge" not in fields:
+        raise Refused("1001")
+    card = await driving.active_card(conn, load.account_id)
+    if card is None:
+        raise Refused(driving.WRONG_CARD)
+    return crypto.state_write_instruction(card, fields["challenge"], STATE_OPEN, wallet["limit_cents"], next_ok=2)
 
 
 async def pos_recover(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, lanes: LoadLanes,
