@@ -69,10 +69,17 @@ async def test_a_drop_after_mac2_is_recovered_by_get_transaction_prove(world: Lo
     out = await world.exchange(phone, "wallet.load.init", {"amount": 2_000, "pay_password": PAY_PASSWORD})
     assert out.data is not None
     load_id = out.data["load_id"]
+    sent = []
     for _ in range(2):  # read → INITIALIZE → CREDIT: the credit script comes back, runs, and its reply is lost
         assert out.replies is not None
-        out = await world.exchange(phone, "wallet.load.continue", {"load_id": load_id, "replies": out.replies.hex()})
+        sent.append(out.replies.hex())
+        out = await world.exchange(phone, "wallet.load.continue", {"load_id": load_id, "replies": sent[-1]})
     assert out.code == "0000" and out.script_ok and phone.sim.balance == 12_000
+    credit = out.data
+    again = await world.exchange(phone, "wallet.load.continue", {"load_id": load_id, "replies": sent[-1]})
+    assert again.data is not None and credit is not None and again.data["script"] == credit["script"], \
+        "the INITIALIZE reply again (a new seq): the same CREDIT FOR LOAD, nothing written"
+    assert phone.sim.balance == 12_000, "the card's session is gone: run again, the credit is refused"
     busy = await world.exchange(phone, "wallet.load.init", {"amount": 100, "pay_password": PAY_PASSWORD})
     assert busy.code == "5006", "meanwhile new loads get 5006"
     async with world.pool.acquire() as conn:

@@ -166,6 +166,9 @@ def in_flight(load: Load) -> InFlight:
 
 async def _finished(d: Drive, load: Load, replies: bytes) -> Round:
     """DD17 (CREDIT's reply) or DD21 (the proof's): posted, waiting again, or still loading (``5008``)."""
+    again = _credit_again(d, load, replies)
+    if again is not None:
+        return again
     book = loads.book(d.env.keys)
     if load.step == "prove":
         done = await engine.settle_proof(d.lanes, book, d.keys, load.load_id, in_flight(load), replies)
@@ -179,6 +182,28 @@ async def _finished(d: Drive, load: Load, replies: bytes) -> Round:
     if isinstance(done.answer, LoadRefused) or done.answer is None:
         raise Refused(done.answer.code if done.answer is not None else ORDER_STATE)
     return Round(done.answer, text=loaded_text(done.answer))
+
+
+def _credit_again(d: Drive, load: Load, replies: bytes) -> Round | None:
+    """The INITIALIZE reply that made this load *loading*, sent again (the request's transaction ran again after
+    the lanes committed, or its reply was lost): the same CREDIT FOR LOAD, recomputed from what was stored."""
+    if load.step != "credit" or load.card_no is None or load.load_date is None or load.load_time is None:
+        return None
+    try:
+        reply = pboc.single_reply(replies)
+    except CardStepError:
+        return None
+    body = reply.body
+    if reply.sw != pboc.SW_OK or len(body) != 16 or body[4:6] != (load.online_serial or 0).to_bytes(2, "big"):
+        return None
+    if body[8:12].hex().upper() != load.load_random:
+        return None
+    when = dt.datetime.strptime(load.load_date + load.load_time, "%Y%m%d%H%M%S").replace(tzinfo=pboc.LOCAL_TZ)
+    try:
+        made = engine.credit(d.keys, load.card_no, load.amount, d.terminal_id, replies, when)
+    except CardStepError:
+        return None
+    return Round(load, made.script.hex().upper())
 
 
 async def recover(d: Drive, load_id: str) -> Round:
