@@ -34,12 +34,14 @@ from recharge import db
 from recharge.keys import load_keys
 from recharge.kkt.cards import DEMO_CARDS, DEMO_PASSWORD
 
+HTTP_LIMIT = 48
 PLATFORM_ENV = {
     "RECHARGE_SMS_SHARED_SECRET": SMS_SECRET,
     "RECHARGE_DD_IDLE_TIMEOUT_S": "5",  # slow clients' idle connections come and go within a run
     "RECHARGE_POOL_ACQUIRE_TIMEOUT_S": "2",
     "RECHARGE_KKT_CARD_DAILY_COUNT": "1000000000",  # the run does more trades per card than a day allows
     "RECHARGE_KKT_TERMINAL_DAILY_RECHARGE_CENTS": "1000000000000000",
+    "RECHARGE_HTTP_MAX_CONNECTIONS": str(HTTP_LIMIT),  # per worker: the slow client's idle ones reach it
 }
 DEADLINE_S = 10.0  # a terminal's, a client's and a probe's deadline for one answer (× slack)
 
@@ -112,7 +114,7 @@ class Harness:
         self.served.demo = False  # restarts run serve as production does: the data is there already
         if self.served.database_url is None:
             self.embedded = db.EmbeddedPostgres(self.served.data_dir / "pgdata")  # a handle of our own
-        world = World(timeout_s=self.deadline_s, database_url=self.served.database_url or (self.embedded.uri if self.embedded else ""),
+        world = World(timeout_s=self.deadline_s, http_limit=HTTP_LIMIT * self.cfg.workers, database_url=self.served.database_url or (self.embedded.uri if self.embedded else ""),
                       keys_file=str(self.served.data_dir / "keys.json"), dd_port=self.served.dd_port,
                       http_port=self.served.http_port, proxy_dd_port=free_port(), proxy_http_port=free_port())
         provision(world, self.served.data_dir, dd_clients=self.cfg.dd_clients, kkt_clients=self.cfg.kkt_clients,

@@ -33,6 +33,8 @@ RELOGIN = "relogin"  # the token lapsed (1003): log in again, then the same requ
 
 def classify(status: int, raw: bytes) -> Outcome:
     """A ``/mpay/v1`` reply (JSON API or STK) as an outcome: ``0000`` ok, ``9001`` busy, 5xx failed."""
+    if channels.gate_busy(status, raw):
+        return Outcome(BUSY, "503")
     try:
         reply = json.loads(raw)
         code = str(reply["code"])

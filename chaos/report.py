@@ -77,6 +77,7 @@ def results(cfg: Config, harness: Harness, journals: checks.Journals, verdicts: 
         "restart_to_ready_s": _quantiles(restarts),
         "faults": harness.measured.faults,
         "requests": live["channels"],
+        "slow_connections_opened": dict(sum((Counter(e.get("opened", {})) for e in journals.ends), Counter())),
         "fuzz": fuzzed,
         "checks": [dataclasses.asdict(v) for v in verdicts],
         "ok": all(v.ok for v in verdicts),
@@ -119,6 +120,9 @@ def section(r: dict[str, Any]) -> str:
                     str(v.get("lost", 0)), str(v["latency_s"].get("p50")), str(v["latency_s"].get("p99")),
                     str(v["latency_s"].get("max"))) for ch, v in sorted(r["requests"].items())],
                   ("requests", "ok", "refused", "busy", "failed", "lost", "p50 s", "p99 s", "max s"))
+    slow = r.get("slow_connections_opened", {})
+    out += ["", "Slow and stuck connections opened (and opened again once the platform closed them): "
+            + ", ".join(f"{k} {v}" for k, v in sorted(slow.items())) + ".", ""]
     out += ["", f"DD port fuzzing: **{fz.get('frames', 0)}** frames over {fz.get('connections', 0)} connections "
             f"({fz.get('legal_frames', 0)} legal, {fz.get('unanswered_legal', 0)} unanswered), RSS "
             f"{fz.get('rss_before_mb')} → {fz.get('rss_after_mb')} MB.", ""]

@@ -64,6 +64,7 @@ class World:
     merchant_code: str = DEMO_MERCHANT
     sms_secret: str = SMS_SECRET
     password: str = PASSWORD  # every provisioned card-service card's 6-digit password
+    http_limit: int = 0  # HTTP connections the platform keeps at most (all workers): the slow client goes past it
     timeout_s: float = 10.0  # every client's deadline for one answer (10 s × the run's --slack)
 
     @property
