@@ -63,7 +63,7 @@ class Config:
     proxy_rate: float = 0.3
     pace_s: float = 0.05
     slack: float = 1.0  # every deadline × this (a loaded machine); 1: the platform's promises as written
-    recover_s: float = 90.0
+    recover_s: float = 300.0  # clients settle what they left unknown (a schedule running late included)
     data_dir: Path = ROOT / "var" / "chaos"
 
 
