@@ -90,7 +90,7 @@ class DDClient:
             raise
 
     def run(self, until: float, recover_until: float) -> None:
-        while time.time() < until:
+        while self.journal.traffic(until, recover_until):
             self.via_proxy = self.rng.random() < 0.5
             self.step()
             time.sleep(self.rng.uniform(0, self.pace_s))

@@ -99,7 +99,7 @@ class MpayClient:
 
     def run(self, until: float, recover_until: float) -> None:
         self.until_definite(lambda: self.stk(self.handset.request("wallet.open")), recover_until, "wallet.open")
-        while time.time() < until:
+        while self.journal.traffic(until, recover_until):
             self.one_operation(recover_until)
             time.sleep(self.rng.uniform(0, self.pace_s))
         self.journal.note("end", balance=self.balance, account=self.me["account_id"])

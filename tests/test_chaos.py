@@ -65,18 +65,19 @@ def test_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=880)
     assert done.returncode == 0, f"seed {seed}, slack {slack}\n{done.stdout[-4000:]}\n{done.stderr[-3000:]}"
     results = json.loads(out.read_text())
-    assert results["ok"] and results["seed"] == seed and results["config"]["slack"] == slack
+    why = f"seed {seed}, slack {slack}\n{done.stdout[-3000:]}"
+    assert results["ok"] and results["seed"] == seed and results["config"]["slack"] == slack, why
     shared = bool(os.environ.get("DATABASE_URL"))
-    assert results["database"] == ("DATABASE_URL" if shared else "embedded PostgreSQL")
-    assert results["kills_survived"] == 3 and results["db_restarts_survived"] == 1
+    assert results["database"] == ("DATABASE_URL" if shared else "embedded PostgreSQL"), why
+    assert results["kills_survived"] == 3 and results["db_restarts_survived"] == 1, why
     assert [f["kind"] for f in results["faults"] if f["kind"] != "kill"] == [
-        "db_connections_cut" if shared else "db_restart"]
-    assert results["fuzz"]["frames"] >= 10_000 and results["fuzz"]["legal_frames"] > 0
-    assert all(results["acknowledged"].get(ch, 0) > 0 for ch in CHANNELS), results["acknowledged"]
-    assert results["proxy_faults_injected"] > 0
+        "db_connections_cut" if shared else "db_restart"], why
+    assert results["fuzz"]["frames"] >= 10_000 and results["fuzz"]["legal_frames"] > 0, why
+    assert all(results["acknowledged"].get(ch, 0) > 0 for ch in CHANNELS), why
+    assert results["proxy_faults_injected"] > 0, why
     names = [c["name"] for c in results["checks"]]
     missing = [want for want in expected_checks(shared) if not any(n.startswith(want) for n in names)]
-    assert not missing, f"checks not run: {missing}"
+    assert not missing, f"checks not run: {missing}\n{why}"
     assert all(c["ok"] for c in results["checks"]), [c for c in results["checks"] if not c["ok"]]
 
 
