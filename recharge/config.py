@@ -78,6 +78,8 @@ class Settings:
     order_expiry_s: int = 24 * 3600
     order_max_amount_cents: int = 100_000  # 1,000 yuan per order
     sweeper_interval_s: float = 5.0
+    terminal_signin_history_days: int = 90  # DD sign-ins (terminal_signins) are kept this long, then purged
+    retention_purge_interval_s: float = 3600.0  # how often the sweeper purges what is past its retention
     ledger_max_retries: int = 10
     ledger_batch_max: int = 32  # DD recharge steps sharing one transaction/commit (group commit)
     ledger_batch_max_wait_ms: float = 1.0  # how long a batch waits for more steps before it runs

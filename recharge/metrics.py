@@ -180,6 +180,7 @@ LEDGER_LOOKUP_BATCH_SIZE = Histogram(
 )
 LEDGER_RETRIES = Counter("recharge_ledger_retries_total", "Transactions retried after deadlock/serialization")
 SWEPT_TRANSFERS = Counter("recharge_swept_transfers_total", "Pending transfers voided by timeout")
+PURGED_ROWS = Counter("recharge_purged_rows_total", "Rows deleted past their retention", ["table"])
 DB_POOL_CONNECTIONS = Gauge(
     "recharge_db_pool_connections", "Database pool connections by state", ["state"], multiprocess_mode="livesum"
 )
