@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,10 +18,12 @@ import asyncpg
 from app import wallet_devices
 from app.commands import add_common, run_with_db
 from recharge.config import Settings
+from recharge.keys import load_keys
 from recharge.kkt.cards import record_action
 from recharge.mpay import calendar
+from recharge.mpay.keyring import MpayKeys
 from recharge.mpay.text import SHANGHAI
-from recharge.wallet import cards, payouts, retired, shadows, terminals
+from recharge.wallet import cards, loads, payouts, retired, shadows, terminals
 from recharge.wallet.books import BOOKS
 
 _FAILED = (terminals.Result.INVALID, terminals.Result.EXISTS_WITH_DIFFERENT_FIELDS)
@@ -120,6 +123,23 @@ def cmd_settle(settings: Settings, a: argparse.Namespace) -> int:
     return run_with_db(settings, work)
 
 
+def cmd_load_resolve(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        keys = MpayKeys.of(load_keys(settings.resolved_key_file))
+        async with conn.transaction():
+            answer = await loads.resolve(conn, keys, a.load_id, a.outcome == "posted")
+            if isinstance(answer, loads.Load):
+                await record_action(conn, a.actor, "wallet.load_resolve", a.load_id, a.reason, outcome=a.outcome)
+        if isinstance(answer, loads.LoadRefused):
+            print(f"load {a.load_id}: not loading ({answer.load.state if answer.load else 'unknown'})",
+                  file=sys.stderr)
+            return 1
+        print(f"load {a.load_id}: {answer.state}")
+        return 0
+
+    return run_with_db(settings, work)
+
+
 def cmd_writeoff(settings: Settings, a: argparse.Namespace) -> int:
     """SPEC 7.6: lost cards' value idle ``wallet_writeoff_idle_months`` → FEE."""
     async def work(conn: asyncpg.Connection) -> int:
@@ -187,3 +207,11 @@ def register(sub: Any) -> None:
 
     p = add("shadows", "list wallet shadows below zero (exit 1 if one has no unresolved load: SPEC 7.4)",
             cmd_shadows)
+
+    p = add("load-resolve", "settle a SIM wallet load left loading, from the card's log (customer service)",
+            cmd_load_resolve)
+    p.add_argument("load_id", help="L and digits")
+    p.add_argument("--outcome", required=True, choices=("posted", "waiting"),
+                   help="posted: the card was credited; waiting: it was not (the load may be driven again)")
+    p.add_argument("--reason", required=True, help="why (recorded in operator_actions)")
+

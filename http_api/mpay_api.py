@@ -23,6 +23,7 @@ from http_api import (
     wallet_api,
     wallet_counter,
     wallet_views,
+    wallet_web,
 )
 from http_api.context import PLATFORM_KEY
 from http_api.mpay_gate import PREFIX, envelope
@@ -73,6 +74,7 @@ def build() -> web.Application:
     wallet_api.setup(sub)  # the SIM wallet's STK and POS (SPEC 7.2, 7.4)
     wallet_counter.setup(sub)  # the SIM wallet's counter steps (SPEC 7.6, 7.7)
     wallet_views.setup(sub)  # the website's wallet views (SPEC 6.13, 7.5)
+    wallet_web.setup(sub)  # the website's wallet loads (SPEC 7.3: 网络侧转存, cancel)
     sub.router.add_get("/openapi.json", openapi)
     sub.router.add_get("/sms/dlr", dlr)
     return sub
