@@ -7,9 +7,11 @@ records not yet uploaded), so a sequence of commands is one device's life. The k
 
 - ``card CARD``: what the card holds — balance, state file, serials and its last-ten log (SFI ``0x18``), read
   as a handset or POS reads them.
-- ``stk CARD OP [name=value …]``: one STK request; the texts the handset shows, and the script run on the card.
+- ``stk CARD OP [name=value …]``: one STK request; the texts the handset shows, and the script run on the card
+  (a load's rounds, ``wallet.load.*``, are followed by ``wallet.load.continue`` until the load ends).
 - ``pos TERMINAL purchase CARD CENTS`` · ``void CARD SERIAL`` · ``batch`` · ``return CARD SERIAL CENTS`` ·
-  ``open CARD`` · ``swap CARD`` · ``cancel CARD``: a merchant's or hall's POS (SPEC 7.4, 7.6, 7.7).
+  ``open CARD`` · ``swap CARD`` · ``cancel CARD`` · ``load CARD [CENTS]``: a merchant's or hall's POS (SPEC 7.3,
+  7.4, 7.6, 7.7).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app.commands import add_common
-from core_ext.virtual_handset import VirtualHandset
+from core_ext.virtual_handset import Outcome, VirtualHandset
 from core_ext.virtual_pos import PurchaseRecord, PurchaseRefused, SignedRequest, VirtualPOS
 from core_ext.virtual_sim import LogRecord, VirtualRfidSim, WalletMasterKeys
 from recharge.config import Settings
@@ -139,16 +141,33 @@ def cmd_stk(settings: Settings, a: argparse.Namespace) -> int:
         if not sep:
             raise SystemExit(f"rechargectl wallet stk: {item!r} is not name=value")
         params[name] = _param(name, value)
-    reply = send(_url(settings, a), phone.request(a.op, params, op_password=a.op_password))
-    outcome = phone.receive(reply.status, reply.body, reply.mac)
-    devices.save_sim(sim, phone.seq)
+    url, op = _url(settings, a), a.op
+    try:
+        for _ in range(MAX_ROUNDS):
+            reply = send(url, phone.request(op, params, op_password=a.op_password))
+            outcome = phone.receive(reply.status, reply.body, reply.mac)
+            _show(outcome)
+            data = outcome.data or {}
+            if not (op.startswith("wallet.load.") and outcome.code == "0000" and data.get("script")
+                    and outcome.replies is not None):
+                break
+            # a load's rounds (SPEC 7.3): the script's replies go back by wallet.load.continue
+            op, params = "wallet.load.continue", {"load_id": data["load_id"], "replies": outcome.replies.hex().upper()}
+    finally:
+        devices.save_sim(sim, phone.seq)
+    return 0 if outcome.code == "0000" else 1
+
+
+MAX_ROUNDS = 10  # a load takes three rounds; a platform asking for more is not followed
+
+
+def _show(outcome: Outcome) -> None:
     for text in outcome.shown:
         print(text)
     print(f"code {outcome.code}" + (f", script ran: {'9000' if outcome.script_ok else 'failed'}"
                                     if outcome.replies is not None else ""))
     if outcome.data:
         print(json.dumps(outcome.data, ensure_ascii=False))
-    return 0 if outcome.code == "0000" else 1
 
 
 def _record_line(r: PurchaseRecord) -> str:
@@ -229,8 +248,24 @@ def cmd_pos(settings: Settings, a: argparse.Namespace) -> int:
             return _with_card(devices, a.card_no, on)
         return act
 
+    def load(pos: VirtualPOS, devices: Devices, url: str) -> int:
+        def on(sim: VirtualRfidSim) -> int:
+            answer = _answer(pos, send(url, pos.load_request(sim.card_no, a.cents)))
+            if answer.get("code") != "0000":
+                return 1
+            load_id = answer["data"]["load_id"]
+            # the first round carries the card's challenge: a swap's load writes the new card's state file first
+            answer = _answer(pos, send(url, pos.continue_request(load_id, challenge=pos.challenge(sim))))
+            for _ in range(MAX_ROUNDS):
+                script = (answer.get("data") or {}).get("script")
+                if answer.get("code") != "0000" or not script:
+                    break
+                answer = _answer(pos, send(url, pos.continue_request(load_id, pos.run_script(sim, script))))
+            return 0 if answer.get("code") == "0000" else 1
+        return _with_card(devices, a.card_no, on)
+
     actions: dict[str, Callable[[VirtualPOS, Devices, str], int]] = {
-        "purchase": purchase, "void": void, "batch": batch, "return": refund,
+        "purchase": purchase, "void": void, "batch": batch, "return": refund, "load": load,
         "open": scripted("/pos/wallet-opens", False), "swap": scripted("/pos/swaps", True),
         "cancel": scripted("/pos/wallet-cancels", True)}
     return _pos_action(settings, a, actions[a.action])
@@ -266,3 +301,7 @@ def register(ws: Any) -> None:
         q = actions.add_parser(name, help=help_text, description=help_text)
         for arg in args:
             q.add_argument(arg, type=int if arg in ("cents", "serial") else str)
+    q = actions.add_parser("load", help="a hall POS load: POS转存 of CENTS from cash, or (no CENTS) the card's"
+                           " oldest waiting load, driven round by round")
+    q.add_argument("card_no")
+    q.add_argument("cents", type=int, nargs="?")

@@ -17,7 +17,7 @@ from core_ext.virtual_sim import STATE_CANCELLED, STATE_OPEN, VirtualRfidSim
 from recharge.mpay.env import Env
 from tests.conftest import settings_changed, unique_digits
 from tests.mpay_world import Api, MpayWorld
-from tests.wallet_counter_world import ID, WalletDesk
+from tests.wallet_counter_world import ID, REASON, WalletDesk
 from tests.wallet_world import virtual_keys
 
 pytestmark = pytest.mark.usefixtures("audited")
@@ -43,7 +43,7 @@ async def test_readable_swap_carries_the_balance_to_the_new_card(desk: WalletDes
     record = desk.pos.buy_out(phone.sim, WHEN)
     assert (record.amount, record.balance_after, phone.sim.balance) == (15_000, 0, 0)
     reply = await desk.send(desk.pos, desk.pos.swap_request(record))
-    assert reply["code"] == "0000" and reply["data"]["amount"] == 15_000 and reply["data"]["load_id"]
+    assert reply["code"] == "0000" and reply["data"]["amount"] == 15_000 and reply["data"]["load_id"].startswith("L")
     assert await desk.figure(f"W/{acct}") == (0, 0, 15_000), "W → C posted, the earmark C → W pending"
     assert await desk.figure(f"C/{acct}") == (15_000, 15_000, 0), "the cash is earmarked: none of it available"
     assert (await desk.exchange(phone, "account.balance")).code == "5007", "the old card retired"
@@ -66,6 +66,17 @@ async def test_readable_swap_carries_the_balance_to_the_new_card(desk: WalletDes
                                    acct)
     assert tuple(wallet) == (new_card, "open", 20_000) and tuple(swap) == (new_card, 15_000, 20_000)
     assert (await desk.swap(msisdn, new_card))[0] == "0000", "the same card bound again answers as the first time"
+    card = VirtualRfidSim(new_card, desk.keys)  # ③ 换卡圈存: the hall POS drives the swap's load onto the new card
+    picked = await desk.send(desk.pos, desk.pos.load_request(new_card))
+    assert picked["code"] == "0000" and picked["data"]["load_id"] == reply["data"]["load_id"]
+    step = await desk.send(desk.pos, desk.pos.continue_request(picked["data"]["load_id"],
+                                                               challenge=desk.pos.challenge(card)))
+    while step["code"] == "0000" and step["data"].get("script"):
+        replies = desk.pos.run_script(card, step["data"]["script"])
+        step = await desk.send(desk.pos, desk.pos.continue_request(picked["data"]["load_id"], replies))
+    assert step["code"] == "0000", step
+    assert (card.state, card.limit, card.balance) == (STATE_OPEN, 20_000, 15_000), "the balance carried over"
+    assert await desk.figure(f"W/{acct}") == (15_000, 0, 0) and await desk.figure(f"C/{acct}") == (0, 0, 0)
 
 
 async def test_swap_refusals_change_nothing(desk: WalletDesk) -> None:
@@ -90,10 +101,10 @@ async def test_counter_cancellation_buys_the_wallet_out(desk: WalletDesk, platfo
     challenge = desk.pos.challenge(phone.sim)
     assert (await desk.send(desk.pos, desk.pos.wallet_cancel_request(record, challenge)))["code"] == "1004"
     _, reply, _ = await desk.api.call("POST", "/counter/wallet-cancel", {"msisdn": msisdn, "id_type": "id_card",
-                                                                         "id_number": "0"}, token=desk.counter)
+                                                                         "id_number": "0", **REASON}, token=desk.counter)
     assert reply["code"] == "3007"
     rid = desk.api.rid()
-    body = {"msisdn": msisdn, **ID}
+    body = {"msisdn": msisdn, **ID, **REASON}
     permit = await desk.api.ok("POST", "/counter/wallet-cancel", body, token=desk.counter, rid=rid)
     assert permit["expires_at"].endswith("+08:00")
     assert await desk.api.ok("POST", "/counter/wallet-cancel", body, token=desk.counter, rid=rid) == permit
@@ -117,7 +128,7 @@ async def test_number_cancelled_voids_waiting_loads_and_closes_on_the_last_uploa
     shop = await desk.terminal(merchant=merchant)
     shop.purchase(phone.sim, 2_500, WHEN)
     boss = await desk.api.operator("boss")
-    body = {"name": "张三", **ID, "province": "430000", "brand": "GOTONE", "status": "cancelled"}
+    body = {"name": "张三", **ID, "province": "430000", "brand": "GOTONE", "status": "cancelled", "reason": "销号"}
     data = await desk.api.ok("PUT", f"/registry/subscribers/{msisdn}", body, token=boss, rid=None)
     assert "wallet:pending_closure" in data["events"] and "detached:pending_closure" in data["events"]
     async with desk.w.pool.acquire() as conn:
@@ -137,7 +148,7 @@ async def test_number_cancelled_after_a_swap_voids_the_earmark(desk: WalletDesk)
     phone, msisdn, acct = await desk.wallet_phone(4_000)
     assert (await desk.send(desk.pos, desk.pos.swap_request(desk.pos.buy_out(phone.sim, WHEN))))["code"] == "0000"
     boss = await desk.api.operator("boss")
-    body = {"name": "张三", **ID, "province": "430000", "brand": "GOTONE", "status": "cancelled"}
+    body = {"name": "张三", **ID, "province": "430000", "brand": "GOTONE", "status": "cancelled", "reason": "销号"}
     data = await desk.api.ok("PUT", f"/registry/subscribers/{msisdn}", body, token=boss, rid=None)
     assert data["events"][:2] == ["wallet:waiting_voided:1", "wallet:cancelled"], data["events"]
     assert await desk.figure(f"C/{acct}") == (4_000, 0, 0), "the money stays in cash"
@@ -147,7 +158,7 @@ async def test_number_cancelled_after_a_swap_voids_the_earmark(desk: WalletDesk)
 
 async def test_counter_requests_replay_by_request_id_and_hostile_input_changes_nothing(desk: WalletDesk) -> None:
     msisdn, card_no = await desk.w.subscriber(), await desk.stock()
-    body = {"msisdn": msisdn, "new_card": card_no, "handset_model": "Galaxy S3", **ID}
+    body = {"msisdn": msisdn, "new_card": card_no, "handset_model": "Galaxy S3", **ID, **REASON}
     rid = desk.api.rid()
     _, first, raw = await desk.api.call("POST", "/counter/sim-swap", body, token=desk.counter, rid=rid)
     assert first["code"] == "0000"
@@ -161,10 +172,13 @@ async def test_counter_requests_replay_by_request_id_and_hostile_input_changes_n
             (desk.counter, {**body, "handset_model": "x" * 65}, "1001"),
             (desk.counter, {**body, "new_card": 7310}, "1001"),
             (desk.counter, {**body, "extra": 1}, "1001"),
-            (desk.counter, {k: v for k, v in body.items() if k != "id_type"}, "1001")):
+            (desk.counter, {k: v for k, v in body.items() if k != "id_type"}, "1001"),
+            (desk.counter, {k: v for k, v in body.items() if k != "reason"}, "1001"),
+            (desk.counter, {**body, "reason": "  "}, "1001")):
         assert await desk.api.code("POST", "/counter/sim-swap", fields, token=token) == code, fields
-    assert await desk.api.code("POST", "/counter/wallet-cancel", {"msisdn": msisdn, **ID}, token=cs) == "1004"
-    assert await desk.api.code("POST", "/counter/wallet-cancel", {"msisdn": msisdn, **ID},
+    cancel = {"msisdn": msisdn, **ID, **REASON}
+    assert await desk.api.code("POST", "/counter/wallet-cancel", cancel, token=cs) == "1004"
+    assert await desk.api.code("POST", "/counter/wallet-cancel", {"msisdn": msisdn, **ID, **REASON},
                                token=desk.counter) == "2003", "no account yet"
     status, reply, _ = await desk.api.call("POST", "/counter/sim-swap", raw=b"{not json", token=desk.counter)
     assert (status, reply["code"]) == (400, "1001")

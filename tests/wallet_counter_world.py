@@ -20,6 +20,7 @@ from tests.conftest import unique_digits
 from tests.mpay_world import Api, MpayWorld
 
 ID = {"id_type": "id_card", "id_number": "430102199001011234"}
+REASON = {"reason": "counter test"}
 
 
 @dataclass
@@ -46,7 +47,7 @@ class WalletDesk:
         return VirtualPOS(tid, self.keys.purchase, self.keys.pos)
 
     async def swap(self, msisdn: str, card_no: str, *, model: str = "Galaxy S3", **ident: str) -> tuple[str, dict]:
-        body = {"msisdn": msisdn, "new_card": card_no, "handset_model": model, **(ident or ID)}
+        body = {"msisdn": msisdn, "new_card": card_no, "handset_model": model, **(ident or ID), **REASON}
         _, reply, _ = await self.api.call("POST", "/counter/sim-swap", body, token=self.counter)
         return reply["code"], reply["data"]
 

@@ -6,8 +6,8 @@
 ALTER TABLE wallet_purchases ADD COLUMN kind text NOT NULL DEFAULT 'sale'
     CHECK (kind IN ('sale', 'swap', 'cancel'));
 
--- 7.6 readable swap: the old card's buy-out, the pending C → W earmark of its balance (a
--- waiting load tagged swap), and the new card the counter bound afterwards.
+-- 7.6 readable swap: the old card's buy-out, the waiting load (path swap, 0510) that carries its
+-- balance to the new card, and the new card the counter bound afterwards.
 CREATE TABLE wallet_swaps (
     id                bigserial PRIMARY KEY,
     account_id        bigint NOT NULL REFERENCES mpay_accounts(id),
@@ -17,7 +17,7 @@ CREATE TABLE wallet_swaps (
     limit_cents       bigint NOT NULL CHECK (limit_cents BETWEEN 100 AND 100000),  -- the old card's limit
     purchase_id       bigint NOT NULL UNIQUE REFERENCES wallet_purchases(id),
     terminal_id       text NOT NULL REFERENCES wallet_terminals(terminal_id),
-    load_transfer_id  text NOT NULL UNIQUE REFERENCES transfers(id),
+    load_id           text NOT NULL UNIQUE REFERENCES wallet_loads(load_id),
     created_at        timestamptz NOT NULL DEFAULT now(),
     bound_at          timestamptz
 );

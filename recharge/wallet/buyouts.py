@@ -18,15 +18,10 @@ import asyncpg
 
 from recharge.mpay import accounts
 from recharge.mpay.codes import Refused
-from recharge.wallet import clearing, wire
+from recharge.wallet import clearing, loads, wire
 from recharge.wallet.clearing import Books, Posting
 from recharge.wallet.crypto import PurchaseProof, WalletCrypto
 from recharge.wallet.terminals import Terminal
-
-# (conn, account id) → True while a load of the account is *loading* (SPEC 7.3: 5006); the load engine
-# registers its check here at start-up (app/runtime.py), so this room needs no import of it.
-LoadingCheck = Callable[[asyncpg.Connection, int], Awaitable[bool]]
-LOADING_CHECKS: list[LoadingCheck] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +40,6 @@ async def active_wallet(conn: asyncpg.Connection, card_no: str) -> asyncpg.Recor
         "SELECT w.* FROM wallets w JOIN wallet_cards c ON c.card_no = w.card_no AND c.status = 'bound'"
         " WHERE w.card_no = $1 AND w.state IN ('open', 'paused') FOR UPDATE OF w", card_no,
     )
-
-
-async def loading(conn: asyncpg.Connection, account_id: int) -> bool:
-    for check in LOADING_CHECKS:
-        if await check(conn, account_id):
-            return True
-    return False
 
 
 def _account_status(account: asyncpg.Record | None) -> None:
@@ -78,7 +66,7 @@ async def check(conn: asyncpg.Connection, crypto: WalletCrypto, terminal: Termin
     assert account is not None
     if route_check is not None:
         await route_check(account)
-    if await loading(conn, account["id"]):
+    if await loads.any_loading(conn, account["id"]):
         raise Refused("5006")
     proof = PurchaseProof(record.card, record.amount, terminal.terminal_id, record.tts, record.date, record.time,
                           record.tac)

@@ -73,7 +73,7 @@ async def hall_cancel(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, 
     bo = await buyouts.check(conn, crypto, terminal, record, permitted)
     account_id, amount, limit = bo.account["id"], record.amount, bo.wallet["limit_cents"]
     await buyouts.take(conn, books, bo, "cancel")
-    await closing.void_waiting(conn, account_id)
+    await closing.void_waiting(conn, account_id, "wallet_cancel")
     await conn.execute("UPDATE wallets SET state = 'cancelled', updated_at = now() WHERE account_id = $1", account_id)
     await conn.execute("DELETE FROM wallet_cancel_permits WHERE account_id = $1", account_id)
     text = CANCELLED_SMS.format(amt=yuan(amount))

@@ -1,9 +1,8 @@
 """How a wallet ends (SPEC 7.3, 7.7): its waiting loads voided, 销号 (the number cancelled), and the closing of a
 wallet left pending closure once the uploads bring its shadow to zero. In the caller's transaction.
 
-- **Waiting loads** (``void_waiting``): every load of the account not yet driven is voided, its money staying in
-  cash — a swap's earmark (``recharge.wallet.swaps``) and whatever the load engine registers in
-  ``WAITING_VOIDERS``. A load already *loading* is not waiting and is left alone.
+- **Waiting loads** (``void_waiting``): every load of the account in state ``waiting`` is voided, its money
+  staying in cash (a swap's earmark included); a load already *loading* is left alone.
 - **销号** (``on_number_event``, registered in ``recharge.mpay.events.NUMBER_EVENT_HOOKS`` at start-up, so it
   commits with the registry change): an open or paused wallet's waiting loads void; then the wallet is
   ``cancelled`` when its shadow ``W`` is 0 with nothing pending (W ≥ the card's balance, so the card is empty),
@@ -16,30 +15,19 @@ wallet left pending closure once the uploads bring its shadow to zero. In the ca
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 import asyncpg
 
 from recharge import metrics
-from recharge.mpay import accounts, postings
+from recharge.mpay import accounts
 from recharge.mpay.env import Env
-
-# (conn, account id) → how many waiting loads of the load engine it voided.
-WaitingVoider = Callable[[asyncpg.Connection, int], Awaitable[int]]
-WAITING_VOIDERS: list[WaitingVoider] = []
+from recharge.wallet import loads
 
 
-async def void_waiting(conn: asyncpg.Connection, account_id: int) -> int:
-    """Void every waiting load of the account (one ledger batch for the swaps' earmarks); how many."""
-    pending = await conn.fetch(
-        "SELECT s.load_transfer_id FROM wallet_swaps s JOIN transfers t ON t.id = s.load_transfer_id"
-        " WHERE s.account_id = $1 AND t.status = 'pending' AND t.timeout_at IS NULL ORDER BY s.id", account_id,
-    )
-    items = [postings.Settle(f"{r['load_transfer_id']}:void", r["load_transfer_id"], post=False) for r in pending]
-    voided = sum(1 for outcome in await postings.settle(conn, items) if outcome.ok) if items else 0
-    for voider in WAITING_VOIDERS:
-        voided += await voider(conn, account_id)
-    return voided
+async def void_waiting(conn: asyncpg.Connection, account_id: int, reason: str) -> int:
+    """Void every waiting load of the account (``recharge.wallet.loads.void_waiting``); how many."""
+    return len(await loads.void_waiting(conn, account_id, reason))
 
 
 async def shadow_settled(conn: asyncpg.Connection, account_id: int) -> bool:
@@ -63,7 +51,7 @@ async def on_number_event(conn: asyncpg.Connection, env: Env, account: asyncpg.R
     if state not in ("open", "paused"):
         return []
     events = []
-    voided = await void_waiting(conn, account["id"])
+    voided = await void_waiting(conn, account["id"], "number_cancelled")
     if voided:
         events.append(f"wallet:waiting_voided:{voided}")
     new_state = "cancelled" if await shadow_settled(conn, account["id"]) else "pending_closure"

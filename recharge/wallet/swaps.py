@@ -2,8 +2,8 @@
 
 - ① 换卡登记, ``POST /pos/swaps`` (``hall_swap``): the hall POS buys the old card's whole balance B (the checks
   of ``recharge.wallet.buyouts``); one transaction keeps the record, posts ``W → C`` B, creates the earmark — a
-  pending ``C → W`` B that waits, without expiry, to be driven onto the new card (``wswap:<swap>:load``, code
-  ``wallet_load``, reference ``swap``) — and retires the old card. ``data`` = ``{load_id, amount}``.
+  waiting load of path ``swap`` (``recharge.wallet.loads.earmark``: its pending ``C → W`` B waits, without
+  expiry, to be driven onto the new card) — and retires the old card. ``data`` = ``{load_id, amount}``.
 - ② ``POST /counter/sim-swap`` (``bind_new_card``): the number in the registry and not cancelled (``2008``),
   the new card a registered stock card (``5007``; the same card already bound to this number answers as the
   first time), the handset model not blacklisted (``5012``), the ID given equal to the registry's (``3007``,
@@ -11,43 +11,25 @@
   (①) moves to the new card with its waiting loads; otherwise (lost or unreadable card) the wallet stays on the
   old card until STK ``wallet.open`` on the new one reopens it (``recharge.wallet.stk``: W's balance to
   ``RETIRED``).
-- ③ 换卡圈存 is the load engine's: the swap's load is driven by ``/pos/loads {card}`` on the new card, its first
-  script writing ``0x17`` with ``01`` ‖ the old limit (``SwapLoad.limit``).
+- ③ 换卡圈存 is the load engine's (``recharge.wallet.stk_loads``): the swap's load is driven by ``/pos/loads
+  {card}`` on the new card, its first script writing ``0x17`` with ``01`` ‖ the wallet's limit.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
 
 import asyncpg
 
 from recharge import metrics
-from recharge.mpay import postings, registry
+from recharge.mpay import registry
 from recharge.mpay.codes import Refused
 from recharge.mpay.text import compact
-from recharge.wallet import buyouts, cards
+from recharge.wallet import buyouts, cards, loads
 from recharge.wallet.clearing import Books
 from recharge.wallet.crypto import WalletCrypto
 from recharge.wallet.terminals import Result, Terminal
 from recharge.wallet.wire import Record
-
-LOAD_CODE = "wallet_load"
-
-
-@dataclass(frozen=True, slots=True)
-class SwapLoad:
-    """The waiting load a swap created: what the load engine drives onto the new card."""
-
-    load_id: str
-    account_id: int
-    amount: int
-    limit: int  # the old card's single-purchase limit, written to the new card first
-    transfer_id: str  # the pending C → W
-
-
-def load_id(swap_id: int) -> str:
-    return f"swap-{swap_id}"
 
 
 async def hall_swap(conn: asyncpg.Connection, crypto: WalletCrypto, books: Books, terminal: Terminal,
@@ -55,22 +37,18 @@ async def hall_swap(conn: asyncpg.Connection, crypto: WalletCrypto, books: Books
     """① at the hall POS; ``Refused`` before anything is written, else ``{load_id, amount}``."""
     bo = await buyouts.check(conn, crypto, terminal, record)
     purchase_id = await buyouts.take(conn, books, bo, "swap")
-    account_id, amount = bo.account["id"], record.amount
-    swap_id = int(await conn.fetchval("SELECT nextval('wallet_swaps_id_seq')"))
-    transfer_id = f"wswap:{swap_id}:load"
-    cash, shadow = (await postings.account_id(conn, f"C/{account_id}"),
-                    await postings.account_id(conn, f"W/{account_id}"))
-    await postings.must(conn, [postings.Move(transfer_id, cash, shadow, amount, LOAD_CODE, "swap", pending=True)])
+    amount = record.amount
+    load = await loads.earmark(conn, bo.account, amount, request_key=f"swap:{purchase_id}")
     await conn.execute(
-        "INSERT INTO wallet_swaps (id, account_id, old_card, amount, limit_cents, purchase_id, terminal_id,"
-        " load_transfer_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        swap_id, account_id, record.card, amount, bo.wallet["limit_cents"], purchase_id, terminal.terminal_id,
-        transfer_id,
+        "INSERT INTO wallet_swaps (account_id, old_card, amount, limit_cents, purchase_id, terminal_id, load_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        bo.account["id"], record.card, amount, bo.wallet["limit_cents"], purchase_id, terminal.terminal_id,
+        load.load_id,
     )
     await conn.execute("UPDATE wallet_cards SET status = 'retired', retired_at = now() WHERE card_no = $1",
                        record.card)
     metrics.WALLET_SWAPS.labels("buy_out").inc()
-    return {"load_id": load_id(swap_id), "amount": amount}
+    return {"load_id": load.load_id, "amount": amount}
 
 
 def model_key(model: str) -> str:
@@ -121,14 +99,3 @@ async def bind_new_card(conn: asyncpg.Connection, msisdn: str, new_card: str, mo
 def registry_id_matches(sub: registry.Subscriber, id_type: str, id_number: str) -> bool:
     """The counter's identity check (SPEC 6.4): the registry's real-name data, the ID type and number equal."""
     return bool(sub.real_name and sub.id_type == id_type and compact(sub.id_number or "") == compact(id_number))
-
-
-async def swap_load(conn: asyncpg.Connection, load: str) -> SwapLoad | None:
-    """The swap's waiting load by its id (``swap-<n>``), for the load engine; None for another id."""
-    if not load.startswith("swap-") or not load[5:].isdigit():
-        return None
-    row = await conn.fetchrow("SELECT * FROM wallet_swaps WHERE id = $1", int(load[5:]))
-    if row is None:
-        return None
-    return SwapLoad(load, int(row["account_id"]), int(row["amount"]), int(row["limit_cents"]),
-                    row["load_transfer_id"])

@@ -7,28 +7,24 @@ platform knows, never the card itself (STK and POS read the card's balance, stat
 - ``history``: the shadow's movements created in a range of Shanghai calendar days (every day a trading day),
   ``to`` at most yesterday (``4001``, as a reversed range or one longer than ``wallet_history_max_days``),
   newest first: loads (``load``: waiting, posted or voided), purchases (``purchase``), voids (``void``), hall
-  buy-outs (``buy_out``), the lost card's balance written off (``retired``); ``amount`` signed as the shadow
+  buy-outs (``buy_out``), the lost card's balance written off (``retired``); a load's state is the load's
+  own (``waiting``, ``loading``, ``posted``, ``voided``); ``amount`` signed as the shadow
   moved (+ into the wallet); ``id`` the ledger transfer's, ``:`` spelled ``-`` (6.12 ids).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
 
 from recharge.mpay.codes import Refused
 from recharge.mpay.text import day_start, today
+from recharge.wallet import loads
 
 TYPES = {"wallet_load": "load", "wallet_purchase": "purchase", "wallet_void": "void", "wallet_buyout": "buy_out",
          "wallet_retired": "retired"}
-# (conn, account id) → cents of the account's loads waiting to be driven (the load engine registers its own).
-WaitingAmount = Callable[[asyncpg.Connection, int], Awaitable[int]]
-WAITING_AMOUNTS: list[WaitingAmount] = []
-
-
 @dataclass(frozen=True, slots=True)
 class Item:
     id: str
@@ -39,14 +35,8 @@ class Item:
 
 
 async def waiting(conn: asyncpg.Connection, account_id: int) -> int:
-    """Cents waiting: swap earmarks not yet driven, plus what the load engine reports."""
-    total = int(await conn.fetchval(
-        "SELECT coalesce(sum(t.amount), 0) FROM wallet_swaps s JOIN transfers t ON t.id = s.load_transfer_id"
-        " WHERE s.account_id = $1 AND t.status = 'pending'", account_id,
-    ))
-    for amount in WAITING_AMOUNTS:
-        total += await amount(conn, account_id)
-    return total
+    """Cents of the account's loads waiting to be driven (a swap's earmark included)."""
+    return sum(load.amount for load in await loads.waiting(conn, account_id))
 
 
 async def summary(conn: asyncpg.Connection, account_id: int) -> dict[str, object] | None:
@@ -68,7 +58,9 @@ def check_range(since: dt.date, until: dt.date, now: dt.datetime, max_days: int)
         raise Refused("4001")
 
 
-def _state(kind: str, status: str) -> str:
+def _state(kind: str, status: str, load_state: str | None) -> str:
+    if load_state is not None:
+        return load_state
     if kind == "pending":
         return {"pending": "waiting", "posted": "posted", "voided": "voided"}[status]
     return "posted"
@@ -77,11 +69,11 @@ def _state(kind: str, status: str) -> str:
 async def history(conn: asyncpg.Connection, account_id: int, since: dt.date, until: dt.date) -> list[Item]:
     """The shadow's movements created from ``since`` to ``until`` (Shanghai days, both included), newest first."""
     rows = await conn.fetch(
-        "SELECT t.id, t.created_at, t.code, t.kind, t.status, CASE WHEN t.credit_account_id = a.id THEN t.amount"
-        " ELSE -t.amount END AS amount FROM accounts a JOIN transfers t ON a.id IN (t.debit_account_id,"
-        " t.credit_account_id) WHERE a.kind = 'mpay' AND a.card_no = $1 AND t.kind IN ('single', 'pending')"
+        "SELECT t.id, t.created_at, t.code, t.kind, t.status, l.state AS load_state, CASE WHEN t.credit_account_id"
+        " = a.id THEN t.amount ELSE -t.amount END AS amount FROM accounts a JOIN transfers t ON a.id IN"
+        " (t.debit_account_id, t.credit_account_id) LEFT JOIN wallet_loads l ON l.pay_transfer_id = t.id WHERE a.kind = 'mpay' AND a.card_no = $1 AND t.kind IN ('single', 'pending')"
         " AND t.created_at >= $2 AND t.created_at < $3 ORDER BY t.created_at DESC, t.id DESC",
         f"W/{account_id}", day_start(since), day_start(until + dt.timedelta(days=1)),
     )
     return [Item(r["id"].replace(":", "-"), r["created_at"], TYPES.get(r["code"], r["code"]), int(r["amount"]),
-                 _state(r["kind"], r["status"])) for r in rows]
+                 _state(r["kind"], r["status"], r["load_state"])) for r in rows]
