@@ -193,6 +193,11 @@ async def queue_waiting_load(conn: asyncpg.Connection, env: Env, account_id: int
                              now or dt.datetime.now(dt.UTC), channel=channel)
 
 
+async def void_all_waiting(conn: asyncpg.Connection, account_id: int) -> int:
+    """``void_waiting`` as a hook of the wallet's closing (wallet cancellation, 销号): how many were voided."""
+    return len(await void_waiting(conn, account_id, "void"))
+
+
 async def void_load(conn: asyncpg.Connection, load: Load, reason: str) -> bool:
     """Void one waiting load (the website's cancel): False when it is no longer waiting."""
     voided = await conn.fetchval("UPDATE wallet_loads SET state = 'voided', step = 'none', voided_at = now(),"
