@@ -285,3 +285,21 @@ async def test_a_suspended_number_refuses_loads_and_its_waiting_loads_wait(world
         await events.set_subscribers(conn, world.env, [registry.validate(msisdn, body)], "test")
     done = await world.drive_stk(phone, await world.exchange(phone, "wallet.load.init", {"load_id": queued.load_id}))
     assert done.code == "0000" and phone.sim.balance == 11_000
+
+
+async def test_voiding_waiting_loads_leaves_a_load_loading_alone(world: LoadWorld) -> None:
+    phone, acct = await world.handset(cash=10_000)
+    async with world.pool.acquire() as conn, conn.transaction():
+        for k in range(2):
+            await loads.queue_waiting_load(conn, world.env, acct, 500, path="bank", request_key=f"v{acct}:{k}")
+    out = await world.exchange(phone, "wallet.load.init", {"amount": 1_000, "pay_password": PAY_PASSWORD})
+    for _ in range(2):  # up to the CREDIT script: loading
+        assert out.replies is not None and out.data is not None
+        out = await world.exchange(phone, "wallet.load.continue",
+                                   {"load_id": out.data["load_id"], "replies": out.replies.hex()})
+    async with world.pool.acquire() as conn, conn.transaction():
+        assert await loads.void_all_waiting(conn, acct) == 2
+    assert await world.named(f"W/{acct}") == (0, 1_000) and await world.named(f"C/{acct}") == (10_000, 0)
+    recovered = await world.drive_stk(phone, await world.exchange(phone, "wallet.load.recover",
+                                                                  {"load_id": out.data["load_id"]}))
+    assert recovered.code == "0000" and await world.named(f"W/{acct}") == (1_000, 0)
