@@ -300,6 +300,7 @@ async def test_voiding_waiting_loads_leaves_a_load_loading_alone(world: LoadWorl
     async with world.pool.acquire() as conn, conn.transaction():
         assert await loads.void_all_waiting(conn, acct) == 2
     assert await world.named(f"W/{acct}") == (0, 1_000) and await world.named(f"C/{acct}") == (10_000, 0)
+    assert out.data is not None
     recovered = await world.drive_stk(phone, await world.exchange(phone, "wallet.load.recover",
                                                                   {"load_id": out.data["load_id"]}))
     assert recovered.code == "0000" and await world.named(f"W/{acct}") == (1_000, 0)
