@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from http_api import mpay_customer, mpay_partners, mpay_staff, wallet_api
+from http_api import mpay_customer, mpay_partners, mpay_staff, wallet_api, wallet_web
 from http_api.mpay_gate import PREFIX, Endpoint
 
 KIND_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -75,7 +75,7 @@ def _operation(method: str, path: str, ep: Endpoint) -> dict[str, Any]:
 @functools.cache
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for module in (mpay_customer, mpay_partners, mpay_staff):
+    for module in (mpay_customer, mpay_partners, mpay_staff, wallet_web):
         for method, path, ep in module.ROUTES:
             paths.setdefault(path, {})[method.lower()] = _operation(method, path, ep)
     paths.update(wallet_api.openapi_paths())  # STK and POS (SPEC 7.2, 7.4)

@@ -58,6 +58,13 @@ async def export_loading_gauges(pool: asyncpg.Pool) -> None:
     assert row is not None
     metrics.LOADS_LOADING.set(row["n"])
     metrics.LOADS_LOADING_OLDEST_AGE.set(float(row["age"]))
+    row = await pool.fetchrow(
+        "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(loading_since)), 0) AS age"
+        " FROM wallet_loads WHERE state = 'loading'"
+    )
+    assert row is not None
+    metrics.WALLET_LOADS_LOADING.set(row["n"])
+    metrics.WALLET_LOADS_LOADING_OLDEST_AGE.set(float(row["age"]))
 
 
 async def export_signin_gauges(pool: asyncpg.Pool, probe_alert: int, window_s: int) -> None:
