@@ -179,16 +179,6 @@ async def _insert(conn: asyncpg.Connection, account: asyncpg.Record, new: NewLoa
     return Load.of(row)
 
 
-async def earmark(conn: asyncpg.Connection, account: asyncpg.Record, amount: int, *, request_key: str) -> Load:
-    """A swap's waiting load (SPEC 7.6 换卡登记): the pending ``C → W`` of the bought-out balance, made in the
-    buy-out's transaction after the buy-out's own checks (``recharge.wallet.buyouts``) — not 7.3's creation
-    checks, which a balance carried over does not pass through. Idempotent by ``request_key``."""
-    found = await conn.fetchrow(f"SELECT {COLUMNS} FROM wallet_loads WHERE request_key = $1", request_key)
-    if found is not None:
-        return Load.of(found)
-    return await _insert(conn, account, NewLoad("swap", amount, None, request_key))
-
-
 async def queue_waiting_load(conn: asyncpg.Connection, env: Env, account_id: int, amount: int, *, path: str,
                              request_key: str | None = None, pay_password: str | None = None,
                              channel: str = "web", now: dt.datetime | None = None) -> Load:

@@ -38,7 +38,7 @@ async def hall_swap(conn: asyncpg.Connection, crypto: WalletCrypto, books: Books
     bo = await buyouts.check(conn, crypto, terminal, record)
     purchase_id = await buyouts.take(conn, books, bo, "swap")
     amount = record.amount
-    load = await loads.earmark(conn, bo.account, amount, request_key=f"swap:{purchase_id}")
+    load = await loads.earmark(conn, bo.account["id"], amount, path="swap", request_key=f"swap:{purchase_id}")
     await conn.execute(
         "INSERT INTO wallet_swaps (account_id, old_card, amount, limit_cents, purchase_id, terminal_id, load_id)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7)",
