@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,6 +274,12 @@ async def _run(call: Call, ep: Endpoint, raw: bytes, body: Any) -> tuple[web.Res
     return envelope("0000", data, request_id=rid), "0000"
 
 
+# Every handler ``endpoint`` made, with its declaration: the OpenAPI document reads the routing
+# table through it (``http_api.mpay_openapi``), so no route can be left out of the document.
+ENDPOINTS: weakref.WeakKeyDictionary[Callable[[web.Request], Awaitable[web.StreamResponse]], Endpoint] = (
+    weakref.WeakKeyDictionary())
+
+
 def endpoint(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         ctx = request.config_dict[PLATFORM_KEY]
@@ -303,6 +310,7 @@ def endpoint(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
             log.exception("mpay request failed: %s %s", request.method, request.match_info.route.resource)
             return _count(ep, envelope("9002", status=500, request_id=rid), "9002")
 
+    ENDPOINTS[handle] = ep
     return handle
 
 
