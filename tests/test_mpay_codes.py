@@ -118,6 +118,7 @@ async def test_a_saturated_pool_answers_9001_and_the_request_id_may_be_retried(
         with settings_changed(platform, pool_acquire_timeout_s=0.05):
             status, reply, _ = await api.call("POST", "/me/hf", {"target": msisdn, "amount": 1000,
                                                                   "pay_password": pay}, token=token, rid="busy-1")
+            assert await w.sms(msisdn, "CX") == "系统繁忙,请稍后再试。"  # the SMS channel's busy answer
     finally:
         for conn in held:
             await pool.release(conn)
@@ -143,6 +144,8 @@ async def test_a_platform_fault_answers_9002_changes_nothing_and_the_request_id_
     try:
         status, reply, _ = await api.call("POST", "/me/withdrawals", body, token=token, rid="fault-1",
                                           expect_fault=True)
+        assert await w.sms(msisdn, "TX 10") == "请回复6位支付密码,确认提现10元。"
+        assert await w.sms(msisdn, pay) == "系统错误。"  # the SMS channel's answer; the dialogue is kept
     finally:
         async with w.pool.acquire() as conn:
             await conn.execute(f"DROP TRIGGER {fault} ON mpay_withdrawals")
@@ -150,3 +153,4 @@ async def test_a_platform_fault_answers_9002_changes_nothing_and_the_request_id_
     assert (status, reply["code"], reply["msg_zh"], reply["data"]) == (500, "9002", "系统错误。", None)
     assert await w.snapshot(msisdn) == before and (await w.balances(msisdn)).cash_pending == 0
     assert (await api.ok("POST", "/me/withdrawals", body, token=token, rid="fault-1"))["state"] == "submitted"
+    assert await w.sms(msisdn, pay) == "提现申请已受理,10元已冻结,款项汇出后一般3-7个工作日到账。"
