@@ -27,6 +27,8 @@ KIND_SCHEMAS: dict[str, dict[str, Any]] = {
     "msisdn": {"type": "string", "description": "11-digit MSISDN (+86, 0086 or 86 dropped)"},
     "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
     "str": {"type": "string", "maxLength": 256},
+    "reason": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "\\S",
+               "description": "why (required; recorded in operator_actions)"},
     "answers": {"type": "array", "items": {"type": "object", "required": ["id", "answer"], "properties": {
         "id": {"type": "integer"}, "answer": {"type": "string", "maxLength": 64}}}},
     "object": {"type": "object"},
