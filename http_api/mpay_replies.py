@@ -91,6 +91,9 @@ DATA: dict[tuple[str, str], Schema] = {
                                    otp_required=BOOL, expires_at=TIME),
     ("POST", "/payments/{id}/otp"): obj(otp_expires_at=TIME),
     ("POST", "/payments/{id}/confirm"): obj(state={"const": "paid"}, bucket=BUCKET),
+    # the SIM wallet on the website (SPEC 7.3)
+    ("POST", "/me/wallet/transfers"): obj(load_id=TEXT, waiting=CENTS),
+    ("POST", "/me/wallet/loads/{load_id}/cancel"): EMPTY,
     # merchant
     ("POST", "/merchant/payments"): obj(payment_id=ID, state=PAYMENT_STATE, pay_url={"type": "string", "format": "uri"},
                                         expires_at=TIME),

@@ -117,6 +117,18 @@ class MpayWorld:
             await merchants.add(conn, merchant_id, name, category, pem)
         return merchant_id
 
+    async def open_wallet(self, msisdn: str) -> str:
+        """An open SIM wallet on a bound card for the number's account, as the STK's ``wallet.open``
+        leaves it (SPEC 7.2); returns the card number."""
+        card_no = "7310" + "".join(secrets.choice("0123456789") for _ in range(12))
+        async with self.pool.acquire() as conn, conn.transaction():
+            account_id = (await accounts.live_by_msisdn(conn, msisdn))["id"]
+            await conn.execute("INSERT INTO wallet_cards (card_no, status, msisdn, account_id, bound_at)"
+                               " VALUES ($1, 'bound', $2, $3, now())", card_no, msisdn, account_id)
+            await conn.execute("INSERT INTO wallets (account_id, card_no, state) VALUES ($1, $2, 'open')",
+                               account_id, card_no)
+        return card_no
+
     async def account(self, msisdn: str) -> asyncpg.Record:
         async with self.pool.acquire() as conn:
             row = await accounts.live_by_msisdn(conn, msisdn)

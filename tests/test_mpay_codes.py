@@ -38,7 +38,7 @@ async def _customer(w: MpayWorld, api: Api, cash: int = 0) -> tuple[str, str, st
     token = await api.login(msisdn, initial["login"])
     await api.ok("POST", "/me/password/pay", {"old": initial["pay"], "new": "246810"}, token=token)
     if cash:
-        await api.ok("POST", "/counter/cash", {"msisdn": msisdn, "amount": cash},
+        await api.ok("POST", "/counter/cash", {"msisdn": msisdn, "amount": cash, "reason": "现金"},
                      token=await api.operator("counter", "HN0001"))
     return msisdn, token, "246810"
 
@@ -93,13 +93,7 @@ async def test_a_customer_reusing_a_request_id_for_another_body_gets_1005(w: Mpa
 
 async def test_closing_with_an_open_wallet_is_2011(w: MpayWorld, api: Api) -> None:
     msisdn, token, pay = await _customer(w, api)
-    card_no = "7310" + unique_digits(12)
-    async with w.pool.acquire() as conn, conn.transaction():  # what the STK's wallet.open leaves (SPEC 7.2)
-        account_id = (await w.account(msisdn))["id"]
-        await conn.execute("INSERT INTO wallet_cards (card_no, status, msisdn, account_id, bound_at)"
-                           " VALUES ($1, 'bound', $2, $3, now())", card_no, msisdn, account_id)
-        await conn.execute("INSERT INTO wallets (account_id, card_no, state) VALUES ($1, $2, 'open')", account_id,
-                           card_no)
+    await w.open_wallet(msisdn)
     before = await w.snapshot(msisdn)
     assert await api.code("POST", "/me/close", {"pay_password": pay}, token=token) == "2011"
     assert await w.sms(msisdn, "XH") == "手机支付服务菜单:回复9业务管理,回复0退出。"

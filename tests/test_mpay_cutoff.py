@@ -77,7 +77,7 @@ async def _withdrawing(w: MpayWorld, api: Api) -> tuple[str, str, str]:
     msisdn, initial = await w.opened()
     token = await api.login(msisdn, initial["login"])
     await api.ok("POST", "/me/password/pay", {"old": initial["pay"], "new": "246810"}, token=token)
-    await api.ok("POST", "/counter/cash", {"msisdn": msisdn, "amount": 10_000},
+    await api.ok("POST", "/counter/cash", {"msisdn": msisdn, "amount": 10_000, "reason": "现金"},
                  token=await api.operator("counter", "HN0001"))
     await api.ok("PUT", "/me/bank-card", dict(CARD, pay_password="246810"), token=token)
     return msisdn, token, "246810"

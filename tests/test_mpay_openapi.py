@@ -37,7 +37,7 @@ WEBSITE = {("POST", "/auth/otp"), ("POST", "/auth/open"), ("POST", "/auth/login"
            ("PUT", "/me/security"), ("POST", "/me/otp"), ("PUT", "/me/security/phone"),
            ("POST", "/me/password/pay/reset"), ("PUT", "/me/bank-card"), ("POST", "/me/withdrawals"),
            ("POST", "/me/hf"), ("POST", "/auth/logout"), ("POST", "/auth/login-reset"), ("POST", "/me/close"),
-           ("POST", "/me/real-name")}
+           ("POST", "/me/real-name"), ("POST", "/me/wallet/transfers"), ("POST", "/me/wallet/loads/{load_id}/cancel")}
 PARTNERS = {("POST", "/merchant/payments"), ("GET", "/payments/{id}"), ("POST", "/payments/{id}/otp"),
             ("POST", "/payments/{id}/confirm"), ("GET", "/merchant/payments/{order_no}"),
             ("POST", "/merchant/refunds"), ("POST", "/ops/login"), ("POST", "/ops/accounts/{login}/freeze"),
@@ -124,9 +124,12 @@ async def test_every_website_endpoint_answers_as_documented(w: MpayWorld, api: A
     rich, token, pay = await _customer(w, api)
     await w.subscriber(rich)  # real-name data already complete: bind and withdraw
     cash = await api.operator("counter", "HN0001")
-    await api.ok("POST", "/counter/cash", {"msisdn": rich, "amount": 5000}, token=cash)
+    await api.ok("POST", "/counter/cash", {"msisdn": rich, "amount": 5000, "reason": "现金"}, token=cash)
     await api.ok("PUT", "/me/bank-card", dict(CARD, pay_password=pay), token=token)
     await api.ok("POST", "/me/withdrawals", {"amount": 1000, "pay_password": pay}, token=token)
+    await w.open_wallet(rich)
+    load = await api.ok("POST", "/me/wallet/transfers", {"amount": 1000, "pay_password": pay}, token=token)
+    await api.ok("POST", f"/me/wallet/loads/{load['load_id']}/cancel", token=token)
     await api.ok("POST", "/auth/otp", {"msisdn": rich, "purpose": "login_reset"})
     await api.ok("POST", "/auth/login-reset", {"login": rich, "otp": await _last_code(w, rich)})
     plain, token, pay = await _customer(w, api, name=None)
@@ -142,7 +145,7 @@ async def test_every_merchant_ops_and_boss_endpoint_answers_as_documented(w: Mpa
                                                                            platform: Any) -> None:
     msisdn, token, pay = await _customer(w, api)
     ops = await api.operator("ops")
-    await api.ok("POST", "/counter/cash", {"msisdn": msisdn, "amount": 20_000},
+    await api.ok("POST", "/counter/cash", {"msisdn": msisdn, "amount": 20_000, "reason": "现金"},
                  token=await api.operator("counter", "HN0001"))
     merchant = await w.merchant("GENERAL")
     created = (await api.merchant_call(merchant, "POST", "/merchant/payments", {
@@ -166,7 +169,7 @@ async def test_every_merchant_ops_and_boss_endpoint_answers_as_documented(w: Mpa
     sink = (await api.ok("GET", f"/ops/sms-sink?msisdn={msisdn}", token=ops))["items"]
     boss = await api.operator("boss")
     record = {"name": "张三", "id_type": "id_card", "id_number": "430102199001011234", "province": "430000",
-              "brand": "GOTONE", "status": "normal"}
+              "brand": "GOTONE", "status": "normal", "reason": "BOSS 同步"}
     await api.ok("PUT", f"/registry/subscribers/{msisdn}", record, token=boss)
     await api.ok("GET", f"/registry/subscribers/{msisdn}", token=boss)
     await api.ok("GET", f"/sms/dlr?id={sink[0]['id']}&status=1&secret=test-sms-secret")
@@ -177,14 +180,14 @@ async def test_every_counter_10086_and_ivr_endpoint_answers_as_documented(w: Mpa
                                                                           platform: Any) -> None:
     counter, cs = await api.operator("counter", "HN0001"), await api.operator("cs")
     msisdn = await w.subscriber()
-    ident = {"msisdn": msisdn, "id_type": "id_card", "id_number": "430102199001011234"}
+    ident = {"msisdn": msisdn, "id_type": "id_card", "id_number": "430102199001011234", "reason": "客户申请"}
     await api.ok("POST", "/counter/otp", {"msisdn": msisdn, "purpose": "open"}, token=counter)
     await api.ok("POST", "/counter/accounts", dict(ident, otp=await _last_code(w, msisdn)), token=counter)
     msisdn, _ = await w.opened()  # an OTP a minute per number: close another one
     await api.ok("POST", "/counter/otp", {"msisdn": msisdn, "purpose": "close"}, token=counter)
     await api.ok("POST", "/counter/close", dict(ident, msisdn=msisdn, otp=await _last_code(w, msisdn)), token=counter)
     msisdn, _, pay = await _customer(w, api)
-    await api.ok("POST", "/counter/cash", {"msisdn": msisdn, "amount": 1000}, token=counter)
+    await api.ok("POST", "/counter/cash", {"msisdn": msisdn, "amount": 1000, "reason": "现金"}, token=counter)
     ani = {"X-ANI": msisdn}
     await api.ok("GET", "/cs/account", token=cs, headers=ani)
     await api.ok("GET", "/cs/history", token=cs, headers=ani)
