@@ -594,3 +594,18 @@ async def test_a_pending_closure_account_closes_when_its_last_money_leaves(w: Mp
         assert await conn.fetchval("SELECT status FROM mpay_accounts WHERE lower(alias) = lower($1)", alias) == "closed"
         assert await conn.fetchval("SELECT count(*) FROM mpay_outbox WHERE msisdn = $1 AND state = 'pending'"
                                    " AND text LIKE '%注销%'", msisdn) == 0  # suppressed, never sent
+
+
+async def test_a_10086_agent_closes_an_account_with_the_pay_password_and_a_reason(w: MpayWorld, api: Api) -> None:
+    msisdn, token, pay = await customer(w, api)
+    cs = await api.operator("cs")
+    ani = {"X-ANI": msisdn}
+    assert await api.code("POST", "/cs/close", {"pay_password": pay}, token=cs, headers=ani) == "1001"
+    assert await api.code("POST", "/cs/close", {"pay_password": pay, "reason": " "}, token=cs, headers=ani) == "1001"
+    assert await api.code("POST", "/cs/close", {"pay_password": pay, "reason": "客户来电销户"}, token=cs,
+                          headers=ani) == "0000"
+    assert (await w.notices(msisdn))[-1] == "您的手机支付账户已注销,感谢使用!"
+    async with w.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT reason FROM operator_actions WHERE action = 'mpay_cs_close' AND subject ="
+                                   " (SELECT alias FROM mpay_accounts WHERE former_msisdn = $1 OR msisdn = $1"
+                                   " ORDER BY id DESC LIMIT 1)", msisdn) == "客户来电销户"
