@@ -204,7 +204,7 @@ async def test_every_counter_10086_and_ivr_endpoint_answers_as_documented(w: Mpa
     await api.ok("POST", "/cs/resets/pay", {"identity": identity}, token=cs, headers={"X-ANI": msisdn})
     empty, _ = await w.opened()
     pay = await w.set_pay_password(empty, (await w.notices(empty))[-1].split("支付密码")[1].split(",")[0])
-    await api.ok("POST", "/cs/close", {"pay_password": pay}, token=cs, headers={"X-ANI": empty})
+    await api.ok("POST", "/cs/close", {"pay_password": pay, "reason": "客户来电销户"}, token=cs, headers={"X-ANI": empty})
     assert api.seen >= STAFF, STAFF - api.seen
 
 
