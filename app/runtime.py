@@ -74,7 +74,7 @@ class RunningPlatform:
         from recharge.sweeper import run_sweeper
         from server.service import DDService
 
-        rooms.connect()  # the wallet's hooks in the mobile payment room (2011, 销号)
+        rooms.connect()  # the wallet's hooks in the mobile payment room (2011, 销号, bank recharges into the wallet)
         settings = self.settings
         pool = await db.create_pool(self.dsn, settings)
         self.ctx = Platform(settings=settings, pool=pool, keys=load_keys(settings.resolved_key_file), dsn=self.dsn)
