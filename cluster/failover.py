@@ -47,6 +47,7 @@ from server.terminal_client import AsyncTerminalClient, ConnectionClosed, FlowFa
 TERMINALS = 8
 AMOUNT_CENTS = 100
 ORDERS_AHEAD = 600  # paid orders each terminal has waiting; topped up as it uses them
+ORDERS_PER_COMMIT = 50
 FUND_CENTS = 10**11  # the merchant's recharge fund: far more than any run loads
 CLIENT_TIMEOUT_S = 5.0
 FAILOVER_TIMEOUT_S = 90.0
@@ -95,7 +96,10 @@ class Terminal:
             return
         try:
             while len(self.orders) - self.next_order < ORDERS_AHEAD:
-                self.orders.append(await fixtures.paid_order(conn, self.sim.merchant_id, self.card.card_no, AMOUNT_CENTS))
+                async with conn.transaction():  # a commit per chunk, not per order: the feeder stays out of the way
+                    chunk = [await fixtures.paid_order(conn, self.sim.merchant_id, self.card.card_no, AMOUNT_CENTS)
+                             for _ in range(ORDERS_PER_COMMIT)]
+                self.orders.extend(chunk)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             return
         finally:
@@ -129,6 +133,9 @@ class Load:
 
     def acknowledged(self) -> int:
         return sum(len(t.acknowledged) for t in self.terminals)
+
+    def orders_waiting(self) -> int:
+        return sum(len(t.orders) - t.next_order for t in self.terminals)
 
     def _client(self, t: Terminal) -> AsyncTerminalClient:
         return AsyncTerminalClient(HOST, self.topo.dd_port, t.sim.code, t.sim.pki, timeout_s=CLIENT_TIMEOUT_S)
@@ -308,6 +315,8 @@ async def throughput(load: Load, topo: Topology, seconds: float) -> dict[str, fl
         for i in range(topo.nodes):
             haproxy_command(topo, f"{'enable' if i < active else 'disable'} server dd_nodes/node{i + 1}")
         await asyncio.sleep(1.0)
+        await wait_for("the feeder getting ahead", lambda: load.orders_waiting() >= TERMINALS * ORDERS_AHEAD // 2,
+                       FAILOVER_TIMEOUT_S)  # measure the nodes, not the feeder
         before = load.acknowledged()
         await asyncio.sleep(seconds)
         figures[f"{active}_nodes"] = round((load.acknowledged() - before) / seconds, 1)

@@ -156,6 +156,23 @@ def unavailable(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
 
 
+def breaks_connection(exc: BaseException) -> bool:
+    """True when ``exc`` may leave its connection unusable: the server ended the session (a FATAL or
+    PANIC error, a class 08 connection error), the socket failed or timed out, or asyncpg's protocol
+    lost its footing (``InterfaceError``: closed, or another operation still in progress). The pool
+    skips asyncpg's reset query (``_no_session_reset``), which is what used to notice such a
+    connection; so every user terminates one instead of giving it back, or the pool would hand it
+    to the next caller mid-answer. An ordinary SQL error (severity ERROR: a refusal, a constraint,
+    a statement timeout) leaves the connection ready for the next statement."""
+    if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, asyncpg.PostgresConnectionError):
+        return getattr(exc, "severity_en", None) in ("FATAL", "PANIC")
+    if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
+        return False  # an argument asyncpg could not encode: refused before anything was sent
+    return isinstance(exc, (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError, TimeoutError)) or (
+        type(exc).__name__ == "InternalClientError"
+    )
+
+
 # Not ready yet at start-up: unreachable as above, or pg_ctl failing while a killed server's
 # processes linger.
 _NOT_READY: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, subprocess.SubprocessError)
