@@ -12,7 +12,7 @@ from types import TracebackType
 import asyncpg
 
 from recharge.config import Settings
-from recharge.db import breaks_connection, unavailable
+from recharge.db import breaks_connection, discard, unavailable
 from recharge.keys import MasterKeys
 
 
@@ -100,7 +100,7 @@ class _BoundedAcquire:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             if exc is not None and breaks_connection(exc):
-                conn.terminate()  # not back into the pool: the next caller would meet it mid-answer
+                discard(conn)  # not back into the pool: the next caller would meet it mid-answer
             await self._pool.release(conn)
         if exc is not None and not isinstance(exc, Busy) and isinstance(exc, Exception) and unavailable(exc):
             raise DatabaseUnavailable(type(exc).__name__) from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import random
@@ -152,7 +153,11 @@ def unavailable(exc: BaseException) -> bool:
     """True when ``exc`` means the database is unreachable for now (not a defect, not a refusal)."""
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return True
-    # A connection already closed under the caller (asyncpg gives no subclass for it).
+    # A connection already closed under the caller (asyncpg gives no subclass for it), or one the
+    # server ended while it sat idle: its FATAL arrived, the socket's close not yet, so the next
+    # statement finds the protocol still "in" that answer ("another operation is in progress").
+    if isinstance(exc, asyncpg.InternalClientError) and "another operation" in str(exc):
+        return True
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
 
 
@@ -168,9 +173,15 @@ def breaks_connection(exc: BaseException) -> bool:
         return getattr(exc, "severity_en", None) in ("FATAL", "PANIC")
     if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
         return False  # an argument asyncpg could not encode: refused before anything was sent
-    return isinstance(exc, (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError, TimeoutError)) or (
-        type(exc).__name__ == "InternalClientError"
-    )
+    return isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.PostgresConnectionError, OSError,
+                            TimeoutError))
+
+
+def discard(conn: asyncpg.Connection) -> None:
+    """Terminate ``conn`` so nobody uses it again (``breaks_connection``). A pool proxy that asyncpg
+    already released, because its connection died, needs nothing more (and refuses every call)."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
 
 
 # Not ready yet at start-up: unreachable as above, or pg_ctl failing while a killed server's

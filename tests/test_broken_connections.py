@@ -4,8 +4,9 @@ Found by `make cluster-test`: during a primary failover a few DD17s answered 0xE
 to state 15; another operation (2) is in progress"). The server's FATAL error reached asyncpg before
 the socket closed, leaving the protocol waiting for an answer that never came; the read gate called
 the connection clean, and the pool (which skips asyncpg's reset query) gave it to the next batch.
-Here a statement still running on the connection stands in for that lost answer: the state is the
-same ("another operation is in progress").
+Most tests here leave a statement running on the connection to stand in for that lost answer (the
+state is the same: "another operation is in progress"); the last one has the server end a session
+for real (pg_terminate_backend).
 """
 
 from __future__ import annotations
@@ -112,6 +113,26 @@ async def test_a_connection_an_error_broke_inside_acquire_is_not_given_back_to_t
                 await asyncio.sleep(0.05)
                 raise fatal()
         async with platform.acquire() as conn:  # the pool's only slot: a new connection, usable
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_connection_the_server_ended_inside_acquire_is_answered_busy(settings: Settings, test_keys: Any) -> None:
+    """The server ends the session (a failover, pg_terminate_backend) while a request holds the connection:
+    asyncpg may already have released the proxy; the request is answered busy, not 0xEE/500."""
+    from recharge import db
+
+    pool = await db.create_pool(settings.database_url or "", settings.replace(pool_min_size=1, pool_max_size=2))
+    try:
+        platform = Platform(settings, pool, test_keys[0])
+        with pytest.raises(DatabaseUnavailable):
+            async with platform.acquire() as conn:
+                pid = await conn.fetchval("SELECT pg_backend_pid()")
+                async with platform.acquire() as other:
+                    await other.execute("SELECT pg_terminate_backend($1)", pid)
+                await conn.fetchval("SELECT 1")
+        async with platform.acquire() as conn:
             assert await conn.fetchval("SELECT 1") == 1
     finally:
         await pool.close()

@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 
-from recharge.db import Acquire
+from recharge.db import Acquire, discard
 
 Holder = AbstractAsyncContextManager[asyncpg.Connection]
 
@@ -87,8 +87,8 @@ class KeptConnections:
             self._spare.append((holder, conn))
             self._last_use = asyncio.get_running_loop().time()
         else:
-            if not clean and not closed(conn):
-                conn.terminate()  # its state is unknown; the pool's reset would not notice (recharge.db)
+            if not clean:
+                discard(conn)  # its state is unknown; the pool's reset would not notice (recharge.db)
             await holder.__aexit__(None, None, None)
 
     async def wait_idle(self) -> None:
