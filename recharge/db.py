@@ -177,6 +177,13 @@ def breaks_connection(exc: BaseException) -> bool:
                             TimeoutError))
 
 
+# What a background loop (the sweeper, the outbox dispatcher) logs and outlives: the database
+# failing under it, whatever form that takes; the next pass tries again.
+BACKGROUND_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError,
+)
+
+
 def discard(conn: asyncpg.Connection) -> None:
     """Terminate ``conn`` so nobody uses it again (``breaks_connection``). A pool proxy that asyncpg
     already released, because its connection died, needs nothing more (and refuses every call)."""

@@ -13,7 +13,7 @@ import logging
 
 import asyncpg
 
-from recharge import metrics
+from recharge import db, metrics
 from recharge.config import Settings
 from recharge.ledger import transfers as ledger
 from recharge.orders import lifecycle
@@ -82,6 +82,6 @@ async def run_sweeper(pool: asyncpg.Pool, settings: Settings) -> None:
                 pass
             await export_loading_gauges(pool)
             await export_signin_gauges(pool, settings.signin_probe_alert, settings.signin_probe_window_s)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except db.BACKGROUND_ERRORS as exc:
             log.warning("sweeper pass failed: %s", exc.__class__.__name__)
         await asyncio.sleep(settings.sweeper_interval_s)

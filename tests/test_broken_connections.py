@@ -136,3 +136,32 @@ async def test_a_connection_the_server_ended_inside_acquire_is_answered_busy(set
             assert await conn.fetchval("SELECT 1") == 1
     finally:
         await pool.close()
+
+
+async def test_the_sweeper_outlives_a_connection_the_server_broke(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background loops catch every form of the database failing under them (db.BACKGROUND_ERRORS):
+    an InternalClientError used to end the sweeper's task for good."""
+    from recharge import sweeper
+
+    passes: list[str] = []
+
+    async def flaky(_pool: asyncpg.Pool) -> int:
+        passes.append("pass")
+        if len(passes) == 1:
+            raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+        return 0
+
+    monkeypatch.setattr(sweeper, "sweep_once", flaky)
+    task = asyncio.create_task(sweeper.run_sweeper(pool, settings.replace(sweeper_interval_s=0.01)))
+    try:
+        for _ in range(500):
+            if len(passes) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(passes) >= 2 and not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
