@@ -455,6 +455,7 @@ async def run(topo: Topology, seconds: float) -> dict[str, object]:
     sms = SmsLoad(topo, timeline)
     print("  measuring throughput with 1..N nodes", flush=True)
     scaling = await throughput(load, topo, seconds / 2)
+    load_average = round(os.getloadavg()[0], 1)  # what else the machine was doing while it was measured
     print(f"  recharges/s: {scaling}", flush=True)
     kkt.start()
     sms.start()
@@ -463,7 +464,7 @@ async def run(topo: Topology, seconds: float) -> dict[str, object]:
     result = await check(topo, terminals, kkt)
     result["sms_answered"] = sms.answered
     result["ok"] = bool(result["ok"]) and sms.answered > 0
-    return {"throughput_recharges_per_s": scaling, "faults": fault_figures, "node_errors": node_errors(topo), **result}
+    return {"throughput_recharges_per_s": scaling, "load_average_1m": load_average, "faults": fault_figures, "node_errors": node_errors(topo), **result}
 
 
 def write_figures(results: dict[str, object]) -> None:
@@ -509,6 +510,10 @@ def figures_markdown(results: dict[str, object]) -> str:
         "| nodes in HAProxy's DD backend | acknowledged recharges/s |",
         "|---|---|",
         *(f"| {k.split('_')[0]} | {v} |" for k, v in scaling.items()),
+        "",
+        f"The machine's 1-minute load average at the end of these throughput phases was "
+        f"{results.get('load_average_1m', '?')} on its two cores: above 2, other work shared the cores and the "
+        "figures are lower than the cluster alone would give.",
         "",
         "`cluster_throughput_ratio_2_vs_1_node` is in bench/results.json. With every process on two shared cores a "
         "second node cannot add capacity — it adds a process competing for the same cores — so the ratio stays "
