@@ -47,7 +47,7 @@ from server.terminal_client import AsyncTerminalClient, ConnectionClosed, FlowFa
 TERMINALS = 8
 AMOUNT_CENTS = 100
 ORDERS_AHEAD = 600  # paid orders each terminal has waiting; topped up as it uses them
-ORDERS_PER_COMMIT = 50
+ORDERS_PER_COMMIT = 10  # paying locks the merchant's fund row: a short hold per commit
 FUND_CENTS = 10**11  # the merchant's recharge fund: far more than any run loads
 CLIENT_TIMEOUT_S = 5.0
 FAILOVER_TIMEOUT_S = 90.0
@@ -88,15 +88,15 @@ class Terminal:
     unsettled: list[str] = field(default_factory=list)
     next_order: int = 0
 
-    async def top_up(self, database_url: str) -> None:
+    async def top_up(self, database_url: str, paused: Callable[[], bool] = lambda: False) -> None:
         """Pay orders ahead of use (the database may be failing over: then it waits for the next round)."""
         try:
             conn = await asyncpg.connect(database_url, timeout=CLIENT_TIMEOUT_S)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             return
         try:
-            while len(self.orders) - self.next_order < ORDERS_AHEAD:
-                async with conn.transaction():  # a commit per chunk, not per order: the feeder stays out of the way
+            while not paused() and len(self.orders) - self.next_order < ORDERS_AHEAD:
+                async with conn.transaction():  # a commit per chunk, not per order
                     chunk = [await fixtures.paid_order(conn, self.sim.merchant_id, self.card.card_no, AMOUNT_CENTS)
                              for _ in range(ORDERS_PER_COMMIT)]
                 self.orders.extend(chunk)
@@ -105,11 +105,12 @@ class Terminal:
         finally:
             await conn.close()
 
-    async def feed(self, database_url: str, running: Callable[[], bool]) -> None:
-        """Keep paid orders ahead of the terminal while the load runs (beside it, never in its way)."""
+    async def feed(self, database_url: str, running: Callable[[], bool], paused: Callable[[], bool]) -> None:
+        """Keep paid orders ahead of the terminal while the load runs (beside it; paused while throughput
+        is measured, since paying an order locks the fund row the terminal's posts need)."""
         while running():
-            if len(self.orders) - self.next_order < ORDERS_AHEAD // 2:
-                await self.top_up(database_url)
+            if not paused() and len(self.orders) - self.next_order < ORDERS_AHEAD // 2:
+                await self.top_up(database_url, paused)
             await asyncio.sleep(0.2)
 
 
@@ -119,12 +120,14 @@ class Load:
     def __init__(self, terminals: list[Terminal], topo: Topology, timeline: Timeline) -> None:
         self.terminals, self.topo, self.timeline = terminals, topo, timeline
         self.running = False
+        self.feeding_paused = False
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         self.running = True
         self.tasks = [asyncio.create_task(self._run(t)) for t in self.terminals]
-        self.tasks += [asyncio.create_task(t.feed(self.topo.database_url(), lambda: self.running))
+        self.tasks += [asyncio.create_task(t.feed(self.topo.database_url(), lambda: self.running,
+                                                  lambda: self.feeding_paused))
                        for t in self.terminals]
 
     async def stop(self) -> None:
@@ -317,8 +320,10 @@ async def throughput(load: Load, topo: Topology, seconds: float) -> dict[str, fl
         await asyncio.sleep(1.0)
         await wait_for("the feeder getting ahead", lambda: load.orders_waiting() >= TERMINALS * ORDERS_AHEAD // 2,
                        FAILOVER_TIMEOUT_S)  # measure the nodes, not the feeder
+        load.feeding_paused = True
         before = load.acknowledged()
         await asyncio.sleep(seconds)
+        load.feeding_paused = False
         figures[f"{active}_nodes"] = round((load.acknowledged() - before) / seconds, 1)
     return figures
 
