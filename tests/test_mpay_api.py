@@ -351,6 +351,9 @@ async def test_payout_cycle_through_the_cli(w: MpayWorld, api: Api, database_url
                  token=token)
     ids = [(await api.ok("POST", "/me/withdrawals", {"amount": amount, "pay_password": pay}, token=token))[
         "withdrawal_id"] for amount in (1000, 2000)]
+    async with w.pool.acquire() as conn:  # submitted a month ago: in the latest complete batch (17:00 cut-off)
+        await conn.execute("UPDATE mpay_withdrawals SET created_at = created_at - interval '30 days'"
+                           " WHERE id = ANY($1::text[])", ids)
     export = tmp_path / "payout.csv"
     assert await _cli(database_url, "mpay", "payout", "export", str(export)) == 0
     lines = export.read_text(encoding="utf-8").splitlines()
@@ -530,6 +533,9 @@ async def test_bills_export_and_merchant_payout_through_the_cli(w: MpayWorld, ap
     assert f",{msisdn},12.34," in out.read_text(encoding="utf-8")
     assert await _cli(database_url, "mpay", "bills", "export", str(out)) == 0
     assert msisdn not in out.read_text(encoding="utf-8")  # once
+    async with w.pool.acquire() as conn:  # paid that morning, before the day's 17:00 cut-off
+        await conn.execute("UPDATE transfers SET created_at = '2026-12-02 09:00+08' WHERE id = $1",
+                           f"mpay:pay:{reply['data']['payment_id']}")
     assert await _cli(database_url, "mpay", "calendar", "set", "2026-12-02", "holiday") == 0
     assert await _cli(database_url, "mpay", "merchant", "payout", "--day", "2026-12-02") == 0  # a holiday: nothing
     async with w.pool.acquire() as conn:
