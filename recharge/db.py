@@ -158,7 +158,10 @@ def unavailable(exc: BaseException) -> bool:
     # statement finds the protocol still "in" that answer ("another operation is in progress").
     if isinstance(exc, asyncpg.InternalClientError) and "another operation" in str(exc):
         return True
-    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+    # A pool connection that died between two statements: asyncpg released its proxy to the pool.
+    return isinstance(exc, asyncpg.InterfaceError) and (
+        "connection is closed" in str(exc) or "released back to the pool" in str(exc)
+    )
 
 
 def breaks_connection(exc: BaseException) -> bool:

@@ -119,8 +119,10 @@ async def test_a_connection_an_error_broke_inside_acquire_is_not_given_back_to_t
 
 
 async def test_a_connection_the_server_ended_inside_acquire_is_answered_busy(settings: Settings, test_keys: Any) -> None:
-    """The server ends the session (a failover, pg_terminate_backend) while a request holds the connection:
-    asyncpg may already have released the proxy; the request is answered busy, not 0xEE/500."""
+    """The server ends the session (a failover, pg_terminate_backend) while a request holds the connection.
+    The next statement meets either the FATAL still pending ("another operation is in progress") or, once
+    the socket's close arrived, a proxy asyncpg released to the pool: either way the request is answered
+    busy, not 0xEE/500."""
     from recharge import db
 
     pool = await db.create_pool(settings.database_url or "", settings.replace(pool_min_size=1, pool_max_size=2))
