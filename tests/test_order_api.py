@@ -24,7 +24,7 @@ from app import fixtures
 from http_api import order_api, order_envelope
 from http_api.order_client import ClientIdentity, build_request, open_reply, seal
 from recharge.ledger import transfers as ledger
-from recharge.orders import model
+from recharge.orders import lifecycle, model
 from recharge.orders import platforms as order_platforms
 
 pytestmark = pytest.mark.usefixtures("audited")
@@ -230,6 +230,32 @@ async def test_create_auto_load_order_reserves_the_amount_and_query_lists_it(
     query.update(orderstep="03")
     none = open_reply(await post(http, "AcctQueryLNT", build_request(api.who, query)))
     assert none["chargerecordnum"] == 0 and none["acctresult"] == []
+
+
+async def test_a_request_that_meets_a_deadlock_is_run_again_whole(
+    http: aiohttp.ClientSession, conn: asyncpg.Connection, api: ApiPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt creates and pays the order, then deadlocks: everything it wrote (order, reservation,
+    nonce) is rolled back and the request runs again by the retry policy — one order, no replay refusal."""
+    real = lifecycle.create_order
+    attempts: list[str] = []
+
+    async def deadlocks_once(*args: Any, **kwargs: Any) -> Any:
+        created = await real(*args, **kwargs)
+        attempts.append(created.order.order_no)
+        if len(attempts) == 1:
+            raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        return created
+
+    monkeypatch.setattr(lifecycle, "create_order", deadlocks_once)
+    card = new_card()
+    reply = await post(http, "CreateAutoLoadOrder", create_body(api, card, 1_500, "DEADLOCK-" + card))
+    assert reply["status"] == 1, reply
+    assert len(attempts) == 2 and open_reply(reply)["order"] == attempts[1]
+    assert await model.get_order(conn, attempts[0]) is None
+    assert await ledger.get_transfer(conn, model.pay_transfer_id(attempts[0])) is None
+    rows = await conn.fetch("SELECT state FROM orders WHERE biz_serial_no = $1", "DEADLOCK-" + card)
+    assert [r["state"] for r in rows] == [model.PAID]
 
 
 async def test_query_by_orderid_and_time_sees_only_the_platforms_own_orders(
