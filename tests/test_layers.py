@@ -217,3 +217,17 @@ def test_the_size_checks_see_cython() -> None:
     )
     assert cython_functions(source) == [("_crc", 2, 6), ("__init__", 11, 2)]
     assert ROOT / "core_ext" / "_frame.pyx" in source_files()
+
+
+def test_no_import_by_string() -> None:
+    """Every import is a statement the graph above can read: no importlib, no ``__import__``."""
+    by_string = [
+        f"{name}:{node.lineno}"
+        for name, path in modules().items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if (isinstance(node, ast.Import | ast.ImportFrom)
+            and any(alias.name.split(".")[0] == "importlib" for alias in node.names)
+            or (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("importlib")))
+        or (isinstance(node, ast.Name) and node.id == "__import__")
+    ]
+    assert by_string == []
