@@ -201,17 +201,22 @@ async def test_fourth_binding_in_a_month_is_refused(w: MpayWorld, api: Api) -> N
     assert await api.code("PUT", "/me/bank-card", card, token=token) == "4006"
 
 
-async def test_bank_notices_are_verified_stored_once_and_authoritative(w: MpayWorld, api: Api, tmp_path: Any) -> None:
-    msisdn, token, _ = await customer(w, api)
+async def bank_recharge(w: MpayWorld, api: Api, token: str) -> tuple[Any, dict[str, str]]:
+    """A fresh unionpay gateway key and the customer's 50-yuan bank recharge: (key, its success notice)."""
     key = RSA.generate(2048)
     async with w.pool.acquire() as conn:
         await bank.set_gateway_key(conn, "unionpay", key.publickey().export_key().decode())
     order = await api.ok("POST", "/me/recharges/bank", {"bank": "CCB", "amount": 5000, "into": "account"},
                          token=token)
+    return key, {"order_id": order["order_id"], "amount": "5000", "result": "S", "bank_serial": "B1",
+                 "paid_at": "20260101120000"}
+
+
+async def test_bank_notices_are_verified_stored_once_and_authoritative(w: MpayWorld, api: Api, tmp_path: Any) -> None:
+    msisdn, token, _ = await customer(w, api)
+    key, form = await bank_recharge(w, api, token)
     assert await api.code("POST", "/me/recharges/bank", {"bank": "CCB", "amount": 99, "into": "account"},
                           token=token) == "4001"
-    form = {"order_id": order["order_id"], "amount": "5000", "result": "S", "bank_serial": "B1",
-            "paid_at": "20260101120000"}
 
     async def notify(fields: dict[str, str], gw: str = "unionpay", signer: Any = key) -> tuple[int, str]:
         signed = dict(fields, sign=bank.sign_form(signer.export_key(), fields))

@@ -9,13 +9,12 @@ from urllib.parse import urlencode
 
 import asyncpg
 import pytest
-from Crypto.PublicKey import RSA
 
 from http_api import mpay_gate
 from recharge.mpay import bank
 from tests import test_mpay_api as base
 from tests.mpay_world import Api, MpayWorld
-from tests.test_mpay_api import customer
+from tests.test_mpay_api import bank_recharge, customer
 
 pytestmark = pytest.mark.usefixtures("audited")
 w = base.w
@@ -48,13 +47,7 @@ async def test_a_bank_notice_that_meets_a_deadlock_is_run_again_whole(w: MpayWor
     """The first attempt stores the notice and credits 50 yuan, then deadlocks: rolled back, run again by
     the retry policy, credited once."""
     msisdn, token, _ = await customer(w, api)
-    key = RSA.generate(2048)
-    async with w.pool.acquire() as conn:
-        await bank.set_gateway_key(conn, "unionpay", key.publickey().export_key().decode())
-    order = await api.ok("POST", "/me/recharges/bank", {"bank": "CCB", "amount": 5000, "into": "account"},
-                         token=token)
-    form = {"order_id": order["order_id"], "amount": "5000", "result": "S", "bank_serial": "B1",
-            "paid_at": "20260101120000"}
+    key, form = await bank_recharge(w, api, token)
     real, attempts = bank.notice, []
 
     async def deadlocks_once(*args: Any) -> bool:
