@@ -120,6 +120,6 @@ async def run_sweeper(pool: asyncpg.Pool, settings: Settings) -> None:
                 await purge_terminal_signins(pool, settings.terminal_signin_history_days)
             await export_loading_gauges(pool)
             await export_signin_gauges(pool, settings.signin_probe_alert, settings.signin_probe_window_s)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except db.BACKGROUND_ERRORS as exc:
             log.warning("sweeper pass failed: %s", exc.__class__.__name__)
         await asyncio.sleep(settings.sweeper_interval_s)
