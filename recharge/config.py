@@ -195,6 +195,7 @@ class Settings:
     wallet_cancel_permit_s: int = 600  # how long the counter's 退订 lets the hall POS buy the wallet out (7.7)
     wallet_history_max_days: int = 366  # longest day range of the website's wallet history (longer: 4001)
     wallet_writeoff_idle_months: int = 24  # lost cards' value idle this long is written off RETIRED → FEE (7.6)
+    wallet_shadow_audit_interval_s: float = 300.0  # how often the sweeper counts negative wallet shadows (gauges)
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None

@@ -222,3 +222,19 @@ async def test_buy_out_refusals_void_duplicate_and_a_load_in_progress(desk: Wall
 async def _load_state(desk: WalletDesk, load_id: str) -> str:
     async with desk.w.pool.acquire() as conn:
         return str(await conn.fetchval("SELECT state FROM wallet_loads WHERE load_id = $1", load_id))
+
+
+async def test_the_shadow_audit_gauges_count_a_shadow_spent_below_zero_without_a_load(desk: WalletDesk) -> None:
+    from recharge import metrics
+    from recharge.sweeper import export_wallet_shadow_gauges
+
+    phone, _, acct = await desk.wallet_phone(0)
+    phone.sim.balance = 500  # value on the card the platform never loaded
+    shop = await desk.terminal(merchant="M" + unique_digits(7))
+    shop.purchase(phone.sim, 500, WHEN)
+    assert (await desk.send(shop, shop.batch()))["data"]["results"][0]["code"] == "0000", "the TAC proves it"
+    assert await desk.figure(f"W/{acct}") == (-500, 0, 0)
+    await export_wallet_shadow_gauges(desk.w.pool)
+    negative, unexplained = (metrics.WALLET_SHADOWS_NEGATIVE._value.get(),
+                             metrics.WALLET_SHADOWS_UNEXPLAINED._value.get())
+    assert negative >= unexplained >= 1
