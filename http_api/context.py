@@ -6,8 +6,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from recharge.context import Platform
+from recharge.loads.lanes import LoadLanes
 
 PLATFORM_KEY: web.AppKey[Platform] = web.AppKey("platform", Platform)
+# The process's load lanes (recharge/loads/lanes.py), shared with the DD server: the wallet's load steps.
+LANES_KEY: web.AppKey[LoadLanes] = web.AppKey("load_lanes", LoadLanes)
 
 
 def platform_of(request: web.Request) -> Platform:
