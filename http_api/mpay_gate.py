@@ -30,6 +30,7 @@ from http_api.context import PLATFORM_KEY
 from http_api.mpay_env import env_of_platform
 from recharge import metrics
 from recharge.context import Busy, Platform
+from recharge.db import RetryPolicy
 from recharge.mpay import merchants, sessions
 from recharge.mpay.codes import Refused, en, zh
 from recharge.mpay.env import Env
@@ -298,16 +299,21 @@ def endpoint(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
             return _count(ep, envelope("1001", status=400, request_id=rid), "1001")
         try:
             async with ctx.acquire() as conn:
-                call = Call(request, ctx, env, conn, {})
-                refused: Refused | None = None
-                async with conn.transaction():
-                    try:
-                        response, code = await _run(call, ep, raw, body)
-                    except Refused as exc:
-                        refused = exc
-                        response, code = envelope(exc.code, n=exc.n, request_id=rid), exc.code
-                    await _keep(call, rid if ep.request_id else None, response, code)
-                return _count(ep, response, code if refused is None else refused.code)
+
+                async def attempt() -> tuple[web.Response, str]:
+                    call = Call(request, ctx, env, conn, {})
+                    async with conn.transaction():  # a refusal commits too: its counters stay counted
+                        try:
+                            response, code = await _run(call, ep, raw, body)
+                        except Refused as exc:
+                            response, code = envelope(exc.code, n=exc.n, request_id=rid), exc.code
+                        await _keep(call, rid if ep.request_id else None, response, code)
+                    return response, code
+
+                # A deadlock or serialization failure rolled the attempt back whole: run it again by the
+                # code base's one retry policy.
+                response, code = await RetryPolicy.from_settings(ctx.settings).run(attempt)
+                return _count(ep, response, code)
         except Busy:
             return _count(ep, envelope("9001", status=503, request_id=rid, headers={"Retry-After": "1"}), "9001")
         except asyncpg.LockNotAvailableError:

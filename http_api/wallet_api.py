@@ -245,8 +245,13 @@ _POS_FIELDS: dict[str, dict[str, Any]] = {
     "returns": {"card": _DIGITS, "offline_serial": {"type": "integer"}, "amount": _CENTS},
     "wallet-opens": {"card": _DIGITS, "challenge": _HEX},
 }
+_LOAD_FIELDS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # required, optional
+    "loads": ({"card": _DIGITS}, {"amount": _CENTS}),
+    "loads/{load_id}/continue": ({}, {"replies": _HEX, "challenge": _HEX}),
+    "loads/{load_id}/recover": ({}, {}),
+}
 _STK_BODY = {"type": "object", "additionalProperties": False, "required": ["card_no", "seq", "op", "params"],
-             "properties": {"card_no": _DIGITS, "seq": _SEQ, "op": {"enum": sorted(stk.PARAMS)},
+             "properties": {"card_no": _DIGITS, "seq": _SEQ, "op": {"enum": sorted([*stk.PARAMS, *stk_loads.LOAD_OPS])},
                             "params": {"type": "object"}, "challenge": _HEX, "op_password": _DIGITS}}
 
 
@@ -273,6 +278,15 @@ def openapi_paths() -> dict[str, dict[str, Any]]:
                   "properties": {"terminal_id": _DIGITS, "pos_seq": _SEQ, **props}}
         paths[f"/pos/{route}"] = {"post": _mac_operation(f"post_pos_{route.replace('-', '_')}",
                                                          f"POS {route} (SPEC 7.4)", schema)}
+    for route, (required, optional) in _LOAD_FIELDS.items():  # the hall's loads (SPEC 7.3)
+        schema = {"type": "object", "additionalProperties": False, "required": ["terminal_id", "pos_seq", *required],
+                  "properties": {"terminal_id": _DIGITS, "pos_seq": _SEQ, **required, **optional}}
+        operation = _mac_operation(f"post_pos_{route.replace('/', '_').replace('{load_id}', 'id')}",
+                                   f"POS {route} (SPEC 7.3)", schema)
+        if "{load_id}" in route:
+            operation["parameters"].append({"name": "load_id", "in": "path", "required": True,
+                                            "schema": {"type": "string", "pattern": "^L[0-9]{1,18}$"}})
+        paths[f"/pos/{route}"] = {"post": operation}
     return paths
 
 
