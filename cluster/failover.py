@@ -481,7 +481,7 @@ def write_figures(results: dict[str, object]) -> None:
     data["cluster"] = {k: v for k, v in results.items() if k != "details"}
     if one:
         data["cluster_throughput_ratio_2_vs_1_node"] = round(scaling.get("2_nodes", 0) / one, 3)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")  # as make bench writes it
 
 
 def figures_markdown(results: dict[str, object]) -> str:

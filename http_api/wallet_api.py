@@ -23,9 +23,10 @@ from recharge import db, metrics
 from recharge.context import Busy
 from recharge.loads.lanes import LoadLanes
 from recharge.mpay import codes
+from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.wallet import books as wallet_books
-from recharge.wallet import pos, sequence, stk, stk_loads, terminals, wire
+from recharge.wallet import cancels, pos, sequence, stk, stk_loads, swaps, terminals, wire
 from recharge.wallet.crypto import WalletCrypto, body_mac, body_mac_ok
 
 
@@ -192,8 +193,26 @@ async def _wallet_open(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto,
     return pos.Answer(answer.code, {"script": answer.script, "text": answer.text})
 
 
+async def _swap(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, terminal: terminals.Terminal,
+                fields: dict[str, Any]) -> pos.Answer:
+    try:
+        return pos.Answer("0000", await swaps.hall_swap(conn, crypto, wallet_books.BOOKS, terminal, fields["record"]))
+    except Refused as refused:
+        return pos.Answer(refused.code, n=refused.n)
+
+
+async def _wallet_cancel(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, terminal: terminals.Terminal,
+                         fields: dict[str, Any]) -> pos.Answer:
+    try:
+        return pos.Answer("0000", await cancels.hall_cancel(conn, env, crypto, wallet_books.BOOKS, terminal,
+                                                            fields["record"], fields["challenge"]))
+    except Refused as refused:
+        return pos.Answer(refused.code, n=refused.n)
+
+
 POS_DOORS = {"batches": _pos_door("batches", _batch), "returns": _pos_door("returns", _return),
-             "wallet-opens": _pos_door("wallet-opens", _wallet_open),
+             "wallet-opens": _pos_door("wallet-opens", _wallet_open), "swaps": _pos_door("swaps", _swap),
+             "wallet-cancels": _pos_door("wallet-cancels", _wallet_cancel),
              "loads": _pos_door("loads", load_op=stk_loads.pos_load_op),
              "loads/{load_id}/continue": _pos_door("continue", load_op=stk_loads.pos_continue),
              "loads/{load_id}/recover": _pos_door("recover", load_op=stk_loads.pos_recover)}
@@ -244,6 +263,8 @@ _POS_FIELDS: dict[str, dict[str, Any]] = {
                 "records": {"type": "array", "maxItems": wire.MAX_BATCH_RECORDS, "items": _RECORD}},
     "returns": {"card": _DIGITS, "offline_serial": {"type": "integer"}, "amount": _CENTS},
     "wallet-opens": {"card": _DIGITS, "challenge": _HEX},
+    "swaps": {"record": _RECORD},
+    "wallet-cancels": {"record": _RECORD, "challenge": _HEX},
 }
 _LOAD_FIELDS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # required, optional
     "loads": ({"card": _DIGITS}, {"amount": _CENTS}),

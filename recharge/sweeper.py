@@ -111,9 +111,10 @@ async def run_sweeper(pool: asyncpg.Pool, settings: Settings) -> None:
     retention every ``retention_purge_interval_s``, sleep."""
     loop = asyncio.get_running_loop()
     next_purge = loop.time()
+    policy = db.RetryPolicy.from_settings(settings)
     while True:
         try:
-            while await sweep_once(pool, db.RetryPolicy.from_settings(settings)) == SWEEP_BATCH:
+            while await sweep_once(pool, policy) == SWEEP_BATCH:
                 pass
             if loop.time() >= next_purge:
                 next_purge = loop.time() + settings.retention_purge_interval_s

@@ -149,7 +149,7 @@ async def test_the_sweeper_outlives_a_connection_the_server_broke(
 
     passes: list[str] = []
 
-    async def flaky(_pool: asyncpg.Pool) -> int:
+    async def flaky(_pool: asyncpg.Pool, *_policy: object) -> int:
         passes.append("pass")
         if len(passes) == 1:
             raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
