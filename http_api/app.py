@@ -19,12 +19,13 @@ from aiohttp import web
 
 from http_api import admin, console, kkt_rest, kkt_soap, kkt_soap_doc, mpay_api, order_api, sms
 from http_api.connections import GATE_KEY, ConnectionGate, guard_requests, runner_options
-from http_api.context import PLATFORM_KEY, platform_of, route_of
+from http_api.context import KKT_LANE_KEY, PLATFORM_KEY, platform_of, route_of
 from http_api.forwarded import real_client_middleware
 from http_api.server_log import server_logger
 from recharge import metrics, observability
 from recharge.context import Busy, Platform
 from recharge.db import unavailable
+from recharge.kkt.transaction import trade_lane
 from recharge.network import parse_networks
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ def build_app(ctx: Platform) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=ctx.settings.http_max_body_bytes)
     app[PLATFORM_KEY] = ctx
     app[GATE_KEY] = ConnectionGate(ctx)
+    app[KKT_LANE_KEY] = trade_lane(ctx) if ctx.settings.kkt_group_commit else None
+    app.on_cleanup.append(_trades_done)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/readyz/node", readyz_node)
@@ -123,6 +126,13 @@ def build_app(ctx: Platform) -> web.Application:
     for module in ROUTE_MODULES:
         module.setup(app)
     return app
+
+
+async def _trades_done(app: web.Application) -> None:
+    """At cleanup (requests in flight have finished): the trade lane's batches are done, its connections back."""
+    lane = app[KKT_LANE_KEY]
+    if lane is not None:
+        await lane.wait_idle()
 
 
 class HttpService:

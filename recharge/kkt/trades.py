@@ -9,22 +9,38 @@ Order of checks (docs/PROTOCOL.md): terminal (70/60) → CARDNO (01) → REQID r
 the wrong-password counter. A query without REQID runs without a transaction (two
 statements); its password check is ``passwords.check_unlocked``, and when that cannot decide
 the query runs again in a transaction under the card's row lock.
+
+On the group-commit path (``Config.lane``, what the channels use): a trade is an item of the
+``TRADES`` group, and concurrent trades share one transaction and one commit
+(``recharge.ledger.group_commit``). ``run_trades`` runs a batch's trades one after the other in
+that transaction, exactly as they would run alone — every check, the card's row lock (held to the
+batch's commit, so a later trade of the same card in the batch sees this one and parallel password
+guesses still take effect one at a time), the ledger transfer, the journal row with its Stance,
+the REQID memory; a refusal is the item's answer (it wrote nothing but the wrong-password counter
+and the REQID memory, as alone); a trade that fails (a defect, an SQL error) fails only its caller
+and the batch runs again without it. Every answer is given after the batch's commit. A caller
+already inside a transaction (the SMS cardholder path holds the card) runs its trade there.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 
 import asyncpg
 
 from recharge import metrics
 from recharge.config import Settings
+from recharge.context import Busy, DatabaseUnavailable
+from recharge.db import unavailable
 from recharge.kkt import checks, gateway, journal, moves, passwords, reference, reversals
 from recharge.kkt.gateway import Terminal
 from recharge.kkt.messages import SHANGHAI, Config, Refused, TradeRequest, TradeResult
 from recharge.kkt.table import CARD_KIND_FAMILIES, REVERSAL, TRADE_TYPES, TradeKind, kind_of
-from recharge.kkt.transaction import Db, in_transaction, without_transaction
+from recharge.kkt.transaction import Db, in_transaction, in_transaction_already, without_transaction
+from recharge.ledger import transfers as ledger
+from recharge.ledger.group_commit import Group, ItemFailed
 
 _ITEM_RE = re.compile(r"[0-9]{3,8}")
 _UNREMEMBERED = ("01", "70", "60")  # refusals that identify the request too little to remember it
@@ -37,12 +53,136 @@ async def trade(db: Db, req: TradeRequest, cfg: Config) -> TradeResult:
         result = TradeResult("03" if req.trade_type not in TRADE_TYPES else "04")
     elif not cfg.settings.kkt_gateway_open:
         result = TradeResult("51")
+    elif cfg.lane is not None and not in_transaction_already(db):
+        result = await _on_lane(TradeItem(req, kind, cfg))
     elif kind.query and not req.req_id:
         result = await _query(db, req, kind, cfg)
     else:
         result = await in_transaction(db, lambda conn: _trade(conn, req, kind, cfg), cfg.settings)
     metrics.KKT_TRADES.labels("cTRequest", result.code).inc()
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class TradeItem:
+    """A trade handed to the group commit: the request, its kind of the table, the call's Config."""
+
+    req: TradeRequest
+    kind: TradeKind
+    cfg: Config
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """A trade past its checks: the transfer still to create (None: nothing to move, or moved
+    already), the refusal when its debit cannot pay, and its journal entry."""
+
+    entry: journal.Entry
+    asked: TradeKind  # the request's kind (a refusal's names)
+    transfer: ledger.NewTransfer | None = None
+    short: str = ""
+
+
+async def _on_lane(item: TradeItem) -> TradeResult:
+    """The trade's answer once its batch has committed; an unreachable database is ``Busy``."""
+    assert item.cfg.lane is not None
+    try:
+        return await item.cfg.lane.submit(TRADES, item)
+    except Busy:
+        raise
+    except Exception as exc:
+        if unavailable(exc):
+            raise DatabaseUnavailable(type(exc).__name__) from exc
+        raise
+
+
+def _round(items: list[TradeItem], waiting: list[int]) -> tuple[list[int], list[int]]:
+    """The trades of ``waiting`` that go in this round, and the ones left for later: one trade per
+    card (the last 8 digits, either form of its number), per terminal for the trades its daily
+    recharge limit counts, and a test-mode trade alone (its merchant's daily count)."""
+    now: list[int] = []
+    later: list[int] = []
+    cards: set[str] = set()
+    terminals: set[str] = set()
+    for k in waiting:
+        req, kind = items[k].req, items[k].kind
+        card = (req.card_no or "").strip()[-8:]
+        terminal = req.terminal_code if not kind.query and kind.kind != "consume" else None
+        if card in cards or (terminal is not None and terminal in terminals) or (req.test_mode and now):
+            later.append(k)
+        elif now and items[now[0]].req.test_mode:
+            later.append(k)
+        else:
+            now.append(k)
+        cards.add(card)
+        if terminal is not None:
+            terminals.add(terminal)
+    return now, later
+
+
+async def run_trades(conn: asyncpg.Connection, items: list[TradeItem]) -> list[TradeResult]:
+    """The ``TRADES`` group's batch function: a batch's trades in rounds of distinct cards, each
+    round's checks one trade after the other (card row locks held to the commit), then its
+    transfers in one statement and its journal rows in one statement. A query whose unlocked
+    password check cannot decide runs again in the next round under the card's row lock."""
+    results: list[TradeResult | None] = [None] * len(items)
+    under_lock: set[int] = set()
+    waiting = list(range(len(items)))
+    while waiting:
+        now, waiting = _round(items, waiting)
+        again = await _run_round(conn, items, now, under_lock, results)
+        under_lock.update(again)
+        waiting = sorted(waiting + again)
+    return [r for r in results if r is not None]
+
+
+async def _run_round(
+    conn: asyncpg.Connection, items: list[TradeItem], now: list[int], under_lock: set[int],
+    results: list[TradeResult | None],
+) -> list[int]:
+    """One round: fills ``results`` of ``now``; answers the trades to run again under the lock."""
+    planned: dict[int, _Planned] = {}
+    remember: list[int] = []
+    again: list[int] = []
+    for k in now:
+        item = items[k]
+        try:
+            outcome, kept = await _plan(conn, item.req, item.kind, item.cfg, lock=k in under_lock or not (
+                item.kind.query and not item.req.req_id))
+        except passwords.Contended:
+            again.append(k)
+            continue
+        except Exception as exc:
+            raise _failed(k, exc) from exc
+        if isinstance(outcome, _Planned):
+            planned[k] = outcome
+        else:
+            results[k] = outcome
+        if kept:
+            remember.append(k)
+    for k, result in zip(planned, await _complete(conn, list(planned.values())), strict=True):
+        if result is None:  # the journal's guard found the card changed: under the lock next round
+            again.append(k)
+            remember = [r for r in remember if r != k]
+        else:
+            results[k] = result
+    for k in remember:
+        try:
+            await journal.remember(conn, items[k].req, results[k])  # type: ignore[arg-type]
+        except Exception as exc:
+            raise _failed(k, exc) from exc
+    return again
+
+
+def _failed(index: int, exc: Exception) -> Exception:
+    """A trade's failure: only its caller hears of it (``ItemFailed``), unless it is the connection's
+    or the database's (the whole batch fails, or is retried)."""
+    if isinstance(exc, Busy | asyncpg.InterfaceError) or unavailable(exc):
+        return exc
+    return ItemFailed(index, exc)
+
+
+TRADES: Group[TradeItem, TradeResult] = Group("kkt_trades", run_trades, hot=True)
 
 
 async def _query(db: Db, req: TradeRequest, kind: TradeKind, cfg: Config) -> TradeResult:
@@ -58,21 +198,53 @@ async def _query(db: Db, req: TradeRequest, kind: TradeKind, cfg: Config) -> Tra
 async def _trade(
     conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, lock: bool = True
 ) -> TradeResult:
+    """One trade on its own (``run_trades`` is the batch's form of the same steps)."""
+    outcome, kept = await _plan(conn, req, kind, cfg, lock)
+    if isinstance(outcome, _Planned):
+        (result,) = await _complete(conn, [outcome])
+        if result is None:
+            raise passwords.Contended()
+    else:
+        result = outcome
+    if kept:
+        await journal.remember(conn, req, result)
+    return result
+
+
+async def _plan(
+    conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, lock: bool
+) -> tuple[TradeResult | _Planned, bool]:
+    """The trade's checks: its answer (a refusal, a replay) or what is left to do; and whether
+    its REQID remembers the answer."""
     card_no = ""
     try:
         terminal = await gateway.terminal(conn, req.terminal_code, req.terminal_kinds, cfg.settings)
         card_no = checks.card_no(req.card_no, terminal.merchant_code)
         replay = await journal.replay(conn, req, terminal)
         if replay is not None:
-            return replay
-        result = await _trade_checked(conn, req, kind, cfg, terminal, card_no, lock)
+            return replay, False
+        return await _trade_checked(conn, req, kind, cfg, terminal, card_no, lock), bool(req.req_id)
     except Refused as refusal:
-        result = TradeResult(refusal.code, card_no=card_no, trade_name_zh=kind.name_zh, trade_name_en=kind.name_en)
-        if refusal.code in _UNREMEMBERED:
-            return result
-    if req.req_id:
-        await journal.remember(conn, req, result)
-    return result
+        return _refusal(refusal.code, card_no, kind), bool(req.req_id) and refusal.code not in _UNREMEMBERED
+
+
+def _refusal(code: str, card_no: str, kind: TradeKind) -> TradeResult:
+    return TradeResult(code, card_no=card_no, trade_name_zh=kind.name_zh, trade_name_en=kind.name_en)
+
+
+async def _complete(conn: asyncpg.Connection, planned: list[_Planned]) -> list[TradeResult | None]:
+    """Create the planned transfers in one statement, journal the trades whose transfer was
+    created (or that move nothing) in one statement; a refusal for each whose debit could not
+    pay; None for a journal entry whose guard failed."""
+    moving = [p for p in planned if p.transfer is not None]
+    created = dict(zip((id(p) for p in moving), await moves.create(conn, [p.transfer for p in moving
+                                                                             if p.transfer is not None]),
+                       strict=True))
+    going = [p for p in planned if created.get(id(p), True)]
+    journaled = dict(zip((id(p) for p in going), await journal.finish_all(conn, [p.entry for p in going]),
+                         strict=True))
+    return [journaled[id(p)] if id(p) in journaled else _refusal(p.short, p.entry.card_no, p.asked)
+            for p in planned]
 
 
 def _fields(req: TradeRequest, kind: TradeKind, cfg: Config) -> tuple[int, str | None, str | None]:
@@ -92,16 +264,15 @@ def _fields(req: TradeRequest, kind: TradeKind, cfg: Config) -> tuple[int, str |
     return amount, item_code, stance_rev
 
 
-
 async def _trade_checked(
     conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, terminal: Terminal, card_no: str,
     lock: bool,
-) -> TradeResult:
+) -> _Planned:
     now = dt.datetime.now(dt.UTC)
     amount, item_code, stance_rev = _fields(req, kind, cfg)
     card = await checks.trade_card(conn, card_no, kind, terminal.merchant_id, lock)
     if kind is REVERSAL:
-        return await reversals.reverse(conn, req, cfg, terminal, card, stance_rev, now)
+        return _Planned(await reversals.reverse(conn, req, cfg, terminal, card, stance_rev, now), kind)
     if kind.original is None:
         checks.check_accepted(card)  # a cancel names the merchant's own trade (64), made when accepted
     checks.check_card_usable(card, now.astimezone(SHANGHAI).date())
@@ -111,18 +282,18 @@ async def _trade_checked(
         await _check_test_mode(conn, terminal, cfg, now)
     names = await _trade_names(conn, kind, terminal, item_code, cfg.settings)
     if kind.query:
-        return await journal.finish(conn, req, kind, terminal, card_no, 0, 0, item_code, names, None, None,
-                                    guard=guard)
+        return _Planned(journal.entry(req, kind, terminal, card_no, 0, 0, item_code, names, None, None,
+                                      guard=guard), kind)
     if kind.original is not None:
         original = await reversals.cancellable(conn, kind, cfg, terminal, card, stance_rev or "", amount, now)
         await _check_limits(conn, card, terminal, req, kind, original["amount_cents"], cfg, now)
         transfer_id = await reversals.undo(conn, original, card)
-        return await journal.finish(conn, req, kind, terminal, card_no, original["amount_cents"],
-                                    original["points"], item_code, names, transfer_id, original["id"])
+        return _Planned(journal.entry(req, kind, terminal, card_no, original["amount_cents"], original["points"],
+                                      item_code, names, transfer_id, original["id"]), kind)
     await _check_limits(conn, card, terminal, req, kind, amount, cfg, now)
-    points, transfer_id = await moves.move(conn, kind, terminal, card, amount, cfg.settings)
-    return await journal.finish(conn, req, kind, terminal, card_no, amount, points, item_code, names,
-                                transfer_id, None)
+    points, transfer, short = await moves.plan(conn, kind, terminal, card, amount, cfg.settings)
+    return _Planned(journal.entry(req, kind, terminal, card_no, amount, points, item_code, names,
+                                  None if transfer is None else transfer.id, None), kind, transfer, short)
 
 
 def _check_family(kind: TradeKind, card: asyncpg.Record) -> None:
