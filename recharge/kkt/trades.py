@@ -5,7 +5,7 @@ the 0400 reversal (``recharge.kkt.reversals``).
 Order of checks (docs/PROTOCOL.md): terminal (70/60) → CARDNO (01) → REQID replay → amount
 (02) → ITEMCODE (00) → STANCE_REV (06) → card (05) → who may serve it (52) → state and dates
 → card kind (20 31 32) → password (07) → test mode (68) → the original of a cancel → duplicate
-(12) → limits (09 67 58) → the ledger → journal and Stance, 11. A refusal writes nothing but
+(12) → limits (09 67 58, ``recharge.kkt.limits``) → the ledger → journal and Stance, 11. A refusal writes nothing but
 the wrong-password counter. A query without REQID runs without a transaction (two
 statements); its password check is ``passwords.check_unlocked``, and when that cannot decide
 the query runs again in a transaction under the card's row lock.
@@ -34,7 +34,7 @@ from recharge import metrics
 from recharge.config import Settings
 from recharge.context import Busy, DatabaseUnavailable
 from recharge.db import unavailable
-from recharge.kkt import checks, gateway, journal, moves, passwords, reference, reversals
+from recharge.kkt import checks, gateway, journal, limits, moves, passwords, reference, reversals
 from recharge.kkt.gateway import Terminal
 from recharge.kkt.messages import SHANGHAI, Config, Refused, TradeRequest, TradeResult
 from recharge.kkt.table import CARD_KIND_FAMILIES, REVERSAL, TRADE_TYPES, TradeKind, kind_of
@@ -144,11 +144,12 @@ async def _run_round(
     planned: dict[int, _Planned] = {}
     remember: list[int] = []
     again: list[int] = []
+    locks = {k: k in under_lock or not (items[k].kind.query and not items[k].req.req_id) for k in now}
+    ahead = await _read_ahead(conn, items, now, locks)
     for k in now:
         item = items[k]
         try:
-            outcome, kept = await _plan(conn, item.req, item.kind, item.cfg, lock=k in under_lock or not (
-                item.kind.query and not item.req.req_id))
+            outcome, kept = await _plan(conn, item.req, item.kind, item.cfg, locks[k], ahead)
         except passwords.Contended:
             again.append(k)
             continue
@@ -172,6 +173,44 @@ async def _run_round(
         except Exception as exc:
             raise _failed(k, exc) from exc
     return again
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """What a round of a batch read for its trades' checks in one statement each: the cards (each
+    taken once), and the duplicate flags and daily counts read after the cards were locked."""
+
+    now: dt.datetime
+    cards: checks.KnownCards
+    figures: limits.Figures
+
+
+async def _read_ahead(conn: asyncpg.Connection, items: list[TradeItem], now: list[int],
+                      locks: dict[int, bool]) -> _Ahead:
+    at = dt.datetime.now(dt.UTC)
+    settings = items[now[0]].cfg.settings
+    wanted: dict[bool, list[tuple[str, int, TradeKind]]] = {True: [], False: []}
+    plain: list[tuple[int, str, Terminal, int]] = []
+    for k in now:
+        item = items[k]
+        try:  # what the trade's own checks will find (cached); a refusal there reads nothing here
+            terminal = await gateway.terminal(conn, item.req.terminal_code, item.req.terminal_kinds, settings)
+            card_no = checks.card_no(item.req.card_no, terminal.merchant_code)
+            amount, _, _ = _fields(item.req, item.kind, item.cfg)
+        except Refused:
+            continue
+        wanted[locks[k]].append((card_no, terminal.merchant_id, item.kind))
+        if not item.kind.query and item.kind.original is None and item.kind is not REVERSAL:
+            plain.append((k, card_no, terminal, amount))
+    cards: checks.KnownCards = {}
+    for lock, these in wanted.items():
+        cards.update(await checks.read_trade_cards(conn, these, lock))
+    asked = []
+    for k, card_no, terminal, amount in plain:
+        row = cards.get((card_no, terminal.merchant_id, items[k].kind.kind, locks[k]))
+        if row is not None and items[k].cfg.settings is settings:
+            asked.append(limits.asked(row, terminal, items[k].req, amount, settings))
+    return _Ahead(at, cards, await limits.figures(conn, asked, at, settings))
 
 
 def _failed(index: int, exc: Exception) -> Exception:
@@ -212,7 +251,8 @@ async def _trade(
 
 
 async def _plan(
-    conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, lock: bool
+    conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, lock: bool,
+    ahead: _Ahead | None = None,
 ) -> tuple[TradeResult | _Planned, bool]:
     """The trade's checks: its answer (a refusal, a replay) or what is left to do; and whether
     its REQID remembers the answer."""
@@ -223,7 +263,7 @@ async def _plan(
         replay = await journal.replay(conn, req, terminal)
         if replay is not None:
             return replay, False
-        return await _trade_checked(conn, req, kind, cfg, terminal, card_no, lock), bool(req.req_id)
+        return await _trade_checked(conn, req, kind, cfg, terminal, card_no, lock, ahead), bool(req.req_id)
     except Refused as refusal:
         return _refusal(refusal.code, card_no, kind), bool(req.req_id) and refusal.code not in _UNREMEMBERED
 
@@ -266,11 +306,12 @@ def _fields(req: TradeRequest, kind: TradeKind, cfg: Config) -> tuple[int, str |
 
 async def _trade_checked(
     conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, terminal: Terminal, card_no: str,
-    lock: bool,
+    lock: bool, ahead: _Ahead | None,
 ) -> _Planned:
-    now = dt.datetime.now(dt.UTC)
+    now = ahead.now if ahead is not None else dt.datetime.now(dt.UTC)
     amount, item_code, stance_rev = _fields(req, kind, cfg)
-    card = await checks.trade_card(conn, card_no, kind, terminal.merchant_id, lock)
+    card = await checks.trade_card(conn, card_no, kind, terminal.merchant_id, lock,
+                                   ahead.cards if ahead is not None else None)
     if kind is REVERSAL:
         return _Planned(await reversals.reverse(conn, req, cfg, terminal, card, stance_rev, now), kind)
     if kind.original is None:
@@ -286,11 +327,11 @@ async def _trade_checked(
                                       guard=guard), kind)
     if kind.original is not None:
         original = await reversals.cancellable(conn, kind, cfg, terminal, card, stance_rev or "", amount, now)
-        await _check_limits(conn, card, terminal, req, kind, original["amount_cents"], cfg, now)
+        await limits.check(conn, card, terminal, req, kind, original["amount_cents"], cfg, now)
         transfer_id = await reversals.undo(conn, original, card)
         return _Planned(journal.entry(req, kind, terminal, card_no, original["amount_cents"], original["points"],
                                       item_code, names, transfer_id, original["id"]), kind)
-    await _check_limits(conn, card, terminal, req, kind, amount, cfg, now)
+    await limits.check(conn, card, terminal, req, kind, amount, cfg, now, ahead.figures if ahead else None)
     points, transfer, short = await moves.plan(conn, kind, terminal, card, amount, cfg.settings)
     return _Planned(journal.entry(req, kind, terminal, card_no, amount, points, item_code, names,
                                   None if transfer is None else transfer.id, None), kind, transfer, short)
@@ -342,52 +383,3 @@ async def _trade_names(
         if service:
             return service, service
     return kind.name_zh, kind.name_en
-
-
-_TODAY_COUNT_SQL = (
-    "(SELECT count(*) FROM (SELECT 1 FROM kkt_trades WHERE card_no = $1 AND created_at >= $2"
-    " AND amount_cents > 0 LIMIT $3) AS t) AS today"
-)
-
-
-async def _check_limits(
-    conn: asyncpg.Connection, card: asyncpg.Record, terminal: Terminal, req: TradeRequest, kind: TradeKind,
-    amount: int, cfg: Config, now: dt.datetime,
-) -> None:
-    s = cfg.settings
-    card_no = card["card_no"]
-    day_start = checks.day_start(now)
-    count_limit = card["daily_count_limit"] if card["daily_count_limit"] is not None else s.kkt_card_daily_count
-    # a separate statement from the card lock: its snapshot sees trades committed while we waited
-    if s.kkt_duplicate_window_s > 0 and amount > 0:
-        row = await conn.fetchrow(
-            f"SELECT EXISTS (SELECT 1 FROM kkt_trades WHERE card_no = $1 AND created_at > $4 AND terminal_code = $5"
-            f" AND trade_type = $6 AND trade_mode = $7 AND amount_cents = $8) AS duplicate, {_TODAY_COUNT_SQL}",
-            card_no, day_start, count_limit, now - dt.timedelta(seconds=s.kkt_duplicate_window_s), terminal.code,
-            req.trade_type, req.trade_mode, amount,
-        )
-    else:
-        row = await conn.fetchrow(f"SELECT false AS duplicate, {_TODAY_COUNT_SQL}", card_no, day_start, count_limit)
-    if row["duplicate"]:
-        raise Refused("12")
-    limit = card["per_txn_limit_cents"] if card["per_txn_limit_cents"] is not None else s.kkt_per_txn_limit_cents
-    if kind.family == "sv" and amount > limit:
-        raise Refused("09")
-    if row["today"] >= count_limit:
-        raise Refused("67")
-    if kind.kind == "recharge":
-        # serialise a terminal's recharges so two cannot both slip under its daily limit (the
-        # limit is read with the lock, never from the reference cache)
-        day_limit = await conn.fetchval(
-            "SELECT daily_recharge_limit_cents FROM terminals WHERE id = $1 FOR UPDATE", terminal.id
-        )
-        if day_limit is None:
-            day_limit = s.kkt_terminal_daily_recharge_cents
-        today = await conn.fetchval(
-            "SELECT coalesce(sum(amount_cents), 0) FROM kkt_trades WHERE terminal_code = $1"
-            " AND created_at >= $2 AND kind = 'recharge' AND cancelled_by IS NULL",
-            terminal.code, day_start,
-        )
-        if today + amount > day_limit:
-            raise Refused("58")
-
