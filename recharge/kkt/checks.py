@@ -61,7 +61,8 @@ _TRADE_CARDS_SQL = (
     " i.merchant_id AS for_merchant_id, i.trade_kind"
     " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])"
     " AS i(card_no, merchant_id, account_kind, ledger, trade_kind)"
-    " JOIN cards c ON c.card_no = i.card_no LEFT JOIN merchants m ON m.id = c.merchant_id ORDER BY c.card_no"
+    " JOIN cards c ON c.card_no = i.card_no LEFT JOIN merchants m ON m.id = c.merchant_id"
+    " WHERE c.card_no = ANY($1::text[]) ORDER BY c.card_no"  # an index probe per card, never a scan
 )
 CardKey = tuple[str, int, str, bool]  # card number, terminal merchant, trade kind, locked
 KnownCards = dict[CardKey, "asyncpg.Record | None"]

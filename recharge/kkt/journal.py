@@ -40,19 +40,23 @@ WITH items AS (
     SELECT i.*, row_number() OVER (PARTITION BY i.merchant_id ORDER BY i.idx) AS nth,
            count(*) OVER (PARTITION BY i.merchant_id) AS n
     FROM items i
-    WHERE i.guard IS NULL OR EXISTS (
-        SELECT FROM cards c WHERE c.card_no = i.card_no AND c.password_hash = i.guard AND c.password_failures = 0
-        AND c.locked_until IS NULL)
+    WHERE i.guard IS NULL OR coalesce((  -- a scalar subquery: an index probe per guarded entry, never a scan
+        SELECT c.password_hash = i.guard AND c.password_failures = 0 AND c.locked_until IS NULL
+        FROM cards c WHERE c.card_no = i.card_no), false)
+), counts AS (
+    SELECT merchant_id, max(n) AS n FROM kept GROUP BY merchant_id
+), locked AS MATERIALIZED (  -- the merchants' rows in id order, as every batch takes them
+    SELECT m.id FROM merchants m WHERE m.id = ANY($1::bigint[]) ORDER BY m.id FOR UPDATE
 ), serial AS (
     UPDATE merchants m SET stance_seq = (m.stance_seq - 1 + c.n) % 99999999 + 1
-    FROM (SELECT merchant_id, max(n) AS n FROM kept GROUP BY merchant_id) AS c
-    WHERE m.id = c.merchant_id
+    FROM counts c JOIN locked l ON l.id = c.merchant_id
+    WHERE m.id = c.merchant_id AND m.id = ANY($1::bigint[])
     RETURNING m.id, m.stance_seq AS last, c.n
 ), balances AS (
     SELECT card_no,
            coalesce(sum(credits_posted - debits_posted) FILTER (WHERE kind = 'card_purse'), 0)::bigint AS purse,
            coalesce(sum(credits_posted - debits_posted) FILTER (WHERE kind = 'card_points'), 0)::bigint AS points
-    FROM accounts WHERE card_no IN (SELECT card_no FROM kept) AND kind IN ('card_purse', 'card_points')
+    FROM accounts WHERE card_no = ANY($3::text[]) AND kind IN ('card_purse', 'card_points')
     GROUP BY card_no
 ), journal AS (
     INSERT INTO kkt_trades (merchant_id, stance, card_no, terminal_code, trade_type, trade_mode, kind,
@@ -64,8 +68,9 @@ WITH items AS (
     FROM kept k JOIN serial s ON s.id = k.merchant_id LEFT JOIN balances b ON b.card_no = k.card_no
     ORDER BY k.idx
     RETURNING id, card_no, stance, purse_after_cents, points_after, original_id
-), cancelled AS (
-    UPDATE kkt_trades o SET cancelled_by = j.id FROM journal j WHERE o.id = j.original_id
+), cancelled AS (  -- by the originals' ids (an index probe each), never a join over the whole journal
+    UPDATE kkt_trades o SET cancelled_by = (SELECT j.id FROM journal j WHERE j.original_id = o.id)
+    WHERE o.id = ANY($2::bigint[]) AND EXISTS (SELECT FROM journal j WHERE j.original_id = o.id)
 )
 SELECT card_no, stance, purse_after_cents, points_after FROM journal
 """

@@ -5,21 +5,24 @@ the 0400 reversal (``recharge.kkt.reversals``).
 Order of checks (docs/PROTOCOL.md): terminal (70/60) → CARDNO (01) → REQID replay → amount
 (02) → ITEMCODE (00) → STANCE_REV (06) → card (05) → who may serve it (52) → state and dates
 → card kind (20 31 32) → password (07) → test mode (68) → the original of a cancel → duplicate
-(12) → limits (09 67 58, ``recharge.kkt.limits``) → the ledger → journal and Stance, 11. A refusal writes nothing but
-the wrong-password counter. A query without REQID runs without a transaction (two
-statements); its password check is ``passwords.check_unlocked``, and when that cannot decide
-the query runs again in a transaction under the card's row lock.
+(12) → limits (09 67 58, ``recharge.kkt.limits``) → the ledger → journal and Stance, 11. A
+refusal writes nothing but the wrong-password counter (and the REQID memory). A query without
+REQID reads its card without the row lock; its password check is ``passwords.check_unlocked``,
+and when that cannot decide the query runs again under the card's row lock.
 
-On the group-commit path (``Config.lane``, what the channels use): a trade is an item of the
+On the group-commit path (``Config.lane``, what the channels use) a trade is an item of the
 ``TRADES`` group, and concurrent trades share one transaction and one commit
-(``recharge.ledger.group_commit``). ``run_trades`` runs a batch's trades one after the other in
-that transaction, exactly as they would run alone — every check, the card's row lock (held to the
-batch's commit, so a later trade of the same card in the batch sees this one and parallel password
-guesses still take effect one at a time), the ledger transfer, the journal row with its Stance,
-the REQID memory; a refusal is the item's answer (it wrote nothing but the wrong-password counter
-and the REQID memory, as alone); a trade that fails (a defect, an SQL error) fails only its caller
-and the batch runs again without it. Every answer is given after the batch's commit. A caller
-already inside a transaction (the SMS cardholder path holds the card) runs its trade there.
+(``recharge.ledger.group_commit``); every answer is given after that commit. ``run_trades`` runs a
+batch in rounds of distinct cards (``_round``: a card's second trade, a terminal's second recharge,
+a test-mode trade wait for a later round, which sees what the earlier ones did). A round reads its
+cards in one statement (locked, in card-number order) and its duplicate flags and daily counts in
+one statement after those locks (``_read_ahead``), checks each trade on its own exactly as alone
+(``_plan``: the password under the card's row lock, held to the batch's commit, so parallel
+guesses still take effect one at a time), then creates the round's transfers in one statement and
+journals its trades in one statement (``_complete``). A refusal is the item's answer; a trade that
+fails (a defect, an SQL error) fails only its caller, and the batch runs again without it. A
+caller already inside a transaction (the SMS cardholder path holds the card) runs its trade
+there, alone, through the same ``_plan`` and ``_complete``.
 """
 
 from __future__ import annotations
