@@ -165,9 +165,10 @@ def cmd_calendar_set(settings: Settings, a: argparse.Namespace) -> int:
 
 def cmd_operator_add(settings: Settings, a: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection, env: Env) -> int:
-        password = await sessions.add_operator(conn, env, a.id, a.role, a.hall)
+        password = await sessions.add_operator(conn, env, a.id, a.role, a.hall, actor=a.actor)
         await _record(conn, a.actor, "mpay_operator_add", a.id, {"role": a.role, "hall": a.hall})
-        print(f"operator {a.id} ({a.role}{' ' + a.hall if a.hall else ''}); initial password: {password}")
+        print(f"operator {a.id} ({a.role}{' ' + a.hall if a.hall else ''}); initial password: {password}"
+              " (the same name and password sign in to the console, which has it changed first)")
         return 0
 
     return _run(settings, work)

@@ -67,6 +67,7 @@ class RunningPlatform:
         from recharge import db
         from recharge.context import Platform
         from recharge.keys import load_keys
+        from recharge.loads.lanes import LoadLanes
         from recharge.mpay import closure, dispatcher
         from recharge.observability import run_monitors
         from recharge.sweeper import run_sweeper
@@ -79,8 +80,9 @@ class RunningPlatform:
         pool = await db.create_pool(self.dsn, settings)
         self.ctx = Platform(settings=settings, pool=pool, keys=load_keys(settings.resolved_key_file), dsn=self.dsn)
         _warn_if_descriptors_bind(settings, self.ctx.connections.limit)
-        self.http = HttpService(self.ctx)
-        self.dd = DDService(self.ctx)
+        lanes = LoadLanes.create(self.ctx)  # one load engine's lanes: DD recharges and wallet loads share them
+        self.http = HttpService(self.ctx, lanes)
+        self.dd = DDService(self.ctx, lanes)
         self.http_port = await self.http.start()
         self.dd_port = await self.dd.start()
         self.ctx.background.add(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -13,8 +14,10 @@ import asyncpg
 
 from app.commands import add_common, run_with_db
 from recharge.config import Settings
+from recharge.keys import load_keys
 from recharge.kkt.cards import record_action
-from recharge.wallet import cards, shadows, terminals
+from recharge.mpay.keyring import MpayKeys
+from recharge.wallet import cards, loads, shadows, terminals
 
 _FAILED = (terminals.Result.INVALID, terminals.Result.EXISTS_WITH_DIFFERENT_FIELDS)
 
@@ -87,6 +90,23 @@ def cmd_shadows(settings: Settings, a: argparse.Namespace) -> int:
     return run_with_db(settings, work)
 
 
+def cmd_load_resolve(settings: Settings, a: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        keys = MpayKeys.of(load_keys(settings.resolved_key_file))
+        async with conn.transaction():
+            answer = await loads.resolve(conn, keys, a.load_id, a.outcome == "posted")
+            if isinstance(answer, loads.Load):
+                await record_action(conn, a.actor, "wallet.load_resolve", a.load_id, a.reason, outcome=a.outcome)
+        if isinstance(answer, loads.LoadRefused):
+            print(f"load {a.load_id}: not loading ({answer.load.state if answer.load else 'unknown'})",
+                  file=sys.stderr)
+            return 1
+        print(f"load {a.load_id}: {answer.state}")
+        return 0
+
+    return run_with_db(settings, work)
+
+
 def register(sub: Any) -> None:
     wallet = sub.add_parser("wallet", help="SIM wallet reference data (POS terminals, commission rates, stock SIMs)")
     ws = wallet.add_subparsers(dest="wallet_command", required=True, metavar="WALLET_COMMAND")
@@ -120,3 +140,11 @@ def register(sub: Any) -> None:
 
     p = add("shadows", "list wallet shadows below zero (exit 1 if one has no unresolved load: SPEC 7.4)",
             cmd_shadows)
+
+    p = add("load-resolve", "settle a SIM wallet load left loading, from the card's log (customer service)",
+            cmd_load_resolve)
+    p.add_argument("load_id", help="L and digits")
+    p.add_argument("--outcome", required=True, choices=("posted", "waiting"),
+                   help="posted: the card was credited; waiting: it was not (the load may be driven again)")
+    p.add_argument("--reason", required=True, help="why (recorded in operator_actions)")
+

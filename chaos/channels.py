@@ -60,6 +60,11 @@ class Http:
             conn.close()
 
 
+def gate_busy(status: int, body: bytes) -> bool:
+    """The HTTP listener's own 503 (empty body): every connection of the worker had a request in progress."""
+    return status == 503 and not body
+
+
 def timed(call: Any) -> Outcome:
     """Run ``call()`` (an Outcome); a connection failure or timeout is ``lost``; time it."""
     started = time.monotonic()
@@ -91,6 +96,8 @@ def kkt_rest(api: Http, params: dict[str, str]) -> Outcome:
 
     def call() -> Outcome:
         status, _, body = api.request("GET", "/s/get?" + urllib.parse.urlencode({"method": "cTRequest", **params}))
+        if gate_busy(status, body):
+            return Outcome(BUSY, "503")
         try:
             records = _records(body)
         except ParseError:
@@ -130,6 +137,8 @@ def kkt_soap(api: Http, args: dict[str, str]) -> Outcome:
     def call() -> Outcome:
         status, _, body = api.request("POST", "/s/sp.php", soap_envelope("soapCardTrade", args),
                                       {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "soapCardTrade"})
+        if gate_busy(status, body):
+            return Outcome(BUSY, "503")
         try:
             root = fromstring(body)
         except ParseError:
@@ -155,6 +164,8 @@ def sms_command(api: Http, secret: str, sender: str, text: str, message_id: str,
         query = urllib.parse.urlencode({"from": sender, "to": to, "text": text, "id": message_id})
         status, _, body = api.request("GET", "/sms/inbound?" + query, headers={"X-SMS-Secret": secret})
         reply = body.decode("utf-8", errors="replace")
+        if gate_busy(status, body):
+            return Outcome(BUSY, "503")
         if status != 200:
             return Outcome(FAILED, f"http {status}", {"reply": reply})
         if reply == sms.BUSY:
@@ -175,6 +186,8 @@ def order_api(api: Http, endpoint: str, body: dict[str, Any]) -> Outcome:
     def call() -> Outcome:
         status, _, raw = api.request("POST", f"/{endpoint}", json.dumps(body, ensure_ascii=False).encode(),
                                      {"Content-Type": "application/json"})
+        if gate_busy(status, raw):
+            return Outcome(BUSY, "503")
         try:
             reply = json.loads(raw)
         except ValueError:

@@ -7,6 +7,8 @@
 - nothing is duplicated: every trade of a chaos terminal was applied under exactly one request
   id (trades == remembered first answers), no order is credited twice, each biz_serial_no
   names one order;
+- mobile payment: every acknowledged card recharge and bill payment (JSON API or STK) has its stored
+  reply; the cards redeemed and bills paid of each account are exactly the acknowledged ones;
 - the bank: ``rechargectl audit`` passes (every account equals its transfers, each ledger sums
   to zero); each virtual card's chip equals its ledger balance; each card-service card's ledger
   balance equals the sum of what its client was acknowledged; no order left *loading*.
@@ -121,6 +123,45 @@ async def order_checks(conn: asyncpg.Connection, j: Journals) -> list[Check]:
             if len(found := by_serial.get(a["serial"], [])) != 1 or found[0]["order_no"] != a["order"]
             or found[0]["amount_cents"] != a["amount"]]
     return [_check("order api: every acknowledged order exists once, as acknowledged", lost, len(acks))]
+
+
+async def mpay_checks(conn: asyncpg.Connection, j: Journals, account_ids: list[int]) -> list[Check]:
+    """Mobile payment (JSON API and STK): every acknowledged operation's reply is stored under its key (its
+    effects committed with it); each account's redeemed cards and bill payments are exactly its acknowledged
+    ones; its ledger balance (cash + card bucket, nothing pending) equals what it was acknowledged."""
+    acks = j.of("mpay")
+    stored = {(r["principal"], r["request_id"]) for r in await conn.fetch(
+        "SELECT principal, request_id FROM mpay_request_replies WHERE principal = ANY($1)"
+        " AND convert_from(reply, 'UTF8')::jsonb->>'code' = '0000'", [f"acct:{a}" for a in account_ids])}
+    stored |= {(r["sender"], str(r["seq"])) for r in await conn.fetch(
+        "SELECT sender, seq FROM wallet_seq_replies WHERE sender LIKE 'stk:%'"
+        " AND convert_from(reply, 'UTF8')::jsonb->>'code' = '0000'")}
+    lost = [f"{a['via']} {a['kind']} {a.get('request_id') or a.get('seq')}" for a in acks
+            if (a.get("principal") or a.get("sender"), str(a.get("request_id") or a.get("seq"))) not in stored]
+    off, twice = [], []
+    for account_id in account_ids:
+        mine = [a for a in acks if a["account"] == account_id]
+        cards = {r["serial"]: r["face_cents"] for r in await conn.fetch(
+            "SELECT serial, face_cents FROM mpay_prepaid_cards WHERE used_by = $1", account_id)}
+        acked_cards = {a["serial"]: a["amount"] for a in mine if a["kind"] == "card_recharge"}
+        bills = sorted(r["amount"] for r in await conn.fetch(
+            "SELECT amount FROM mpay_bill_payments WHERE account_id = $1", account_id))
+        acked_bills = sorted(a["amount"] for a in mine if a["kind"] == "hf")
+        if cards != acked_cards or bills != acked_bills:
+            twice.append(f"account {account_id}: {len(cards)} cards redeemed, {len(acked_cards)} acknowledged;"
+                         f" {len(bills)} bills paid ({sum(bills)}), {len(acked_bills)} acknowledged ({sum(acked_bills)})")
+        row = await conn.fetchrow(
+            "SELECT sum(a.credits_posted - a.debits_posted) AS posted, sum(a.debits_pending) AS pending"
+            " FROM mpay_accounts m JOIN accounts a ON a.id IN (m.cash_account, m.card_account) WHERE m.id = $1",
+            account_id)
+        expected = sum(acked_cards.values()) - sum(acked_bills)
+        if (row["posted"], row["pending"]) != (expected, 0):
+            off.append(f"account {account_id}: ledger {row['posted']} (pending {row['pending']}), acknowledged {expected}")
+    return [
+        _check("mpay: no acknowledged operation lost (its reply stored with its effects)", lost, len(acks)),
+        _check("mpay: cards redeemed and bills paid are exactly the acknowledged ones", twice, len(account_ids)),
+        _check("mpay: each account's ledger balance equals its acknowledged operations", off, len(account_ids)),
+    ]
 
 
 def definite_answers(j: Journals) -> Check:

@@ -1,4 +1,4 @@
-"""``python -m chaos.client KIND …``: one chaos client process (dd, kkt, sms, order, slow).
+"""``python -m chaos.client KIND …``: one chaos client process (dd, kkt, sms, order, mpay, slow).
 
 Started by ``chaos.run``; reads world.json, journals to its own file, runs until ``--until``
 (a wall-clock time), then recovers what it left unknown until ``--recover-until`` and exits.
@@ -13,11 +13,12 @@ from pathlib import Path
 
 from chaos.dd_client import DDClient
 from chaos.journal import Journal
+from chaos.mpay_client import MpayClient
 from chaos.slow_client import SlowClient
 from chaos.trade_clients import OrderClient, TradeClient
 from chaos.world import World
 
-KINDS = ("dd", "kkt", "sms", "order", "slow")
+KINDS = ("dd", "kkt", "sms", "order", "mpay", "slow")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,13 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     world = World.load(a.world)
     journal = Journal(a.journal, f"{a.kind}{a.index}")
     rng = random.Random(a.seed)
-    client: DDClient | TradeClient | OrderClient | SlowClient
+    client: DDClient | TradeClient | OrderClient | MpayClient | SlowClient
     if a.kind == "dd":
         client = DDClient(world, a.index, journal, rng, a.pace)
     elif a.kind in ("kkt", "sms"):
         client = TradeClient(world, a.index, journal, rng, a.pace, sms=a.kind == "sms")
     elif a.kind == "order":
         client = OrderClient(world, a.index, journal, rng, a.pace)
+    elif a.kind == "mpay":
+        client = MpayClient(world, a.index, journal, rng, a.pace)
     else:
         client = SlowClient(world, a.index, journal, rng)
     try:

@@ -38,7 +38,6 @@ from server.stages import (
 )
 
 CARDS = 3
-TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -71,7 +70,7 @@ class DDClient:
 
     def client(self) -> tc.TerminalClient:
         host, port = self.world.dd_target(via_proxy=self.via_proxy)
-        return tc.TerminalClient(host, port, self.terminal.code, self.terminal.pki, timeout_s=TIMEOUT_S,
+        return tc.TerminalClient(host, port, self.terminal.code, self.terminal.pki, timeout_s=self.world.timeout_s,
                                  timings=self._observe)
 
     def _observe(self, request: bytes, answer: Frame | None, seconds: float, error: BaseException | None) -> None:
@@ -91,7 +90,7 @@ class DDClient:
             raise
 
     def run(self, until: float, recover_until: float) -> None:
-        while time.time() < until:
+        while self.journal.traffic(until, recover_until):
             self.via_proxy = self.rng.random() < 0.5
             self.step()
             time.sleep(self.rng.uniform(0, self.pace_s))

@@ -21,7 +21,7 @@ from core_ext import Frame, FrameDecoder, FrameError, frame_encode
 
 REQUESTS = (0x01, 0x03, 0x05, 0x07, 0x11, 0x13, 0x15, 0x17, 0x19, 0x21, 0x73)
 NOT_REQUESTS = (0x00, 0x02, 0x08, 0x12, 0x1A, 0x20, 0x22, 0x74, 0x99, 0xFF)
-ANSWER_WAIT_S = 5.0  # a legal frame's answer must come within this
+ANSWER_WAIT_S = 5.0  # a legal frame's answer must come within this (× the run's slack)
 QUIET_S = 0.3  # anything else: the connection is dropped after this much silence
 
 
@@ -80,7 +80,7 @@ CASES: tuple[tuple[str, Callable[[random.Random], tuple[bytes, int]], bool], ...
 )
 
 
-async def _one(host: str, port: int, rng: random.Random, result: FuzzResult) -> None:
+async def _one(host: str, port: int, rng: random.Random, result: FuzzResult, wait_s: float) -> None:
     name, make, legal = rng.choice(CASES)
     data, count = make(rng)
     pieces = 1 if rng.random() < 0.7 else (len(data) if rng.random() < 0.3 else rng.randrange(2, 6))
@@ -98,7 +98,7 @@ async def _one(host: str, port: int, rng: random.Random, result: FuzzResult) -> 
             await writer.drain()
         if legal:
             result.legal += 1
-            if not await _answered(reader):
+            if not await _answered(reader, wait_s):
                 result.unanswered_legal.append(f"{name}:{data.hex()}")
         else:
             try:
@@ -111,9 +111,9 @@ async def _one(host: str, port: int, rng: random.Random, result: FuzzResult) -> 
         writer.transport.abort()
 
 
-async def _answered(reader: asyncio.StreamReader) -> bool:
+async def _answered(reader: asyncio.StreamReader, wait_s: float) -> bool:
     decoder = FrameDecoder(False)
-    deadline = time.monotonic() + ANSWER_WAIT_S
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
             chunk = await asyncio.wait_for(reader.read(4096), deadline - time.monotonic())
@@ -129,7 +129,8 @@ async def _answered(reader: asyncio.StreamReader) -> bool:
     return False
 
 
-async def fuzz(host: str, port: int, frames: int, seed: int, concurrency: int = 64) -> FuzzResult:
+async def fuzz(host: str, port: int, frames: int, seed: int, concurrency: int = 64,
+               answer_wait_s: float = ANSWER_WAIT_S) -> FuzzResult:
     """Send at least ``frames`` frames over as many connections as it takes, ``concurrency`` at once."""
     rng = random.Random(f"{seed}:fuzz")
     result = FuzzResult()
@@ -138,7 +139,7 @@ async def fuzz(host: str, port: int, frames: int, seed: int, concurrency: int = 
     async def worker(n: int) -> None:
         mine = random.Random(f"{seed}:fuzz:{n}:{rng.random()}")
         while result.frames < frames:
-            await _one(host, port, mine, result)
+            await _one(host, port, mine, result, answer_wait_s)
 
     await asyncio.gather(*(worker(n) for n in range(concurrency)))
     result.seconds = time.monotonic() - started

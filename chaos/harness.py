@@ -24,7 +24,7 @@ import asyncpg
 
 from app import fixtures
 from app.demo import DEMO_LICENSE_KEY, DEMO_TERMINAL
-from chaos import channels, faults
+from chaos import channels, faults, mpay_client
 from chaos.channels import BUSY, LOST, OK, Outcome
 from chaos.server import ROOT, Served
 from chaos.trade_clients import card_reqinfo
@@ -34,14 +34,16 @@ from recharge import db
 from recharge.keys import load_keys
 from recharge.kkt.cards import DEMO_CARDS, DEMO_PASSWORD
 
+HTTP_LIMIT = 48
 PLATFORM_ENV = {
     "RECHARGE_SMS_SHARED_SECRET": SMS_SECRET,
     "RECHARGE_DD_IDLE_TIMEOUT_S": "5",  # slow clients' idle connections come and go within a run
     "RECHARGE_POOL_ACQUIRE_TIMEOUT_S": "2",
     "RECHARGE_KKT_CARD_DAILY_COUNT": "1000000000",  # the run does more trades per card than a day allows
     "RECHARGE_KKT_TERMINAL_DAILY_RECHARGE_CENTS": "1000000000000000",
+    "RECHARGE_HTTP_MAX_CONNECTIONS": str(HTTP_LIMIT),  # per worker: the slow client's idle ones reach it
 }
-PROBE_DEADLINE_S = 10.0
+DEADLINE_S = 10.0  # a terminal's, a client's and a probe's deadline for one answer (× slack)
 
 
 @dataclass
@@ -55,11 +57,13 @@ class Config:
     kkt_clients: int = 2
     sms_clients: int = 1
     order_clients: int = 1
+    mpay_clients: int = 1
     slow_clients: int = 1
     workers: int = 1
     proxy_rate: float = 0.3
     pace_s: float = 0.05
-    recover_s: float = 90.0
+    slack: float = 1.0  # every deadline × this (a loaded machine); 1: the platform's promises as written
+    recover_s: float = 300.0  # clients settle what they left unknown (a schedule running late included)
     data_dir: Path = ROOT / "var" / "chaos"
 
 
@@ -99,6 +103,10 @@ class Harness:
         asyncio.run(_execute(self.external_url, f'CREATE DATABASE "{self.database_name}"'))
         return db.with_database(self.external_url, self.database_name)
 
+    @property
+    def deadline_s(self) -> float:
+        return DEADLINE_S * self.cfg.slack
+
     # --- set-up
 
     def start(self) -> World:
@@ -106,11 +114,12 @@ class Harness:
         self.served.demo = False  # restarts run serve as production does: the data is there already
         if self.served.database_url is None:
             self.embedded = db.EmbeddedPostgres(self.served.data_dir / "pgdata")  # a handle of our own
-        world = World(database_url=self.served.database_url or (self.embedded.uri if self.embedded else ""),
+        world = World(timeout_s=self.deadline_s, http_limit=HTTP_LIMIT * self.cfg.workers, database_url=self.served.database_url or (self.embedded.uri if self.embedded else ""),
                       keys_file=str(self.served.data_dir / "keys.json"), dd_port=self.served.dd_port,
                       http_port=self.served.http_port, proxy_dd_port=free_port(), proxy_http_port=free_port())
         provision(world, self.served.data_dir, dd_clients=self.cfg.dd_clients, kkt_clients=self.cfg.kkt_clients,
-                  sms_clients=self.cfg.sms_clients, order_clients=self.cfg.order_clients)
+                  sms_clients=self.cfg.sms_clients, order_clients=self.cfg.order_clients,
+                  mpay_clients=self.cfg.mpay_clients, pins_each=int(self.cfg.duration_s * 1.5) + 50)
         world.save(self.dir / "world.json")
         self.world = world
         keys = load_keys(Path(world.keys_file))
@@ -133,6 +142,7 @@ class Harness:
         c = self.cfg
         kinds = ([("dd", i) for i in range(c.dd_clients)] + [("kkt", i) for i in range(c.kkt_clients)]
                  + [("sms", i) for i in range(c.sms_clients)] + [("order", i) for i in range(c.order_clients)]
+                 + [("mpay", i) for i in range(c.mpay_clients)]
                  + [("slow", i) for i in range(c.slow_clients)])
         for n, (kind, index) in enumerate(kinds):
             self.clients.append(subprocess.Popen(
@@ -189,23 +199,25 @@ class Harness:
         return {"kind": kind, "down_s": round(back - stopped, 3), "db_start_s": round(back - starting, 3),
                 "recovery_s": round(recovered - back, 3),
                 "while_down": {name: [o.status, round(o.seconds, 3)] for name, o in during.items()},
-                "busy_while_down": all(o.status == BUSY and o.seconds < PROBE_DEADLINE_S for o in during.values())}
+                **_verdict_while_down(kind, during, self.deadline_s)}
 
     # --- probes: one definite answer per channel
 
     def probe_all(self) -> dict[str, Outcome]:
         w = self.world
-        api = w.http(via_proxy=False, timeout_s=PROBE_DEADLINE_S)
+        api = w.http(via_proxy=False)
         query = {"LICENSEKEY": DEMO_LICENSE_KEY, "TRADETYPE": "0011", "TRADEMODE": "0",
                  "CARDNO": DEMO_CARDS[1], "CARDPWD": DEMO_PASSWORD, "POSCODE": DEMO_TERMINAL}
         return {
-            "dd": _dd_probe(w),
+            "dd": _dd_probe(w, self.deadline_s),
             "kkt_rest": channels.kkt_rest(api, query),
             "kkt_soap": channels.kkt_soap(api, query),
             "sms": channels.sms_command(api, w.sms_secret, w.sms_operators[0], f"YECX*{w.sms_cards[0][0]}",
                                         secrets.token_hex(6)) if w.sms_operators else Outcome(OK),
             "order": channels.create_order(api, self.who, self.probe_card.card_no, 1, "probe-" + secrets.token_hex(6),
                                            card_reqinfo(self.probe_card)),
+            "mpay": _mpay_probe(api),
+            "readyz": _readyz_probe(api),
         }
 
     def until_every_channel_answers(self, limit_s: float = 120.0) -> float:
@@ -245,13 +257,40 @@ class Harness:
             asyncio.run(_execute(self.external_url, f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)'))
 
 
-def _dd_probe(w: World) -> Outcome:
+def _verdict_while_down(kind: str, during: dict[str, Outcome], deadline_s: float) -> dict[str, bool]:
+    """The database stopped: every channel busy (``/readyz`` 503) well within its deadline. Its connections
+    cut on a shared server it does not own (``db_connections_cut``): the pool reconnects at once, so every
+    channel must answer definitely (or busy) within its deadline, never fail or hang."""
+    quick = all(o.seconds < deadline_s for o in during.values())
+    if kind == faults.DB_RESTART:
+        return {"busy_while_down": quick and all(o.status == BUSY for o in during.values())}
+    return {"answered_while_cut": quick and all(o.status in (OK, BUSY, channels.REFUSED) for o in during.values())}
+
+
+def _mpay_probe(api: channels.Http) -> Outcome:
+    """``/mpay/v1/me/balance`` with a token nobody holds: a definite ``1003`` once the database answers."""
+    outcome = mpay_client.json_call(api, "GET", "/me/balance", None, token="chaos-probe-" + secrets.token_hex(8))
+    if outcome.status == mpay_client.RELOGIN:
+        outcome.status = OK
+    return outcome
+
+
+def _readyz_probe(api: channels.Http) -> Outcome:
+    """``/readyz``: 200 ok, 503 busy (the database is not there)."""
+    def call() -> Outcome:
+        status = api.request("GET", "/readyz")[0]
+        return Outcome({200: OK, 503: BUSY}.get(status, channels.FAILED), str(status))
+
+    return channels.timed(call)
+
+
+def _dd_probe(w: World, deadline_s: float) -> Outcome:
     """DD01 of a terminal nobody registered: a definite ``0xA1`` once the database answers."""
     from server.terminal_client import TerminalClient
 
     def call() -> Outcome:
         host, port = w.dd_target(via_proxy=False)
-        with TerminalClient(host, port, "99999999", "99999999", timeout_s=PROBE_DEADLINE_S) as client:
+        with TerminalClient(host, port, "99999999", "99999999", timeout_s=deadline_s) as client:
             result = client.dd01().result
         return Outcome(channels.dd_result_status(result), f"{result:02X}")
 

@@ -23,6 +23,7 @@ class Journal:
     def __init__(self, path: Path, client: str) -> None:
         self.path = path
         self.client = client
+        self.acks = 0
         self._fh = path.open("a", encoding="utf-8")
 
     def _write(self, record: dict[str, Any], *, durable: bool = False) -> None:
@@ -39,11 +40,19 @@ class Journal:
 
     def ack(self, channel: str, **fields: Any) -> None:
         """An operation the platform acknowledged; durable before the client goes on."""
+        self.acks += 1
         self._write({"type": "ack", "ch": channel, "client": self.client, "t": round(time.time(), 3), **fields},
                     durable=True)
 
     def note(self, kind: str, **fields: Any) -> None:
         self._write({"type": kind, "client": self.client, "t": round(time.time(), 3), **fields}, durable=True)
+
+    def traffic(self, until: float, recover_until: float) -> bool:
+        """Whether a client starts another operation: until ``until``; past it, while it has had nothing
+        acknowledged yet (a loaded machine and the faults left it no turn), for half the recovery time —
+        the faults are over by then, so a channel that still acknowledges nothing is broken."""
+        now = time.time()
+        return now < until or (self.acks == 0 and now < until + (recover_until - until) / 2)
 
     def close(self) -> None:
         self._fh.close()

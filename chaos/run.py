@@ -24,7 +24,7 @@ import asyncpg
 import psutil
 
 from chaos import checks, faults, report
-from chaos.fuzz import fuzz
+from chaos.fuzz import ANSWER_WAIT_S, fuzz
 from chaos.harness import Config, Harness
 from chaos.journal import read
 from chaos.server import RECHARGECTL, ROOT
@@ -46,8 +46,11 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--kkt-clients", type=int, default=2)
     p.add_argument("--sms-clients", type=int, default=1)
     p.add_argument("--order-clients", type=int, default=1)
+    p.add_argument("--mpay-clients", type=int, default=1, help="mobile payment accounts (JSON API and STK)")
     p.add_argument("--slow-clients", type=int, default=1)
     p.add_argument("--proxy-rate", type=float, default=0.3, help="share of proxied connections with a fault")
+    p.add_argument("--slack", type=float, default=1.0,
+                   help="multiply every deadline (answers, recovery, fuzz answers) on a loaded machine; 1: as promised")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--report", type=Path, help="write the figures into this markdown file (docs/RELIABILITY.md)")
     p.add_argument("--keep", action="store_true", help="keep the run's data folder even when every check passed")
@@ -55,8 +58,8 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(2**31)
     return Config(seed=seed, duration_s=a.duration, kills=a.kills, db_restarts=a.db_restarts, frames=a.frames,
                   dd_clients=a.dd_clients, kkt_clients=a.kkt_clients, sms_clients=a.sms_clients,
-                  order_clients=a.order_clients, slow_clients=a.slow_clients, workers=a.workers,
-                  proxy_rate=a.proxy_rate), a
+                  order_clients=a.order_clients, mpay_clients=a.mpay_clients, slow_clients=a.slow_clients, workers=a.workers,
+                  proxy_rate=a.proxy_rate, slack=max(1.0, a.slack)), a
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,25 +99,42 @@ def run(harness: Harness, events: list[faults.Event]) -> dict[str, Any]:
     time.sleep(max(0.0, started + cfg.duration_s - time.time()))
     client_exits = harness.wait_clients()
     proxy = harness.proxy_stats()
-    fuzzed = fuzz_phase(harness, cfg.frames, cfg.seed)
+    fuzzed = fuzz_phase(harness, cfg.frames, cfg.seed, ANSWER_WAIT_S * cfg.slack)
     journals = load_journals(harness.dir)
     verdicts = asyncio.run(run_checks(world.database_url, journals, world))
     verdicts.append(audit_cli(world.database_url))
     verdicts += fuzzed.pop("checks")
-    live = report.liveness(harness.dir, harness.measured.windows)
-    verdicts.append(checks.Check("liveness: every direct request answered (or busy) within its deadline outside"
-                                 " the server's down time", live["violations"] == 0, json.dumps(live["examples"])))
+    live = report.liveness(harness.dir, harness.measured.windows, harness.deadline_s)
+    verdicts.append(checks.Check(f"liveness: every direct request answered (or busy) within {harness.deadline_s:g} s"
+                                 " outside the server's down time", live["violations"] == 0,
+                                 json.dumps(live["examples"])))
     verdicts.append(checks.Check("no direct request answered 0xEE, a 5xx other than busy, or garbage",
                                  live["failed_direct"] == 0, str(live["failed_direct"])))
     verdicts.append(checks.Check("clients: every client process exited cleanly", set(client_exits) <= {0},
                                  str(client_exits)))
-    busy = [f for f in harness.measured.faults if "busy_while_down" in f]
-    verdicts.append(checks.Check("database down: every channel answered busy quickly", all(
-        f["busy_while_down"] for f in busy), json.dumps([f["while_down"] for f in busy])[:400]))
-    verdicts.append(checks.Check(f"database back: every channel works within {DB_BACK_WITHIN_S:g} s, no restart",
-                                 all(f["recovery_s"] <= DB_BACK_WITHIN_S for f in busy),
-                                 str([f["recovery_s"] for f in busy])))
+    verdicts += database_checks(harness.measured.faults, DB_BACK_WITHIN_S * cfg.slack)
     return report.results(cfg, harness, journals, verdicts, proxy, fuzzed, live, time.time() - started)
+
+
+def database_checks(done: list[dict[str, Any]], back_within_s: float) -> list[checks.Check]:
+    """What the database faults must show: busy while it is down (the embedded server, stopped), or
+    definite answers while its connections are cut (a shared server), and every channel back in time."""
+    found = []
+    down = [f for f in done if "busy_while_down" in f]
+    cut = [f for f in done if "answered_while_cut" in f]
+    if down:
+        found.append(checks.Check("database down: every channel answered busy quickly, /readyz 503",
+                                  all(f["busy_while_down"] for f in down),
+                                  json.dumps([f["while_down"] for f in down])[:400]))
+    if cut:
+        found.append(checks.Check("database connections cut: every channel answered (or busy), none failed or hung",
+                                  all(f["answered_while_cut"] for f in cut),
+                                  json.dumps([f["while_down"] for f in cut])[:400]))
+    if down or cut:
+        found.append(checks.Check(f"database back: every channel works within {back_within_s:g} s, no restart",
+                                  all(f["recovery_s"] <= back_within_s for f in down + cut),
+                                  str([f["recovery_s"] for f in down + cut])))
+    return found
 
 
 def load_journals(directory: Path) -> checks.Journals:
@@ -136,6 +156,8 @@ async def run_checks(dsn: str, j: checks.Journals, world: Any) -> list[checks.Ch
             found += await checks.trade_checks(conn, j, "sms", world.merchant_code, world.sms_terminals,
                                                [c for r in world.sms_cards for c in r])
         found += await checks.order_checks(conn, j)
+        if world.mpay_accounts:
+            found += await checks.mpay_checks(conn, j, [a["account_id"] for a in world.mpay_accounts])
         found += await checks.bank_checks(conn)
         return [*found, checks.definite_answers(j)]
     finally:
@@ -150,7 +172,7 @@ def audit_cli(dsn: str) -> checks.Check:
     return checks.Check("rechargectl audit exits 0", done.returncode == 0, done.stdout.strip()[-300:])
 
 
-def fuzz_phase(harness: Harness, frames: int, seed: int) -> dict[str, Any]:
+def fuzz_phase(harness: Harness, frames: int, seed: int, answer_wait_s: float) -> dict[str, Any]:
     """DD port fuzzing with no other client running: legal frames answered, memory flat, ledger still."""
     if frames <= 0:
         return {"frames": 0, "checks": []}
@@ -158,7 +180,7 @@ def fuzz_phase(harness: Harness, frames: int, seed: int) -> dict[str, Any]:
     dsn = harness.world.database_url
     books_before = asyncio.run(_books(dsn))
     rss_before = sum(psutil.Process(p).memory_info().rss for p in pids) / 2**20
-    result = asyncio.run(fuzz("127.0.0.1", harness.served.dd_port, frames, seed))
+    result = asyncio.run(fuzz("127.0.0.1", harness.served.dd_port, frames, seed, answer_wait_s=answer_wait_s))
     time.sleep(2.0)  # connections closed, buffers freed
     rss_after = sum(psutil.Process(p).memory_info().rss for p in pids) / 2**20
     books_after = asyncio.run(_books(dsn))
@@ -167,7 +189,7 @@ def fuzz_phase(harness: Harness, frames: int, seed: int) -> dict[str, Any]:
         "unanswered_legal": len(result.unanswered_legal), "seconds": round(result.seconds, 1),
         "rss_before_mb": round(rss_before, 1), "rss_after_mb": round(rss_after, 1),
         "checks": [
-            checks.Check("fuzz: every legal frame answered", not result.unanswered_legal,
+            checks.Check(f"fuzz: every legal frame answered within {answer_wait_s:g} s", not result.unanswered_legal,
                          "; ".join(result.unanswered_legal[:3])),
             checks.Check(f"fuzz: memory flat (RSS after <= before + {RSS_SLACK_MB:g} MB)",
                          rss_after <= rss_before + RSS_SLACK_MB, f"{rss_before:.1f} -> {rss_after:.1f} MB"),

@@ -1,9 +1,14 @@
 """Slow and stuck clients: connections that stop reading, half-sent frames, idle connections.
 
 They hold ``connections`` sockets open against the DD and HTTP ports at all times: some idle
-(nothing sent), some with half a DD frame or half an HTTP request sent, some that sent a burst
-of requests and never read the answers. A socket the platform closed (idle timeout) is opened
-again. The other clients must keep being served meanwhile (the liveness figures show it).
+(nothing sent: to the platform a peer gone without a FIN, i.e. half-open), some with half a DD
+frame or half an HTTP request sent, some that sent a burst of requests and never read the
+answers, some that sent a whole request and shut their sending side (half-closed). On top of
+them, ``world.http_limit`` + 16 idle HTTP connections: past the HTTP side's connection limit
+(``http_max_connections`` per worker, lowered for the run), so the limit is reached all the time
+and the longest-idle connections must make room for real clients. A socket the platform closed
+(idle timeout, eviction) is opened again. The other clients must keep being served meanwhile
+(the liveness figures show it).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from chaos.journal import Journal
 from chaos.world import World
 from server.terminal_client import TerminalMessages
 
-KINDS = ("idle_dd", "half_frame", "no_read_dd", "half_http", "no_read_http")
+KINDS = ("idle_dd", "half_frame", "no_read_dd", "half_closed_dd", "half_http", "no_read_http", "half_closed_http")
+FILLER = "idle_http"  # the connections that keep the HTTP side at its limit
 
 
 @dataclass
@@ -28,26 +34,33 @@ class SlowClient:
     rng: random.Random
     connections: int = 40
     held: list[socket.socket] = field(default_factory=list)
+    fillers: list[socket.socket] = field(default_factory=list)
     opened: dict[str, int] = field(default_factory=dict)
 
     def run(self, until: float, recover_until: float) -> None:
         while time.time() < until:
             self.held = [s for s in self.held if _open(s)]
+            self.fillers = [s for s in self.fillers if _idle(s)]
             while len(self.held) < self.connections and time.time() < until:
-                self.open_one()
+                if (s := self.open_one(self.rng.choice(KINDS))) is None:
+                    break
+                self.held.append(s)
+            while len(self.fillers) < self.world.http_limit + 16 and time.time() < until:
+                if (s := self.open_one(FILLER)) is None:
+                    break
+                self.fillers.append(s)
             time.sleep(0.5)
-        for s in self.held:
+        for s in self.held + self.fillers:
             s.close()
         self.journal.note("end", opened=self.opened)
 
-    def open_one(self) -> None:
-        kind = self.rng.choice(KINDS)
+    def open_one(self, kind: str) -> socket.socket | None:
         port = self.world.dd_port if kind.endswith("dd") or kind == "half_frame" else self.world.http_port
         try:
             s = socket.create_connection(("127.0.0.1", port), timeout=2)
         except OSError:
             time.sleep(0.2)  # the platform is down (a kill): come back later
-            return
+            return None
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window fills up soon
         s.setblocking(False)
         frame = TerminalMessages(f"9{self.rng.randrange(10**7):07d}", "70000472").dd01()
@@ -57,13 +70,18 @@ class SlowClient:
             "no_read_dd": frame * 50,
             "half_http": b"GET /healthz HTTP/1.1\r\nHost: chaos\r\n",
             "no_read_http": b"GET /metrics HTTP/1.1\r\nHost: chaos\r\n\r\n" * 20,
+            "half_closed_dd": frame,
+            "half_closed_http": b"GET /healthz HTTP/1.1\r\nHost: chaos\r\n\r\n",
+            FILLER: b"",
         }[kind]
         try:
             s.send(payload)
+            if kind.startswith("half_closed"):
+                s.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        self.held.append(s)
         self.opened[kind] = self.opened.get(kind, 0) + 1
+        return s
 
 
 def _open(s: socket.socket) -> bool:
@@ -76,5 +94,18 @@ def _open(s: socket.socket) -> bool:
         data = b""
     if data:
         return True  # answers wait unread: that is the point
+    s.close()
+    return False
+
+
+def _idle(s: socket.socket) -> bool:
+    """An idle connection that nothing arrived on: False (and closed) once the platform answered (408,
+    eviction) or closed it."""
+    try:
+        s.recv(4096)
+    except BlockingIOError:
+        return True
+    except OSError:
+        pass
     s.close()
     return False

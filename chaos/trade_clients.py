@@ -49,7 +49,7 @@ class TradeClient:
         self.balances = dict.fromkeys(self.cards, 0)
 
     def run(self, until: float, recover_until: float) -> None:
-        while time.time() < until:
+        while self.journal.traffic(until, recover_until):
             self.one_operation(recover_until)
             time.sleep(self.rng.uniform(0, self.pace_s))
 
@@ -125,7 +125,7 @@ class OrderClient:
         self.cards = [fixtures.virtual_card(keys, card_no) for card_no in self.world.order_cards[self.index]]
 
     def run(self, until: float, recover_until: float) -> None:
-        while time.time() < until:
+        while self.journal.traffic(until, recover_until):
             self.seq += 1
             card = self.rng.choice(self.cards)
             amount = 100 + self.rng.randrange(5000)

@@ -3,13 +3,16 @@
 The demo data (``serve --demo``) gives the card-service merchant 1155 with its license key and
 POS terminal, and the order API's platform 7 with its key pair. On top of it, per client: a DD
 terminal of a funded merchant of its own (its virtual cards live in the client process), a
-range of KaKaTong cards activated through the REST gateway, and one SMS operator phone.
+range of KaKaTong cards activated through the REST gateway, and one SMS operator phone; per mobile
+payment client a subscriber with an opened account (known login and pay passwords), an RFID-SIM bound to
+its number and a stock of prepaid cards (SPEC 6-7).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import urllib.parse
@@ -23,12 +26,21 @@ from app import fixtures
 from app.demo import DEMO_LICENSE_KEY, DEMO_MERCHANT, DEMO_TERMINAL, demo_private_key_path
 from chaos import channels
 from chaos.channels import Http
+from recharge.config import Settings
+from recharge.keys import load_keys
 from recharge.kkt import cards
+from recharge.mpay import accounts, credentials, events, registry
+from recharge.mpay import cards as mpay_cards
+from recharge.mpay.env import Env
+from recharge.wallet import cards as sim_cards
 from server import store
 
 PASSWORD = "111111"
 SMS_SECRET = "chaos-sms-secret"  # the harness's own gateway secret, set on the platform it starts
 SMS_OPERATOR_PREFIX = "1390000"
+MPAY_PREFIX = "1390001"  # the mobile payment clients' numbers
+MPAY_LOGIN, MPAY_PAY = "Chaos2login9", "246810"
+MPAY_FACE_YUAN = 10
 ORDER_PLATFORM_RAW, ORDER_CRT_VERSION = 7, 1
 
 
@@ -52,6 +64,8 @@ class World:
     merchant_code: str = DEMO_MERCHANT
     sms_secret: str = SMS_SECRET
     password: str = PASSWORD  # every provisioned card-service card's 6-digit password
+    http_limit: int = 0  # HTTP connections the platform keeps at most (all workers): the slow client goes past it
+    timeout_s: float = 10.0  # every client's deadline for one answer (10 s × the run's --slack)
 
     @property
     def password_md5(self) -> str:
@@ -63,6 +77,7 @@ class World:
     sms_cards: list[list[str]] = field(default_factory=list)  # one range per SMS client
     sms_operators: list[str] = field(default_factory=list)  # one phone per SMS client
     order_cards: list[list[str]] = field(default_factory=list)  # CPU cards per order client; the last: probes
+    mpay_accounts: list[dict[str, Any]] = field(default_factory=list)  # per mpay client: numbers, SIM, PINs
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=1))
@@ -73,9 +88,9 @@ class World:
         raw["dd_terminals"] = [DDTerminal(**t) for t in raw["dd_terminals"]]
         return cls(**raw)
 
-    def http(self, via_proxy: bool, timeout_s: float = 10.0) -> Http:
+    def http(self, via_proxy: bool, timeout_s: float | None = None) -> Http:
         return Http("127.0.0.1", self.proxy_http_port if via_proxy and self.proxy_http_port else self.http_port,
-                    timeout_s)
+                    timeout_s or self.timeout_s)
 
     def dd_target(self, via_proxy: bool) -> tuple[str, int]:
         return "127.0.0.1", self.proxy_dd_port if via_proxy and self.proxy_dd_port else self.dd_port
@@ -108,6 +123,33 @@ async def _provision_db(world: World, dd_clients: int, card_ranges: int, cards_e
         await conn.close()
 
 
+async def _provision_mpay(world: World, clients: int, pins_each: int) -> None:
+    """Per client: an eligible real-name subscriber, its account opened with known passwords, a bound
+    RFID-SIM, ``pins_each`` prepaid cards of 10 yuan (Hunan, the accepted province)."""
+    env = Env.of(Settings(), load_keys(Path(world.keys_file)))
+    conn = await asyncpg.connect(world.database_url)
+    try:
+        for n in range(clients):
+            msisdn, sim = f"{MPAY_PREFIX}{n:04d}", "7310" + fixtures.random_digits(12)
+            body = {"province": "430000", "brand": "GOTONE", "status": "normal", "name": "混沌",
+                    "id_type": "id_card", "id_number": "430102199001011234"}
+            rows = [mpay_cards.CardRow(f"43000180{fixtures.random_digits(9)}", "18" + fixtures.random_digits(16),
+                                       MPAY_FACE_YUAN * 100, "430000", dt.date(2099, 12, 31)) for _ in range(pins_each)]
+            async with conn.transaction():
+                await events.set_subscribers(conn, env, [registry.validate(msisdn, body)], "chaos")
+                account = (await accounts.open_account(conn, env, msisdn)).account
+                for kind, password in (("login", MPAY_LOGIN), ("pay", MPAY_PAY)):
+                    await credentials.replace(conn, env.hasher, account["id"], kind, password, initial=False)
+                await sim_cards.add_stock(conn, [sim])
+                await sim_cards.bind(conn, [(msisdn, sim)])
+                await mpay_cards.import_pool(conn, env, rows)
+            world.mpay_accounts.append({"msisdn": msisdn, "account_id": int(account["id"]), "sim": sim,
+                                        "login_password": MPAY_LOGIN, "pay_password": MPAY_PAY,
+                                        "pins": [[r.serial, r.pin, r.face_cents] for r in rows]})
+    finally:
+        await conn.close()
+
+
 def _activate(world: World, card_no: str) -> None:
     api = world.http(via_proxy=False, timeout_s=30)
     params = {"method": "aCRequest", "LICENSEKEY": world.license_key, "CARDNO": card_no, "CARDPWD": world.password,
@@ -118,7 +160,7 @@ def _activate(world: World, card_no: str) -> None:
 
 
 def provision(world: World, data_dir: Path, *, dd_clients: int, kkt_clients: int, sms_clients: int,
-              order_clients: int, cards_each: int = 12) -> World:
+              order_clients: int, mpay_clients: int = 0, pins_each: int = 100, cards_each: int = 12) -> World:
     """Create everything the clients need (once, before any fault) and return the world."""
     world.order_key_file = str(demo_private_key_path(data_dir))
     world.sms_operators = [f"{SMS_OPERATOR_PREFIX}{n:04d}" for n in range(sms_clients)]
@@ -127,6 +169,8 @@ def provision(world: World, data_dir: Path, *, dd_clients: int, kkt_clients: int
         for card_no in card_range:
             _activate(world, card_no)
     world.kkt_cards, world.sms_cards = ranges[:kkt_clients], ranges[kkt_clients:]
+    if mpay_clients:
+        asyncio.run(_provision_mpay(world, mpay_clients, pins_each))
     return world
 
 

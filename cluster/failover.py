@@ -533,5 +533,5 @@ def main(*, seconds: float = 20.0, keep: bool = False) -> int:
         if results["ok"] and not keep:
             shutil.rmtree(base, ignore_errors=True)
         else:
-            print(f"cluster-test FAILED; logs kept under {topo.log_dir}")
+            print(f"cluster-test {'passed' if results['ok'] else 'FAILED'}; logs kept under {topo.log_dir}")
     return 0 if results["ok"] else 1

@@ -19,13 +19,14 @@ from aiohttp import web
 
 from http_api import admin, console, kkt_rest, kkt_soap, kkt_soap_doc, mpay_api, order_api, sms
 from http_api.connections import GATE_KEY, ConnectionGate, guard_requests, runner_options
-from http_api.context import KKT_LANE_KEY, PLATFORM_KEY, platform_of, route_of
+from http_api.context import KKT_LANE_KEY, LANES_KEY, PLATFORM_KEY, platform_of, route_of
 from http_api.forwarded import real_client_middleware
 from http_api.server_log import server_logger
 from recharge import metrics, observability
 from recharge.context import Busy, Platform
 from recharge.db import unavailable
 from recharge.kkt.transaction import trade_lane
+from recharge.loads.lanes import LoadLanes
 from recharge.network import parse_networks
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 _PUBLIC_BASE_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
 
 
-def build_app(ctx: Platform) -> web.Application:
+def build_app(ctx: Platform, lanes: LoadLanes | None = None) -> web.Application:
     base = ctx.settings.http_public_base_url
     if base and not _PUBLIC_BASE_URL.fullmatch(base):
         raise ValueError("http_public_base_url must be http(s)://host[:port][/path]")
@@ -116,6 +117,7 @@ def build_app(ctx: Platform) -> web.Application:
     middlewares.append(guard_requests)  # innermost: a handler runs once its body has arrived
     app = web.Application(middlewares=middlewares, client_max_size=ctx.settings.http_max_body_bytes)
     app[PLATFORM_KEY] = ctx
+    app[LANES_KEY] = lanes or LoadLanes.create(ctx)
     app[GATE_KEY] = ConnectionGate(ctx)
     app[KKT_LANE_KEY] = trade_lane(ctx) if ctx.settings.kkt_group_commit else None
     app.on_cleanup.append(_trades_done)
@@ -138,9 +140,9 @@ async def _trades_done(app: web.Application) -> None:
 class HttpService:
     """The HTTP listener: started and drained by the runtime beside the DD server."""
 
-    def __init__(self, ctx: Platform) -> None:
+    def __init__(self, ctx: Platform, lanes: LoadLanes | None = None) -> None:
         self.ctx = ctx
-        app = build_app(ctx)
+        app = build_app(ctx, lanes)
         self.gate = app[GATE_KEY]
         self.runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=ctx.settings.shutdown_grace_s,

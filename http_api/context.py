@@ -9,8 +9,11 @@ from aiohttp import web
 from recharge.context import Platform
 from recharge.kkt.messages import Config
 from recharge.ledger.group_commit import GroupCommit
+from recharge.loads.lanes import LoadLanes
 
 PLATFORM_KEY: web.AppKey[Platform] = web.AppKey("platform", Platform)
+# The process's load lanes (recharge/loads/lanes.py), shared with the DD server: the wallet's load steps.
+LANES_KEY: web.AppKey[LoadLanes] = web.AppKey("load_lanes", LoadLanes)
 KKT_LANE_KEY: web.AppKey[GroupCommit | None] = web.AppKey("kkt_lane", GroupCommit)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from http_api import edge, mpay_customer, mpay_openapi, mpay_partners, mpay_staff, wallet_api
+from http_api import edge, mpay_customer, mpay_openapi, mpay_partners, mpay_staff, wallet_api, wallet_web
 from http_api.context import PLATFORM_KEY
 from http_api.mpay_gate import PREFIX, envelope
 
@@ -61,6 +61,7 @@ def build() -> web.Application:
     mpay_partners.setup(sub)
     mpay_staff.setup(sub)
     wallet_api.setup(sub)  # the SIM wallet's STK and POS (SPEC 7.2, 7.4)
+    wallet_web.setup(sub)  # the website's wallet loads (SPEC 7.3: 网络侧转存, cancel)
     sub.router.add_get("/openapi.json", openapi)
     sub.router.add_get("/sms/dlr", dlr)
     return sub

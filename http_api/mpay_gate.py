@@ -82,6 +82,8 @@ def _check(kind: str, value: Any) -> Any:
         return value
     if not isinstance(value, str) or not edge.storable(value) or len(value) > 256:
         raise Refused("1001")
+    if kind == "reason" and not value.strip():
+        raise Refused("1001")
     if kind == "digits" and not _DIGITS.fullmatch(value):
         raise Refused("1001")
     if kind == "id" and not _ID.fullmatch(value):
@@ -96,8 +98,8 @@ def _check(kind: str, value: Any) -> Any:
 
 def read_fields(body: Any, spec: dict[str, str]) -> dict[str, Any]:
     """``spec``: name → kind (``cents``, ``bool``, ``digits``, ``msisdn``, ``id``, ``str``,
-    ``answers``, ``object``); a name ending in ``?`` is optional. Unknown, missing or
-    mistyped fields: ``1001``."""
+    ``reason`` (a string not blank), ``answers``, ``object``); a name ending in ``?`` is
+    optional. Unknown, missing or mistyped fields: ``1001``."""
     if not isinstance(body, dict):
         raise Refused("1001")
     names = {name.rstrip("?"): (kind, name.endswith("?")) for name, kind in spec.items()}

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from http_api import mpay_customer, mpay_partners, mpay_staff, wallet_api
+from http_api import mpay_customer, mpay_partners, mpay_staff, wallet_api, wallet_web
 from http_api.mpay_gate import PREFIX, Endpoint
 
 KIND_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -23,6 +23,8 @@ KIND_SCHEMAS: dict[str, dict[str, Any]] = {
     "msisdn": {"type": "string", "description": "11-digit MSISDN (+86, 0086 or 86 dropped)"},
     "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
     "str": {"type": "string", "maxLength": 256},
+    "reason": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "\\S",
+               "description": "why (required; recorded in operator_actions)"},
     "answers": {"type": "array", "items": {"type": "object", "required": ["id", "answer"], "properties": {
         "id": {"type": "integer"}, "answer": {"type": "string", "maxLength": 64}}}},
     "object": {"type": "object"},
@@ -73,7 +75,7 @@ def _operation(method: str, path: str, ep: Endpoint) -> dict[str, Any]:
 @functools.cache
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for module in (mpay_customer, mpay_partners, mpay_staff):
+    for module in (mpay_customer, mpay_partners, mpay_staff, wallet_web):
         for method, path, ep in module.ROUTES:
             paths.setdefault(path, {})[method.lower()] = _operation(method, path, ep)
     paths.update(wallet_api.openapi_paths())  # STK and POS (SPEC 7.2, 7.4)

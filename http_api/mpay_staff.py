@@ -2,8 +2,10 @@
 business-hall counter, 10086 agents, the IVRs, and the demo SMS sink and delivery reports.
 
 Roles: ``/registry`` needs ``boss``, ``/counter`` ``counter`` (its hall), ``/cs`` ``cs``,
-``/ops`` ``ops`` (else ``1004``); every operator write is logged with operator, token and
-reason. 10086 and the IVRs act on the account of header ``X-ANI`` (a detached one by
+``/ops`` ``ops`` (else ``1004``); every operator write is in ``operator_actions`` with
+operator, token and reason, and a write that moves money or changes a status (registry PUT,
+counter open, close and cash, freeze, unfreeze, withdrawal void) requires its ``reason``
+(missing or blank: ``1001``). 10086 and the IVRs act on the account of header ``X-ANI`` (a detached one by
 ``alias``). The rules are the domain's; handlers only find the account and call it.
 """
 
@@ -20,12 +22,11 @@ from recharge.mpay import (
     accounts,
     cards,
     closure,
+    counter,
     credentials,
     events,
     matrix,
-    otp,
     outbox,
-    postings,
     profile,
     registry,
     security,
@@ -33,14 +34,15 @@ from recharge.mpay import (
     withdrawals,
 )
 from recharge.mpay.codes import Refused
-from recharge.mpay.text import compact, msisdn, yuan
-
-CASH_SMS = "您已在营业厅现金充值{amt}元,现金账户余额{bal}元。"
+from recharge.mpay.text import compact, msisdn
 
 
-async def _log(call: Call, action: str, subject: str, reason: str = "") -> None:
+async def _log(call: Call, action: str, subject: str, reason: str = "", **detail: object) -> None:
+    """The write in ``operator_actions`` (committed with it); ``reason`` defaults to the request's."""
     assert call.operator is not None and call.session is not None
-    await sessions.log_action(call.conn, call.operator["id"], call.session.token_id, action, subject, reason)
+    reason = reason or (call.fields.get("reason") or "").strip()
+    await sessions.log_action(call.conn, call.operator["id"], call.session.token_id, action, subject, reason,
+                              **detail)
 
 
 async def ops_login(call: Call) -> dict[str, Any]:
@@ -101,10 +103,10 @@ async def registry_put(call: Call) -> dict[str, Any]:
     number = msisdn(call.request.match_info["msisdn"])
     if number is None:
         raise Refused("1001")
-    sub = registry.validate(number, call.fields)
+    sub = registry.validate(number, {k: v for k, v in call.fields.items() if k != "reason"})
     change = (await events.set_subscribers(call.conn, call.env, [sub], f"op:{call.operator['id']}"
                                            if call.operator else "op"))[0]
-    await _log(call, "mpay_registry_put", number)
+    await _log(call, "mpay_registry_put", number, status=sub.status, events=change.events)
     return {"record": _record(sub), "created": change.created, "events": change.events}
 
 
@@ -116,67 +118,38 @@ async def registry_get(call: Call) -> dict[str, Any]:
     return {"record": _record(sub)}
 
 
-# --- counter (its hall)
-async def _id_matches(call: Call, number: str) -> None:
-    sub = await registry.get(call.conn, number)
-    if sub is None or not sub.real_name or sub.id_type != call.fields["id_type"] or \
-            compact(sub.id_number or "") != compact(call.fields["id_number"]):
-        raise Refused("3007")
+# --- counter (its hall): recharge.mpay.counter, shared with the console's counter pages
+def _clerk(call: Call) -> counter.Clerk:
+    assert call.operator is not None and call.session is not None
+    return counter.Clerk(call.operator["id"], call.operator["hall"], f"mpay:{call.operator['id']}",
+                         call.session.token_id)
 
 
 async def counter_otp(call: Call) -> dict[str, Any]:
-    number, purpose = call.fields["msisdn"], call.fields["purpose"]
-    if purpose == "open":
-        await accounts.check_can_open(call.conn, number)
-    elif purpose == "close":
-        if await accounts.live_by_msisdn(call.conn, number) is None:
-            raise Refused("2003")
-    else:
-        raise Refused("1001")
-    expires = await otp.issue(call.conn, call.env, number, f"counter_{purpose}", number)
-    return {"expires_at": rfc3339(expires)}
+    return {"expires_at": rfc3339(await counter.send_otp(call.conn, call.env, call.fields["msisdn"],
+                                                         call.fields["purpose"]))}
 
 
 async def counter_open(call: Call) -> dict[str, Any]:
-    number = call.fields["msisdn"]
-    await accounts.check_can_open(call.conn, number)
-    await _id_matches(call, number)
-    await otp.verify(call.conn, call.env, "counter_open", number, call.fields["otp"])
-    opened = await accounts.open_account(call.conn, call.env, number)
-    await _log(call, "mpay_counter_open", number)
+    f = call.fields
+    opened = await counter.open_account(call.conn, call.env, _clerk(call), f["msisdn"], f["id_type"], f["id_number"],
+                                        f["otp"], f["reason"])
     return {"alias": opened.alias, "kind": opened.kind}
 
 
 async def counter_close(call: Call) -> dict[str, Any]:
-    number = call.fields["msisdn"]
-    account = await accounts.live_by_msisdn(call.conn, number, lock=True)
-    if account is None:
-        raise Refused("2003")
-    await closure.check(call.conn, account, "counter")
-    await _id_matches(call, number)
-    await otp.verify(call.conn, call.env, "counter_close", number, call.fields["otp"])
-    await closure.close(call.conn, call.env, account, notify=True)
-    await _log(call, "mpay_counter_close", number)
+    f = call.fields
+    await counter.close_account(call.conn, call.env, _clerk(call), f["msisdn"], f["id_type"], f["id_number"],
+                                f["otp"], f["reason"])
     return {}
 
 
 async def counter_cash(call: Call) -> dict[str, Any]:
-    account = await accounts.live_by_msisdn(call.conn, call.fields["msisdn"], lock=True)
-    if account is None:
-        raise Refused("2003")
-    matrix.require(account, "recharge", "counter")
-    amount = call.fields["amount"]
-    if not 100 <= amount <= 500_000:
-        raise Refused("4001")
-    assert call.operator is not None and call.request.headers.get("X-Request-Id")
-    transfer_id = f"mpay:cash:{call.operator['id']}:{call.request.headers['X-Request-Id']}"
-    hall = await postings.account_id(call.conn, f"HALL/{call.operator['hall']}")
-    await postings.must(call.conn, [postings.Move(transfer_id, hall, account["cash_account"], amount, "mpay_cash",
-                                                  call.operator["hall"])])
-    figures = await accounts.balances(call.conn, account)
-    await outbox.notify(call.conn, call.env.keys, account, CASH_SMS.format(amt=yuan(amount), bal=yuan(figures.cash)))
-    await _log(call, "mpay_counter_cash", account["msisdn"])
-    return {"cash_balance": figures.cash}
+    rid = call.request.headers.get("X-Request-Id")
+    assert rid  # the gate requires it on every POST here
+    cash = await counter.take_cash(call.conn, call.env, _clerk(call), call.fields["msisdn"], call.fields["amount"],
+                                   rid, call.fields["reason"])
+    return {"cash_balance": cash}
 
 
 # --- 10086 agents and IVRs (X-ANI)
@@ -292,17 +265,18 @@ def _ops(roles: str, handler: Any, fields: dict[str, str] | None = None, **kw: A
 ROUTES: list[tuple[str, str, Endpoint]] = [
     ("POST", "/ops/login", Endpoint(ops_login, fields={"operator": "str", "password": "str"}, request_id=False,
                                     channel="ops")),
-    ("POST", "/ops/accounts/{login}/freeze", _ops("ops", ops_freeze, {"reason": "str"})),
-    ("POST", "/ops/accounts/{login}/unfreeze", _ops("ops", ops_unfreeze, {"reason": "str"})),
-    ("POST", "/ops/withdrawals/{id}/void", _ops("ops", ops_void_withdrawal, {"reason": "str"})),
+    ("POST", "/ops/accounts/{login}/freeze", _ops("ops", ops_freeze, {"reason": "reason"})),
+    ("POST", "/ops/accounts/{login}/unfreeze", _ops("ops", ops_unfreeze, {"reason": "reason"})),
+    ("POST", "/ops/withdrawals/{id}/void", _ops("ops", ops_void_withdrawal, {"reason": "reason"})),
     ("GET", "/ops/sms-sink", _ops("ops", ops_sms_sink)),
     ("GET", "/registry/subscribers/{msisdn}", _ops("boss", registry_get)),
     ("POST", "/counter/otp", _ops("counter", counter_otp, {"msisdn": "msisdn", "purpose": "str"})),
     ("POST", "/counter/accounts", _ops("counter", counter_open, {
-        "msisdn": "msisdn", "id_type": "str", "id_number": "str", "otp": "digits"})),
+        "msisdn": "msisdn", "id_type": "str", "id_number": "str", "otp": "digits", "reason": "reason"})),
     ("POST", "/counter/close", _ops("counter", counter_close, {
-        "msisdn": "msisdn", "id_type": "str", "id_number": "str", "otp": "digits"})),
-    ("POST", "/counter/cash", _ops("counter", counter_cash, {"msisdn": "msisdn", "amount": "cents"})),
+        "msisdn": "msisdn", "id_type": "str", "id_number": "str", "otp": "digits", "reason": "reason"})),
+    ("POST", "/counter/cash", _ops("counter", counter_cash, {"msisdn": "msisdn", "amount": "cents",
+                                                               "reason": "reason"})),
     ("GET", "/cs/account", _ops("cs", cs_account)),
     ("GET", "/cs/history", _ops("cs", cs_history)),
     ("POST", "/cs/resets/login", _ops("cs", cs_reset_login, {"alias?": "str", "name?": "str",
@@ -325,5 +299,6 @@ def setup(app: web.Application) -> None:
     # The registry PUT replaces a record: its body is the record itself (absent or null clears).
     app.router.add_route("PUT", "/registry/subscribers/{msisdn}", endpoint(Endpoint(
         registry_put, "operator", {"name?": "str", "id_type?": "str", "id_number?": "str", "province?": "str",
-                                   "brand?": "str", "status?": "str"}, roles=("boss",), request_id=False,
+                                   "brand?": "str", "status?": "str", "reason": "reason"}, roles=("boss",),
+        request_id=False,
         channel="boss")))

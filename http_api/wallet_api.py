@@ -17,14 +17,15 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from http_api.context import PLATFORM_KEY
+from http_api.context import LANES_KEY, PLATFORM_KEY
 from http_api.mpay_env import env_of_platform
 from recharge import db, metrics
 from recharge.context import Busy
+from recharge.loads.lanes import LoadLanes
 from recharge.mpay import codes
 from recharge.mpay.env import Env
 from recharge.wallet import books as wallet_books
-from recharge.wallet import pos, sequence, stk, terminals, wire
+from recharge.wallet import pos, sequence, stk, stk_loads, terminals, wire
 from recharge.wallet.crypto import WalletCrypto, body_mac, body_mac_ok
 
 
@@ -38,7 +39,7 @@ class Outcome:
     text: str | None = None
 
 
-Run = Callable[[asyncpg.Connection, Env, WalletCrypto, Any], Awaitable[Outcome]]
+Run = Callable[[asyncpg.Connection, Env, WalletCrypto, Any, LoadLanes], Awaitable[Outcome]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ def _loose_seq(value: object, name: str) -> int | None:
 
 
 async def _transaction(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, door: Door, parsed: object,
-                       request: Any) -> bytes:
+                       request: Any, lanes: LoadLanes) -> bytes:
     """Inside one transaction: the sequence claim, the op, its stored reply."""
     sender, seq = door.sender(request), door.seq(request)
     claim = await sequence.claim(conn, sender, seq, parsed)
@@ -94,7 +95,7 @@ async def _transaction(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto,
         return claim.reply
     if claim.verdict == sequence.Verdict.REFUSED:
         return reply_bytes(door, Outcome("1002"), seq)
-    reply = reply_bytes(door, await door.run(conn, env, crypto, request), seq)
+    reply = reply_bytes(door, await door.run(conn, env, crypto, request, lanes), seq)
     await sequence.store(conn, sender, seq, parsed, reply)
     return reply
 
@@ -109,6 +110,10 @@ async def serve(request: web.Request, door: Door, route: str) -> web.Response:
     except wire.WireError:
         return _count(door, route, respond(envelope("1001", None), None, status=400), "1001")
     seq = _loose_seq(parsed, door.seq_field)
+    if "load_id" in request.match_info:  # /pos/loads/{load_id}/…: the id is part of what the seq covers
+        if not isinstance(parsed, dict) or "load_id" in parsed:
+            return _count(door, route, respond(envelope("1001", None), None, status=400), "1001")
+        parsed = {**parsed, "load_id": request.match_info["load_id"]}
     if ctx.keys.wallet is None:  # the SIM wallet is off: no keys to answer with
         return _count(door, route, respond(reply_bytes(door, Outcome("1004"), seq), None), "1004")
     crypto = WalletCrypto(ctx.keys.wallet)
@@ -121,9 +126,10 @@ async def serve(request: web.Request, door: Door, route: str) -> web.Response:
     if not body_mac_ok(key, body, request.headers.get("X-MAC")):
         return _count(door, route, respond(reply_bytes(door, Outcome("1002"), seq), key), "1002")
     env = env_of_platform(ctx)
+    lanes = request.config_dict[LANES_KEY]
     try:
         reply = await db.retry_transaction(
-            ctx.acquire, lambda conn: _transaction(conn, env, crypto, door, parsed, parsed_request),
+            ctx.acquire, lambda conn: _transaction(conn, env, crypto, door, parsed, parsed_request, lanes),
             policy=db.RetryPolicy.from_settings(ctx.settings))
     except Busy:
         return _count(door, route, respond(envelope("9001", None), key, status=503), "9001")
@@ -143,16 +149,25 @@ def _pos_key(crypto: WalletCrypto, value: object) -> bytes | None:
     return crypto.pos_key(terminal_id) if terminal_id is not None else None
 
 
-def _pos_door(route: str, op: Callable[[asyncpg.Connection, Env, WalletCrypto, terminals.Terminal, dict[str, Any]],
-                                       Awaitable[pos.Answer]]) -> Door:
-    async def run(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, fields: dict[str, Any]) -> Outcome:
+PosOp = Callable[[asyncpg.Connection, Env, WalletCrypto, terminals.Terminal, dict[str, Any]], Awaitable[pos.Answer]]
+
+
+def _pos_door(route: str, op: PosOp | None = None, load_op: stk_loads.PosLoadOp | None = None) -> Door:
+    async def run(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, fields: dict[str, Any],
+                  lanes: LoadLanes) -> Outcome:
         terminal = await terminals.find(conn, fields["terminal_id"])
         if terminal is None or not terminal.enabled:
             return Outcome(pos.NOT_PERMITTED)
-        answer = await op(conn, env, crypto, terminal, fields)
+        if load_op is not None:  # the hall's loads (SPEC 7.3): hall terminals only
+            if terminal.hall is None:
+                return Outcome(pos.NOT_PERMITTED)
+            answer = await stk_loads.at_hall(load_op, conn, env, crypto, lanes, terminal.terminal_id, fields)
+        else:
+            assert op is not None
+            answer = await op(conn, env, crypto, terminal, fields)
         return Outcome(answer.code, answer.data, answer.n)
 
-    return Door("pos", "pos_seq", _pos_key, lambda value: wire.pos_request(route, value),
+    return Door("pos", "pos_seq", _pos_key, lambda value: stk_loads.pos_request(route, value),
                 lambda fields: f"pos:{fields['terminal_id']}", lambda fields: fields["pos_seq"], run)
 
 
@@ -177,7 +192,10 @@ async def _wallet_open(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto,
 
 
 POS_DOORS = {"batches": _pos_door("batches", _batch), "returns": _pos_door("returns", _return),
-             "wallet-opens": _pos_door("wallet-opens", _wallet_open)}
+             "wallet-opens": _pos_door("wallet-opens", _wallet_open),
+             "loads": _pos_door("loads", load_op=stk_loads.pos_load_op),
+             "loads/{load_id}/continue": _pos_door("continue", load_op=stk_loads.pos_continue),
+             "loads/{load_id}/recover": _pos_door("recover", load_op=stk_loads.pos_recover)}
 
 
 # --- STK -----------------------------------------------------------------------------------------------------------
@@ -191,15 +209,20 @@ def _stk_key(crypto: WalletCrypto, value: object) -> bytes | None:
         return None
 
 
-async def _stk_run(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, request: stk.Request) -> Outcome:
-    answer = await stk.handle(conn, env, crypto, request, dt.datetime.now(dt.UTC))
+async def _stk_run(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, request: stk.Request,
+                   lanes: LoadLanes) -> Outcome:
+    answer = await stk.handle(conn, env, crypto, request, dt.datetime.now(dt.UTC), lanes)
     if answer.code != "0000":
         return Outcome(answer.code, n=answer.n, text=answer.text)
     data: dict[str, Any] = {"text": answer.text}
     if answer.script is not None:
         data["script"] = answer.script
+    if answer.load_id is not None:
+        data["load_id"] = answer.load_id
     if answer.waiting is not None:
         data["waiting"] = answer.waiting
+        if answer.waiting_load_id is not None:
+            data["waiting_load_id"] = answer.waiting_load_id
     return Outcome("0000", data)
 
 

@@ -78,6 +78,8 @@ class Settings:
     order_expiry_s: int = 24 * 3600
     order_max_amount_cents: int = 100_000  # 1,000 yuan per order
     sweeper_interval_s: float = 5.0
+    terminal_signin_history_days: int = 90  # DD sign-ins (terminal_signins) are kept this long, then purged
+    retention_purge_interval_s: float = 3600.0  # how often the sweeper purges what is past its retention
     ledger_max_retries: int = 10
     ledger_batch_max: int = 32  # DD recharge steps sharing one transaction/commit (group commit)
     ledger_batch_max_wait_ms: float = 1.0  # how long a batch waits for more steps before it runs
@@ -181,6 +183,13 @@ class Settings:
     mpay_outbox_batch: int = 50  # messages one dispatcher pass sends at most
     # --- SIM wallet (SPEC 7; docs/OPERATIONS.md "SIM wallet")
     wallet_max_body_bytes: int = 1024 * 1024  # STK and POS bodies (SPEC 6.12: at most 1 MiB; a batch holds 1,000 records)
+    wallet_cap_cents: int = 100_000  # a wallet's balance cap, shadow and waiting loads included (5003; SPEC 7.1)
+    wallet_air_min_cents: int = 100  # one air recharge (空中充值) 1.00–500.00 (4001)
+    wallet_air_max_cents: int = 50_000
+    wallet_air_day_count: int = 5  # air recharges a day per account, counted at creation, voided ones too (5004)
+    wallet_air_day_cents: int = 50_000  # ... and their total a day (5004)
+    wallet_load_min_cents: int = 100  # every other load 1.00–1,000.00 (4001)
+    wallet_load_max_cents: int = 100_000
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None

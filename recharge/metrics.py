@@ -119,6 +119,20 @@ WALLET_REQUESTS = Counter(
 WALLET_SUSPENSE = Counter(
     "recharge_wallet_suspense_total", "Voided wallet purchases of closed accounts moved to SUSPENSE (SPEC 7.4)"
 )
+WALLET_LOADS = Counter(
+    "recharge_wallet_loads_total",
+    "SIM wallet loads by path (air, pos, transfer, bank, swap) and result: created, posted, or the refusal code"
+    " of a creation or a round (5008 a card step failed, 5006 a load in progress, 5004 the air day limits, ...)",
+    ["path", "result"],
+)
+WALLET_LOADS_LOADING = Gauge(
+    "recharge_wallet_loads_loading", "SIM wallet loads left loading (MAC2 sent, outcome unknown)",
+    multiprocess_mode="max",
+)
+WALLET_LOADS_LOADING_OLDEST_AGE = Gauge(
+    "recharge_wallet_loads_loading_oldest_age_seconds", "Age of the oldest SIM wallet load still loading",
+    multiprocess_mode="max",
+)
 WALLET_RECORDS = Counter(
     "recharge_wallet_purchase_records_total",
     "Uploaded purchase records by result code (0000 cleared, 5008 TAC failure, 5007 unknown card, 5011 duplicate)",
@@ -170,6 +184,7 @@ LEDGER_LOOKUP_BATCH_SIZE = Histogram(
 )
 LEDGER_RETRIES = Counter("recharge_ledger_retries_total", "Transactions retried after deadlock/serialization")
 SWEPT_TRANSFERS = Counter("recharge_swept_transfers_total", "Pending transfers voided by timeout")
+PURGED_ROWS = Counter("recharge_purged_rows_total", "Rows deleted past their retention", ["table"])
 DB_POOL_CONNECTIONS = Gauge(
     "recharge_db_pool_connections", "Database pool connections by state", ["state"], multiprocess_mode="livesum"
 )

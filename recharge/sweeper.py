@@ -1,6 +1,7 @@
 """Background upkeep: void pending transfers past their timeout, expire their orders, and
 export the gauges read from the database: how many loads are left *loading* and how old the
-oldest is, how many DD terminals are locked and how many are targeted by failed sign-ins.
+oldest is, how many DD terminals are locked and how many are targeted by failed sign-ins;
+purge the DD sign-in history past ``terminal_signin_history_days``.
 
 A load whose MAC2 has left the platform has no timeout (``ledger.set_pending_timeouts``), so it is
 never swept; the order filter below guards that rule a second time.
@@ -22,6 +23,7 @@ from recharge.orders.model import Order
 
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 100
+PURGE_BATCH = 10_000
 
 
 async def sweep_once(pool: asyncpg.Pool) -> int:
@@ -56,6 +58,13 @@ async def export_loading_gauges(pool: asyncpg.Pool) -> None:
     assert row is not None
     metrics.LOADS_LOADING.set(row["n"])
     metrics.LOADS_LOADING_OLDEST_AGE.set(float(row["age"]))
+    row = await pool.fetchrow(
+        "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(loading_since)), 0) AS age"
+        " FROM wallet_loads WHERE state = 'loading'"
+    )
+    assert row is not None
+    metrics.WALLET_LOADS_LOADING.set(row["n"])
+    metrics.WALLET_LOADS_LOADING_OLDEST_AGE.set(float(row["age"]))
 
 
 async def export_signin_gauges(pool: asyncpg.Pool, probe_alert: int, window_s: int) -> None:
@@ -74,12 +83,35 @@ async def export_signin_gauges(pool: asyncpg.Pool, probe_alert: int, window_s: i
     metrics.SIGNIN_TARGETED_TERMINALS.set(row["targeted"])
 
 
+async def purge_terminal_signins(pool: asyncpg.Pool, days: int, *, batch: int = PURGE_BATCH) -> int:
+    """Delete DD sign-ins older than ``days`` (``terminal_signin_history_days``), a batch per
+    statement so no purge holds many rows at once; returns how many went."""
+    purged = 0
+    while True:
+        status = await pool.execute(
+            "DELETE FROM terminal_signins WHERE id IN (SELECT id FROM terminal_signins"
+            " WHERE created_at < now() - make_interval(days => $1) LIMIT $2)", days, batch,
+        )
+        went = int(status.split()[-1])
+        purged += went
+        if went < batch:
+            break
+    metrics.PURGED_ROWS.labels("terminal_signins").inc(purged)
+    return purged
+
+
 async def run_sweeper(pool: asyncpg.Pool, settings: Settings) -> None:
-    """Forever: sweep until nothing is left, refresh the gauges, sleep."""
+    """Forever: sweep until nothing is left, refresh the gauges, purge what is past its
+    retention every ``retention_purge_interval_s``, sleep."""
+    loop = asyncio.get_running_loop()
+    next_purge = loop.time()
     while True:
         try:
             while await sweep_once(pool) == SWEEP_BATCH:
                 pass
+            if loop.time() >= next_purge:
+                next_purge = loop.time() + settings.retention_purge_interval_s
+                await purge_terminal_signins(pool, settings.terminal_signin_history_days)
             await export_loading_gauges(pool)
             await export_signin_gauges(pool, settings.signin_probe_alert, settings.signin_probe_window_s)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:

@@ -13,6 +13,6 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
 echo "chromium, chromium-driver or a CJK font missing: installing Debian's packages" >&2
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei >/dev/null
+$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium chromium-driver fonts-wqy-zenhei >/dev/null
 [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && have_font

@@ -31,24 +31,19 @@ from core_ext import (
     be_decode,
     be_encode,
     card_div_data,
-    constant_time_eq,
     deposit_update_mac,
     diversify,
-    pboc_mac2,
-    pboc_seslk,
-    reply_decode,
     script_encode,
-    terminal_id_bytes,
-    verify_mac1_make_mac2,
-    verify_tac,
 )
 from recharge import metrics
+from recharge.loads import engine, pboc
+from recharge.loads.engine import Result
+from recharge.loads.pboc import READ_CARD_SCRIPT, SW_NO_PROOF, SW_OK, CardStepError, InFlight, LoadKeys
 from recharge.orders import lifecycle
-from recharge.orders.lifecycle import Loading, Payment
+from recharge.orders.lifecycle import Payment
 from recharge.orders.model import (
     DONE,
     LOADED,
-    LOCAL_TZ,
     PAID,
     SUBMITTED,
     Order,
@@ -63,10 +58,8 @@ from server.dd_context import (
     CARD_BALANCES,
     CONFIRM,
     DD11_READS,
-    LOADING,
     PAY,
     PAY_AT_CARD,
-    RELEASE,
     DDContext,
 )
 from server.flow_state import (
@@ -96,22 +89,10 @@ from server.stages import (
 
 log = logging.getLogger(__name__)
 
-SW_OK = b"\x90\x00"
-SW_NO_PROOF = b"\x94\x06"  # GET TRANSACTION PROVE: no load with that serial completed
 APP_MERCHANT_LOAD = 0x00
-CARD_TYPE_CPU = 0x01
 DEPOSIT_OPEN, DEPOSIT_CLOSE = 0x01, 0x02
-
-# DD12: SELECT DDF1, SELECT ADF1, READ BINARY SFI 0x15 (issuer file), GET BALANCE.
-READ_CARD_SCRIPT = script_encode([
-    Instruction(1, bytes.fromhex("00A4000002DDF1"), SW_OK, 2, 0),
-    Instruction(2, bytes.fromhex("00A4000002ADF1"), SW_OK, 3, 0),
-    Instruction(3, bytes.fromhex("00B095001E"), SW_OK, 4, 0),
-    Instruction(4, bytes.fromhex("805C000204"), SW_OK, 0, 0),
-])
-ISSUER_FILE_SIZE = 30
-
-
+# The DD12 script, SW_OK, SW_NO_PROOF: the load engine's (recharge/loads/pboc.py), re-exported for clients.
+__all__ = ["READ_CARD_SCRIPT", "SW_NO_PROOF", "SW_OK"]
 
 
 def _order_no(data: bytes) -> str:
@@ -139,12 +120,14 @@ def _loadable(order: Order, now: dt.datetime) -> bool:
 
 def _single_reply(info: bytes) -> Reply:
     try:
-        replies = reply_decode(info)
-    except ValueError:
+        return pboc.single_reply(info)
+    except CardStepError:
         raise Refuse(INFO_CARD_ERROR) from None
-    if len(replies) != 1 or replies[0].seq != 1:
-        raise Refuse(INFO_CARD_ERROR)
-    return replies[0]
+
+
+def _keys(dd: DDContext) -> LoadKeys:
+    """The DD recharge's load keys: the platform's MK_load and MK_tac (SPEC 1.6)."""
+    return LoadKeys(dd.platform.keys.load, dd.platform.keys.tac)
 
 
 # --- recharge (SPEC 1.4) ---------------------------------------------------------------------
@@ -196,20 +179,10 @@ async def dd11(dd: DDContext, st: FlowState, frame: Frame) -> Response:
 def _read_card(info: bytes) -> tuple[str, int]:
     """DD13's reply list → (logical card number, balance). Refuse AA / A3 per SPEC 1.4."""
     try:
-        replies = reply_decode(info)
-    except ValueError:
-        raise Refuse(INFO_CARD_ERROR) from None
-    if [r.seq for r in replies] != [1, 2, 3, 4] or any(r.sw != SW_OK for r in replies):
-        raise Refuse(INFO_CARD_ERROR)
-    issuer, balance = replies[2].body, replies[3].body
-    if len(issuer) != ISSUER_FILE_SIZE or len(balance) != 4:
-        raise Refuse(INFO_CARD_ERROR)
-    if issuer[4] != CARD_TYPE_CPU:
-        raise Refuse(INFO_PURSE_TYPE)
-    card_no = bcd_or_none(issuer[8:16])
-    if card_no is None:
-        raise Refuse(INFO_CARD_ERROR)
-    return card_no, be_decode(balance)
+        read = pboc.read_card(info)
+    except CardStepError as exc:
+        raise Refuse(INFO_PURSE_TYPE if exc.reason == "purse_type" else INFO_CARD_ERROR) from None
+    return read.card_no, read.balance
 
 
 def _dd13_card(st: FlowState, frame: Frame) -> tuple[str, int]:
@@ -224,11 +197,7 @@ def _dd13_card(st: FlowState, frame: Frame) -> tuple[str, int]:
 def _initialize_for_load(st: FlowState, card_no: str, balance: int) -> Response:
     assert st.order is not None and st.terminal is not None
     st.card_no, st.balance_before = card_no, balance
-    apdu = (
-        bytes.fromhex("805000020B01") + be_encode(st.order.amount_cents, 4)
-        + terminal_id_bytes(st.terminal.code) + b"\x10"
-    )
-    return Response(info=script_encode([Instruction(1, apdu, SW_OK, 0, 0)]))
+    return Response(info=pboc.initialize_script(st.order.amount_cents, st.terminal.code))
 
 
 def dd13_sync(dd: DDContext, st: FlowState, frame: Frame) -> Response | None:
@@ -263,62 +232,47 @@ async def dd13(dd: DDContext, st: FlowState, frame: Frame) -> Response:
 
 
 async def dd15(dd: DDContext, st: FlowState, frame: Frame) -> Response:
-    """INITIALIZE FOR LOAD reply: verify MAC1, durably mark *loading*, answer CREDIT FOR LOAD."""
-    reply = _single_reply(frame.info)
-    body = reply.body
-    if reply.sw != SW_OK or len(body) != 16 or body[6] != 0x01 or body[7] != 0x00:
-        raise Refuse(INFO_CARD_ERROR)
+    """INITIALIZE FOR LOAD reply: verify MAC1, durably mark *loading*, answer CREDIT FOR LOAD (the load
+    engine's steps, recharge/loads/engine.py)."""
     order, terminal = st.order, st.terminal
     assert order is not None and terminal is not None
-    balance, serial, random4, mac1 = be_decode(body[0:4]), be_decode(body[4:6]), body[8:12], body[12:16]
-    now_local = utc_now().astimezone(LOCAL_TZ)
-    date4, time3 = bcd_encode(now_local.strftime("%Y%m%d"), 4), bcd_encode(now_local.strftime("%H%M%S"), 3)
-    dlk = diversify(dd.platform.keys.load, card_div_data(st.card_no))
-    tid = terminal_id_bytes(terminal.code)
-    mac2 = verify_mac1_make_mac2(dlk, random4, serial, balance, order.amount_cents, tid, mac1, date4, time3)
-    if mac2 is None:
-        raise Refuse(INFO_CARD_ERROR)
+    try:
+        made = engine.credit(_keys(dd), st.card_no, order.amount_cents, terminal.code, frame.info, utc_now())
+    except CardStepError:
+        raise Refuse(INFO_CARD_ERROR) from None
     if order.expires_at is not None and order.expires_at <= utc_now():
         raise Refuse(INFO_NOT_LOADABLE)
-
-    load = Loading(
-        order.order_no, terminal_code=terminal.code, online_serial=serial, balance_before_cents=balance,
-        load_date=date4.hex(), load_time=time3.hex(), load_random=random4.hex().upper(),
-        load_peer=st.peer,  # where MAC2 goes (DD17 and DD19 come on this connection too)
-    )
-    _answered(await dd.commit(LOADING, load))  # committed before MAC2 leaves
-    st.balance_before, st.online_serial, st.load_date, st.load_time = balance, serial, date4, time3
-    apdu = bytes.fromhex("805200000B") + date4 + time3 + mac2 + b"\x04"
-    return Response(info=script_encode([Instruction(1, apdu, SW_OK, 0, 0)]))
+    # where MAC2 goes (DD17 and DD19 come on this connection too); committed before MAC2 leaves
+    _answered(await engine.mark_loading(dd.lanes, dd.book, order.order_no, made, st.peer))
+    load = made.load
+    st.balance_before, st.online_serial = load.balance_before, load.serial
+    st.load_date, st.load_time = bytes.fromhex(load.load_date), bytes.fromhex(load.load_time)
+    return Response(info=made.script)
 
 
 async def dd17(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     """CREDIT FOR LOAD reply: a verified TAC posts; an error SW goes back to paid; else stays loading."""
-    order = st.order
-    assert order is not None and st.terminal is not None
+    order, terminal = st.order, st.terminal
+    assert order is not None and terminal is not None
+    load = InFlight(st.card_no, order.amount_cents, terminal.code, st.balance_before, st.online_serial,
+                    st.load_date.hex(), st.load_time.hex())
     try:
-        reply = _single_reply(frame.info)
-    except Refuse:
+        # The merchant's fund row is the hot lock every post takes: the fund lane, last in its batch.
+        done = await engine.finish(dd.lanes, dd.book, _keys(dd), order.order_no, load, frame.info)
+    except CardStepError:
         metrics.RECHARGES.labels("loading").inc()
-        raise
-    if reply.sw != SW_OK:
-        released = await dd.commit(RELEASE, order.order_no)
-        if isinstance(released, OrderError):  # settled meanwhile by an operator: answered as an internal error
-            raise released
+        raise Refuse(INFO_CARD_ERROR) from None
+    if done.result is Result.RELEASED:
+        if isinstance(done.answer, OrderError):  # settled meanwhile by an operator: answered as an internal error
+            raise done.answer
         metrics.RECHARGES.labels("card_refused").inc()
         raise Refuse(INFO_CARD_ERROR)
-    balance_after = st.balance_before + order.amount_cents
-    dtk = diversify(dd.platform.keys.tac, card_div_data(st.card_no))
-    tid = terminal_id_bytes(st.terminal.code)
-    if len(reply.body) != 4 or not verify_tac(
-        dtk, balance_after, st.online_serial, order.amount_cents, tid, st.load_date, st.load_time, reply.body
-    ):
+    if done.result is Result.LOADING:
         metrics.RECHARGES.labels("loading").inc()
         log.warning("order %s: TAC did not verify; left loading for customer service", order.order_no)
         raise Refuse(INFO_CARD_ERROR)
-
-    # The merchant's fund row is the hot lock every post takes: the fund lane, last in its batch.
-    st.order = _answered(await dd.commit(dd.post_group, (order.order_no, balance_after)))  # committed before DD18
+    assert done.answer is not None
+    st.order = _answered(done.answer)  # committed before DD18
     metrics.RECHARGES.labels("loaded").inc()
     return Response(end=True)
 
@@ -390,21 +344,25 @@ async def dd21_query(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     return await store.run_transaction(dd.platform, work)
 
 
-def _proof_verifies(dd: DDContext, order: Order, random4: bytes | None, body: bytes) -> bool:
-    if random4 is None or len(body) != 8 or order.card_no is None or order.terminal_code is None:
-        return False
-    if order.online_serial is None or order.balance_before_cents is None or not order.load_date or not order.load_time:
-        return False
-    div = card_div_data(order.card_no)
-    tid = terminal_id_bytes(order.terminal_code)
-    date4, time3 = bytes.fromhex(order.load_date), bytes.fromhex(order.load_time)
-    seslk = pboc_seslk(diversify(dd.platform.keys.load, div), random4, order.online_serial)
-    mac2_ok = constant_time_eq(body[:4], pboc_mac2(seslk, order.amount_cents, tid, date4, time3))
-    tac_ok = verify_tac(
-        diversify(dd.platform.keys.tac, div), order.balance_before_cents + order.amount_cents,
-        order.online_serial, order.amount_cents, tid, date4, time3, body[4:8],
-    )
-    return mac2_ok and tac_ok
+def _in_flight(order: Order, random4: bytes | None) -> InFlight | None:
+    """What the order's proof covers, as DD16 stored it (None when a field is missing)."""
+    if random4 is None or order.card_no is None or order.terminal_code is None or order.online_serial is None:
+        return None
+    if order.balance_before_cents is None or not order.load_date or not order.load_time:
+        return None
+    return InFlight(order.card_no, order.amount_cents, order.terminal_code, order.balance_before_cents,
+                    order.online_serial, order.load_date, order.load_time, random4.hex().upper())
+
+
+def _judged(dd: DDContext, load: InFlight | None, proof: bytes) -> Result:
+    """The load engine's judgment of the card's proof (``9406`` alone needs no stored load fields)."""
+    if load is not None:
+        return engine.judge_proof(_keys(dd), load, proof)
+    try:
+        no_proof = pboc.single_reply(proof).sw == SW_NO_PROOF
+    except CardStepError:
+        no_proof = False
+    return Result.RELEASED if no_proof else Result.LOADING
 
 
 async def dd21_recover(dd: DDContext, st: FlowState, frame: Frame) -> Response:
@@ -415,10 +373,7 @@ async def dd21_recover(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     assert known is not None
     if _order_no(frame.info[:10]) != known.order_no:
         raise Refuse(INFO_UNKNOWN_ORDER)
-    try:
-        reply: Reply | None = _single_reply(frame.info[10:])
-    except Refuse:
-        reply = None
+    proof = frame.info[10:]
 
     async def work(conn: asyncpg.Connection) -> Response:
         order = await get_order(conn, known.order_no, for_update=True)
@@ -427,12 +382,12 @@ async def dd21_recover(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         if answer is not None:  # settled meanwhile (an operator, another terminal)
             return answer
         await store.record_recovery_peer(conn, order.order_no, st.peer)
-        if reply is not None and reply.sw == SW_NO_PROOF:
+        judged = _judged(dd, _in_flight(order, await store.get_load_random(conn, order.order_no)), proof)
+        if judged is Result.RELEASED:
             released = single(await lifecycle.release_loading(conn, [order.order_no]))
             metrics.RECHARGES.labels("recovered_not_credited").inc()
             return await _not_credited(conn, released, st.pki)
-        random4 = await store.get_load_random(conn, order.order_no)
-        if reply is None or reply.sw != SW_OK or not _proof_verifies(dd, order, random4, reply.body):
+        if judged is not Result.POSTED:
             metrics.RECHARGES.labels("recovery_failed").inc()
             return Response.refuse(INFO_REVERSAL_FAILED)
         assert order.card_no is not None and order.balance_before_cents is not None

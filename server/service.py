@@ -16,6 +16,7 @@ from pathlib import Path
 
 from recharge import metrics
 from recharge.context import Platform
+from recharge.loads.lanes import LoadLanes
 from recharge.network import parse_networks
 from server.dd_context import DDContext
 from server.frame_metrics import FrameMetrics
@@ -46,10 +47,10 @@ def _warn_if_backlog_capped(backlog: int) -> None:
 class DDService:
     """The DD server of one worker process, on the running event loop."""
 
-    def __init__(self, ctx: Platform) -> None:
+    def __init__(self, ctx: Platform, lanes: LoadLanes | None = None) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
-        self.dd = DDContext.create(ctx)
+        self.dd = DDContext.create(ctx, lanes)  # lanes: shared with the HTTP side's wallet loads
         self.trusted_proxies = parse_networks(ctx.settings.trusted_proxies)
         self.connections: set[DDProtocol] = set()
         self.inflight = 0

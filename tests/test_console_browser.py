@@ -3,7 +3,9 @@ by Selenium; scripts/ensure_chromium.sh installs them): sign in with the demo ad
 one-time password, the forced password change, every page with the demo data, resolving a load
 left *loading* by an interrupted recharge (and the ledger posting it), registering a terminal
 through seed 000's form, a card batch with its progress, settlement and its file, a viewer
-refused, logout. One browser serves the whole module; screenshots go to var/screenshots/console/.
+refused, logout, and the business-hall counter (a clerk made by ``rechargectl mpay operator add``
+signs in, opens an account, deposits cash; a forged form and a non-clerk are refused). One
+browser serves the whole module; screenshots go to var/screenshots/console/.
 
 Selenium blocks, and the platform runs on the test's event loop: every browser step runs in a
 thread (``asyncio.to_thread``) so the server keeps answering.
@@ -28,7 +30,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from app import demo, fixtures
-from recharge.operators import accounts
+from recharge.mpay import accounts, events, outbox, registry, sessions
+from recharge.mpay.env import Env
+from recharge.operators import accounts as operator_accounts
 
 pytestmark = pytest.mark.usefixtures("audited")
 ROOT = Path(__file__).resolve().parent.parent
@@ -249,7 +253,7 @@ async def test_7_a_viewer_is_refused_an_action_and_logout_ends_the_session(
     browser: WebDriver, base: str, conn: asyncpg.Connection
 ) -> None:
     name = f"viewer{fixtures.random_digits(6)}"
-    _, otp = await accounts.add_operator(conn, name, "viewer", actor="test")
+    _, otp = await operator_accounts.add_operator(conn, name, "viewer", actor="test")
     batches = await conn.fetchval("SELECT count(*) FROM card_batch_jobs")
 
     def steps() -> None:
@@ -301,3 +305,73 @@ async def test_8_the_audit_runs_from_the_dashboard_which_reads_on_a_phone(browse
         browser.set_window_size(1366, 900)
 
     await asyncio.to_thread(steps)
+
+
+async def test_9_a_clerk_opens_an_account_at_the_counter_and_takes_cash(
+    browser: WebDriver, base: str, platform: Any, conn: asyncpg.Connection
+) -> None:
+    env = Env.of(platform.ctx.settings, platform.ctx.keys)
+    msisdn = "139" + fixtures.random_digits(8)
+    await events.set_subscribers(conn, env, [registry.validate(msisdn, {
+        "name": "李四", "id_type": "id_card", "id_number": "430102199202023456", "province": "430000"})], "test")
+    clerk = f"clerk{fixtures.random_digits(6)}"
+    initial = await sessions.add_operator(conn, env, clerk, "counter", "HN0001")  # rechargectl mpay operator add
+
+    def find_and_send_code() -> None:
+        browser.get(f"{base}/console/")
+        browser.find_element(By.ID, "logout").click()
+        until(browser, lambda d: d.find_elements(By.ID, "login-form"))
+        sign_in(browser, base, clerk, initial)  # the API's operator signs in to the console: one identity
+        until(browser, lambda d: d.current_url.endswith("/console/password"))
+        fill(browser, "#old", initial)
+        fill(browser, "#new", NEW_PASSWORD)
+        fill(browser, "#again", NEW_PASSWORD)
+        submit(browser, "#change")
+        until(browser, lambda d: d.find_elements(By.ID, "nav-hall"))
+        browser.find_element(By.ID, "nav-hall").click()
+        fill(browser, "#hall-msisdn", msisdn)
+        submit(browser, "#hall-find")
+        until(browser, lambda d: d.find_elements(By.ID, "hall-no-account"))
+        submit(browser, "#hall-open-otp button")
+        until(browser, lambda d: d.find_elements(By.ID, "notice"))
+
+    await asyncio.to_thread(find_and_send_code)
+    row = await conn.fetchrow("SELECT text, text_enc FROM mpay_outbox WHERE msisdn = $1 ORDER BY id DESC LIMIT 1",
+                              msisdn)
+    code = (outbox.text_of(env.keys, row) or "")[3:9]  # what the customer reads out from the phone
+
+    def open_and_deposit() -> None:
+        form = browser.find_element(By.ID, "hall-open-form")
+        Select(form.find_element(By.CSS_SELECTOR, ".id-type")).select_by_value("id_card")
+        form.find_element(By.CSS_SELECTOR, ".id-number").send_keys("430102199202023456")
+        form.find_element(By.CSS_SELECTOR, ".otp").send_keys(code)
+        form.find_element(By.CSS_SELECTOR, ".reason").send_keys("客户持身份证到厅开户")
+        shot(browser, "10_counter_open")
+        submit(browser, "#hall-open-submit")
+        until(browser, lambda d: d.find_elements(By.ID, "hall-alias"))
+        fill(browser, "#hall-amount", "50")
+        fill(browser, "#hall-cash-reason", "柜台现金充值")
+        submit(browser, "#hall-cash-submit")
+        until(browser, lambda d: d.find_element(By.ID, "cash-balance").text == "50.00")
+        shot(browser, "11_counter_cash_deposited")
+        # a form whose CSRF token is not the session's is refused
+        browser.execute_script("document.querySelector('#hall-cash-form input[name=csrf]').value = 'forged';")
+        fill(browser, "#hall-amount", "10")
+        fill(browser, "#hall-cash-reason", "forged")
+        submit(browser, "#hall-cash-submit")
+        until(browser, lambda d: d.find_elements(By.ID, "refused"))
+        browser.get(f"{base}/console/")
+        browser.find_element(By.ID, "logout").click()
+        until(browser, lambda d: d.find_elements(By.ID, "login-form"))
+        sign_in(browser, base, "admin", NEW_PASSWORD)  # an administrator is no clerk: no counter
+        until(browser, lambda d: d.find_elements(By.ID, "chart"))
+        assert browser.find_elements(By.ID, "nav-hall") == []
+        browser.get(f"{base}/console/hall?msisdn={msisdn}")
+        until(browser, lambda d: d.find_elements(By.ID, "refused"))
+        shot(browser, "12_counter_refused_to_a_non_clerk")
+
+    await asyncio.to_thread(open_and_deposit)
+    account = await accounts.live_by_msisdn(conn, msisdn)
+    assert account is not None and (await accounts.balances(conn, account)).cash == 5000
+    assert await conn.fetchval("SELECT count(*) FROM operator_actions WHERE actor = $1 AND action LIKE $2",
+                               f"console:{clerk}", "mpay_counter_%") == 2

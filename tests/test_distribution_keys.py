@@ -1,7 +1,8 @@
 """Every hot-path statement names its distribution key (docs/SCALING.md, "Beyond one database: Citus").
 
 A platform of its own logs every statement its pool runs while a terminal recharges a card
-(DD11–DD19) and a merchant trades on a KaKaTong card over REST. Each statement that touches a
+(DD11–DD19), a merchant trades on a KaKaTong card over REST, and an integrator signs in, creates
+an order and queries it over the order API. Each statement that touches a
 table the Citus plan distributes must filter by that table's key, so that it would run on one
 shard; the few that do not are listed below with the reason, and anything new that does not
 fails this test until it is keyed or listed.
@@ -13,6 +14,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -45,6 +47,13 @@ EXCEPTIONS: dict[str, str] = {
     r"FROM orders o .*JOIN.*cards|FROM .*orders.*cards c":
         "DD11's one lookup reads the order (by order_no) and the card kind (by card_no): two single-shard "
         "statements once distributed",
+    r"FROM orders WHERE platform_id = \$1 AND biz_serial_no = \$2":
+        "CreateAutoLoadOrder's idempotency lookup by the integrator's biz_serial_no: every shard is asked "
+        "until a lookup table (platform_id, biz_serial_no) → order_no, distributed by its own key, makes it "
+        "two single-shard reads (docs/SCALING.md)",
+    r"FROM orders WHERE platform_id = \$1 AND card_no = \$2":
+        "AcctQueryLNT by card number: an integrator's read-only query of a card's orders, not a step of a load; "
+        "a router query across shards until an index table card_no → order_no co-located with cards serves it",
     r"FROM orders WHERE loading$":
         "the loading-age gauge (sweeper, every sweeper_interval_s): a background scan, not a request's",
     r"FROM transfers WHERE status = 'pending' AND timeout_at IS NOT NULL":
@@ -81,14 +90,23 @@ def tables_in(statement: str) -> set[str]:
     return found
 
 
+def filters_by(statement: str, key: str) -> bool:
+    """Whether the statement picks its rows by ``key``: a predicate on it (``key = …``, ``… = x.key``,
+    ``key = ANY(…)``, ``key IN …``) or an INSERT naming it. A key that is only selected or sorted
+    on (``ORDER BY order_no``) does not make a statement single-shard."""
+    if re.match(r"(WITH .*)?INSERT INTO", statement, flags=re.IGNORECASE) and re.search(rf"\b{key}\b", statement):
+        return True
+    predicate = rf"(\b{key}\s*(=|IN\b))|(=\s*(\w+\.)?{key}\b)"
+    return re.search(predicate, statement, flags=re.IGNORECASE) is not None
+
+
 def unkeyed(statements: list[str]) -> dict[str, set[str]]:
     """Statement → the distributed tables it touches without naming any of their keys."""
     missing: dict[str, set[str]] = {}
     for statement in statements:
         if statement.startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SELECT 1", "RESET", "SET")):
             continue
-        tables = {t for t in tables_in(statement)
-                  if not any(re.search(rf"\b{key}\b", statement) for key in DISTRIBUTED[t])}
+        tables = {t for t in tables_in(statement) if not any(filters_by(statement, key) for key in DISTRIBUTED[t])}
         if tables and not any(re.search(pattern, statement) for pattern in EXCEPTIONS):
             missing[statement] = tables
     return missing
@@ -125,3 +143,33 @@ def test_the_check_finds_a_statement_without_its_key() -> None:
         "SELECT balance FROM cards WHERE merchant_id = $1": {"cards"}
     }
     assert unkeyed(["SELECT state FROM cards WHERE card_no = $1"]) == {}
+    sorted_only = "SELECT order_no FROM orders WHERE platform_id = $1 ORDER BY order_no DESC"
+    assert unkeyed([sorted_only]) == {sorted_only: {"orders"}}
+    assert unkeyed(["SELECT 1 FROM orders o JOIN x ON x.order_no = o.order_no WHERE o.order_no = ANY($1)"]) == {}
+
+
+async def test_order_api_flow_runs_single_shard_statements(logged: tuple[Any, list[str]], pool: asyncpg.Pool,
+                                                            tmp_path: Any) -> None:
+    """An integrator's whole order-API flow (seed 004): sign in, create an order, query it by number and card."""
+    from http_api.order_client import build_request, open_reply
+    from tests.test_order_api import create_body, post, register, reqinfo_for
+
+    running, statements = logged
+    card = "1680" + fixtures.random_digits(12)
+    async with pool.acquire() as conn:
+        await fixtures.register_cpu_cards(conn, [card])
+        api = await register(conn, tmp_path, int("9" + fixtures.random_digits(8)), 100_000)
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{running.http_port}") as http:
+        statements.clear()  # from here on: the integrator's requests only
+        session = open_reply(await post(http, "APPLLogin", build_request(api.who, {
+            "platform": api.who.platform_raw, "userinfo": '{"userid":"u1"}', "type": 5,
+            "biz_serial_no": "L1", "money": 100, "mobile_imei": "860000000000000"})))
+        order_no = open_reply(await post(http, "CreateAutoLoadOrder", create_body(api, card, 800)))["order"]
+        query = {"platform": api.who.platform_raw, "userinfo": '{"userid":"u1"}', "pki": api.pki,
+                 "serial": session["serial"], "step": 0, "reqinfo": reqinfo_for(card),
+                 "qrycondition": "cardnum,orderstep", "orderstep": "02"}
+        by_card = open_reply(await post(http, "AcctQueryLNT", build_request(api.who, query)))
+        assert [r["orderseq"] for r in by_card["acctresult"]] == [order_no]
+
+    assert any("orders" in tables_in(s) for s in statements)
+    assert unkeyed(statements) == {}

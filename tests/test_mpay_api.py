@@ -5,6 +5,7 @@ served OpenAPI document's envelope."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -44,7 +45,7 @@ async def customer(w: MpayWorld, api: Api, *, cash: int = 0, card_yuan: int = 0,
         assert (await w.sms(msisdn, f"CZK {await w.card(card_yuan)}")).startswith("充值成功")
     if cash:
         counter = await api.operator("counter", "HN0001")
-        await api.ok("POST", "/counter/cash", {"msisdn": msisdn, "amount": cash}, token=counter)
+        await api.ok("POST", "/counter/cash", {"msisdn": msisdn, "amount": cash, "reason": "现金"}, token=counter)
     return msisdn, token, pay
 
 
@@ -237,17 +238,29 @@ async def test_counter_opens_takes_cash_and_closes_with_id_and_otp(w: MpayWorld,
     assert await api.code("POST", "/counter/otp", {"msisdn": msisdn, "purpose": "open"}) == "1003"
     await api.ok("POST", "/counter/otp", {"msisdn": msisdn, "purpose": "open"}, token=counter)
     code = (await w.notices(msisdn))[-1][3:9]
-    ident = {"msisdn": msisdn, "id_type": "id_card", "id_number": "430102199001011234"}
+    ident = {"msisdn": msisdn, "id_type": "id_card", "id_number": "430102199001011234", "reason": "客户申请开户"}
     assert await api.code("POST", "/counter/accounts", dict(ident, id_number="X", otp=code), token=counter) == "3007"
+    for reason in (None, "", "  "):  # a write that changes a status needs its reason
+        without = {k: v for k, v in dict(ident, otp=code, reason=reason).items() if v is not None}
+        assert await api.code("POST", "/counter/accounts", without, token=counter) == "1001"
     opened = await api.ok("POST", "/counter/accounts", dict(ident, otp=code), token=counter)
     assert opened["kind"] == "real_name"
-    assert await api.code("POST", "/counter/cash", {"msisdn": msisdn, "amount": 99}, token=counter) == "4001"
-    assert (await api.ok("POST", "/counter/cash", {"msisdn": msisdn, "amount": 2000}, token=counter)) == {
-        "cash_balance": 2000}
+    cash = {"msisdn": msisdn, "reason": "柜台现金"}
+    assert await api.code("POST", "/counter/cash", dict(cash, amount=99), token=counter) == "4001"
+    assert await api.code("POST", "/counter/cash", {"msisdn": msisdn, "amount": 2000}, token=counter) == "1001"
+    assert (await api.ok("POST", "/counter/cash", dict(cash, amount=2000), token=counter)) == {"cash_balance": 2000}
     assert (await w.notices(msisdn))[-1] == "您已在营业厅现金充值20元,现金账户余额20元。"
     assert await api.code("POST", "/counter/close", dict(ident, otp="123456"), token=counter) == "2012"
     cs = await api.operator("cs")
-    assert await api.code("POST", "/counter/cash", {"msisdn": msisdn, "amount": 200}, token=cs) == "1004"
+    assert await api.code("POST", "/counter/cash", dict(cash, amount=200), token=cs) == "1004"
+    async with w.pool.acquire() as conn:  # one audit trail: who (the console's operator), which token, why
+        rows = await conn.fetch("SELECT actor, action, reason, detail FROM operator_actions WHERE subject = $1"
+                                " AND action LIKE 'mpay_counter_%' ORDER BY id", msisdn)
+    assert [(r["action"], r["reason"]) for r in rows] == [("mpay_counter_open", "客户申请开户"),
+                                                         ("mpay_counter_cash", "柜台现金")]
+    detail = rows[1]["detail"] if isinstance(rows[1]["detail"], dict) else json.loads(rows[1]["detail"])
+    assert rows[1]["actor"].startswith("mpay:counter") and detail["hall"] == "HN0001"
+    assert detail["amount"] == 2000 and isinstance(detail["token_id"], int)
 
 
 async def test_freeze_and_the_status_matrix_over_channels(w: MpayWorld, api: Api) -> None:
@@ -278,13 +291,17 @@ async def test_registry_put_by_boss_cancels_a_number_and_detaches_its_account(w:
     msisdn, token, pay = await customer(w, api)
     boss = await api.operator("boss")
     record = {"name": "张三", "id_type": "id_card", "id_number": "430102199001011234", "province": "430000",
-              "brand": "GOTONE", "status": "cancelled"}
+              "brand": "GOTONE", "status": "cancelled", "reason": "BOSS 销号"}
     assert await api.code("PUT", f"/registry/subscribers/{msisdn}", record, token=token) == "1003"
     cs = await api.operator("cs")
     assert await api.code("PUT", f"/registry/subscribers/{msisdn}", record, token=cs) == "1004"
     async with w.pool.acquire() as conn:
         before = await conn.fetchval("SELECT now()")
+    assert await api.code("PUT", f"/registry/subscribers/{msisdn}", dict(record, reason=None), token=boss) == "1001"
     data = await api.ok("PUT", f"/registry/subscribers/{msisdn}", record, token=boss)
+    async with w.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT reason FROM operator_actions WHERE subject = $1 AND action ="
+                                   " 'mpay_registry_put'", msisdn) == "BOSS 销号"
     assert data["created"] is False and data["events"] == ["detached:closed"]
     assert await w.sms(msisdn, "CX") == zh("2008")
     assert (await api.ok("GET", f"/registry/subscribers/{msisdn}", token=boss))["record"]["status"] == "cancelled"
@@ -491,7 +508,8 @@ async def test_closing_with_funds_in_transit_and_at_the_counter(w: MpayWorld, ap
     counter = await api.operator("counter", "HN0002")
     await api.ok("POST", "/counter/otp", {"msisdn": msisdn, "purpose": "close"}, token=counter)
     code = (await w.notices(msisdn))[-1][3:9]
-    ident = {"msisdn": msisdn, "id_type": "id_card", "id_number": "430102199001011234", "otp": code}
+    ident = {"msisdn": msisdn, "id_type": "id_card", "id_number": "430102199001011234", "otp": code,
+             "reason": "客户申请销户"}
     assert await api.code("POST", "/counter/close", ident, token=counter) == "2012"
 
 

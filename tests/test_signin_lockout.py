@@ -26,7 +26,7 @@ from app.fixtures import SimTerminal
 from core_ext import Frame, bcd_encode
 from recharge import terminals
 from recharge.orders.model import LOCAL_TZ
-from recharge.sweeper import export_signin_gauges
+from recharge.sweeper import export_signin_gauges, purge_terminal_signins
 from server import store
 from server.terminal_client import FlowFailed, TerminalClient
 from tests.conftest import settings_changed
@@ -245,3 +245,16 @@ def test_signin_expires_at_the_end_of_the_local_business_day(local_now: str, end
     now = dt.datetime.fromisoformat(local_now).replace(tzinfo=LOCAL_TZ)
     until = store.signin_expiry(now.astimezone(dt.UTC), end_hour)
     assert until.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S") == expected
+
+
+async def test_the_signin_history_is_purged_past_its_retention(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    code = f"R{secrets.token_hex(5)}"
+    await conn.executemany(
+        "INSERT INTO terminal_signins (terminal_code, outcome, created_at) VALUES ($1, 'ok', now() - $2::interval)",
+        [(code, dt.timedelta(days=d)) for d in (100, 95, 91, 89, 0.1)],
+    )
+    before = REGISTRY.get_sample_value("recharge_purged_rows_total", {"table": "terminal_signins"}) or 0.0
+    assert await purge_terminal_signins(pool, 90, batch=2) >= 3  # three of this test, in batches of two
+    kept = await conn.fetchval("SELECT count(*) FROM terminal_signins WHERE terminal_code = $1", code)
+    assert kept == 2
+    assert REGISTRY.get_sample_value("recharge_purged_rows_total", {"table": "terminal_signins"}) >= before + 3

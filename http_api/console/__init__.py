@@ -12,6 +12,7 @@ from http_api.console import (
     auth,
     cards_pages,
     dashboard,
+    hall_pages,
     kkt_pages,
     ledger_pages,
     loads,
@@ -24,7 +25,7 @@ from http_api.console.web import PREFIX, SECURITY_HEADERS, see_other
 from http_api.context import PLATFORM_KEY
 
 PAGE_MODULES = (auth, dashboard, loads, terminals_pages, kkt_pages, cards_pages, orders_pages, ledger_pages,
-                operators_pages)
+                operators_pages, hall_pages)
 
 
 async def _secure_every_console_response(request: web.Request, response: web.StreamResponse) -> None:

@@ -1,5 +1,6 @@
 """Operators (admins add them — the one-time password is shown once — reset passwords, disable
-and enable them, through ``recharge.operators.accounts``) and the audit trail (``operator_actions``)."""
+and enable them, give them the mobile payment API role and a clerk's hall, through
+``recharge.operators.accounts``) and the audit trail (``operator_actions``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ async def operator_list(console: Console) -> web.StreamResponse:
     async with console.platform.acquire() as conn:
         rows = await accounts.list_operators(conn)
     return console.render("operators.html", title="Operators", rows=rows, roles=accounts.ROLES,
-                          msg=console.query("msg"))
+                          api_roles=accounts.MPAY_ROLES, msg=console.query("msg"))
 
 
 @action("admin")
@@ -22,7 +23,9 @@ async def add_operator(console: Console) -> web.StreamResponse:
     async with console.platform.acquire() as conn:
         operator, password = await accounts.add_operator(conn, console.field("name", max_chars=32),
                                                          console.field("role", max_chars=10), actor=console.actor,
-                                                         cost=accounts.Argon2Cost.of(console.platform.settings))
+                                                         cost=accounts.Argon2Cost.of(console.platform.settings),
+                                                         mpay_role=console.field("mpay_role", max_chars=10) or None,
+                                                         hall=console.field("hall", max_chars=32) or None)
     return console.render("one_time_password.html", title="Operators", name=operator.name, password=password)
 
 
@@ -36,6 +39,17 @@ async def change_operator(console: Console) -> web.StreamResponse:
                                                      cost=accounts.Argon2Cost.of(console.platform.settings))
             return console.render("one_time_password.html", title="Operators", name=name, password=password)
         await accounts.set_disabled(conn, name, what == "disable", actor=console.actor, reason=reason)
+    return console.redirect("/operators", msg="saved")
+
+
+@action("admin", reason_required=True)
+async def set_api_role(console: Console) -> web.StreamResponse:
+    """The mobile payment API role (and a clerk's hall) of an operator: one identity, both channels."""
+    async with console.platform.acquire() as conn:
+        await accounts.set_api_role(conn, console.request.match_info["name"],
+                                    console.field("mpay_role", max_chars=10) or None,
+                                    console.field("hall", max_chars=32) or None, actor=console.actor,
+                                    reason=console.field("reason", max_chars=500))
     return console.redirect("/operators", msg="saved")
 
 
@@ -55,4 +69,5 @@ def setup(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/operators", operator_list)
     r.add_post(f"{PREFIX}/operators", add_operator)
     r.add_post(PREFIX + "/operators/{name}/{what:reset|disable|enable}", change_operator)
+    r.add_post(PREFIX + "/operators/{name}/api-role", set_api_role)
     r.add_get(f"{PREFIX}/actions", audit_trail)

@@ -5,7 +5,8 @@ Pages are ``page(role)`` handlers (GET), changes are ``action(role)`` handlers (
 action runs only with a live session, the session's CSRF token, a role that includes
 ``role``, a reason when the action moves money, and a form token not used before (so a
 double-submitted form runs once); anything else is answered with a clear page and changes
-nothing. Domain refusals (``AdminError``, ``OrderError`` …) become a 400 page with their text.
+nothing. Domain refusals (``AdminError``, ``OrderError`` …, the mobile payment room's
+``Refused`` with its SPEC 6.10 code and text) become a 400 page with their text.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from http_api.console.i18n import LANGS, ZH, translate
 from http_api.context import platform_of
 from recharge.context import Platform
 from recharge.kkt.cards import AdminError
+from recharge.mpay.codes import Refused
+from recharge.mpay.codes import en as mpay_en
+from recharge.mpay.codes import zh as mpay_zh
 from recharge.operators import sessions
 from recharge.operators.accounts import Operator, OperatorError
 from recharge.orders.model import OrderError
@@ -159,6 +163,11 @@ PageHandler = Callable[[Console], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def mpay_refusal(console: Console, exc: Refused) -> Refusal:
+    text = mpay_zh(exc.code, exc.n) if console.lang == "zh" else mpay_en(exc.code, exc.n)
+    return Refusal(400, "Refused: {why}", why=f"{exc.code} {text}")
+
+
 def _refused(console: Console, exc: Refusal) -> web.Response:
     return console.render("refused.html", status=exc.status, message=console.t(exc.message, **exc.values))
 
@@ -208,6 +217,8 @@ def action(role: str = "operator", *, reason_required: bool = False, once: bool 
                 return _refused(console, exc)
             except DOMAIN_REFUSALS as exc:
                 return _refused(console, Refusal(400, "Refused: {why}", why=str(exc)))
+            except Refused as exc:  # the mobile payment room's refusal: its SPEC 6.10 code and text
+                return _refused(console, mpay_refusal(console, exc))
 
         return run
 

@@ -5,8 +5,9 @@ the last request it authenticated or 8 hours after login (``1003``); a system to
 (``rechargectl mpay operator token``) lapses only at its own expiry. A website login by
 MSISDN or alias: an unknown login, a closed account, a detached account's MSISDN and a
 wrong password all answer ``3001`` (only the last counts against the password); failures
-per client address are limited first (``1006``). Operators have a role (``boss``,
-``counter`` bound to a hall, ``cs``, ``ops``); every operator write is logged append-only.
+per client address are limited first (``1006``). Operators are the console's operators
+(``recharge.operators``: one identity, one password, one lockout) with an API role (``boss``,
+``counter`` bound to a hall, ``cs``, ``ops``); every operator write is in ``operator_actions``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import asyncpg
 from recharge.mpay import accounts, credentials, matrix
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
+from recharge.operators import accounts as op_accounts
+from recharge.operators.actions import record_action
 
 ROLES = ("boss", "counter", "cs", "ops")
 
@@ -116,38 +119,56 @@ async def login(conn: asyncpg.Connection, env: Env, login_name: str, password: s
     return await issue(conn, env, account_id=account["id"]), bool(account["login_initial"])
 
 
-# --- operators
+# --- operators: the console's operators (recharge.operators), one identity (migration 0710)
+_OPERATOR = ("SELECT id AS number, name AS id, mpay_role AS role, hall, must_change_password FROM operators"
+             " WHERE name = $1 AND NOT disabled AND mpay_role IS NOT NULL")
+
+
 async def add_operator(conn: asyncpg.Connection, env: Env, operator_id: str, role: str, hall: str | None,
-                       password: str | None = None) -> str:
-    """Create (or reset) an operator; returns its initial password (shown once; the demo passes its own)."""
+                       password: str | None = None, *, actor: str = "mpay") -> str:
+    """Create an operator with the API role (or give an existing one the role and a new password);
+    returns its initial password (shown once; the demo passes its own). The same name and password
+    sign in to the console, which has it changed first; a new clerk is a console ``operator``, any
+    other role a ``viewer`` (an admin may raise it)."""
     if role not in ROLES or (role == "counter") != (hall is not None):
         raise ValueError("role must be boss|counter|cs|ops; a counter operator needs --hall, others none")
-    password = password or credentials.generate("login") + credentials.generate("login")
-    await conn.execute(
-        "INSERT INTO mpay_operators (id, role, hall, password_hash) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (id) DO UPDATE SET role = $2, hall = $3, password_hash = $4, enabled = true",
-        operator_id, role, hall, await env.hasher.hash(password),
-    )
+    cost = op_accounts.Argon2Cost.of(env.settings)
+    async with conn.transaction():
+        if await conn.fetchval("SELECT 1 FROM operators WHERE name = $1", operator_id):
+            await op_accounts.set_api_role(conn, operator_id, role, hall, actor=actor, reason="mpay operator add")
+            await conn.execute("UPDATE operators SET disabled = false WHERE name = $1", operator_id)
+            return await op_accounts.reset_password(conn, operator_id, actor=actor, reason="mpay operator add",
+                                                    cost=cost, password=password)
+        _, password = await op_accounts.add_operator(conn, operator_id, "operator" if role == "counter" else "viewer",
+                                                     actor=actor, cost=cost, password=password, mpay_role=role,
+                                                     hall=hall)
     return password
 
 
 async def operator_login(conn: asyncpg.Connection, env: Env, operator_id: str, password: str, client: str
                          ) -> tuple[Issued, asyncpg.Record]:
+    """``POST /ops/login``: the console's sign-in check (its lockout and sign-in history), after
+    the per-address limit; an operator without an API role is refused ``1004``."""
     await check_client(conn, env, client)
-    row = await conn.fetchrow("SELECT * FROM mpay_operators WHERE id = $1 AND enabled", operator_id)
-    if row is None or not await env.hasher.verify(row["password_hash"], password):
+    s = env.settings
+    outcome, _ = await op_accounts.authenticate(
+        conn, operator_id[:64], password, max_failures=s.console_password_max_failures,
+        lock_s=s.console_password_lock_s, remote=f"api:{client}", peppered=env.hasher.verify)
+    if outcome is not op_accounts.SignIn.OK:
         await count_failure(conn, client)
         raise Refused("3001")
+    row = await operator(conn, operator_id)
+    if row is None:
+        raise Refused("1004")
     return await issue(conn, env, operator_id=operator_id), row
 
 
 async def operator(conn: asyncpg.Connection, operator_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM mpay_operators WHERE id = $1 AND enabled", operator_id)
+    """The enabled operator ``operator_id`` with an API role: ``id`` (its name), ``role``, ``hall``."""
+    return await conn.fetchrow(_OPERATOR, operator_id)
 
 
 async def log_action(conn: asyncpg.Connection, operator_id: str, token_id: int | None, action: str, subject: str,
-                     reason: str = "") -> None:
-    await conn.execute(
-        "INSERT INTO mpay_operator_log (operator, token_id, action, subject, reason) VALUES ($1, $2, $3, $4, $5)",
-        operator_id, token_id, action, subject, reason,
-    )
+                     reason: str = "", **detail: object) -> None:
+    """An operator write in the one append-only audit trail (``operator_actions``), actor ``mpay:<name>``."""
+    await record_action(conn, f"mpay:{operator_id}", action, subject, reason, token_id=token_id, **detail)

@@ -1,4 +1,5 @@
-"""Operator accounts: roles, argon2id passwords, one-time passwords, sign-in with lockout.
+"""Operator accounts: roles (the console's, and the mobile payment API's with its hall), argon2id
+passwords, one-time passwords, sign-in with lockout: one identity for the console and /mpay/v1.
 
 An account is created (or its password reset) with a one-time password that must be changed
 at the next sign-in. ``authenticate`` locks the operator's row for the whole check, so
@@ -15,6 +16,7 @@ import datetime as dt
 import functools
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -81,13 +83,21 @@ class Operator:
     must_change_password: bool
     disabled: bool
     locked_until: dt.datetime | None
+    mpay_role: str | None = None  # the mobile payment API role (SPEC 6.4), one identity with the console
+    hall: str | None = None  # the business hall of a counter clerk
 
     def may(self, role: str) -> bool:
         """True when this operator's role includes ``role`` (viewer < operator < admin)."""
         return _RANK[self.role] >= _RANK[role]
 
+    @property
+    def clerk(self) -> bool:
+        """A business-hall clerk: the API role ``counter``, bound to a hall."""
+        return self.mpay_role == "counter" and self.hall is not None
 
-COLUMNS = "id, name, role, must_change_password, disabled, locked_until"
+
+COLUMNS = "id, name, role, must_change_password, disabled, locked_until, mpay_role, hall"
+MPAY_ROLES = ("boss", "counter", "cs", "ops")
 
 
 def operator_from(row: asyncpg.Record) -> Operator:
@@ -120,38 +130,64 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_api_role(mpay_role: str | None, hall: str | None) -> None:
+    """The API role and hall go together: a ``counter`` clerk has a hall, nobody else has one."""
+    if mpay_role is not None and mpay_role not in MPAY_ROLES:
+        raise OperatorError(f"the API role is one of {', '.join(MPAY_ROLES)}")
+    if (mpay_role == "counter") != bool(hall) or (hall is not None and not 1 <= len(hall) <= 32):
+        raise OperatorError("a counter clerk is bound to a hall (1 to 32 characters); other roles have none")
+
+
 async def add_operator(
-    conn: asyncpg.Connection, name: str, role: str, *, actor: str, cost: Argon2Cost = DEFAULT_COST
+    conn: asyncpg.Connection, name: str, role: str, *, actor: str, cost: Argon2Cost = DEFAULT_COST,
+    password: str | None = None, mpay_role: str | None = None, hall: str | None = None,
 ) -> tuple[Operator, str]:
-    """A new account with a one-time password (returned once, stored only as its hash)."""
+    """A new account with a one-time password (returned once, stored only as its hash); with
+    ``mpay_role`` (and ``hall`` for a counter clerk) it may also call the mobile payment API."""
     check_name(name)
     if role not in ROLES:
         raise OperatorError(f"role must be one of {', '.join(ROLES)}")
-    password = one_time_password()
+    check_api_role(mpay_role, hall or None)
+    password = password or one_time_password()
     stored = await hash_password(password, cost)
     async with conn.transaction():
         try:
             row = await conn.fetchrow(
-                f"INSERT INTO operators (name, role, password_hash) VALUES ($1, $2, $3) RETURNING {COLUMNS}",
-                name, role, stored,
+                "INSERT INTO operators (name, role, password_hash, mpay_role, hall) VALUES ($1, $2, $3, $4, $5)"
+                f" RETURNING {COLUMNS}", name, role, stored, mpay_role, hall or None,
             )
         except asyncpg.UniqueViolationError:
             raise OperatorError(f"operator {name} already exists") from None
-        await record_action(conn, actor, "operator_add", name, "operator request", role=role)
+        await record_action(conn, actor, "operator_add", name, "operator request", role=role, mpay_role=mpay_role,
+                            hall=hall or None)
     assert row is not None
     return operator_from(row), password
 
 
+async def set_api_role(conn: asyncpg.Connection, name: str, mpay_role: str | None, hall: str | None, *, actor: str,
+                       reason: str) -> None:
+    """Give an operator the mobile payment API role (and hall), or take it away (``None``)."""
+    check_api_role(mpay_role, hall or None)
+    async with conn.transaction():
+        found = await conn.fetchval("UPDATE operators SET mpay_role = $2, hall = $3 WHERE name = $1 RETURNING id",
+                                    name, mpay_role, hall or None)
+        if found is None:
+            raise OperatorError(f"operator {name} does not exist")
+        await record_action(conn, actor, "operator_api_role", name, reason or "operator request",
+                            mpay_role=mpay_role, hall=hall or None)
+
+
 async def reset_password(
-    conn: asyncpg.Connection, name: str, *, actor: str, reason: str, cost: Argon2Cost = DEFAULT_COST
+    conn: asyncpg.Connection, name: str, *, actor: str, reason: str, cost: Argon2Cost = DEFAULT_COST,
+    password: str | None = None,
 ) -> str:
     """A new one-time password for ``name`` (lock lifted, sessions ended); returned once."""
-    password = one_time_password()
+    password = password or one_time_password()
     stored = await hash_password(password, cost)
     async with conn.transaction():
         operator_id = await conn.fetchval(
             "UPDATE operators SET password_hash = $2, must_change_password = true, failed_attempts = 0,"
-            " locked_until = NULL WHERE name = $1 RETURNING id", name, stored,
+            " locked_until = NULL, password_peppered = false WHERE name = $1 RETURNING id", name, stored,
         )
         if operator_id is None:
             raise OperatorError(f"operator {name} does not exist")
@@ -183,16 +219,23 @@ async def get_operator(conn: asyncpg.Connection, operator_id: int) -> Operator |
     return operator_from(row) if row else None
 
 
+Peppered = Callable[[str, str], Awaitable[bool]]
+
+
 async def authenticate(
-    conn: asyncpg.Connection, name: str, password: str, *, max_failures: int, lock_s: int, remote: str = ""
+    conn: asyncpg.Connection, name: str, password: str, *, max_failures: int, lock_s: int, remote: str = "",
+    peppered: Peppered | None = None,
 ) -> tuple[SignIn, Operator | None]:
-    """Check a sign-in, one attempt per operator at a time (the row stays locked meanwhile)."""
+    """Check a sign-in, one attempt per operator at a time (the row stays locked meanwhile).
+
+    ``peppered`` verifies a hash carried over from the mobile payment operators (migration
+    0710); once it matches, the password is stored again as the console's argon2id."""
     async with conn.transaction():
         row = await conn.fetchrow(
-            f"SELECT {COLUMNS}, password_hash, failed_attempts, now() AS now FROM operators"
+            f"SELECT {COLUMNS}, password_hash, password_peppered, failed_attempts, now() AS now FROM operators"
             " WHERE name = $1 FOR UPDATE", name,
         )
-        outcome = await _check(conn, row, password, max_failures, lock_s)
+        outcome = await _check(conn, row, password, max_failures, lock_s, peppered)
         await conn.execute(
             "INSERT INTO operator_signins (name, operator_id, outcome, remote) VALUES ($1, $2, $3, $4)",
             name[:64], row["id"] if row else None, outcome.value, remote[:64],
@@ -202,8 +245,19 @@ async def authenticate(
     return outcome, operator_from(row)
 
 
+async def _matches(conn: asyncpg.Connection, row: asyncpg.Record, password: str, peppered: Peppered | None) -> bool:
+    if not row["password_peppered"]:
+        return await _verify(row["password_hash"], password)
+    if peppered is None or not await peppered(row["password_hash"], password):
+        return False
+    await conn.execute("UPDATE operators SET password_hash = $2, password_peppered = false WHERE id = $1",
+                       row["id"], await hash_password(password))
+    return True
+
+
 async def _check(
-    conn: asyncpg.Connection, row: asyncpg.Record | None, password: str, max_failures: int, lock_s: int
+    conn: asyncpg.Connection, row: asyncpg.Record | None, password: str, max_failures: int, lock_s: int,
+    peppered: Peppered | None = None,
 ) -> SignIn:
     if row is None or len(password) > MAX_PASSWORD_CHARS:
         await _verify(_DUMMY_HASH, password[:MAX_PASSWORD_CHARS])
@@ -212,7 +266,7 @@ async def _check(
         return SignIn.DISABLED
     if row["locked_until"] is not None and row["locked_until"] > row["now"]:
         return SignIn.LOCKED
-    if await _verify(row["password_hash"], password):
+    if await _matches(conn, row, password, peppered):
         await conn.execute(
             "UPDATE operators SET failed_attempts = 0, locked_until = NULL, last_sign_in_at = now() WHERE id = $1",
             row["id"],
@@ -252,7 +306,8 @@ async def change_password(
         if not await _verify(row["password_hash"], old):
             raise OperatorError("the current password is wrong")
         await conn.execute(
-            "UPDATE operators SET password_hash = $2, must_change_password = false, password_changed_at = now()"
+            "UPDATE operators SET password_hash = $2, must_change_password = false, password_changed_at = now(),"
+            " password_peppered = false"
             " WHERE id = $1", operator_id, await hash_password(new, cost),
         )
         await conn.execute(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import core_ext
 from recharge.keys import WalletKeys
+from recharge.loads.pboc import LoadKeys
 
 STATE_NONE, STATE_OPEN, STATE_PAUSED, STATE_CANCELLED = 0x00, 0x01, 0x02, 0x03
 TAC_MAC_HEX_LEN = 8
@@ -35,6 +36,10 @@ class WalletCrypto:
     def __repr__(self) -> str:
         return "WalletCrypto(<redacted>)"
 
+    def load_keys(self) -> LoadKeys:
+        """MKW_load and MKW_tac for the load engine (recharge/loads): DLK and DTK are diversified per card."""
+        return LoadKeys(self._keys.load, self._keys.tac)
+
     def stk_key(self, card_no: str) -> bytes:
         """K_stk = diversify(MKW_stk, card number as 8 bytes BCD)."""
         return core_ext.diversify(self._keys.stk, core_ext.card_div_data(card_no))
@@ -45,11 +50,17 @@ class WalletCrypto:
 
     def state_write_script(self, card_no: str, challenge: bytes, state: int, limit: int) -> str:
         """SPEC 7.2's single instruction: UPDATE BINARY SFI 0x17 with secure messaging, as upper-case hex."""
+        instruction = self.state_write_instruction(card_no, challenge, state, limit)
+        return core_ext.script_encode([instruction]).hex().upper()
+
+    def state_write_instruction(self, card_no: str, challenge: bytes, state: int, limit: int,
+                                next_ok: int = 0) -> core_ext.Instruction:
+        """The 0x17 write as instruction 1 (``next_ok``: the instruction after it, 7.6's swap load: 2)."""
         damk = core_ext.diversify(self._keys.maint, core_ext.card_div_data(card_no))
         data = bytes((state,)) + limit.to_bytes(4, "big")
         apdu = core_ext.WALLET_STATE_UPDATE_HEADER + data + core_ext.wallet_state_update_mac(
             damk, challenge, state, limit)
-        return core_ext.script_encode([core_ext.Instruction(1, apdu, b"\x90\x00", 0, 0)]).hex().upper()
+        return core_ext.Instruction(1, apdu, b"\x90\x00", next_ok, 0)
 
     def tac_ok(self, proof: PurchaseProof) -> bool:
         """Whether a purchase record's TAC verifies under DTK = diversify(MKW_tac, card) (constant time)."""

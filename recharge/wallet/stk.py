@@ -7,6 +7,7 @@ state with their reply and send the 0x17 write as the script; repeating one re-s
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from recharge.loads.lanes import LoadLanes
 from recharge.mpay import (
     accounts,
     bills,
@@ -30,7 +32,7 @@ from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.mpay.sms_commands import BALANCE
 from recharge.mpay.text import day_start, today, yuan
-from recharge.wallet import wire
+from recharge.wallet import loads, stk_loads, wire
 from recharge.wallet.books import BOOKS
 from recharge.wallet.clearing import Posting, must_post
 from recharge.wallet.crypto import STATE_CANCELLED, STATE_OPEN, STATE_PAUSED, WalletCrypto
@@ -70,8 +72,10 @@ class Answer:
     code: str
     text: str = ""
     script: str | None = None
-    waiting: int | None = None
+    waiting: int | None = None  # set (to anything) for an open wallet: ``handle`` counts its waiting loads
     n: int | None = None
+    load_id: str | None = None
+    waiting_load_id: str | None = None
 
 
 @dataclass
@@ -83,6 +87,7 @@ class Context:
     msisdn: str
     account: asyncpg.Record | None
     now: dt.datetime
+    lanes: LoadLanes | None = None  # the process's load lanes (the load ops)
 
     async def wallet(self) -> asyncpg.Record | None:
         if self.account is None:
@@ -105,7 +110,9 @@ def parse(value: object) -> Request:
     (a write op without ``challenge`` included)."""
     fields = wire.fields(value, {"card_no": wire.card16, "seq": wire.integer(1, wire.MAX_SEQ), "op": _op,
                                  "params": _object}, {"challenge": wire.challenge4, "op_password": _op_password})
-    params = wire.fields(fields["params"], PARAMS[fields["op"]])
+    op = fields["op"]
+    params = (stk_loads.parse_params(op, fields["params"]) if op in stk_loads.LOAD_OPS
+              else wire.fields(fields["params"], PARAMS[op]))
     if fields["op"] in WRITE_OPS and "challenge" not in fields:
         raise wire.WireError("a write needs the card's challenge")
     return Request(fields["card_no"], fields["seq"], fields["op"], params, fields.get("challenge"),
@@ -113,7 +120,7 @@ def parse(value: object) -> Request:
 
 
 def _op(value: object) -> str:
-    if not isinstance(value, str) or value not in PARAMS:
+    if not isinstance(value, str) or (value not in PARAMS and value not in stk_loads.LOAD_OPS):
         raise wire.WireError("unknown op")
     return value
 
@@ -137,7 +144,7 @@ async def _gate(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, reques
     card = await conn.fetchrow("SELECT status, msisdn FROM wallet_cards WHERE card_no = $1", request.card_no)
     if card is None or card["status"] != "bound":
         raise Refused("5007")
-    account = await accounts.live_by_msisdn(conn, card["msisdn"], lock=True)
+    account = await accounts.live_by_msisdn(conn, card["msisdn"], lock=request.op not in stk_loads.UNLOCKED_OPS)
     if account is not None and account["op_hash"] is not None and not hall:
         await credentials.check(conn, env.hasher, env.policy, account, "op", request.op_password or "", now)
     sub = await registry.get(conn, card["msisdn"])
@@ -315,7 +322,16 @@ async def _hf(ctx: Context) -> Answer:
     return Answer("0000", paid.reply)
 
 
+async def _load(ctx: Context) -> Answer:
+    """``wallet.load.init`` · ``continue`` · ``recover`` (SPEC 7.3): one round of the load engine."""
+    assert ctx.account is not None and ctx.lanes is not None
+    done = await stk_loads.stk_op(ctx.conn, ctx.env, ctx.crypto, ctx.lanes, ctx.account, ctx.request.card_no,
+                                  ctx.request.op, ctx.request.params, ctx.now)
+    return Answer("0000", done.text, done.script, waiting=0, load_id=done.load.load_id)
+
+
 OPS: dict[str, Callable[[Context], Awaitable[Answer]]] = {
+    "wallet.load.init": _load, "wallet.load.continue": _load, "wallet.load.recover": _load,
     "wallet.open": _open, "wallet.pause": _pause, "wallet.resume": _resume, "wallet.limit": _limit,
     "wallet.cancel": _cancel, "account.balance": _balance, "pwd.pay.change": _pay_change,
     "pwd.op.enable": _op_enable, "pwd.op.disable": _op_disable, "pwd.op.change": _op_change,
@@ -324,13 +340,23 @@ OPS: dict[str, Callable[[Context], Awaitable[Answer]]] = {
 
 
 async def handle(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, request: Request,
-                 now: dt.datetime | None = None) -> Answer:
-    """Run one STK op; a refusal is ``Answer(code, text)`` (its writes are only attempt counters)."""
+                 now: dt.datetime | None = None, lanes: LoadLanes | None = None) -> Answer:
+    """Run one STK op; a refusal is ``Answer(code, text)`` (its writes are only attempt counters and a load's
+    bookkeeping: which script it waits for)."""
     try:
         ctx = await _gate(conn, env, crypto, request, now or dt.datetime.now(dt.UTC))
-        return await OPS[request.op](ctx)
+        ctx.lanes = lanes
+        return await _with_waiting(ctx, await OPS[request.op](ctx))
     except Refused as refused:
         return Answer(refused.code, refused.zh, n=refused.n)
+
+
+async def _with_waiting(ctx: Context, answer: Answer) -> Answer:
+    """7.2: every success for an open wallet carries ``waiting`` and, if not 0, the oldest ``waiting_load_id``."""
+    if answer.code != "0000" or answer.waiting is None or ctx.account is None:
+        return answer
+    queued = await loads.waiting(ctx.conn, ctx.account["id"])
+    return dataclasses.replace(answer, waiting=len(queued), waiting_load_id=queued[0].load_id if queued else None)
 
 
 async def open_at_hall(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, card_no: str, challenge: bytes,

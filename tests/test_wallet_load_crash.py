@@ -1,0 +1,137 @@
+"""Kill -9 the server in the middle of SIM wallet air recharges: nothing acknowledged is lost, the books balance.
+
+A seeded run (the seed is printed, so a failure can be replayed): virtual handsets air-recharge their RFID-SIMs
+over STK concurrently while the server process is SIGKILLed after a seeded number of answers. After a restart,
+every load the platform acknowledged (钱包充值成功) is posted; every load left *loading* is settled by
+``wallet.load.recover`` with the card's own proof (posted, or waiting again when the card was never credited);
+then every SIM holds exactly what its shadow ``W`` posted, nothing is left loading, and the audit passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from core_ext.virtual_handset import VirtualHandset
+from recharge import db
+from recharge.config import Settings
+from recharge.keys import MasterKeys, write_keys
+from recharge.ledger.audit import audit
+from recharge.mpay.env import Env
+from tests.conftest import ROOT
+from tests.wallet_loads_world import PAY_PASSWORD, LoadWorld
+
+HANDSETS = 10
+AMOUNT = 500
+START_BALANCE = 10_000
+
+
+def _serve(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--dd-port", "0", "--http-port", "0",
+         "--database-url", database_url, "--data-dir", str(data_dir)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "RECHARGE_DD_HOST": "127.0.0.1", "RECHARGE_HTTP_HOST": "127.0.0.1",
+             "RECHARGE_MPAY_ARGON2_TIME_COST": "1", "RECHARGE_MPAY_ARGON2_MEMORY_KIB": "1024"},
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("READY "):
+            return proc, int(line.split("http_port=")[1].split()[0])
+    raise AssertionError("serve did not start")
+
+
+class Progress:
+    """Counts answers received by all handsets; fires when the kill point is reached."""
+
+    def __init__(self, kill_after_answers: int) -> None:
+        self.answers = 0
+        self.kill_after = kill_after_answers
+        self.reached = asyncio.Event()
+
+    def tick(self) -> None:
+        self.answers += 1
+        if self.answers >= self.kill_after:
+            self.reached.set()
+
+
+async def _air_recharge(world: LoadWorld, phone: VirtualHandset, acknowledged: set[str], progress: Progress) -> None:
+    """One air recharge, round by round; records the load when the platform acknowledged it posted."""
+    try:
+        out = await world.exchange(phone, "wallet.load.init", {"amount": AMOUNT, "pay_password": PAY_PASSWORD})
+        progress.tick()
+        while out.code == "0000" and out.data is not None and out.data.get("script"):
+            assert out.replies is not None
+            out = await world.exchange(phone, "wallet.load.continue",
+                                       {"load_id": out.data["load_id"], "replies": out.replies.hex()})
+            progress.tick()
+        if out.code == "0000" and out.data is not None and out.shown[-1].startswith("钱包充值成功"):
+            acknowledged.add(out.data["load_id"])
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return  # the server died under us: what happened is settled by the recovery below
+
+
+async def _settle(world: LoadWorld, phone: VirtualHandset, conn: asyncpg.Connection, account_id: int) -> None:
+    """Recover every load of the account left loading, from the card's proof."""
+    for load_id in [r["load_id"] for r in await conn.fetch(
+            "SELECT load_id FROM wallet_loads WHERE account_id = $1 AND state = 'loading'", account_id)]:
+        prove = await world.exchange(phone, "wallet.load.recover", {"load_id": load_id})
+        assert prove.code == "0000" and prove.replies is not None, prove
+        out = await world.drive_stk(phone, prove)
+        assert out.code in ("0000", "5008"), out
+        state = await conn.fetchval("SELECT state FROM wallet_loads WHERE load_id = $1", load_id)
+        assert state == ("posted" if out.code == "0000" else "waiting"), (load_id, out, state)
+
+
+@pytest.mark.parametrize("seed", [20261203, 11])
+async def test_sigkill_during_air_recharges_loses_no_acknowledged_load(
+        empty_database: str, tmp_path: Path, seed: int, settings: Settings) -> None:
+    print(f"wallet crash-safety seed: {seed}")
+    rng = random.Random(seed)
+    keys = MasterKeys.generate(demo=True)
+    write_keys(tmp_path / "keys.json", keys)
+    conn = await asyncpg.connect(empty_database)
+    await db.init_connection(conn)
+    await db.migrate(conn)
+    pool = await db.create_pool(empty_database, settings)
+    proc, port = _serve(empty_database, tmp_path)
+    try:
+        world = LoadWorld(port, pool, Env.of(settings, keys), keys)
+        phones = [await world.handset(balance=START_BALANCE, cash=10_000) for _ in range(HANDSETS)]
+        acknowledged: set[str] = set()
+        progress = Progress(kill_after_answers=rng.randint(HANDSETS * 2, HANDSETS * 4 - 2))
+        runs = [asyncio.create_task(_air_recharge(world, phone, acknowledged, progress)) for phone, _ in phones]
+        await asyncio.wait_for(progress.reached.wait(), 60)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        await asyncio.gather(*runs)
+        states = await conn.fetch("SELECT state, count(*) FROM wallet_loads GROUP BY state")
+        print(f"acknowledged before the kill: {len(acknowledged)} of {HANDSETS}; loads: {dict(states)}")
+        assert len(acknowledged) < HANDSETS, "the kill came after every load: nothing was tested"
+
+        proc, port = _serve(empty_database, tmp_path)
+        world.url = f"http://127.0.0.1:{port}/mpay/v1"
+        for load_id in acknowledged:
+            assert await conn.fetchval("SELECT state FROM wallet_loads WHERE load_id = $1", load_id) == "posted"
+        for phone, account_id in phones:
+            await _settle(world, phone, conn, account_id)
+            posted, _pending = await world.named(f"W/{account_id}")
+            assert phone.sim.balance - START_BALANCE == posted, (phone.sim.card_no, phone.sim.balance, posted)
+        assert await conn.fetchval("SELECT count(*) FROM wallet_loads WHERE state = 'loading'") == 0
+        report = await audit(conn)
+        assert report.ok, report.render()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        await pool.close()
+        await conn.close()

@@ -1,0 +1,268 @@
+"""The SIM wallet's loads of SPEC 7.3 end to end: the real server and PostgreSQL, virtual handsets with their
+RFID-SIMs and hall POS terminals; air recharge over STK, POS转存, waiting loads driven at the next contact, every
+one posted by the card's TAC through the load engine the DD recharge uses; a drop after MAC2 recovered by GET
+TRANSACTION PROVE; the creation checks and their codes; repeats answered from the stored reply; the audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from app.cli import main
+from core_ext.virtual_pos import VirtualPOS
+from core_ext.virtual_sim import STATE_OPEN, VirtualRfidSim
+from recharge.mpay import credentials
+from recharge.mpay.env import Env
+from recharge.wallet import cards, loads
+from tests.wallet_loads_world import PAY_PASSWORD, LoadWorld
+
+
+@pytest.fixture
+async def world(platform: Any, pool: asyncpg.Pool, test_keys: Any, audited: None) -> LoadWorld:
+    keys = test_keys[0]
+    return LoadWorld(platform.http_port, pool, Env.of(platform.ctx.settings, keys), keys)
+
+
+async def _sms(world: LoadWorld, account_id: int) -> list[str]:
+    async with world.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT text FROM mpay_outbox WHERE account_id = $1 AND NOT sensitive"
+                                " ORDER BY created_at", account_id)
+    return [r["text"] for r in rows]
+
+
+async def test_air_recharge_over_stk_posts_by_the_cards_tac(world: LoadWorld) -> None:
+    phone, acct = await world.handset(balance=10_000, cash=20_000)
+    first = await world.exchange(phone, "wallet.load.init", {"amount": 5_000, "pay_password": PAY_PASSWORD})
+    assert first.code == "0000" and first.mac_ok and first.data is not None
+    assert first.data["script"].startswith("01") and first.data["waiting"] == 1 and first.data["text"] == ""
+    assert await world.named(f"C/{acct}") == (20_000, 0) and await world.named(f"W/{acct}") == (0, 5_000), \
+        "created: a pending C → W (the cash frozen)"
+    done = await world.drive_stk(phone, first)
+    text = "钱包充值成功,充值50元,钱包余额150元。"
+    assert done.code == "0000" and done.shown == ["钱包充值请求发送成功!", text]
+    assert done.data is not None and "script" not in done.data and done.data["waiting"] == 0
+    assert phone.sim.balance == 15_000 and phone.sim.log[0].kind == 0x02 and phone.sim.log[0].amount == 5_000
+    assert phone.sim.log[0].terminal_id == bytes.fromhex("990000000001")
+    assert await world.named(f"W/{acct}") == (5_000, 0) and await world.named(f"C/{acct}") == (15_000, 0)
+    assert text in await _sms(world, acct)
+
+
+async def test_a_repeat_gets_the_stored_reply_and_creates_nothing(world: LoadWorld) -> None:
+    phone, acct = await world.handset()
+    request = phone.request("wallet.load.init", {"amount": 1_000, "pay_password": PAY_PASSWORD})
+    first = await world.post(request)
+    assert await world.post(request) == first, "same seq and body: the stored reply byte for byte"
+    async with world.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM wallet_loads WHERE account_id = $1", acct) == 1
+    out = phone.receive(*first)
+    done = await world.drive_stk(phone, out)
+    assert done.code == "0000" and phone.sim.balance == 11_000
+
+
+async def test_a_drop_after_mac2_is_recovered_by_get_transaction_prove(world: LoadWorld) -> None:
+    phone, acct = await world.handset()
+    out = await world.exchange(phone, "wallet.load.init", {"amount": 2_000, "pay_password": PAY_PASSWORD})
+    assert out.data is not None
+    load_id = out.data["load_id"]
+    sent = []
+    for _ in range(2):  # read → INITIALIZE → CREDIT: the credit script comes back, runs, and its reply is lost
+        assert out.replies is not None
+        sent.append(out.replies.hex())
+        out = await world.exchange(phone, "wallet.load.continue", {"load_id": load_id, "replies": sent[-1]})
+    assert out.code == "0000" and out.script_ok and phone.sim.balance == 12_000
+    credit = out.data
+    again = await world.exchange(phone, "wallet.load.continue", {"load_id": load_id, "replies": sent[-1]})
+    assert again.data is not None and credit is not None and again.data["script"] == credit["script"], \
+        "the INITIALIZE reply again (a new seq): the same CREDIT FOR LOAD, nothing written"
+    assert phone.sim.balance == 12_000, "the card's session is gone: run again, the credit is refused"
+    busy = await world.exchange(phone, "wallet.load.init", {"amount": 100, "pay_password": PAY_PASSWORD})
+    assert busy.code == "5006", "meanwhile new loads get 5006"
+    async with world.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT state FROM wallet_loads WHERE load_id = $1", load_id) == "loading"
+    prove = await world.exchange(phone, "wallet.load.recover", {"load_id": load_id})
+    assert prove.code == "0000" and prove.data is not None and prove.data["script"][4:12] == "805A0002"
+    done = await world.drive_stk(phone, prove)
+    assert done.code == "0000" and done.shown[-1] == "钱包充值成功,充值20元,钱包余额120元。"
+    assert await world.named(f"W/{acct}") == (2_000, 0)
+
+
+async def test_a_credit_that_never_reached_the_card_waits_again_after_the_proof(world: LoadWorld) -> None:
+    phone, acct = await world.handset()
+    out = await world.exchange(phone, "wallet.load.init", {"amount": 3_000, "pay_password": PAY_PASSWORD})
+    assert out.data is not None
+    load_id = out.data["load_id"]
+    assert out.replies is not None
+    out = await world.exchange(phone, "wallet.load.continue", {"load_id": load_id, "replies": out.replies.hex()})
+    phone.sim.fail_next_credit_with = b"\x94\x06"  # never credited: the card has no proof of this serial
+    assert out.replies is not None
+    credit = await world.exchange(phone, "wallet.load.continue", {"load_id": load_id, "replies": out.replies.hex()})
+    assert credit.code == "0000" and not credit.script_ok, "the CREDIT script ran and failed on the card"
+    prove = await world.exchange(phone, "wallet.load.recover", {"load_id": load_id})
+    back = await world.drive_stk(phone, prove)
+    assert back.code == "5008" and back.shown[-1] == "卡片校验失败。"
+    status = await world.exchange(phone, "account.balance")
+    assert status.data is not None and (status.data["waiting"], status.data["waiting_load_id"]) == (1, load_id)
+    again = await world.exchange(phone, "wallet.load.init", {"load_id": load_id})
+    done = await world.drive_stk(phone, again)
+    assert done.code == "0000" and phone.sim.balance == 13_000
+    assert await world.named(f"W/{acct}") == (3_000, 0)
+
+
+async def test_creation_checks_answer_their_codes_in_order(world: LoadWorld) -> None:
+    phone, acct = await world.handset(cash=60_000)
+
+    async def init(amount: int, password: str = PAY_PASSWORD) -> str | None:
+        return (await world.exchange(phone, "wallet.load.init", {"amount": amount, "pay_password": password})).code
+
+    assert await init(99) == "4001" and await init(50_001) == "4001"
+    assert await init(100, "000000") == "3002"
+    for _ in range(4):
+        assert await init(100) == "0000", "created, left waiting (not driven)"
+    assert await init(49_700) == "5004", "the day's total would pass 500.00"
+    assert await init(49_600) == "0000"
+    assert await init(100) == "5004", "a sixth air recharge today"
+    pos = await world.hall_pos()
+    reply = await world.pos_send(pos, pos.load_request(phone.sim.card_no, 10_001))
+    assert reply["code"] == "4002", "cash: 60,000 − 50,000 frozen"
+    async with world.pool.acquire() as conn:
+        await world.add_cash(conn, acct, 100_000)
+    reply = await world.pos_send(pos, pos.load_request(phone.sim.card_no, 50_001))
+    assert reply["code"] == "5003", "shadow 0 + 500.00 waiting + 500.01 > 1,000.00"
+    paused = await world.exchange(phone, "wallet.pause")
+    assert paused.script_ok and await init(100) == "5002"
+
+
+async def test_hall_pos_load_and_a_waiting_load_driven_at_the_next_contact(world: LoadWorld) -> None:
+    phone, acct = await world.handset(balance=0)
+    pos = await world.hall_pos()
+    none = await world.pos_send(pos, pos.load_request(phone.sim.card_no))
+    assert none["code"] == "4011", "no waiting load"
+    created = await world.pos_send(pos, pos.load_request(phone.sim.card_no, 20_000))
+    assert created["code"] == "0000" and created["data"]["amount"] == 20_000 and created["data"]["waiting"] == 1
+    done = await world.drive_pos(pos, phone.sim, created["data"]["load_id"])
+    assert done["code"] == "0000" and done["data"]["text"] == "钱包充值成功,充值200元,钱包余额200元。"
+    assert phone.sim.balance == 20_000 and phone.sim.log[0].terminal_id == bytes.fromhex(pos.terminal_code)
+    async with world.pool.acquire() as conn, conn.transaction():
+        queued = await loads.queue_waiting_load(conn, world.env, acct, 7_000, path="transfer", request_key="web:1")
+        again = await loads.queue_waiting_load(conn, world.env, acct, 7_000, path="transfer", request_key="web:1")
+    assert again.load_id == queued.load_id, "idempotent by request key"
+    status = await world.exchange(phone, "account.balance")
+    assert status.data is not None and (status.data["waiting"], status.data["waiting_load_id"]) == (1, queued.load_id)
+    picked = await world.pos_send(pos, pos.load_request(phone.sim.card_no))
+    assert picked["data"] == {"pos_seq": picked["data"]["pos_seq"], "load_id": queued.load_id, "amount": 7_000,
+                              "waiting": 1}
+    assert (await world.drive_pos(pos, phone.sim, queued.load_id))["code"] == "0000"
+    assert phone.sim.balance == 27_000 and await world.named(f"W/{acct}") == (27_000, 0)
+
+
+async def test_a_bad_mac1_or_another_card_sends_the_load_back_to_waiting(world: LoadWorld) -> None:
+    phone, acct = await world.handset()
+    other, _ = await world.handset()
+    pos = await world.hall_pos()
+    created = await world.pos_send(pos, pos.load_request(phone.sim.card_no, 1_000))
+    load_id = created["data"]["load_id"]
+    first = await world.pos_send(pos, pos.continue_request(load_id))
+    wrong = await world.pos_send(pos, pos.continue_request(load_id, pos.run_script(other.sim, first["data"]["script"])))
+    assert wrong["code"] == "5007"
+    first = await world.pos_send(pos, pos.continue_request(load_id))
+    init = await world.pos_send(pos, pos.continue_request(load_id, pos.run_script(phone.sim, first["data"]["script"])))
+    replies = bytearray(pos.run_script(phone.sim, init["data"]["script"]))
+    replies[-3] ^= 0xFF  # the last byte of MAC1
+    bad = await world.pos_send(pos, pos.continue_request(load_id, bytes(replies)))
+    assert bad["code"] == "5008" and bad["data"]["text"] == "卡片校验失败。"
+    async with world.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT state FROM wallet_loads WHERE load_id = $1", load_id) == "waiting"
+    assert (await world.drive_pos(pos, phone.sim, load_id))["code"] == "0000" and phone.sim.balance == 11_000
+    stranger = VirtualPOS(pos.terminal_code[::-1], world.keys.purchase, world.keys.pos)
+    assert (await world.pos_send(stranger, stranger.load_request(phone.sim.card_no, 100)))["code"] == "1004"
+
+
+async def test_website_transfer_waits_for_the_next_contact_and_cancel_voids_it(world: LoadWorld) -> None:
+    phone, acct = await world.handset(cash=10_000)
+    async with world.pool.acquire() as conn:
+        msisdn = await conn.fetchval("SELECT msisdn FROM mpay_accounts WHERE id = $1", acct)
+        await credentials.replace(conn, world.env.hasher, acct, "login", "Passw0rd1", initial=False)
+
+    async def call(path: str, body: dict[str, Any], token: str | None = None, rid: str = "") -> dict[str, Any]:
+        headers = {"Content-Type": "application/json", "X-Request-Id": rid or f"r{path.count('/')}{id(body)}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async with aiohttp.ClientSession() as http, http.post(world.url + path, data=json.dumps(body),
+                                                              headers=headers) as response:
+            return dict(json.loads(await response.read()))
+
+    token = (await call("/auth/login", {"login": msisdn, "password": "Passw0rd1"}))["data"]["token"]
+    body = {"amount": 4_000, "pay_password": PAY_PASSWORD}
+    first = await call("/me/wallet/transfers", body, token, rid="transfer-1")
+    assert first["code"] == "0000" and first["data"]["waiting"] == 1
+    assert await call("/me/wallet/transfers", body, token, rid="transfer-1") == first, "X-Request-Id replay"
+    assert (await call("/me/wallet/transfers", dict(body, amount=7_000), token, rid="t2"))["code"] == "4002"
+    load_id = first["data"]["load_id"]
+    status = await world.exchange(phone, "account.balance")
+    assert status.data is not None and status.data["waiting_load_id"] == load_id
+    assert (await call(f"/me/wallet/loads/{load_id}/cancel", {}, token, rid="c1"))["code"] == "0000"
+    assert await world.named(f"W/{acct}") == (0, 0) and await world.named(f"C/{acct}") == (10_000, 0)
+    assert (await world.exchange(phone, "wallet.load.init", {"load_id": load_id})).code == "4011"
+    second = await call("/me/wallet/transfers", body, token, rid="transfer-2")
+    done = await world.drive_stk(phone, await world.exchange(phone, "wallet.load.init",
+                                                             {"load_id": second["data"]["load_id"]}))
+    assert done.code == "0000" and phone.sim.balance == 14_000
+    assert (await call(f"/me/wallet/loads/{second['data']['load_id']}/cancel", {}, token, rid="c2"))["code"] == "4011"
+
+
+async def test_a_bad_tac_leaves_the_load_loading_for_customer_service(
+        world: LoadWorld, database_url: str, monkeypatch: pytest.MonkeyPatch, test_keys: Any) -> None:
+    phone, acct = await world.handset()
+    out = await world.exchange(phone, "wallet.load.init", {"amount": 1_500, "pay_password": PAY_PASSWORD})
+    phone.sim.corrupt_tac = True
+    done = await world.drive_stk(phone, out)
+    assert done.code == "5008" and phone.sim.balance == 11_500, "credited, but the TAC does not verify"
+    assert out.data is not None
+    load_id = out.data["load_id"]
+    assert (await world.exchange(phone, "wallet.load.init", {"amount": 100, "pay_password": PAY_PASSWORD})).code \
+        == "5006"
+    monkeypatch.setenv("RECHARGE_KEY_FILE", str(test_keys[1]))
+    argv = ["wallet", "load-resolve", load_id, "--database-url", database_url, "--outcome", "posted",
+            "--actor", "alice", "--reason", "card log shows the load"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert await asyncio.to_thread(main, argv) == 1, "not loading any more"
+    assert await world.named(f"W/{acct}") == (1_500, 0)
+    async with world.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM operator_actions WHERE subject = $1", load_id) == 1
+    again = await world.exchange(phone, "wallet.load.recover", {"load_id": load_id})
+    assert again.code == "0000" and again.shown[-1] == "钱包充值成功,充值15元,钱包余额115元。"
+    phone.sim.corrupt_tac = True  # garbled on the way back: the card's own proof still carries the true TAC
+    out = await world.exchange(phone, "wallet.load.init", {"amount": 500, "pay_password": PAY_PASSWORD})
+    assert (await world.drive_stk(phone, out)).code == "5008"
+    assert out.data is not None
+    prove = await world.exchange(phone, "wallet.load.recover", {"load_id": out.data["load_id"]})
+    assert (await world.drive_stk(phone, prove)).code == "0000" and await world.named(f"W/{acct}") == (2_000, 0)
+
+
+async def test_a_swap_load_opens_the_new_card_in_its_first_round(world: LoadWorld) -> None:
+    phone, acct = await world.handset(cash=0)
+    new_card = "7310" + phone.sim.card_no[4:][::-1]
+    async with world.pool.acquire() as conn, conn.transaction():
+        msisdn = await conn.fetchval("SELECT msisdn FROM mpay_accounts WHERE id = $1", acct)
+        await world.add_cash(conn, acct, 2_345)  # as the swap's buy-out would leave the old card's balance
+        await cards.add_stock(conn, [new_card])
+        assert await cards.bind(conn, [(msisdn, new_card)]) == ["created"]
+        swap = await loads.queue_waiting_load(conn, world.env, acct, 2_345, path="swap", request_key=f"swap:{acct}")
+    sim = VirtualRfidSim(new_card, world.keys)
+    pos = await world.hall_pos()
+    picked = await world.pos_send(pos, pos.load_request(new_card))
+    assert picked["data"]["load_id"] == swap.load_id
+    assert (await world.pos_send(pos, pos.continue_request(swap.load_id)))["code"] == "1001", "needs the challenge"
+    first = await world.pos_send(pos, pos.continue_request(swap.load_id, challenge=pos.challenge(sim)))
+    assert first["code"] == "0000" and first["data"]["script"].startswith("010E04D6970009")
+    reply = await world.pos_send(pos, pos.continue_request(swap.load_id, pos.run_script(sim, first["data"]["script"])))
+    assert (sim.state, sim.limit) == (STATE_OPEN, 20_000)
+    while reply["data"].get("script"):
+        reply = await world.pos_send(pos, pos.continue_request(swap.load_id,
+                                                               pos.run_script(sim, reply["data"]["script"])))
+    assert reply["code"] == "0000" and sim.balance == 2_345 and await world.named(f"W/{acct}") == (2_345, 0)
