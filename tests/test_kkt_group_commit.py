@@ -13,6 +13,7 @@ import pytest
 from recharge.config import Settings
 from recharge.keys import MasterKeys
 from recharge.kkt import service as kkt
+from recharge.kkt import trades
 from recharge.ledger.connections import KeptConnections
 from recharge.ledger.group_commit import GroupCommit
 from tests.kkt_world import PASSWORD_MD5, World, make_world
@@ -122,3 +123,23 @@ async def test_a_reqid_twin_in_the_same_batch_replays_the_first_answer(
     first, twin = await run(pool, cfg, [consume(w, card, 100, req_id="R-1"), consume(w, card, 100, req_id="R-1")])
     assert first == twin and first.code == "11"
     assert await w.balance(card) == (900, 0)
+
+
+async def test_cards_of_two_merchants_with_the_same_sequence_share_a_round(
+    w: World, pool: asyncpg.Pool, settings: Settings, test_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = await make_world(pool, test_keys[0], 0, fund=0)
+    mine, theirs = await w.new_card(balance=1_000), await other.new_card(balance=1_000)
+    assert mine[-8:] == theirs[-8:]  # their short numbers are the same; the cards are not
+    rounds: list[list[int]] = []
+    run_round = trades._run_round
+
+    async def counted(conn: asyncpg.Connection, items: Any, now: list[int], *rest: Any) -> list[int]:
+        rounds.append(list(now))
+        return await run_round(conn, items, now, *rest)
+
+    monkeypatch.setattr(trades, "_run_round", counted)
+    cfg = one_batch(pool, settings, test_keys[0], 2)
+    results = await run(pool, cfg, [consume(w, mine[-8:], 100), consume(other, theirs, 200)])
+    assert [r.code for r in results] == ["11", "11"] and rounds == [[0, 1]]
+    assert (await w.balance(mine), await other.balance(theirs)) == ((900, 0), (800, 0))

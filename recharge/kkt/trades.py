@@ -99,17 +99,27 @@ async def _on_lane(item: TradeItem) -> TradeResult:
         raise
 
 
-def _round(items: list[TradeItem], waiting: list[int]) -> tuple[list[int], list[int]]:
+async def _card_key(conn: asyncpg.Connection, item: TradeItem) -> str:
+    """The card a trade names, as its checks will find it (the 16-digit number, an 8-digit one
+    expanded with the terminal's merchant: cached); its raw text when it names none."""
+    try:
+        terminal = await gateway.terminal(conn, item.req.terminal_code, item.req.terminal_kinds, item.cfg.settings)
+        return checks.card_no(item.req.card_no, terminal.merchant_code)
+    except Refused:
+        return "?" + (item.req.card_no or "")
+
+
+def _round(items: list[TradeItem], waiting: list[int], keys: list[str]) -> tuple[list[int], list[int]]:
     """The trades of ``waiting`` that go in this round, and the ones left for later: one trade per
-    card (the last 8 digits, either form of its number), per terminal for the trades its daily
-    recharge limit counts, and a test-mode trade alone (its merchant's daily count)."""
+    card (``keys``), per terminal for the trades its daily recharge limit counts, and a test-mode
+    trade alone (its merchant's daily count)."""
     now: list[int] = []
     later: list[int] = []
     cards: set[str] = set()
     terminals: set[str] = set()
     for k in waiting:
         req, kind = items[k].req, items[k].kind
-        card = (req.card_no or "").strip()[-8:]
+        card = keys[k]
         terminal = req.terminal_code if not kind.query and kind.kind != "consume" else None
         if card in cards or (terminal is not None and terminal in terminals) or (req.test_mode and now):
             later.append(k)
@@ -131,8 +141,9 @@ async def run_trades(conn: asyncpg.Connection, items: list[TradeItem]) -> list[T
     results: list[TradeResult | None] = [None] * len(items)
     under_lock: set[int] = set()
     waiting = list(range(len(items)))
+    keys = [await _card_key(conn, item) for item in items]
     while waiting:
-        now, waiting = _round(items, waiting)
+        now, waiting = _round(items, waiting, keys)
         again = await _run_round(conn, items, now, under_lock, results)
         under_lock.update(again)
         waiting = sorted(waiting + again)
