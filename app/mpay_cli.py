@@ -3,7 +3,9 @@
 The registry (``registry set`` / ``registry import FILE.csv``, all rows or none), prepaid
 card pools (``cards import``), merchants (``merchant add``), the operator calendar
 (``calendar set``), operators and their system tokens (``operator add|token|tokens|revoke``),
-bank gateway keys (``gateway key``) and the payout cycle (``payout export|import``). Every write goes through the domain (``recharge.mpay``) in one
+bank gateway keys (``gateway key``), the payout cycle (``payout export|import``) and the
+merchants' payout (``merchant payout``), both cut at a working day's 17:00
+(``recharge.mpay.calendar``). Every write goes through the domain (``recharge.mpay``) in one
 transaction and is recorded (registry events; ``operator_actions`` with ``--actor``).
 """
 
@@ -28,7 +30,6 @@ from recharge.keys import load_keys
 from recharge.mpay import bank, bills, calendar, cards, events, merchants, registry, sessions, withdrawals
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
-from recharge.mpay.text import SHANGHAI
 from recharge.mpay.text import msisdn as normal_msisdn
 
 REGISTRY_HEADER = ["msisdn", "name", "id_type", "id_number", "province", "brand", "status"]
@@ -225,12 +226,34 @@ def cmd_gateway_key(settings: Settings, a: argparse.Namespace) -> int:
     return _run(settings, work)
 
 
+async def _batch(conn: asyncpg.Connection, settings: Settings, day_text: str | None, force: bool = False
+                 ) -> tuple[str, dt.datetime] | None:
+    """The working day whose batch to run and its cut-off (default: the latest cut-off passed),
+    or None (said why) for a day off without ``--force`` or a cut-off still to come."""
+    cutoff = calendar.cutoff_time(settings.mpay_cutoff)
+    now = await conn.fetchval("SELECT now()")
+    if day_text is None:
+        day = await calendar.last_cutoff(conn, now, cutoff)
+    else:
+        day = dt.date.fromisoformat(day_text)
+        if not force and not await calendar.is_workday(conn, day):
+            print(f"{day} is not a working day: no batch (--force to run it anyway)")
+            return None
+    if calendar.cutoff_at(day, cutoff) > now:
+        print(f"{day}'s batch closes at its {settings.mpay_cutoff} cut-off: not yet")
+        return None
+    return day.isoformat(), calendar.cutoff_at(day, cutoff)
+
+
 def cmd_payout_export(settings: Settings, a: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection, env: Env) -> int:
-        rows = await withdrawals.export_submitted(conn)
+        batch = await _batch(conn, settings, a.day)
+        if batch is None:
+            return 0
+        rows = await withdrawals.export_submitted(conn, batch[1])
         await _write_csv(a.file, withdrawals.EXPORT_HEADER, rows)
-        await _record(conn, a.actor, "mpay_payout_export", a.file, {"rows": len(rows)})
-        print(f"{len(rows)} withdrawals exported to {a.file}")
+        await _record(conn, a.actor, "mpay_payout_export", a.file, {"rows": len(rows), "batch": batch[0]})
+        print(f"{len(rows)} withdrawals of the {batch[0]} batch (before its cut-off) exported to {a.file}")
         return 0
 
     return _run(settings, work)
@@ -275,11 +298,11 @@ def cmd_bills_export(settings: Settings, a: argparse.Namespace) -> int:
 
 def cmd_merchant_payout(settings: Settings, a: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection, env: Env) -> int:
-        day = a.day or dt.datetime.now(SHANGHAI).date().isoformat()
-        if not a.force and not await calendar.is_workday(conn, dt.date.fromisoformat(day)):
-            print(f"{day} is not a working day: no payout (--force to run it anyway)")
+        batch = await _batch(conn, settings, a.day, a.force)
+        if batch is None:
             return 0
-        paid = await merchants.payout_all(conn, day)
+        day, cutoff = batch
+        paid = await merchants.payout_all(conn, day, cutoff)
         await _record(conn, a.actor, "mpay_merchant_payout", day, {"merchants": len(paid)})
         for merchant_id, cents in paid:
             print(f"{merchant_id}\t{cents // 100}.{cents % 100:02d}")
@@ -333,7 +356,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = mer_cmds.add_parser("payout", help="the working day's batch: each merchant's available balance MER → PAYOUT")
     add_common(p)
-    p.add_argument("--day", help="YYYY-MM-DD (default: today in Shanghai); once per merchant and day")
+    p.add_argument("--day", help="YYYY-MM-DD, a working day whose 17:00 cut-off has passed (default: the latest"
+                   " such day); once per merchant and day; money credited after the cut-off waits for the next")
     p.add_argument("--force", action="store_true", help="pay out on a day the calendar says is not a working day")
     p.add_argument("--actor", default="cli")
     p.set_defaults(func=cmd_merchant_payout)
@@ -385,9 +409,11 @@ def _register_staff_and_payouts(cmds: argparse._SubParsersAction[argparse.Argume
 
     pay = cmds.add_parser("payout", help="the withdrawal payout cycle")
     pay_cmds = pay.add_subparsers(dest="payout_command", required=True, metavar="ACTION")
-    p = pay_cmds.add_parser("export", help="write every submitted withdrawal once to a CSV (then exported)")
+    p = pay_cmds.add_parser("export", help="write a working day's batch to a CSV: every withdrawal submitted before"
+                            " its 17:00 cut-off and not yet exported (then exported)")
     add_common(p)
     p.add_argument("file")
+    p.add_argument("--day", help="YYYY-MM-DD, a working day whose cut-off has passed (default: the latest such day)")
     p.add_argument("--actor", default="cli")
     p.set_defaults(func=cmd_payout_export)
     p = pay_cmds.add_parser("import", help="import the bank's results (id,result,reference,reason): all or none")

@@ -68,14 +68,16 @@ class RunningPlatform:
         from recharge.context import Platform
         from recharge.keys import load_keys
         from recharge.loads.lanes import LoadLanes
-        from recharge.mpay import closure, dispatcher
+        from recharge.mpay import bank, closure, dispatcher
         from recharge.observability import run_monitors
         from recharge.sweeper import run_sweeper
-        from recharge.wallet import wallets
+        from recharge.wallet import bank_loads, wallets
         from server.service import DDService
 
         if wallets.is_open not in closure.WALLET_CHECKS:  # SPEC 6.6 Close: 2011 while the wallet is open
             closure.WALLET_CHECKS.append(wallets.is_open)
+        if bank_loads.SEAM not in bank.WALLET:  # SPEC 6.6 bank recharge into the wallet: 7.3's bank path
+            bank.WALLET.append(bank_loads.SEAM)
         settings = self.settings
         pool = await db.create_pool(self.dsn, settings)
         self.ctx = Platform(settings=settings, pool=pool, keys=load_keys(settings.resolved_key_file), dsn=self.dsn)

@@ -3,7 +3,7 @@
 It gathers the website's (``mpay_customer``), the partners' (``mpay_partners``) and the
 staff's (``mpay_staff``) routes, the SIM wallet's STK and POS (``wallet_api``), the OpenAPI
 3.1 document (``/mpay/v1/openapi.json``,
-generated from the same route declarations), Kannel's delivery reports (``/sms/dlr``), and
+generated from its own routing table and the route declarations), Kannel's delivery reports (``/sms/dlr``), and
 answers an unknown path (404) or method (405) with the JSON envelope's ``1001``.
 """
 
@@ -34,7 +34,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(mpay_openapi.document(), dumps=mpay_openapi.dumps)
+    """The document of this sub-application's own routing table (``request.app`` is ``/mpay/v1``)."""
+    return web.json_response(mpay_openapi.document(request.app.router.routes()), dumps=mpay_openapi.dumps)
 
 
 async def dlr(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,6 +217,7 @@ async def _replayed(call: Call, rid: str, raw: bytes) -> web.Response | None:
         call.principal, rid, request.method, request.raw_path, sha,
     )
     if claimed:
+        call.extra["claimed"] = rid
         return None
     row = await call.conn.fetchrow(
         "SELECT method, path, body_sha, status, reply FROM mpay_request_replies WHERE principal = $1"
@@ -229,8 +231,12 @@ async def _replayed(call: Call, rid: str, raw: bytes) -> web.Response | None:
 
 
 async def _keep(call: Call, rid: str | None, response: web.Response, code: str) -> None:
-    if rid is None or call.principal == "anyone" or code == "replay":
-        return
+    if call.extra.get("sign_sha") and FINAL.fullmatch(code):
+        await call.conn.execute("INSERT INTO mpay_merchant_signs (merchant_id, sign_sha) VALUES ($1, $2)"
+                                " ON CONFLICT DO NOTHING", call.merchant["id"] if call.merchant else "",
+                                call.extra["sign_sha"])
+    if rid is None or call.extra.get("claimed") != rid:
+        return  # only the request that claimed the id keeps or frees it (a 1005 or 1007 leaves it alone)
     if FINAL.fullmatch(code):
         await call.conn.execute(
             "UPDATE mpay_request_replies SET status = $3, reply = $4 WHERE principal = $1 AND request_id = $2",
@@ -239,10 +245,6 @@ async def _keep(call: Call, rid: str | None, response: web.Response, code: str) 
     else:  # 1001-1004, 1006, 9001, 9002: the id may be retried
         await call.conn.execute("DELETE FROM mpay_request_replies WHERE principal = $1 AND request_id = $2",
                                 call.principal, rid)
-    if call.extra.get("sign_sha") and FINAL.fullmatch(code):
-        await call.conn.execute("INSERT INTO mpay_merchant_signs (merchant_id, sign_sha) VALUES ($1, $2)"
-                                " ON CONFLICT DO NOTHING", call.merchant["id"] if call.merchant else "",
-                                call.extra["sign_sha"])
 
 
 async def _run(call: Call, ep: Endpoint, raw: bytes, body: Any) -> tuple[web.Response, str]:
@@ -275,6 +277,12 @@ async def _run(call: Call, ep: Endpoint, raw: bytes, body: Any) -> tuple[web.Res
     return envelope("0000", data, request_id=rid), "0000"
 
 
+# Every handler ``endpoint`` made, with its declaration: the OpenAPI document reads the routing
+# table through it (``http_api.mpay_openapi``), so no route can be left out of the document.
+ENDPOINTS: weakref.WeakKeyDictionary[Callable[[web.Request], Awaitable[web.StreamResponse]], Endpoint] = (
+    weakref.WeakKeyDictionary())
+
+
 def endpoint(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         ctx = request.config_dict[PLATFORM_KEY]
@@ -305,6 +313,7 @@ def endpoint(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
             log.exception("mpay request failed: %s %s", request.method, request.match_info.route.resource)
             return _count(ep, envelope("9002", status=500, request_id=rid), "9002")
 
+    ENDPOINTS[handle] = ep
     return handle
 
 

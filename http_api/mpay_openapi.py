@@ -1,20 +1,24 @@
-"""The OpenAPI 3.1 document of ``/mpay/v1`` (SPEC 6.12), generated from the route declarations.
+"""The OpenAPI 3.1 document of ``/mpay/v1`` (SPEC 6.12), generated from the routing table.
 
-Every JSON endpoint's request body comes from its field list (the same one the gate
-validates with), so the document cannot drift from what is accepted; every reply is the
-envelope ``{code, msg_zh, msg_en, data}``. The bank notice (form in, plain text out) and
-the delivery report are described by hand.
+Every route whose handler ``mpay_gate.endpoint`` made is an operation: its request body
+comes from its field list (the same one the gate validates with), its success reply's
+``data`` from ``http_api.mpay_replies`` (a refusal's ``data`` is ``null``), so the document
+can neither miss a route nor drift from what is accepted. STK and POS come from
+``wallet_api``; the bank notice (form in, plain text out) and the delivery report are
+described by hand.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
-from http_api import mpay_customer, mpay_partners, mpay_staff, wallet_api, wallet_web
-from http_api.mpay_gate import PREFIX, Endpoint
+from aiohttp import web
+
+from http_api import mpay_replies, wallet_api
+from http_api.mpay_gate import ENDPOINTS, PREFIX, Endpoint
 
 KIND_SCHEMAS: dict[str, dict[str, Any]] = {
     "cents": {"type": "integer", "minimum": 0, "description": "integer cents"},
@@ -40,6 +44,7 @@ ENVELOPE = {
         "data": {"type": ["object", "null"]},
     },
 }
+REFUSAL = {"allOf": [{"$ref": "#/components/schemas/Envelope"}], "properties": {"data": {"type": "null"}}}
 SECURITY: dict[str, list[dict[str, list[str]]]] = {"customer": [{"bearer": []}], "operator": [{"bearer": []}], "merchant": [{"merchantSign": []}],
             "ivr": [{"gatewaySecret": []}], "anyone": []}
 
@@ -51,18 +56,32 @@ def _body(fields: dict[str, str]) -> dict[str, Any]:
         "type": "object", "additionalProperties": False, "properties": props, "required": required}}}}
 
 
-def _operation(method: str, path: str, ep: Endpoint) -> dict[str, Any]:
+def _reply(method: str, path: str, op_id: str, schemas: dict[str, Any]) -> dict[str, Any]:
+    """The 200 reply: the envelope, its ``data`` this operation's (``0000``) or ``null`` (a refusal)."""
+    data = mpay_replies.DATA.get((method, path), {"type": "object", "description": "not described"})
+    name = f"{op_id}_data"
+    schemas[name] = data
+    return {"allOf": [{"$ref": "#/components/schemas/Envelope"}],
+            "if": {"properties": {"code": {"const": "0000"}}, "required": ["code"]},
+            "then": {"properties": {"data": {"$ref": f"#/components/schemas/{name}"}}},
+            "else": {"properties": {"data": {"type": "null"}}}}
+
+
+def _operation(method: str, path: str, ep: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
+    op_id = f"{method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}"
+    errors = {"$ref": "#/components/schemas/Refusal"}
     op: dict[str, Any] = {
-        "operationId": f"{method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}",
+        "operationId": op_id,
         "summary": (ep.handler.__doc__ or ep.handler.__name__).strip().splitlines()[0],
         "security": SECURITY[ep.auth],
         "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                        for p in re.findall(r"{(\w+)}", path)],
-        "responses": {status: {"description": text, "content": {"application/json": {"schema": {
-            "$ref": "#/components/schemas/Envelope"}}}} for status, text in (
-            ("200", "a business answer (code 0000 or a refusal)"), ("400", "not JSON (1001)"),
-            ("404", "unknown path (1001)"), ("405", "unknown method (1001)"), ("500", "platform fault (9002)"),
-            ("503", "busy (9001)"))},
+        "responses": {status: {"description": text, "content": {"application/json": {"schema": schema}}}
+                      for status, text, schema in (
+            ("200", "a business answer (code 0000 or a refusal)", _reply(method, path, op_id, schemas)),
+            ("400", "not JSON (1001)", errors), ("404", "unknown path (1001)", errors),
+            ("405", "unknown method (1001)", errors), ("413", "body too large (1001)", errors),
+            ("500", "platform fault (9002)", errors), ("503", "busy (9001)", errors))},
     }
     if ep.fields is not None:
         op["requestBody"] = _body(ep.fields)
@@ -72,12 +91,23 @@ def _operation(method: str, path: str, ep: Endpoint) -> dict[str, Any]:
     return op
 
 
-@functools.cache
-def document() -> dict[str, Any]:
+def endpoints(routes: Iterable[web.AbstractRoute]) -> list[tuple[str, str, Endpoint]]:
+    """(method, path under ``/mpay/v1``, declaration) of every route ``mpay_gate.endpoint`` made."""
+    found = []
+    for route in routes:
+        ep = ENDPOINTS.get(route.handler)
+        if ep is not None and route.resource is not None:
+            path = route.resource.canonical
+            found.append((route.method, path[len(PREFIX):] if path.startswith(PREFIX) else path, ep))
+    return found
+
+
+def document(routes: Iterable[web.AbstractRoute]) -> dict[str, Any]:
+    """The document of the ``/mpay/v1`` sub-application whose routes these are."""
     paths: dict[str, dict[str, Any]] = {}
-    for module in (mpay_customer, mpay_partners, mpay_staff, wallet_web):
-        for method, path, ep in module.ROUTES:
-            paths.setdefault(path, {})[method.lower()] = _operation(method, path, ep)
+    schemas: dict[str, Any] = {"Envelope": ENVELOPE, "Refusal": REFUSAL}
+    for method, path, ep in endpoints(routes):
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, ep, schemas)
     paths.update(wallet_api.openapi_paths())  # STK and POS (SPEC 7.2, 7.4)
     paths.setdefault("/bank/notify/{gw}", {})["post"] = {
         "operationId": "post_bank_notify", "summary": "A bank gateway's signed notice (form-urlencoded)",
@@ -88,8 +118,12 @@ def document() -> dict[str, Any]:
     }
     paths.setdefault("/sms/dlr", {})["get"] = {
         "operationId": "get_sms_dlr", "summary": "Kannel delivery report (the SMS hook's secret)",
-        "responses": {"200": {"description": "recorded", "content": {"application/json": {"schema": {
-            "$ref": "#/components/schemas/Envelope"}}}}},
+        "parameters": [{"name": n, "in": "query", "required": True, "schema": {"type": "string"}}
+                       for n in ("id", "status", "secret")],
+        "responses": {status: {"description": text, "content": {"application/json": {"schema": schema}}}
+                      for status, text, schema in (
+            ("200", "recorded (0000), or a malformed report (1001)", _reply("GET", "/sms/dlr", "get_sms_dlr", schemas)),
+            ("403", "wrong secret (1002)", {"$ref": "#/components/schemas/Refusal"}))},
     }
     return {
         "openapi": "3.1.0",
@@ -98,7 +132,7 @@ def document() -> dict[str, Any]:
         "servers": [{"url": PREFIX}],
         "paths": paths,
         "components": {
-            "schemas": {"Envelope": ENVELOPE},
+            "schemas": schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "merchantSign": {"type": "apiKey", "in": "header", "name": "Sign"},

@@ -69,7 +69,7 @@ async def refund(call: Call) -> dict[str, Any]:
 
 async def bank_order(call: Call) -> dict[str, Any]:
     f = call.fields
-    order = await bank.create_order(call.conn, await me(call), f["bank"], f["amount"], f["into"])
+    order = await bank.create_order(call.conn, call.env, await me(call), f["bank"], f["amount"], f["into"])
     redirect = f"https://{order.gateway}.bank.invalid/pay?order_id={order.id}&amount={f['amount']}"
     return {"order_id": order.id, "redirect_url": redirect, "expires_at": rfc3339(order.expires_at)}
 

@@ -4,7 +4,7 @@ business-hall counter, 10086 agents, the IVRs, and the demo SMS sink and deliver
 Roles: ``/registry`` needs ``boss``, ``/counter`` ``counter`` (its hall), ``/cs`` ``cs``,
 ``/ops`` ``ops`` (else ``1004``); every operator write is in ``operator_actions`` with
 operator, token and reason, and a write that moves money or changes a status (registry PUT,
-counter open, close and cash, freeze, unfreeze, withdrawal void) requires its ``reason``
+counter open, close and cash, 10086 close, freeze, unfreeze, withdrawal void) requires its ``reason``
 (missing or blank: ``1001``). 10086 and the IVRs act on the account of header ``X-ANI`` (a detached one by
 ``alias``). The rules are the domain's; handlers only find the account and call it.
 """
@@ -284,7 +284,7 @@ ROUTES: list[tuple[str, str, Endpoint]] = [
     ("POST", "/cs/resets/pay", _ops("cs", cs_reset_pay, {"answers?": "answers", "identity?": "object"})),
     ("POST", "/cs/resets/operation", _ops("cs", cs_reset_operation, {
         "pay_password?": "digits", "name?": "str", "id_number?": "str"})),
-    ("POST", "/cs/close", _ops("cs", cs_close, {"pay_password": "digits"})),
+    ("POST", "/cs/close", _ops("cs", cs_close, {"pay_password": "digits", "reason": "reason"})),
     ("POST", "/cs/ivr/resets/login", Endpoint(ivr_reset_login, "ivr", channel="ivr")),
     ("GET", "/cs/ivr/balance", Endpoint(ivr_balance, "ivr", channel="ivr")),
     ("POST", "/cs/ivr/password/pay", Endpoint(ivr_pay_password, "ivr", {"old": "digits", "new": "str"},

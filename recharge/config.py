@@ -169,6 +169,8 @@ class Settings:
     mpay_merchant_clock_skew_s: int = 300  # a merchant's X-Timestamp may be this far off
     mpay_request_id_days: int = 7  # replies kept per X-Request-Id this long
     mpay_refund_enabled: bool = False  # seed: 暂时屏蔽 (4015)
+    mpay_cutoff: str = "17:00"  # a working day's batch closes at this Shanghai time (payout export, merchant payout)
+    mpay_withdrawal_export_days: int = 2  # working days after its batch day before an unexported withdrawal alerts
     mpay_security_questions: int = 8  # question ids 1..N of the security centre (3 distinct are set)
     mpay_reset_daily_failures: int = 3  # failed identity checks of a pay reset per day and channel (3008)
     mpay_ivr_secret: str | None = None  # X-Gateway-Secret of the IVRs; unset: every IVR request refused

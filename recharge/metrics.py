@@ -162,6 +162,11 @@ MPAY_WITHDRAWALS_WAITING_AGE = Gauge(
     "recharge_mpay_withdrawals_unexported_oldest_age_seconds", "Age of the oldest submitted, unexported withdrawal",
     multiprocess_mode="max",
 )
+MPAY_WITHDRAWALS_OVERDUE = Gauge(
+    "recharge_mpay_withdrawals_unexported_overdue_seconds",
+    "How long ago the oldest unexported withdrawal fell due for export (operator calendar, 17:00 cut-off)",
+    multiprocess_mode="max",
+)
 MPAY_OUTBOX_FAILED = Gauge(
     "recharge_mpay_outbox_failed", "Outbound SMS given up in the last 24 hours", multiprocess_mode="max"
 )

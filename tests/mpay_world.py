@@ -7,6 +7,7 @@ server for what is under test (the SMS hook, the JSON API).
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,18 @@ class MpayWorld:
             await merchants.add(conn, merchant_id, name, category, pem)
         return merchant_id
 
+    async def open_wallet(self, msisdn: str) -> str:
+        """An open SIM wallet on a bound card for the number's account, as the STK's ``wallet.open``
+        leaves it (SPEC 7.2); returns the card number."""
+        card_no = "7310" + "".join(secrets.choice("0123456789") for _ in range(12))
+        async with self.pool.acquire() as conn, conn.transaction():
+            account_id = (await accounts.live_by_msisdn(conn, msisdn))["id"]
+            await conn.execute("INSERT INTO wallet_cards (card_no, status, msisdn, account_id, bound_at)"
+                               " VALUES ($1, 'bound', $2, $3, now())", card_no, msisdn, account_id)
+            await conn.execute("INSERT INTO wallets (account_id, card_no, state) VALUES ($1, $2, 'open')",
+                               account_id, card_no)
+        return card_no
+
     async def account(self, msisdn: str) -> asyncpg.Record:
         async with self.pool.acquire() as conn:
             row = await accounts.live_by_msisdn(conn, msisdn)
@@ -137,20 +150,45 @@ class MpayWorld:
         return (tuple(acct) if acct else None, figures, transfers)
 
 
+_DOCUMENT: dict[str, Any] = {}
+
+
+def reply_validator(doc: dict[str, Any], method: str, path: str, status: int) -> tuple[Any, str | None]:
+    """The validator of ``status``'s JSON reply to ``method path`` in the OpenAPI document, and the
+    path template it matched (None: no such path or method, answered by the refusal envelope)."""
+    import jsonschema
+
+    bare = path.split("?")[0]
+    template = next((t for t in doc["paths"] if re.fullmatch(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(t)), bare)),
+                    None)
+    op = doc["paths"][template].get(method.lower()) if template else None
+    if op is None:
+        schema: dict[str, Any] = {"$ref": "#/components/schemas/Refusal"}
+        template = None
+    else:
+        assert str(status) in op["responses"], f"{method} {template}: HTTP {status} is not in the document"
+        schema = op["responses"][str(status)]["content"]["application/json"]["schema"]
+    validator = jsonschema.Draft202012Validator({**schema, "components": doc["components"]},
+                                                format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return validator, template
+
+
 @dataclass
 class Api:
-    """A client of ``/mpay/v1`` that checks every reply against the served OpenAPI document."""
+    """A client of ``/mpay/v1`` that checks every reply against its operation in the served OpenAPI
+    document (the envelope, and a success's ``data``); ``seen`` is every (method, path template)
+    that answered ``0000`` so."""
 
     world: MpayWorld
-    schema: dict[str, Any] | None = None
     counter: int = 0
+    seen: set[tuple[str, str]] = field(default_factory=set)
 
-    async def _envelope_schema(self) -> dict[str, Any]:
-        if self.schema is None:
+    async def document(self) -> dict[str, Any]:
+        if not _DOCUMENT:
             async with self.world.session.get(f"{self.world.base}/mpay/v1/openapi.json") as resp:
                 assert resp.status == 200
-                self.schema = (await resp.json())["components"]["schemas"]["Envelope"]
-        return self.schema
+                _DOCUMENT.update(await resp.json())
+        return _DOCUMENT
 
     def rid(self) -> str:
         self.counter += 1
@@ -158,10 +196,9 @@ class Api:
 
     async def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
                    rid: str | None = "auto", headers: dict[str, str] | None = None,
-                   raw: bytes | None = None) -> tuple[int, dict[str, Any], bytes]:
+                   raw: bytes | None = None, expect_fault: bool = False) -> tuple[int, dict[str, Any], bytes]:
+        """``expect_fault``: a test that provokes a platform fault lets the 500 through."""
         import json
-
-        import jsonschema
 
         h = dict(headers or {})
         if token:
@@ -176,9 +213,12 @@ class Api:
         async with self.world.session.request(method, f"{self.world.base}/mpay/v1{path}", data=data,
                                               headers=h) as resp:
             content = await resp.read()
-            assert resp.status < 500 or resp.status == 503, content
+            assert resp.status < 500 or resp.status == 503 or expect_fault, content
             reply = json.loads(content)
-        jsonschema.validate(reply, await self._envelope_schema())
+        validator, template = reply_validator(await self.document(), method, path, resp.status)
+        validator.validate(reply)
+        if template is not None and reply["code"] == "0000":
+            self.seen.add((method, template))
         return resp.status, reply, content
 
     async def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:

@@ -130,3 +130,31 @@ async def test_refusals_change_nothing(w: MpayWorld, platform: Any, conn: asyncp
     finally:
         await viewer.close()
         await admin.close()
+
+
+async def test_an_admin_binds_an_operator_to_a_hall_on_the_operators_page(platform: Any, conn: asyncpg.Connection
+                                                                          ) -> None:
+    name, otp_admin = await new_operator(conn, "admin")
+    admin = ConsoleUser(f"http://127.0.0.1:{platform.http_port}")
+    try:
+        await admin.signed_in(name, otp_admin)
+        added = f"clerk{secrets.token_hex(3)}"
+        status, html, _ = await admin.form("/console/operators", "/console/operators", {
+            "name": added, "role": "operator", "mpay_role": "counter", "hall": "HN0003"})
+        assert status == 200 and added in html  # the one-time password page
+        row = await conn.fetchrow("SELECT mpay_role, hall FROM operators WHERE name = $1", added)
+        assert tuple(row) == ("counter", "HN0003")
+        page = f"/console/operators/{added}/api-role"
+        status, html, _ = await admin.form("/console/operators", page, {"mpay_role": "counter", "hall": "",
+                                                                        "reason": "x"})
+        assert status == 400 and "hall" in html  # a clerk without a hall is refused
+        status, _, _ = await admin.form("/console/operators", page, {"mpay_role": "cs", "hall": "", "reason": ""})
+        assert status == 400  # no reason
+        status, _, _ = await admin.form("/console/operators", page, {"mpay_role": "cs", "hall": "",
+                                                                     "reason": "调去 10086"})
+        assert status == 303
+        assert tuple(await conn.fetchrow("SELECT mpay_role, hall FROM operators WHERE name = $1", added)) == ("cs", None)
+        assert await conn.fetchval("SELECT reason FROM operator_actions WHERE subject = $1 AND action ="
+                                   " 'operator_api_role'", added) == "调去 10086"
+    finally:
+        await admin.close()

@@ -351,6 +351,9 @@ async def test_payout_cycle_through_the_cli(w: MpayWorld, api: Api, database_url
                  token=token)
     ids = [(await api.ok("POST", "/me/withdrawals", {"amount": amount, "pay_password": pay}, token=token))[
         "withdrawal_id"] for amount in (1000, 2000)]
+    async with w.pool.acquire() as conn:  # submitted a month ago: in the latest complete batch (17:00 cut-off)
+        await conn.execute("UPDATE mpay_withdrawals SET created_at = created_at - interval '30 days'"
+                           " WHERE id = ANY($1::text[])", ids)
     export = tmp_path / "payout.csv"
     assert await _cli(database_url, "mpay", "payout", "export", str(export)) == 0
     lines = export.read_text(encoding="utf-8").splitlines()
@@ -530,6 +533,9 @@ async def test_bills_export_and_merchant_payout_through_the_cli(w: MpayWorld, ap
     assert f",{msisdn},12.34," in out.read_text(encoding="utf-8")
     assert await _cli(database_url, "mpay", "bills", "export", str(out)) == 0
     assert msisdn not in out.read_text(encoding="utf-8")  # once
+    async with w.pool.acquire() as conn:  # paid that morning, before the day's 17:00 cut-off
+        await conn.execute("UPDATE transfers SET created_at = '2026-12-02 09:00+08' WHERE id = $1",
+                           f"mpay:pay:{reply['data']['payment_id']}")
     assert await _cli(database_url, "mpay", "calendar", "set", "2026-12-02", "holiday") == 0
     assert await _cli(database_url, "mpay", "merchant", "payout", "--day", "2026-12-02") == 0  # a holiday: nothing
     async with w.pool.acquire() as conn:
@@ -588,3 +594,18 @@ async def test_a_pending_closure_account_closes_when_its_last_money_leaves(w: Mp
         assert await conn.fetchval("SELECT status FROM mpay_accounts WHERE lower(alias) = lower($1)", alias) == "closed"
         assert await conn.fetchval("SELECT count(*) FROM mpay_outbox WHERE msisdn = $1 AND state = 'pending'"
                                    " AND text LIKE '%注销%'", msisdn) == 0  # suppressed, never sent
+
+
+async def test_a_10086_agent_closes_an_account_with_the_pay_password_and_a_reason(w: MpayWorld, api: Api) -> None:
+    msisdn, token, pay = await customer(w, api)
+    cs = await api.operator("cs")
+    ani = {"X-ANI": msisdn}
+    assert await api.code("POST", "/cs/close", {"pay_password": pay}, token=cs, headers=ani) == "1001"
+    assert await api.code("POST", "/cs/close", {"pay_password": pay, "reason": " "}, token=cs, headers=ani) == "1001"
+    assert await api.code("POST", "/cs/close", {"pay_password": pay, "reason": "客户来电销户"}, token=cs,
+                          headers=ani) == "0000"
+    assert (await w.notices(msisdn))[-1] == "您的手机支付账户已注销,感谢使用!"
+    async with w.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT reason FROM operator_actions WHERE action = 'mpay_cs_close' AND subject ="
+                                   " (SELECT alias FROM mpay_accounts WHERE former_msisdn = $1 OR msisdn = $1"
+                                   " ORDER BY id DESC LIMIT 1)", msisdn) == "客户来电销户"

@@ -16,7 +16,7 @@ import pytest
 from app.cli import main
 from core_ext.virtual_pos import VirtualPOS
 from core_ext.virtual_sim import STATE_OPEN, VirtualRfidSim
-from recharge.mpay import credentials
+from recharge.mpay import credentials, events, registry
 from recharge.mpay.env import Env
 from recharge.wallet import cards, loads
 from tests.wallet_loads_world import PAY_PASSWORD, LoadWorld
@@ -252,7 +252,7 @@ async def test_a_swap_load_opens_the_new_card_in_its_first_round(world: LoadWorl
         await world.add_cash(conn, acct, 2_345)  # as the swap's buy-out would leave the old card's balance
         await cards.add_stock(conn, [new_card])
         assert await cards.bind(conn, [(msisdn, new_card)]) == ["created"]
-        swap = await loads.queue_waiting_load(conn, world.env, acct, 2_345, path="swap", request_key=f"swap:{acct}")
+        swap = await loads.earmark(conn, acct, 2_345, path="swap", request_key=f"swap:{acct}")
     sim = VirtualRfidSim(new_card, world.keys)
     pos = await world.hall_pos()
     picked = await world.pos_send(pos, pos.load_request(new_card))
@@ -266,3 +266,41 @@ async def test_a_swap_load_opens_the_new_card_in_its_first_round(world: LoadWorl
         reply = await world.pos_send(pos, pos.continue_request(swap.load_id,
                                                                pos.run_script(sim, reply["data"]["script"])))
     assert reply["code"] == "0000" and sim.balance == 2_345 and await world.named(f"W/{acct}") == (2_345, 0)
+
+
+async def test_a_suspended_number_refuses_loads_and_its_waiting_loads_wait(world: LoadWorld) -> None:
+    phone, acct = await world.handset()
+    async with world.pool.acquire() as conn, conn.transaction():
+        queued = await loads.queue_waiting_load(conn, world.env, acct, 1_000, path="bank", request_key=f"bank:{acct}")
+        msisdn = await conn.fetchval("SELECT msisdn FROM mpay_accounts WHERE id = $1", acct)
+        body = {"province": "430000", "brand": "GOTONE", "status": "suspended_oneway"}
+        await events.set_subscribers(conn, world.env, [registry.validate(msisdn, body)], "test")
+    assert (await world.exchange(phone, "wallet.load.init", {"load_id": queued.load_id})).code == "2004"
+    assert (await world.exchange(phone, "wallet.load.init", {"amount": 100, "pay_password": PAY_PASSWORD})).code \
+        == "2004"
+    pos = await world.hall_pos()
+    assert (await world.pos_send(pos, pos.load_request(phone.sim.card_no, 100)))["code"] == "2004"
+    async with world.pool.acquire() as conn, conn.transaction():
+        body["status"] = "normal"
+        await events.set_subscribers(conn, world.env, [registry.validate(msisdn, body)], "test")
+    done = await world.drive_stk(phone, await world.exchange(phone, "wallet.load.init", {"load_id": queued.load_id}))
+    assert done.code == "0000" and phone.sim.balance == 11_000
+
+
+async def test_voiding_waiting_loads_leaves_a_load_loading_alone(world: LoadWorld) -> None:
+    phone, acct = await world.handset(cash=10_000)
+    async with world.pool.acquire() as conn, conn.transaction():
+        for k in range(2):
+            await loads.queue_waiting_load(conn, world.env, acct, 500, path="bank", request_key=f"v{acct}:{k}")
+    out = await world.exchange(phone, "wallet.load.init", {"amount": 1_000, "pay_password": PAY_PASSWORD})
+    for _ in range(2):  # up to the CREDIT script: loading
+        assert out.replies is not None and out.data is not None
+        out = await world.exchange(phone, "wallet.load.continue",
+                                   {"load_id": out.data["load_id"], "replies": out.replies.hex()})
+    async with world.pool.acquire() as conn, conn.transaction():
+        assert await loads.void_all_waiting(conn, acct) == 2
+    assert await world.named(f"W/{acct}") == (0, 1_000) and await world.named(f"C/{acct}") == (10_000, 0)
+    assert out.data is not None
+    recovered = await world.drive_stk(phone, await world.exchange(phone, "wallet.load.recover",
+                                                                  {"load_id": out.data["load_id"]}))
+    assert recovered.code == "0000" and await world.named(f"W/{acct}") == (1_000, 0)

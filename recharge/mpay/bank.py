@@ -7,7 +7,9 @@ verified notice is stored once by (gw, order_id, result, bank_serial) and answer
 the bank is authoritative: a success posts ``BANK/<bank> → C`` whatever the order's state
 (a closed account's money goes to ``SUSPENSE``), a success of another amount goes to
 ``SUSPENSE``; a failure fails an open order; a failure after a success or a second success
-changes nothing.
+changes nothing. An order ``into`` the wallet passes 7.3's load checks when it is made, and its
+success makes a waiting load (``C → W``, driven at the next STK or hall POS contact) if the wallet
+is still open then.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import binascii
 import datetime as dt
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -77,11 +79,31 @@ class Order:
     expires_at: dt.datetime
 
 
-async def create_order(conn: asyncpg.Connection, account: asyncpg.Record, bank: str, amount: int, into: str
-                       ) -> Order:
-    matrix.require(account, "recharge", "web")
+@dataclass(frozen=True, slots=True)
+class WalletLoads:
+    """What online banking into the SIM wallet needs of SPEC 7's loads (the composition root registers
+    ``recharge.wallet.bank_loads`` in ``WALLET``, as the wallet's closure check: mpay does not import
+    the wallet that stands on it). ``check_order`` raises 7.3's creation refusals at the order;
+    ``queue`` makes the waiting load at the notice, or answers None (the money stays in cash)."""
+
+    check_order: Callable[[asyncpg.Connection, Env, asyncpg.Record, int], Awaitable[None]]
+    queue: Callable[[asyncpg.Connection, Env, int, int, str], Awaitable[str | None]]
+
+
+WALLET: list[WalletLoads] = []
+
+
+async def create_order(conn: asyncpg.Connection, env: Env, account: asyncpg.Record, bank: str, amount: int,
+                       into: str) -> Order:
+    """An ``open`` order: 6.7's recharge cell and the amount; into the wallet 7.3's creation checks
+    (wallet ``5001``/``5002``, 6.7, ``5006``, the load's amount ``4001``, the cap ``5003``) too."""
     if bank not in BANKS or into not in ("account", "wallet"):
         raise Refused("1001")
+    if into == "wallet":
+        if not WALLET:
+            raise Refused("5001")  # no SIM wallet on this platform
+        await WALLET[0].check_order(conn, env, account, amount)
+    matrix.require(account, "recharge", "web")
     if not MIN_CENTS <= amount <= MAX_CENTS:
         raise Refused("4001")
     order_id = "b" + secrets.token_hex(12)
@@ -150,4 +172,6 @@ async def _apply(conn: asyncpg.Connection, env: Env, gateway: str, form: Mapping
     await conn.execute("UPDATE mpay_bank_orders SET state = 'paid', paid_at = now() WHERE id = $1", order["id"])
     figures = await accounts.balances(conn, account)
     await outbox.notify(conn, env.keys, account, RECHARGED_SMS.format(amt=yuan(amount), bal=yuan(figures.cash)))
+    if order["into_"] == "wallet" and WALLET:  # the waiting load's request key names the order
+        await WALLET[0].queue(conn, env, account["id"], amount, order["id"])
     return "posted", transfer_id

@@ -7,7 +7,7 @@ and in the same transaction marks it ``sent`` (a 2xx whose body starts ``0:`` Ac
 queued (then ``failed``, counted for the alert). Sensitive texts are erased once sent or
 failed. Delivery is at-least-once: a crash between Kannel's answer and the commit sends the
 row again, and its uuid (in the DLR URL) names the duplicate. The same loop expires unpaid
-remote payments and exports the outbox gauges.
+remote payments and exports the outbox and withdrawal gauges.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import aiohttp
 import asyncpg
 
 from recharge import metrics
-from recharge.mpay import outbox, payments
+from recharge.mpay import outbox, payments, withdrawals
 from recharge.mpay.env import Env
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,9 @@ async def upkeep(pool: asyncpg.Pool, env: Env | None = None) -> None:
             " WHERE state IN ('pending', 'failed')")
         age = await conn.fetchval("SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)"
                                   " FROM mpay_withdrawals WHERE state = 'submitted'")
+        if env is not None:
+            metrics.MPAY_WITHDRAWALS_OVERDUE.set(await withdrawals.overdue_seconds(conn, env,
+                                                                                    await conn.fetchval("SELECT now()")))
     assert row is not None
     metrics.MPAY_WITHDRAWALS_WAITING_AGE.set(float(age))
     metrics.MPAY_OUTBOX_PENDING.set(row["pending"])

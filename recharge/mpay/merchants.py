@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import re
 
 import asyncpg
@@ -84,18 +85,21 @@ def sign(private_key_pem: str | bytes, message: bytes) -> str:
     return base64.b64encode(pkcs1_15.new(key).sign(SHA256.new(message))).decode("ascii")
 
 
-async def payout_all(conn: asyncpg.Connection, day: str) -> list[tuple[str, int]]:
-    """The working day's merchant payout batch: each merchant's available balance ``MER → PAYOUT``
-    once per ``day`` (the transfer id names merchant and day, so a re-run is a no-op)."""
+async def payout_all(conn: asyncpg.Connection, day: str, cutoff: dt.datetime) -> list[tuple[str, int]]:
+    """The working day's merchant payout batch, once per ``day`` (the transfer id names merchant and
+    day, so a re-run is a no-op): each merchant's available balance ``MER → PAYOUT``, less what was
+    credited to it at or after ``cutoff`` (that day's 17:00: the next batch's money)."""
     paid = []
     payout = await postings.account_id(conn, "PAYOUT")
     for row in await conn.fetch("SELECT id FROM mpay_merchants ORDER BY id"):
         account = await postings.account_id(conn, f"MER/{row['id']}")
-        available = (await postings.buckets(conn, account))[account].available
+        late = await conn.fetchval("SELECT coalesce(sum(amount), 0)::bigint FROM transfers WHERE credit_account_id = $1"
+                                   " AND kind IN ('single', 'post') AND created_at >= $2", account, cutoff)
+        amount = (await postings.buckets(conn, account))[account].available - late
         transfer_id = f"mpay:merpayout:{row['id']}:{day}"
-        if available <= 0 or await conn.fetchval("SELECT 1 FROM transfers WHERE id = $1", transfer_id):
+        if amount <= 0 or await conn.fetchval("SELECT 1 FROM transfers WHERE id = $1", transfer_id):
             continue
-        await postings.must(conn, [postings.Move(transfer_id, account, payout, available, "mpay_merchant_payout",
+        await postings.must(conn, [postings.Move(transfer_id, account, payout, amount, "mpay_merchant_payout",
                                                  day)])
-        paid.append((row["id"], available))
+        paid.append((row["id"], amount))
     return paid

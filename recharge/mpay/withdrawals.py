@@ -4,20 +4,22 @@ Submit (web, SMS TX; pay password) reserves ``C → PAYOUT`` (a pending transfer
 timeout): ``submitted``. Checks: the status matrix, real-name (``2009``), a bound card
 (``4005``), the consecutive rule (``4004``: two withdrawals submitted, exported or paid
 since the last posted remote payment), 1.00 ≤ amount (``4001``) ≤ available cash (``4002``).
-``export`` writes each submitted one once (``exported``); ``import_results`` posts (``S``,
+``export`` writes each submitted one once, in the batch of the first working day whose
+17:00 cut-off follows it (``exported``); ``import_results`` posts (``S``,
 ``paid``) or voids (``F``, ``failed``) all rows or none; an operator may void one before
 export (``voided``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 from typing import Any
 
 import asyncpg
 
-from recharge.mpay import accounts, matrix, outbox, postings
+from recharge.mpay import accounts, calendar, matrix, outbox, postings
 from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.mpay.text import yuan
@@ -120,16 +122,30 @@ class PayoutRefused(Exception):
     """A payout result file was refused whole (the text says which row and why)."""
 
 
-async def export_submitted(conn: asyncpg.Connection) -> list[list[str]]:
-    """Every ``submitted`` withdrawal once, now ``exported``: the rows of the payout file."""
+async def export_submitted(conn: asyncpg.Connection, until: dt.datetime) -> list[list[str]]:
+    """Every ``submitted`` withdrawal made before ``until`` (a working day's cut-off: its batch)
+    once, now ``exported``: the rows of the payout file."""
     rows = await conn.fetch("UPDATE mpay_withdrawals SET state = 'exported', exported_at = now()"
-                            " WHERE state = 'submitted' RETURNING id, card, amount, created_at")
+                            " WHERE state = 'submitted' AND created_at < $1 RETURNING id, card, amount, created_at",
+                            until)
     out = []
     for row in sorted(rows, key=lambda r: (r["created_at"], r["id"])):
         card = json.loads(row["card"]) if isinstance(row["card"], str) else row["card"]
         out.append([row["id"], card["bank"], card["province"], card["city"], card["branch"], card["number"],
                     card["holder"], f"{row['amount'] // 100}.{row['amount'] % 100:02d}"])
     return out
+
+
+async def overdue_seconds(conn: asyncpg.Connection, env: Env, now: dt.datetime) -> float:
+    """How long ago the oldest ``submitted`` withdrawal fell due for export (0: none is late).
+    It is due at the cut-off ``mpay_withdrawal_export_days`` working days after its batch day;
+    the oldest one falls due first."""
+    oldest = await conn.fetchval("SELECT min(created_at) FROM mpay_withdrawals WHERE state = 'submitted'")
+    if oldest is None:
+        return 0.0
+    s = env.settings
+    deadline = await calendar.due(conn, oldest, calendar.cutoff_time(s.mpay_cutoff), s.mpay_withdrawal_export_days)
+    return max((now - deadline).total_seconds(), 0.0)
 
 
 async def import_results(conn: asyncpg.Connection, env: Env, rows: list[list[str]]) -> tuple[int, int]:

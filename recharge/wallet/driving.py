@@ -200,7 +200,7 @@ def _credit_again(d: Drive, load: Load, replies: bytes) -> Round | None:
         return None
     when = dt.datetime.strptime(load.load_date + load.load_time, "%Y%m%d%H%M%S").replace(tzinfo=pboc.LOCAL_TZ)
     try:
-        made = engine.credit(d.keys, load.card_no, load.amount, d.terminal_id, replies, when)
+        made = engine.credit(d.keys, load.card_no, load.amount, load.terminal_id or d.terminal_id, replies, when)
     except CardStepError:
         return None
     return Round(load, made.script.hex().upper())

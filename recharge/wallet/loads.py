@@ -193,6 +193,24 @@ async def queue_waiting_load(conn: asyncpg.Connection, env: Env, account_id: int
                              now or dt.datetime.now(dt.UTC), channel=channel)
 
 
+async def earmark(conn: asyncpg.Connection, account_id: int, amount: int, *, path: str,
+                  request_key: str) -> Load:
+    """A waiting load without 7.3's creation checks, for money the caller's transaction has just put in cash
+    for it (7.6 ①: the old card's bought-out balance, earmarked for the new card): the pending ``C → W`` and
+    the load, ``swap`` path. Idempotent by ``request_key``."""
+    found = await conn.fetchrow(f"SELECT {COLUMNS} FROM wallet_loads WHERE request_key = $1", request_key)
+    if found is not None:
+        return Load.of(found)
+    account = await accounts.by_id(conn, account_id, lock=True)
+    assert account is not None and amount > 0
+    return await _insert(conn, account, NewLoad(path, amount, None, request_key))
+
+
+async def void_all_waiting(conn: asyncpg.Connection, account_id: int) -> int:
+    """``void_waiting`` as a hook of the wallet's closing (wallet cancellation, 销号): how many were voided."""
+    return len(await void_waiting(conn, account_id, "void"))
+
+
 async def void_load(conn: asyncpg.Connection, load: Load, reason: str) -> bool:
     """Void one waiting load (the website's cancel): False when it is no longer waiting."""
     voided = await conn.fetchval("UPDATE wallet_loads SET state = 'voided', step = 'none', voided_at = now(),"

@@ -57,6 +57,7 @@ async def stk_op(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, lanes
         if loads.check_wallet(wallet)["card_no"] != card_no:
             raise Refused(driving.WRONG_CARD)
         if "load_id" in params:
+            matrix.require(account, "recharge", "stk")  # a number suspended or lost: waiting loads wait (2004)
             load = await loads.get(conn, params["load_id"])
             if load is None or load.account_id != account["id"]:
                 raise Refused(driving.ORDER_STATE)
