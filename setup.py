@@ -2,7 +2,7 @@
 
 Every ``core_ext/*.pyx`` becomes one extension module. ``RECHARGE_CYTHON_DEBUG=1``
 builds with line tracing and writes Cython's annotated HTML beside the sources.
-When zlib's headers and library are present the codec hands long CRCs to zlib
+When zlib's headers and library are present the CRC module hands long CRCs to zlib
 (``CORE_EXT_HAVE_ZLIB``); without them (or with ``RECHARGE_NO_ZLIB=1``) it builds
 anyway on its own table CRC.
 """

@@ -115,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"rechargectl: bad configuration: {exc}", file=sys.stderr)
         return 2
+    if arguments[:1] != ["serve"]:  # serve connects them itself, after choosing Prometheus's mode
+        from app import rooms
+
+        rooms.connect()
     try:
         status: int = args.func(settings, args)
     except Exception as exc:

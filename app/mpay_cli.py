@@ -23,7 +23,7 @@ from pathlib import Path
 
 import asyncpg
 
-from app import bank_sim, mpay_demo
+from app import bank_sim, mpay_demo, wallet_cli
 from app.commands import add_common, run_with_db
 from recharge.config import Settings
 from recharge.keys import load_keys
@@ -370,6 +370,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--actor", default="cli")
     p.set_defaults(func=cmd_bills_export)
     _register_staff_and_payouts(cmds)
+    wallet = cmds.add_parser("wallet", help="the SIM wallet's money on the mobile payment side")
+    wallet_cmds = wallet.add_subparsers(dest="wallet_command", required=True, metavar="ACTION")
+    wallet_cli.register_writeoff(wallet_cmds.add_parser(
+        "writeoff", help="write lost cards' value idle 24 months off: RETIRED → FEE (SPEC 7.6)"))
     _register_tools(cmds)
 
 

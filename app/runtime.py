@@ -62,22 +62,19 @@ class RunningPlatform:
         self.http_port = 0
 
     async def start(self) -> None:
+        from app import rooms
         from http_api.app import HttpService
         from http_api.mpay_env import env_of_platform
         from recharge import db
         from recharge.context import Platform
         from recharge.keys import load_keys
         from recharge.loads.lanes import LoadLanes
-        from recharge.mpay import bank, closure, dispatcher
+        from recharge.mpay import dispatcher
         from recharge.observability import run_monitors
         from recharge.sweeper import run_sweeper
-        from recharge.wallet import bank_loads, wallets
         from server.service import DDService
 
-        if wallets.is_open not in closure.WALLET_CHECKS:  # SPEC 6.6 Close: 2011 while the wallet is open
-            closure.WALLET_CHECKS.append(wallets.is_open)
-        if bank_loads.SEAM not in bank.WALLET:  # SPEC 6.6 bank recharge into the wallet: 7.3's bank path
-            bank.WALLET.append(bank_loads.SEAM)
+        rooms.connect()  # the wallet's hooks in the mobile payment room (2011, 销号, bank recharges into the wallet)
         settings = self.settings
         pool = await db.create_pool(self.dsn, settings)
         self.ctx = Platform(settings=settings, pool=pool, keys=load_keys(settings.resolved_key_file), dsn=self.dsn)

@@ -1,10 +1,13 @@
 """``rechargectl wallet …``: the operator's SIM wallet reference data (SPEC 7): POS terminals of merchants
-and halls, merchant commission rates, stock RFID-SIMs and their binding to a number. Every write is recorded
-in ``operator_actions`` with ``--actor``; the rules live in ``recharge.wallet``."""
+and halls, merchant commission rates, stock RFID-SIMs and their binding to a number; the merchants' daily
+settlement and the lost cards' write-off; the negative-shadow audit. Every write is recorded in
+``operator_actions`` with ``--actor``; the rules live in ``recharge.wallet``. The virtual devices (``card``,
+``stk``, ``pos``) are ``app.wallet_devices``."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 from collections.abc import Callable
@@ -12,12 +15,16 @@ from typing import Any
 
 import asyncpg
 
+from app import wallet_devices
 from app.commands import add_common, run_with_db
 from recharge.config import Settings
 from recharge.keys import load_keys
 from recharge.kkt.cards import record_action
+from recharge.mpay import calendar
 from recharge.mpay.keyring import MpayKeys
-from recharge.wallet import cards, loads, shadows, terminals
+from recharge.mpay.text import SHANGHAI
+from recharge.wallet import cards, loads, payouts, retired, shadows, terminals
+from recharge.wallet.books import BOOKS
 
 _FAILED = (terminals.Result.INVALID, terminals.Result.EXISTS_WITH_DIFFERENT_FIELDS)
 
@@ -90,6 +97,32 @@ def cmd_shadows(settings: Settings, a: argparse.Namespace) -> int:
     return run_with_db(settings, work)
 
 
+def cmd_settle(settings: Settings, a: argparse.Namespace) -> int:
+    """The merchants' daily settlement through the payout batch (a working day's, unless ``--force``)."""
+    day = dt.date.fromisoformat(a.date) if a.date else dt.datetime.now(SHANGHAI).date()
+
+    async def work(conn: asyncpg.Connection) -> int:
+        async with conn.transaction():
+            if not a.force and not await calendar.is_workday(conn, day):
+                print(f"{day} is not a working day: no payout (--force to run it anyway)")
+                return 0
+            statements, new = await payouts.settle_day(conn, day)
+            if new:
+                await record_action(conn, a.actor, "wallet.settle", day.isoformat(), "merchant settlement",
+                                    merchants=len(statements), payout_cents=sum(s.payout_cents for s in statements))
+        folder = settings.data_dir / "settlement"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / payouts.file_name(day)
+        path.write_text(payouts.render_csv(statements), encoding="utf-8")
+        for s in statements:
+            print(f"{s.merchant}\tsales {s.sales} ({s.sales_cents / 100:.2f})\tcommission {s.commission_cents / 100:.2f}"
+                  f"\tpaid out {s.payout_cents / 100:.2f}")
+        print(f"{day}: {len(statements)} merchant statement(s){'' if new else ' (settled before)'} → {path}")
+        return 0
+
+    return run_with_db(settings, work)
+
+
 def cmd_load_resolve(settings: Settings, a: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         keys = MpayKeys.of(load_keys(settings.resolved_key_file))
@@ -105,6 +138,31 @@ def cmd_load_resolve(settings: Settings, a: argparse.Namespace) -> int:
         return 0
 
     return run_with_db(settings, work)
+
+
+def cmd_writeoff(settings: Settings, a: argparse.Namespace) -> int:
+    """SPEC 7.6: lost cards' value idle ``wallet_writeoff_idle_months`` → FEE."""
+    async def work(conn: asyncpg.Connection) -> int:
+        async with conn.transaction():
+            done = await retired.write_off(conn, BOOKS, idle_months=settings.wallet_writeoff_idle_months,
+                                           now=dt.datetime.now(dt.UTC))
+            if done:
+                await record_action(conn, a.actor, "wallet.writeoff", f"{len(done)} cards", "RETIRED → FEE",
+                                    cards=[w.card_no for w in done], cents=sum(w.amount for w in done))
+        for w in done:
+            print(f"{w.card_no}\t{w.amount / 100:.2f}\tidle since {w.last_moved.astimezone(SHANGHAI):%Y-%m-%d}")
+        print(f"{len(done)} card(s) written off ({sum(w.amount for w in done) / 100:.2f} yuan RETIRED → FEE)")
+        return 0
+
+    return run_with_db(settings, work)
+
+
+def register_writeoff(parser: argparse.ArgumentParser) -> None:
+    """``writeoff``'s options (``rechargectl mpay wallet writeoff``, SPEC 7.6's name, and ``rechargectl wallet
+    writeoff``)."""
+    add_common(parser)
+    parser.add_argument("--actor", default=os.environ.get("USER", "operator"), help="who does this (audit trail)")
+    parser.set_defaults(func=cmd_writeoff)
 
 
 def register(sub: Any) -> None:
@@ -137,6 +195,15 @@ def register(sub: Any) -> None:
     p.add_argument("msisdn")
     p.add_argument("card_no")
     p.add_argument("--reason", required=True, help="why (recorded in operator_actions)")
+
+    p = add("settle", "the merchants' daily settlement: each wallet merchant's statement and its available balance"
+            " MER → PAYOUT (once a day; CSV in <data_dir>/settlement/wallet_YYYYMMDD.csv)", cmd_settle)
+    p.add_argument("--date", help="the Shanghai day YYYY-MM-DD (default today)")
+    p.add_argument("--force", action="store_true", help="settle a day that is not a working day too")
+
+    register_writeoff(ws.add_parser("writeoff", help="write lost cards' value idle 24 months off: RETIRED → FEE"))
+
+    wallet_devices.register(ws)
 
     p = add("shadows", "list wallet shadows below zero (exit 1 if one has no unresolved load: SPEC 7.4)",
             cmd_shadows)

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from recharge.ledger.audit import audit
+from recharge.orders import model
 
 
 @dataclass
@@ -54,7 +55,7 @@ async def dd_checks(conn: asyncpg.Connection, j: Journals) -> list[Check]:
         "SELECT order_no, state, loading, amount_cents, card_no FROM orders WHERE order_no = ANY($1)",
         [a["order"] for a in acks])}
     lost = [a["order"] for a in acks
-            if (r := rows.get(a["order"])) is None or r["state"] not in ("03", "04", "05")
+            if (r := rows.get(a["order"])) is None or r["state"] not in model.DONE
             or r["amount_cents"] != a["amount"] or r["card_no"] != a["card"]]
     chips = {card: balance for end in j.ends for card, balance in end.get("chips", {}).items()}
     ledger = {r["card_no"]: r["balance"] for r in await conn.fetch(

@@ -1,34 +1,11 @@
 """Compiled core: DD frame codec, CRC-32, BCD, big-endian packing, reader scripts, 3DES, MACs, PBOC load and
-purchase cryptography."""
+purchase cryptography — the one API gathered from its modules (_crc, _fields, _frame, _script, _des, _pboc,
+_signin), each one concern."""
 
-from core_ext._codec import (
-    INFO_CHECKSUM,
-    INFO_LENGTH,
-    MAX_LENGTH,
-    Frame,
-    FrameDecoder,
-    FrameError,
-    Instruction,
-    Reply,
-    bcd_decode,
-    bcd_encode,
-    be_decode,
-    be_encode,
+from core_ext._crc import (
     crc32,
-    frame_decode,
-    frame_encode,
-    reply_decode,
-    reply_encode,
-    script_decode,
-    script_encode,
-    stage_kind,
 )
-from core_ext._crypto import (
-    DEPOSIT_UPDATE_HEADER,
-    WALLET_STATE_UPDATE_HEADER,
-    card_div_data,
-    constant_time_eq,
-    deposit_update_mac,
+from core_ext._des import (
     des3_decrypt,
     des3_encrypt,
     des_decrypt,
@@ -36,6 +13,28 @@ from core_ext._crypto import (
     diversify,
     mac,
     mac8,
+)
+from core_ext._fields import (
+    bcd_decode,
+    bcd_encode,
+    be_decode,
+    be_encode,
+)
+from core_ext._frame import (
+    INFO_CHECKSUM,
+    INFO_LENGTH,
+    MAX_LENGTH,
+    Frame,
+    FrameDecoder,
+    FrameError,
+    frame_decode,
+    frame_encode,
+    stage_kind,
+)
+from core_ext._pboc import (
+    DEPOSIT_UPDATE_HEADER,
+    WALLET_STATE_UPDATE_HEADER,
+    deposit_update_mac,
     pboc_mac1,
     pboc_mac2,
     pboc_purchase_mac1,
@@ -44,6 +43,23 @@ from core_ext._crypto import (
     pboc_seslk,
     pboc_sespk,
     pboc_tac,
+    verify_mac1_make_mac2,
+    verify_purchase_mac1_make_mac2,
+    verify_purchase_tac,
+    verify_tac,
+    wallet_state_update_mac,
+)
+from core_ext._script import (
+    Instruction,
+    Reply,
+    reply_decode,
+    reply_encode,
+    script_decode,
+    script_encode,
+)
+from core_ext._signin import (
+    card_div_data,
+    constant_time_eq,
     pki_div_data,
     pos_div_data,
     signin_cryptogram,
@@ -52,11 +68,6 @@ from core_ext._crypto import (
     signin_unwrap_session_key,
     signin_wrap_session_key,
     terminal_id_bytes,
-    verify_mac1_make_mac2,
-    verify_purchase_mac1_make_mac2,
-    verify_purchase_tac,
-    verify_tac,
-    wallet_state_update_mac,
 )
 
 __all__ = [

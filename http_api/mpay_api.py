@@ -1,7 +1,8 @@
 """The mobile payment API under ``/mpay/v1`` (SPEC 6.12, 6.13): one aiohttp sub-application.
 
 It gathers the website's (``mpay_customer``), the partners' (``mpay_partners``) and the
-staff's (``mpay_staff``) routes, the SIM wallet's STK and POS (``wallet_api``), the OpenAPI
+staff's (``mpay_staff``) routes, the SIM wallet's STK and POS (``wallet_api``) and counter steps
+(``wallet_counter``), the website's wallet views (``wallet_views``), the OpenAPI
 3.1 document (``/mpay/v1/openapi.json``,
 generated from its own routing table and the route declarations), Kannel's delivery reports (``/sms/dlr``), and
 answers an unknown path (404) or method (405) with the JSON envelope's ``1001``.
@@ -13,7 +14,17 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from http_api import edge, mpay_customer, mpay_openapi, mpay_partners, mpay_staff, wallet_api, wallet_web
+from http_api import (
+    edge,
+    mpay_customer,
+    mpay_openapi,
+    mpay_partners,
+    mpay_staff,
+    wallet_api,
+    wallet_counter,
+    wallet_views,
+    wallet_web,
+)
 from http_api.context import PLATFORM_KEY
 from http_api.mpay_gate import PREFIX, envelope
 
@@ -62,6 +73,8 @@ def build() -> web.Application:
     mpay_partners.setup(sub)
     mpay_staff.setup(sub)
     wallet_api.setup(sub)  # the SIM wallet's STK and POS (SPEC 7.2, 7.4)
+    wallet_counter.setup(sub)  # the SIM wallet's counter steps (SPEC 7.6, 7.7)
+    wallet_views.setup(sub)  # the website's wallet views (SPEC 6.13, 7.5)
     wallet_web.setup(sub)  # the website's wallet loads (SPEC 7.3: 网络侧转存, cancel)
     sub.router.add_get("/openapi.json", openapi)
     sub.router.add_get("/sms/dlr", dlr)

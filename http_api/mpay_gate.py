@@ -30,6 +30,7 @@ from http_api.context import PLATFORM_KEY
 from http_api.mpay_env import env_of_platform
 from recharge import metrics
 from recharge.context import Busy, Platform
+from recharge.db import RetryPolicy
 from recharge.mpay import merchants, sessions
 from recharge.mpay.codes import Refused, en, zh
 from recharge.mpay.env import Env
@@ -207,9 +208,11 @@ async def _merchant(call: Call, raw: bytes) -> None:
 
 
 async def _replayed(call: Call, rid: str, raw: bytes) -> web.Response | None:
-    """Claim (principal, request id) or answer from its first reply (``1005`` if it differs)."""
+    """Claim (principal, request id) or answer from its first reply (``1005`` if it differs). The body is kept
+    as its keyed MAC: a plain SHA-256 of a body holding a 6-digit pay password gave the password back to
+    anyone trying the million values (a row kept before that still matches by its SHA-256 until it expires)."""
     request = call.request
-    sha = hashlib.sha256(raw).digest()
+    sha = call.env.keys.kept_mac(raw)
     await call.conn.execute("SET LOCAL lock_timeout = '10s'")
     claimed = await call.conn.fetchval(
         "INSERT INTO mpay_request_replies (principal, request_id, method, path, body_sha) VALUES ($1, $2, $3, $4, $5)"
@@ -224,7 +227,8 @@ async def _replayed(call: Call, rid: str, raw: bytes) -> web.Response | None:
         " AND request_id = $2", call.principal, rid)
     if row is None or row["reply"] is None:
         raise Refused("9001")
-    if (row["method"], row["path"], bytes(row["body_sha"])) != (request.method, request.raw_path, sha):
+    if (row["method"], row["path"]) != (request.method, request.raw_path) or bytes(row["body_sha"]) not in (
+            sha, hashlib.sha256(raw).digest()):
         raise Refused("1005")
     return web.Response(body=bytes(row["reply"]), status=row["status"], content_type="application/json",
                         charset="utf-8", headers={"X-Request-Id": rid})
@@ -295,16 +299,21 @@ def endpoint(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRespon
             return _count(ep, envelope("1001", status=400, request_id=rid), "1001")
         try:
             async with ctx.acquire() as conn:
-                call = Call(request, ctx, env, conn, {})
-                refused: Refused | None = None
-                async with conn.transaction():
-                    try:
-                        response, code = await _run(call, ep, raw, body)
-                    except Refused as exc:
-                        refused = exc
-                        response, code = envelope(exc.code, n=exc.n, request_id=rid), exc.code
-                    await _keep(call, rid if ep.request_id else None, response, code)
-                return _count(ep, response, code if refused is None else refused.code)
+
+                async def attempt() -> tuple[web.Response, str]:
+                    call = Call(request, ctx, env, conn, {})
+                    async with conn.transaction():  # a refusal commits too: its counters stay counted
+                        try:
+                            response, code = await _run(call, ep, raw, body)
+                        except Refused as exc:
+                            response, code = envelope(exc.code, n=exc.n, request_id=rid), exc.code
+                        await _keep(call, rid if ep.request_id else None, response, code)
+                    return response, code
+
+                # A deadlock or serialization failure rolled the attempt back whole: run it again by the
+                # code base's one retry policy.
+                response, code = await RetryPolicy.from_settings(ctx.settings).run(attempt)
+                return _count(ep, response, code)
         except Busy:
             return _count(ep, envelope("9001", status=503, request_id=rid, headers={"Retry-After": "1"}), "9001")
         except asyncpg.LockNotAvailableError:

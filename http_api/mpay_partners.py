@@ -12,13 +12,14 @@ import logging
 from typing import Any
 from urllib.parse import parse_qsl
 
+import asyncpg
 from aiohttp import web
 
 from http_api.context import PLATFORM_KEY
 from http_api.mpay_customer import me, rfc3339
 from http_api.mpay_env import env_of_platform
 from http_api.mpay_gate import PREFIX, Call, Endpoint, endpoint
-from recharge import metrics
+from recharge import db, metrics
 from recharge.context import Busy
 from recharge.mpay import bank, payments, refunds
 from recharge.mpay.codes import Refused
@@ -82,9 +83,13 @@ async def bank_notify(request: web.Request) -> web.Response:
         form = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
     except UnicodeDecodeError:
         form = {}
-    try:
-        async with ctx.acquire() as conn, conn.transaction():
-            ok = await bank.notice(conn, env_of_platform(ctx), request.match_info["gw"], form)
+    env, gateway = env_of_platform(ctx), request.match_info["gw"]
+
+    async def one(conn: asyncpg.Connection) -> bool:
+        return await bank.notice(conn, env, gateway, form)
+
+    try:  # a deadlock rolls the notice back whole: run again by the one retry policy
+        ok = await db.retry_transaction(ctx.acquire, one, policy=db.RetryPolicy.from_settings(ctx.settings))
     except Busy:
         return web.Response(text="BUSY", status=503, content_type="text/plain", charset="utf-8")
     metrics.MPAY_REQUESTS.labels("bank", "0000" if ok else "1002").inc()

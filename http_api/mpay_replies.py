@@ -28,6 +28,8 @@ BUCKET: Schema = {"enum": ["cash", "card"]}
 PAYMENT_STATE: Schema = {"enum": ["created", "reserved", "paid", "expired", "failed"]}
 ACCOUNT_STATUS: Schema = {"enum": ["normal", "locked", "frozen", "pending_closure", "closed"]}
 EMPTY: Schema = {"type": "object", "additionalProperties": False, "properties": {}}
+WALLET_STATE: Schema = {"enum": ["open", "paused", "pending_closure", "cancelled"]}
+CARD_NO: Schema = {"type": "string", "pattern": "^[0-9]{16}$"}
 
 
 def nullable(schema: Schema) -> Schema:
@@ -45,8 +47,7 @@ PROFILE_FIELDS: dict[str, Schema] = {
     "msisdn": MSISDN, "alias": ALIAS, "kind": KIND, "status": ACCOUNT_STATUS,
     "lock_reason": nullable({"enum": ["suspended", "lost"]}), "name_masked": nullable(TEXT),
     "bank_card": nullable(obj(bank=TEXT, last4={"type": "string", "pattern": "^[0-9]{4}$"})),
-    "wallet": nullable(obj(state={"enum": ["open", "paused", "pending_closure", "cancelled"]},
-                           card_no={"type": "string", "pattern": "^[0-9]{16}$"})),
+    "wallet": nullable(obj(state=WALLET_STATE, card_no=CARD_NO)),
 }
 BALANCE_FIELDS: dict[str, Schema] = {"cash_balance": CENTS, "card_balance": CENTS, "cash_pending": CENTS,
                                      "card_pending": CENTS, "available": CENTS}
@@ -94,6 +95,10 @@ DATA: dict[tuple[str, str], Schema] = {
     # the SIM wallet on the website (SPEC 7.3)
     ("POST", "/me/wallet/transfers"): obj(load_id=TEXT, waiting=CENTS),
     ("POST", "/me/wallet/loads/{load_id}/cancel"): EMPTY,
+    ("GET", "/me/wallet"): obj(state=WALLET_STATE, card_no=CARD_NO, shadow=SIGNED_CENTS, limit=CENTS, waiting=CENTS),
+    ("GET", "/me/wallet/history"): obj(items={"type": "array", "items": obj(
+        id=ID, created_at=TIME, type={"enum": ["load", "purchase", "void", "buy_out", "retired"]},
+        amount=SIGNED_CENTS, state={"enum": ["waiting", "loading", "posted", "voided"]})}),
     # merchant
     ("POST", "/merchant/payments"): obj(payment_id=ID, state=PAYMENT_STATE, pay_url={"type": "string", "format": "uri"},
                                         expires_at=TIME),
@@ -106,6 +111,8 @@ DATA: dict[tuple[str, str], Schema] = {
     ("POST", "/counter/accounts"): OPENED,
     ("POST", "/counter/close"): EMPTY,
     ("POST", "/counter/cash"): obj(cash_balance=CENTS),
+    ("POST", "/counter/sim-swap"): obj(msisdn=MSISDN, card_no=CARD_NO),
+    ("POST", "/counter/wallet-cancel"): EXPIRES,
     # 10086 agents and the IVRs
     ("GET", "/cs/account"): obj(**PROFILE_FIELDS, **BALANCE_FIELDS),
     ("GET", "/cs/history"): HISTORY,

@@ -28,7 +28,7 @@ import core_ext
 from http_api import edge
 from http_api.context import platform_of
 from http_api.order_envelope import EnvelopeError, envelope_encrypt, envelope_mac, open_envelope
-from recharge import metrics
+from recharge import db, metrics
 from recharge.config import Settings
 from recharge.context import Busy
 from recharge.orders import lifecycle as orders
@@ -238,10 +238,15 @@ async def _serve(request: web.Request, endpoint: str, work: Work) -> web.Respons
         except web.HTTPRequestEntityTooLarge:
             raise Refused("request too large", "bad_request") from None
         async with ctx.acquire() as conn:
-            async with conn.transaction():
-                req = await _gate(conn, body, ctx.settings, endpoint)
-                await _claim_nonce(conn, req)
-                reply = await work(conn, req)
+
+            async def gated(tx: asyncpg.Connection) -> Any:
+                req = await _gate(tx, body, ctx.settings, endpoint)
+                await _claim_nonce(tx, req)
+                return await work(tx, req)
+
+            # A deadlock or serialization failure rolled the whole request back (its nonce too): run
+            # again by the code base's one retry policy.
+            reply = await db.retry_transaction(conn, gated, policy=db.RetryPolicy.from_settings(ctx.settings))
             await _purge(conn, ctx.settings)
         answer = reply_body(1, "", reply)
     except Refused as exc:

@@ -23,9 +23,10 @@ from recharge import db, metrics
 from recharge.context import Busy
 from recharge.loads.lanes import LoadLanes
 from recharge.mpay import codes
+from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.wallet import books as wallet_books
-from recharge.wallet import pos, sequence, stk, stk_loads, terminals, wire
+from recharge.wallet import cancels, pos, sequence, stk, stk_loads, swaps, terminals, wire
 from recharge.wallet.crypto import WalletCrypto, body_mac, body_mac_ok
 
 
@@ -89,14 +90,15 @@ async def _transaction(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto,
                        request: Any, lanes: LoadLanes) -> bytes:
     """Inside one transaction: the sequence claim, the op, its stored reply."""
     sender, seq = door.sender(request), door.seq(request)
-    claim = await sequence.claim(conn, sender, seq, parsed)
+    kept = sequence.without_secrets(parsed, env.keys.kept_mac)
+    claim = await sequence.claim(conn, sender, seq, kept)
     if claim.verdict == sequence.Verdict.REPEAT:
         assert claim.reply is not None
         return claim.reply
     if claim.verdict == sequence.Verdict.REFUSED:
         return reply_bytes(door, Outcome("1002"), seq)
     reply = reply_bytes(door, await door.run(conn, env, crypto, request, lanes), seq)
-    await sequence.store(conn, sender, seq, parsed, reply)
+    await sequence.store(conn, sender, seq, kept, reply)
     return reply
 
 
@@ -191,8 +193,26 @@ async def _wallet_open(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto,
     return pos.Answer(answer.code, {"script": answer.script, "text": answer.text})
 
 
+async def _swap(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, terminal: terminals.Terminal,
+                fields: dict[str, Any]) -> pos.Answer:
+    try:
+        return pos.Answer("0000", await swaps.hall_swap(conn, crypto, wallet_books.BOOKS, terminal, fields["record"]))
+    except Refused as refused:
+        return pos.Answer(refused.code, n=refused.n)
+
+
+async def _wallet_cancel(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, terminal: terminals.Terminal,
+                         fields: dict[str, Any]) -> pos.Answer:
+    try:
+        return pos.Answer("0000", await cancels.hall_cancel(conn, env, crypto, wallet_books.BOOKS, terminal,
+                                                            fields["record"], fields["challenge"]))
+    except Refused as refused:
+        return pos.Answer(refused.code, n=refused.n)
+
+
 POS_DOORS = {"batches": _pos_door("batches", _batch), "returns": _pos_door("returns", _return),
-             "wallet-opens": _pos_door("wallet-opens", _wallet_open),
+             "wallet-opens": _pos_door("wallet-opens", _wallet_open), "swaps": _pos_door("swaps", _swap),
+             "wallet-cancels": _pos_door("wallet-cancels", _wallet_cancel),
              "loads": _pos_door("loads", load_op=stk_loads.pos_load_op),
              "loads/{load_id}/continue": _pos_door("continue", load_op=stk_loads.pos_continue),
              "loads/{load_id}/recover": _pos_door("recover", load_op=stk_loads.pos_recover)}
@@ -243,9 +263,16 @@ _POS_FIELDS: dict[str, dict[str, Any]] = {
                 "records": {"type": "array", "maxItems": wire.MAX_BATCH_RECORDS, "items": _RECORD}},
     "returns": {"card": _DIGITS, "offline_serial": {"type": "integer"}, "amount": _CENTS},
     "wallet-opens": {"card": _DIGITS, "challenge": _HEX},
+    "swaps": {"record": _RECORD},
+    "wallet-cancels": {"record": _RECORD, "challenge": _HEX},
+}
+_LOAD_FIELDS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # required, optional
+    "loads": ({"card": _DIGITS}, {"amount": _CENTS}),
+    "loads/{load_id}/continue": ({}, {"replies": _HEX, "challenge": _HEX}),
+    "loads/{load_id}/recover": ({}, {}),
 }
 _STK_BODY = {"type": "object", "additionalProperties": False, "required": ["card_no", "seq", "op", "params"],
-             "properties": {"card_no": _DIGITS, "seq": _SEQ, "op": {"enum": sorted(stk.PARAMS)},
+             "properties": {"card_no": _DIGITS, "seq": _SEQ, "op": {"enum": sorted([*stk.PARAMS, *stk_loads.LOAD_OPS])},
                             "params": {"type": "object"}, "challenge": _HEX, "op_password": _DIGITS}}
 
 
@@ -272,6 +299,15 @@ def openapi_paths() -> dict[str, dict[str, Any]]:
                   "properties": {"terminal_id": _DIGITS, "pos_seq": _SEQ, **props}}
         paths[f"/pos/{route}"] = {"post": _mac_operation(f"post_pos_{route.replace('-', '_')}",
                                                          f"POS {route} (SPEC 7.4)", schema)}
+    for route, (required, optional) in _LOAD_FIELDS.items():  # the hall's loads (SPEC 7.3)
+        schema = {"type": "object", "additionalProperties": False, "required": ["terminal_id", "pos_seq", *required],
+                  "properties": {"terminal_id": _DIGITS, "pos_seq": _SEQ, **required, **optional}}
+        operation = _mac_operation(f"post_pos_{route.replace('/', '_').replace('{load_id}', 'id')}",
+                                   f"POS {route} (SPEC 7.3)", schema)
+        if "{load_id}" in route:
+            operation["parameters"].append({"name": "load_id", "in": "path", "required": True,
+                                            "schema": {"type": "string", "pattern": "^L[0-9]{1,18}$"}})
+        paths[f"/pos/{route}"] = {"post": operation}
     return paths
 
 

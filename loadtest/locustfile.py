@@ -11,7 +11,9 @@ The HTTP users: ``OrderApiUser`` (APPLLogin → CreateAutoLoadOrder → AcctQuer
 enveloped), ``KktRestUser`` (``GET /s/get?method=cTRequest`` balance queries), ``KktSoapUser``
 (``soapCardTrade`` over ``/s/sp.php``) and ``SmsUser`` (``/sms/inbound`` as an SMS operator);
 for the mobile payment account ``MpaySmsUser`` (``CX`` to 10658888), ``MpayWebUser`` (website
-login, balance, history) and ``MpayMerchantUser`` (RSA-signed remote payments and polls).
+login, balance, history) and ``MpayMerchantUser`` (RSA-signed remote payments and polls); for the SIM
+wallet ``WalletPosUser`` (offline purchases, batch uploads) and ``WalletStkUser`` (STK), from
+``loadtest.wallet_users``.
 
 Everything the users need comes from the plan file ``loadtest.provision`` writes
 (``LOADTEST_PLAN``); ``loadtest.run`` sets it up. Knobs (environment): ``LOADTEST_PACING_S``
@@ -41,6 +43,7 @@ from core_ext import Frame
 from core_ext.virtual_card import VirtualCard
 from core_ext.virtual_sam import VirtualSAM
 from loadtest.provision import Plan, PlannedTerminal
+from loadtest.wallet_users import WalletPosUser, WalletStkUser  # noqa: F401 (Locust finds them here)
 from recharge.keys import MasterKeys, load_keys
 from server import terminal_client as terminal_flows
 from server.terminal_client import ConnectionClosed, FlowFailed, TerminalClient, TerminalFlow

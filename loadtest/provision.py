@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from app import demo, fixtures
-from loadtest import mpay_provision
+from loadtest import mpay_provision, wallet_provision
 from recharge import db
 from recharge.config import Settings
 from recharge.orders import lifecycle as orders
@@ -63,6 +63,7 @@ class Plan:
     kkt: dict[str, Any]
     sms: dict[str, Any]
     mpay: dict[str, Any] = field(default_factory=dict)
+    wallet: dict[str, Any] = field(default_factory=dict)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +165,7 @@ async def provision(
             order_api = await _order_api(conn, settings, work_dir)
             await _sms_operator(conn)
             mpay = await mpay_provision.provision(conn, settings, work_dir)
+            wallet = await wallet_provision.provision(conn, settings)
     finally:
         await pool.close()
     from recharge.kkt import cards
@@ -181,4 +183,5 @@ async def provision(
         sms={"from": SMS_OPERATOR_MSISDN, "to": "10658000",
              "cards": [c for c in cards.DEMO_CARDS if c != cards.DEMO_INACTIVE_CARD]},
         mpay=mpay,
+        wallet=wallet,
     )

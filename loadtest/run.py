@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DEFAULT_REPORTS = Path(__file__).resolve().parent / "reports"
 USER_CLASSES = ("TerminalUser", "OrderApiUser", "KktRestUser", "KktSoapUser", "SmsUser", "MpaySmsUser",
-                "MpayWebUser", "MpayMerchantUser")
+                "MpayWebUser", "MpayMerchantUser", "WalletPosUser", "WalletStkUser")
 SERVER_START_TIMEOUT_S = 120.0
 SERVER_STOP_TIMEOUT_S = 30.0
 PLATFORM_COUNTERS = ("recharge_recharges_total", "recharge_busy_answers_total", "recharge_dd_frames_total",

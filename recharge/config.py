@@ -191,6 +191,10 @@ class Settings:
     wallet_air_day_cents: int = 50_000  # ... and their total a day (5004)
     wallet_load_min_cents: int = 100  # every other load 1.00–1,000.00 (4001)
     wallet_load_max_cents: int = 100_000
+    wallet_handset_blacklist: str = ""  # handset models the counter's SIM swap refuses (5012), comma list
+    wallet_cancel_permit_s: int = 600  # how long the counter's 退订 lets the hall POS buy the wallet out (7.7)
+    wallet_history_max_days: int = 366  # longest day range of the website's wallet history (longer: 4001)
+    wallet_writeoff_idle_months: int = 24  # lost cards' value idle this long is written off RETIRED → FEE (7.6)
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None

@@ -12,7 +12,7 @@ from types import TracebackType
 import asyncpg
 
 from recharge.config import Settings
-from recharge.db import unavailable
+from recharge.db import breaks_connection, discard, unavailable
 from recharge.keys import MasterKeys
 
 
@@ -94,10 +94,13 @@ class _BoundedAcquire:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        """Gives the connection back; an error of an unreachable database raised inside the block
-        leaves it as ``DatabaseUnavailable``, so every channel answers it busy."""
+        """Gives the connection back (terminated when the error may have broken it,
+        ``recharge.db.breaks_connection``); an error of an unreachable database raised inside the
+        block leaves it as ``DatabaseUnavailable``, so every channel answers it busy."""
         if self._conn is not None:
             conn, self._conn = self._conn, None
+            if exc is not None and breaks_connection(exc):
+                discard(conn)  # not back into the pool: the next caller would meet it mid-answer
             await self._pool.release(conn)
         if exc is not None and not isinstance(exc, Busy) and isinstance(exc, Exception) and unavailable(exc):
             raise DatabaseUnavailable(type(exc).__name__) from exc

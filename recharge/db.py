@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import random
@@ -152,8 +153,45 @@ def unavailable(exc: BaseException) -> bool:
     """True when ``exc`` means the database is unreachable for now (not a defect, not a refusal)."""
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return True
-    # A connection already closed under the caller (asyncpg gives no subclass for it).
-    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+    # A connection already closed under the caller (asyncpg gives no subclass for it), or one the
+    # server ended while it sat idle: its FATAL arrived, the socket's close not yet, so the next
+    # statement finds the protocol still "in" that answer ("another operation is in progress").
+    if isinstance(exc, asyncpg.InternalClientError) and "another operation" in str(exc):
+        return True
+    # A pool connection that died between two statements: asyncpg released its proxy to the pool.
+    return isinstance(exc, asyncpg.InterfaceError) and (
+        "connection is closed" in str(exc) or "released back to the pool" in str(exc)
+    )
+
+
+def breaks_connection(exc: BaseException) -> bool:
+    """True when ``exc`` may leave its connection unusable: the server ended the session (a FATAL or
+    PANIC error, a class 08 connection error), the socket failed or timed out, or asyncpg's protocol
+    lost its footing (``InterfaceError``: closed, or another operation still in progress). The pool
+    skips asyncpg's reset query (``_no_session_reset``), which is what used to notice such a
+    connection; so every user terminates one instead of giving it back, or the pool would hand it
+    to the next caller mid-answer. An ordinary SQL error (severity ERROR: a refusal, a constraint,
+    a statement timeout) leaves the connection ready for the next statement."""
+    if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, asyncpg.PostgresConnectionError):
+        return getattr(exc, "severity_en", None) in ("FATAL", "PANIC")
+    if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
+        return False  # an argument asyncpg could not encode: refused before anything was sent
+    return isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.PostgresConnectionError, OSError,
+                            TimeoutError))
+
+
+# What a background loop (the sweeper, the outbox dispatcher) logs and outlives: the database
+# failing under it, whatever form that takes; the next pass tries again.
+BACKGROUND_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError,
+)
+
+
+def discard(conn: asyncpg.Connection) -> None:
+    """Terminate ``conn`` so nobody uses it again (``breaks_connection``). A pool proxy that asyncpg
+    already released, because its connection died, needs nothing more (and refuses every call)."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
 
 
 # Not ready yet at start-up: unreachable as above, or pg_ctl failing while a killed server's

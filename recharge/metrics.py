@@ -138,6 +138,18 @@ WALLET_RECORDS = Counter(
     "Uploaded purchase records by result code (0000 cleared, 5008 TAC failure, 5007 unknown card, 5011 duplicate)",
     ["code"],
 )
+WALLET_SWAPS = Counter(
+    "recharge_wallet_swaps_total",
+    "SIM swaps with the balance carried over (SPEC 7.6) by step: buy_out (the old card bought out at a hall POS),"
+    " bind (a new RFID-SIM bound at the counter)",
+    ["step"],
+)
+WALLET_CANCELS = Counter(
+    "recharge_wallet_cancels_total",
+    "Wallets cancelled or set pending closure (SPEC 7.7) by path: counter (hall buy-out), number_event (销号),"
+    " closed_by_upload (a pending-closure wallet whose shadow reached 0)",
+    ["path"],
+)
 SOAP_FAULTS = Counter(
     "recharge_soap_faults_total",
     "SOAP faults by route, whose fault (client: the request; server: ours) and HTTP status; SOAP 1.1"

@@ -14,40 +14,46 @@ import logging
 
 import asyncpg
 
-from recharge import metrics
+from recharge import db, metrics
 from recharge.config import Settings
 from recharge.ledger import transfers as ledger
 from recharge.orders import lifecycle
 from recharge.orders.lifecycle import Void
-from recharge.orders.model import Order
+from recharge.orders.model import Answers, Order
 
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 100
 PURGE_BATCH = 10_000
 
 
-async def sweep_once(pool: asyncpg.Pool) -> int:
-    """Void one batch of expired pending transfers (expiring their orders); returns how many were voided."""
-    async with pool.acquire() as conn, conn.transaction():
-        ids = await ledger.expired_pending_ids(conn, limit=SWEEP_BATCH)
-        if not ids:
-            return 0
-        orders = {
-            r["pay_transfer_id"]: (r["order_no"], r["loading"])
-            for r in await conn.fetch(
-                "SELECT order_no, pay_transfer_id, loading FROM orders WHERE pay_transfer_id = ANY($1::text[])", ids
-            )
-        }
-        loading = [p for p in ids if p in orders and orders[p][1]]
-        if loading:  # a load in flight is never swept (its timeout should have been cleared)
-            await ledger.set_pending_timeouts(conn, [(pending_id, None) for pending_id in loading])
-        expired = [Void(orders[p][0], reason="timeout") for p in ids if p in orders and not orders[p][1]]
-        answers = await lifecycle.void_orders(conn, expired)
-        others = [ledger.Resolution(f"{p}:timeout", p, void=True) for p in ids if p not in orders]
-        outcomes = await ledger.resolve_pending(conn, others)
+async def sweep_once(pool: asyncpg.Pool, policy: db.RetryPolicy = db.DEFAULT_RETRY) -> int:
+    """Void one batch of expired pending transfers (expiring their orders); returns how many were voided.
+
+    One transaction, run again whole by ``policy`` after a deadlock with the DD batches that lock the
+    same orders and accounts."""
+    answers, outcomes = await db.retry_transaction(pool, _sweep, policy=policy)
     voided = sum(isinstance(a, Order) for a in answers.values()) + sum(o.ok for o in outcomes)
     metrics.SWEPT_TRANSFERS.inc(voided)
     return voided
+
+
+async def _sweep(conn: asyncpg.Connection) -> tuple[Answers, list[ledger.Outcome]]:
+    ids = await ledger.expired_pending_ids(conn, limit=SWEEP_BATCH)
+    if not ids:
+        return {}, []
+    orders = {
+        r["pay_transfer_id"]: (r["order_no"], r["loading"])
+        for r in await conn.fetch(
+            "SELECT order_no, pay_transfer_id, loading FROM orders WHERE pay_transfer_id = ANY($1::text[])", ids
+        )
+    }
+    loading = [p for p in ids if p in orders and orders[p][1]]
+    if loading:  # a load in flight is never swept (its timeout should have been cleared)
+        await ledger.set_pending_timeouts(conn, [(pending_id, None) for pending_id in loading])
+    expired = [Void(orders[p][0], reason="timeout") for p in ids if p in orders and not orders[p][1]]
+    answers = await lifecycle.void_orders(conn, expired)
+    others = [ledger.Resolution(f"{p}:timeout", p, void=True) for p in ids if p not in orders]
+    return answers, await ledger.resolve_pending(conn, others)
 
 
 async def export_loading_gauges(pool: asyncpg.Pool) -> None:
@@ -105,15 +111,16 @@ async def run_sweeper(pool: asyncpg.Pool, settings: Settings) -> None:
     retention every ``retention_purge_interval_s``, sleep."""
     loop = asyncio.get_running_loop()
     next_purge = loop.time()
+    policy = db.RetryPolicy.from_settings(settings)
     while True:
         try:
-            while await sweep_once(pool) == SWEEP_BATCH:
+            while await sweep_once(pool, policy) == SWEEP_BATCH:
                 pass
             if loop.time() >= next_purge:
                 next_purge = loop.time() + settings.retention_purge_interval_s
                 await purge_terminal_signins(pool, settings.terminal_signin_history_days)
             await export_loading_gauges(pool)
             await export_signin_gauges(pool, settings.signin_probe_alert, settings.signin_probe_window_s)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except db.BACKGROUND_ERRORS as exc:
             log.warning("sweeper pass failed: %s", exc.__class__.__name__)
         await asyncio.sleep(settings.sweeper_interval_s)

@@ -75,7 +75,8 @@ async def handle(dd: DDContext, st: FlowState, request: Request) -> Response:
     except Busy:
         metrics.BUSY_ANSWERS.labels("dd").inc()
         return Response.refuse(INFO_BUSY)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, OrderError, ValueError) as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, OrderError,
+            ValueError) as exc:
         if unavailable(exc):  # down, restarting, cut off, saturated: busy, nothing acknowledged
             metrics.BUSY_ANSWERS.labels("dd").inc()
             log.warning("stage 0x%02X: database unavailable (%s)", stage, type(exc).__name__)

@@ -166,4 +166,4 @@ async def _proven(dd: DDContext, st: FlowState, code: int, reason: str) -> Refus
     return Refuse(code)
 
 
-_RECORDING_ERRORS = (Busy, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_RECORDING_ERRORS = (Busy, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import random
 import zlib
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -11,7 +14,7 @@ from hypothesis import strategies as st
 
 import core_ext as C
 from core_ext import reference as R
-from core_ext._codec import _crc32_paths
+from core_ext._crc import _crc32_paths
 
 key8 = st.binary(min_size=8, max_size=8)
 key16 = st.binary(min_size=16, max_size=16)
@@ -296,3 +299,15 @@ def test_wallet_state_update_mac_agrees_including_errors(damk: bytes, challenge:
 @given(st.text(alphabet="0123456789x", max_size=14))
 def test_pos_div_data_agrees_including_errors(code: str) -> None:
     assert outcome(C.pos_div_data, code) == outcome(R.pos_div_data, code)
+
+
+def test_every_cython_module_is_built_and_the_api_is_the_references() -> None:
+    """Each core_ext/*.pyx is imported compiled (an extension module, not a stale or missing one), and the
+    package's API is the reference's, name for name."""
+    sources = sorted(path.stem for path in Path(C.__file__).parent.glob("*.pyx"))
+    assert len(sources) >= 7
+    for stem in sources:
+        module = importlib.import_module(f"core_ext.{stem}")
+        assert module.__file__ is not None
+        assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), stem
+    assert [name for name in C.__all__ if not hasattr(R, name)] == []

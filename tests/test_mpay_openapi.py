@@ -59,6 +59,10 @@ STAFF = {("POST", "/counter/otp"), ("POST", "/counter/accounts"), ("POST", "/cou
          ("POST", "/ivr/card-recharge")}
 
 
+WALLET = {("POST", "/counter/sim-swap"), ("POST", "/counter/wallet-cancel"), ("GET", "/me/wallet"),
+          ("GET", "/me/wallet/history")}
+
+
 @pytest.fixture
 async def w(platform: Any, pool: Any) -> AsyncIterator[MpayWorld]:
     async with aiohttp.ClientSession() as session:
@@ -233,3 +237,22 @@ async def test_a_bank_notice_is_answered_as_documented(w: MpayWorld, api: Api) -
                                   headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
             assert resp.status == status and resp.content_type == "text/plain"
             jsonschema.validate(await resp.text(), responses[str(status)]["content"]["text/plain"]["schema"])
+
+
+async def test_every_wallet_counter_and_website_endpoint_answers_as_documented(w: MpayWorld, api: Api,
+                                                                               platform: Any) -> None:
+    from tests.wallet_counter_world import ID, REASON, WalletDesk
+    from tests.wallet_world import virtual_keys
+
+    assert WALLET <= {(method, path) for method, path, _ in routed()}
+    keys = virtual_keys(platform.ctx.keys)
+    desk = WalletDesk(w, api, keys, "HN0001", await api.operator("counter", "HN0001"), None)  # type: ignore[arg-type]
+    phone, msisdn, _ = await desk.wallet_phone(0)
+    opened = next(t for t in await w.notices(msisdn) if t.startswith("手机支付登录密码"))
+    token = await api.login(msisdn, opened.split("登录密码")[1].split(",")[0])
+    assert (await api.ok("GET", "/me/wallet", token=token))["card_no"] == phone.sim.card_no
+    assert (await api.ok("GET", "/me/wallet/history", token=token))["items"] == []
+    assert (await api.ok("POST", "/counter/wallet-cancel", {"msisdn": msisdn, **ID, **REASON},
+                         token=desk.counter))["expires_at"]
+    assert api.seen >= WALLET, WALLET - api.seen
+

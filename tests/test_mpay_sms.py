@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
-from recharge.mpay import accounts, payments
+from recharge.mpay import accounts, payments, sms_channel
 from recharge.mpay.codes import HELP_TEXT, zh
 from recharge.mpay.env import Env
 from recharge.mpay.unit import atomic
@@ -50,6 +51,26 @@ async def test_the_seeds_own_cx_reply_after_a_20_yuan_card_and_a_10_fen_payment(
     assert paid["bucket"] == "card" and paid["state"] == "paid"
     assert await w.sms(msisdn, "CX") == "现金账户余额:0元;充值卡账户余额:19.9元,可用余额19.9元。"
     assert (await w.notices(msisdn))[-1] == "您已向数字商城支付0.1元,扣款账户:充值卡账户。"
+
+
+async def test_an_mo_that_meets_a_deadlock_is_run_again_whole(w: MpayWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CZK whose first attempt credits the card account, then deadlocks: rolled back and run again by the
+    retry policy, the 20 yuan credited once."""
+    msisdn, _ = await w.opened()
+    real, attempts = sms_channel._run, []
+
+    async def deadlocks_once(mo: Any, raw: str) -> Any:
+        answer = await real(mo, raw)
+        attempts.append(answer.code)
+        if len(attempts) == 1:
+            raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        return answer
+
+    monkeypatch.setattr(sms_channel, "_run", deadlocks_once)
+    assert await w.sms(msisdn, f"CZK {await w.card(20)}") == "充值成功!充值卡账户充入20元,充值卡账户余额20元。"
+    monkeypatch.undo()
+    assert attempts == ["0000", "0000"]
+    assert await w.sms(msisdn, "CX") == "现金账户余额:0元;充值卡账户余额:20元,可用余额20元。"
 
 
 async def test_kt_codes_and_the_agreement_dialogue(w: MpayWorld) -> None:

@@ -34,6 +34,8 @@ def test_a_module_that_cannot_run_is_reported_with_its_error() -> None:
 def test_bench_writes_every_figure_with_goal_and_machine(tmp_path: Path) -> None:
     first = run_all.bench_modules()[0]  # the fastest is bench_core; one module keeps this test short
     results_path, report_path = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
+    results_path.write_text(json.dumps({"cluster": {"acknowledged_lost": 0}, "cluster_throughput_ratio_2_vs_1_node": 0.9,
+                                        "figures": {"stale": 1.0}}))  # make cluster-test's figures, an old run's
     status = run_all.main(["--only", first, "--settle-s", "0", "--results", str(results_path),
                            "--report", str(report_path)])
     assert status == 0
@@ -44,6 +46,7 @@ def test_bench_writes_every_figure_with_goal_and_machine(tmp_path: Path) -> None
     module = results["modules"][first]
     figures = module["figures"]
     assert figures and results["figures"] == figures
+    assert results["cluster"] == {"acknowledged_lost": 0} and results["cluster_throughput_ratio_2_vs_1_node"] == 0.9
     assert len(module["load_average"]) == 2
     report = report_path.read_text(encoding="utf-8")
     for name, value in figures.items():

@@ -65,9 +65,10 @@ async def test_load_run_reports_every_stage_and_counts_only_deliberate_failures(
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loadtest.run", "--users", "17", "--spawn-rate", "17", "--duration", "3s",
+        sys.executable, "-m", "loadtest.run", "--users", "19", "--spawn-rate", "19", "--duration", "3s",
         "--pacing-s", "0.5", "--deliberate-failure-rate", "0.4", "--user-classes",
-        "TerminalUser,OrderApiUser,KktRestUser,KktSoapUser,SmsUser,MpaySmsUser,MpayWebUser,MpayMerchantUser",
+        "TerminalUser,OrderApiUser,KktRestUser,KktSoapUser,SmsUser,MpaySmsUser,MpayWebUser,MpayMerchantUser,"
+        "WalletPosUser,WalletStkUser",
         "--dd-port", str(platform.dd_port), "--http-port", str(platform.http_port),
         "--data-dir", str(tmp_path / "data"), "--reports", str(reports),
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -87,7 +88,8 @@ async def test_load_run_reports_every_stage_and_counts_only_deliberate_failures(
     for request in ("POST APPLLogin", "POST CreateAutoLoadOrder", "POST AcctQueryLNT",
                     "GET /s/get cTRequest 0011", "POST /s/sp.php soapCardTrade 0011", "GET /sms/inbound YECX",
                     "GET /sms/inbound mpay CX", "POST /mpay/v1/auth/login", "GET /mpay/v1/me/balance",
-                    "POST /mpay/v1/merchant/payments", "GET /mpay/v1/merchant/payments/{merchant_order_no}"):
+                    "POST /mpay/v1/merchant/payments", "GET /mpay/v1/merchant/payments/{merchant_order_no}",
+                    "POST /mpay/v1/pos/batches", "POST /mpay/v1/stk account.balance"):
         assert stages[request]["requests"] > 0, request
         assert stages[request]["failures"] == 0, request
     # The deliberate unknown orders were answered 0x99 and reported as DD11 failures, and

@@ -3,8 +3,10 @@ cycle, expiry through the sweeper, queries and settlement."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -150,6 +152,40 @@ async def test_expired_order_is_voided_by_the_sweeper(
     assert expired.state == model.VOIDED
     transfer = await ledger.get_transfer(conn, model.pay_transfer_id(order.order_no))
     assert transfer is not None and transfer.status == "voided"
+    assert (await fund_balance(conn, merchant)).available == 1_000
+
+
+async def test_a_sweep_that_meets_a_deadlock_is_run_again_whole(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, audited: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeper's first attempt voids, then deadlocks: rolled back and run again by the retry policy,
+    the reservation is released once."""
+    merchant = await new_merchant(conn, 1_000)
+    order = (await orders.create_order(
+        conn, merchant_id=merchant, amount_cents=400, card_no=new_card(),
+        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(milliseconds=200),
+    )).order
+    await conn.execute("SELECT pg_sleep(0.3)")
+    me, real, attempts = asyncio.current_task(), sweeper._sweep, []
+
+    async def deadlocks_once(tx: asyncpg.Connection) -> Any:
+        answer = await real(tx)
+        if asyncio.current_task() is me:  # not the running platform's own sweeper
+            attempts.append(answer)
+            if len(attempts) == 1:
+                raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        return answer
+
+    monkeypatch.setattr(sweeper, "_sweep", deadlocks_once)
+    await sweeper.sweep_once(pool)
+    assert len(attempts) == 2
+    for _ in range(50):  # the running platform's sweeper may have held the row (SKIP LOCKED)
+        voided = await model.get_order(conn, order.order_no)
+        assert voided is not None
+        if voided.state == model.VOIDED:
+            break
+        await sweeper.sweep_once(pool)
+    assert voided.state == model.VOIDED
     assert (await fund_balance(conn, merchant)).available == 1_000
 
 

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from app.cli import main
-from core_ext.virtual_pos import VirtualPOS
+from core_ext.virtual_pos import SignedRequest, VirtualPOS
 from core_ext.virtual_sim import STATE_OPEN, VirtualRfidSim
 from recharge.mpay import credentials, events, registry
 from recharge.mpay.env import Env
@@ -304,3 +304,16 @@ async def test_voiding_waiting_loads_leaves_a_load_loading_alone(world: LoadWorl
     recovered = await world.drive_stk(phone, await world.exchange(phone, "wallet.load.recover",
                                                                   {"load_id": out.data["load_id"]}))
     assert recovered.code == "0000" and await world.named(f"W/{acct}") == (1_000, 0)
+
+
+async def test_the_load_id_of_the_path_is_part_of_what_pos_seq_covers(world: LoadWorld) -> None:
+    phone, _ = await world.handset()
+    pos = await world.hall_pos()
+    first = (await world.pos_send(pos, pos.load_request(phone.sim.card_no, 100)))["data"]["load_id"]
+    second = (await world.pos_send(pos, pos.load_request(phone.sim.card_no, 200)))["data"]["load_id"]
+    request = pos.continue_request(first)
+    started = await world.pos_send(pos, request)
+    assert started["code"] == "0000" and await world.pos_send(pos, request) == started, "a repeat: the stored reply"
+    other = SignedRequest(f"/pos/loads/{second}/continue", request.body, request.mac)
+    refused = await world.pos_send(pos, other)
+    assert refused["code"] == "1002", "the same pos_seq and body for another load"

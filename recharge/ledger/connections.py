@@ -4,8 +4,9 @@ Taking a connection from an asyncpg pool and giving it back costs the pool's res
 statements) each time. ``KeptConnections`` keeps up to ``max_kept`` idle connections for the
 next use while its users are busy — a user is anything that ``enter``s and ``leave``s: a group
 commit's runner and batches, a read, a lookup runner — and ``linger_ms`` after the last one
-left (0: given back as soon as nobody is busy). A connection that is closed, left inside a
-transaction, or given back unclean (an interrupted statement) goes back to the pool at once.
+left (0: given back as soon as nobody is busy). A connection that is closed or left inside a
+transaction goes back to the pool at once; one given back unclean (an interrupted statement, a
+failed rollback, an error that may have broken it) is terminated first, so the pool replaces it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 
-from recharge.db import Acquire
+from recharge.db import Acquire, discard
 
 Holder = AbstractAsyncContextManager[asyncpg.Connection]
 
@@ -86,6 +87,8 @@ class KeptConnections:
             self._spare.append((holder, conn))
             self._last_use = asyncio.get_running_loop().time()
         else:
+            if not clean:
+                discard(conn)  # its state is unknown; the pool's reset would not notice (recharge.db)
             await holder.__aexit__(None, None, None)
 
     async def wait_idle(self) -> None:

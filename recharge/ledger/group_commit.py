@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -261,8 +262,9 @@ class GroupCommit:
                 await self._run_groups(conn, steps)
             except BaseException:
                 if not closed(conn):
-                    await tx.rollback()
-                    clean = True
+                    with contextlib.suppress(Exception):  # a broken connection: discarded below, the first error raised
+                        await tx.rollback()
+                        clean = True
                 raise
             if not executed.done():
                 executed.set_result(None)

@@ -30,6 +30,7 @@ import asyncpg
 
 from recharge import metrics
 from recharge.context import Busy
+from recharge.db import breaks_connection
 from recharge.ledger.connections import KeptConnections
 from recharge.ledger.group_commit import Group
 
@@ -96,8 +97,8 @@ class ReadGate:
             result = await work(conn)
             clean = True
             return result
-        except Exception:
-            clean = True  # an answer (a refusal, an SQL error) leaves the connection usable
+        except Exception as exc:
+            clean = not breaks_connection(exc)  # an answer (a refusal, an SQL error) leaves it usable
             raise
         finally:  # cancelled mid-statement: the connection goes back to the pool, unclean
             await self.connections.give_back(holder, conn, clean=clean)

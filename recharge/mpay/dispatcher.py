@@ -21,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 import asyncpg
 
-from recharge import metrics
+from recharge import db, metrics
 from recharge.mpay import outbox, payments, withdrawals
 from recharge.mpay.env import Env
 
@@ -147,6 +147,6 @@ async def run(pool: asyncpg.Pool, env_of: Callable[[], Env]) -> None:
                     while await deliver_once(pool, env, session) == env.settings.mpay_outbox_batch:
                         pass
                 await upkeep(pool, env)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            except db.BACKGROUND_ERRORS as exc:
                 log.warning("outbox pass failed: %s", exc.__class__.__name__)
             await asyncio.sleep(env.settings.mpay_outbox_interval_s)

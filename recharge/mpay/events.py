@@ -7,6 +7,7 @@ the same transaction, applies each change's effects and records the event with t
   (reason ``suspended`` / ``lost``); → ``normal``: ``locked`` → ``normal``;
 - → ``cancelled`` (销号): detached from the MSISDN; ``closed`` when both buckets are zero
   with nothing pending, else ``pending_closure`` (a frozen account stays frozen);
+- any status change: the hooks of ``NUMBER_EVENT_HOOKS`` first (the SIM wallet's 销号, SPEC 7.7);
 - name or ID changed, or real-name data incomplete: a bound card whose holder no longer
   matches is unbound (its unexported withdrawals voided), incomplete
   data makes the account ``non_real_name``.
@@ -18,6 +19,7 @@ number implies). Closing an account (``close``) is shared with the closure opera
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -31,6 +33,11 @@ CLOSED_SMS = accounts.CLOSED_SMS
 UNFROZEN_SMS = "您的手机支付账户已解除冻结。"
 FROZEN_SMS = "您的账户已冻结,详询10086。"
 LOCKING = {"suspended_oneway": "suspended", "suspended_twoway": "suspended", "arrears": "suspended", "lost": "lost"}
+# (conn, env, account, new number status) → the events it caused. Run, in the registry change's transaction,
+# when a number with a live account changes status, before the account's own effects (SPEC 7.7: the SIM wallet
+# registers its 销号 handling here at start-up, so this room needs no import of it).
+NumberEventHook = Callable[[asyncpg.Connection, Env, asyncpg.Record, str], Awaitable[list[str]]]
+NUMBER_EVENT_HOOKS: list[NumberEventHook] = []
 
 
 
@@ -70,6 +77,9 @@ async def _effects(
         await conn.execute("UPDATE mpay_accounts SET province = $2 WHERE id = $1", account["id"], after.province)
     if before is None or (before.name, before.id_number) != (after.name, after.id_number) or not after.real_name:
         events += await _identity_changed(conn, env, account, after)
+    if before is None or before.status != after.status:
+        for hook in NUMBER_EVENT_HOOKS:
+            events += await hook(conn, env, account, after.status)
     if after.status == "cancelled":
         account = await accounts.by_id(conn, account["id"], lock=True)
         assert account is not None

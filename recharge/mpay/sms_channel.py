@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from recharge.db import RetryPolicy, retry_transaction
 from recharge.mpay import dialogues, sms_commands
 from recharge.mpay.codes import HELP_TEXT, Refused
 from recharge.mpay.env import Env
@@ -97,23 +98,31 @@ async def _run(mo: sms_commands.Mo, raw: str) -> Answer:
 
 
 async def handle(conn: asyncpg.Connection, env: Env, sender: str, text: str, message_id: str | None) -> Answer:
-    """Run one MO from ``sender`` (an MSISDN or any other number, which the registry lacks)."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('mpay-mo:' || $1))", sender)
-        if message_id is not None:
-            first = await conn.fetchval(
-                "SELECT reply FROM mpay_mo_replies WHERE msisdn = $1 AND message_id = $2"
-                " AND created_at > now() - make_interval(secs => $3)",
-                sender, message_id, float(env.settings.mpay_mo_dedup_s),
-            )
-            if first is not None:
-                return Answer(first, "replay", "replay")
-        now = await conn.fetchval("SELECT now()")
-        answer = await _run(sms_commands.Mo(conn, env, sender, now), text)
-        if message_id is not None:
-            await conn.execute(
-                "INSERT INTO mpay_mo_replies (msisdn, message_id, reply) VALUES ($1, $2, $3)"
-                " ON CONFLICT (msisdn, message_id) DO UPDATE SET reply = $3, created_at = now()",
-                sender, message_id, answer.reply,
-            )
-        return answer
+    """Run one MO from ``sender`` (an MSISDN or any other number, which the registry lacks): one
+    transaction, run again whole by the code base's one retry policy after a deadlock."""
+
+    async def one(tx: asyncpg.Connection) -> Answer:
+        return await _handle(tx, env, sender, text, message_id)
+
+    return await retry_transaction(conn, one, policy=RetryPolicy.from_settings(env.settings))
+
+
+async def _handle(conn: asyncpg.Connection, env: Env, sender: str, text: str, message_id: str | None) -> Answer:
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('mpay-mo:' || $1))", sender)
+    if message_id is not None:
+        first = await conn.fetchval(
+            "SELECT reply FROM mpay_mo_replies WHERE msisdn = $1 AND message_id = $2"
+            " AND created_at > now() - make_interval(secs => $3)",
+            sender, message_id, float(env.settings.mpay_mo_dedup_s),
+        )
+        if first is not None:
+            return Answer(first, "replay", "replay")
+    now = await conn.fetchval("SELECT now()")
+    answer = await _run(sms_commands.Mo(conn, env, sender, now), text)
+    if message_id is not None:
+        await conn.execute(
+            "INSERT INTO mpay_mo_replies (msisdn, message_id, reply) VALUES ($1, $2, $3)"
+            " ON CONFLICT (msisdn, message_id) DO UPDATE SET reply = $3, created_at = now()",
+            sender, message_id, answer.reply,
+        )
+    return answer

@@ -6,7 +6,8 @@ before ``5011``. Otherwise a purchase moves ``W → MER`` and its commission ``M
 default 0.60 %, half-up to the fen); a void moves ``W → C`` with no commission and tells the holder by SMS
 (a closed account's void goes to ``SUSPENSE``, counted for the alert). The batch itself is ``0000``
 unless refused whole; a repeated ``batch_no`` of a terminal gets its first reply. Everything runs in the
-caller's transaction; the ledger is reached only through ``Books``.
+caller's transaction; the ledger is reached only through ``Books``. A wallet left pending closure by 销号
+whose shadow the batch brought to 0 is cancelled then (``recharge.wallet.closing.after_upload``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from recharge import metrics
 from recharge.mpay import accounts, outbox
 from recharge.mpay.env import Env
 from recharge.mpay.text import yuan
-from recharge.wallet import wire
+from recharge.wallet import closing, wire
 from recharge.wallet.crypto import PurchaseProof, WalletCrypto
 
 OK = "0000"
@@ -120,6 +121,7 @@ class _Waves:
     first: list[Posting]
     second: list[Posting]
     cleared: list[tuple[int, int, str]]  # purchase id, commission, clearing transfer id
+    accounts: set[int]
 
 
 async def _clear_one(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, waves: _Waves, terminal_id: str,
@@ -154,6 +156,7 @@ async def _clear_one(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, w
     waves.first.append(moves[0])
     waves.second.extend(moves[1:])
     waves.cleared.append((purchase_id, fee, moves[0].id))
+    waves.accounts.add(account_id)
     if closed:
         metrics.WALLET_SUSPENSE.inc()
     elif account is not None:
@@ -178,7 +181,7 @@ async def upload_batch(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto,
                        merchant: str, batch_no: str, records: list[object]) -> list[RecordResult]:
     """Clear a new batch (the caller checked ``previous_batch``): one result per record, in order."""
     rate = await merchant_rate(conn, merchant)
-    waves = _Waves([], [], [])
+    waves = _Waves([], [], [], set())
     results = []
     for raw in records:
         results.append(await _clear_one(conn, env, crypto, waves, terminal_id, merchant, rate, batch_no, raw))
@@ -186,6 +189,7 @@ async def upload_batch(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto,
     await must_post(books, conn, waves.second)
     await conn.executemany("UPDATE wallet_purchases SET commission = $2, transfer_id = $3 WHERE id = $1",
                            waves.cleared)
+    await closing.after_upload(conn, env, waves.accounts)
     data = {"batch_no": batch_no, "results": [r.wire() for r in results]}
     await conn.execute(
         "INSERT INTO wallet_batches (terminal_id, batch_no, records, reply) VALUES ($1, $2, $3, $4::jsonb)",

@@ -352,9 +352,14 @@ async def handle(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, reque
 
 
 async def _with_waiting(ctx: Context, answer: Answer) -> Answer:
-    """7.2: every success for an open wallet carries ``waiting`` and, if not 0, the oldest ``waiting_load_id``."""
-    if answer.code != "0000" or answer.waiting is None or ctx.account is None:
+    """7.2: every success for an open wallet carries ``waiting`` and, if not 0, the oldest ``waiting_load_id`` —
+    whatever the op (a write op's answer marks it; the others: the wallet open or paused now)."""
+    if answer.code != "0000" or ctx.account is None:
         return answer
+    if answer.waiting is None:
+        wallet = await loads.wallet_of(ctx.conn, ctx.account["id"])
+        if wallet is None or wallet["state"] not in ("open", "paused"):
+            return answer
     queued = await loads.waiting(ctx.conn, ctx.account["id"])
     return dataclasses.replace(answer, waiting=len(queued), waiting_load_id=queued[0].load_id if queued else None)
 

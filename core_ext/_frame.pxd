@@ -1,5 +1,5 @@
-# Declarations of the compiled DD codec (see _codec.pyx).
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+# Declarations of the compiled DD frames (see _frame.pyx).
+from libc.stdint cimport uint8_t
 
 
 cdef class Frame:
@@ -34,16 +34,3 @@ cdef class FrameDecoder:
                      list out) except -1
     cdef list _feed(self, const unsigned char *src, Py_ssize_t n)
     cdef int _hold(self, const unsigned char *p, Py_ssize_t n) except -1
-
-
-cdef class Instruction:
-    cdef readonly int seq
-    cdef readonly bytes apdu
-    cdef readonly bytes expected_sw
-    cdef readonly int next_ok
-    cdef readonly int next_fail
-
-
-cdef class Reply:
-    cdef readonly int seq
-    cdef readonly bytes data

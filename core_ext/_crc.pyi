@@ -1,0 +1,6 @@
+"""Type stub of the compiled CRC-32 (core_ext/_crc.pyx)."""
+
+from typing_extensions import Buffer
+
+def crc32(data: Buffer) -> int: ...
+def _crc32_paths(data: bytes) -> tuple[int, int | None]: ...

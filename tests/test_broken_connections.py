@@ -1,0 +1,169 @@
+"""A connection an error may have broken is never handed out again (recharge.db.breaks_connection).
+
+Found by `make cluster-test`: during a primary failover a few DD17s answered 0xEE ("cannot switch
+to state 15; another operation (2) is in progress"). The server's FATAL error reached asyncpg before
+the socket closed, leaving the protocol waiting for an answer that never came; the read gate called
+the connection clean, and the pool (which skips asyncpg's reset query) gave it to the next batch.
+Most tests here leave a statement running on the connection to stand in for that lost answer (the
+state is the same: "another operation is in progress"); the last one has the server end a session
+for real (pg_terminate_backend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from recharge.config import Settings
+from recharge.context import DatabaseUnavailable, Platform
+from recharge.db import breaks_connection
+from recharge.ledger.connections import KeptConnections
+from recharge.ledger.group_commit import Group, GroupCommit
+from recharge.ledger.read_gate import ReadGate
+
+FATAL = {"S": "FATAL", "V": "FATAL", "C": "57P01", "M": "terminating connection due to administrator command"}
+
+
+def fatal() -> asyncpg.PostgresError:
+    return asyncpg.exceptions.AdminShutdownError.new(FATAL)
+
+
+@pytest.fixture
+async def stuck() -> AsyncIterator[list[asyncio.Task[Any]]]:
+    """Statements left running on a connection; their errors are collected at the end."""
+    tasks: list[asyncio.Task[Any]] = []
+    yield tasks
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
+def leave_mid_answer(conn: asyncpg.Connection, stuck: list[asyncio.Task[Any]]) -> None:
+    stuck.append(asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(30)")))
+
+
+def test_which_errors_break_a_connection() -> None:
+    assert breaks_connection(fatal())
+    assert breaks_connection(asyncpg.ConnectionDoesNotExistError("gone"))
+    assert breaks_connection(asyncpg.InterfaceError("cannot perform operation: another operation is in progress"))
+    assert breaks_connection(asyncpg.exceptions._base.InternalClientError("another operation (2) is in progress"))
+    assert breaks_connection(ConnectionResetError()) and breaks_connection(TimeoutError())
+    assert not breaks_connection(asyncpg.UniqueViolationError.new({"S": "ERROR", "V": "ERROR", "C": "23505", "M": "dup"}))
+    assert not breaks_connection(asyncpg.QueryCanceledError.new({"S": "ERROR", "V": "ERROR", "C": "57014", "M": "timeout"}))
+    assert not breaks_connection(asyncpg.exceptions._base.DataError("invalid input for query argument $1"))
+    assert not breaks_connection(ValueError("a refusal of our own"))
+
+
+async def test_the_read_gate_does_not_keep_a_connection_an_error_broke(
+    pool: asyncpg.Pool, stuck: list[asyncio.Task[Any]]
+) -> None:
+    gate = ReadGate(KeptConnections(pool, max_kept=2, linger_ms=10_000))
+    first = await gate.read(lambda c: c.fetchval("SELECT pg_backend_pid()"))
+
+    async def broken(conn: asyncpg.Connection) -> None:
+        leave_mid_answer(conn, stuck)
+        await asyncio.sleep(0.05)
+        raise fatal()
+
+    with pytest.raises(asyncpg.exceptions.AdminShutdownError):
+        await gate.read(broken)
+    assert gate.connections.kept == 0
+    after = await gate.read(lambda c: c.fetchval("SELECT pg_backend_pid()"))  # not "another operation in progress"
+    assert after != first
+    await gate.wait_idle()
+
+
+async def test_a_batch_whose_rollback_fails_reports_its_own_error_and_its_connection_goes(
+    pool: asyncpg.Pool, stuck: list[asyncio.Task[Any]]
+) -> None:
+    writer = GroupCommit(KeptConnections(pool, max_kept=2, linger_ms=10_000), max_batch=4, max_wait_ms=1)
+
+    async def broken(conn: asyncpg.Connection, items: list[int]) -> list[int]:
+        leave_mid_answer(conn, stuck)
+        await asyncio.sleep(0.05)
+        raise fatal()
+
+    async def pid(conn: asyncpg.Connection, items: list[int]) -> list[int]:
+        return [int(await conn.fetchval("SELECT pg_backend_pid()")) for _ in items]
+
+    with pytest.raises(asyncpg.exceptions.AdminShutdownError):  # the cause, not the failed rollback's error
+        await writer.submit(Group("broken", broken), 1)
+    assert writer.connections.kept == 0
+    assert await writer.submit(Group("pid", pid), 1) > 0  # a fresh connection, not one mid-answer
+    await writer.wait_idle()
+
+
+async def test_a_connection_an_error_broke_inside_acquire_is_not_given_back_to_the_pool(
+    settings: Settings, test_keys: Any, stuck: list[asyncio.Task[Any]]
+) -> None:
+    from recharge import db
+
+    pool = await db.create_pool(settings.database_url or "", settings.replace(pool_min_size=1, pool_max_size=1))
+    try:
+        platform = Platform(settings, pool, test_keys[0])
+        with pytest.raises(DatabaseUnavailable):  # answered busy by every channel
+            async with platform.acquire() as conn:
+                leave_mid_answer(conn, stuck)
+                await asyncio.sleep(0.05)
+                raise fatal()
+        async with platform.acquire() as conn:  # the pool's only slot: a new connection, usable
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_connection_the_server_ended_inside_acquire_is_answered_busy(settings: Settings, test_keys: Any) -> None:
+    """The server ends the session (a failover, pg_terminate_backend) while a request holds the connection.
+    The next statement meets either the FATAL still pending ("another operation is in progress") or, once
+    the socket's close arrived, a proxy asyncpg released to the pool: either way the request is answered
+    busy, not 0xEE/500."""
+    from recharge import db
+
+    pool = await db.create_pool(settings.database_url or "", settings.replace(pool_min_size=1, pool_max_size=2))
+    try:
+        platform = Platform(settings, pool, test_keys[0])
+        with pytest.raises(DatabaseUnavailable):
+            async with platform.acquire() as conn:
+                pid = await conn.fetchval("SELECT pg_backend_pid()")
+                async with platform.acquire() as other:
+                    await other.execute("SELECT pg_terminate_backend($1)", pid)
+                await conn.fetchval("SELECT 1")
+        async with platform.acquire() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()
+
+
+async def test_the_sweeper_outlives_a_connection_the_server_broke(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background loops catch every form of the database failing under them (db.BACKGROUND_ERRORS):
+    an InternalClientError used to end the sweeper's task for good."""
+    from recharge import sweeper
+
+    passes: list[str] = []
+
+    async def flaky(_pool: asyncpg.Pool, *_policy: object) -> int:
+        passes.append("pass")
+        if len(passes) == 1:
+            raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+        return 0
+
+    monkeypatch.setattr(sweeper, "sweep_once", flaky)
+    task = asyncio.create_task(sweeper.run_sweeper(pool, settings.replace(sweeper_interval_s=0.01)))
+    try:
+        for _ in range(500):
+            if len(passes) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(passes) >= 2 and not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
