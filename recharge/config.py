@@ -112,6 +112,7 @@ class Settings:
     sms_max_reply_chars: int = 70  # a reply fits one Chinese (UCS-2) SMS; longer texts are cut
     # --- KaKaTong card service (SPEC 3.1; docs/OPERATIONS.md "KaKaTong")
     kkt_gateway_open: bool = True  # False: every KaKaTong request answers 51 (gateway closed)
+    kkt_group_commit: bool = True  # trades of concurrent requests share one transaction and commit (False: each its own)
     kkt_duplicate_window_s: int = 24 * 3600  # same card+terminal+trade+amount within it: 12
     kkt_max_amount_cents: int = 100_000_000  # an AMOUNT above this is malformed (02)
     kkt_per_txn_limit_cents: int = 1_000_000  # per-trade limit (09) for cards without their own

@@ -199,6 +199,10 @@ LEDGER_BATCH_SIZE = Histogram(
     "recharge_ledger_batch_size", "DD steps committed per batched (group-commit) transaction",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+KKT_BATCH_SIZE = Histogram(
+    "recharge_kkt_batch_size", "KaKaTong trades committed per batched (group-commit) transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 LEDGER_LOOKUP_BATCH_SIZE = Histogram(
     "recharge_ledger_lookup_batch_size", "DD11 reads answered per lookup statement (ReadGate.lookup)",
     buckets=(1, 2, 4, 8, 16, 32, 64),
