@@ -252,7 +252,7 @@ async def test_a_swap_load_opens_the_new_card_in_its_first_round(world: LoadWorl
         await world.add_cash(conn, acct, 2_345)  # as the swap's buy-out would leave the old card's balance
         await cards.add_stock(conn, [new_card])
         assert await cards.bind(conn, [(msisdn, new_card)]) == ["created"]
-        swap = await loads.earmark(conn, acct, 2_345, path="swap", request_key=f"swap:{acct}")
+        swap = await loads.earmark(conn, acct, 2_345, path="swap", request_key=f"test-swap:{acct}")  # not swap:<purchase id>, the hall swaps' keys
     sim = VirtualRfidSim(new_card, world.keys)
     pos = await world.hall_pos()
     picked = await world.pos_send(pos, pos.load_request(new_card))

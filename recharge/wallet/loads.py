@@ -125,6 +125,7 @@ async def create_load(conn: asyncpg.Connection, env: Env, account: asyncpg.Recor
     if new.request_key is not None:
         found = await conn.fetchrow(f"SELECT {COLUMNS} FROM wallet_loads WHERE request_key = $1", new.request_key)
         if found is not None:
+            assert found["account_id"] == account["id"], f"request key {new.request_key!r} is another account's load"
             return Load.of(found)
     check_wallet(await wallet_of(conn, account["id"]))
     matrix.require(account, "recharge", channel)
@@ -200,6 +201,7 @@ async def earmark(conn: asyncpg.Connection, account_id: int, amount: int, *, pat
     the load, ``swap`` path. Idempotent by ``request_key``."""
     found = await conn.fetchrow(f"SELECT {COLUMNS} FROM wallet_loads WHERE request_key = $1", request_key)
     if found is not None:
+        assert found["account_id"] == account_id, f"request key {request_key!r} is another account's load"
         return Load.of(found)
     account = await accounts.by_id(conn, account_id, lock=True)
     assert account is not None and amount > 0
