@@ -137,6 +137,8 @@ async def mpay_checks(conn: asyncpg.Connection, j: Journals, account_ids: list[i
     stored |= {(r["sender"], str(r["seq"])) for r in await conn.fetch(
         "SELECT sender, seq FROM wallet_seq_replies WHERE sender LIKE 'stk:%'"
         " AND convert_from(reply, 'UTF8')::jsonb->>'code' = '0000'")}
+    stored |= {("mo:" + r["msisdn"], r["message_id"]) for r in await conn.fetch(
+        "SELECT msisdn, message_id FROM mpay_mo_replies WHERE reply LIKE '充值成功!%' OR reply LIKE '缴费成功!%'")}
     lost = [f"{a['via']} {a['kind']} {a.get('request_id') or a.get('seq')}" for a in acks
             if (a.get("principal") or a.get("sender"), str(a.get("request_id") or a.get("seq"))) not in stored]
     off, twice = [], []

@@ -5,7 +5,9 @@ client redeems prepaid cards into the account and pays its own phone bill, each 
 website's JSON API (``/mpay/v1/me/recharges/card``, ``/mpay/v1/me/hf`` with the pay password, the same
 ``X-Request-Id`` until a definite answer; a lapsed token is replaced by a new login, the id kept) or over
 the SIM's STK menu (a virtual handset signing ``account.card_recharge`` / ``hf.self`` with K_stk, the same
-``seq`` and body until a definite answer). Acknowledged (``0000``) operations are journaled with their key.
+``seq`` and body until a definite answer) or by SMS to 10658888 (``CZK <PIN>`` / ``HF <yuan>``, the same
+gateway message id until a definite answer). Acknowledged operations (``0000``, an SMS success reply) are
+journaled with their key.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,10 @@ from core_ext.virtual_handset import VirtualHandset
 from core_ext.virtual_pos import SignedRequest
 from core_ext.virtual_sim import VirtualRfidSim, WalletMasterKeys
 from recharge.keys import load_keys
+from recharge.mpay import codes
+
+SERVICE_NUMBER = "10658888"
+SMS_SUCCESS = ("充值成功!", "缴费成功!")  # SPEC 6.5's replies of CZK and HF
 
 PREFIX = "/mpay/v1"
 RELOGIN = "relogin"  # the token lapsed (1003): log in again, then the same request id again
@@ -68,6 +75,21 @@ def json_call(api: Http, method: str, path: str, body: dict[str, Any] | None, to
     return channels.timed(call)
 
 
+def sms_call(api: Http, secret: str, sender: str, text: str, message_id: str) -> Outcome:
+    """One MO to 10658888 through the gateway hook: a success reply ok, the 9001 text busy, 9002 failed."""
+    def call() -> Outcome:
+        query = urllib.parse.urlencode({"from": sender, "to": SERVICE_NUMBER, "text": text, "id": message_id})
+        status, _, body = api.request("GET", "/sms/inbound?" + query, headers={"X-SMS-Secret": secret})
+        reply = body.decode("utf-8", errors="replace")
+        if channels.gate_busy(status, body) or reply == codes.zh("9001"):
+            return Outcome(BUSY, "9001")
+        if status != 200 or reply == codes.zh("9002"):
+            return Outcome(FAILED, f"http {status}")
+        return Outcome(OK if reply.startswith(SMS_SUCCESS) else REFUSED, "", {"reply": reply})
+
+    return channels.timed(call)
+
+
 def stk_call(api: Http, request: SignedRequest) -> Outcome:
     def call() -> Outcome:
         status, _, raw = api.request("POST", PREFIX + request.path, request.body, request.headers)
@@ -106,7 +128,7 @@ class MpayClient:
 
     def one_operation(self, give_up_at: float) -> None:
         self.seq += 1
-        via = "stk" if self.rng.random() < 0.5 else "web"
+        via = self.rng.choice(("stk", "web", "sms"))
         amount = 100 + self.rng.randrange(900)
         if self.pins and (self.rng.random() < 0.45 or self.balance < amount):
             serial, pin, face = self.pins.pop()
@@ -116,7 +138,12 @@ class MpayClient:
             kind, key, params = "hf", "", {"amount": amount}
         else:
             return  # nothing left to redeem and too little to pay: this client is done
-        if via == "stk":
+        if via == "sms":
+            mid = f"chaos-m{self.index}-{self.seq}-{self.rng.randrange(10**6)}"
+            text = f"CZK {params['pin']}" if kind == "card_recharge" else f"HF {amount // 100}.{amount % 100:02d}"
+            outcome = self.until_definite(lambda: self.sms(text, mid), give_up_at, key or mid)
+            ref = {"sender": f"mo:{self.me['msisdn']}", "seq": mid}
+        elif via == "stk":
             request = self.handset.request("account.card_recharge" if kind == "card_recharge" else "hf.self", params)
             key = key or f"seq{request.fields['seq']}"
             outcome = self.until_definite(lambda: self.stk(request), give_up_at, key)
@@ -147,6 +174,11 @@ class MpayClient:
             self.token = ""
             outcome.status = BUSY
         return outcome, via_proxy, "mpay_web"
+
+    def sms(self, text: str, message_id: str) -> tuple[Outcome, bool, str]:
+        via_proxy = self.rng.random() < 0.5
+        return sms_call(self.world.http(via_proxy), self.world.sms_secret, self.me["msisdn"], text,
+                        message_id), via_proxy, "mpay_sms"
 
     def stk(self, request: SignedRequest) -> tuple[Outcome, bool, str]:
         via_proxy = self.rng.random() < 0.5

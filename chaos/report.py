@@ -122,7 +122,7 @@ def section(r: dict[str, Any]) -> str:
                   ("requests", "ok", "refused", "busy", "failed", "lost", "p50 s", "p99 s", "max s"))
     slow = r.get("slow_connections_opened", {})
     out += ["", "Slow and stuck connections opened (and opened again once the platform closed them): "
-            + ", ".join(f"{k} {v}" for k, v in sorted(slow.items())) + ".", ""]
+            + ", ".join(f"{k} {v}" for k, v in sorted(slow.items())) + "."]
     out += ["", f"DD port fuzzing: **{fz.get('frames', 0)}** frames over {fz.get('connections', 0)} connections "
             f"({fz.get('legal_frames', 0)} legal, {fz.get('unanswered_legal', 0)} unanswered), RSS "
             f"{fz.get('rss_before_mb')} → {fz.get('rss_after_mb')} MB.", ""]

@@ -19,12 +19,13 @@ from aiohttp import web
 
 from http_api import admin, console, kkt_rest, kkt_soap, kkt_soap_doc, mpay_api, order_api, sms
 from http_api.connections import GATE_KEY, ConnectionGate, guard_requests, runner_options
-from http_api.context import LANES_KEY, PLATFORM_KEY, platform_of, route_of
+from http_api.context import KKT_LANE_KEY, LANES_KEY, PLATFORM_KEY, platform_of, route_of
 from http_api.forwarded import real_client_middleware
 from http_api.server_log import server_logger
 from recharge import metrics, observability
 from recharge.context import Busy, Platform
 from recharge.db import unavailable
+from recharge.kkt.transaction import trade_lane
 from recharge.loads.lanes import LoadLanes
 from recharge.network import parse_networks
 
@@ -118,6 +119,8 @@ def build_app(ctx: Platform, lanes: LoadLanes | None = None) -> web.Application:
     app[PLATFORM_KEY] = ctx
     app[LANES_KEY] = lanes or LoadLanes.create(ctx)
     app[GATE_KEY] = ConnectionGate(ctx)
+    app[KKT_LANE_KEY] = trade_lane(ctx) if ctx.settings.kkt_group_commit else None
+    app.on_cleanup.append(_trades_done)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/readyz/node", readyz_node)
@@ -125,6 +128,13 @@ def build_app(ctx: Platform, lanes: LoadLanes | None = None) -> web.Application:
     for module in ROUTE_MODULES:
         module.setup(app)
     return app
+
+
+async def _trades_done(app: web.Application) -> None:
+    """At cleanup (requests in flight have finished): the trade lane's batches are done, its connections back."""
+    lane = app[KKT_LANE_KEY]
+    if lane is not None:
+        await lane.wait_idle()
 
 
 class HttpService:

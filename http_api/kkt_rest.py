@@ -9,13 +9,13 @@ Business refusals are HTTP 200 with their return code; only an unknown method is
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from xml.sax.saxutils import escape
 
 from aiohttp import web
 
 from http_api import edge
-from http_api.context import platform_of
+from http_api.context import kkt_config, platform_of
 from recharge import metrics
 from recharge.context import Busy
 from recharge.kkt import service as kkt
@@ -23,6 +23,7 @@ from recharge.kkt import service as kkt
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" ?>\n'
 MAX_PARAM_CHARS = 512  # the longest legal parameter (LICENSEKEY); longer values are cut off and fail
 Fields = Sequence[tuple[str, object]]
+Handler = Callable[[object, "Params", kkt.License, kkt.Config], Awaitable[web.Response]]
 
 
 def render(records: Iterable[Fields]) -> str:
@@ -100,20 +101,30 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
     if refusal is not None:
         return refusal
     ctx = platform_of(request)
+    cfg = kkt_config(request)
     try:
+        if handler is _ct_request and cfg.lane is not None:  # the group commit's connection, none of its own
+            return await _answer(ctx.acquire, request, method, handler, params, cfg)
         async with ctx.acquire() as conn:
-            license = await kkt.authorize(
-                conn, params.get("LICENSEKEY"), request.remote, copno=params.get("COPNO"),
-                terminal_code=params.get("POSCODE"), settings=ctx.settings,
-            )
-            if license.code != 0:
-                kkt.metrics.KKT_TRADES.labels(method, f"license_{license.code}").inc()
-                return license_response(license.code)
-            return await handler(conn, params, license, kkt.Config.of(ctx.settings, ctx.keys))
+            return await _answer(conn, request, method, handler, params, cfg)
     except Busy:
         metrics.KKT_TRADES.labels(method, "busy").inc()
         metrics.BUSY_ANSWERS.labels("http").inc()
         return busy_response(params.lang_chinese())
+
+
+async def _answer(db: object, request: web.Request, method: str, handler: Handler, params: Params,
+                  cfg: kkt.Config) -> web.Response:
+    """The license check, then the method (``db``: a connection, or ``Platform.acquire`` to take
+    one only when the reference cache cannot answer)."""
+    license = await kkt.authorize(
+        db, params.get("LICENSEKEY"), request.remote, copno=params.get("COPNO"),  # type: ignore[arg-type]
+        terminal_code=params.get("POSCODE"), settings=cfg.settings,
+    )
+    if license.code != 0:
+        kkt.metrics.KKT_TRADES.labels(method, f"license_{license.code}").inc()
+        return license_response(license.code)
+    return await handler(db, params, license, cfg)
 
 
 def busy_response(chinese: bool) -> web.Response:

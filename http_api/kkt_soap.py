@@ -18,6 +18,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape, quoteattr
 
@@ -27,7 +28,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
 from http_api import edge
-from http_api.context import platform_of, route_of
+from http_api.context import kkt_config, platform_of, route_of
 from http_api.kkt_rest import yuan
 from recharge import metrics
 from recharge.context import Busy
@@ -348,15 +349,13 @@ async def _run(request: web.Request, version: str, name: str, operation: Operati
     lang = values.get("LANG") or request.query.get("LANG")
     call = Call(values, chinese=lang is None or kkt.is_chinese(lang), remote=request.remote)
     reply: Reply
+    cfg = kkt_config(request)
     try:
-        async with ctx.acquire() as conn:
-            lic = await kkt.authorize(conn, call.get("LICENSEKEY"), request.remote, copno=call.get("COPNO"),
-                                      terminal_code=call.get("POSCODE"), settings=ctx.settings)
-            if lic.code != 0:
-                metrics.KKT_TRADES.labels(name, f"license_{lic.code}").inc()
-                reply = lic.code
-            else:
-                reply = await operation.handler(conn, call, lic, kkt.Config.of(ctx.settings, ctx.keys))
+        if operation.handler is _card_trade and cfg.lane is not None:  # the group commit's connection only
+            reply = await _answer(ctx.acquire, name, operation, call, cfg)
+        else:
+            async with ctx.acquire() as conn:
+                reply = await _answer(conn, name, operation, call, cfg)
     except Busy:
         metrics.KKT_TRADES.labels(name, "busy").inc()
         metrics.BUSY_ANSWERS.labels("http").inc()
@@ -364,6 +363,17 @@ async def _run(request: web.Request, version: str, name: str, operation: Operati
         response.headers["Retry-After"] = "1"
         return response
     return version, name, reply
+
+
+async def _answer(db: Any, name: str, operation: Operation, call: Call, cfg: kkt.Config) -> Reply:
+    """The license check, then the operation (``db``: a connection, or ``Platform.acquire`` to take
+    one only when the reference cache cannot answer)."""
+    lic = await kkt.authorize(db, call.get("LICENSEKEY"), call.remote, copno=call.get("COPNO"),
+                              terminal_code=call.get("POSCODE"), settings=cfg.settings)
+    if lic.code != 0:
+        metrics.KKT_TRADES.labels(name, f"license_{lic.code}").inc()
+        return lic.code
+    return await operation.handler(db, call, lic, cfg)
 
 
 async def handle_post(request: web.Request) -> web.StreamResponse:

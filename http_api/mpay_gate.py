@@ -208,9 +208,11 @@ async def _merchant(call: Call, raw: bytes) -> None:
 
 
 async def _replayed(call: Call, rid: str, raw: bytes) -> web.Response | None:
-    """Claim (principal, request id) or answer from its first reply (``1005`` if it differs)."""
+    """Claim (principal, request id) or answer from its first reply (``1005`` if it differs). The body is kept
+    as its keyed MAC: a plain SHA-256 of a body holding a 6-digit pay password gave the password back to
+    anyone trying the million values (a row kept before that still matches by its SHA-256 until it expires)."""
     request = call.request
-    sha = hashlib.sha256(raw).digest()
+    sha = call.env.keys.kept_mac(raw)
     await call.conn.execute("SET LOCAL lock_timeout = '10s'")
     claimed = await call.conn.fetchval(
         "INSERT INTO mpay_request_replies (principal, request_id, method, path, body_sha) VALUES ($1, $2, $3, $4, $5)"
@@ -225,7 +227,8 @@ async def _replayed(call: Call, rid: str, raw: bytes) -> web.Response | None:
         " AND request_id = $2", call.principal, rid)
     if row is None or row["reply"] is None:
         raise Refused("9001")
-    if (row["method"], row["path"], bytes(row["body_sha"])) != (request.method, request.raw_path, sha):
+    if (row["method"], row["path"]) != (request.method, request.raw_path) or bytes(row["body_sha"]) not in (
+            sha, hashlib.sha256(raw).digest()):
         raise Refused("1005")
     return web.Response(body=bytes(row["reply"]), status=row["status"], content_type="application/json",
                         charset="utf-8", headers={"X-Request-Id": rid})

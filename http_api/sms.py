@@ -29,11 +29,10 @@ import re
 from aiohttp import web
 
 from http_api import edge
-from http_api.context import platform_of
+from http_api.context import kkt_config, platform_of
 from http_api.mpay_env import env_of
 from recharge import metrics
 from recharge.context import Busy
-from recharge.kkt import service as kkt
 from recharge.kkt import sms, sms_channel
 from recharge.mpay import codes as mpay_codes
 from recharge.mpay import sms_channel as mpay_sms
@@ -161,7 +160,7 @@ async def _answer(request: web.Request, sender: str, text: str, message_id: str 
     busy = sms.fit(sms.BUSY, ctx.settings.sms_max_reply_chars)
     try:
         async with ctx.acquire() as conn:
-            return await sms_channel.handle(conn, kkt.Config.of(ctx.settings, ctx.keys), sender, text, message_id)
+            return await sms_channel.handle(conn, kkt_config(request), sender, text, message_id)
     except Busy:
         metrics.BUSY_ANSWERS.labels("http").inc()
         return sms_channel.Answer(busy, "unknown", "busy")

@@ -90,14 +90,15 @@ async def _transaction(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto,
                        request: Any, lanes: LoadLanes) -> bytes:
     """Inside one transaction: the sequence claim, the op, its stored reply."""
     sender, seq = door.sender(request), door.seq(request)
-    claim = await sequence.claim(conn, sender, seq, parsed)
+    kept = sequence.without_secrets(parsed, env.keys.kept_mac)
+    claim = await sequence.claim(conn, sender, seq, kept)
     if claim.verdict == sequence.Verdict.REPEAT:
         assert claim.reply is not None
         return claim.reply
     if claim.verdict == sequence.Verdict.REFUSED:
         return reply_bytes(door, Outcome("1002"), seq)
     reply = reply_bytes(door, await door.run(conn, env, crypto, request, lanes), seq)
-    await sequence.store(conn, sender, seq, parsed, reply)
+    await sequence.store(conn, sender, seq, kept, reply)
     return reply
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from http_api.mpay_customer import me
 from http_api.mpay_gate import Call, Endpoint, endpoint
 from recharge.mpay.codes import Refused
-from recharge.wallet import loads
+from recharge.wallet import loads, views
 
 
 async def transfer(call: Call) -> dict[str, Any]:
@@ -23,7 +23,8 @@ async def transfer(call: Call) -> dict[str, Any]:
         call.conn, call.env, account["id"], call.fields["amount"], path="transfer",
         request_key=f"web:{account['id']}:{rid}" if rid else None, pay_password=call.fields["pay_password"],
         channel="web", now=now)
-    return {"load_id": load.load_id, "waiting": len(await loads.waiting(call.conn, account["id"]))}
+    # 6.12 types ``waiting`` as cents: the loads waiting to be driven, as GET /me/wallet shows them
+    return {"load_id": load.load_id, "waiting": await views.waiting(call.conn, account["id"])}
 
 
 async def cancel(call: Call) -> dict[str, Any]:

@@ -112,6 +112,7 @@ class Settings:
     sms_max_reply_chars: int = 70  # a reply fits one Chinese (UCS-2) SMS; longer texts are cut
     # --- KaKaTong card service (SPEC 3.1; docs/OPERATIONS.md "KaKaTong")
     kkt_gateway_open: bool = True  # False: every KaKaTong request answers 51 (gateway closed)
+    kkt_group_commit: bool = True  # trades of concurrent requests share one transaction and commit (False: each its own)
     kkt_duplicate_window_s: int = 24 * 3600  # same card+terminal+trade+amount within it: 12
     kkt_max_amount_cents: int = 100_000_000  # an AMOUNT above this is malformed (02)
     kkt_per_txn_limit_cents: int = 1_000_000  # per-trade limit (09) for cards without their own
@@ -195,6 +196,7 @@ class Settings:
     wallet_cancel_permit_s: int = 600  # how long the counter's 退订 lets the hall POS buy the wallet out (7.7)
     wallet_history_max_days: int = 366  # longest day range of the website's wallet history (longer: 4001)
     wallet_writeoff_idle_months: int = 24  # lost cards' value idle this long is written off RETIRED → FEE (7.6)
+    wallet_shadow_audit_interval_s: float = 300.0  # how often the sweeper counts negative wallet shadows (gauges)
     # --- observability
     log_level: str = "INFO"
     prometheus_multiproc_dir: Path | None = None

@@ -144,6 +144,14 @@ WALLET_SWAPS = Counter(
     " bind (a new RFID-SIM bound at the counter)",
     ["step"],
 )
+WALLET_SHADOWS_NEGATIVE = Gauge(
+    "recharge_wallet_shadows_negative", "SIM wallet shadows W/<acct> below zero (SPEC 7.4: only while a load is"
+    " unresolved)", multiprocess_mode="max",
+)
+WALLET_SHADOWS_UNEXPLAINED = Gauge(
+    "recharge_wallet_shadows_unexplained", "SIM wallet shadows below zero with no load unresolved: a card spent"
+    " value the platform never loaded", multiprocess_mode="max",
+)
 WALLET_CANCELS = Counter(
     "recharge_wallet_cancels_total",
     "Wallets cancelled or set pending closure (SPEC 7.7) by path: counter (hall buy-out), number_event (销号),"
@@ -189,6 +197,10 @@ LEDGER_TRANSFERS = Counter(
 )
 LEDGER_BATCH_SIZE = Histogram(
     "recharge_ledger_batch_size", "DD steps committed per batched (group-commit) transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+KKT_BATCH_SIZE = Histogram(
+    "recharge_kkt_batch_size", "KaKaTong trades committed per batched (group-commit) transaction",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 LEDGER_LOOKUP_BATCH_SIZE = Histogram(

@@ -1,7 +1,8 @@
 """Background upkeep: void pending transfers past their timeout, expire their orders, and
 export the gauges read from the database: how many loads are left *loading* and how old the
-oldest is, how many DD terminals are locked and how many are targeted by failed sign-ins;
-purge the DD sign-in history past ``terminal_signin_history_days``.
+oldest is, how many DD terminals are locked and how many are targeted by failed sign-ins, and every
+``wallet_shadow_audit_interval_s`` how many SIM wallet shadows are below zero, with and without a load
+unresolved; purge the DD sign-in history past ``terminal_signin_history_days``.
 
 A load whose MAC2 has left the platform has no timeout (``ledger.set_pending_timeouts``), so it is
 never swept; the order filter below guards that rule a second time.
@@ -106,11 +107,24 @@ async def purge_terminal_signins(pool: asyncpg.Pool, days: int, *, batch: int = 
     return purged
 
 
+async def export_wallet_shadow_gauges(pool: asyncpg.Pool) -> None:
+    """SPEC 7.4's shadow audit as gauges: wallet shadows below zero, and those with no load unresolved (the
+    same rule as ``rechargectl wallet shadows``)."""
+    row = await pool.fetchrow(
+        "SELECT count(*) AS negative, count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM transfers t"
+        " WHERE t.credit_account_id = a.id AND t.kind = 'pending' AND t.status = 'pending')) AS unexplained"
+        " FROM accounts a WHERE a.kind = 'mpay' AND a.card_no LIKE 'W/%' AND a.credits_posted - a.debits_posted < 0"
+    )
+    assert row is not None
+    metrics.WALLET_SHADOWS_NEGATIVE.set(row["negative"])
+    metrics.WALLET_SHADOWS_UNEXPLAINED.set(row["unexplained"])
+
+
 async def run_sweeper(pool: asyncpg.Pool, settings: Settings) -> None:
     """Forever: sweep until nothing is left, refresh the gauges, purge what is past its
     retention every ``retention_purge_interval_s``, sleep."""
     loop = asyncio.get_running_loop()
-    next_purge = loop.time()
+    next_purge = next_shadow_audit = loop.time()
     policy = db.RetryPolicy.from_settings(settings)
     while True:
         try:
@@ -120,6 +134,9 @@ async def run_sweeper(pool: asyncpg.Pool, settings: Settings) -> None:
                 next_purge = loop.time() + settings.retention_purge_interval_s
                 await purge_terminal_signins(pool, settings.terminal_signin_history_days)
             await export_loading_gauges(pool)
+            if loop.time() >= next_shadow_audit:
+                next_shadow_audit = loop.time() + settings.wallet_shadow_audit_interval_s
+                await export_wallet_shadow_gauges(pool)
             await export_signin_gauges(pool, settings.signin_probe_alert, settings.signin_probe_window_s)
         except db.BACKGROUND_ERRORS as exc:
             log.warning("sweeper pass failed: %s", exc.__class__.__name__)

@@ -75,6 +75,7 @@ async def get_terminal(conn: asyncpg.Connection, code: str) -> Terminal | None:
 
 
 _TERMINAL_ALIASED = ", ".join(f"t.{c.strip()} AS t_{c.strip()}" for c in _TERMINAL_COLUMNS.split(","))
+_TERMINAL_KEYS = tuple(f"t_{c.strip()}" for c in _TERMINAL_COLUMNS.split(","))  # a row's terminal, by name
 _ORDER_COLUMNS = columns_of("o")
 
 
@@ -106,7 +107,7 @@ _TERMINALS_AND_ORDERS = (
 
 
 def _terminal_order_kind(row: asyncpg.Record) -> tuple[Terminal | None, Order | None, str | None]:
-    terminal = Terminal(*(row[f"t_{c.strip()}"] for c in _TERMINAL_COLUMNS.split(","))) if row["t_id"] is not None else None
+    terminal = Terminal(*[row[key] for key in _TERMINAL_KEYS]) if row["t_id"] is not None else None
     order = Order.from_row(row) if row["order_no"] is not None else None
     return terminal, order, row["c_kind"]
 

@@ -15,7 +15,7 @@ from app.fixtures import fresh_merchant_code
 from recharge.context import Busy
 from recharge.ledger import transfers as ledger
 from recharge.ledger.connections import KeptConnections
-from recharge.ledger.group_commit import Group, GroupCommit
+from recharge.ledger.group_commit import Group, GroupCommit, ItemFailed
 from recharge.ledger.transfers import AccountKind, NewTransfer, Result
 from recharge.merchants import ensure_merchant
 from tests.conftest import scratch_table, unique_digits
@@ -116,6 +116,33 @@ async def test_a_failing_group_fails_its_own_callers_and_the_batch_commits_witho
     assert isinstance(results[1], asyncpg.CheckViolationError) and results[3] is results[1]
     assert calls == [[1, 3], [2, 1001], [1, 3]]  # the batch again without the failed group: whole, not item by item
     assert writer.stats.batches == 1
+    async with pool.acquire() as c:
+        assert dict(await c.fetch(f"SELECT k, v FROM {probe} ORDER BY k")) == {1: 1, 3: 1}
+    await writer.wait_idle()
+
+
+async def test_an_item_that_fails_fails_only_its_caller_and_the_batch_commits_without_it(
+    pool: asyncpg.Pool, probe: str
+) -> None:
+    calls: list[list[int]] = []
+
+    async def one_by_one(conn: asyncpg.Connection, items: list[int]) -> list[str]:
+        calls.append(list(items))
+        for index, k in enumerate(items):
+            try:  # 1001 breaks the CHECK and aborts the transaction
+                await conn.execute(f"INSERT INTO {probe} (k, v) VALUES ($1, 1)", k)
+            except asyncpg.PostgresError as exc:
+                raise ItemFailed(index, exc) from exc
+        return [f"item {k}" for k in items]
+
+    writer = _writer(pool, max_batch=4, max_wait_ms=500)
+    group = Group("one by one", one_by_one)
+    results = await asyncio.gather(
+        writer.submit(group, 1), writer.submit(group, 1001), writer.submit(group, 3), return_exceptions=True,
+    )
+    assert results[0] == "item 1" and results[2] == "item 3"
+    assert isinstance(results[1], asyncpg.CheckViolationError)
+    assert calls == [[1, 1001, 3], [1, 3]] and writer.stats.batches == 1
     async with pool.acquire() as c:
         assert dict(await c.fetch(f"SELECT k, v FROM {probe} ORDER BY k")) == {1: 1, 3: 1}
     await writer.wait_idle()

@@ -5,6 +5,7 @@ batch's cut-off, and the unexported-withdrawal deadline two working days later."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
@@ -141,6 +142,8 @@ async def test_an_unexported_withdrawal_falls_due_two_working_days_after_its_bat
         assert await withdrawals.overdue_seconds(conn, w.env, at("2016-12-08", "17:01")) == 60  # Wed, Thu
     await dispatcher.upkeep(w.pool, w.env)
     assert metrics.MPAY_WITHDRAWALS_OVERDUE._value.get() > 0
+    bad = dataclasses.replace(w.env, settings=w.env.settings.replace(mpay_cutoff="1700"))
+    await dispatcher.upkeep(w.pool, bad)  # a bad setting is logged; the outbox loop goes on
     ops = await api.operator("ops")
     await api.ok("POST", f"/ops/withdrawals/{wid}/void", {"reason": "test over"}, token=ops)
     await dispatcher.upkeep(w.pool, w.env)

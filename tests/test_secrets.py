@@ -1,7 +1,9 @@
 """No secret leaks: every flow, failures included, run at DEBUG against ``rechargectl serve``; then
 the log, ``/metrics``, every answer body and every database column not meant to hold a secret are
 searched for the master keys, the license key, card passwords (plain and MD5, old and new), the
-SMS secret and the admin token. Reuses the chaos harness's clients for the flows.
+SMS secret and the admin token; and, for the mobile payment account and the SIM wallet (JSON API
+and STK), the login and pay passwords (right and wrong), the prepaid cards' PINs and the session
+token (allowed only in the login answer that hands it out). Reuses the chaos harness's clients.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import pytest
 from chaos import channels
 from chaos.dd_client import DDClient
 from chaos.journal import Journal, read
+from chaos.mpay_client import MpayClient, json_call
 from chaos.server import ROOT, Served
 from chaos.trade_clients import OrderClient, TradeClient
 from chaos.world import World, provision
 from server.terminal_client import TerminalClient
 
+SENT: list[bytes] = []  # request bodies, for their digests
 PASSWORD, NEW_PASSWORD = "739154", "582046"  # distinctive: found only where they should never be
 # Columns that hold a secret by design (a salted, peppered hash or the key itself, for lookup).
 SECRET_COLUMNS = {("cards", "password_hash"), ("license_keys", "license_key")}
@@ -41,9 +45,11 @@ def leaky(empty_database: str) -> Iterator[tuple[Served, World, list[bytes], str
     bodies: list[bytes] = []
     original = channels.Http.request
 
-    def recording(self: channels.Http, *args: Any, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
-        answer = original(self, *args, **kwargs)
+    def recording(self: channels.Http, method: str, path: str, body: bytes | None = None,
+                  headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        answer = original(self, method, path, body, headers)
         bodies.append(answer[2])
+        SENT.append(body or b"")
         return answer
 
     channels.Http.request = recording  # type: ignore[method-assign]
@@ -52,7 +58,8 @@ def leaky(empty_database: str) -> Iterator[tuple[Served, World, list[bytes], str
         world = World(database_url=empty_database, keys_file=str(root / "data" / "keys.json"),
                       dd_port=served.dd_port, http_port=served.http_port, password=PASSWORD,
                       sms_secret=served.env["RECHARGE_SMS_SHARED_SECRET"])
-        provision(world, served.data_dir, dd_clients=1, kkt_clients=1, sms_clients=1, order_clients=1, cards_each=3)
+        provision(world, served.data_dir, dd_clients=1, kkt_clients=1, sms_clients=1, order_clients=1, cards_each=3,
+                  mpay_clients=1, pins_each=4)
         yield served, world, bodies, admin
     finally:
         channels.Http.request = original  # type: ignore[method-assign]
@@ -109,6 +116,28 @@ def _run_every_flow(world: World, journal: Journal) -> None:
     api.request("GET", "/admin/kkt/cards/" + card, headers={"X-Admin-Token": "wrong"})
     orders = OrderClient(world, 0, journal, rng, 0.0)
     orders.run(time.time() + 1, time.time() + 30)
+    _mobile_payment_flows(world, journal, rng)
+
+
+WRONG_PAY = "975312"  # a wrong pay password: refused, and never written anywhere
+
+
+def _mobile_payment_flows(world: World, journal: Journal, rng: Any) -> str:
+    """Recharges and bills over the JSON API and STK, a wrong pay password and a wrong login; the token."""
+    import time
+
+    mpay = MpayClient(world, 0, journal, rng, 0.0)
+    for _ in range(8):
+        mpay.one_operation(time.time() + 30)
+    api, me = world.http(via_proxy=False), world.mpay_accounts[0]
+    if not mpay.token:
+        mpay.web("/me/hf", {"target": me["msisdn"], "amount": 100, "pay_password": me["pay_password"]}, "s-hf-0")
+    json_call(api, "POST", "/me/hf", {"target": me["msisdn"], "amount": 100, "pay_password": WRONG_PAY},
+              mpay.token, "s-hf-1")
+    json_call(api, "POST", "/auth/login", {"login": me["msisdn"], "password": WRONG_PAY + "abc"})
+    json_call(api, "GET", "/me/balance", None, mpay.token + "x")
+    mpay.journal.note("token", token=mpay.token)
+    return mpay.token
 
 
 def _query(params: dict[str, str]) -> str:
@@ -135,6 +164,12 @@ def _secrets(world: World, admin_token: str) -> dict[str, str]:
     found["license key"] = world.license_key
     found["SMS secret"] = world.sms_secret
     found["admin token"] = admin_token
+    me = world.mpay_accounts[0]
+    found["mpay login password"] = me["login_password"]
+    found["mpay pay password"] = me["pay_password"]
+    found["mpay wrong pay password"] = WRONG_PAY
+    for n, (_, pin, _) in enumerate(me["pins"]):
+        found[f"prepaid card PIN {n}"] = pin
     return found
 
 
@@ -173,13 +208,22 @@ def test_no_secret_in_logs_metrics_answers_or_database(leaky: tuple[Served, Worl
     journal.close()
     wanted = _secrets(world, admin_token)
     acknowledged = {r["ch"] for r in read(journal.path) if r["type"] == "ack"}
-    assert acknowledged == {"dd", "kkt", "sms", "order"}, acknowledged
+    assert acknowledged == {"dd", "kkt", "sms", "order", "mpay"}, acknowledged
+    token = next(r["token"] for r in read(journal.path) if r["type"] == "token")
+    assert token, "the mobile payment client logged in"
     metrics = world.http(via_proxy=False).request("GET", "/metrics")[2].decode()
     log = served.log_path.read_text(encoding="utf-8", errors="replace")
     assert "DEBUG" in log, "the flows ran at DEBUG"
-    leaks = _leaks(log, "the log", wanted) + _leaks(metrics, "/metrics", wanted)
+    # a plain digest of a body that holds a short secret gives the secret back to anyone trying every value
+    digests = {f"SHA-256 of request body {i}": hashlib.sha256(body).hexdigest() for i, body in enumerate(SENT)
+               if _leaks(body.decode("utf-8", errors="replace"), "", wanted)}
+    assert digests, "requests carrying secrets were sent"
+    with_token = {**wanted, "mpay session token": token}
+    leaks = _leaks(log, "the log", with_token) + _leaks(metrics, "/metrics", with_token)
     for i, body in enumerate(bodies):
-        leaks += _leaks(body.decode("utf-8", errors="replace"), f"answer body {i}", wanted)
+        text = body.decode("utf-8", errors="replace")
+        handed_out = '"token": "' + token + '"' in text or '"token":"' + token + '"' in text
+        leaks += _leaks(text, f"answer body {i}", wanted if handed_out else with_token)
     for column, text in asyncio.run(_columns(world.database_url)).items():
-        leaks += _leaks(text, f"column {column}", wanted)
+        leaks += _leaks(text, f"column {column}", {**with_token, **digests})
     assert not leaks, sorted(set(leaks))

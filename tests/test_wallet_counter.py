@@ -192,3 +192,49 @@ async def test_a_repeated_pos_request_gets_its_stored_reply(desk: WalletDesk) ->
     assert first["code"] == "0000"
     assert await desk.send(desk.pos, request) == first, "the same pos_seq and body: the stored reply"
     assert await desk.figure(f"W/{acct}") == (0, 0, 2_000), "moved once"
+
+
+async def test_buy_out_refusals_void_duplicate_and_a_load_in_progress(desk: WalletDesk) -> None:
+    phone, msisdn, acct = await desk.wallet_phone(3_000)
+    await desk.api.ok("POST", "/counter/cash", {"msisdn": msisdn, "amount": 1_000, **REASON}, token=desk.counter)
+    started = await desk.send(desk.pos, desk.pos.load_request(phone.sim.card_no, 1_000))
+    load_id = started["data"]["load_id"]
+    step = await desk.send(desk.pos, desk.pos.continue_request(load_id))
+    while "loading" != await _load_state(desk, load_id):  # up to the CREDIT script: the load is *loading*
+        step = await desk.send(desk.pos, desk.pos.continue_request(load_id, desk.pos.run_script(phone.sim,
+                                                                                               step["data"]["script"])))
+    credit = step["data"]["script"]
+    before = (await desk.transfers(), await desk.figure(f"W/{acct}"))
+    record = desk.pos.buy_out(phone.sim, WHEN)
+    assert (await desk.send(desk.pos, desk.pos.swap_request(record)))["code"] == "5006"
+    voided = desk.pos.request("/pos/swaps", record={**record.wire(), "void": True})
+    assert (await desk.send(desk.pos, voided))["code"] == "1001", "a buy-out is never voided"
+    assert (await desk.transfers(), await desk.figure(f"W/{acct}")) == before, "refusals change nothing"
+    phone.sim.balance += record.amount  # the card's purchase never reached the platform: the card as it was
+    finished = await desk.send(desk.pos, desk.pos.continue_request(load_id, desk.pos.run_script(phone.sim, credit)))
+    assert finished["code"] == "0000" and await _load_state(desk, load_id) == "posted"
+    record = desk.pos.buy_out(phone.sim, WHEN)
+    assert (await desk.send(desk.pos, desk.pos.swap_request(record)))["code"] == "0000"
+    again = desk.pos.request("/pos/swaps", record=record.wire())
+    assert (await desk.send(desk.pos, again))["code"] == "5007", "the old card retired with the first"
+
+
+async def _load_state(desk: WalletDesk, load_id: str) -> str:
+    async with desk.w.pool.acquire() as conn:
+        return str(await conn.fetchval("SELECT state FROM wallet_loads WHERE load_id = $1", load_id))
+
+
+async def test_the_shadow_audit_gauges_count_a_shadow_spent_below_zero_without_a_load(desk: WalletDesk) -> None:
+    from recharge import metrics
+    from recharge.sweeper import export_wallet_shadow_gauges
+
+    phone, _, acct = await desk.wallet_phone(0)
+    phone.sim.balance = 500  # value on the card the platform never loaded
+    shop = await desk.terminal(merchant="M" + unique_digits(7))
+    shop.purchase(phone.sim, 500, WHEN)
+    assert (await desk.send(shop, shop.batch()))["data"]["results"][0]["code"] == "0000", "the TAC proves it"
+    assert await desk.figure(f"W/{acct}") == (-500, 0, 0)
+    await export_wallet_shadow_gauges(desk.w.pool)
+    negative, unexplained = (metrics.WALLET_SHADOWS_NEGATIVE._value.get(),
+                             metrics.WALLET_SHADOWS_UNEXPLAINED._value.get())
+    assert negative >= unexplained >= 1

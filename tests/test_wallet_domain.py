@@ -138,6 +138,38 @@ async def test_seq_rules_new_repeat_lower_and_other_body(conn: asyncpg.Connectio
         assert (await sequence.claim(conn, sender, 6, {})).verdict == "new", "an unstored claim consumed nothing"
 
 
+def _mac(data: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(b"test-key" + data).digest()
+
+
+def test_kept_bodies_hold_no_secret_and_still_tell_a_repeat() -> None:
+    pin, op = "18" + unique_digits(16), "4321"
+    body = {"card_no": "7310" + unique_digits(12), "seq": 3, "op": "account.card_recharge", "params": {"pin": pin},
+            "op_password": op}
+    kept = sequence.without_secrets(body, _mac)
+    assert pin not in json.dumps(kept) and op not in json.dumps(kept) and kept["seq"] == 3
+    assert kept == sequence.without_secrets(json.loads(json.dumps(body, indent=2)), _mac), "a repeat is equal"
+    assert kept != sequence.without_secrets({**body, "params": {"pin": "18" + unique_digits(16)}}, _mac)
+    changed = {**body, "params": {"old": "111111", "new": "222222", "pay_password": "333333"}}
+    assert not {"111111", "222222", "333333"} & set(json.dumps(sequence.without_secrets(changed, _mac)).split('"'))
+
+
+async def test_migration_0503_redacts_the_secrets_kept_before(conn: asyncpg.Connection) -> None:
+    sender, pin = "stk:" + unique_digits(16), "18" + unique_digits(16)
+    clear = {"seq": 1, "op": "hf.other", "op_password": "9876", "params": {"pin": pin, "pay_password": "135790",
+                                                                          "old": "246802", "new": "864201"}}
+    sql = (Path(__file__).parent.parent / "recharge" / "migrations" / "0503_wallet_seq_secrets.sql").read_text()
+    async with conn.transaction():
+        await sequence.store(conn, sender, 1, clear, b"reply")
+        await conn.execute(sql)
+        kept = await conn.fetchval("SELECT body::text FROM wallet_seq_replies WHERE sender = $1", sender)
+        await conn.execute("DELETE FROM wallet_seq_replies WHERE sender = $1", sender)
+    assert json.loads(kept) == {"seq": 1, "op": "hf.other", "op_password": "redacted", "params": {
+        "pin": "redacted", "pay_password": "redacted", "old": "redacted", "new": "redacted"}}
+
+
 # --- clearing ----------------------------------------------------------------------------------------------------
 
 

@@ -199,7 +199,7 @@ async def test_website_transfer_waits_for_the_next_contact_and_cancel_voids_it(w
     token = (await call("/auth/login", {"login": msisdn, "password": "Passw0rd1"}))["data"]["token"]
     body = {"amount": 4_000, "pay_password": PAY_PASSWORD}
     first = await call("/me/wallet/transfers", body, token, rid="transfer-1")
-    assert first["code"] == "0000" and first["data"]["waiting"] == 1
+    assert first["code"] == "0000" and first["data"]["waiting"] == 4_000, "cents (6.12), as GET /me/wallet"
     assert await call("/me/wallet/transfers", body, token, rid="transfer-1") == first, "X-Request-Id replay"
     assert (await call("/me/wallet/transfers", dict(body, amount=7_000), token, rid="t2"))["code"] == "4002"
     load_id = first["data"]["load_id"]

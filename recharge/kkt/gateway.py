@@ -5,7 +5,8 @@ merchant closed or not consuming).
 ``authorize`` is what the web gateways call first (SPEC 3.1: ``LICENSEKEY`` is checked
 first). ``terminal`` is what every card method checks first inside the service. The key and
 terminal rows come from the process's reference cache (``recharge.kkt.reference``) when
-fresh there; without settings they are read every time.
+fresh there (then ``authorize`` takes no connection at all); without settings they are read
+every time.
 """
 
 from __future__ import annotations
@@ -88,6 +89,18 @@ async def _terminal_row(conn: asyncpg.Connection, code: str, settings: Settings 
     return await reference.cached(("terminal", code), settings, load, keep_none=False)  # type: ignore[no-any-return]
 
 
+def _cached_license(key: str, terminal_code: str, settings: Settings | None) -> tuple[_KeyRow, _TerminalRow | None] | None:
+    """The key's row and the terminal's when both are fresh in the reference cache (no connection needed)."""
+    ttl_s, _ = reference.limits(settings)
+    key_row = reference.CACHE.get(("license", key), ttl_s)
+    if key_row is reference.MISSING:
+        return None
+    if not terminal_code:
+        return key_row, None
+    terminal_row = reference.CACHE.get(("terminal", terminal_code), ttl_s)
+    return None if terminal_row is reference.MISSING else (key_row, terminal_row)
+
+
 async def _license_rows(
     conn: asyncpg.Connection, key: str, terminal_code: str, settings: Settings | None
 ) -> tuple[_KeyRow | None, _TerminalRow | None]:
@@ -125,8 +138,13 @@ async def authorize(
     key = license_key or ""
     if not 16 <= len(key) <= 512:
         return License(1)
-    async with connection(db) as conn:
-        row, terminal = await _license_rows(conn, key, terminal_code or "", settings)
+    row: _KeyRow | None
+    found = _cached_license(key, terminal_code or "", settings)
+    if found is not None:
+        row, terminal = found
+    else:  # a connection only when the cache cannot answer (``db`` may be an acquire callable)
+        async with connection(db) as conn:
+            row, terminal = await _license_rows(conn, key, terminal_code or "", settings)
     if row is None:
         return License(1)
     if row.valid_to is not None and row.valid_to < dt.datetime.now(dt.UTC):

@@ -3,13 +3,16 @@ and the first answer to a client's idempotency key REQID (``replay`` / ``remembe
 
 Only a successful trade is journalled and gets a Stance: the consuming (terminal's)
 merchant's next 8-digit serial, wrapping after 99999999, taken last so that the merchant row
-stays locked as briefly as possible.
+stays locked as briefly as possible. ``finish_all`` journals the trades of a group-commit batch
+(one per card) in one statement, each merchant's Stances in the trades' order; ``finish`` is its
+one-trade form.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -22,35 +25,119 @@ from recharge.kkt.transaction import Retry
 
 REQID_RE = re.compile(r"[0-9A-Za-z_.:-]{1,64}")
 
-# The end of every trade in one round trip: the card's balances after it, the merchant's next
-# Stance, the journal row, and a cancelled original's cancelled_by. With a password guard
-# ($13, from passwords.check_unlocked) it writes nothing unless the card still has that
-# password hash, no failure and no lock: the right password takes effect only so.
+# The end of every trade in one round trip — of every trade of a batch (one card each at most):
+# the cards' balances after them, each merchant's next Stances (in the entries' order), the
+# journal rows, and cancelled originals' cancelled_by. An entry with a password guard (from
+# passwords.check_unlocked) is written only if its card still has that password hash, no failure
+# and no lock: the right password takes effect only so.
 _JOURNAL_SQL = """
-WITH guard AS (
-    SELECT WHERE $13::text IS NULL OR EXISTS (
-        SELECT FROM cards WHERE card_no = $3::text AND password_hash = $13::text AND password_failures = 0
-        AND locked_until IS NULL)
-), balances AS (
-    SELECT coalesce(sum(credits_posted - debits_posted) FILTER (WHERE kind = 'card_purse'), 0)::bigint AS purse,
-           coalesce(sum(credits_posted - debits_posted) FILTER (WHERE kind = 'card_points'), 0)::bigint AS points
-    FROM accounts WHERE card_no = $3::text AND kind IN ('card_purse', 'card_points')
+WITH items AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[])
+        WITH ORDINALITY AS i(merchant_id, original_id, card_no, terminal_code, trade_type, trade_mode, kind,
+                             amount_cents, points, item_code, trade_name, transfer_id, guard, idx)
+), kept AS (
+    SELECT i.*, row_number() OVER (PARTITION BY i.merchant_id ORDER BY i.idx) AS nth,
+           count(*) OVER (PARTITION BY i.merchant_id) AS n
+    FROM items i
+    WHERE i.guard IS NULL OR coalesce((  -- a scalar subquery: an index probe per guarded entry, never a scan
+        SELECT c.password_hash = i.guard AND c.password_failures = 0 AND c.locked_until IS NULL
+        FROM cards c WHERE c.card_no = i.card_no), false)
+), counts AS (
+    SELECT merchant_id, max(n) AS n FROM kept GROUP BY merchant_id
+), locked AS MATERIALIZED (  -- the merchants' rows in id order, as every batch takes them
+    SELECT m.id FROM merchants m WHERE m.id = ANY($1::bigint[]) ORDER BY m.id FOR UPDATE
 ), serial AS (
-    UPDATE merchants SET stance_seq = CASE WHEN stance_seq >= 99999999 THEN 1 ELSE stance_seq + 1 END
-    WHERE id = $1::bigint AND EXISTS (SELECT FROM guard) RETURNING stance_seq
+    UPDATE merchants m SET stance_seq = (m.stance_seq - 1 + c.n) % 99999999 + 1
+    FROM counts c JOIN locked l ON l.id = c.merchant_id
+    WHERE m.id = c.merchant_id AND m.id = ANY($1::bigint[])
+    RETURNING m.id, m.stance_seq AS last, c.n
+), balances AS (
+    SELECT card_no,
+           coalesce(sum(credits_posted - debits_posted) FILTER (WHERE kind = 'card_purse'), 0)::bigint AS purse,
+           coalesce(sum(credits_posted - debits_posted) FILTER (WHERE kind = 'card_points'), 0)::bigint AS points
+    FROM accounts WHERE card_no = ANY($3::text[]) AND kind IN ('card_purse', 'card_points')
+    GROUP BY card_no
 ), journal AS (
     INSERT INTO kkt_trades (merchant_id, stance, card_no, terminal_code, trade_type, trade_mode, kind,
                             amount_cents, points, item_code, trade_name, transfer_id, original_id,
                             purse_after_cents, points_after)
-    SELECT $1::bigint, lpad(serial.stance_seq::text, 8, '0'), $3::text, $4::text, $5::text, $6::text, $7::text,
-           $8::bigint, $9::bigint, $10::text, $11::text, $12::text, $2::bigint, balances.purse, balances.points
-    FROM serial, balances
-    RETURNING id, stance, purse_after_cents, points_after
-), cancelled AS (
-    UPDATE kkt_trades o SET cancelled_by = journal.id FROM journal WHERE o.id = $2::bigint
+    SELECT k.merchant_id, lpad(((((s.last - 1 - s.n + k.nth) % 99999999) + 99999999) % 99999999 + 1)::text, 8, '0'),
+           k.card_no, k.terminal_code, k.trade_type, k.trade_mode, k.kind, k.amount_cents, k.points, k.item_code,
+           k.trade_name, k.transfer_id, k.original_id, coalesce(b.purse, 0), coalesce(b.points, 0)
+    FROM kept k JOIN serial s ON s.id = k.merchant_id LEFT JOIN balances b ON b.card_no = k.card_no
+    ORDER BY k.idx
+    RETURNING id, card_no, stance, purse_after_cents, points_after, original_id
+), cancelled AS (  -- by the originals' ids (an index probe each), never a join over the whole journal
+    UPDATE kkt_trades o SET cancelled_by = (SELECT j.id FROM journal j WHERE j.original_id = o.id)
+    WHERE o.id = ANY($2::bigint[]) AND EXISTS (SELECT FROM journal j WHERE j.original_id = o.id)
 )
-SELECT id, stance, purse_after_cents, points_after FROM journal
+SELECT card_no, stance, purse_after_cents, points_after FROM journal
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A successful trade to journal (``finish_all``) and how its answer reads."""
+
+    merchant_id: int
+    terminal_code: str
+    card_no: str
+    trade_type: str
+    trade_mode: str
+    kind: TradeKind
+    amount: int
+    points: int
+    item_code: str | None
+    names: tuple[str, str]
+    transfer_id: str | None
+    original_id: int | None
+    code: str = OK
+    guard: str | None = None
+
+
+def entry(
+    req: TradeRequest, kind: TradeKind, terminal: Terminal, card_no: str, amount: int, points: int,
+    item_code: str | None, names: tuple[str, str], transfer_id: str | None, original_id: int | None, *,
+    code: str = OK, guard: str | None = None,
+) -> Entry:
+    """The journal entry of a trade that passed every check (and moved what it moves)."""
+    return Entry(terminal.merchant_id, terminal.code, card_no, req.trade_type,
+                 req.trade_mode if kind is not REVERSAL else "", kind, amount, points, item_code, names,
+                 transfer_id, original_id, code, guard)
+
+
+async def finish_all(conn: asyncpg.Connection, entries: list[Entry]) -> list[TradeResult | None]:
+    """Journal successful trades of distinct cards in one statement and answer each: its Stance
+    and the card's balances after it; None for an entry whose guard found the card changed."""
+    if not entries:
+        return []
+    assert len({e.card_no for e in entries}) == len(entries), "one trade per card in a journal statement"
+    rows = await conn.fetch(
+        _JOURNAL_SQL, [e.merchant_id for e in entries], [e.original_id for e in entries],
+        [e.card_no for e in entries], [e.terminal_code for e in entries], [e.trade_type for e in entries],
+        [e.trade_mode for e in entries], [e.kind.kind for e in entries], [e.amount for e in entries],
+        [e.points for e in entries], [e.item_code for e in entries], [e.names[0] for e in entries],
+        [e.transfer_id for e in entries], [e.guard for e in entries],
+    )
+    written = {row["card_no"]: row for row in rows}
+    results: list[TradeResult | None] = []
+    for e in entries:
+        row = written.get(e.card_no)
+        if row is None:
+            if e.guard is None:
+                raise LookupError(f"merchant {e.merchant_id} does not exist")
+            results.append(None)
+            continue
+        if e.guard is not None:
+            passwords.counted_right()
+        sv = e.kind.family == "sv"
+        purse, points_after = int(row["purse_after_cents"]), int(row["points_after"])
+        results.append(TradeResult(
+            e.code, e.card_no, row["stance"], purse, None if sv else points_after, purse if sv else points_after,
+            e.amount, e.points, e.names[0], e.names[1],
+        ))
+    return results
 
 
 async def finish(
@@ -58,25 +145,13 @@ async def finish(
     amount: int, points: int, item_code: str | None, names: tuple[str, str], transfer_id: str | None,
     original_id: int | None, *, code: str = OK, guard: str | None = None,
 ) -> TradeResult:
-    """Journal a successful trade and answer it: its Stance and the card's balances after it.
-    With ``guard``, ``passwords.Contended`` when the card's password state changed."""
-    row = await conn.fetchrow(
-        _JOURNAL_SQL, terminal.merchant_id, original_id, card_no, terminal.code, req.trade_type,
-        req.trade_mode if kind is not REVERSAL else "", kind.kind, amount, points, item_code, names[0],
-        transfer_id, guard,
-    )
-    if row is None:
-        if guard is not None:
-            raise passwords.Contended()
-        raise LookupError(f"merchant {terminal.merchant_id} does not exist")
-    if guard is not None:
-        passwords.counted_right()
-    sv = kind.family == "sv"
-    purse, points_after = int(row["purse_after_cents"]), int(row["points_after"])
-    return TradeResult(
-        code, card_no, row["stance"], purse, None if sv else points_after, purse if sv else points_after,
-        amount, points, names[0], names[1],
-    )
+    """Journal one successful trade and answer it (``finish_all`` of one entry). With ``guard``,
+    ``passwords.Contended`` when the card's password state changed."""
+    (result,) = await finish_all(conn, [entry(req, kind, terminal, card_no, amount, points, item_code, names,
+                                              transfer_id, original_id, code=code, guard=guard)])
+    if result is None:
+        raise passwords.Contended()
+    return result
 
 
 async def replay(conn: asyncpg.Connection, req: TradeRequest, terminal: Terminal) -> TradeResult | None:
@@ -101,11 +176,10 @@ async def remember(conn: asyncpg.Connection, req: TradeRequest, result: TradeRes
     """Store the answer to a REQID, in the trade's transaction."""
     if not req.req_id or not REQID_RE.fullmatch(req.req_id):
         return
-    try:
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO kkt_requests (terminal_code, req_id, digest, reply) VALUES ($1,$2,$3,$4::text::jsonb)",
-                req.terminal_code, req.req_id, req.digest(), json.dumps(result.to_json(), ensure_ascii=False),
-            )
-    except asyncpg.UniqueViolationError:
-        raise Retry() from None  # a concurrent twin committed first: start over and replay it
+    status = await conn.execute(
+        "INSERT INTO kkt_requests (terminal_code, req_id, digest, reply) VALUES ($1,$2,$3,$4::text::jsonb)"
+        " ON CONFLICT DO NOTHING",
+        req.terminal_code, req.req_id, req.digest(), json.dumps(result.to_json(), ensure_ascii=False),
+    )
+    if status != "INSERT 0 1":  # no savepoint, no error that would abort a batch's transaction
+        raise Retry()  # a concurrent twin committed first: start over and replay it

@@ -13,12 +13,15 @@ import json
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recharge.config import Settings
 from recharge.keys import MasterKeys
 from recharge.kkt import cards
 from recharge.kkt.codes import OK, text
+
+if TYPE_CHECKING:
+    from recharge.ledger.group_commit import GroupCommit
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 GATEWAY_TERMINAL_KINDS = frozenset({"pos", "operator", "admin"})  # REST and SOAP callers
@@ -27,14 +30,16 @@ SMS_TERMINAL_KINDS = frozenset({"sms"})
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The limits and the password pepper a call needs (built once per process or request)."""
+    """The limits and the password pepper a call needs (built once per process or request), and
+    the process's group commit of trades (``lane``; None: each trade commits on its own)."""
 
     settings: Settings
     pepper: bytes = field(repr=False)
+    lane: GroupCommit | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def of(cls, settings: Settings, keys: MasterKeys) -> Config:
-        return cls(settings, cards.password_pepper(keys))
+    def of(cls, settings: Settings, keys: MasterKeys, lane: GroupCommit | None = None) -> Config:
+        return cls(settings, cards.password_pepper(keys), lane)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The card service's money and points movements: which ledger accounts a trade uses, and
-the one place it creates a ledger transfer (``recharge.ledger.transfers``).
+the one place it creates ledger transfers (``recharge.ledger.transfers``): ``plan`` says what a
+trade moves, ``create`` creates the planned transfers of a batch's trades in one statement.
 
 | trade kind | debit → credit | short of funds |
 |---|---|---|
@@ -84,12 +85,13 @@ async def _points_rule(conn: asyncpg.Connection, merchant_id: int, settings: Set
     return await reference.cached(("points_rule", merchant_id), settings, load)  # type: ignore[no-any-return]
 
 
-async def move(
+async def plan(
     conn: asyncpg.Connection, kind: TradeKind, terminal: Terminal, card: asyncpg.Record, amount: int,
     settings: Settings,
-) -> tuple[int, str | None]:
-    """Move what a consume, recharge or points trade moves: (points moved, transfer id or
-    None when nothing moved). Refused: 16 no points rule, 08/54/65/66 short of funds."""
+) -> tuple[int, ledger.NewTransfer | None, str]:
+    """What a consume, recharge or points trade moves, not moved yet: (points moved, the transfer
+    to create or None when nothing moves, the refusal when its debit cannot pay: 08/54/65/66).
+    Refused: 16 no points rule."""
     m = terminal.merchant_id
     points = 0
     if kind.kind == "consume":
@@ -109,9 +111,25 @@ async def move(
     credit = await trade_account(conn, card, kind.kind, credit_kind, m)
     moved = points if kind.family == "pts" else amount
     if moved <= 0:
-        return points, None
-    transfer_id = await transfer(conn, debit=debit, credit=credit, amount=moved, code=f"kkt_{kind.kind}",
-                                 reference=card["card_no"])
-    if transfer_id is None:
-        raise Refused(short)
-    return points, transfer_id
+        return points, None, short
+    new = ledger.NewTransfer(f"kkt:{uuid.uuid4().hex}", debit, credit, moved, code=f"kkt_{kind.kind}",
+                             reference=card["card_no"])
+    return points, new, short
+
+
+async def create(conn: asyncpg.Connection, transfers: list[ledger.NewTransfer]) -> list[bool]:
+    """Create planned transfers in one statement (``ledger.create_transfers``): True for each
+    created, False for each whose debit could not pay it (nothing written). Any other refusal is a
+    defect and raises."""
+    if not transfers:
+        return []
+    outcomes = await ledger.create_transfers(conn, transfers)
+    created = []
+    for new, outcome in zip(transfers, outcomes, strict=True):
+        metrics.LEDGER_TRANSFERS.labels("single", outcome.result.value).inc()
+        if outcome.result is ledger.Result.EXCEEDS_CREDITS:
+            created.append(False)
+            continue
+        outcome.check(new.id)
+        created.append(True)
+    return created

@@ -15,7 +15,7 @@ import asyncpg
 
 from recharge.kkt import checks, journal, moves
 from recharge.kkt.gateway import Terminal
-from recharge.kkt.messages import Config, Refused, TradeRequest, TradeResult
+from recharge.kkt.messages import Config, Refused, TradeRequest
 from recharge.kkt.table import REVERSAL, TRADES, TradeKind
 from recharge.ledger import transfers as ledger
 
@@ -78,9 +78,9 @@ async def cancellable(
 async def reverse(
     conn: asyncpg.Connection, req: TradeRequest, cfg: Config, terminal: Terminal, card: asyncpg.Record,
     stance_rev: str | None, now: dt.datetime,
-) -> TradeResult:
+) -> journal.Entry:
     """0400: undo the terminal's latest trade on this card that moved something (or the one
-    named by STANCE_REV), when the terminal never saw its answer. Answers 18."""
+    named by STANCE_REV), when the terminal never saw its answer: its journal entry (answered 18)."""
     since = now - dt.timedelta(seconds=cfg.settings.kkt_reversal_window_s)
     if stance_rev is not None:
         original = await _find_original(conn, card["card_no"], stance_rev, terminal.merchant_id)
@@ -101,6 +101,5 @@ async def reverse(
     transfer_id = await undo(conn, original, card)
     family = TRADES[(original["trade_type"], original["trade_mode"])].family
     kind = TradeKind("reversal", family, REVERSAL.name_zh, REVERSAL.name_en, needs_amount=False)
-    return await journal.finish(conn, req, kind, terminal, card["card_no"], original["amount_cents"],
-                                original["points"], None, (REVERSAL.name_zh, REVERSAL.name_en), transfer_id,
-                                original["id"], code="18")
+    return journal.entry(req, kind, terminal, card["card_no"], original["amount_cents"], original["points"], None,
+                         (REVERSAL.name_zh, REVERSAL.name_en), transfer_id, original["id"], code="18")

@@ -5,26 +5,45 @@ the 0400 reversal (``recharge.kkt.reversals``).
 Order of checks (docs/PROTOCOL.md): terminal (70/60) → CARDNO (01) → REQID replay → amount
 (02) → ITEMCODE (00) → STANCE_REV (06) → card (05) → who may serve it (52) → state and dates
 → card kind (20 31 32) → password (07) → test mode (68) → the original of a cancel → duplicate
-(12) → limits (09 67 58) → the ledger → journal and Stance, 11. A refusal writes nothing but
-the wrong-password counter. A query without REQID runs without a transaction (two
-statements); its password check is ``passwords.check_unlocked``, and when that cannot decide
-the query runs again in a transaction under the card's row lock.
+(12) → limits (09 67 58, ``recharge.kkt.limits``) → the ledger → journal and Stance, 11. A
+refusal writes nothing but the wrong-password counter (and the REQID memory). A query without
+REQID reads its card without the row lock; its password check is ``passwords.check_unlocked``,
+and when that cannot decide the query runs again under the card's row lock.
+
+On the group-commit path (``Config.lane``, what the channels use) a trade is an item of the
+``TRADES`` group, and concurrent trades share one transaction and one commit
+(``recharge.ledger.group_commit``); every answer is given after that commit. ``run_trades`` runs a
+batch in rounds of distinct cards (``_round``: a card's second trade, a terminal's second recharge,
+a test-mode trade wait for a later round, which sees what the earlier ones did). A round reads its
+cards in one statement (locked, in card-number order) and its duplicate flags and daily counts in
+one statement after those locks (``_read_ahead``), checks each trade on its own exactly as alone
+(``_plan``: the password under the card's row lock, held to the batch's commit, so parallel
+guesses still take effect one at a time), then creates the round's transfers in one statement and
+journals its trades in one statement (``_complete``). A refusal is the item's answer; a trade that
+fails (a defect, an SQL error) fails only its caller, and the batch runs again without it. A
+caller already inside a transaction (the SMS cardholder path holds the card) runs its trade
+there, alone, through the same ``_plan`` and ``_complete``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 
 import asyncpg
 
 from recharge import metrics
 from recharge.config import Settings
-from recharge.kkt import checks, gateway, journal, moves, passwords, reference, reversals
+from recharge.context import Busy, DatabaseUnavailable
+from recharge.db import unavailable
+from recharge.kkt import checks, gateway, journal, limits, moves, passwords, reference, reversals
 from recharge.kkt.gateway import Terminal
 from recharge.kkt.messages import SHANGHAI, Config, Refused, TradeRequest, TradeResult
 from recharge.kkt.table import CARD_KIND_FAMILIES, REVERSAL, TRADE_TYPES, TradeKind, kind_of
-from recharge.kkt.transaction import Db, in_transaction, without_transaction
+from recharge.kkt.transaction import Db, in_transaction, in_transaction_already, without_transaction
+from recharge.ledger import transfers as ledger
+from recharge.ledger.group_commit import Group, ItemFailed
 
 _ITEM_RE = re.compile(r"[0-9]{3,8}")
 _UNREMEMBERED = ("01", "70", "60")  # refusals that identify the request too little to remember it
@@ -37,12 +56,186 @@ async def trade(db: Db, req: TradeRequest, cfg: Config) -> TradeResult:
         result = TradeResult("03" if req.trade_type not in TRADE_TYPES else "04")
     elif not cfg.settings.kkt_gateway_open:
         result = TradeResult("51")
+    elif cfg.lane is not None and not in_transaction_already(db):
+        result = await _on_lane(TradeItem(req, kind, cfg))
     elif kind.query and not req.req_id:
         result = await _query(db, req, kind, cfg)
     else:
         result = await in_transaction(db, lambda conn: _trade(conn, req, kind, cfg), cfg.settings)
     metrics.KKT_TRADES.labels("cTRequest", result.code).inc()
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class TradeItem:
+    """A trade handed to the group commit: the request, its kind of the table, the call's Config."""
+
+    req: TradeRequest
+    kind: TradeKind
+    cfg: Config
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """A trade past its checks: the transfer still to create (None: nothing to move, or moved
+    already), the refusal when its debit cannot pay, and its journal entry."""
+
+    entry: journal.Entry
+    asked: TradeKind  # the request's kind (a refusal's names)
+    transfer: ledger.NewTransfer | None = None
+    short: str = ""
+
+
+async def _on_lane(item: TradeItem) -> TradeResult:
+    """The trade's answer once its batch has committed; an unreachable database is ``Busy``."""
+    assert item.cfg.lane is not None
+    try:
+        return await item.cfg.lane.submit(TRADES, item)
+    except Busy:
+        raise
+    except Exception as exc:
+        if unavailable(exc):
+            raise DatabaseUnavailable(type(exc).__name__) from exc
+        raise
+
+
+async def _card_key(conn: asyncpg.Connection, item: TradeItem) -> str:
+    """The card a trade names, as its checks will find it (the 16-digit number, an 8-digit one
+    expanded with the terminal's merchant: cached); its raw text when it names none."""
+    try:
+        terminal = await gateway.terminal(conn, item.req.terminal_code, item.req.terminal_kinds, item.cfg.settings)
+        return checks.card_no(item.req.card_no, terminal.merchant_code)
+    except Refused:
+        return "?" + (item.req.card_no or "")
+
+
+def _round(items: list[TradeItem], waiting: list[int], keys: list[str]) -> tuple[list[int], list[int]]:
+    """The trades of ``waiting`` that go in this round, and the ones left for later: one trade per
+    card (``keys``), per terminal for the trades its daily recharge limit counts, and a test-mode
+    trade alone (its merchant's daily count)."""
+    now: list[int] = []
+    later: list[int] = []
+    cards: set[str] = set()
+    terminals: set[str] = set()
+    for k in waiting:
+        req, kind = items[k].req, items[k].kind
+        card = keys[k]
+        terminal = req.terminal_code if not kind.query and kind.kind != "consume" else None
+        if card in cards or (terminal is not None and terminal in terminals) or (req.test_mode and now):
+            later.append(k)
+        elif now and items[now[0]].req.test_mode:
+            later.append(k)
+        else:
+            now.append(k)
+        cards.add(card)
+        if terminal is not None:
+            terminals.add(terminal)
+    return now, later
+
+
+async def run_trades(conn: asyncpg.Connection, items: list[TradeItem]) -> list[TradeResult]:
+    """The ``TRADES`` group's batch function: a batch's trades in rounds of distinct cards, each
+    round's checks one trade after the other (card row locks held to the commit), then its
+    transfers in one statement and its journal rows in one statement. A query whose unlocked
+    password check cannot decide runs again in the next round under the card's row lock."""
+    results: list[TradeResult | None] = [None] * len(items)
+    under_lock: set[int] = set()
+    waiting = list(range(len(items)))
+    keys = [await _card_key(conn, item) for item in items]
+    while waiting:
+        now, waiting = _round(items, waiting, keys)
+        again = await _run_round(conn, items, now, under_lock, results)
+        under_lock.update(again)
+        waiting = sorted(waiting + again)
+    return [r for r in results if r is not None]
+
+
+async def _run_round(
+    conn: asyncpg.Connection, items: list[TradeItem], now: list[int], under_lock: set[int],
+    results: list[TradeResult | None],
+) -> list[int]:
+    """One round: fills ``results`` of ``now``; answers the trades to run again under the lock."""
+    planned: dict[int, _Planned] = {}
+    remember: list[int] = []
+    again: list[int] = []
+    locks = {k: k in under_lock or not (items[k].kind.query and not items[k].req.req_id) for k in now}
+    ahead = await _read_ahead(conn, items, now, locks)
+    for k in now:
+        item = items[k]
+        try:
+            outcome, kept = await _plan(conn, item.req, item.kind, item.cfg, locks[k], ahead)
+        except passwords.Contended:
+            again.append(k)
+            continue
+        except Exception as exc:
+            raise _failed(k, exc) from exc
+        if isinstance(outcome, _Planned):
+            planned[k] = outcome
+        else:
+            results[k] = outcome
+        if kept:
+            remember.append(k)
+    for k, result in zip(planned, await _complete(conn, list(planned.values())), strict=True):
+        if result is None:  # the journal's guard found the card changed: under the lock next round
+            again.append(k)
+            remember = [r for r in remember if r != k]
+        else:
+            results[k] = result
+    for k in remember:
+        try:
+            await journal.remember(conn, items[k].req, results[k])  # type: ignore[arg-type]
+        except Exception as exc:
+            raise _failed(k, exc) from exc
+    return again
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """What a round of a batch read for its trades' checks in one statement each: the cards (each
+    taken once), and the duplicate flags and daily counts read after the cards were locked."""
+
+    now: dt.datetime
+    cards: checks.KnownCards
+    figures: limits.Figures
+
+
+async def _read_ahead(conn: asyncpg.Connection, items: list[TradeItem], now: list[int],
+                      locks: dict[int, bool]) -> _Ahead:
+    at = dt.datetime.now(dt.UTC)
+    settings = items[now[0]].cfg.settings
+    wanted: dict[bool, list[tuple[str, int, TradeKind]]] = {True: [], False: []}
+    plain: list[tuple[int, str, Terminal, int]] = []
+    for k in now:
+        item = items[k]
+        try:  # what the trade's own checks will find (cached); a refusal there reads nothing here
+            terminal = await gateway.terminal(conn, item.req.terminal_code, item.req.terminal_kinds, settings)
+            card_no = checks.card_no(item.req.card_no, terminal.merchant_code)
+            amount, _, _ = _fields(item.req, item.kind, item.cfg)
+        except Refused:
+            continue
+        wanted[locks[k]].append((card_no, terminal.merchant_id, item.kind))
+        if not item.kind.query and item.kind.original is None and item.kind is not REVERSAL:
+            plain.append((k, card_no, terminal, amount))
+    cards: checks.KnownCards = {}
+    for lock, these in wanted.items():
+        cards.update(await checks.read_trade_cards(conn, these, lock))
+    asked = []
+    for k, card_no, terminal, amount in plain:
+        row = cards.get((card_no, terminal.merchant_id, items[k].kind.kind, locks[k]))
+        if row is not None and items[k].cfg.settings is settings:
+            asked.append(limits.asked(row, terminal, items[k].req, amount, settings))
+    return _Ahead(at, cards, await limits.figures(conn, asked, at, settings))
+
+
+def _failed(index: int, exc: Exception) -> Exception:
+    """A trade's failure: only its caller hears of it (``ItemFailed``), unless it is the connection's
+    or the database's (the whole batch fails, or is retried)."""
+    if isinstance(exc, Busy | asyncpg.InterfaceError) or unavailable(exc):
+        return exc
+    return ItemFailed(index, exc)
+
+
+TRADES: Group[TradeItem, TradeResult] = Group("kkt_trades", run_trades, hot=True)
 
 
 async def _query(db: Db, req: TradeRequest, kind: TradeKind, cfg: Config) -> TradeResult:
@@ -58,21 +251,54 @@ async def _query(db: Db, req: TradeRequest, kind: TradeKind, cfg: Config) -> Tra
 async def _trade(
     conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, lock: bool = True
 ) -> TradeResult:
+    """One trade on its own (``run_trades`` is the batch's form of the same steps)."""
+    outcome, kept = await _plan(conn, req, kind, cfg, lock)
+    if isinstance(outcome, _Planned):
+        (result,) = await _complete(conn, [outcome])
+        if result is None:
+            raise passwords.Contended()
+    else:
+        result = outcome
+    if kept:
+        await journal.remember(conn, req, result)
+    return result
+
+
+async def _plan(
+    conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, lock: bool,
+    ahead: _Ahead | None = None,
+) -> tuple[TradeResult | _Planned, bool]:
+    """The trade's checks: its answer (a refusal, a replay) or what is left to do; and whether
+    its REQID remembers the answer."""
     card_no = ""
     try:
         terminal = await gateway.terminal(conn, req.terminal_code, req.terminal_kinds, cfg.settings)
         card_no = checks.card_no(req.card_no, terminal.merchant_code)
         replay = await journal.replay(conn, req, terminal)
         if replay is not None:
-            return replay
-        result = await _trade_checked(conn, req, kind, cfg, terminal, card_no, lock)
+            return replay, False
+        return await _trade_checked(conn, req, kind, cfg, terminal, card_no, lock, ahead), bool(req.req_id)
     except Refused as refusal:
-        result = TradeResult(refusal.code, card_no=card_no, trade_name_zh=kind.name_zh, trade_name_en=kind.name_en)
-        if refusal.code in _UNREMEMBERED:
-            return result
-    if req.req_id:
-        await journal.remember(conn, req, result)
-    return result
+        return _refusal(refusal.code, card_no, kind), bool(req.req_id) and refusal.code not in _UNREMEMBERED
+
+
+def _refusal(code: str, card_no: str, kind: TradeKind) -> TradeResult:
+    return TradeResult(code, card_no=card_no, trade_name_zh=kind.name_zh, trade_name_en=kind.name_en)
+
+
+async def _complete(conn: asyncpg.Connection, planned: list[_Planned]) -> list[TradeResult | None]:
+    """Create the planned transfers in one statement, journal the trades whose transfer was
+    created (or that move nothing) in one statement; a refusal for each whose debit could not
+    pay; None for a journal entry whose guard failed."""
+    moving = [p for p in planned if p.transfer is not None]
+    created = dict(zip((id(p) for p in moving), await moves.create(conn, [p.transfer for p in moving
+                                                                             if p.transfer is not None]),
+                       strict=True))
+    going = [p for p in planned if created.get(id(p), True)]
+    journaled = dict(zip((id(p) for p in going), await journal.finish_all(conn, [p.entry for p in going]),
+                         strict=True))
+    return [journaled[id(p)] if id(p) in journaled else _refusal(p.short, p.entry.card_no, p.asked)
+            for p in planned]
 
 
 def _fields(req: TradeRequest, kind: TradeKind, cfg: Config) -> tuple[int, str | None, str | None]:
@@ -92,16 +318,16 @@ def _fields(req: TradeRequest, kind: TradeKind, cfg: Config) -> tuple[int, str |
     return amount, item_code, stance_rev
 
 
-
 async def _trade_checked(
     conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, terminal: Terminal, card_no: str,
-    lock: bool,
-) -> TradeResult:
-    now = dt.datetime.now(dt.UTC)
+    lock: bool, ahead: _Ahead | None,
+) -> _Planned:
+    now = ahead.now if ahead is not None else dt.datetime.now(dt.UTC)
     amount, item_code, stance_rev = _fields(req, kind, cfg)
-    card = await checks.trade_card(conn, card_no, kind, terminal.merchant_id, lock)
+    card = await checks.trade_card(conn, card_no, kind, terminal.merchant_id, lock,
+                                   ahead.cards if ahead is not None else None)
     if kind is REVERSAL:
-        return await reversals.reverse(conn, req, cfg, terminal, card, stance_rev, now)
+        return _Planned(await reversals.reverse(conn, req, cfg, terminal, card, stance_rev, now), kind)
     if kind.original is None:
         checks.check_accepted(card)  # a cancel names the merchant's own trade (64), made when accepted
     checks.check_card_usable(card, now.astimezone(SHANGHAI).date())
@@ -111,18 +337,18 @@ async def _trade_checked(
         await _check_test_mode(conn, terminal, cfg, now)
     names = await _trade_names(conn, kind, terminal, item_code, cfg.settings)
     if kind.query:
-        return await journal.finish(conn, req, kind, terminal, card_no, 0, 0, item_code, names, None, None,
-                                    guard=guard)
+        return _Planned(journal.entry(req, kind, terminal, card_no, 0, 0, item_code, names, None, None,
+                                      guard=guard), kind)
     if kind.original is not None:
         original = await reversals.cancellable(conn, kind, cfg, terminal, card, stance_rev or "", amount, now)
-        await _check_limits(conn, card, terminal, req, kind, original["amount_cents"], cfg, now)
+        await limits.check(conn, card, terminal, req, kind, original["amount_cents"], cfg, now)
         transfer_id = await reversals.undo(conn, original, card)
-        return await journal.finish(conn, req, kind, terminal, card_no, original["amount_cents"],
-                                    original["points"], item_code, names, transfer_id, original["id"])
-    await _check_limits(conn, card, terminal, req, kind, amount, cfg, now)
-    points, transfer_id = await moves.move(conn, kind, terminal, card, amount, cfg.settings)
-    return await journal.finish(conn, req, kind, terminal, card_no, amount, points, item_code, names,
-                                transfer_id, None)
+        return _Planned(journal.entry(req, kind, terminal, card_no, original["amount_cents"], original["points"],
+                                      item_code, names, transfer_id, original["id"]), kind)
+    await limits.check(conn, card, terminal, req, kind, amount, cfg, now, ahead.figures if ahead else None)
+    points, transfer, short = await moves.plan(conn, kind, terminal, card, amount, cfg.settings)
+    return _Planned(journal.entry(req, kind, terminal, card_no, amount, points, item_code, names,
+                                  None if transfer is None else transfer.id, None), kind, transfer, short)
 
 
 def _check_family(kind: TradeKind, card: asyncpg.Record) -> None:
@@ -171,52 +397,3 @@ async def _trade_names(
         if service:
             return service, service
     return kind.name_zh, kind.name_en
-
-
-_TODAY_COUNT_SQL = (
-    "(SELECT count(*) FROM (SELECT 1 FROM kkt_trades WHERE card_no = $1 AND created_at >= $2"
-    " AND amount_cents > 0 LIMIT $3) AS t) AS today"
-)
-
-
-async def _check_limits(
-    conn: asyncpg.Connection, card: asyncpg.Record, terminal: Terminal, req: TradeRequest, kind: TradeKind,
-    amount: int, cfg: Config, now: dt.datetime,
-) -> None:
-    s = cfg.settings
-    card_no = card["card_no"]
-    day_start = checks.day_start(now)
-    count_limit = card["daily_count_limit"] if card["daily_count_limit"] is not None else s.kkt_card_daily_count
-    # a separate statement from the card lock: its snapshot sees trades committed while we waited
-    if s.kkt_duplicate_window_s > 0 and amount > 0:
-        row = await conn.fetchrow(
-            f"SELECT EXISTS (SELECT 1 FROM kkt_trades WHERE card_no = $1 AND created_at > $4 AND terminal_code = $5"
-            f" AND trade_type = $6 AND trade_mode = $7 AND amount_cents = $8) AS duplicate, {_TODAY_COUNT_SQL}",
-            card_no, day_start, count_limit, now - dt.timedelta(seconds=s.kkt_duplicate_window_s), terminal.code,
-            req.trade_type, req.trade_mode, amount,
-        )
-    else:
-        row = await conn.fetchrow(f"SELECT false AS duplicate, {_TODAY_COUNT_SQL}", card_no, day_start, count_limit)
-    if row["duplicate"]:
-        raise Refused("12")
-    limit = card["per_txn_limit_cents"] if card["per_txn_limit_cents"] is not None else s.kkt_per_txn_limit_cents
-    if kind.family == "sv" and amount > limit:
-        raise Refused("09")
-    if row["today"] >= count_limit:
-        raise Refused("67")
-    if kind.kind == "recharge":
-        # serialise a terminal's recharges so two cannot both slip under its daily limit (the
-        # limit is read with the lock, never from the reference cache)
-        day_limit = await conn.fetchval(
-            "SELECT daily_recharge_limit_cents FROM terminals WHERE id = $1 FOR UPDATE", terminal.id
-        )
-        if day_limit is None:
-            day_limit = s.kkt_terminal_daily_recharge_cents
-        today = await conn.fetchval(
-            "SELECT coalesce(sum(amount_cents), 0) FROM kkt_trades WHERE terminal_code = $1"
-            " AND created_at >= $2 AND kind = 'recharge' AND cancelled_by IS NULL",
-            terminal.code, day_start,
-        )
-        if today + amount > day_limit:
-            raise Refused("58")
-

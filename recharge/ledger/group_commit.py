@@ -20,6 +20,8 @@ until that flush is done. ``GroupCommit`` pays that once per batch (TigerBeetle'
   be safe to run again (all it did was rolled back; it keeps no state outside the connection).
 - A group that raises anything else (a defect, an SQL error) fails its own callers with that
   exception; the batch is rolled back and run again without that group (whole, not step by step).
+  A group whose items run one by one may raise ``ItemFailed(index, error)`` instead: only that
+  item's caller gets ``error``, and the batch is rolled back and run again without that item.
 - Pipeline: at most ``pipeline`` batches in flight. With 1, items queue while a batch commits and
   the next batch takes them all; with 2, the next one collects and runs while the previous one
   commits (the statements of two batches never run at the same time, so they cannot deadlock
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import asyncpg
+from prometheus_client import Histogram
 
 from recharge import metrics
 from recharge.context import Busy
@@ -79,6 +82,22 @@ class _GroupFailed(Exception):
         self.group, self.error = group, error
 
 
+class ItemFailed(Exception):
+    """Raised by a group's ``run_all``: its item at ``index`` (of that call) failed with ``error``
+    (a defect, or an SQL error that aborted the transaction). Only that item's caller hears of it;
+    the batch is rolled back and run again without the item."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(f"item {index} failed: {error!r}")
+        self.index, self.error = index, error
+
+
+class _StepFailed(Exception):
+    def __init__(self, step: _Step, error: Exception) -> None:
+        super().__init__(f"a step of group {step.group.name} failed: {error!r}")
+        self.step, self.error = step, error
+
+
 @dataclass(frozen=True, slots=True)
 class CommitStats:
     """What a group commit has done since it was made (for tests and the benchmark)."""
@@ -100,6 +119,7 @@ class GroupCommit:
         queue_depth: int = 1024,
         pipeline: int = 2,
         retry: RetryPolicy = DEFAULT_RETRY,
+        batch_size: Histogram = metrics.LEDGER_BATCH_SIZE,
     ) -> None:
         if max_batch < 1 or queue_depth < 1 or pipeline < 1 or max_wait_ms < 0:
             raise ValueError("group commit limits must be positive")
@@ -108,6 +128,7 @@ class GroupCommit:
         self.max_wait_s = max_wait_ms / 1000.0
         self.queue_depth = queue_depth
         self.retry = retry
+        self._batch_size = batch_size  # the histogram of items per committed batch
         self._queue: collections.deque[_Step] = collections.deque()
         self._slots = asyncio.Semaphore(pipeline)
         self._loop: asyncio.AbstractEventLoop | None = None  # bound at first use (get_running_loop costs a getpid)
@@ -115,6 +136,7 @@ class GroupCommit:
         self._runner: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._stats = [0, 0, 0]  # batches committed, items in them, retries
+        self._in_flight = 0
 
     @property
     def stats(self) -> CommitStats:
@@ -123,6 +145,11 @@ class GroupCommit:
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Items submitted and not answered yet (queued, in a batch running or committing)."""
+        return self._in_flight
 
     async def submit(self, group: Group[Item, R], item: Item) -> R:
         """``group``'s answer for ``item`` once its batch has committed; ``Busy`` at once when the
@@ -136,7 +163,11 @@ class GroupCommit:
             self._runner = loop.create_task(self._drain())
         elif self._arrived is not None:
             self._arrived.set()
-        answer: R = await step.future
+        self._in_flight += 1
+        try:
+            answer: R = await step.future
+        finally:
+            self._in_flight -= 1
         return answer
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
@@ -225,6 +256,10 @@ class GroupCommit:
                     _fail([s for s in steps if s.group is failed.group], failed.error)
                     steps = [s for s in steps if s.group is not failed.group]
                     continue
+                except _StepFailed as failed:  # the same for one item of a group
+                    _fail([failed.step], failed.error)
+                    steps = [s for s in steps if s is not failed.step]
+                    continue
                 except Exception as exc:  # not retryable, retried enough, the commit failed, Busy, a lost connection
                     _fail(steps, exc)
                     return
@@ -243,7 +278,7 @@ class GroupCommit:
     def _answer(self, steps: list[_Step]) -> None:
         self._stats[0] += 1
         self._stats[1] += len(steps)
-        metrics.LEDGER_BATCH_SIZE.observe(len(steps))
+        self._batch_size.observe(len(steps))
         for step in steps:
             if not step.future.done():
                 step.future.set_result(step.answer)
@@ -280,6 +315,10 @@ class GroupCommit:
         for group, its in members.items():
             try:
                 answers = await group.run_all(conn, [s.item for s in its])
+            except ItemFailed as failed:
+                if self.retry.retryable(failed.error):
+                    raise failed.error from None
+                raise _StepFailed(its[failed.index], failed.error) from failed.error
             except Exception as exc:
                 if self.retry.retryable(exc):
                     raise  # the batch holds locks the other side waits for: all of it again

@@ -124,8 +124,11 @@ async def upkeep(pool: asyncpg.Pool, env: Env | None = None) -> None:
         age = await conn.fetchval("SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)"
                                   " FROM mpay_withdrawals WHERE state = 'submitted'")
         if env is not None:
-            metrics.MPAY_WITHDRAWALS_OVERDUE.set(await withdrawals.overdue_seconds(conn, env,
-                                                                                    await conn.fetchval("SELECT now()")))
+            try:
+                metrics.MPAY_WITHDRAWALS_OVERDUE.set(await withdrawals.overdue_seconds(
+                    conn, env, await conn.fetchval("SELECT now()")))
+            except ValueError as exc:  # a bad mpay_cutoff or calendar: say so, keep delivering
+                log.warning("unexported-withdrawal deadline not computed: %s", exc)
     assert row is not None
     metrics.MPAY_WITHDRAWALS_WAITING_AGE.set(float(age))
     metrics.MPAY_OUTBOX_PENDING.set(row["pending"])

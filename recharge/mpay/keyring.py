@@ -26,6 +26,7 @@ class MpayKeys:
     pin: bytes = field(repr=False)  # K_pin: HMAC-SHA256 of prepaid-card PINs
     otp: bytes = field(repr=False)  # HMAC of one-time codes
     outbox: bytes = field(repr=False)  # AES-256-GCM of sensitive outbox texts
+    kept: bytes = field(repr=False)  # HMAC of what is kept to recognise a repeated request (bodies, secret fields)
 
     def __repr__(self) -> str:
         return "MpayKeys(<redacted>)"
@@ -37,10 +38,16 @@ class MpayKeys:
             pin=_derive(keys.maint, "pin"),
             otp=_derive(keys.maint, "otp"),
             outbox=_derive(keys.maint, "outbox"),
+            kept=_derive(keys.maint, "kept"),
         )
 
     def pin_mac(self, pin: str) -> bytes:
         return hmac.new(self.pin, pin.encode("ascii"), hashlib.sha256).digest()
+
+    def kept_mac(self, data: bytes) -> bytes:
+        """What is kept of a request to recognise its repeat: a keyed MAC, so a body holding a short
+        secret (a 6-digit pay password) cannot be found again from it by trying every value."""
+        return hmac.new(self.kept, data, hashlib.sha256).digest()
 
     def otp_mac(self, purpose: str, obj: str, code: str) -> bytes:
         message = f"{purpose}\n{obj}\n{code}".encode()

@@ -101,11 +101,11 @@ class Order:
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Order:
-        values = {name: row[name] for name in ORDER_FIELDS}
-        extra = values["extra"]
+        values = [row[name] for name in ORDER_FIELDS]  # positional: no dict per row (a hot path of DD)
+        extra = values[_EXTRA]
         if isinstance(extra, str):  # a pool without the jsonb codec
-            values["extra"] = json.loads(extra)
-        return cls(**values)
+            values[_EXTRA] = json.loads(extra)
+        return cls(*values)
 
     @property
     def order_no_bcd(self) -> bytes:
@@ -114,6 +114,7 @@ class Order:
 
 
 ORDER_FIELDS = tuple(f.name for f in fields(Order))
+_EXTRA = ORDER_FIELDS.index("extra")
 COLUMNS = ", ".join(ORDER_FIELDS)
 
 
