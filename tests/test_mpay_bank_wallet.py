@@ -64,7 +64,7 @@ async def test_a_bank_recharge_into_the_wallet_waits_for_the_next_stk_contact_an
         msisdn = await conn.fetchval("SELECT msisdn FROM mpay_accounts WHERE id = $1", acct)
     assert (await w.notices(msisdn))[-1] == "您已成功充值30元至手机支付现金账户,现金账户余额30元。"
     status = await world.exchange(phone, "account.balance")
-    assert status.data is not None and (status.data["waiting"], status.data["waiting_load_id"]) == (1, load["load_id"])
+    assert status.data is not None and (status.data["waiting"], status.data["waiting_load_id"]) == (3_000, load["load_id"])
     done = await world.drive_stk(phone, await world.exchange(phone, "wallet.load.init", {"load_id": load["load_id"]}))
     assert done.code == "0000" and done.shown[-1] == "钱包充值成功,充值30元,钱包余额130元。"
     assert phone.sim.balance == 13_000

@@ -148,3 +148,18 @@ async def test_a_platform_fault_answers_9002_changes_nothing_and_the_request_id_
     assert await w.snapshot(msisdn) == before and (await w.balances(msisdn)).cash_pending == 0
     assert (await api.ok("POST", "/me/withdrawals", body, token=token, rid="fault-1"))["state"] == "submitted"
     assert await w.sms(msisdn, pay) == "提现申请已受理,10元已冻结,款项汇出后一般3-7个工作日到账。"
+
+
+async def test_failed_logins_from_one_address_answer_1006_for_the_rest_of_the_minute(
+        w: MpayWorld, api: Api, platform: Any) -> None:
+    """SPEC 6.3's per-address limit (``mpay_auth_fail_per_ip``). The suite raises it for everyone else
+    (its deliberate wrong passwords all come from 127.0.0.1); here it is set just above this minute's count."""
+    msisdn, initial = await w.opened()
+    async with w.pool.acquire() as conn:
+        failed = await conn.fetchval("SELECT count(*) FROM mpay_auth_failures WHERE client = '127.0.0.1'"
+                                     " AND created_at > now() - interval '1 minute'")
+    with settings_changed(platform, mpay_auth_fail_per_ip=failed + 2):
+        for _ in range(2):
+            assert await api.code("POST", "/auth/login", {"login": msisdn, "password": "Wrong0pass"}) != "0000"
+        assert await api.code("POST", "/auth/login", {"login": msisdn, "password": initial["login"]}) == "1006"
+    assert await api.login(msisdn, initial["login"])  # the suite's own limit again

@@ -39,7 +39,7 @@ async def test_air_recharge_over_stk_posts_by_the_cards_tac(world: LoadWorld) ->
     phone, acct = await world.handset(balance=10_000, cash=20_000)
     first = await world.exchange(phone, "wallet.load.init", {"amount": 5_000, "pay_password": PAY_PASSWORD})
     assert first.code == "0000" and first.mac_ok and first.data is not None
-    assert first.data["script"].startswith("01") and first.data["waiting"] == 1 and first.data["text"] == ""
+    assert first.data["script"].startswith("01") and first.data["waiting"] == 5_000 and first.data["text"] == ""
     assert await world.named(f"C/{acct}") == (20_000, 0) and await world.named(f"W/{acct}") == (0, 5_000), \
         "created: a pending C → W (the cash frozen)"
     done = await world.drive_stk(phone, first)
@@ -106,7 +106,7 @@ async def test_a_credit_that_never_reached_the_card_waits_again_after_the_proof(
     back = await world.drive_stk(phone, prove)
     assert back.code == "5008" and back.shown[-1] == "卡片校验失败。"
     status = await world.exchange(phone, "account.balance")
-    assert status.data is not None and (status.data["waiting"], status.data["waiting_load_id"]) == (1, load_id)
+    assert status.data is not None and (status.data["waiting"], status.data["waiting_load_id"]) == (3_000, load_id)
     again = await world.exchange(phone, "wallet.load.init", {"load_id": load_id})
     done = await world.drive_stk(phone, again)
     assert done.code == "0000" and phone.sim.balance == 13_000
@@ -143,7 +143,7 @@ async def test_hall_pos_load_and_a_waiting_load_driven_at_the_next_contact(world
     none = await world.pos_send(pos, pos.load_request(phone.sim.card_no))
     assert none["code"] == "4011", "no waiting load"
     created = await world.pos_send(pos, pos.load_request(phone.sim.card_no, 20_000))
-    assert created["code"] == "0000" and created["data"]["amount"] == 20_000 and created["data"]["waiting"] == 1
+    assert created["code"] == "0000" and created["data"]["amount"] == 20_000 and created["data"]["waiting"] == 20_000
     done = await world.drive_pos(pos, phone.sim, created["data"]["load_id"])
     assert done["code"] == "0000" and done["data"]["text"] == "钱包充值成功,充值200元,钱包余额200元。"
     assert phone.sim.balance == 20_000 and phone.sim.log[0].terminal_id == bytes.fromhex(pos.terminal_code)
@@ -152,10 +152,10 @@ async def test_hall_pos_load_and_a_waiting_load_driven_at_the_next_contact(world
         again = await loads.queue_waiting_load(conn, world.env, acct, 7_000, path="transfer", request_key="web:1")
     assert again.load_id == queued.load_id, "idempotent by request key"
     status = await world.exchange(phone, "account.balance")
-    assert status.data is not None and (status.data["waiting"], status.data["waiting_load_id"]) == (1, queued.load_id)
+    assert status.data is not None and (status.data["waiting"], status.data["waiting_load_id"]) == (7_000, queued.load_id)
     picked = await world.pos_send(pos, pos.load_request(phone.sim.card_no))
     assert picked["data"] == {"pos_seq": picked["data"]["pos_seq"], "load_id": queued.load_id, "amount": 7_000,
-                              "waiting": 1}
+                              "waiting": 7_000}
     assert (await world.drive_pos(pos, phone.sim, queued.load_id))["code"] == "0000"
     assert phone.sim.balance == 27_000 and await world.named(f"W/{acct}") == (27_000, 0)
 

@@ -361,7 +361,8 @@ async def _with_waiting(ctx: Context, answer: Answer) -> Answer:
         if wallet is None or wallet["state"] not in ("open", "paused"):
             return answer
     queued = await loads.waiting(ctx.conn, ctx.account["id"])
-    return dataclasses.replace(answer, waiting=len(queued), waiting_load_id=queued[0].load_id if queued else None)
+    return dataclasses.replace(answer, waiting=sum(load.amount for load in queued),  # cents (6.12's field types)
+                               waiting_load_id=queued[0].load_id if queued else None)
 
 
 async def open_at_hall(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, card_no: str, challenge: bytes,

@@ -120,7 +120,8 @@ async def pos_load(conn: asyncpg.Connection, env: Env, fields: dict[str, Any],
         if not queued:
             raise Refused(driving.ORDER_STATE)
         load = queued[0]
-    return {"load_id": load.load_id, "amount": load.amount, "waiting": len(await loads.waiting(conn, account["id"]))}
+    queued = await loads.waiting(conn, account["id"])
+    return {"load_id": load.load_id, "amount": load.amount, "waiting": sum(q.amount for q in queued)}  # cents
 
 
 def _pos_drive(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, lanes: LoadLanes, terminal_id: str,
