@@ -2,11 +2,13 @@
 a clerk opens an account on the ID and a code sent to the phone, takes cash and closes it; every
 refusal (its SPEC 6.10 code, a missing reason, a second submission of one form, a clerk of rank
 viewer, an operator who is no clerk, a forged form) changes nothing; the audit trail names the
-clerk, the hall and the reason.
+clerk, the hall and the reason. The SIM wallet's counter steps: a new RFID-SIM bound (SIM swap),
+a wallet cancellation the hall's POS then carries out.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -16,14 +18,20 @@ import aiohttp
 import asyncpg
 import pytest
 
+from core_ext.virtual_handset import VirtualHandset
+from core_ext.virtual_pos import SHANGHAI, VirtualPOS
+from core_ext.virtual_sim import VirtualRfidSim
 from recharge.mpay import accounts, sessions
 from recharge.mpay.env import Env
-from tests.conftest import settings_changed
+from tests.conftest import settings_changed, unique_digits
 from tests.console_world import ConsoleUser, hidden, new_operator
-from tests.mpay_world import MpayWorld
+from tests.mpay_world import Api, MpayWorld
+from tests.wallet_counter_world import WalletDesk
+from tests.wallet_world import virtual_keys
 
 pytestmark = pytest.mark.usefixtures("audited")
 ID = {"id_type": "id_card", "id_number": "430102199001011234"}
+WHEN = dt.datetime(2026, 1, 5, 10, 0, 0, tzinfo=SHANGHAI)
 
 
 @pytest.fixture
@@ -158,3 +166,38 @@ async def test_an_admin_binds_an_operator_to_a_hall_on_the_operators_page(platfo
                                    " 'operator_api_role'", added) == "调去 10086"
     finally:
         await admin.close()
+
+
+async def test_a_clerk_binds_a_new_rfid_sim_and_lets_the_hall_pos_cancel_the_wallet(
+        w: MpayWorld, platform: Any, conn: asyncpg.Connection) -> None:
+    api, hall, keys = Api(w), "H" + unique_digits(6), virtual_keys(platform.ctx.keys)
+    desk = WalletDesk(w, api, keys, hall, await api.operator("counter", hall), VirtualPOS("0", keys.purchase, keys.pos))
+    desk.pos = await desk.terminal(hall=hall)
+    msisdn, card = await w.subscriber(), await desk.stock()
+    user = await clerk(w, platform, hall=hall)
+    try:
+        swap = dict(ID, new_card=card, handset_model="Galaxy S3", reason="客户换 RFID-SIM 卡")
+        status, html = await post(user, msisdn, "sim-swap", dict(swap, new_card="123"))
+        assert status == 400 and "1001" in html
+        assert (await post(user, msisdn, "sim-swap", dict(swap, id_number="X")))[0] == 400  # 3007
+        assert (await post(user, msisdn, "sim-swap", swap))[0] == 303
+        assert await conn.fetchval("SELECT msisdn FROM wallet_cards WHERE card_no = $1", card) == msisdn
+        phone = VirtualHandset(VirtualRfidSim(card, keys, balance=3_000))
+        assert (await desk.exchange(phone, "wallet.open")).script_ok  # STK opens the account and the wallet
+        await desk.posted_load(int((await w.account(msisdn))["id"]), 3_000)
+        _, html, _ = await user.get(f"/console/hall?msisdn={msisdn}")
+        assert card in html and 'id="hall-wallet-cancel-form"' in html
+        status, html = await post(user, msisdn, "wallet-cancel", dict(ID, id_number="X", reason="退订"))
+        assert status == 400 and "3007" in html
+        assert (await post(user, msisdn, "wallet-cancel", dict(ID, reason="客户退订手机钱包")))[0] == 303
+        record = desk.pos.buy_out(phone.sim, WHEN)
+        done = await desk.send(desk.pos, desk.pos.wallet_cancel_request(record, desk.pos.challenge(phone.sim)))
+        assert done["code"] == "0000" and done["data"]["amount"] == 3_000
+        _, html, _ = await user.get(f"/console/hall?msisdn={msisdn}")
+        assert 'id="cash-balance">30.00<' in html and 'hall-wallet-cancel-form' not in html
+        actions = await conn.fetch("SELECT action, reason FROM operator_actions WHERE subject = $1 AND actor = $2"
+                                   " ORDER BY id", msisdn, f"console:{user.name}")  # type: ignore[attr-defined]
+        assert [tuple(a) for a in actions] == [("wallet_counter_sim_swap", "客户换 RFID-SIM 卡"),
+                                              ("wallet_counter_cancel", "客户退订手机钱包")]
+    finally:
+        await user.close()

@@ -1,9 +1,11 @@
 """The business-hall counter (营业厅, SPEC 6.4, 6.6 and 7) in the console: a clerk finds a
 customer by mobile number and sees the registry record, the account (status, balances, recent
 transactions), the SIM wallet and the counter's own records; opens an account on the ID shown
-and a one-time code sent to the phone, takes cash, closes an account the same way.
+and a one-time code sent to the phone, takes cash, closes an account the same way; binds a new
+RFID-SIM (SIM swap, SPEC 7.6) and lets the hall's POS buy a wallet out (cancellation, 7.7).
 
-Every step is the call the ``/mpay/v1/counter`` API makes (``recharge.mpay.counter``), in one
+Every step is the call the ``/mpay/v1/counter`` API makes (``recharge.mpay.counter``,
+``recharge.wallet.swaps``, ``recharge.wallet.cancels``), in one
 unit of work that keeps a refusal's attempt counters (``recharge.mpay.unit``); a refusal is a
 page with its SPEC 6.10 code and text. Only a clerk works here: an operator whose API role is
 ``counter``, bound to a hall (one identity with the API); changes need the console role
@@ -27,6 +29,7 @@ from recharge.mpay.codes import Refused
 from recharge.mpay.env import Env
 from recharge.mpay.text import day_start, mask_name, parse_yuan, today
 from recharge.mpay.text import msisdn as read_msisdn
+from recharge.wallet import cancels, swaps, wire
 
 T = TypeVar("T")
 HISTORY_ROWS = 10
@@ -134,6 +137,48 @@ async def take_cash(console: Console) -> web.StreamResponse:
     return _done(console, number, "cash_taken")
 
 
+# --- the SIM wallet at the counter (SPEC 7.6, 7.7): recharge.wallet's own steps, as /mpay/v1/counter calls them
+def _card(raw: str) -> str:
+    try:
+        return wire.card16(raw)
+    except wire.WireError:
+        raise Refused("1001") from None
+
+
+@action("operator", reason_required=True)
+async def sim_swap(console: Console) -> web.StreamResponse:
+    """② of SPEC 7.6: bind a stock RFID-SIM to the number (the ID checked, the handset not blacklisted)."""
+    clerk = clerk_of(console)
+    number, reason = _number(console.field("msisdn", max_chars=20)), console.field("reason", max_chars=500)
+    new_card, model = _card(console.field("new_card", max_chars=16)), console.field("handset_model", max_chars=64)
+    if not model:
+        raise Refused("1001")
+    id_type, id_number = console.field("id_type", max_chars=20), console.field("id_number", max_chars=32)
+
+    async def work(conn: asyncpg.Connection, env: Env) -> None:
+        event = await swaps.bind_new_card(conn, number, new_card, model, env.settings.wallet_handset_blacklist,
+                                          id_type, id_number)
+        await clerk.record(conn, "wallet_counter_sim_swap", number, reason, card_no=new_card, event=event)
+
+    await _unit(console, work)
+    return _done(console, number, "sim_swapped")
+
+
+@action("operator", reason_required=True)
+async def wallet_cancel(console: Console) -> web.StreamResponse:
+    """SPEC 7.7 退订: the ID checked, then this hall's POS may buy the wallet out for a while."""
+    clerk = clerk_of(console)
+    number, reason = _number(console.field("msisdn", max_chars=20)), console.field("reason", max_chars=500)
+    id_type, id_number = console.field("id_type", max_chars=20), console.field("id_number", max_chars=32)
+
+    async def work(conn: asyncpg.Connection, env: Env) -> None:
+        expires = await cancels.permit(conn, env, number, id_type, id_number, hall=clerk.hall, operator_id=clerk.name)
+        await clerk.record(conn, "wallet_counter_cancel", number, reason, expires_at=expires.isoformat())
+
+    await _unit(console, work)
+    return _done(console, number, "wallet_cancel_permitted")
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_get(f"{PREFIX}/hall", hall)
@@ -141,3 +186,5 @@ def setup(app: web.Application) -> None:
     r.add_post(f"{PREFIX}/hall/open", open_account)
     r.add_post(f"{PREFIX}/hall/close", close_account)
     r.add_post(f"{PREFIX}/hall/cash", take_cash)
+    r.add_post(f"{PREFIX}/hall/sim-swap", sim_swap)
+    r.add_post(f"{PREFIX}/hall/wallet-cancel", wallet_cancel)

@@ -372,6 +372,16 @@ ZH: dict[str, str] = {
     'wallet:open': '已开通',
     'wallet:paused': '已暂停',
     'wallet:pending_closure': '待注销',
+    "After the ID check, this hall's POS may buy the wallet's whole balance out into the cash account for a few minutes; the card's wallet is then cancelled.": '核对证件后，本营业厅的 POS 可在几分钟内将钱包全部余额转入现金账户，钱包随之注销。',
+    'Allow the buy-out': '允许 POS 注销钱包',
+    'Bind the new card': '绑定新卡',
+    'Binds an RFID-SIM from stock to this number after the ID check. A readable old card: let the hall POS buy its balance out first, and its wallet follows the new card.': '核对证件后，将库存的 RFID-SIM 卡绑定到该号码。旧卡可读时，请先在营业厅 POS 上做换卡登记（买断余额），钱包随新卡转移。',
+    'Cancel the SIM wallet': '注销手机钱包',
+    'Handset model': '手机型号',
+    'New RFID-SIM card number (16 digits)': '新 RFID-SIM 卡号（16 位）',
+    'SIM swap': '换卡',
+    'msg:sim_swapped': '新卡已绑定。',
+    'msg:wallet_cancel_permitted': '已允许本营业厅 POS 在许可期内注销该钱包。',
 }
 
 # Keys (state codes, kinds, notices) whose English is not the key itself.
@@ -456,4 +466,6 @@ EN: dict[str, str] = {
     'wallet:open': 'open',
     'wallet:paused': 'paused',
     'wallet:pending_closure': 'pending closure',
+    'msg:sim_swapped': 'New card bound.',
+    'msg:wallet_cancel_permitted': "This hall's POS may now cancel the wallet while the permit lasts.",
 }
