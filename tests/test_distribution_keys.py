@@ -56,6 +56,8 @@ EXCEPTIONS: dict[str, str] = {
         "a router query across shards until an index table card_no → order_no co-located with cards serves it",
     r"FROM orders WHERE loading$":
         "the loading-age gauge (sweeper, every sweeper_interval_s): a background scan, not a request's",
+    r"FROM accounts a WHERE a\.kind = 'mpay' AND a\.card_no LIKE 'W/%'":
+        "the sweeper's gauge of negative SIM-wallet shadows (SPEC 7's audit): background, every sweeper_interval_s",
     r"FROM transfers WHERE status = 'pending' AND timeout_at IS NOT NULL":
         "the sweeper's timeout scan: background, every sweeper_interval_s",
 }
@@ -143,6 +145,9 @@ def test_the_check_finds_a_statement_without_its_key() -> None:
         "SELECT balance FROM cards WHERE merchant_id = $1": {"cards"}
     }
     assert unkeyed(["SELECT state FROM cards WHERE card_no = $1"]) == {}
+    shadows = ("SELECT count(*) AS negative FROM accounts a WHERE a.kind = 'mpay' AND a.card_no LIKE 'W/%'"
+               " AND a.credits_posted - a.debits_posted < 0")
+    assert unkeyed([shadows]) == {}, "the sweeper's gauge: a listed exception"
     sorted_only = "SELECT order_no FROM orders WHERE platform_id = $1 ORDER BY order_no DESC"
     assert unkeyed([sorted_only]) == {sorted_only: {"orders"}}
     assert unkeyed(["SELECT 1 FROM orders o JOIN x ON x.order_no = o.order_no WHERE o.order_no = ANY($1)"]) == {}
