@@ -38,6 +38,7 @@ from app import demo, fixtures
 from cluster import control, processes
 from cluster.topology import HOST, MEMBERS, ROOT, Topology
 from core_ext.virtual_card import VirtualCard
+from recharge import db
 from recharge.keys import load_keys
 from recharge.kkt import cards
 from recharge.ledger.audit import audit
@@ -92,7 +93,7 @@ class Terminal:
         """Pay orders ahead of use (the database may be failing over: then it waits for the next round)."""
         try:
             conn = await asyncpg.connect(database_url, timeout=CLIENT_TIMEOUT_S)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except db.BACKGROUND_ERRORS:
             return
         try:
             while not paused() and len(self.orders) - self.next_order < ORDERS_AHEAD:
@@ -100,10 +101,10 @@ class Terminal:
                     chunk = [await fixtures.paid_order(conn, self.sim.merchant_id, self.card.card_no, AMOUNT_CENTS)
                              for _ in range(ORDERS_PER_COMMIT)]
                 self.orders.extend(chunk)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except db.BACKGROUND_ERRORS:  # a failover under it, in whatever form (the next round tries again)
             return
         finally:
-            await conn.close()
+            conn.terminate()  # no goodbye round trip on a connection a failover may have broken
 
     async def feed(self, database_url: str, running: Callable[[], bool], paused: Callable[[], bool]) -> None:
         """Keep paid orders ahead of the terminal while the load runs (beside it; paused while throughput
