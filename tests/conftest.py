@@ -28,6 +28,9 @@ from recharge.ledger.audit import audit
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Fixtures many modules share (w, api, desk, world, term, signed_in, ...): one plugin, not copies.
+pytest_plugins = ["tests.shared_fixtures"]
+
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
     """Tests run on uvloop, the loop production runs on."""

@@ -18,14 +18,9 @@ from recharge.kkt import reference as kkt_reference
 from recharge.kkt import service as kkt
 from recharge.kkt.reference import MISSING, ReferenceCache
 from tests.conftest import settings_changed
-from tests.kkt_world import PASSWORD_MD5, World, make_world
+from tests.kkt_world import PASSWORD_MD5, World
 
 TOKEN = "test-admin-token"  # tests/conftest.py settings
-
-
-@pytest.fixture
-async def world(platform: Any, pool: Any, test_keys: Any) -> World:
-    return await make_world(pool, test_keys[0], platform.http_port)
 
 
 async def admin_put(world: World, path: str, body: dict[str, Any]) -> None:
