@@ -228,3 +228,13 @@ async def sweep_until(pool: asyncpg.Pool, done: Callable[[], Awaitable[bool]], *
         if await done() or asyncio.get_running_loop().time() > deadline:
             return
         await asyncio.sleep(0.05)
+
+
+async def eventually(check: Callable[[], bool], what: str, *, timeout_s: float = 30.0) -> None:
+    """Wait until ``check()`` holds, looking every 10 ms. The bound is generous on purpose: it only
+    turns a hang into a failure, and a loaded machine (four suites on two cores) must not trip it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():
+        assert loop.time() < deadline, f"not within {timeout_s} s: {what}"
+        await asyncio.sleep(0.01)
