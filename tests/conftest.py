@@ -10,6 +10,7 @@ event loop; ``audited`` checks after a test that the ledger still balances.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -230,11 +231,15 @@ async def sweep_until(pool: asyncpg.Pool, done: Callable[[], Awaitable[bool]], *
         await asyncio.sleep(0.05)
 
 
-async def eventually(check: Callable[[], bool], what: str, *, timeout_s: float = 30.0) -> None:
-    """Wait until ``check()`` holds, looking every 10 ms. The bound is generous on purpose: it only
-    turns a hang into a failure, and a loaded machine (four suites on two cores) must not trip it."""
+async def eventually(check: Callable[[], bool | Awaitable[bool]], what: str, *, timeout_s: float = 30.0) -> None:
+    """Wait until ``check()`` holds (a coroutine's answer is awaited), looking every 10 ms. The bound
+    is generous on purpose: it only turns a hang into a failure, and a loaded machine (four suites
+    on two cores) must not trip it."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while not check():
+    while True:
+        answer = check()
+        if await answer if inspect.isawaitable(answer) else answer:
+            return
         assert loop.time() < deadline, f"not within {timeout_s} s: {what}"
         await asyncio.sleep(0.01)

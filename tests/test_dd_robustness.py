@@ -17,6 +17,7 @@ from app.fixtures import SimTerminal
 from core_ext import FrameDecoder
 from recharge.context import Platform
 from server.service import DDService
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("audited")
 
@@ -127,7 +128,7 @@ async def test_connections_beyond_the_limit_are_closed_at_once(platform: Any, po
     service, port = await _side(platform, pool, dd_max_connections=1)
     try:
         first = socket.create_connection(("127.0.0.1", port))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: len(service.connections) == 1, "the first connection accepted")
         received, closed = await in_thread(exchange, port, [], 1.0)
         assert received == b"" and closed
         assert len(service.connections) == 1
@@ -145,7 +146,7 @@ async def test_stop_lets_a_flow_in_progress_finish_and_closes_idle_connections(
     await in_thread(client.connect)
     assert (await in_thread(client.dd01)).result == 0  # mid-flow: DD03 expected next
     idle = socket.create_connection(("127.0.0.1", port))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(service.connections) == 2, "the idle connection accepted")
     stopping = asyncio.create_task(service.stop(5.0))
     await asyncio.sleep(0.2)
     assert not stopping.done()
