@@ -83,7 +83,6 @@ def test_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
     measured = sum(q["n"] for kind, q in results["recovery_s"].items() if kind.startswith("proxy "))
     assert measured + results["proxy_faults_unrecovered"] + results["proxy_faults_during_kills"] == results[
         "proxy_faults_injected"], why  # every fault the proxy counted is in the recovery figures, or set apart
-    assert results["slow_connections_opened"].get("idle_dd_to_limit", 0) > 0, why
     names = [c["name"] for c in results["checks"]]
     missing = [want for want in expected_checks(shared) if not any(n.startswith(want) for n in names)]
     assert not missing, f"checks not run: {missing}\n{why}"
