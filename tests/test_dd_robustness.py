@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app import fixtures
 from app.fixtures import SimTerminal
 from core_ext import FrameDecoder
 from recharge.context import Platform
@@ -23,13 +22,6 @@ from server.terminal_client import TerminalMessages
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("audited")
-
-
-@pytest.fixture
-async def signed_in(platform: Any, conn: asyncpg.Connection, test_keys: Any) -> SimTerminal:
-    term = await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
-    await asyncio.to_thread(term.client().sign_in, term.module())
-    return term
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
