@@ -36,6 +36,10 @@ LICENSE_CODE = {"type": "string", "enum": ["1", "2", "3", "4"],
                                "merchant's, 4 the caller's address not allowed"}
 
 
+TOO_LONG = {"type": "string", "const": "400 Bad Request\n",
+            "description": "the HTTP server's own answer to a request line over 8190 bytes (never quoting it)"}
+
+
 def _xml(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/xml": {"schema": TRADE_RESULT}}}
 
@@ -60,6 +64,7 @@ def _kkt_operation(method: str) -> dict[str, Any]:
     }
     if method == "get":
         params += [{"name": name, "in": "query", "required": False, "schema": _PARAM} for name in PARAMETERS]
+        operation["responses"]["400"]["content"]["text/plain"] = {"schema": TOO_LONG}
     else:
         operation["requestBody"] = {"required": True, "content": {"application/x-www-form-urlencoded": {
             "schema": {"type": "object", "properties": fields}}}}
@@ -83,7 +88,8 @@ def _sms_operation(method: str) -> dict[str, Any]:
         "parameters": params,
         "responses": {
             "200": {"description": "the reply SMS: success, a business refusal, busy or help", "content": _SMS_TEXT},
-            "400": {"description": "a malformed gateway request: no or bad from, bad id, an undecodable body",
+            "400": {"description": "a malformed gateway request: no or bad from, bad id, an undecodable body, a "
+                                   "form body that is not its Content-Type's form; a request line over 8190 bytes",
                     "content": _SMS_TEXT},
             "403": {"description": "the shared secret missing or wrong, or a client outside sms_allowed_networks",
                     "content": _SMS_TEXT},
@@ -93,7 +99,7 @@ def _sms_operation(method: str) -> dict[str, Any]:
         params.append({"name": "text", "in": "query", "required": False, "schema": {"type": "string"},
                        "description": "the message text"})
     else:
-        operation["requestBody"] = {"required": True, "content": {
+        operation["requestBody"] = {"required": False, "description": "none: an empty message (the help text)", "content": {
             "text/plain": {"schema": {"type": "string", "description": "Kannel's post-url: the message text"}},
             "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
                 "text": {"type": "string"}}}}}}

@@ -4,7 +4,8 @@ Parses the seed's parameters, checks the LICENSEKEY first (a bad key answers the
 license code as ``text/plain``), calls ``recharge.kkt.service`` and renders
 ``<TradeResult><Record>…</Record></TradeResult>`` shaped exactly like the seed's examples.
 Business refusals are HTTP 200 with their return code; only an unknown method is 400 (code
-50). POST with a form body is accepted as well, for clients that cannot GET.
+50), and a parameter no field can hold or a POST body that is not its form 400 (code 00). POST
+with a form body is accepted as well, for clients that cannot GET.
 """
 
 from __future__ import annotations
@@ -76,10 +77,13 @@ class Params:
         return next((name for name, value in self._values.items() if not edge.storable(value)), None)
 
 
-async def _params(request: web.Request) -> Params:
+async def _params(request: web.Request) -> Params | None:
+    """None: a POST whose body is not the form its Content-Type names (``edge.read_form``)."""
     if request.method == "POST":
-        form = await request.post()
-        merged = {k: v for k, v in form.items() if isinstance(v, str)}
+        form = await edge.read_form(request)
+        if form is None:
+            return None
+        merged = dict(form)
         merged.update({k: v for k, v in request.query.items() if k not in merged})
         return Params(merged)
     return Params(request.query)
@@ -91,6 +95,10 @@ def license_response(code: int) -> web.Response:
 
 async def handle_get(request: web.Request) -> web.StreamResponse:
     params = await _params(request)
+    if params is None:
+        kkt.metrics.KKT_TRADES.labels("unknown", "00").inc()
+        return xml_response([[("PayInForm", "00"), ("PayInResult", "(00)" + kkt.text("00", kkt.is_chinese(
+            request.query.get("LANG"))))]], status=400)
     method = params.get("method") or ""
     handler = METHODS.get(method)
     if handler is None:
