@@ -28,6 +28,7 @@ from http_api.order_client import ClientIdentity, build_request, open_reply
 from recharge.kkt import service as kkt
 from recharge.kkt import sms
 from server.stages import INFO_BUSY, INFO_INTERNAL, INFO_OK
+from server.terminal_client import ConnectionClosed
 
 OK, REFUSED, BUSY, FAILED, LOST = "ok", "refused", "busy", "failed", "lost"
 SMS_SUCCESS_PREFIX = kkt.text(kkt.OK, True)  # "交易成功！" opens every successful trade reply
@@ -48,10 +49,12 @@ class Http:
     host: str
     port: int
     timeout_s: float = 10.0
+    source: str = ""  # the local address to connect from (the proxy tells the clients apart by it)
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s,
+                                          source_address=(self.source, 0) if self.source else None)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()
@@ -70,7 +73,7 @@ def timed(call: Any) -> Outcome:
     started = time.monotonic()
     try:
         outcome: Outcome = call()
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ConnectionClosed) as exc:
         outcome = Outcome(LOST, type(exc).__name__)
     outcome.seconds = time.monotonic() - started
     return outcome

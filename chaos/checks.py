@@ -9,6 +9,8 @@
   names one order;
 - mobile payment: every acknowledged card recharge and bill payment (JSON API or STK) has its stored
   reply; the cards redeemed and bills paid of each account are exactly the acknowledged ones;
+- the SIM wallet: every acknowledged load posted and every acknowledged purchase cleared, exactly once, each
+  chip equal to its ledger shadow ``W``, no load left *loading*;
 - the bank: ``rechargectl audit`` passes (every account equals its transfers, each ledger sums
   to zero); each virtual card's chip equals its ledger balance; each card-service card's ledger
   balance equals the sum of what its client was acknowledged; no order left *loading*.
@@ -164,6 +166,50 @@ async def mpay_checks(conn: asyncpg.Connection, j: Journals, account_ids: list[i
         _check("mpay: no acknowledged operation lost (its reply stored with its effects)", lost, len(acks)),
         _check("mpay: cards redeemed and bills paid are exactly the acknowledged ones", twice, len(account_ids)),
         _check("mpay: each account's ledger balance equals its acknowledged operations", off, len(account_ids)),
+    ]
+
+
+async def wallet_checks(conn: asyncpg.Connection, j: Journals, account_ids: list[int]) -> list[Check]:
+    """The SIM wallet: every acknowledged load posted (and no other load of these accounts posted), every
+    acknowledged purchase cleared once (and nothing else cleared at these terminals), each chip equal to its
+    ledger shadow ``W`` and to its acknowledged loads less its acknowledged purchases, no load left loading."""
+    loads_acked, bought = j.of("wallet_load"), j.of("wallet_purchase")
+    rows = {r["load_id"]: r for r in await conn.fetch(
+        "SELECT load_id, account_id, state, amount, card_no FROM wallet_loads WHERE account_id = ANY($1)",
+        account_ids)}
+    lost = [a["load_id"] for a in loads_acked if (r := rows.get(a["load_id"])) is None or r["state"] != "posted"
+            or r["amount"] != a["amount"] or r["account_id"] != a["account"] or r["card_no"] != a["card"]]
+    acked_ids = [a["load_id"] for a in loads_acked]
+    posted = {k for k, r in rows.items() if r["state"] == "posted"}
+    unexplained = sorted(posted - set(acked_ids)) + sorted({i for i in acked_ids if acked_ids.count(i) > 1})
+    cleared = sorted((r["card_no"], r["offline_serial"], r["amount"]) for r in await conn.fetch(
+        "SELECT card_no, offline_serial, amount FROM wallet_purchases WHERE terminal_id = ANY($1)",
+        sorted({a["terminal"] for a in bought} | {c.get("shop", "") for c in j.ends if "sims" in c})))
+    expected = sorted((a["card"], a["serial"], a["amount"]) for a in bought)
+    purchases_off = [] if cleared == expected else [
+        f"{len(cleared)} cleared, {len(expected)} acknowledged: cleared only {sorted(set(cleared) - set(expected))[:3]},"
+        f" acknowledged only {sorted(set(expected) - set(cleared))[:3]}"]
+    chips = {card: v for end in j.ends for card, v in end.get("sims", {}).items()}
+    shadows = {r["card_no"]: r["balance"] for r in await conn.fetch(
+        "SELECT card_no, credits_posted - debits_posted AS balance FROM accounts WHERE kind = 'mpay'"
+        " AND card_no = ANY($1)", [f"W/{v['account']}" for v in chips.values()])}
+    net: dict[str, int] = defaultdict(int)
+    for a in loads_acked:
+        net[a["card"]] += a["amount"]
+    for a in bought:
+        net[a["card"]] -= a["amount"]
+    shadow_of = {card: shadows.get(f"W/{v['account']}", 0) for card, v in chips.items()}  # no load yet: none
+    chip_off = [f"{card}: chip {v['chip']}, shadow {shadow_of[card]}, acknowledged {net[card]}"
+                for card, v in chips.items() if not v["chip"] == shadow_of[card] == net[card]]
+    loading = await conn.fetchval("SELECT count(*) FROM wallet_loads WHERE account_id = ANY($1) AND state = 'loading'",
+                                  account_ids)
+    return [
+        _check("wallet: no acknowledged load lost", lost, len(loads_acked)),
+        _check("wallet: every posted load acknowledged, none twice", unexplained, len(posted)),
+        _check("wallet: every acknowledged purchase cleared exactly once, nothing else", purchases_off, len(bought)),
+        _check("wallet: each SIM's chip equals its ledger shadow W and its acknowledged loads less purchases",
+               chip_off + ["no SIM reported"] * (not chips), len(chips)),
+        _check("wallet: no load left loading", [f"{loading} loading"] * bool(loading), len(rows)),
     ]
 
 

@@ -1,4 +1,4 @@
-"""``python -m chaos.client KIND …``: one chaos client process (dd, kkt, sms, order, mpay, slow).
+"""``python -m chaos.client KIND …``: one chaos client process (dd, kkt, sms, order, mpay, wallet, slow).
 
 Started by ``chaos.run``; reads world.json, journals to its own file, runs until ``--until``
 (a wall-clock time), then recovers what it left unknown until ``--recover-until`` and exits.
@@ -16,9 +16,10 @@ from chaos.journal import Journal
 from chaos.mpay_client import MpayClient
 from chaos.slow_client import SlowClient
 from chaos.trade_clients import OrderClient, TradeClient
+from chaos.wallet_client import WalletClient
 from chaos.world import World
 
-KINDS = ("dd", "kkt", "sms", "order", "mpay", "slow")
+KINDS = ("dd", "kkt", "sms", "order", "mpay", "wallet", "slow")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,12 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--until", type=float, required=True)
     parser.add_argument("--recover-until", type=float, required=True)
+    parser.add_argument("--source", default="", help="the loopback address this client's proxied connections come from")
     parser.add_argument("--pace", type=float, default=0.05, help="at most this many seconds between operations")
     a = parser.parse_args(argv)
     world = World.load(a.world)
+    world.source = a.source
     journal = Journal(a.journal, f"{a.kind}{a.index}")
     rng = random.Random(a.seed)
-    client: DDClient | TradeClient | OrderClient | MpayClient | SlowClient
+    client: DDClient | TradeClient | OrderClient | MpayClient | WalletClient | SlowClient
     if a.kind == "dd":
         client = DDClient(world, a.index, journal, rng, a.pace)
     elif a.kind in ("kkt", "sms"):
@@ -44,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         client = OrderClient(world, a.index, journal, rng, a.pace)
     elif a.kind == "mpay":
         client = MpayClient(world, a.index, journal, rng, a.pace)
+    elif a.kind == "wallet":
+        client = WalletClient(world, a.index, journal, rng, a.pace)
     else:
         client = SlowClient(world, a.index, journal, rng)
     try:

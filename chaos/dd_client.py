@@ -71,7 +71,7 @@ class DDClient:
     def client(self) -> tc.TerminalClient:
         host, port = self.world.dd_target(via_proxy=self.via_proxy)
         return tc.TerminalClient(host, port, self.terminal.code, self.terminal.pki, timeout_s=self.world.timeout_s,
-                                 timings=self._observe)
+                                 timings=self._observe, source=self.world.source if self.via_proxy else None)
 
     def _observe(self, request: bytes, answer: Frame | None, seconds: float, error: BaseException | None) -> None:
         status = channels.LOST if answer is None else channels.dd_result_status(answer.result)

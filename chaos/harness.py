@@ -35,13 +35,17 @@ from recharge.keys import load_keys
 from recharge.kkt.cards import DEMO_CARDS, DEMO_PASSWORD
 
 HTTP_LIMIT = 48
+DD_LIMIT = 100  # DD connections per worker for the run: the slow client's idle ones fill them (the fuzzer uses 64)
 PLATFORM_ENV = {
     "RECHARGE_SMS_SHARED_SECRET": SMS_SECRET,
     "RECHARGE_DD_IDLE_TIMEOUT_S": "5",  # slow clients' idle connections come and go within a run
     "RECHARGE_POOL_ACQUIRE_TIMEOUT_S": "2",
     "RECHARGE_KKT_CARD_DAILY_COUNT": "1000000000",  # the run does more trades per card than a day allows
     "RECHARGE_KKT_TERMINAL_DAILY_RECHARGE_CENTS": "1000000000000000",
+    "RECHARGE_WALLET_AIR_DAY_COUNT": "1000000000",  # the SIM wallet clients air-recharge more than 5 times a day
+    "RECHARGE_WALLET_AIR_DAY_CENTS": "1000000000000",
     "RECHARGE_HTTP_MAX_CONNECTIONS": str(HTTP_LIMIT),  # per worker: the slow client's idle ones reach it
+    "RECHARGE_DD_MAX_CONNECTIONS": str(DD_LIMIT),  # per worker: the slow client's idle ones fill it up
 }
 DEADLINE_S = 10.0  # a terminal's, a client's and a probe's deadline for one answer (× slack)
 
@@ -58,6 +62,7 @@ class Config:
     sms_clients: int = 1
     order_clients: int = 1
     mpay_clients: int = 1
+    wallet_clients: int = 1
     slow_clients: int = 1
     workers: int = 1
     proxy_rate: float = 0.3
@@ -73,6 +78,11 @@ class Measured:
 
     faults: list[dict[str, Any]] = field(default_factory=list)  # one per fault: kind, times, recovery
     windows: list[tuple[float, float]] = field(default_factory=list)  # wall-clock spans the server was down
+
+
+def client_source(n: int) -> str:
+    """The loopback address the ``n``-th client's proxied connections come from (the proxy's log names it)."""
+    return f"127.0.1.{n + 1}"
 
 
 def free_port() -> int:
@@ -91,6 +101,7 @@ class Harness:
         self.embedded: db.EmbeddedPostgres | None = None
         self.proxy: subprocess.Popen[str] | None = None
         self.clients: list[subprocess.Popen[bytes]] = []
+        self.sources: dict[str, str] = {}  # a client's source address → its journal's name
         self.measured = Measured()
         self.served = Served(self.dir / "data", dd_port=free_port(), http_port=free_port(), workers=cfg.workers,
                              database_url=self._database(), env=PLATFORM_ENV)
@@ -114,12 +125,13 @@ class Harness:
         self.served.demo = False  # restarts run serve as production does: the data is there already
         if self.served.database_url is None:
             self.embedded = db.EmbeddedPostgres(self.served.data_dir / "pgdata")  # a handle of our own
-        world = World(timeout_s=self.deadline_s, http_limit=HTTP_LIMIT * self.cfg.workers, database_url=self.served.database_url or (self.embedded.uri if self.embedded else ""),
+        world = World(timeout_s=self.deadline_s, http_limit=HTTP_LIMIT * self.cfg.workers,
+                      dd_limit=DD_LIMIT * self.cfg.workers, workers=self.cfg.workers, database_url=self.served.database_url or (self.embedded.uri if self.embedded else ""),
                       keys_file=str(self.served.data_dir / "keys.json"), dd_port=self.served.dd_port,
                       http_port=self.served.http_port, proxy_dd_port=free_port(), proxy_http_port=free_port())
         provision(world, self.served.data_dir, dd_clients=self.cfg.dd_clients, kkt_clients=self.cfg.kkt_clients,
                   sms_clients=self.cfg.sms_clients, order_clients=self.cfg.order_clients,
-                  mpay_clients=self.cfg.mpay_clients, pins_each=int(self.cfg.duration_s * 1.5) + 50)
+                  mpay_clients=self.cfg.mpay_clients, wallet_clients=self.cfg.wallet_clients, pins_each=int(self.cfg.duration_s * 1.5) + 50)
         world.save(self.dir / "world.json")
         self.world = world
         keys = load_keys(Path(world.keys_file))
@@ -133,7 +145,7 @@ class Harness:
         self.proxy = subprocess.Popen(
             [sys.executable, "-m", "chaos.proxy", "--seed", str(self.cfg.seed), "--rate", str(self.cfg.proxy_rate),
              "--route", f"{w.proxy_dd_port}:{w.dd_port}:dd", "--route", f"{w.proxy_http_port}:{w.http_port}:http",
-             "--stats", str(self.dir / "proxy.json")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+             "--stats", str(self.dir / "proxy.json"), "--log", str(self.dir / "proxy-faults.jsonl")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.proxy.stdout is not None
         if self.proxy.stdout.readline().strip() != "PROXY READY":
             raise RuntimeError("the proxy did not start")
@@ -142,14 +154,16 @@ class Harness:
         c = self.cfg
         kinds = ([("dd", i) for i in range(c.dd_clients)] + [("kkt", i) for i in range(c.kkt_clients)]
                  + [("sms", i) for i in range(c.sms_clients)] + [("order", i) for i in range(c.order_clients)]
-                 + [("mpay", i) for i in range(c.mpay_clients)]
+                 + [("mpay", i) for i in range(c.mpay_clients)] + [("wallet", i) for i in range(c.wallet_clients)]
                  + [("slow", i) for i in range(c.slow_clients)])
         for n, (kind, index) in enumerate(kinds):
+            self.sources[client_source(n)] = f"journal-{kind}{index}.jsonl"
             self.clients.append(subprocess.Popen(
                 [sys.executable, "-m", "chaos.client", kind, "--world", str(self.dir / "world.json"),
                  "--index", str(index), "--journal", str(self.dir / f"journal-{kind}{index}.jsonl"),
                  "--seed", str(c.seed * 1000 + n), "--until", str(until),
-                 "--recover-until", str(until + c.recover_s), "--pace", str(c.pace_s)],
+                 "--recover-until", str(until + c.recover_s), "--pace", str(c.pace_s),
+                 "--source", client_source(n)],
                 cwd=ROOT, stderr=(self.dir / f"client-{kind}{index}.err").open("w")))
 
     def wait_clients(self) -> list[int]:

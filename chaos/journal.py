@@ -35,8 +35,11 @@ class Journal:
     def request(self, channel: str, outcome: Outcome, *, via_proxy: bool, started: float | None = None) -> None:
         """One request's outcome (``started``: wall-clock time it was sent; default now − its seconds)."""
         at = started if started is not None else time.time() - outcome.seconds
-        self._write({"type": "req", "ch": channel, "t": round(at, 3), "s": round(outcome.seconds, 4),
-                     "st": outcome.status, "px": via_proxy})
+        record = {"type": "req", "ch": channel, "t": round(at, 3), "s": round(outcome.seconds, 4),
+                  "st": outcome.status, "px": via_proxy}
+        if outcome.status not in ("ok", "lost") and outcome.code:
+            record["c"] = outcome.code[:40]  # why it was busy, refused or failed
+        self._write(record)
 
     def ack(self, channel: str, **fields: Any) -> None:
         """An operation the platform acknowledged; durable before the client goes on."""

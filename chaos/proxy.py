@@ -11,7 +11,9 @@ the same connection number gets the same fault in a replay:
 - ``cut_stage`` (DD routes) — cut after the k-th whole DD frame in one direction, i.e. after a
   given stage: a request that never arrives, or an answer the terminal never sees.
 
-The counts of faults injected are written as JSON to ``--stats`` every second and at exit.
+The counts of faults injected are written as JSON to ``--stats`` every second and at exit; with ``--log``,
+each fault as one JSON line (its time, the client's address, route, kind and direction), from which the
+harness measures how long each client took to get a definite answer again (chaos/report.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import random
 import signal
 import socket
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,8 +89,9 @@ class FrameCounter:
 
 
 class Proxy:
-    def __init__(self, seed: int, rate: float) -> None:
+    def __init__(self, seed: int, rate: float, log: Path | None = None) -> None:
         self.seed, self.rate = seed, rate
+        self.log = log.open("a", encoding="utf-8") if log is not None else None
         self.counts: Counter[str] = Counter()
         self.connections: Counter[str] = Counter()
 
@@ -108,20 +113,29 @@ class Proxy:
             return
         if fault.kind != "none":
             self.counts[f"{name}:{fault.kind}:{fault.direction}"] += 1
+            self._log(writer, name, fault)
         cut = asyncio.Event()
-        await asyncio.gather(self.pump(reader, up_writer, fault, "up", cut),
-                             self.pump(up_reader, writer, fault, "down", cut), return_exceptions=True)
-        for w in (writer, up_writer):
-            _abort(w) if cut.is_set() else w.close()
+
+        def sever() -> None:
+            """Both sides at once (RST): a cut, or a side gone — the other direction must not wait for a timeout."""
+            cut.set()
+            for w in (writer, up_writer):
+                _abort(w)
+
+        await asyncio.gather(self.pump(reader, up_writer, fault, "up", cut, sever),
+                             self.pump(up_reader, writer, fault, "down", cut, sever), return_exceptions=True)
+        if not cut.is_set():
+            for w in (writer, up_writer):
+                w.close()
 
     async def pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, fault: Fault, direction: str,
-                   cut: asyncio.Event) -> None:
+                   cut: asyncio.Event, sever: Callable[[], None]) -> None:
         mine = fault.direction == direction
         sent, stalled, frames = 0, False, FrameCounter()
         try:
             while not cut.is_set():
                 data = await src.read(4096)
-                if not data:
+                if not data or cut.is_set():
                     break
                 if fault.kind == "delay":
                     await asyncio.sleep(fault.seconds)
@@ -137,11 +151,19 @@ class Proxy:
                 await dst.drain()
                 sent += len(data)
                 if keep is not None:
-                    cut.set()
+                    sever()
             if not cut.is_set() and dst.can_write_eof():
                 dst.write_eof()
         except OSError:
-            cut.set()
+            sever()
+
+    def _log(self, writer: asyncio.StreamWriter, name: str, fault: Fault) -> None:
+        if self.log is None:
+            return
+        peer = writer.get_extra_info("peername")
+        self.log.write(json.dumps({"t": round(time.time(), 3), "peer": peer[0] if isinstance(peer, tuple) else "",
+                                   "route": name, "kind": fault.kind, "dir": fault.direction}) + "\n")
+        self.log.flush()
 
     def stats(self) -> dict[str, object]:
         return {"connections": dict(self.connections), "faults": dict(self.counts)}
@@ -157,8 +179,8 @@ def _abort(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-async def run(routes: list[tuple[int, int, str]], seed: int, rate: float, stats: Path) -> None:
-    proxy = Proxy(seed, rate)
+async def run(routes: list[tuple[int, int, str]], seed: int, rate: float, stats: Path, log: Path | None) -> None:
+    proxy = Proxy(seed, rate, log)
     servers = [await proxy.serve(listen, target, name) for listen, target, name in routes]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -186,9 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.3, help="share of connections that get a fault")
     parser.add_argument("--route", action="append", required=True, help="LISTEN_PORT:TARGET_PORT:dd|http")
     parser.add_argument("--stats", type=Path, required=True)
+    parser.add_argument("--log", type=Path, help="one JSON line per fault injected")
     a = parser.parse_args(argv)
     routes = [(int(p), int(t), n) for p, t, n in (r.split(":") for r in a.route)]
-    asyncio.run(run(routes, a.seed, a.rate, a.stats))
+    asyncio.run(run(routes, a.seed, a.rate, a.stats, a.log))
     return 0
 
 

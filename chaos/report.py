@@ -6,6 +6,7 @@ replaced by the run's figures; the rest of the file (how to read them) is writte
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import statistics
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from chaos.harness import Config, Harness
 
 LATE_S = 0.5  # a client's deadline and a little
+UNRECOVERED, DURING_KILL = "proxy unrecovered", "proxy during a kill"  # proxy faults not in the recovery figures
 BEGIN, END = "<!-- chaos:begin -->", "<!-- chaos:end -->"
 
 
@@ -56,12 +58,41 @@ def liveness(directory: Path, windows: list[tuple[float, float]], deadline_s: fl
             "channels": {ch: {**dict(outcomes[ch]), "latency_s": _quantiles(latencies[ch])} for ch in outcomes}}
 
 
+def proxy_recovery(directory: Path, sources: dict[str, str],
+                   windows: list[tuple[float, float]]) -> dict[str, list[float]]:
+    """Per proxy fault kind (``route:kind``): for each fault, the seconds from its connection's opening until the
+    client it hit next got a definite answer (ok or refused, on any of its channels). A fault after which its
+    client got none (the end of the run) is counted under ``unrecovered``; one whose span until that answer met
+    a span the server was down (a kill until READY again) under ``during a kill``: the kill's recovery is its."""
+    path = directory / "proxy-faults.jsonl"
+    if not path.exists():
+        return {}
+    answers: dict[str, list[float]] = {}  # journal name → the times definite answers arrived, in order
+    for name in set(sources.values()):
+        journal = directory / name
+        answers[name] = sorted(r["t"] + r["s"] for r in read(journal) if r["type"] == "req"
+                               and r["st"] in ("ok", "refused")) if journal.exists() else []
+    found: dict[str, list[float]] = defaultdict(list)
+    for fault in read(path):
+        times = answers.get(sources.get(fault["peer"], ""), [])
+        after = times[bisect.bisect_left(times, fault["t"])] if times and times[-1] >= fault["t"] else None
+        if after is None:
+            found[UNRECOVERED].append(0.0)
+        elif any(start <= after and fault["t"] <= end for start, end in windows):
+            found[DURING_KILL].append(after - fault["t"])
+        else:
+            found[f"proxy {fault['route']}:{fault['kind']}"].append(after - fault["t"])
+    return found
+
+
 def results(cfg: Config, harness: Harness, journals: checks.Journals, verdicts: list[checks.Check],
             proxy: dict[str, Any], fuzzed: dict[str, Any], live: dict[str, Any], seconds: float) -> dict[str, Any]:
     by_kind: dict[str, list[float]] = defaultdict(list)
     for fault in harness.measured.faults:
         by_kind[fault["kind"]].append(fault["recovery_s"])
     restarts = [f["restart_s"] for f in harness.measured.faults if "restart_s" in f]
+    proxied = proxy_recovery(harness.dir, harness.sources, harness.measured.windows)
+    unrecovered, during_kills = len(proxied.pop(UNRECOVERED, [])), len(proxied.pop(DURING_KILL, []))
     return {
         "seed": cfg.seed,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -73,7 +104,9 @@ def results(cfg: Config, harness: Harness, journals: checks.Journals, verdicts: 
         "db_restarts_survived": len(by_kind.get("db_restart", [])) + len(by_kind.get("db_connections_cut", [])),
         "proxy": proxy,
         "proxy_faults_injected": sum(proxy.get("faults", {}).values()),
-        "recovery_s": {kind: _quantiles(values) for kind, values in by_kind.items()},
+        "recovery_s": {kind: _quantiles(values) for kind, values in {**by_kind, **proxied}.items()},
+        "proxy_faults_unrecovered": unrecovered,
+        "proxy_faults_during_kills": during_kills,
         "restart_to_ready_s": _quantiles(restarts),
         "faults": harness.measured.faults,
         "requests": live["channels"],
@@ -115,6 +148,11 @@ def section(r: dict[str, Any]) -> str:
                    for kind, q in sorted(r["recovery_s"].items())],
                   ("recovery after", "n", "p50 s", "p99 s", "max s"))
     rr = r["restart_to_ready_s"]
+    out += ["", "Recovery after a kill or a database restart: until every channel answers a probe definitely again; "
+            "after a proxy fault (`proxy route:kind`): from the faulted connection's opening until the client it hit "
+            f"next got a definite answer; {r.get('proxy_faults_during_kills', 0)} faults whose span until then met a "
+            f"kill are left to the kill's figure, {r.get('proxy_faults_unrecovered', 0)} hit a client that got no "
+            "answer after them (the end of its traffic)."]
     out += ["", f"A restart of `serve` until every worker is READY: p50 {rr.get('p50')} s, max {rr.get('max')} s.", ""]
     out += _table([(ch, str(v.get("ok", 0)), str(v.get("refused", 0)), str(v.get("busy", 0)), str(v.get("failed", 0)),
                     str(v.get("lost", 0)), str(v["latency_s"].get("p50")), str(v["latency_s"].get("p99")),

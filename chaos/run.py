@@ -47,6 +47,7 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--sms-clients", type=int, default=1)
     p.add_argument("--order-clients", type=int, default=1)
     p.add_argument("--mpay-clients", type=int, default=1, help="mobile payment accounts (JSON API and STK)")
+    p.add_argument("--wallet-clients", type=int, default=1, help="SIM wallet clients (STK, hall and merchant POS)")
     p.add_argument("--slow-clients", type=int, default=1)
     p.add_argument("--proxy-rate", type=float, default=0.3, help="share of proxied connections with a fault")
     p.add_argument("--slack", type=float, default=1.0,
@@ -58,7 +59,8 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(2**31)
     return Config(seed=seed, duration_s=a.duration, kills=a.kills, db_restarts=a.db_restarts, frames=a.frames,
                   dd_clients=a.dd_clients, kkt_clients=a.kkt_clients, sms_clients=a.sms_clients,
-                  order_clients=a.order_clients, mpay_clients=a.mpay_clients, slow_clients=a.slow_clients, workers=a.workers,
+                  order_clients=a.order_clients, mpay_clients=a.mpay_clients,
+                  wallet_clients=a.wallet_clients, slow_clients=a.slow_clients, workers=a.workers,
                   proxy_rate=a.proxy_rate, slack=max(1.0, a.slack)), a
 
 
@@ -158,6 +160,9 @@ async def run_checks(dsn: str, j: checks.Journals, world: Any) -> list[checks.Ch
         found += await checks.order_checks(conn, j)
         if world.mpay_accounts:
             found += await checks.mpay_checks(conn, j, [a["account_id"] for a in world.mpay_accounts])
+        if world.wallet_clients:
+            found += await checks.wallet_checks(conn, j, [s["account_id"] for c in world.wallet_clients
+                                                          for s in c["sims"]])
         found += await checks.bank_checks(conn)
         return [*found, checks.definite_answers(j)]
     finally:

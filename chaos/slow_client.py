@@ -6,7 +6,9 @@ frame or half an HTTP request sent, some that sent a burst of requests and never
 answers, some that sent a whole request and shut their sending side (half-closed). On top of
 them, ``world.http_limit`` + 16 idle HTTP connections: past the HTTP side's connection limit
 (``http_max_connections`` per worker, lowered for the run), so the limit is reached all the time
-and the longest-idle connections must make room for real clients. A socket the platform closed
+and the longest-idle connections must make room for real clients; likewise ``world.dd_limit`` + 16 idle DD
+connections, past the DD side's limit (``dd_max_connections`` per worker, lowered for the run; the slow DD
+sockets above count), where the connection quiet longest between flows makes room. A socket the platform closed
 (idle timeout, eviction) is opened again. The other clients must keep being served meanwhile
 (the liveness figures show it).
 """
@@ -24,6 +26,9 @@ from server.terminal_client import TerminalMessages
 
 KINDS = ("idle_dd", "half_frame", "no_read_dd", "half_closed_dd", "half_http", "no_read_http", "half_closed_http")
 FILLER = "idle_http"  # the connections that keep the HTTP side at its limit
+DD_FILLER = "idle_dd_to_limit"  # the connections that keep the DD side at its limit
+DD_KINDS = frozenset(("idle_dd", "half_frame", "no_read_dd", "half_closed_dd", DD_FILLER))
+PAST_LIMIT = 16  # idle connections past each side's limit: the limit is reached all the time
 
 
 @dataclass
@@ -35,27 +40,42 @@ class SlowClient:
     connections: int = 40
     held: list[socket.socket] = field(default_factory=list)
     fillers: list[socket.socket] = field(default_factory=list)
+    dd_fillers: list[socket.socket] = field(default_factory=list)
+    held_dd: set[socket.socket] = field(default_factory=set)  # those of ``held`` on the DD port
     opened: dict[str, int] = field(default_factory=dict)
 
     def run(self, until: float, recover_until: float) -> None:
         while time.time() < until:
             self.held = [s for s in self.held if _open(s)]
+            self.held_dd &= set(self.held)
             self.fillers = [s for s in self.fillers if _idle(s)]
+            self.fill_dd(until)
             while len(self.held) < self.connections and time.time() < until:
-                if (s := self.open_one(self.rng.choice(KINDS))) is None:
+                kind = self.rng.choice(KINDS)
+                if (s := self.open_one(kind)) is None:
                     break
                 self.held.append(s)
-            while len(self.fillers) < self.world.http_limit + 16 and time.time() < until:
+                if kind in DD_KINDS:
+                    self.held_dd.add(s)
+            while len(self.fillers) < self.world.http_limit + PAST_LIMIT and time.time() < until:
                 if (s := self.open_one(FILLER)) is None:
                     break
                 self.fillers.append(s)
             time.sleep(0.5)
-        for s in self.held + self.fillers:
+        for s in self.held + self.fillers + self.dd_fillers:
             s.close()
         self.journal.note("end", opened=self.opened)
 
+    def fill_dd(self, until: float) -> None:
+        """Idle DD connections past the platform's DD limit (the other slow DD sockets count)."""
+        self.dd_fillers = [s for s in self.dd_fillers if _idle(s)]
+        while len(self.dd_fillers) + len(self.held_dd) < self.world.dd_limit + PAST_LIMIT and time.time() < until:
+            if (new := self.open_one(DD_FILLER)) is None:
+                break
+            self.dd_fillers.append(new)
+
     def open_one(self, kind: str) -> socket.socket | None:
-        port = self.world.dd_port if kind.endswith("dd") or kind == "half_frame" else self.world.http_port
+        port = self.world.dd_port if kind in DD_KINDS else self.world.http_port
         try:
             s = socket.create_connection(("127.0.0.1", port), timeout=2)
         except OSError:
@@ -73,6 +93,7 @@ class SlowClient:
             "half_closed_dd": frame,
             "half_closed_http": b"GET /healthz HTTP/1.1\r\nHost: chaos\r\n\r\n",
             FILLER: b"",
+            DD_FILLER: b"",
         }[kind]
         try:
             s.send(payload)

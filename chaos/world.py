@@ -5,7 +5,8 @@ POS terminal, and the order API's platform 7 with its key pair. On top of it, pe
 terminal of a funded merchant of its own (its virtual cards live in the client process), a
 range of KaKaTong cards activated through the REST gateway, and one SMS operator phone; per mobile
 payment client a subscriber with an opened account (known login and pay passwords), an RFID-SIM bound to
-its number and a stock of prepaid cards (SPEC 6-7).
+its number and a stock of prepaid cards (SPEC 6-7); per SIM wallet client a few such subscribers with cash in
+their accounts, a merchant POS and a hall POS terminal (SPEC 7).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from chaos.channels import Http
 from recharge.config import Settings
 from recharge.keys import load_keys
 from recharge.kkt import cards
-from recharge.mpay import accounts, credentials, events, registry
+from recharge.mpay import accounts, credentials, events, postings, registry
 from recharge.mpay import cards as mpay_cards
 from recharge.mpay.env import Env
 from recharge.wallet import cards as sim_cards
+from recharge.wallet import terminals
 from server import store
 
 PASSWORD = "111111"
@@ -41,6 +43,10 @@ SMS_OPERATOR_PREFIX = "1390000"
 MPAY_PREFIX = "1390001"  # the mobile payment clients' numbers
 MPAY_LOGIN, MPAY_PAY = "Chaos2login9", "246810"
 MPAY_FACE_YUAN = 10
+WALLET_PREFIX = "1390002"  # the SIM wallet clients' numbers
+WALLET_SIMS = 2  # subscribers (each an account and its RFID-SIM) per wallet client
+WALLET_CASH_CENTS = 10**9  # each wallet account's cash, what its loads draw on
+WALLET_HALL = "HN0001"
 ORDER_PLATFORM_RAW, ORDER_CRT_VERSION = 7, 1
 
 
@@ -66,6 +72,9 @@ class World:
     password: str = PASSWORD  # every provisioned card-service card's 6-digit password
     http_limit: int = 0  # HTTP connections the platform keeps at most (all workers): the slow client goes past it
     timeout_s: float = 10.0  # every client's deadline for one answer (10 s × the run's --slack)
+    workers: int = 1
+    dd_limit: int = 0  # DD connections the platform keeps at most (all workers): the slow client fills them
+    source: str = ""  # this client process's own loopback address for proxied connections (set by chaos.client)
 
     @property
     def password_md5(self) -> str:
@@ -78,6 +87,7 @@ class World:
     sms_operators: list[str] = field(default_factory=list)  # one phone per SMS client
     order_cards: list[list[str]] = field(default_factory=list)  # CPU cards per order client; the last: probes
     mpay_accounts: list[dict[str, Any]] = field(default_factory=list)  # per mpay client: numbers, SIM, PINs
+    wallet_clients: list[dict[str, Any]] = field(default_factory=list)  # per wallet client: SIMs, its two POS
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=1))
@@ -90,7 +100,7 @@ class World:
 
     def http(self, via_proxy: bool, timeout_s: float | None = None) -> Http:
         return Http("127.0.0.1", self.proxy_http_port if via_proxy and self.proxy_http_port else self.http_port,
-                    timeout_s or self.timeout_s)
+                    timeout_s or self.timeout_s, self.source if via_proxy else "")
 
     def dd_target(self, via_proxy: bool) -> tuple[str, int]:
         return "127.0.0.1", self.proxy_dd_port if via_proxy and self.proxy_dd_port else self.dd_port
@@ -150,6 +160,38 @@ async def _provision_mpay(world: World, clients: int, pins_each: int) -> None:
         await conn.close()
 
 
+async def _provision_wallet(world: World, clients: int) -> None:
+    """Per client: ``WALLET_SIMS`` subscribers, each an opened account with cash and a pay password and an
+    RFID-SIM bound to its number (the wallet itself is opened over STK by the client); a merchant POS terminal of
+    a merchant of its own and a hall POS terminal."""
+    env = Env.of(Settings(), load_keys(Path(world.keys_file)))
+    conn = await asyncpg.connect(world.database_url)
+    try:
+        for n in range(clients):
+            sims = []
+            for k in range(WALLET_SIMS):
+                msisdn, card = f"{WALLET_PREFIX}{n:02d}{k:02d}", "7310" + fixtures.random_digits(12)
+                body = {"province": "430000", "brand": "GOTONE", "status": "normal"}
+                async with conn.transaction():
+                    await events.set_subscribers(conn, env, [registry.validate(msisdn, body)], "chaos")
+                    account_id = int((await accounts.open_account(conn, env, msisdn)).account["id"])
+                    await credentials.replace(conn, env.hasher, account_id, "pay", MPAY_PAY, initial=False)
+                    await sim_cards.add_stock(conn, [card])
+                    await sim_cards.bind(conn, [(msisdn, card)])
+                    hall, cash = (await postings.account_id(conn, f"HALL/{WALLET_HALL}"),
+                                  await postings.account_id(conn, f"C/{account_id}"))
+                    await postings.must(conn, [postings.Move(f"chaos:cash:{account_id}", hall, cash,
+                                                             WALLET_CASH_CENTS, "mpay_cash", WALLET_HALL)])
+                sims.append({"card": card, "msisdn": msisdn, "account_id": account_id})
+            shop, hall_pos = fixtures.random_digits(12), fixtures.random_digits(12)
+            await terminals.register(conn, [terminals.Terminal(shop, merchant="M" + fixtures.random_digits(7)),
+                                            terminals.Terminal(hall_pos, hall=WALLET_HALL)])
+            world.wallet_clients.append({"sims": sims, "pay_password": MPAY_PAY, "merchant_pos": shop,
+                                         "hall_pos": hall_pos})
+    finally:
+        await conn.close()
+
+
 def _activate(world: World, card_no: str) -> None:
     api = world.http(via_proxy=False, timeout_s=30)
     params = {"method": "aCRequest", "LICENSEKEY": world.license_key, "CARDNO": card_no, "CARDPWD": world.password,
@@ -160,7 +202,8 @@ def _activate(world: World, card_no: str) -> None:
 
 
 def provision(world: World, data_dir: Path, *, dd_clients: int, kkt_clients: int, sms_clients: int,
-              order_clients: int, mpay_clients: int = 0, pins_each: int = 100, cards_each: int = 12) -> World:
+              order_clients: int, mpay_clients: int = 0, wallet_clients: int = 0, pins_each: int = 100,
+              cards_each: int = 12) -> World:
     """Create everything the clients need (once, before any fault) and return the world."""
     world.order_key_file = str(demo_private_key_path(data_dir))
     world.sms_operators = [f"{SMS_OPERATOR_PREFIX}{n:04d}" for n in range(sms_clients)]
@@ -171,6 +214,8 @@ def provision(world: World, data_dir: Path, *, dd_clients: int, kkt_clients: int
     world.kkt_cards, world.sms_cards = ranges[:kkt_clients], ranges[kkt_clients:]
     if mpay_clients:
         asyncio.run(_provision_mpay(world, mpay_clients, pins_each))
+    if wallet_clients:
+        asyncio.run(_provision_wallet(world, wallet_clients))
     return world
 
 

@@ -35,7 +35,12 @@ DD_CONNECTIONS_ACTIVE = Gauge(
 )
 DD_CONNECTIONS = Counter("recharge_dd_connections_total", "DD connections accepted")
 DD_CONNECTIONS_REFUSED = Counter(
-    "recharge_dd_connections_refused_total", "DD connections refused at the connection limit"
+    "recharge_dd_connections_refused_total",
+    "DD connections refused at the connection limit (none of the quiet longest was between flows)"
+)
+DD_CONNECTIONS_EVICTED = Counter(
+    "recharge_dd_connections_evicted_total",
+    "DD connections closed at the connection limit to make room (the one quiet longest between flows)"
 )
 DD_FRAMES = Counter(
     "recharge_dd_frames_total", "DD frames answered, by request stage and result code", ["stage", "result"]

@@ -1,5 +1,10 @@
 """``DDService``: the DD TCP listener of one worker — connection limit, task bound, drain.
 
+At the connection limit (``dd_max_connections``, or the process's descriptor budget shared with HTTP) the
+connection quiet longest between flows (no step running, no flow begun, or only the optional DD19 left) is
+closed to make room, as the HTTP listener does: idle connections cannot lock the terminals out. Only when
+none of the ``EVICT_SCAN`` quiet longest is between flows is the new connection closed at once.
+
 ``start`` binds ``dd_host:dd_port`` (``SO_REUSEPORT`` when several workers share the port)
 and returns the bound port. ``stop(grace_s)`` stops accepting, closes connections that are
 between flows, lets flows in progress finish within the grace period, then closes what is
@@ -31,6 +36,7 @@ _STEP_FINISH_S = 2.0  # after the grace period, how long running database steps 
 # dd_idle_timeout_s, if less) after its deadline, never before.
 _IDLE_TICK_S = 0.5
 _SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+EVICT_SCAN = 64  # at the limit, how many of the connections quiet longest are looked at for one between flows
 
 
 def _warn_if_backlog_capped(backlog: int) -> None:
@@ -52,7 +58,7 @@ class DDService:
         self.settings = ctx.settings
         self.dd = DDContext.create(ctx, lanes)  # lanes: shared with the HTTP side's wallet loads
         self.trusted_proxies = parse_networks(ctx.settings.trusted_proxies)
-        self.connections: set[DDProtocol] = set()
+        self.connections: dict[DDProtocol, None] = {}  # by their last answer: the one quiet longest first
         self.inflight = 0
         self._server: asyncio.AbstractServer | None = None
         self._idle: IdleWheel | None = None
@@ -93,18 +99,37 @@ class DDService:
     # --- bookkeeping called by the protocols
 
     def admit(self, protocol: DDProtocol) -> bool:
-        """Count a new connection in, unless the limit is reached, the process's connection
-        budget (its file descriptors, shared with HTTP) is spent, or we are draining."""
-        if len(self.connections) >= self.settings.dd_max_connections or self.ctx.draining:
+        """Count a new connection in, making room at the limit or when the process's connection budget (its
+        file descriptors, shared with HTTP) is spent; False when there is no room or we are draining."""
+        if self.ctx.draining:
             return False
-        if not self.ctx.connections.take():
-            return False
-        self.connections.add(protocol)
+        while len(self.connections) >= self.settings.dd_max_connections or not self.ctx.connections.take():
+            if not self._make_room():
+                return False
+        self.connections[protocol] = None
         return True
+
+    def _make_room(self) -> bool:
+        """Close the connection quiet longest that is between flows (among the ``EVICT_SCAN`` first)."""
+        for n, protocol in enumerate(self.connections):
+            if n >= EVICT_SCAN:
+                break
+            if protocol.between_flows:
+                self.forget(protocol)  # its slots are free now; connection_lost comes later
+                protocol.close()
+                metrics.DD_CONNECTIONS_EVICTED.inc()
+                return True
+        return False
+
+    def answered(self, protocol: DDProtocol) -> None:
+        """``protocol`` answered a request: it is the one quiet shortest now."""
+        if protocol in self.connections:
+            del self.connections[protocol]
+            self.connections[protocol] = None
 
     def forget(self, protocol: DDProtocol) -> None:
         if protocol in self.connections:
-            self.connections.remove(protocol)
+            del self.connections[protocol]
             self.ctx.connections.give()
 
     def take_slot(self) -> bool:

@@ -2,8 +2,9 @@
 
 ``make chaos`` is the long version (≥ 100 kills, ≥ 5 database restarts, 10^6 frames; its last
 result is in docs/RELIABILITY.md). This one proves the harness and the platform's promises on
-every ``make test``: nothing acknowledged lost or duplicated on any channel (mobile payment and
-STK included), the books balanced, each chip equal to its ledger, no order left loading, every
+every ``make test``: nothing acknowledged lost or duplicated on any channel (mobile payment, STK
+and the SIM wallet's loads and purchases included), the books balanced, each chip (virtual cards and
+virtual SIMs) equal to its ledger, no order or wallet load left loading, every
 channel busy (not hanging, ``/readyz`` 503) while the database is down.
 
 Deadlines are the platform's as written on a quiet machine and stretched by the load the machine
@@ -30,8 +31,8 @@ from chaos.server import ROOT
 
 SHORT = ["--duration", "35", "--kills", "3", "--db-restarts", "1", "--frames", "10000", "--workers", "1",
          "--dd-clients", "2", "--kkt-clients", "1", "--sms-clients", "1", "--order-clients", "1",
-         "--mpay-clients", "1", "--slow-clients", "1"]
-CHANNELS = ("dd", "kkt", "sms", "order", "mpay")
+         "--mpay-clients", "1", "--wallet-clients", "1", "--slow-clients", "1"]
+CHANNELS = ("dd", "kkt", "sms", "order", "mpay", "wallet_load", "wallet_purchase")
 
 
 def slack_for_this_machine() -> float:
@@ -45,7 +46,11 @@ def expected_checks(shared_database: bool) -> set[str]:
              "kkt: no acknowledged trade lost", "sms: no acknowledged trade lost",
              "order api: every acknowledged order exists once", "mpay: no acknowledged operation lost",
              "mpay: cards redeemed and bills paid are exactly the acknowledged ones",
-             "mpay: each account's ledger balance", "audit: every account equals its transfers",
+             "mpay: each account's ledger balance", "wallet: no acknowledged load lost",
+             "wallet: every posted load acknowledged, none twice",
+             "wallet: every acknowledged purchase cleared exactly once",
+             "wallet: each SIM's chip equals its ledger shadow W", "wallet: no load left loading",
+             "audit: every account equals its transfers",
              "rechargectl audit exits 0", "every operation got a definite answer", "fuzz: every legal frame answered",
              "fuzz: memory flat", "fuzz: the ledger did not move", "liveness: every direct request answered",
              "no direct request answered 0xEE", "clients: every client process exited cleanly",
@@ -75,6 +80,9 @@ def test_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
     assert results["fuzz"]["frames"] >= 10_000 and results["fuzz"]["legal_frames"] > 0, why
     assert all(results["acknowledged"].get(ch, 0) > 0 for ch in CHANNELS), why
     assert results["proxy_faults_injected"] > 0, why
+    measured = sum(q["n"] for kind, q in results["recovery_s"].items() if kind.startswith("proxy "))
+    assert measured + results["proxy_faults_unrecovered"] + results["proxy_faults_during_kills"] == results[
+        "proxy_faults_injected"], why  # every fault the proxy counted is in the recovery figures, or set apart
     names = [c["name"] for c in results["checks"]]
     missing = [want for want in expected_checks(shared) if not any(n.startswith(want) for n in names)]
     assert not missing, f"checks not run: {missing}\n{why}"
@@ -100,3 +108,63 @@ def test_the_database_fault_and_its_check_follow_the_database() -> None:
         ("database down", True), ("database back", True)]
     assert [(c.name.split(":")[0], c.ok) for c in database_checks(cut, 5.0)] == [
         ("database connections cut", True), ("database back", False)]
+
+
+def test_recovery_after_a_proxy_fault_is_until_its_client_next_got_a_definite_answer(tmp_path: Path) -> None:
+    """The proxy's fault log names the client by its source address; its journal says when it next got an answer
+    (ok or refused: busy and lost ones do not count); a fault whose span until then met a kill is set apart."""
+    from chaos.report import proxy_recovery
+
+    faults = [{"t": 100.0, "peer": "127.0.1.1", "route": "http", "kind": "cut_bytes", "dir": "up"},
+              {"t": 200.0, "peer": "127.0.1.2", "route": "dd", "kind": "stall", "dir": "down"},
+              {"t": 300.0, "peer": "127.0.1.1", "route": "http", "kind": "delay", "dir": "down"},
+              {"t": 500.0, "peer": "127.0.1.1", "route": "http", "kind": "delay", "dir": "up"},
+              {"t": 405.0, "peer": "127.0.1.2", "route": "dd", "kind": "cut_stage", "dir": "up"}]
+    (tmp_path / "proxy-faults.jsonl").write_text("".join(json.dumps(f) + "\n" for f in faults))
+    one = [{"type": "req", "t": 99.9, "s": 0.5, "st": "lost"}, {"type": "req", "t": 100.5, "s": 0.2, "st": "busy"},
+           {"type": "req", "t": 101.0, "s": 2.0, "st": "refused"}, {"type": "req", "t": 300.0, "s": 0.25, "st": "ok"}]
+    two = [{"type": "req", "t": 199.5, "s": 4.0, "st": "ok"}, {"type": "req", "t": 420.0, "s": 1.0, "st": "ok"}]
+    for name, records in (("journal-kkt0.jsonl", one), ("journal-dd0.jsonl", two)):
+        (tmp_path / name).write_text("".join(json.dumps({"ch": "x", "px": True, **r}) + "\n" for r in records))
+    found = proxy_recovery(tmp_path, {"127.0.1.1": "journal-kkt0.jsonl", "127.0.1.2": "journal-dd0.jsonl"},
+                           windows=[(410.0, 415.0)])
+    assert {k: [round(v, 3) for v in vs] for k, vs in found.items()} == {
+        "proxy http:cut_bytes": [3.0], "proxy dd:stall": [3.5], "proxy http:delay": [0.25],
+        "proxy unrecovered": [0.0], "proxy during a kill": [16.0]}
+
+
+async def test_a_proxy_cut_cuts_both_sides_at_once() -> None:
+    """A cut after N bytes resets the client's and the platform's connections at once (it used to wait, both
+    sides blocked reading, until the client's own timeout: a cut looked like a 10 s hang)."""
+    import asyncio
+
+    from chaos.proxy import Fault, Proxy
+
+    ended = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:  # answers nothing: a server waiting for the rest of a request
+            await reader.read()
+        except ConnectionResetError:
+            pass
+        ended.set()
+
+    upstream = await asyncio.start_server(silent, "127.0.0.1", 0)
+    target = upstream.sockets[0].getsockname()[1]
+    proxy = Proxy(seed=1, rate=0.0)
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await proxy.relay(reader, writer, target, Fault("cut_bytes", "up", at=5), "http")
+
+    front = await asyncio.start_server(accept, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", front.sockets[0].getsockname()[1])
+    writer.write(b"GET / HTTP/1.1\r\n")
+    await writer.drain()
+    try:
+        assert await asyncio.wait_for(reader.read(), 2.0) == b""
+    except ConnectionResetError:
+        pass
+    await asyncio.wait_for(ended.wait(), 2.0)  # the platform's side was cut too
+    writer.close()
+    front.close()
+    upstream.close()

@@ -1,5 +1,6 @@
 """Hostile and broken input at the socket: garbage, truncated and oversize frames, a bad CRC, a
-stage out of order, frames split across writes, idle connections, the connection limit, and
+stage out of order, frames split across writes, idle connections, the connection limit (the connection quiet
+longest between flows makes room), and
 draining on stop. Untrustworthy bytes close the connection with no answer (SPEC 1.2).
 """
 
@@ -13,20 +14,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app import fixtures
 from app.fixtures import SimTerminal
 from core_ext import FrameDecoder
 from recharge.context import Platform
 from server.service import DDService
+from server.terminal_client import TerminalMessages
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("audited")
-
-
-@pytest.fixture
-async def signed_in(platform: Any, conn: asyncpg.Connection, test_keys: Any) -> SimTerminal:
-    term = await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
-    await asyncio.to_thread(term.client().sign_in, term.module())
-    return term
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
@@ -131,16 +126,55 @@ async def test_idle_timeout_restarts_after_each_answer(quick_idle: int, signed_i
     assert await in_thread(talk)
 
 
-async def test_connections_beyond_the_limit_are_closed_at_once(platform: Any, pool: asyncpg.Pool) -> None:
-    service, port = await _side(platform, pool, dd_max_connections=1)
+def _closed(sock: socket.socket) -> bool:
+    sock.settimeout(1.0)
     try:
-        first = socket.create_connection(("127.0.0.1", port))
+        return sock.recv(10) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+async def test_at_the_limit_the_connection_quiet_longest_makes_room(platform: Any, pool: asyncpg.Pool) -> None:
+    """Idle connections cannot lock the terminals out (found by the chaos harness's idle DD connections up to the
+    limit): the one quiet longest between flows is closed, the newcomer is answered, the others stay."""
+    service, port = await _side(platform, pool, dd_max_connections=2)
+    try:
+        oldest = socket.create_connection(("127.0.0.1", port))
         await asyncio.sleep(0.05)
+        newer = socket.create_connection(("127.0.0.1", port))
+        await asyncio.sleep(0.05)
+        dd01 = TerminalMessages("99999999", "99999999").dd01()  # a terminal nobody registered: 0xA1, answered
+        received, _ = await in_thread(exchange, port, [dd01], 1.0)
+        assert received[:1] == b"\xdd", received
+        assert await in_thread(_closed, oldest)
+        assert not await in_thread(_closed, newer)
+        assert len(service.connections) <= 2
+        oldest.close()
+        newer.close()
+    finally:
+        await service.stop(0.5)
+
+
+async def test_at_the_limit_a_connection_in_a_flow_is_kept_and_the_new_one_closed_at_once(
+    platform: Any, pool: asyncpg.Pool, signed_in: SimTerminal
+) -> None:
+    service, port = await _side(platform, pool, dd_max_connections=1)
+    client = signed_in.client()
+    client.port = port
+    try:
+        await in_thread(client.connect)
+        assert (await in_thread(client.dd01)).result == 0  # mid-flow: DD03 expected next
         received, closed = await in_thread(exchange, port, [], 1.0)
         assert received == b"" and closed
         assert len(service.connections) == 1
-        first.close()
+        module = signed_in.module()
+        dd04 = await in_thread(client.dd03, module.r_init())
+        dd06 = await in_thread(client.dd05, module.ac_login1(dd04.info))
+        assert (await in_thread(client.dd07, module.ac_login2(dd06.info))).result == 0
     finally:
+        client.close()
         await service.stop(0.5)
 
 
@@ -153,7 +187,7 @@ async def test_stop_lets_a_flow_in_progress_finish_and_closes_idle_connections(
     await in_thread(client.connect)
     assert (await in_thread(client.dd01)).result == 0  # mid-flow: DD03 expected next
     idle = socket.create_connection(("127.0.0.1", port))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(service.connections) == 2, "the idle connection accepted")
     stopping = asyncio.create_task(service.stop(5.0))
     await asyncio.sleep(0.2)
     assert not stopping.done()

@@ -5,37 +5,18 @@ ledger audited after each test."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import pytest
 
-from core_ext.virtual_pos import SHANGHAI, VirtualPOS
+from core_ext.virtual_pos import SHANGHAI
 from core_ext.virtual_sim import STATE_CANCELLED, STATE_OPEN, VirtualRfidSim
-from recharge.mpay.env import Env
 from tests.conftest import settings_changed, unique_digits
-from tests.mpay_world import Api, MpayWorld
 from tests.wallet_counter_world import ID, REASON, WalletDesk
-from tests.wallet_world import virtual_keys
 
 pytestmark = pytest.mark.usefixtures("audited")
 WHEN = datetime(2026, 1, 5, 10, 0, 0, tzinfo=SHANGHAI)
-
-
-@pytest.fixture
-async def desk(platform: Any, pool: Any) -> AsyncIterator[WalletDesk]:
-    async with aiohttp.ClientSession() as session:
-        w = MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys), f"http://127.0.0.1:{platform.http_port}",
-                      session)
-        api = Api(w)
-        hall = "H" + unique_digits(6)
-        counter = await api.operator("counter", hall)
-        keys = virtual_keys(platform.ctx.keys)
-        desk = WalletDesk(w, api, keys, hall, counter, VirtualPOS("0", keys.purchase, keys.pos))
-        desk.pos = await desk.terminal(hall=hall)
-        yield desk
 
 
 async def test_readable_swap_carries_the_balance_to_the_new_card(desk: WalletDesk, platform: Any) -> None:

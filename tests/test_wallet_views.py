@@ -5,36 +5,16 @@ purchases uploaded by a merchant POS and a swap's buy-out at a hall POS."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
-from typing import Any
 
-import aiohttp
 import pytest
 
-from core_ext.virtual_pos import SHANGHAI, VirtualPOS
-from recharge.mpay.env import Env
+from core_ext.virtual_pos import SHANGHAI
 from recharge.mpay.text import today
 from tests.conftest import unique_digits
-from tests.mpay_world import Api, MpayWorld
 from tests.wallet_counter_world import WalletDesk
-from tests.wallet_world import virtual_keys
 
 pytestmark = pytest.mark.usefixtures("audited")
 WHEN = dt.datetime(2026, 1, 5, 10, 0, 0, tzinfo=SHANGHAI)
-
-
-@pytest.fixture
-async def desk(platform: Any, pool: Any) -> AsyncIterator[WalletDesk]:
-    async with aiohttp.ClientSession() as session:
-        w = MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys), f"http://127.0.0.1:{platform.http_port}",
-                      session)
-        api = Api(w)
-        hall = "H" + unique_digits(6)
-        keys = virtual_keys(platform.ctx.keys)
-        desk = WalletDesk(w, api, keys, hall, await api.operator("counter", hall), VirtualPOS("0", keys.purchase,
-                                                                                            keys.pos))
-        desk.pos = await desk.terminal(hall=hall)
-        yield desk
 
 
 async def _token(desk: WalletDesk, msisdn: str) -> str:
