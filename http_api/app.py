@@ -60,8 +60,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         # outside ``Platform.acquire``): nothing was done.
         return web.Response(status=503, text="system busy, retry later\n", headers={"Retry-After": "1"})
     finally:
-        metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
-        metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+        metrics.child(metrics.HTTP_REQUESTS, route, request.method, str(status)).inc()
+        metrics.child(metrics.HTTP_SECONDS, route).observe(time.perf_counter() - started)
 
 
 async def healthz(request: web.Request) -> web.Response:

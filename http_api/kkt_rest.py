@@ -23,6 +23,7 @@ from recharge.kkt import service as kkt
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" ?>\n'
 MAX_PARAM_CHARS = 512  # the longest legal parameter (LICENSEKEY); longer values are cut off and fail
+_XML_HEADERS = {"Content-Type": "text/xml; charset=utf-8"}
 Fields = Sequence[tuple[str, object]]
 Handler = Callable[[object, "Params", kkt.License, kkt.Config], Awaitable[web.Response]]
 
@@ -41,7 +42,8 @@ def render(records: Iterable[Fields]) -> str:
 
 
 def xml_response(records: Iterable[Fields], status: int = 200) -> web.Response:
-    return web.Response(text=render(records), content_type="text/xml", charset="utf-8", status=status)
+    # the body as bytes with its header: aiohttp's text= and content_type= parse and rebuild the header per response
+    return web.Response(body=render(records).encode("utf-8"), headers=_XML_HEADERS, status=status)
 
 
 def trade_fields(result: kkt.TradeResult, chinese: bool) -> Fields:
@@ -74,6 +76,8 @@ class Params:
 
     def unstorable(self) -> str | None:
         """The first parameter holding NUL or another control character (``http_api.edge``)."""
+        if edge.storable("\t".join(self._values.values())):  # tab is storable: one scan when all are
+            return None
         return next((name for name, value in self._values.items() if not edge.storable(value)), None)
 
 

@@ -165,8 +165,9 @@ async def _answer(request: web.Request, sender: str, text: str, message_id: str 
     ctx = platform_of(request)
     busy = sms.fit(sms.BUSY, ctx.settings.sms_max_reply_chars)
     try:
-        async with ctx.acquire() as conn:
-            return await sms_channel.handle(conn, kkt_config(request), sender, text, message_id)
+        # no connection held here: the channel takes one only for its own statements, and an
+        # operator's trade waits for its batch on the trade lane (recharge.kkt.sms_channel)
+        return await sms_channel.handle(ctx.acquire, kkt_config(request), sender, text, message_id)
     except Busy:
         metrics.BUSY_ANSWERS.labels("http").inc()
         return sms_channel.Answer(busy, "unknown", "busy")

@@ -28,13 +28,6 @@ from tests.conftest import sweep_until
 pytestmark = pytest.mark.usefixtures("audited")
 
 
-@pytest.fixture
-async def signed_in(platform: Any, conn: asyncpg.Connection, test_keys: Any) -> SimTerminal:
-    term = await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
-    await in_thread(term.client().sign_in, term.module())
-    return term
-
-
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 
