@@ -57,7 +57,7 @@ STAFF = {("POST", "/counter/otp"), ("POST", "/counter/accounts"), ("POST", "/cou
 
 
 WALLET = {("POST", "/counter/sim-swap"), ("POST", "/counter/wallet-cancel"), ("GET", "/me/wallet"),
-          ("GET", "/me/wallet/history")}
+          ("GET", "/me/wallet/history"), ("GET", "/me/wallet/log")}
 
 
 def routed() -> list[tuple[str, str, Any]]:
@@ -237,6 +237,7 @@ async def test_every_wallet_counter_and_website_endpoint_answers_as_documented(w
     token = await api.login(msisdn, opened.split("登录密码")[1].split(",")[0])
     assert (await api.ok("GET", "/me/wallet", token=token))["card_no"] == phone.sim.card_no
     assert (await api.ok("GET", "/me/wallet/history", token=token))["items"] == []
+    assert await api.ok("GET", "/me/wallet/log", token=token) == {"card_no": phone.sim.card_no, "items": []}
     assert (await api.ok("POST", "/counter/wallet-cancel", {"msisdn": msisdn, **ID, **REASON},
                          token=desk.counter))["expires_at"]
     assert api.seen >= WALLET, WALLET - api.seen
