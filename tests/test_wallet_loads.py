@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from app.cli import main
 from core_ext.virtual_pos import SignedRequest, VirtualPOS
@@ -365,3 +366,33 @@ async def test_a_rerun_after_the_lanes_released_the_load_answers_5008_as_the_fir
     assert not armed and refused.code == "5008"
     done = await world.drive_stk(phone, await world.exchange(phone, "wallet.load.init", {"load_id": load_id}))
     assert done.code == "0000" and phone.sim.balance == 12_000 and await world.named(f"W/{acct}") == (2_000, 0)
+
+
+def _loads_counted(path: str, result: str) -> float:
+    return REGISTRY.get_sample_value("recharge_wallet_loads_total", {"path": path, "result": result}) or 0.0
+
+
+async def test_every_refusal_of_a_drive_or_a_recover_is_counted_with_its_code(world: LoadWorld) -> None:
+    """recharge_wallet_loads_total{path, result}: the refusals of STK's and the hall POS's starts, continues and
+    recovers by the load's path — ``unknown`` when the request names no load the platform knows —, and a refused
+    creation's checks by the path it would have had."""
+    phone, acct = await world.handset()
+    pos = await world.hall_pos()
+    async with world.pool.acquire() as conn, conn.transaction():
+        queued = await loads.queue_waiting_load(conn, world.env, acct, 1_000, path="bank", request_key=f"count:{acct}")
+    expected = {("bank", "4011"): 2, ("unknown", "4011"): 2, ("bank", "5008"): 1, ("air", "5002"): 1,
+                ("bank", "5002"): 1, ("unknown", "5002"): 1}
+    before = {key: _loads_counted(*key) for key in expected}
+    assert (await world.exchange(phone, "wallet.load.recover", {"load_id": queued.load_id})).code == "4011"
+    assert (await world.exchange(phone, "wallet.load.init", {"load_id": "L999999999"})).code == "4011"
+    assert (await world.pos_send(pos, pos.recover_request(queued.load_id)))["code"] == "4011"
+    assert (await world.pos_send(pos, pos.continue_request("L999999998")))["code"] == "4011"
+    assert (await world.pos_send(pos, pos.continue_request(queued.load_id)))["code"] == "0000"
+    garbled = await world.pos_send(pos, pos.continue_request(queued.load_id, bytes.fromhex("01026A82")))
+    assert garbled["code"] == "5008"
+    assert (await world.exchange(phone, "wallet.pause")).script_ok
+    assert (await world.exchange(phone, "wallet.load.init", {"amount": 100, "pay_password": PAY_PASSWORD})).code \
+        == "5002"
+    assert (await world.exchange(phone, "wallet.load.init", {"load_id": queued.load_id})).code == "5002"
+    assert (await world.pos_send(pos, pos.load_request(phone.sim.card_no)))["code"] == "5002"
+    assert {key: _loads_counted(*key) - before[key] for key in expected} == expected
