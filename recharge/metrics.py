@@ -127,8 +127,9 @@ WALLET_SUSPENSE = Counter(
 )
 WALLET_LOADS = Counter(
     "recharge_wallet_loads_total",
-    "SIM wallet loads by path (air, pos, transfer, bank, swap) and result: created, posted, or the refusal code"
-    " of a creation or a round (5008 a card step failed, 5006 a load in progress, 5004 the air day limits, ...)",
+    "SIM wallet loads by path (air, pos, transfer, bank, swap; unknown: no load named) and result: created,"
+    " posted, or the refusal code of a creation, a drive's round or a recover (5008 a card step failed, 5006 a"
+    " load in progress, 5004 the air day limits, 4011 a load not in a state for it, ...)",
     ["path", "result"],
 )
 WALLET_LOADS_LOADING = Gauge(

@@ -12,13 +12,14 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from app.cli import main
 from core_ext.virtual_pos import SignedRequest, VirtualPOS
 from core_ext.virtual_sim import STATE_OPEN, VirtualRfidSim
 from recharge.mpay import credentials, events, registry
 from recharge.mpay.env import Env
-from recharge.wallet import cards, loads
+from recharge.wallet import cards, loads, sequence
 from tests.wallet_loads_world import PAY_PASSWORD, LoadWorld
 
 
@@ -317,3 +318,81 @@ async def test_the_load_id_of_the_path_is_part_of_what_pos_seq_covers(world: Loa
     other = SignedRequest(f"/pos/loads/{second}/continue", request.body, request.mac)
     refused = await world.pos_send(pos, other)
     assert refused["code"] == "1002", "the same pos_seq and body for another load"
+
+
+async def test_a_rerun_after_the_lanes_released_the_load_answers_5008_as_the_first_run(
+        world: LoadWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request's transaction runs again after the lanes committed the release (here: a serialization failure
+    when its reply is stored, so the front door's retry policy reruns it): the load is waiting again, and the rerun
+    answers what the first run answered, 5008 — for an error status word at CREDIT and for the proof's 9406."""
+    phone, acct = await world.handset()
+    store, armed = sequence.store, []
+
+    async def store_failing_once(conn: asyncpg.Connection, sender: str, seq: int, body: Any, reply: bytes) -> None:
+        if armed:
+            armed.clear()
+            raise asyncpg.exceptions.SerializationError("could not serialize access (test)")
+        await store(conn, sender, seq, body, reply)
+
+    monkeypatch.setattr(sequence, "store", store_failing_once)
+
+    async def until_credit(out: Any) -> Any:
+        for _ in range(2):  # read → INITIALIZE → CREDIT (loading); the card runs the CREDIT script
+            assert out.code == "0000" and out.replies is not None and out.data is not None
+            out = await world.exchange(phone, "wallet.load.continue",
+                                       {"load_id": out.data["load_id"], "replies": out.replies.hex()})
+        return out
+
+    out = await world.exchange(phone, "wallet.load.init", {"amount": 2_000, "pay_password": PAY_PASSWORD})
+    assert out.data is not None
+    load_id = out.data["load_id"]
+    phone.sim.fail_next_credit_with = b"\x69\x85"
+    credit = await until_credit(out)
+    assert credit.replies is not None and not credit.script_ok
+    armed.append(True)
+    refused = await world.exchange(phone, "wallet.load.continue", {"load_id": load_id, "replies": credit.replies.hex()})
+    assert not armed and refused.code == "5008", "the rerun answers as the first run (it answered 4011)"
+    async with world.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT state FROM wallet_loads WHERE load_id = $1", load_id) == "waiting"
+    other = await world.exchange(phone, "wallet.load.continue", {"load_id": load_id, "replies": "01029000"})
+    assert other.code == "4011", "another reply list for the released load: not the round that released it"
+
+    phone.sim.fail_next_credit_with = b"\x94\x06"
+    credit = await until_credit(await world.exchange(phone, "wallet.load.init", {"load_id": load_id}))
+    prove = await world.exchange(phone, "wallet.load.recover", {"load_id": load_id})
+    assert prove.code == "0000" and prove.replies is not None and prove.replies.hex().endswith("9406")
+    armed.append(True)
+    refused = await world.exchange(phone, "wallet.load.continue", {"load_id": load_id, "replies": prove.replies.hex()})
+    assert not armed and refused.code == "5008"
+    done = await world.drive_stk(phone, await world.exchange(phone, "wallet.load.init", {"load_id": load_id}))
+    assert done.code == "0000" and phone.sim.balance == 12_000 and await world.named(f"W/{acct}") == (2_000, 0)
+
+
+def _loads_counted(path: str, result: str) -> float:
+    return REGISTRY.get_sample_value("recharge_wallet_loads_total", {"path": path, "result": result}) or 0.0
+
+
+async def test_every_refusal_of_a_drive_or_a_recover_is_counted_with_its_code(world: LoadWorld) -> None:
+    """recharge_wallet_loads_total{path, result}: the refusals of STK's and the hall POS's starts, continues and
+    recovers by the load's path — ``unknown`` when the request names no load the platform knows —, and a refused
+    creation's checks by the path it would have had."""
+    phone, acct = await world.handset()
+    pos = await world.hall_pos()
+    async with world.pool.acquire() as conn, conn.transaction():
+        queued = await loads.queue_waiting_load(conn, world.env, acct, 1_000, path="bank", request_key=f"count:{acct}")
+    expected = {("bank", "4011"): 2, ("unknown", "4011"): 2, ("bank", "5008"): 1, ("air", "5002"): 1,
+                ("bank", "5002"): 1, ("unknown", "5002"): 1}
+    before = {key: _loads_counted(*key) for key in expected}
+    assert (await world.exchange(phone, "wallet.load.recover", {"load_id": queued.load_id})).code == "4011"
+    assert (await world.exchange(phone, "wallet.load.init", {"load_id": "L999999999"})).code == "4011"
+    assert (await world.pos_send(pos, pos.recover_request(queued.load_id)))["code"] == "4011"
+    assert (await world.pos_send(pos, pos.continue_request("L999999998")))["code"] == "4011"
+    assert (await world.pos_send(pos, pos.continue_request(queued.load_id)))["code"] == "0000"
+    garbled = await world.pos_send(pos, pos.continue_request(queued.load_id, bytes.fromhex("01026A82")))
+    assert garbled["code"] == "5008"
+    assert (await world.exchange(phone, "wallet.pause")).script_ok
+    assert (await world.exchange(phone, "wallet.load.init", {"amount": 100, "pay_password": PAY_PASSWORD})).code \
+        == "5002"
+    assert (await world.exchange(phone, "wallet.load.init", {"load_id": queued.load_id})).code == "5002"
+    assert (await world.pos_send(pos, pos.load_request(phone.sim.card_no)))["code"] == "5002"
+    assert {key: _loads_counted(*key) - before[key] for key in expected} == expected

@@ -12,7 +12,10 @@ list comes back with the next round; the money and the *loading* safety are the 
 A failing card step answers ``5008``: before *loading*, or an error status word at CREDIT, the load waits again;
 a bad TAC or proof leaves it *loading* for customer service. The bookkeeping of which script was sent last
 (``step``) is written in the caller's transaction; the steps that move money or mark *loading* only through the
-lanes — never both in one request, so the caller's transaction never holds a row the lanes need.
+lanes — never both in one request, so the caller's transaction never holds a row the lanes need. A request whose
+transaction runs again after the lanes committed its step (a retry, or a repeat whose reply was never stored) answers
+as the first run: the same CREDIT FOR LOAD (``_credit_again``), the posted text, or ``5008`` for a release
+(``_released_again``).
 """
 
 from __future__ import annotations
@@ -102,8 +105,11 @@ async def proceed(d: Drive, load_id: str, replies: bytes) -> Round:
         return await _read(d, load, replies)
     if load.state == loads.WAITING and load.step == "initialize" and load.driver == d.driver:
         return await _initialized(d, load, replies)
-    if load.state == loads.LOADING and load.step in ("credit", "prove") and load.driver == d.driver:
-        return await _finished(d, load, replies)
+    if load.step in ("credit", "prove") and load.driver == d.driver:
+        if load.state == loads.LOADING:
+            return await _finished(d, load, replies)
+        if load.state == loads.WAITING:
+            raise Refused(_released_again(d, load, replies))
     raise Refused(BUSY if load.state == loads.LOADING else ORDER_STATE)
 
 
@@ -204,6 +210,19 @@ def _credit_again(d: Drive, load: Load, replies: bytes) -> Round | None:
     except CardStepError:
         return None
     return Round(load, made.script.hex().upper())
+
+
+def _released_again(d: Drive, load: Load, replies: bytes) -> str:
+    """A load the lanes released (back to waiting, its last step and driver kept) by the reply list of its CREDIT
+    FOR LOAD or GET TRANSACTION PROVE: the same judgment of that reply list again — the request's transaction ran
+    again after the lanes committed, or its reply was lost — answers as the first time (``5008``); any other
+    reply list ``4011``."""
+    judge = engine.judge_proof if load.step == "prove" else engine.judge_credit
+    try:
+        released = judge(d.keys, in_flight(load), replies) is Result.RELEASED
+    except CardStepError:
+        released = False
+    return BAD_CARD if released else ORDER_STATE
 
 
 async def recover(d: Drive, load_id: str) -> Round:

@@ -331,12 +331,15 @@ async def mark_posted(conn: asyncpg.Connection, keys: MpayKeys, items: list[Prov
 
 
 _RELEASE = _changing(
-    "UPDATE wallet_loads SET state = 'waiting', step = 'none', loading_since = NULL, driver = NULL,"
-    " updated_at = now() WHERE wallet_loads.state = 'loading'")
+    "UPDATE wallet_loads SET state = 'waiting', loading_since = NULL, updated_at = now()"
+    " WHERE wallet_loads.state = 'loading'")
 
 
 async def release(conn: asyncpg.Connection, load_ids: list[str]) -> dict[str, Load | LoadRefused]:
-    """The cards prove they were not credited: the loads wait again (their pending ``C → W`` stays)."""
+    """The cards prove they were not credited: the loads wait again (their pending ``C → W`` stays). Their
+    ``step`` (``credit`` or ``prove``) and ``driver`` stay as they were: the round whose reply released the
+    load, sent again by its driver, is answered as the first time (recharge/wallet/driving.py); the next start
+    overwrites both."""
     return _answers(await conn.fetch(_RELEASE, load_ids), load_ids, "4011")
 
 

@@ -5,9 +5,10 @@ one round of recharge/wallet/driving.py in the caller's transaction, answering a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -48,48 +49,71 @@ def _count(path: str, result: str) -> None:
     metrics.WALLET_LOADS.labels(path, result).inc()
 
 
+@contextlib.contextmanager
+def _refusals_counted(path: str) -> Iterator[None]:
+    """A refusal raised inside is counted with its code by ``path`` (``recharge_wallet_loads_total``)."""
+    try:
+        yield
+    except Refused as refused:
+        _count(path, refused.code)
+        raise
+
+
 async def stk_op(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, lanes: LoadLanes,
                  account: asyncpg.Record, card_no: str, op: str, params: dict[str, Any], now: dt.datetime) -> Round:
-    """One STK load op for the wallet on ``card_no`` (the gate's checks passed); ``Refused`` otherwise."""
+    """One STK load op for the wallet on ``card_no`` (the gate's checks passed); ``Refused`` otherwise. Every
+    refusal is counted with its code (``recharge_wallet_loads_total``), and so is every creation and post."""
     drive = Drive(conn, env, crypto.load_keys(), lanes, "stk", driving.STK_TERMINAL, account["id"])
-    wallet = await loads.wallet_of(conn, account["id"])
+    if op == "wallet.load.init" and "load_id" not in params:
+        new = loads.NewLoad("air", params["amount"], params["pay_password"])
+        load = await _created(conn, env, account, new, now, "stk", card_no=card_no)
+        return await _counted(conn, load.load_id, driving.start(drive, load))
+    load_id = params["load_id"]
     if op == "wallet.load.init":
-        if loads.check_wallet(wallet)["card_no"] != card_no:
-            raise Refused(driving.WRONG_CARD)
-        if "load_id" in params:
-            matrix.require(account, "recharge", "stk")  # a number suspended or lost: waiting loads wait (2004)
-            load = await loads.get(conn, params["load_id"])
-            if load is None or load.account_id != account["id"]:
-                raise Refused(driving.ORDER_STATE)
-        else:
-            load = await _created(conn, env, account, loads.NewLoad("air", params["amount"], params["pay_password"]),
-                                  now, "stk")
-        return await driving.start(drive, load)
+        return await _counted(conn, load_id, _start_waiting(drive, account, card_no, load_id))
     if op == "wallet.load.continue":
-        return await _counted(drive, params["load_id"], params["replies"])
-    return await driving.recover(drive, params["load_id"])
+        return await _counted(conn, load_id, driving.proceed(drive, load_id, params["replies"]), ends=True)
+    return await _counted(conn, load_id, driving.recover(drive, load_id))
+
+
+async def _on_card(conn: asyncpg.Connection, account: asyncpg.Record, card_no: str) -> None:
+    """STK's ``wallet.load.init``: the account's wallet open (``5001``, ``5002``) on the requesting card (``5007``)."""
+    if loads.check_wallet(await loads.wallet_of(conn, account["id"]))["card_no"] != card_no:
+        raise Refused(driving.WRONG_CARD)
+
+
+async def _start_waiting(drive: Drive, account: asyncpg.Record, card_no: str, load_id: str) -> Round:
+    """``wallet.load.init {load_id}``: the first round of the account's waiting load."""
+    await _on_card(drive.conn, account, card_no)
+    matrix.require(account, "recharge", "stk")  # a number suspended or lost: waiting loads wait (2004)
+    load = await loads.get(drive.conn, load_id)
+    if load is None or load.account_id != account["id"]:
+        raise Refused(driving.ORDER_STATE)
+    return await driving.start(drive, load)
 
 
 async def _created(conn: asyncpg.Connection, env: Env, account: asyncpg.Record, new: loads.NewLoad,
-                   now: dt.datetime, channel: str) -> loads.Load:
-    try:
+                   now: dt.datetime, channel: str, *, card_no: str | None = None) -> loads.Load:
+    """7.3's creation (STK's: the wallet on ``card_no`` first), counted by the path: ``created`` or the refusal's
+    code."""
+    with _refusals_counted(new.path):
+        if card_no is not None:
+            await _on_card(conn, account, card_no)
         load = await loads.create_load(conn, env, account, new, now, channel=channel)
-    except Refused as refused:
-        _count(new.path, refused.code)
-        raise
     _count(new.path, "created")
     return load
 
 
-async def _counted(drive: Drive, load_id: str, replies: bytes) -> Round:
-    """A continue round, counted by path and result when it ends the load or fails it."""
+async def _counted(conn: asyncpg.Connection, load_id: str, round_: Awaitable[Round], *, ends: bool = False) -> Round:
+    """A round of a drive (start or ``continue``) or a recover: a refusal counted with its code by the load's path
+    (``unknown`` for a load id the platform does not know); a ``continue`` (``ends``) that ends the load, posted."""
     try:
-        done = await driving.proceed(drive, load_id, replies)
+        done = await round_
     except Refused as refused:
-        load = await loads.get(drive.conn, load_id)
+        load = await loads.get(conn, load_id)
         _count(load.path if load is not None else "unknown", refused.code)
         raise
-    if done.script is None:
+    if ends and done.script is None:
         _count(done.load.path, "posted")
     return done
 
@@ -110,18 +134,26 @@ async def _card_account(conn: asyncpg.Connection, card_no: str) -> asyncpg.Recor
 
 async def pos_load(conn: asyncpg.Connection, env: Env, fields: dict[str, Any],
                    now: dt.datetime) -> dict[str, Any]:
-    """``POST /pos/loads``: ``{card, amount}`` POS转存 from cash; ``{card}`` the card's oldest waiting load."""
-    account = await _card_account(conn, fields["card"])
+    """``POST /pos/loads``: ``{card, amount}`` POS转存 from cash; ``{card}`` the card's oldest waiting load. A
+    refusal is counted with its code: by ``pos`` for a creation, ``unknown`` for the pick (it names no load)."""
     if "amount" in fields:
+        with _refusals_counted("pos"):
+            account = await _card_account(conn, fields["card"])
         load = await _created(conn, env, account, loads.NewLoad("pos", fields["amount"]), now, "counter")
     else:
-        loads.check_wallet(await loads.wallet_of(conn, account["id"]))
-        queued = await loads.waiting(conn, account["id"])
-        if not queued:
-            raise Refused(driving.ORDER_STATE)
-        load = queued[0]
+        with _refusals_counted("unknown"):
+            account = await _card_account(conn, fields["card"])
+            load = await _oldest_waiting(conn, account)
     queued = await loads.waiting(conn, account["id"])
     return {"load_id": load.load_id, "amount": load.amount, "waiting": sum(q.amount for q in queued)}  # cents
+
+
+async def _oldest_waiting(conn: asyncpg.Connection, account: asyncpg.Record) -> loads.Load:
+    loads.check_wallet(await loads.wallet_of(conn, account["id"]))
+    queued = await loads.waiting(conn, account["id"])
+    if not queued:
+        raise Refused(driving.ORDER_STATE)
+    return queued[0]
 
 
 def _pos_drive(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, lanes: LoadLanes, terminal_id: str,
@@ -131,21 +163,26 @@ def _pos_drive(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, lanes: 
 
 async def pos_continue(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, lanes: LoadLanes,
                        terminal_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """``POST /pos/loads/{id}/continue``: no ``replies`` starts the load (DD12's script), else the next round."""
+    """``POST /pos/loads/{id}/continue``: no ``replies`` starts the load (DD12's script), else the next round;
+    counted as STK's rounds are."""
+    round_ = _pos_round(conn, env, crypto, lanes, terminal_id, fields)
+    return _round_data(await _counted(conn, fields["load_id"], round_, ends="replies" in fields))
+
+
+async def _pos_round(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, lanes: LoadLanes,
+                     terminal_id: str, fields: dict[str, Any]) -> Round:
     load = await loads.get(conn, fields["load_id"])
     if load is None:
         raise Refused(driving.ORDER_STATE)
     drive = _pos_drive(conn, env, crypto, lanes, terminal_id, load.account_id)
-    if "replies" not in fields:
-        account = await accounts.by_id(conn, load.account_id)
-        if account is None or account["msisdn"] is None:
-            raise Refused("2003")
-        wallet = loads.check_wallet(await loads.wallet_of(conn, load.account_id))
-        matrix.require(account, "recharge", "counter")
-        done = await driving.start(drive, load, state_write=await _swap_write(conn, crypto, load, wallet, fields))
-    else:
-        done = await _counted(drive, load.load_id, fields["replies"])
-    return _round_data(done)
+    if "replies" in fields:
+        return await driving.proceed(drive, load.load_id, fields["replies"])
+    account = await accounts.by_id(conn, load.account_id)
+    if account is None or account["msisdn"] is None:
+        raise Refused("2003")
+    wallet = loads.check_wallet(await loads.wallet_of(conn, load.account_id))
+    matrix.require(account, "recharge", "counter")
+    return await driving.start(drive, load, state_write=await _swap_write(conn, crypto, load, wallet, fields))
 
 
 async def _swap_write(conn: asyncpg.Connection, crypto: WalletCrypto, load: loads.Load, wallet: asyncpg.Record,
@@ -164,12 +201,15 @@ async def _swap_write(conn: asyncpg.Connection, crypto: WalletCrypto, load: load
 
 async def pos_recover(conn: asyncpg.Connection, env: Env, crypto: WalletCrypto, lanes: LoadLanes,
                       terminal_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """``POST /pos/loads/{id}/recover``: GET TRANSACTION PROVE for a load left *loading*."""
-    load = await loads.get(conn, fields["load_id"])
-    if load is None:
-        raise Refused(driving.ORDER_STATE)
-    done = await driving.recover(_pos_drive(conn, env, crypto, lanes, terminal_id, load.account_id), load.load_id)
-    return _round_data(done)
+    """``POST /pos/loads/{id}/recover``: GET TRANSACTION PROVE for a load left *loading* (a refusal counted)."""
+
+    async def recover() -> Round:
+        load = await loads.get(conn, fields["load_id"])
+        if load is None:
+            raise Refused(driving.ORDER_STATE)
+        return await driving.recover(_pos_drive(conn, env, crypto, lanes, terminal_id, load.account_id), load.load_id)
+
+    return _round_data(await _counted(conn, fields["load_id"], recover()))
 
 
 def _round_data(done: Round) -> dict[str, Any]:
