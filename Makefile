@@ -10,6 +10,7 @@ SPAWN_RATE ?= 50
 DURATION ?= 60s
 FUZZ_SECONDS ?= 300
 CHAOS_ARGS ?=
+API_EXAMPLES ?= 25
 
 .PHONY: install build tools run test lint typecheck pytest bench fuzz loadtest chaos clean cluster cluster-stop cluster-status cluster-test
 
@@ -60,7 +61,7 @@ bench: install
 # make chaos: the long chaos run (docs/RELIABILITY.md); override on the command line
 # (make chaos CHAOS_ARGS="--seed 42 --duration 300 --kills 20").
 chaos: install
-	$(BIN)/python -m chaos.run --report docs/RELIABILITY.md $(CHAOS_ARGS)
+	$(BIN)/python -m chaos.run --report docs/RELIABILITY.md --api-examples $(API_EXAMPLES) $(CHAOS_ARGS)
 
 fuzz: install
 	$(BIN)/python -m tests.fuzz_decoder --seconds $(FUZZ_SECONDS)

@@ -24,6 +24,13 @@ unless it is 2xx with the expected body — the run fails on any bad answer or s
 - ``kkt_query_ratio_vs_hello`` (wall clock): balance queries (0011/0; they also get a Stance and
   are journalled, as the seed shows) per second divided by a hello-world route mounted on the
   same aiohttp application (same middleware), same connections, same wrk script.
+- The floors, with the card service replaced by nothing but the database round trip a request
+  needs: a bare route on the same application (same middleware) that takes a pool connection and
+  runs one statement (``SELECT 1``) per request, timed beside the hello route.
+  ``kkt_query_ratio_ceiling_vs_hello`` is its rate over the hello route's (the most
+  ``kkt_query_ratio_vs_hello`` could be if a query cost only one round trip);
+  ``kkt_consume_cpu_ratio_db_ceiling_vs_pgbench`` is the CPU ratio if the HTTP server cost per
+  consume what that bare route costs per request, and PostgreSQL what it cost in the run.
 
 Before the timed runs every card answers one balance query, so the figures are the steady
 state: the server memoises a verified (stored hash, password) pair, and only a card's first
@@ -76,6 +83,8 @@ NOTES = {
     "kkt_consume_cpu_ratio_vs_pgbench": "CPU efficiency: server process + PostgreSQL only",
     "kkt_consume_ratio_vs_pgbench": "wall clock (wrk vs pgbench): includes each side's client",
     "kkt_consume_cpu_ratio_ceiling_vs_pgbench": "if the HTTP server cost only a hello-world request",
+    "kkt_consume_cpu_ratio_db_ceiling_vs_pgbench": "if the HTTP server cost only a bare route's DB round trip",
+    "kkt_query_ratio_ceiling_vs_hello": "wall clock: a bare route with one DB round trip, over hello",
     "kkt_query_ratio_vs_hello": "wall clock, wrk on both sides",
     "kkt_wrk_cpu_ms_per_consume": "reported, charged to neither side",
 }
@@ -98,7 +107,12 @@ def _server_main(settings: Any, dsn: str, ports: Any) -> None:
         async def hello(request: web.Request) -> web.Response:
             return web.Response(text="hello")
 
+        async def db_round_trip(request: web.Request) -> web.Response:
+            async with pool.acquire() as conn:
+                return web.Response(text=f"db {await conn.fetchval('SELECT 1')}")
+
         app.router.add_get("/bench/hello", hello)
+        app.router.add_get("/bench/db", db_round_trip)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -193,24 +207,32 @@ def _checked(run: WrkRun, what: str, sent: int | None = None) -> WrkRun:
     return run
 
 
-def _figures(queries: list[tuple[WrkRun, WrkRun]], consumes: list[tuple[PgbenchRun, WrkRun]]) -> dict[str, Any]:
+def _ceiling(pg: PgbenchRun, c: WrkRun, floor: WrkRun) -> float:
+    """The consume CPU ratio if the HTTP server cost per consume what it cost per ``floor`` request."""
+    return (c.requests / (floor.cpu.platform_s / floor.requests * c.requests + c.cpu.postgres_s)) / pg.per_server_cpu_s
+
+
+def _figures(queries: list[tuple[tuple[WrkRun, WrkRun], WrkRun]],
+             consumes: list[tuple[PgbenchRun, WrkRun]]) -> dict[str, Any]:
+    floors = list(zip(consumes, (f for f, _ in queries), strict=True))
     return {
         "kkt_consume_cpu_ratio_vs_pgbench": spread(c.per_server_cpu_s / pg.per_server_cpu_s for pg, c in consumes),
-        "kkt_consume_cpu_ratio_ceiling_vs_pgbench": spread(
-            (c.requests / (hello.cpu.platform_s / hello.requests * c.requests + c.cpu.postgres_s)) / pg.per_server_cpu_s
-            for (pg, c), (hello, _) in zip(consumes, queries, strict=True)
-        ),
+        "kkt_consume_cpu_ratio_ceiling_vs_pgbench": spread(_ceiling(pg, c, hello) for (pg, c), (hello, _) in floors),
+        "kkt_consume_cpu_ratio_db_ceiling_vs_pgbench": spread(_ceiling(pg, c, db) for (pg, c), (_, db) in floors),
         "kkt_consume_ratio_vs_pgbench": spread(c.rate / pg.tps for pg, c in consumes),
-        "kkt_query_ratio_vs_hello": spread(q.rate / h.rate for h, q in queries),
+        "kkt_query_ratio_vs_hello": spread(q.rate / h.rate for (h, _), q in queries),
+        "kkt_query_ratio_ceiling_vs_hello": spread(d.rate / h.rate for (h, d), _ in queries),
         "kkt_consumes_per_s": spread(c.rate for _, c in consumes),
         "kkt_queries_per_s": spread(q.rate for _, q in queries),
-        "kkt_hello_per_s": spread(h.rate for h, _ in queries),
+        "kkt_hello_per_s": spread(h.rate for (h, _), _ in queries),
+        "kkt_db_route_per_s": spread(d.rate for (_, d), _ in queries),
         "kkt_pgbench_tpcb_tps": spread(pg.tps for pg, _ in consumes),
         "kkt_cpu_ms_per_consume_server": spread(1000 * c.cpu.platform_s / c.requests for _, c in consumes),
         "kkt_cpu_ms_per_consume_postgres": spread(1000 * c.cpu.postgres_s / c.requests for _, c in consumes),
         "kkt_cpu_ms_per_query_server": spread(1000 * q.cpu.platform_s / q.requests for _, q in queries),
         "kkt_cpu_ms_per_query_postgres": spread(1000 * q.cpu.postgres_s / q.requests for _, q in queries),
-        "kkt_cpu_ms_per_hello_server": spread(1000 * h.cpu.platform_s / h.requests for h, _ in queries),
+        "kkt_cpu_ms_per_hello_server": spread(1000 * h.cpu.platform_s / h.requests for (h, _), _ in queries),
+        "kkt_cpu_ms_per_db_route_server": spread(1000 * d.cpu.platform_s / d.requests for (_, d), _ in queries),
         "kkt_pgbench_cpu_ms_per_tx_postgres": spread(1000 / pg.per_server_cpu_s for pg, _ in consumes),
         "kkt_wrk_cpu_ms_per_consume": spread(1000 * c.client_cpu_s / c.requests for _, c in consumes),
     }
@@ -230,6 +252,7 @@ def run() -> dict[str, Any]:
         probe = pgbench_probe_cpu_s(world.bin_dir, world.pgbench_url, CONCURRENCY, world.postmaster)
         folder = Path(world.data_dir)
         hello = write_url_file(folder / "hello.txt", ["/bench/hello"] * WRK_THREADS)
+        bare_db = write_url_file(folder / "db.txt", ["/bench/db"] * WRK_THREADS)
         query_paths = _query_paths(clients)
         queries_file = write_url_file(folder / "queries.txt", query_paths)
         consume_paths = [_consume_paths(clients, i) for i in range(RUNS)]
@@ -243,7 +266,7 @@ def run() -> dict[str, Any]:
                 return wrk(base, urls, expect, connections=CONCURRENCY, threads=WRK_THREADS, seconds=SECONDS,
                            pids=[server.pid], postmaster=world.postmaster)
 
-            queries = paired(RUNS, lambda _: _checked(load(hello, "hello"), "hello"),
+            queries = paired(RUNS, lambda _: (_checked(load(hello, "hello"), "hello"), _checked(load(bare_db, "db 1"), "db")),
                              lambda _: _checked(load(queries_file, PAID), "queries"))
             consumes = paired(
                 RUNS,

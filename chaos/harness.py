@@ -67,6 +67,8 @@ class Config:
     workers: int = 1
     proxy_rate: float = 0.3
     pace_s: float = 0.05
+    api_examples: int = 0  # schemathesis examples per operation and mode in each HTTP fuzzing pass (0: none)
+    api_phases: str = "fuzzing"
     slack: float = 1.0  # every deadline × this (a loaded machine); 1: the platform's promises as written
     recover_s: float = 300.0  # clients settle what they left unknown (a schedule running late included)
     data_dir: Path = ROOT / "var" / "chaos"

@@ -86,7 +86,8 @@ def proxy_recovery(directory: Path, sources: dict[str, str],
 
 
 def results(cfg: Config, harness: Harness, journals: checks.Journals, verdicts: list[checks.Check],
-            proxy: dict[str, Any], fuzzed: dict[str, Any], live: dict[str, Any], seconds: float) -> dict[str, Any]:
+            proxy: dict[str, Any], fuzzed: dict[str, Any], live: dict[str, Any], seconds: float,
+            api: dict[str, Any] | None = None) -> dict[str, Any]:
     by_kind: dict[str, list[float]] = defaultdict(list)
     for fault in harness.measured.faults:
         by_kind[fault["kind"]].append(fault["recovery_s"])
@@ -112,6 +113,8 @@ def results(cfg: Config, harness: Harness, journals: checks.Journals, verdicts: 
         "requests": live["channels"],
         "slow_connections_opened": dict(sum((Counter(e.get("opened", {})) for e in journals.ends), Counter())),
         "fuzz": fuzzed,
+        "api_fuzz": api or {"cases": 0},
+        "schemathesis_cases": (api or {}).get("cases", 0),
         "checks": [dataclasses.asdict(v) for v in verdicts],
         "ok": all(v.ok for v in verdicts),
     }
@@ -123,7 +126,7 @@ def summary(r: dict[str, Any]) -> str:
              f"  kills survived: {r['kills_survived']}, database restarts survived: {r['db_restarts_survived']},"
              f" proxy faults injected: {r['proxy_faults_injected']}",
              f"  recovery (s): {json.dumps(r['recovery_s'])}",
-             f"  fuzz: {r['fuzz'].get('frames', 0)} frames"]
+             f"  fuzz: {r['fuzz'].get('frames', 0)} frames, schemathesis: {r.get('schemathesis_cases', 0)} cases"]
     lines += [f"  [{'ok' if c['ok'] else 'FAILED'}] {c['name']}" + ("" if c["ok"] else f": {c['detail']}")
               for c in r["checks"]]
     return "\n".join(lines)
@@ -164,9 +167,21 @@ def section(r: dict[str, Any]) -> str:
     out += ["", f"DD port fuzzing: **{fz.get('frames', 0)}** frames over {fz.get('connections', 0)} connections "
             f"({fz.get('legal_frames', 0)} legal, {fz.get('unanswered_legal', 0)} unanswered), RSS "
             f"{fz.get('rss_before_mb')} → {fz.get('rss_after_mb')} MB.", ""]
+    out += [_api_line(r.get("api_fuzz", {})), ""]
     out += _table([("✓" if ch["ok"] else "✗", ch["name"], " ".join(ch["detail"].replace("|", "/").split())[:160]) for ch in r["checks"]],
                   ("", "check", "detail"))
     return "\n".join([*out, "", END])
+
+
+def _api_line(api: dict[str, Any]) -> str:
+    if not api.get("cases"):
+        return "HTTP fuzzing (schemathesis): not run."
+    passes = api["passes"]
+    return (f"HTTP fuzzing (schemathesis, every check it offers and the platform's own): **{api['cases']}** cases "
+            f"over {api['operations']} operations of `/openapi.json` — signed {passes['signed']['cases']} "
+            f"({passes['signed']['refused']} refused, each leaving the money tables as they were), unsigned "
+            f"{passes['unsigned']['cases']} ({passes['unsigned']['refused']} refused); failures: "
+            f"{sum(len(p['failures']) for p in passes.values())}.")
 
 
 def write_section(path: Path, r: dict[str, Any]) -> None:

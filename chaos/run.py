@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import random
+import secrets
 import shutil
 import sys
 import time
@@ -23,11 +24,12 @@ from typing import Any
 import asyncpg
 import psutil
 
-from chaos import checks, faults, report
+from chaos import api_fuzz, checks, faults, report
 from chaos.fuzz import ANSWER_WAIT_S, fuzz
 from chaos.harness import Config, Harness
 from chaos.journal import read
 from chaos.server import RECHARGECTL, ROOT
+from recharge import db
 
 RESULTS = ROOT / "chaos" / "results.json"
 RSS_SLACK_MB = 10.0
@@ -50,6 +52,9 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--wallet-clients", type=int, default=1, help="SIM wallet clients (STK, hall and merchant POS)")
     p.add_argument("--slow-clients", type=int, default=1)
     p.add_argument("--proxy-rate", type=float, default=0.3, help="share of proxied connections with a fault")
+    p.add_argument("--api-examples", type=int, default=0,
+                   help="schemathesis examples per operation and mode in each HTTP fuzzing pass (0: none; make chaos: 25)")
+    p.add_argument("--api-phases", default="coverage,fuzzing", help="schemathesis phases of the HTTP fuzzing")
     p.add_argument("--slack", type=float, default=1.0,
                    help="multiply every deadline (answers, recovery, fuzz answers) on a loaded machine; 1: as promised")
     p.add_argument("--results", type=Path, default=RESULTS)
@@ -61,7 +66,8 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
                   dd_clients=a.dd_clients, kkt_clients=a.kkt_clients, sms_clients=a.sms_clients,
                   order_clients=a.order_clients, mpay_clients=a.mpay_clients,
                   wallet_clients=a.wallet_clients, slow_clients=a.slow_clients, workers=a.workers,
-                  proxy_rate=a.proxy_rate, slack=max(1.0, a.slack)), a
+                  proxy_rate=a.proxy_rate, slack=max(1.0, a.slack), api_examples=a.api_examples,
+                  api_phases=a.api_phases), a
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +121,50 @@ def run(harness: Harness, events: list[faults.Event]) -> dict[str, Any]:
     verdicts.append(checks.Check("clients: every client process exited cleanly", set(client_exits) <= {0},
                                  str(client_exits)))
     verdicts += database_checks(harness.measured.faults, DB_BACK_WITHIN_S * cfg.slack)
-    return report.results(cfg, harness, journals, verdicts, proxy, fuzzed, live, time.time() - started)
+    api = api_fuzz_phase(harness, cfg.api_examples, cfg.api_phases, cfg.seed)
+    verdicts += api.pop("checks")
+    return report.results(cfg, harness, journals, verdicts, proxy, fuzzed, live, time.time() - started, api)
+
+
+def api_fuzz_phase(harness: Harness, examples: int, phases: str, seed: int) -> dict[str, Any]:
+    """Schemathesis against every JSON and form endpoint of a platform of its own (chaos/api_fuzz.py):
+    on the embedded PostgreSQL of its own folder, or a database of its own on the DATABASE_URL server."""
+    if examples <= 0:
+        return {"cases": 0, "checks": []}
+    url = None
+    if harness.external_url:
+        name = f"api_fuzz_{seed}_{secrets.token_hex(3)}"
+        asyncio.run(_execute(harness.external_url, f'CREATE DATABASE "{name}"'))
+        url = db.with_database(harness.external_url, name)
+    try:
+        found = api_fuzz.fuzz(harness.dir / "api-fuzz", database_url=url, examples=examples, seed=seed, phases=phases,
+                              timeout_s=7200.0)
+    finally:
+        if url is not None:
+            asyncio.run(_execute(harness.external_url or "", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    signed, unsigned = found["passes"]["signed"], found["passes"]["unsigned"]
+
+    def detail(one: dict[str, Any]) -> str:
+        return (f"{one['cases']} cases, {one['refused']} refused, exit {one['exit']}, failures "
+                f"{json.dumps(one['failures'])[:300]}, errors {json.dumps(one['errors'])[:200]} ({one['log']})")
+
+    found["checks"] = [
+        checks.Check("http fuzz, signed: no 5xx, every answer as documented, a refused request changes no money table",
+                     signed["exit"] == 0 and not signed["failures"] and not signed["errors"], detail(signed)),
+        checks.Check("http fuzz, unsigned: every operation that needs credentials refused as documented",
+                     unsigned["exit"] == 0 and not unsigned["failures"] and not unsigned["errors"], detail(unsigned)),
+        checks.Check("http fuzz, unsigned: the books unchanged across the pass", found["unsigned_books_unchanged"],
+                     json.dumps(found["books"])),
+    ]
+    return found
+
+
+async def _execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 def database_checks(done: list[dict[str, Any]], back_within_s: float) -> list[checks.Check]:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from http_api import admin, console, kkt_rest, kkt_soap, kkt_soap_doc, mpay_api, order_api, sms
+from http_api import admin, console, kkt_rest, kkt_soap, kkt_soap_doc, mpay_api, openapi, order_api, sms
 from http_api.connections import GATE_KEY, ConnectionGate, guard_requests, runner_options
 from http_api.context import KKT_LANE_KEY, LANES_KEY, PLATFORM_KEY, platform_of, route_of
 from http_api.forwarded import real_client_middleware
@@ -32,7 +32,7 @@ from recharge.network import parse_networks
 log = logging.getLogger(__name__)
 
 # Each module has ``setup(app: web.Application) -> None``. One line per feature.
-ROUTE_MODULES = (order_api, kkt_rest, kkt_soap, kkt_soap_doc, admin, sms, mpay_api, console)
+ROUTE_MODULES = (order_api, kkt_rest, kkt_soap, kkt_soap_doc, admin, sms, mpay_api, console, openapi)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -60,8 +60,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         # outside ``Platform.acquire``): nothing was done.
         return web.Response(status=503, text="system busy, retry later\n", headers={"Retry-After": "1"})
     finally:
-        metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
-        metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+        metrics.child(metrics.HTTP_REQUESTS, route, request.method, str(status)).inc()
+        metrics.child(metrics.HTTP_SECONDS, route).observe(time.perf_counter() - started)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -33,6 +33,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from http_api.server_log import safe_answers
 from recharge import metrics
 from recharge.context import Platform
 
@@ -140,7 +141,7 @@ class ConnectionGate:
         assert self.server is not None, "attach aiohttp's server first"
         if not self._room():
             return _Refused()
-        inner = self.server()
+        inner = safe_answers(self.server())
         guard = GuardedConnection(self, inner)
         self.connections[guard] = None
         self._idle[guard] = None

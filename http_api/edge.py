@@ -12,9 +12,18 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 BIGINT_MIN = -(2**63)
 BIGINT_MAX = 2**63 - 1
+
+# What aiohttp raises for a body that is not the form its Content-Type names: a multipart type with
+# no boundary or a broken body (ValueError, BadHttpMessage), bytes not in the charset (UnicodeDecodeError),
+# an unknown charset (LookupError) or part encoding (RuntimeError, TypeError).
+FORM_ERRORS = (ValueError, LookupError, RuntimeError, TypeError, BadHttpMessage)
 
 # C0 controls but tab, LF and CR; DEL and the C1 controls; every surrogate code point.
 _NOT_STORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -39,3 +48,17 @@ def secret_matches(given: str | None, secret: str | None) -> bool:
     if not secret or not given:
         return False
     return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), secret.encode("utf-8"))
+
+
+async def read_form(request: web.Request) -> Mapping[str, str] | None:
+    """A form body's text fields (first value wins), or None when the body cannot be read as the
+    form its Content-Type names (``FORM_ERRORS``); too large a body still answers 413."""
+    try:
+        form = await request.post()
+    except FORM_ERRORS:
+        return None
+    found: dict[str, str] = {}
+    for name, value in form.items():
+        if isinstance(value, str) and name not in found:
+            found[name] = value
+    return found

@@ -4,7 +4,8 @@ Parses the seed's parameters, checks the LICENSEKEY first (a bad key answers the
 license code as ``text/plain``), calls ``recharge.kkt.service`` and renders
 ``<TradeResult><Record>…</Record></TradeResult>`` shaped exactly like the seed's examples.
 Business refusals are HTTP 200 with their return code; only an unknown method is 400 (code
-50). POST with a form body is accepted as well, for clients that cannot GET.
+50), and a parameter no field can hold or a POST body that is not its form 400 (code 00). POST
+with a form body is accepted as well, for clients that cannot GET.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from recharge.kkt import service as kkt
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" ?>\n'
 MAX_PARAM_CHARS = 512  # the longest legal parameter (LICENSEKEY); longer values are cut off and fail
+_XML_HEADERS = {"Content-Type": "text/xml; charset=utf-8"}
 Fields = Sequence[tuple[str, object]]
 Handler = Callable[[object, "Params", kkt.License, kkt.Config], Awaitable[web.Response]]
 
@@ -40,7 +42,8 @@ def render(records: Iterable[Fields]) -> str:
 
 
 def xml_response(records: Iterable[Fields], status: int = 200) -> web.Response:
-    return web.Response(text=render(records), content_type="text/xml", charset="utf-8", status=status)
+    # the body as bytes with its header: aiohttp's text= and content_type= parse and rebuild the header per response
+    return web.Response(body=render(records).encode("utf-8"), headers=_XML_HEADERS, status=status)
 
 
 def trade_fields(result: kkt.TradeResult, chinese: bool) -> Fields:
@@ -73,13 +76,18 @@ class Params:
 
     def unstorable(self) -> str | None:
         """The first parameter holding NUL or another control character (``http_api.edge``)."""
+        if edge.storable("\t".join(self._values.values())):  # tab is storable: one scan when all are
+            return None
         return next((name for name, value in self._values.items() if not edge.storable(value)), None)
 
 
-async def _params(request: web.Request) -> Params:
+async def _params(request: web.Request) -> Params | None:
+    """None: a POST whose body is not the form its Content-Type names (``edge.read_form``)."""
     if request.method == "POST":
-        form = await request.post()
-        merged = {k: v for k, v in form.items() if isinstance(v, str)}
+        form = await edge.read_form(request)
+        if form is None:
+            return None
+        merged = dict(form)
         merged.update({k: v for k, v in request.query.items() if k not in merged})
         return Params(merged)
     return Params(request.query)
@@ -91,6 +99,10 @@ def license_response(code: int) -> web.Response:
 
 async def handle_get(request: web.Request) -> web.StreamResponse:
     params = await _params(request)
+    if params is None:
+        kkt.metrics.KKT_TRADES.labels("unknown", "00").inc()
+        return xml_response([[("PayInForm", "00"), ("PayInResult", "(00)" + kkt.text("00", kkt.is_chinese(
+            request.query.get("LANG"))))]], status=400)
     method = params.get("method") or ""
     handler = METHODS.get(method)
     if handler is None:

@@ -38,8 +38,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except web.HTTPNotFound:
         return envelope("1001", status=404)
-    except web.HTTPMethodNotAllowed:
-        return envelope("1001", status=405)
+    except web.HTTPMethodNotAllowed as exc:  # RFC 9110: a 405 names the methods the resource has
+        return envelope("1001", status=405, headers={"Allow": ",".join(sorted(exc.allowed_methods))})
     except web.HTTPRequestEntityTooLarge:
         return envelope("1001", status=413)
 

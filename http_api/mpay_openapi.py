@@ -45,7 +45,7 @@ ENVELOPE = {
     },
 }
 REFUSAL = {"allOf": [{"$ref": "#/components/schemas/Envelope"}], "properties": {"data": {"type": "null"}}}
-SECURITY: dict[str, list[dict[str, list[str]]]] = {"customer": [{"bearer": []}], "operator": [{"bearer": []}], "merchant": [{"merchantSign": []}],
+SECURITY: dict[str, list[dict[str, list[str]]]] = {"customer": [{"bearer": []}], "operator": [{"operatorBearer": []}], "merchant": [{"merchantSign": []}],
             "ivr": [{"gatewaySecret": []}], "anyone": []}
 
 
@@ -83,6 +83,8 @@ def _operation(method: str, path: str, ep: Endpoint, schemas: dict[str, Any]) ->
             ("405", "unknown method (1001)", errors), ("413", "body too large (1001)", errors),
             ("500", "platform fault (9002)", errors), ("503", "busy (9001)", errors))},
     }
+    if ep.roles:
+        op["x-roles"] = list(ep.roles)  # the operator roles allowed (another role: 1004)
     if ep.fields is not None:
         op["requestBody"] = _body(ep.fields)
     if ep.request_id and method == "POST":
@@ -134,7 +136,8 @@ def document(routes: Iterable[web.AbstractRoute]) -> dict[str, Any]:
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
+                "bearer": {"type": "http", "scheme": "bearer", "description": "a customer's session token"},
+                "operatorBearer": {"type": "http", "scheme": "bearer", "description": "an operator's session token"},
                 "merchantSign": {"type": "apiKey", "in": "header", "name": "Sign"},
                 "gatewaySecret": {"type": "apiKey", "in": "header", "name": "X-Gateway-Secret"},
             },

@@ -99,6 +99,10 @@ DATA: dict[tuple[str, str], Schema] = {
     ("GET", "/me/wallet/history"): obj(items={"type": "array", "items": obj(
         id=ID, created_at=TIME, type={"enum": ["load", "purchase", "void", "buy_out", "retired"]},
         amount=SIGNED_CENTS, state={"enum": ["waiting", "loading", "posted", "voided"]})}),
+    ("GET", "/me/wallet/log"): obj(card_no=CARD_NO, items={"type": "array", "maxItems": 10, "items": obj(
+        serial={"type": "integer", "minimum": 0, "maximum": 65535}, type={"enum": ["load", "purchase"]},
+        amount=CENTS, terminal_id={"type": "string", "pattern": "^[0-9]{12}$"},
+        date={"type": "string", "pattern": "^[0-9]{8}$"}, time={"type": "string", "pattern": "^[0-9]{6}$"})}),
     # merchant
     ("POST", "/merchant/payments"): obj(payment_id=ID, state=PAYMENT_STATE, pay_url={"type": "string", "format": "uri"},
                                         expires_at=TIME),

@@ -527,9 +527,7 @@ def _route(endpoint: str, work: Work) -> Callable[[web.Request], Awaitable[web.R
 
 
 def setup(app: web.Application) -> None:
-    from http_api import order_openapi
-
+    """The three endpoints; their description is part of ``GET /openapi.json`` (``http_api.openapi``)."""
     app.router.add_post("/APPLLogin", _route("APPLLogin", appl_login))
     app.router.add_post("/AcctQueryLNT", _route("AcctQueryLNT", acct_query))
     app.router.add_post("/CreateAutoLoadOrder", _route("CreateAutoLoadOrder", create_auto_load_order))
-    order_openapi.setup(app)

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 description of the order JSON API, served at ``GET /openapi.json``.
+"""The OpenAPI 3.1 description of the order JSON API, part of ``GET /openapi.json`` (``http_api.openapi``).
 
 It documents the envelope (clear fields, ``data``, ``mac``, ``Sign``) and, for each
 endpoint, the JSON object encrypted in ``data`` in both directions, so integrators see what
@@ -8,8 +8,6 @@ to encrypt without reading the seed.
 from __future__ import annotations
 
 from typing import Any
-
-from aiohttp import web
 
 _STR: dict[str, Any] = {"type": "string"}
 _INT: dict[str, Any] = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}  # a BIGINT
@@ -152,10 +150,3 @@ def document() -> dict[str, Any]:
         "paths": paths,
     }
 
-
-async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(document())
-
-
-def setup(app: web.Application) -> None:
-    app.router.add_get("/openapi.json", openapi_json)

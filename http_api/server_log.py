@@ -1,4 +1,4 @@
-"""The logger aiohttp's HTTP server writes to, made safe for a request an attacker shaped.
+"""The logger aiohttp's HTTP server writes to, and its error answers, made safe for a request an attacker shaped.
 
 aiohttp logs a malformed request (an over-long request line or header, a bad character, a
 bad method) at ERROR with the parser's exception, whose message quotes the start of the
@@ -8,15 +8,22 @@ client's address and the kind of error, counts it in
 ``recharge_http_protocol_errors_total{reason}``, and logs at most one per
 ``interval_s`` (a flood of garbage would otherwise flood the log), saying how many it
 left out. Other records (a real server error) pass on to the redacting formatter
-(``app.logs``).
+(``app.logs``). The answer to such a request (HTTP 400, 413, 431…) quoted the same bytes back:
+``safe_answers`` makes it the bare status line's phrase (found by the HTTP fuzzing of issue 18:
+a LICENSEKEY in an over-long request line came back in the body).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from http import HTTPStatus
 
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 
 from recharge import metrics
 
@@ -58,3 +65,22 @@ def server_logger() -> logging.Logger:
     if not any(isinstance(f, ClientErrorFilter) for f in logger.filters):
         logger.addFilter(ClientErrorFilter())
     return logger
+
+
+class _SafeAnswers(RequestHandler):
+    """aiohttp's handler whose answer to a malformed request never quotes the request."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> StreamResponse:
+        if message is not None and status < 500:
+            message = f"{status} {HTTPStatus(status).phrase}\n"
+        return super().handle_error(request, status, exc, message)
+
+
+def safe_answers(handler: asyncio.Protocol) -> asyncio.Protocol:
+    """The same connection handler, answering a malformed request with its status phrase only."""
+    if type(handler) is RequestHandler:
+        handler.__class__ = _SafeAnswers
+    return handler

@@ -15,7 +15,8 @@ The gateway proves itself with the shared secret ``sms_shared_secret``, sent as 
 time; missing or wrong → 403, and an unset secret disables the hook (403). With
 ``sms_allowed_networks`` set, a client outside them (its real address, behind
 ``trusted_proxies``) → 403 too. A malformed
-gateway request (no or bad ``from``, bad ``id``, undecodable body) → 400. Everything a
+gateway request (no or bad ``from``, bad ``id``, undecodable body, a form body that is not its
+Content-Type's form) → 400. Everything a
 sender can type is answered 200 with a text — business refusals, and also a busy or broken
 database (a gateway turns a 5xx into "could not fetch content" for the user).
 """
@@ -81,13 +82,16 @@ def authorised(given: str | None, secret: str | None) -> bool:
     return edge.secret_matches(given, secret)
 
 
-async def _params(request: web.Request) -> dict[str, str]:
-    """The query parameters, and a form body's fields (first value wins)."""
+async def _params(request: web.Request) -> tuple[dict[str, str], bool]:
+    """The query parameters, and a form body's fields (first value wins); False: a form body that
+    cannot be read as its Content-Type says (``edge.read_form``)."""
     params: dict[str, str] = dict(request.query)
     if request.method == "POST" and request.content_type in _FORM_TYPES:
-        form = await request.post()
-        params.update({k: v for k, v in form.items() if isinstance(v, str) and k not in params})
-    return params
+        form = await edge.read_form(request)
+        if form is None:
+            return params, False
+        params.update({k: v for k, v in form.items() if k not in params})
+    return params, True
 
 
 async def _text(request: web.Request, params: dict[str, str]) -> str:
@@ -106,7 +110,7 @@ def _text_response(text: str, status: int = 200) -> web.Response:
 
 async def inbound(request: web.Request) -> web.Response:
     settings = platform_of(request).settings
-    params = await _params(request)
+    params, form_read = await _params(request)
     allowed = _networks(settings.sms_allowed_networks)
     if (allowed and not is_trusted(request.remote, allowed)) or not authorised(
             request.headers.get(SECRET_HEADER) or params.get(SECRET_PARAM), settings.sms_shared_secret):
@@ -115,6 +119,8 @@ async def inbound(request: web.Request) -> web.Response:
     sender = normalise_msisdn(params.get("from") or request.headers.get(KANNEL_FROM_HEADER))
     message_id = params.get("id") or None
     try:
+        if not form_read:
+            raise _BadRequest("bad request: the body is not the form its Content-Type names")
         if sender is None or (message_id is not None and not _MESSAGE_ID_RE.fullmatch(message_id)):
             raise _BadRequest("bad request: from must be a phone number, id 1-64 of [0-9A-Za-z_.:-]")
         text = await _text(request, params)  # any text a sender types is answered (a NUL: the help text)
@@ -159,8 +165,9 @@ async def _answer(request: web.Request, sender: str, text: str, message_id: str 
     ctx = platform_of(request)
     busy = sms.fit(sms.BUSY, ctx.settings.sms_max_reply_chars)
     try:
-        async with ctx.acquire() as conn:
-            return await sms_channel.handle(conn, kkt_config(request), sender, text, message_id)
+        # no connection held here: the channel takes one only for its own statements, and an
+        # operator's trade waits for its batch on the trade lane (recharge.kkt.sms_channel)
+        return await sms_channel.handle(ctx.acquire, kkt_config(request), sender, text, message_id)
     except Busy:
         metrics.BUSY_ANSWERS.labels("http").inc()
         return sms_channel.Answer(busy, "unknown", "busy")

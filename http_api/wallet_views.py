@@ -1,5 +1,6 @@
 """The website's wallet views under ``/mpay/v1`` (SPEC 6.13, 7.5): ``GET /me/wallet`` (state, card, shadow, limit,
-waiting) and ``GET /me/wallet/history?from&to``, through mpay's gate (customer token; queries are allowed in
+waiting), ``GET /me/wallet/history?from&to`` and ``GET /me/wallet/log`` (the card's last-ten log as the platform
+knows it, SPEC 7.1's SFI ``0x18``), through mpay's gate (customer token; queries are allowed in
 every account status, 6.7). The rules are ``recharge.wallet.views``'s."""
 
 from __future__ import annotations
@@ -51,9 +52,23 @@ async def me_wallet_history(call: Call) -> dict[str, Any]:
                        "state": i.state} for i in items]}
 
 
+async def me_wallet_log(call: Call) -> dict[str, Any]:
+    """The wallet card's last-ten log as the platform knows it (SPEC 7.1 SFI ``0x18``; docs/PROTOCOL.md)"""
+    account = await me(call)
+    found = await views.summary(call.conn, account["id"])
+    if found is None:
+        raise Refused("5001")
+    card_no = str(found["card_no"])
+    items = await views.card_log(call.conn, account["id"], card_no)
+    return {"card_no": card_no, "items": [{"serial": r.serial, "type": r.type, "amount": r.amount,
+                                           "terminal_id": r.terminal_id, "date": r.date, "time": r.time}
+                                          for r in items]}
+
+
 ROUTES: list[tuple[str, str, Endpoint]] = [
     ("GET", "/me/wallet", Endpoint(me_wallet, "customer")),
     ("GET", "/me/wallet/history", Endpoint(me_wallet_history, "customer")),
+    ("GET", "/me/wallet/log", Endpoint(me_wallet_log, "customer")),
 ]
 
 

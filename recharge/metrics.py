@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import (
@@ -231,6 +232,22 @@ ORDER_EXPIRY_SECONDS = Gauge(
 
 
 _BEFORE_RENDER: set[Callable[[], None]] = set()
+CHILDREN_KEPT_MAX = 4096  # labelled children ``child`` keeps (the label sets are small; this bounds a surprise)
+_CHILDREN: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Counter | Gauge | Histogram, *labels: str) -> Any:
+    """``metric.labels(*labels)``, kept for the next call: prometheus_client checks the label
+    values and takes a lock on every ``labels()``, which per HTTP request and per card trade
+    cost more than the increment itself (docs/BENCHMARKS.md). Beyond ``CHILDREN_KEPT_MAX``
+    children (label values a client chose, such as an HTTP method) it is ``labels()`` again."""
+    key = (metric, labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = metric.labels(*labels)
+        if len(_CHILDREN) < CHILDREN_KEPT_MAX:
+            _CHILDREN[key] = found
+    return found
 
 
 def before_render(hook: Callable[[], None]) -> Callable[[], None]:

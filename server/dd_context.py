@@ -3,12 +3,13 @@
 A recharge step's write is an item handed to a ``Group`` (``DDContext.commit``, through the process's
 ``LoadLanes``, recharge/loads/lanes.py, which the SIM wallet's loads share): the group's
 batch function does all the items of a batch in one call — pay, the card balances, *loading*,
-release, post, confirm, each one of ``recharge.orders.lifecycle``'s batch functions — and answers
-each item its value: the order, or the refusal (an ``OrderError``, for which nothing was written).
-Nothing is answered before its batch has committed. Groups that lock a merchant's recharge fund
-(``hot``: pay, post) go to a group commit of their own (a lane with its own pipeline), so the
-fund row serialises only their batches; the others share the second lane, whose kept connections
-also serve the read gate (DD11's lookups and reads, outside any transaction).
+release, post, confirm (DD21's release, post and confirm as well), each one of
+``recharge.orders.lifecycle``'s batch functions — and answers each item its value: the order, or
+the refusal (an ``OrderError``, for which nothing was written). Nothing is answered before its
+batch has committed. Groups that lock a merchant's recharge fund (``hot``: pay, post) go to a
+group commit of their own (a lane with its own pipeline), so the fund row serialises only their
+batches; the others share the second lane, whose kept connections also serve the read gate
+(DD11's lookups and reads, outside any transaction).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class DDContext:
     lanes: LoadLanes  # recharge/loads/lanes.py: one per process, shared with the wallet's load paths
     reads: ReadGate  # DD11's reads: bounded, and merged lookups
     record_ids: store.RecordIds  # DD20 receipt record ids, from blocks of dd_record_seq
-    book: Book[Order | OrderError] = field(init=False)  # the orders' loading, post (DD17, with record ids), release
+    book: Book[Order | OrderError] = field(init=False)  # the orders' loading, post (record ids), release: DD15-21
 
     def __post_init__(self) -> None:
         self.book = Book(LOADING, _post_group(self.record_ids), RELEASE)
@@ -109,7 +110,7 @@ def _post_group(record_ids: store.RecordIds) -> Group[Proven, Order | OrderError
         loads = [Loaded(p.load_id, p.balance_after, rid) for p, rid in zip(items, ids, strict=True)]
         return await in_rounds(conn, lifecycle.mark_loaded, loads, _order_of)
 
-    return Group("dd17_post", run_all, hot=True)
+    return Group("order_post", run_all, hot=True)
 
 
 def _loading(marking: Marking) -> Loading:
@@ -126,12 +127,12 @@ async def _mark_loading(conn: asyncpg.Connection, items: list[Marking]) -> list[
     return await in_rounds(conn, lifecycle.mark_loading, [_loading(m) for m in items], _order_of)
 
 
-# The groups of the recharge steps (DD17's posts: ``DDContext.book.post``).
+# The groups of the recharge steps (the posts of DD17 and DD21: ``DDContext.book.post``; RELEASE: DD17's and DD21's).
 PAY = Group("dd11_pay", each(lifecycle.pay_orders, _order_of), hot=True)
 PAY_AT_CARD = Group("dd13_pay_at_card", _pay_at_card, hot=True)
 CARD_BALANCES = Group("dd13_card_balance", _card_balances)
 LOADING = Group("dd15_loading", _mark_loading)
-RELEASE = Group("dd17_release", each(lifecycle.release_loading, _itself))
+RELEASE = Group("order_release", each(lifecycle.release_loading, _itself))
 CONFIRM = Group("dd19_confirm", each(lifecycle.confirm_orders, _itself))
 # DD11's reads (terminal, order, card kind) of concurrent terminals in one statement (ReadGate.lookup).
 DD11_READS = Group("dd11_reads", store.terminals_and_orders)

@@ -6,7 +6,8 @@ Recharge DD11–DD20 (SPEC 1.4), result query and recovery DD21/DD22, card depos
 stage table of server/dispatch.py. A step checks the request in the order the spec lists,
 does its database work and returns the ``Response``; a refusal is raised as
 ``Refuse(info_code)`` and becomes an ending error answer. The recharge steps' writes (pay,
-DD13's card balance, DD15's *loading*, DD17's post or release, DD19's confirm) are items handed
+DD13's card balance, DD15's *loading*, DD17's post or release, DD19's confirm, DD21's post or
+release from the card's proof and its confirm) are items handed
 to their groups of the service's group commit (``DDContext.commit``, server/dd_context.py): they
 share a transaction, a statement and a commit with other terminals' items, and are answered —
 the order, or its refusal as a value — only once that commit is durable. Their checks that only
@@ -26,7 +27,6 @@ import asyncpg
 from core_ext import (
     Frame,
     Instruction,
-    Reply,
     bcd_encode,
     be_decode,
     be_encode,
@@ -39,7 +39,6 @@ from recharge import metrics
 from recharge.loads import engine, pboc
 from recharge.loads.engine import Result
 from recharge.loads.pboc import READ_CARD_SCRIPT, SW_NO_PROOF, SW_OK, CardStepError, InFlight, LoadKeys
-from recharge.orders import lifecycle
 from recharge.orders.lifecycle import Payment
 from recharge.orders.model import (
     DONE,
@@ -51,7 +50,6 @@ from recharge.orders.model import (
     OrderErrorCode,
     get_order,
     is_order_no,
-    single,
 )
 from server import store
 from server.dd_context import (
@@ -116,13 +114,6 @@ def _order_error(exc: OrderError) -> Refuse:
 def _loadable(order: Order, now: dt.datetime) -> bool:
     expired = order.expires_at is not None and order.expires_at <= now
     return order.state in (SUBMITTED, PAID) and not order.loading and not expired
-
-
-def _single_reply(info: bytes) -> Reply:
-    try:
-        return pboc.single_reply(info)
-    except CardStepError:
-        raise Refuse(INFO_CARD_ERROR) from None
 
 
 def _keys(dd: DDContext) -> LoadKeys:
@@ -303,45 +294,49 @@ async def dd19(dd: DDContext, st: FlowState, frame: Frame) -> Response:
 # --- result query and recovery (DD21/DD22) ---------------------------------------------------
 
 
-async def _not_credited(conn: asyncpg.Connection, order: Order, pki: bytes) -> Response:
+async def _not_credited(dd: DDContext, order: Order, pki: bytes) -> Response:
     """DD22 of a load that did not happen: the card's balance is the one it reported before it
     (DD15), or the newest the platform knows for a flow that never got that far."""
     balance = order.balance_before_cents
     if balance is None:
-        balance = await store.last_known_balance(conn, order.card_no)
+        card_no = order.card_no
+        balance = await store.run_transaction(dd.platform, lambda conn: store.last_known_balance(conn, card_no))
     return Response(result=INFO_REVERSAL_OK, info=_receipt(order, pki, amount=0, balance=balance), end=True)
 
 
-async def _settled_answer(conn: asyncpg.Connection, order: Order, pki: bytes) -> Response | None:
-    """The DD22 of an order that is not loading; None when it is loading."""
+async def _settled(dd: DDContext, order: Order, pki: bytes) -> Response | None:
+    """The DD22 of an order that is not loading (a loaded one is confirmed, as DD19 does: the CONFIRM group
+    of the lanes); None when it is loading."""
     if order.state in DONE:
         if order.state == LOADED:
-            order = single(await lifecycle.confirm_orders(conn, [order.order_no]))
+            confirmed = await dd.commit(CONFIRM, order.order_no)
+            if isinstance(confirmed, OrderError):  # settled meanwhile by an operator: an internal error
+                raise confirmed
+            order = confirmed
         return Response(
             info=_receipt(order, pki, amount=order.amount_cents, balance=order.balance_after_cents or 0), end=True
         )
     if order.loading:
         return None
-    return await _not_credited(conn, order, pki)
+    return await _not_credited(dd, order, pki)
 
 
 async def dd21_query(dd: DDContext, st: FlowState, frame: Frame) -> Response:
     """Step 0x00: the outcome of an order; a *loading* one gets GET TRANSACTION PROVE."""
     need_length(frame, 10)
 
-    async def work(conn: asyncpg.Connection) -> Response:
+    async def look(conn: asyncpg.Connection) -> Order:
         await signed_in(dd.platform.settings, conn, st, frame)
         order = await get_order(conn, _order_no(frame.info))
         if order is None:
             raise Refuse(INFO_UNKNOWN_ORDER)
-        st.order = order
-        answer = await _settled_answer(conn, order, st.pki)
-        if answer is not None:
-            return answer
-        apdu = bytes.fromhex("805A000202") + be_encode(order.online_serial or 0, 2) + b"\x08"
-        return Response(info=script_encode([Instruction(1, apdu, SW_OK, 0, 0)]))
+        return order
 
-    return await store.run_transaction(dd.platform, work)
+    st.order = order = await store.run_transaction(dd.platform, look)
+    answer = await _settled(dd, order, st.pki)
+    if answer is not None:
+        return answer
+    return Response(info=pboc.prove_script(order.online_serial or 0))
 
 
 def _in_flight(order: Order, random4: bytes | None) -> InFlight | None:
@@ -354,19 +349,9 @@ def _in_flight(order: Order, random4: bytes | None) -> InFlight | None:
                     order.online_serial, order.load_date, order.load_time, random4.hex().upper())
 
 
-def _judged(dd: DDContext, load: InFlight | None, proof: bytes) -> Result:
-    """The load engine's judgment of the card's proof (``9406`` alone needs no stored load fields)."""
-    if load is not None:
-        return engine.judge_proof(_keys(dd), load, proof)
-    try:
-        no_proof = pboc.single_reply(proof).sw == SW_NO_PROOF
-    except CardStepError:
-        no_proof = False
-    return Result.RELEASED if no_proof else Result.LOADING
-
-
 async def dd21_recover(dd: DDContext, st: FlowState, frame: Frame) -> Response:
-    """Step 0x01: order ‖ the card's GET TRANSACTION PROVE reply: posted, back to paid, or A4."""
+    """Step 0x01: order ‖ the card's GET TRANSACTION PROVE reply: posted, back to paid, or A4 — settled by the
+    load engine through the lanes (``engine.settle_proof`` with the orders' book), as DD17 settles a load."""
     if len(frame.info) < 10:
         raise Refuse(INFO_LENGTH)
     known = st.order
@@ -375,30 +360,31 @@ async def dd21_recover(dd: DDContext, st: FlowState, frame: Frame) -> Response:
         raise Refuse(INFO_UNKNOWN_ORDER)
     proof = frame.info[10:]
 
-    async def work(conn: asyncpg.Connection) -> Response:
-        order = await get_order(conn, known.order_no, for_update=True)
+    async def look(conn: asyncpg.Connection) -> tuple[Order, InFlight | None]:
+        order = await get_order(conn, known.order_no)
         assert order is not None
-        answer = await _settled_answer(conn, order, st.pki)
-        if answer is not None:  # settled meanwhile (an operator, another terminal)
-            return answer
+        if order.state in DONE or not order.loading:
+            return order, None
         await store.record_recovery_peer(conn, order.order_no, st.peer)
-        judged = _judged(dd, _in_flight(order, await store.get_load_random(conn, order.order_no)), proof)
-        if judged is Result.RELEASED:
-            released = single(await lifecycle.release_loading(conn, [order.order_no]))
-            metrics.RECHARGES.labels("recovered_not_credited").inc()
-            return await _not_credited(conn, released, st.pki)
-        if judged is not Result.POSTED:
-            metrics.RECHARGES.labels("recovery_failed").inc()
-            return Response.refuse(INFO_REVERSAL_FAILED)
-        assert order.card_no is not None and order.balance_before_cents is not None
-        balance_after = order.balance_before_cents + order.amount_cents
-        (record_id,) = await dd.record_ids.take(conn, 1, utc_now())
-        single(await lifecycle.mark_loaded(conn, [lifecycle.Loaded(order.order_no, balance_after, record_id)]))
-        loaded = single(await lifecycle.confirm_orders(conn, [order.order_no]))
-        metrics.RECHARGES.labels("recovered_loaded").inc()
-        return Response(info=_receipt(loaded, st.pki, amount=loaded.amount_cents, balance=balance_after), end=True)
+        return order, _in_flight(order, await store.get_load_random(conn, order.order_no))
 
-    return await store.run_transaction(dd.platform, work)
+    order, load = await store.run_transaction(dd.platform, look)
+    answer = await _settled(dd, order, st.pki)
+    if answer is not None:  # settled meanwhile (an operator, another terminal)
+        return answer
+    done = await engine.settle_proof(dd.lanes, dd.book, _keys(dd), order.order_no, load, proof)
+    if done.result is Result.LOADING:
+        metrics.RECHARGES.labels("recovery_failed").inc()
+        return Response.refuse(INFO_REVERSAL_FAILED)
+    if not isinstance(done.answer, Order):  # refused: settled meanwhile (an operator, another terminal)
+        again = await store.run_transaction(dd.platform, lambda conn: get_order(conn, order.order_no))
+        assert again is not None
+        return await _settled(dd, again, st.pki) or Response.refuse(INFO_REVERSAL_FAILED)
+    posted = done.result is Result.POSTED
+    metrics.RECHARGES.labels("recovered_loaded" if posted else "recovered_not_credited").inc()
+    settled = await _settled(dd, done.answer, st.pki)
+    assert settled is not None, "the lanes answered it posted or released"
+    return settled
 
 
 # --- card deposit (SPEC 1.7) -----------------------------------------------------------------

@@ -10,6 +10,7 @@ event loop; ``audited`` checks after a test that the ledger still balances.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -27,6 +28,9 @@ from recharge.keys import MasterKeys, write_keys
 from recharge.ledger.audit import audit
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Fixtures many modules share (w, api, desk, world, term, signed_in, ...): one plugin, not copies.
+pytest_plugins = ["tests.shared_fixtures"]
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
@@ -225,3 +229,17 @@ async def sweep_until(pool: asyncpg.Pool, done: Callable[[], Awaitable[bool]], *
         if await done() or asyncio.get_running_loop().time() > deadline:
             return
         await asyncio.sleep(0.05)
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], what: str, *, timeout_s: float = 30.0) -> None:
+    """Wait until ``check()`` holds (a coroutine's answer is awaited), looking every 10 ms. The bound
+    is generous on purpose: it only turns a hang into a failure, and a loaded machine (four suites
+    on two cores) must not trip it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        answer = check()
+        if await answer if inspect.isawaitable(answer) else answer:
+            return
+        assert loop.time() < deadline, f"not within {timeout_s} s: {what}"
+        await asyncio.sleep(0.01)

@@ -31,7 +31,8 @@ from chaos.server import ROOT
 
 SHORT = ["--duration", "35", "--kills", "3", "--db-restarts", "1", "--frames", "10000", "--workers", "1",
          "--dd-clients", "2", "--kkt-clients", "1", "--sms-clients", "1", "--order-clients", "1",
-         "--mpay-clients", "1", "--wallet-clients", "1", "--slow-clients", "1"]
+         "--mpay-clients", "1", "--wallet-clients", "1", "--slow-clients", "1",
+         "--api-examples", "0"]  # the HTTP fuzzing: tests/test_api_fuzz.py
 CHANNELS = ("dd", "kkt", "sms", "order", "mpay", "wallet_load", "wallet_purchase")
 
 

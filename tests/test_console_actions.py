@@ -4,7 +4,6 @@ one role below is refused with 403 and nothing changes."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +14,7 @@ from Crypto.PublicKey import RSA
 
 from app import demo, fixtures
 from recharge.kkt import cards
+from tests.conftest import eventually
 from tests.console_world import ConsoleUser, hidden, new_operator
 
 pytestmark = pytest.mark.usefixtures("audited")
@@ -114,11 +114,14 @@ async def test_card_state_password_and_batch(users: dict[str, ConsoleUser], conn
     assert (await post_as(users["operator"], "/console/kkt/batches", form))[0] == 303
     job = await conn.fetchrow("SELECT * FROM card_batch_jobs WHERE merchant_code = $1", code)
     assert job is not None and job["actor"].startswith("console:")
-    for _ in range(200):
+    body = ""
+
+    async def finished() -> bool:
+        nonlocal body
         _, body, _ = await users["viewer"].get(f"/console/kkt/batches/{job['id']}/progress")
-        if json.loads(body)["state"] != "running":
-            break
-        await asyncio.sleep(0.05)
+        return bool(json.loads(body)["state"] != "running")
+
+    await eventually(finished, "the card batch finished")
     assert json.loads(body) == {"done": 3, "count": 3, "state": "done", "first_card": f"1680{code}00000002",
                                 "last_card": f"1680{code}00000004", "error": None}
     assert await conn.fetchval("SELECT actor FROM operator_actions WHERE action = 'card_batch' AND subject = $1",

@@ -7,6 +7,10 @@ refused, logout, and the business-hall counter (a clerk made by ``rechargectl mp
 signs in, opens an account, deposits cash; a forged form and a non-clerk are refused). One
 browser serves the whole module; screenshots go to var/screenshots/console/.
 
+Each test stands alone, in any order: it starts with no cookies (no session) at the desktop size,
+and signs in an operator of its own (only the first uses the demo administrator, whose one-time
+password it changes).
+
 Selenium blocks, and the platform runs on the test's event loop: every browser step runs in a
 thread (``asyncio.to_thread``) so the server keeps answering.
 """
@@ -33,6 +37,7 @@ from app import demo, fixtures
 from recharge.mpay import accounts, events, outbox, registry, sessions
 from recharge.mpay.env import Env
 from recharge.operators import accounts as operator_accounts
+from tests.console_world import new_operator
 
 pytestmark = pytest.mark.usefixtures("audited")
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +47,7 @@ WAIT_S = 30.0
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     downloads = tmp_path_factory.mktemp("downloads")
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -62,9 +67,30 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
 
 
 @pytest.fixture
-async def base(platform: Any, conn: asyncpg.Connection, test_keys: Any, settings: Any) -> str:
-    await demo.seed(conn, test_keys[0], settings.data_dir)
-    return f"http://127.0.0.1:{platform.http_port}"
+def browser(chromium: WebDriver) -> WebDriver:
+    """The module's browser as a new visitor: no cookies (no console session), the desktop size."""
+    chromium.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    chromium.set_window_size(1366, 900)
+    return chromium
+
+
+@pytest.fixture
+def base(console_base: str) -> str:
+    return console_base
+
+
+@pytest.fixture
+async def admin(browser: WebDriver, base: str, conn: asyncpg.Connection) -> str:
+    """The browser signed in as an administrator of the test's own (its one-time password changed
+    to NEW_PASSWORD), on the dashboard; its name."""
+    name, otp = await new_operator(conn, "admin")
+
+    def steps() -> None:
+        first_sign_in(browser, base, name, otp)
+        until(browser, lambda d: d.find_elements(By.ID, "chart"))
+
+    await asyncio.to_thread(steps)
+    return name
 
 
 def until(driver: WebDriver, check: Callable[[WebDriver], Any]) -> Any:
@@ -90,6 +116,22 @@ def sign_in(driver: WebDriver, base: str, name: str, password: str) -> None:
     fill(driver, "#name", name)
     fill(driver, "#password", password)
     submit(driver, "#sign-in")
+
+
+def change_one_time_password(driver: WebDriver, otp: str) -> None:
+    """On the forced password page: NEW_PASSWORD for ``otp``."""
+    until(driver, lambda d: d.current_url.endswith("/console/password"))
+    fill(driver, "#old", otp)
+    fill(driver, "#new", NEW_PASSWORD)
+    fill(driver, "#again", NEW_PASSWORD)
+    submit(driver, "#change")
+    until(driver, lambda d: not d.current_url.endswith("/console/password"))
+
+
+def first_sign_in(driver: WebDriver, base: str, name: str, otp: str) -> None:
+    """A new operator's first sign-in: the one-time password, then the forced change."""
+    sign_in(driver, base, name, otp)
+    change_one_time_password(driver, otp)
 
 
 def heading(driver: WebDriver) -> str:
@@ -132,7 +174,7 @@ PAGES = ("/console/", "/console/loads", "/console/terminals", "/console/terminal
          "/console/ledger?owner=1155", "/console/actions", "/console/operators")
 
 
-async def test_2_each_page_renders_with_the_demo_data(browser: WebDriver, base: str) -> None:
+async def test_2_each_page_renders_with_the_demo_data(browser: WebDriver, base: str, admin: str) -> None:
     def steps() -> None:
         for path in PAGES:
             browser.get(base + path)
@@ -153,7 +195,7 @@ async def test_2_each_page_renders_with_the_demo_data(browser: WebDriver, base: 
 
 
 async def test_3_resolve_a_load_left_loading_by_an_interrupted_recharge(
-    browser: WebDriver, base: str, platform: Any, conn: asyncpg.Connection, test_keys: Any
+    browser: WebDriver, base: str, admin: str, platform: Any, conn: asyncpg.Connection, test_keys: Any
 ) -> None:
     term = await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
     await asyncio.to_thread(term.client().sign_in, term.module())
@@ -184,11 +226,11 @@ async def test_3_resolve_a_load_left_loading_by_an_interrupted_recharge(
     await asyncio.to_thread(steps)
     assert await conn.fetchval("SELECT state FROM orders WHERE order_no = $1", order_no) == "03"
     assert await conn.fetchval("SELECT status FROM transfers WHERE id = $1", f"order:{order_no}:pay") == "posted"
-    assert await conn.fetchval("SELECT actor FROM operator_actions WHERE subject = $1", order_no) == "console:admin"
+    assert await conn.fetchval("SELECT actor FROM operator_actions WHERE subject = $1", order_no) == f"console:{admin}"
 
 
 async def test_4_register_an_sms_terminal_through_the_seed_000_form(
-    browser: WebDriver, base: str, conn: asyncpg.Connection
+    browser: WebDriver, base: str, admin: str, conn: asyncpg.Connection
 ) -> None:
     phone = "139" + fixtures.random_digits(8)
 
@@ -210,7 +252,7 @@ async def test_4_register_an_sms_terminal_through_the_seed_000_form(
 
 
 async def test_5_issue_a_card_batch_and_watch_its_progress(
-    browser: WebDriver, base: str, conn: asyncpg.Connection
+    browser: WebDriver, base: str, admin: str, conn: asyncpg.Connection
 ) -> None:
     code = await fixtures.fresh_merchant_code(conn)
     await fixtures.funded_merchant(conn, code, 0, name="批量制卡测试")
@@ -230,7 +272,7 @@ async def test_5_issue_a_card_batch_and_watch_its_progress(
                                " (SELECT id FROM merchants WHERE code = $1)", code) == 12000
 
 
-async def test_6_run_settlement_and_download_its_file(browser: WebDriver, base: str) -> None:
+async def test_6_run_settlement_and_download_its_file(browser: WebDriver, base: str, admin: str) -> None:
     def steps() -> None:
         browser.get(f"{base}/console/settlement")
         fill(browser, "#settle-reason", "日终结算")
@@ -257,14 +299,7 @@ async def test_7_a_viewer_is_refused_an_action_and_logout_ends_the_session(
     batches = await conn.fetchval("SELECT count(*) FROM card_batch_jobs")
 
     def steps() -> None:
-        browser.find_element(By.ID, "logout").click()
-        until(browser, lambda d: d.find_elements(By.ID, "login-form"))
-        sign_in(browser, base, name, otp)
-        until(browser, lambda d: d.current_url.endswith("/console/password"))
-        fill(browser, "#old", otp)
-        fill(browser, "#new", NEW_PASSWORD)
-        fill(browser, "#again", NEW_PASSWORD)
-        submit(browser, "#change")
+        first_sign_in(browser, base, name, otp)
         until(browser, lambda d: d.find_elements(By.ID, "chart"))
         browser.get(f"{base}/console/kkt/batches")
         assert browser.find_elements(By.ID, "batch-form") == []  # a viewer is not offered the form
@@ -288,9 +323,10 @@ async def test_7_a_viewer_is_refused_an_action_and_logout_ends_the_session(
     assert await conn.fetchval("SELECT count(*) FROM card_batch_jobs") == batches
 
 
-async def test_8_the_audit_runs_from_the_dashboard_which_reads_on_a_phone(browser: WebDriver, base: str) -> None:
+async def test_8_the_audit_runs_from_the_dashboard_which_reads_on_a_phone(
+    browser: WebDriver, base: str, admin: str
+) -> None:
     def steps() -> None:
-        sign_in(browser, base, "admin", NEW_PASSWORD)
         until(browser, lambda d: d.find_elements(By.ID, "run-audit"))
         submit(browser, "#run-audit")
         until(browser, lambda d: d.find_elements(By.ID, "notice"))
@@ -302,7 +338,6 @@ async def test_8_the_audit_runs_from_the_dashboard_which_reads_on_a_phone(browse
         shot(browser, "09_dashboard_phone")
         width = browser.execute_script("return document.documentElement.scrollWidth")
         assert width <= 400  # nothing forces a phone to scroll sideways
-        browser.set_window_size(1366, 900)
 
     await asyncio.to_thread(steps)
 
@@ -316,17 +351,11 @@ async def test_9_a_clerk_opens_an_account_at_the_counter_and_takes_cash(
         "name": "李四", "id_type": "id_card", "id_number": "430102199202023456", "province": "430000"})], "test")
     clerk = f"clerk{fixtures.random_digits(6)}"
     initial = await sessions.add_operator(conn, env, clerk, "counter", "HN0001")  # rechargectl mpay operator add
+    admin, admin_otp = await new_operator(conn, "admin")
 
     def find_and_send_code() -> None:
-        browser.get(f"{base}/console/")
-        browser.find_element(By.ID, "logout").click()
-        until(browser, lambda d: d.find_elements(By.ID, "login-form"))
-        sign_in(browser, base, clerk, initial)  # the API's operator signs in to the console: one identity
-        until(browser, lambda d: d.current_url.endswith("/console/password"))
-        fill(browser, "#old", initial)
-        fill(browser, "#new", NEW_PASSWORD)
-        fill(browser, "#again", NEW_PASSWORD)
-        submit(browser, "#change")
+        # the API's operator signs in to the console: one identity
+        first_sign_in(browser, base, clerk, initial)
         until(browser, lambda d: d.find_elements(By.ID, "nav-hall"))
         browser.find_element(By.ID, "nav-hall").click()
         fill(browser, "#hall-msisdn", msisdn)
@@ -363,7 +392,7 @@ async def test_9_a_clerk_opens_an_account_at_the_counter_and_takes_cash(
         browser.get(f"{base}/console/")
         browser.find_element(By.ID, "logout").click()
         until(browser, lambda d: d.find_elements(By.ID, "login-form"))
-        sign_in(browser, base, "admin", NEW_PASSWORD)  # an administrator is no clerk: no counter
+        first_sign_in(browser, base, admin, admin_otp)  # an administrator is no clerk: no counter
         until(browser, lambda d: d.find_elements(By.ID, "chart"))
         assert browser.find_elements(By.ID, "nav-hall") == []
         browser.get(f"{base}/console/hall?msisdn={msisdn}")

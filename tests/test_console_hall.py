@@ -11,34 +11,23 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
 from core_ext.virtual_handset import VirtualHandset
-from core_ext.virtual_pos import SHANGHAI, VirtualPOS
+from core_ext.virtual_pos import SHANGHAI
 from core_ext.virtual_sim import VirtualRfidSim
 from recharge.mpay import accounts, sessions
-from recharge.mpay.env import Env
-from tests.conftest import settings_changed, unique_digits
+from tests.conftest import settings_changed
 from tests.console_world import ConsoleUser, hidden, new_operator
-from tests.mpay_world import Api, MpayWorld
+from tests.mpay_world import MpayWorld
 from tests.wallet_counter_world import WalletDesk
-from tests.wallet_world import virtual_keys
 
 pytestmark = pytest.mark.usefixtures("audited")
 ID = {"id_type": "id_card", "id_number": "430102199001011234"}
 WHEN = dt.datetime(2026, 1, 5, 10, 0, 0, tzinfo=SHANGHAI)
-
-
-@pytest.fixture
-async def w(platform: Any, pool: Any) -> AsyncIterator[MpayWorld]:
-    async with aiohttp.ClientSession() as session:
-        yield MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys),
-                        f"http://127.0.0.1:{platform.http_port}", session)
 
 
 async def clerk(w: MpayWorld, platform: Any, *, hall: str = "HN0001", rank: str | None = None) -> ConsoleUser:
@@ -169,12 +158,10 @@ async def test_an_admin_binds_an_operator_to_a_hall_on_the_operators_page(platfo
 
 
 async def test_a_clerk_binds_a_new_rfid_sim_and_lets_the_hall_pos_cancel_the_wallet(
-        w: MpayWorld, platform: Any, conn: asyncpg.Connection) -> None:
-    api, hall, keys = Api(w), "H" + unique_digits(6), virtual_keys(platform.ctx.keys)
-    desk = WalletDesk(w, api, keys, hall, await api.operator("counter", hall), VirtualPOS("0", keys.purchase, keys.pos))
-    desk.pos = await desk.terminal(hall=hall)
+        w: MpayWorld, desk: WalletDesk, platform: Any, conn: asyncpg.Connection) -> None:
+    keys = desk.keys
     msisdn, card = await w.subscriber(), await desk.stock()
-    user = await clerk(w, platform, hall=hall)
+    user = await clerk(w, platform, hall=desk.hall)
     try:
         swap = dict(ID, new_card=card, handset_model="Galaxy S3", reason="客户换 RFID-SIM 卡")
         status, html = await post(user, msisdn, "sim-swap", dict(swap, new_card="123"))

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app import demo, fixtures
+from app import fixtures
 from http_api.console import i18n
 from tests.console_world import PASSWORD, ConsoleUser, hidden, new_operator
 
@@ -20,14 +20,8 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "http_api" / "console" / "t
 
 
 @pytest.fixture
-async def base(platform: Any, conn: asyncpg.Connection, test_keys: Any, settings: Any) -> str:
-    await demo.seed(conn, test_keys[0], settings.data_dir)
-    return f"http://127.0.0.1:{platform.http_port}"
-
-
-@pytest.fixture
-async def user(base: str) -> AsyncIterator[ConsoleUser]:
-    u = ConsoleUser(base)
+async def user(console_base: str) -> AsyncIterator[ConsoleUser]:
+    u = ConsoleUser(console_base)
     yield u
     await u.close()
 
@@ -71,14 +65,14 @@ async def test_sign_in_needs_its_form_token_and_the_right_password(user: Console
 
 
 async def test_five_wrong_passwords_lock_the_operator_and_the_dashboard_shows_it(
-    user: ConsoleUser, conn: asyncpg.Connection, base: str
+    user: ConsoleUser, conn: asyncpg.Connection, console_base: str
 ) -> None:
     name, otp = await new_operator(conn, "viewer")
     for _ in range(5):
         await user.sign_in(name, "wrong")
     status, html, _ = await user.sign_in(name, otp)
     assert status == 401 and ("locked" in html or "锁定" in html)
-    admin = ConsoleUser(base)
+    admin = ConsoleUser(console_base)
     try:
         await as_role(admin, conn, "admin")
         _, html, _ = await admin.get("/console/")

@@ -10,55 +10,20 @@ the money on the chip equals the card's posted balance in the ledger, and the au
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from app.fixtures import paid_order, sim_terminal
 from core_ext.virtual_card import VirtualCard
-from recharge import db
-from recharge.keys import MasterKeys, write_keys
 from recharge.ledger.audit import audit
 from recharge.orders import model
 from server.terminal_client import AsyncTerminalClient, ConnectionClosed, FlowFailed
-from tests.conftest import ROOT
+from tests.crash_world import Progress, prepared, serve
 
 ORDERS = 24
 AMOUNT_CENTS = 500
-
-
-def _serve(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--dd-port", "0", "--http-port", "0",
-         "--database-url", database_url, "--data-dir", str(data_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "RECHARGE_DD_HOST": "127.0.0.1", "RECHARGE_HTTP_HOST": "127.0.0.1"},
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("READY "):
-            return proc, int(line.split("dd_port=")[1].split()[0])
-    raise AssertionError("serve did not start")
-
-
-class Progress:
-    """Counts answers received by all terminals; fires when the kill point is reached."""
-
-    def __init__(self, kill_after_answers: int) -> None:
-        self.answers = 0
-        self.kill_after = kill_after_answers
-        self.reached = asyncio.Event()
-
-    def tick(self) -> None:
-        self.answers += 1
-        if self.answers >= self.kill_after:
-            self.reached.set()
 
 
 async def _load(
@@ -101,12 +66,9 @@ async def _recover(client: AsyncTerminalClient, card: VirtualCard, order_no: str
 async def test_sigkill_during_recharges_loses_no_acknowledged_load(empty_database: str, tmp_path: Path, seed: int) -> None:
     print(f"crash-safety seed: {seed}")
     rng = random.Random(seed)
-    keys = MasterKeys.generate(demo=True)
-    write_keys(tmp_path / "keys.json", keys)
-    conn = await asyncpg.connect(empty_database)
-    await db.init_connection(conn)
-    await db.migrate(conn)
-    proc, port = _serve(empty_database, tmp_path)
+    keys, conn = await prepared(empty_database, tmp_path)
+    served = serve(empty_database, tmp_path)
+    port = served.dd_port
     try:
         terminal = await sim_terminal(conn, "127.0.0.1", port, keys)
         cards = {}
@@ -125,13 +87,13 @@ async def test_sigkill_during_recharges_loses_no_acknowledged_load(empty_databas
             for c, (no, card) in zip(clients, cards.items(), strict=True)
         ]
         await asyncio.wait_for(progress.reached.wait(), 60)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        served.kill()
         await asyncio.gather(*loads)
 
         print(f"acknowledged before the kill: {len(acknowledged)} of {len(cards)}")
         assert len(acknowledged) < len(cards), "the kill came after every load: nothing was tested"
-        proc, port = _serve(empty_database, tmp_path)
+        served = serve(empty_database, tmp_path)
+        port = served.dd_port
         for order_no in acknowledged:
             order = await model.get_order(conn, order_no)
             assert order is not None and order.state in (model.LOADED, model.CONFIRMED), order_no
@@ -151,7 +113,5 @@ async def test_sigkill_during_recharges_loses_no_acknowledged_load(empty_databas
         report = await audit(conn)
         assert report.ok, report.render()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+        served.stop()
         await conn.close()

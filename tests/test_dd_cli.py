@@ -24,13 +24,6 @@ async def cli(database_url: str, *argv: str) -> int:
     return await asyncio.to_thread(main, [*argv[:2], "--database-url", database_url, *argv[2:]])
 
 
-@pytest.fixture
-async def signed_in(platform: Any, conn: asyncpg.Connection, test_keys: Any) -> SimTerminal:
-    term = await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
-    await asyncio.to_thread(term.client().sign_in, term.module())
-    return term
-
-
 async def test_terminal_add_registers_a_terminal_that_can_sign_in(
     database_url: str, platform: Any, conn: asyncpg.Connection, test_keys: Any
 ) -> None:

@@ -29,11 +29,6 @@ from server.stages import INFO_REVERSAL_OK
 pytestmark = pytest.mark.usefixtures("audited")
 
 
-@pytest.fixture
-async def term(platform: Any, conn: asyncpg.Connection, test_keys: Any) -> SimTerminal:
-    return await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
-
-
 async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(fn, *args, **kwargs)
 

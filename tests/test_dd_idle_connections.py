@@ -1,16 +1,20 @@
 """Idle DD connections stay cheap: one idle wheel instead of a timer per connection (deadlines
 honoured never early, at most a tick late, moved by answers, paused while a step runs), slotted
 per-connection state, the listen backlog from its setting, and the descriptor limit raised by the
-server itself where the process may. The idle-timeout behaviour end to end is in
-tests/test_dd_robustness.py."""
+server itself where the process may. The wheel's ticks are proven on a virtual clock (exact,
+however loaded the machine), its work on the running loop by waiting for what must happen; the
+idle-timeout behaviour end to end is in tests/test_dd_robustness.py."""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 import socket
 import subprocess
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import asyncpg
 
@@ -18,71 +22,135 @@ from recharge.context import Platform
 from server.flow_state import FlowState
 from server.idle import IdleWheel
 from server.service import DDService
-from tests.conftest import ROOT
+from tests.conftest import ROOT, eventually
+
+TICK_S = 1 / 32  # binary fractions throughout: the virtual clock's arithmetic is exact
+BUSY_S = 3 / 32  # how far a busy connection (a step running) names its next deadline
+T0 = 1024.0  # the virtual clock's start
 
 
 class _Conn:
-    """A stand-in connection: idle at ``deadline`` unless ``busy`` (a step running)."""
+    """A stand-in connection: idle at ``deadline`` unless ``busy`` (a step running); ``asked`` is
+    when the wheel asked it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        self.loop, self.deadline = loop, deadline
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
         self.idle_slot = -1
         self.busy = False
         self.closed_at: float | None = None
-        self.checks = 0
+        self.asked: list[float] = []
+
+    @property
+    def checks(self) -> int:
+        return len(self.asked)
 
     def idle_check(self, now: float) -> float | None:
-        self.checks += 1
+        self.asked.append(now)
         if self.busy:
-            self.deadline = now + 0.1
+            self.deadline = now + BUSY_S
         elif now >= self.deadline:
             self.closed_at = now
             return None
         return self.deadline
 
 
-async def test_the_wheel_closes_at_the_deadline_never_before_and_at_most_a_tick_after() -> None:
-    loop = asyncio.get_running_loop()
-    wheel = IdleWheel(0.02)
-    conns = [_Conn(loop, loop.time() + 0.05 * (i + 1)) for i in range(5)]
+class _Timer:
+    __slots__ = ("at", "callback", "cancelled")
+
+    def __init__(self, at: float, callback: Callable[[], None]) -> None:
+        self.at, self.callback, self.cancelled = at, callback, False
+
+    def when(self) -> float:
+        return self.at
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class VirtualClock:
+    """The event loop's clock and timers as the wheel uses them (``time``, ``call_at``): time moves
+    only when the test moves it (``run_to``), and every timer runs at exactly its time, as on a
+    machine that keeps up. What these tests prove of ticks so holds however busy the machine is;
+    the wheel on the real loop is tested below and end to end in tests/test_dd_robustness.py."""
+
+    def __init__(self) -> None:
+        self.now = T0
+        self._timers: list[tuple[float, int, _Timer]] = []
+        self._made = 0
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(when, callback)
+        self._made += 1
+        heapq.heappush(self._timers, (when, self._made, timer))
+        return timer
+
+    def run_to(self, end: float) -> None:
+        while self._timers and self._timers[0][0] <= end:
+            at, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                self.now = max(self.now, at)
+                timer.callback()
+        self.now = end
+
+
+def _wheel(clock: VirtualClock) -> IdleWheel:
+    return IdleWheel(TICK_S, cast(asyncio.AbstractEventLoop, clock))
+
+
+def _first_tick_at_or_after(t: float) -> float:
+    return math.ceil(t / TICK_S) * TICK_S
+
+
+def test_the_wheel_closes_at_the_deadline_never_before_and_at_most_a_tick_after() -> None:
+    clock = VirtualClock()
+    wheel = _wheel(clock)
+    conns = [_Conn(T0 + 1.5 * TICK_S * (i + 1)) for i in range(5)]  # on a tick and between ticks
     for conn in conns:
         wheel.watch(conn, conn.deadline)
-    await asyncio.sleep(0.5)
+    clock.run_to(T0 + 1.0)
     for conn in conns:
+        assert conn.asked == [_first_tick_at_or_after(conn.deadline)]  # an idle connection is asked once
         assert conn.closed_at is not None
-        assert conn.deadline <= conn.closed_at <= conn.deadline + 0.02 + 0.1  # a tick, and a loaded machine
+        assert conn.deadline <= conn.closed_at < conn.deadline + TICK_S
     assert len(wheel) == 0
     wheel.close()
 
 
-async def test_a_deadline_moved_by_an_answer_is_asked_again_then_and_a_busy_one_waits() -> None:
-    loop = asyncio.get_running_loop()
-    wheel = IdleWheel(0.02)
-    moved, busy = _Conn(loop, loop.time() + 0.05), _Conn(loop, loop.time() + 0.05)
+def test_a_deadline_moved_by_an_answer_is_asked_again_then_and_a_busy_one_waits() -> None:
+    clock = VirtualClock()
+    wheel = _wheel(clock)
+    moved, busy = _Conn(T0 + 2 * TICK_S), _Conn(T0 + 2 * TICK_S)
     busy.busy = True
     wheel.watch(moved, moved.deadline)
     wheel.watch(busy, busy.deadline)
-    moved.deadline = loop.time() + 0.3  # an answer left since: only the stored float changes
-    await asyncio.sleep(0.15)
-    assert moved.closed_at is None and moved.checks == 1  # asked once at the old deadline, filed again
-    assert busy.closed_at is None and busy.checks >= 1
+    moved.deadline = T0 + 10 * TICK_S  # an answer left since: only the stored float changes
+    clock.run_to(T0 + 5 * TICK_S)
+    assert moved.closed_at is None and moved.asked == [T0 + 2 * TICK_S]  # asked at the old deadline, filed again
+    assert busy.closed_at is None and busy.asked == [T0 + 2 * TICK_S, T0 + 5 * TICK_S]  # asked on, never closed
     busy.busy = False
-    await asyncio.sleep(0.45)
-    assert moved.closed_at is not None and moved.closed_at >= moved.deadline
-    assert busy.closed_at is not None
+    clock.run_to(T0 + 1.0)
+    assert moved.asked == [T0 + 2 * TICK_S, T0 + 10 * TICK_S] and moved.closed_at == moved.deadline
+    assert busy.asked[-1] == busy.closed_at == T0 + 8 * TICK_S  # the deadline it named while still busy
+    assert len(wheel) == 0
     wheel.close()
 
 
 async def test_a_closed_connection_leaves_the_wheel_at_once() -> None:
+    """On the running event loop (the production one), waiting for what must happen, not for a time."""
     loop = asyncio.get_running_loop()
     wheel = IdleWheel(0.02)
-    gone, stays = _Conn(loop, loop.time() + 0.05), _Conn(loop, loop.time() + 0.05)
+    gone, stays = _Conn(loop.time() + 0.05), _Conn(loop.time() + 0.05)
     wheel.watch(gone, gone.deadline)
     wheel.watch(stays, stays.deadline)
     wheel.forget(gone)
     assert len(wheel) == 1
-    await asyncio.sleep(0.2)
-    assert gone.checks == 0 and stays.closed_at is not None
+    await eventually(lambda: stays.closed_at is not None, "the watched connection closed")
+    assert gone.checks == 0 and stays.checks == 1
+    assert stays.closed_at is not None and stays.closed_at >= stays.deadline  # never early
+    assert len(wheel) == 0
     wheel.close()
 
 
@@ -95,10 +163,7 @@ async def test_idle_connections_have_slotted_state_and_no_timer_of_their_own(pla
     try:
         for _ in range(20):
             socks.append(await asyncio.to_thread(socket.create_connection, ("127.0.0.1", port)))
-        for _ in range(100):
-            if len(service.connections) == 20:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(service.connections) == 20, "20 connections accepted")
         assert len(service.connections) == 20 and len(service.idle) == 20  # every one on the wheel
         protocol = next(iter(service.connections))
         assert not hasattr(protocol, "__dict__") and not hasattr(FlowState(), "__dict__")

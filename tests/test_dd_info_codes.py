@@ -27,17 +27,6 @@ from server.terminal_client import TerminalClient
 pytestmark = pytest.mark.usefixtures("audited")
 
 
-@pytest.fixture
-async def term(platform: Any, conn: asyncpg.Connection, test_keys: Any) -> SimTerminal:
-    return await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
-
-
-@pytest.fixture
-async def signed_in(term: SimTerminal) -> SimTerminal:
-    await in_thread(term.client().sign_in, term.module())
-    return term
-
-
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 

@@ -20,18 +20,12 @@ from core_ext import Frame, be_decode, reply_encode
 from core_ext import Reply as CardReply
 from recharge import sweeper
 from recharge.ledger import transfers as ledger
+from recharge.loads import pboc
 from recharge.orders import model
 from server.terminal_client import FlowFailed
 from tests.conftest import sweep_until
 
 pytestmark = pytest.mark.usefixtures("audited")
-
-
-@pytest.fixture
-async def signed_in(platform: Any, conn: asyncpg.Connection, test_keys: Any) -> SimTerminal:
-    term = await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
-    await in_thread(term.client().sign_in, term.module())
-    return term
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
@@ -229,3 +223,73 @@ async def test_two_terminals_racing_for_one_order_load_it_exactly_once(
     assert order.state == model.LOADED
     purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE, card_no=card_no)
     assert (await ledger.get_balance(conn, purse)).posted == 300
+
+
+async def _lose_after_dd16(term: SimTerminal, card: Any, order_no: str, amount: int, *, credit: bool) -> None:
+    def talk() -> None:
+        with term.client().connect() as client:
+            dd16 = fixtures.recharge_until_dd16(client, card, order_no, amount)
+            if credit:
+                card.run_script(dd16)  # credited, but the terminal never sends DD17
+
+    await in_thread(talk)
+
+
+async def test_dd21_settles_a_lost_outcome_through_the_load_lanes(
+    platform: Any, signed_in: SimTerminal, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DD21's post and release are the load engine's items on the shared lanes (the orders' book: the very
+    groups DD17 uses), and its receipt's confirmation DD19's group: no transaction of its own settles a load."""
+    lanes = platform.dd.dd.lanes
+    committed: list[str] = []
+    commit = lanes.commit
+
+    async def spy(group: Any, item: Any) -> Any:
+        committed.append(group.name)
+        return await commit(group, item)
+
+    credited, never = signed_in.card(balance_cents=1000), signed_in.card(balance_cents=70)
+    loaded_no = await fixtures.paid_order(conn, signed_in.merchant_id, credited.card_no, 250)
+    paid_no = await fixtures.paid_order(conn, signed_in.merchant_id, never.card_no, 250)
+    await _lose_after_dd16(signed_in, credited, loaded_no, 250, credit=True)
+    await _lose_after_dd16(signed_in, never, paid_no, 250, credit=False)
+    monkeypatch.setattr(lanes, "commit", spy)
+
+    def recover(card: Any, order_no: str) -> Frame:
+        with signed_in.client().connect() as client:
+            return client.dd21_reply(order_no, card.run_script(client.dd21(order_no).info))
+
+    loaded = await in_thread(recover, credited, loaded_no)
+    assert (loaded.result, be_decode(loaded.info[26:30])) == (0x00, 1250)
+    assert committed == ["order_post", "dd19_confirm"], "posted on the lanes, confirmed as DD19 confirms"
+    committed.clear()
+    back = await in_thread(recover, never, paid_no)
+    assert (back.result, be_decode(back.info[26:30])) == (0xA5, 70)
+    assert committed == ["order_release"]
+    assert (await get(conn, loaded_no)).state == model.CONFIRMED
+    assert (await get(conn, paid_no)).state == model.PAID and not (await get(conn, paid_no)).loading
+
+
+async def test_two_recoveries_of_one_order_at_once_both_get_the_receipt_and_post_once(
+    signed_in: SimTerminal, conn: asyncpg.Connection
+) -> None:
+    card = signed_in.card(balance_cents=500)
+    order_no = await fixtures.paid_order(conn, signed_in.merchant_id, card.card_no, 120)
+    await _lose_after_dd16(signed_in, card, order_no, 120, credit=True)
+    order = await get(conn, order_no)
+    assert order.online_serial is not None
+    proof = card.run_script(pboc.prove_script(order.online_serial))
+    gate = threading.Barrier(2)  # both asked for the proof before either sends it
+
+    def recover() -> Frame:
+        with signed_in.client().connect() as client:
+            assert client.dd21(order_no).flow == 0x00
+            gate.wait(timeout=5)
+            return client.dd21_reply(order_no, proof)
+
+    answers = await asyncio.gather(in_thread(recover), in_thread(recover))
+    assert [a.result for a in answers] == [0x00, 0x00] and answers[0].info == answers[1].info, "one receipt"
+    order = await get(conn, order_no)
+    assert order.state == model.CONFIRMED and (await transfer_status(conn, order))[0] == "posted"
+    purse = await ledger.ensure_account(conn, ledger="CNY", kind=ledger.AccountKind.CARD_PURSE, card_no=card.card_no)
+    assert (await ledger.get_balance(conn, purse)).posted == 120, "the ledger moved once"

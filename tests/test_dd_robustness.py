@@ -14,21 +14,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app import fixtures
 from app.fixtures import SimTerminal
 from core_ext import FrameDecoder
 from recharge.context import Platform
 from server.service import DDService
 from server.terminal_client import TerminalMessages
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("audited")
-
-
-@pytest.fixture
-async def signed_in(platform: Any, conn: asyncpg.Connection, test_keys: Any) -> SimTerminal:
-    term = await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
-    await asyncio.to_thread(term.client().sign_in, term.module())
-    return term
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
@@ -194,7 +187,7 @@ async def test_stop_lets_a_flow_in_progress_finish_and_closes_idle_connections(
     await in_thread(client.connect)
     assert (await in_thread(client.dd01)).result == 0  # mid-flow: DD03 expected next
     idle = socket.create_connection(("127.0.0.1", port))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(service.connections) == 2, "the idle connection accepted")
     stopping = asyncio.create_task(service.stop(5.0))
     await asyncio.sleep(0.2)
     assert not stopping.done()

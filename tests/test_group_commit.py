@@ -18,7 +18,7 @@ from recharge.ledger.connections import KeptConnections
 from recharge.ledger.group_commit import Group, GroupCommit, ItemFailed
 from recharge.ledger.transfers import AccountKind, NewTransfer, Result
 from recharge.merchants import ensure_merchant
-from tests.conftest import scratch_table, unique_digits
+from tests.conftest import eventually, scratch_table, unique_digits
 
 pytestmark = pytest.mark.usefixtures("audited")
 
@@ -177,13 +177,16 @@ async def test_a_deadlock_rolls_the_whole_batch_back_and_runs_it_once_more(pool:
         return [None for _ in items]
 
     writer = _writer(pool, max_batch=2, max_wait_ms=500)
-    async with pool.acquire() as other:
+    async with pool.acquire() as other, pool.acquire() as other_check:
         other_tx = other.transaction()
         await other_tx.start()
         await other.execute("SET LOCAL deadlock_timeout = '30s'")
         await other.execute(f"UPDATE {probe} SET v = v + 100 WHERE k = 1")
         batch = asyncio.gather(writer.submit(Group("first", first), 0), writer.submit(Group("second", second), 0))
-        await asyncio.sleep(0.15)  # the batch now waits for row 1; close the cycle on row 2
+        waiting = ("SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                   f" AND query = 'UPDATE {probe} SET v = v + 10 WHERE k = 1'")
+        await eventually(lambda: other_check.fetchval(waiting), "the batch waiting for row 1")
+        # ... so close the cycle on row 2
         await other.execute(f"UPDATE {probe} SET v = v + 1000 WHERE k = 2")  # returns once the batch rolled back
         await other_tx.commit()
         await asyncio.wait_for(batch, 10)
@@ -194,8 +197,9 @@ async def test_a_deadlock_rolls_the_whole_batch_back_and_runs_it_once_more(pool:
     await writer.wait_idle()
 
 
-def _gate_group(gate: asyncio.Event) -> Group[str, str]:
+def _gate_group(gate: asyncio.Event, entered: asyncio.Event) -> Group[str, str]:
     async def run_all(conn: asyncpg.Connection, items: list[str]) -> list[str]:
+        entered.set()
         await gate.wait()
         return items
 
@@ -204,10 +208,11 @@ def _gate_group(gate: asyncio.Event) -> Group[str, str]:
 
 async def test_a_full_queue_answers_busy_at_once(pool: asyncpg.Pool) -> None:
     writer = _writer(pool, max_batch=1, max_wait_ms=0, queue_depth=2, pipeline=1)
-    gate = asyncio.Event()
-    group = _gate_group(gate)
+    gate, entered = asyncio.Event(), asyncio.Event()
+    group = _gate_group(gate, entered)
     running = asyncio.ensure_future(writer.submit(group, "first"))
-    await asyncio.sleep(0.05)  # the first item is running, the queue is empty
+    await eventually(entered.is_set, "the first item running")  # ... and the queue empty
+    assert writer.queued == 0
     queued = [asyncio.ensure_future(writer.submit(group, "queued")) for _ in range(2)]
     await asyncio.sleep(0)
     assert writer.queued == 2

@@ -13,14 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.kkt_world import PASSWORD_MD5, World, make_world, new_merchant
+from tests.kkt_world import PASSWORD_MD5, World, new_merchant
 
 TOKEN = "test-admin-token"  # tests/conftest.py settings
-
-
-@pytest.fixture
-async def world(platform: Any, pool: Any, test_keys: Any) -> World:
-    return await make_world(pool, test_keys[0], platform.http_port)
 
 
 async def admin(world: World, method: str, path: str, body: Any = None, token: str | None = TOKEN,

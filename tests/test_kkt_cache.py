@@ -5,7 +5,6 @@ direct SQL edit within its TTL; a trade takes a bounded number of database round
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,14 +17,9 @@ from recharge.kkt import reference as kkt_reference
 from recharge.kkt import service as kkt
 from recharge.kkt.reference import MISSING, ReferenceCache
 from tests.conftest import settings_changed
-from tests.kkt_world import PASSWORD_MD5, World, make_world
+from tests.kkt_world import PASSWORD_MD5, World
 
 TOKEN = "test-admin-token"  # tests/conftest.py settings
-
-
-@pytest.fixture
-async def world(platform: Any, pool: Any, test_keys: Any) -> World:
-    return await make_world(pool, test_keys[0], platform.http_port)
 
 
 async def admin_put(world: World, path: str, body: dict[str, Any]) -> None:
@@ -48,12 +42,36 @@ async def query(world: World, card: str) -> str:
 # --- the cache itself -----------------------------------------------------------------------
 
 
-def test_cache_entries_expire_after_their_ttl() -> None:
+class _Clock:
+    """``time`` as recharge.kkt.reference reads it (``monotonic``), moved only by the test: what
+    these tests prove of a TTL then holds however long the machine keeps the test waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1024.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+TTL_S = 1 / 16  # binary fractions: the clock's arithmetic is exact
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    clock = _Clock()
+    monkeypatch.setattr(kkt_reference, "time", clock)
+    return clock
+
+
+def test_cache_entries_expire_after_their_ttl(clock: _Clock) -> None:
     cache = ReferenceCache()
-    cache.put("k", 1, 0.05, 10)
-    assert cache.get("k", 0.05) == 1
-    time.sleep(0.06)
-    assert cache.get("k", 0.05) is MISSING
+    cache.put("k", 1, TTL_S, 10)
+    assert cache.get("k", TTL_S) == 1
+    start = clock.now
+    clock.now = start + TTL_S - 1 / 1024
+    assert cache.get("k", TTL_S) == 1
+    clock.now = start + TTL_S
+    assert cache.get("k", TTL_S) is MISSING
 
 
 def test_cache_off_with_ttl_zero_and_bounded_in_entries() -> None:
@@ -66,17 +84,21 @@ def test_cache_off_with_ttl_zero_and_bounded_in_entries() -> None:
     assert cache.get(0, 10.0) is MISSING and cache.get(4, 10.0) == 4
 
 
-def test_invalidation_empties_the_cache_and_keeps_nothing_for_one_ttl() -> None:
+def test_invalidation_empties_the_cache_and_keeps_nothing_for_one_ttl(clock: _Clock) -> None:
     cache = ReferenceCache()
-    cache.put("k", "old", 0.05, 10)
+    cache.put("k", "old", TTL_S, 10)
     cache.invalidate()
-    assert cache.get("k", 0.05) is MISSING
+    invalidated = clock.now
+    assert cache.get("k", TTL_S) is MISSING
     # a row read while the operator's transaction may still be committing is not kept
-    cache.put("k", "maybe old", 0.05, 10)
-    assert cache.get("k", 0.05) is MISSING
-    time.sleep(0.06)  # after one TTL, caching resumes
-    cache.put("k", "fresh", 0.05, 10)
-    assert cache.get("k", 0.05) == "fresh"
+    cache.put("k", "maybe old", TTL_S, 10)
+    assert cache.get("k", TTL_S) is MISSING
+    clock.now = invalidated + TTL_S - 1 / 1024
+    cache.put("k", "maybe old", TTL_S, 10)
+    assert cache.get("k", TTL_S) is MISSING
+    clock.now = invalidated + TTL_S  # after one TTL, caching resumes
+    cache.put("k", "fresh", TTL_S, 10)
+    assert cache.get("k", TTL_S) == "fresh"
 
 
 # --- operator changes through the admin API apply at once --------------------------------

@@ -143,3 +143,42 @@ async def test_cards_of_two_merchants_with_the_same_sequence_share_a_round(
     results = await run(pool, cfg, [consume(w, mine[-8:], 100), consume(other, theirs, 200)])
     assert [r.code for r in results] == ["11", "11"] and rounds == [[0, 1]]
     assert (await w.balance(mine), await other.balance(theirs)) == ((900, 0), (800, 0))
+
+
+async def test_an_operators_sms_trade_holds_no_pool_connection_while_its_batch_runs(
+    w: World, pool: asyncpg.Pool, settings: Settings, test_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contextlib import asynccontextmanager
+
+    from recharge.kkt import cards, sms_channel
+    from tests.sms_world import new_mobile
+
+    operator = new_mobile()
+    async with pool.acquire() as conn:
+        await cards.upsert_terminal(conn, f"S{w.merchant_code}0001", w.merchant_code, "sms", msisdn=operator,
+                                    actor="test")
+    card = await w.new_card(balance=5_000)
+    held, seen = [0], []
+
+    @asynccontextmanager
+    async def acquire() -> Any:  # what the HTTP hook hands the channel (Platform.acquire), counted
+        async with pool.acquire() as conn:
+            held[0] += 1
+            try:
+                yield conn
+            finally:
+                held[0] -= 1
+
+    real = trades._run_round
+
+    async def watched(*args: Any) -> Any:
+        seen.append(held[0])
+        return await real(*args)
+
+    monkeypatch.setattr(trades, "_run_round", watched)
+    cfg = one_batch(pool, settings, test_keys[0], 1)
+    answer = await sms_channel.handle(acquire, cfg, operator, f"CZXF*{card}*10*111111")
+    assert cfg.lane is not None
+    await cfg.lane.wait_idle()
+    assert answer.outcome == "11" and seen == [0] and held == [0]
+    assert await w.balance(card) == (4_000, 0)

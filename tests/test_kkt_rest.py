@@ -16,12 +16,6 @@ from recharge.kkt import service as kkt
 from tests.conftest import settings_changed
 from tests.kkt_world import PASSWORD_MD5, World, accept, first_record, make_world, records
 
-
-@pytest.fixture
-async def world(platform: Any, pool: Any, test_keys: Any) -> World:
-    return await make_world(pool, test_keys[0], platform.http_port)
-
-
 # --- successes (11) for every trade of the seed's table ----------------------------------
 
 

@@ -16,14 +16,9 @@ from defusedxml import ElementTree
 
 from http_api import kkt_soap
 from recharge.kkt import cards
-from tests.kkt_world import PASSWORD_MD5, World, make_world
+from tests.kkt_world import PASSWORD_MD5, World
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-async def world(platform: Any, pool: Any, test_keys: Any) -> World:
-    return await make_world(pool, test_keys[0], platform.http_port)
 
 
 def zeep_items_to_dict(value: Any) -> dict[str, str]:

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from http_api import kkt_soap, kkt_soap_doc
 from tests.conftest import settings_changed
-from tests.kkt_world import PASSWORD_MD5, World, make_world
+from tests.kkt_world import PASSWORD_MD5, World
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = "urn:KaKaTong:doc"
@@ -29,11 +29,6 @@ XSD = "http://www.w3.org/2001/XMLSchema"
 WSDL = "http://schemas.xmlsoap.org/wsdl/"
 PORTS = ["KaKaTongDocPort", "KaKaTongDocSoap12Port"]
 TRADE_KEYS = ["PayInForm", "PayInResult", "Stance", "Integral", "Points", "CardNo", "TradeName"]
-
-
-@pytest.fixture
-async def world(platform: Any, pool: Any, test_keys: Any) -> World:
-    return await make_world(pool, test_keys[0], platform.http_port)
 
 
 # --- zeep ------------------------------------------------------------------------------------

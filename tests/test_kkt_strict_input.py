@@ -4,16 +4,9 @@ padded value (blanks around it, a zero-padded amount) is refused with the docume
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from tests.kkt_world import World, make_world
-
-
-@pytest.fixture
-async def world(platform: Any, pool: Any, test_keys: Any) -> World:
-    return await make_world(pool, test_keys[0], platform.http_port)
+from tests.kkt_world import World
 
 
 async def journalled(world: World, card: str) -> int:

@@ -6,32 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import pytest
 from Crypto.PublicKey import RSA
 
 from recharge.mpay import bank
 from recharge.mpay.codes import zh
-from recharge.mpay.env import Env
 from tests.mpay_world import Api, MpayWorld, new_msisdn
 
 pytestmark = pytest.mark.usefixtures("audited")
-
-
-@pytest.fixture
-async def w(platform: Any, pool: Any) -> AsyncIterator[MpayWorld]:
-    async with aiohttp.ClientSession() as session:
-        yield MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys),
-                        f"http://127.0.0.1:{platform.http_port}", session)
-
-
-@pytest.fixture
-def api(w: MpayWorld) -> Api:
-    return Api(w)
 
 
 async def customer(w: MpayWorld, api: Api, *, cash: int = 0, card_yuan: int = 0, **kwargs: Any

@@ -4,28 +4,17 @@ order passes the load's creation checks, the bank's signed notice posts ``BANK â
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
-import asyncpg
 import pytest
 from Crypto.PublicKey import RSA
 
 from recharge.mpay import bank, credentials
-from recharge.mpay.env import Env
 from tests.mpay_world import Api, MpayWorld
 from tests.wallet_loads_world import LoadWorld
 
 pytestmark = pytest.mark.usefixtures("audited")
-
-
-@pytest.fixture
-async def w(platform: Any, pool: asyncpg.Pool) -> AsyncIterator[MpayWorld]:
-    async with aiohttp.ClientSession() as session:
-        yield MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys),
-                        f"http://127.0.0.1:{platform.http_port}", session)
 
 
 async def _login(w: MpayWorld, api: Api, account_id: int) -> str:

@@ -14,10 +14,7 @@ from app.cli import main
 from recharge.mpay import registry
 from tests.mpay_world import new_msisdn, new_pin, new_serial
 
-
-@pytest.fixture(autouse=True)
-def key_file(monkeypatch: pytest.MonkeyPatch, test_keys: Any) -> None:
-    monkeypatch.setenv("RECHARGE_KEY_FILE", str(test_keys[1]))
+pytestmark = pytest.mark.usefixtures("key_file")
 
 
 async def cli(database_url: str, *argv: str) -> int:

@@ -1,18 +1,15 @@
 """Closing a mobile payment account over the API (SPEC 6.4, 6.13): with funds in transit and at the counter,
-a pending closure that closes when its last money leaves, a 10086 agent's close. The fixtures and helpers
-are tests/test_mpay_api.py's."""
+a pending closure that closes when its last money leaves, a 10086 agent's close. The helpers are
+tests/test_mpay_api.py's; the fixtures tests/shared_fixtures.py's."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests import test_mpay_api as base
 from tests.mpay_world import Api, MpayWorld
 from tests.test_mpay_api import customer
 
 pytestmark = pytest.mark.usefixtures("audited")
-w = base.w
-api = base.api
 
 
 async def test_closing_with_funds_in_transit_and_at_the_counter(w: MpayWorld, api: Api) -> None:

@@ -5,32 +5,17 @@ free to be retried (6.12)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 from recharge.mpay import postings
-from recharge.mpay.env import Env
 from tests.conftest import settings_changed, unique_digits
 from tests.mpay_world import Api, MpayWorld
 
 pytestmark = pytest.mark.usefixtures("audited")
 CARD = {"bank": "CCB", "province": "430000", "city": "430100", "branch": "b", "number": "6217000000009876",
         "holder": "张三"}
-
-
-@pytest.fixture
-async def w(platform: Any, pool: Any) -> AsyncIterator[MpayWorld]:
-    async with aiohttp.ClientSession() as session:
-        yield MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys),
-                        f"http://127.0.0.1:{platform.http_port}", session)
-
-
-@pytest.fixture
-def api(w: MpayWorld) -> Api:
-    return Api(w)
 
 
 async def _customer(w: MpayWorld, api: Api, cash: int = 0) -> tuple[str, str, str]:

@@ -7,16 +7,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
 from recharge import metrics
 from recharge.mpay import calendar, dispatcher, postings, withdrawals
-from recharge.mpay.env import Env
 from recharge.mpay.text import SHANGHAI
 from tests.mpay_world import Api, MpayWorld
 
@@ -28,18 +25,6 @@ CARD = {"bank": "ABC", "province": "430000", "city": "430100", "branch": "b", "n
 
 def at(day: str, hhmm: str) -> dt.datetime:
     return dt.datetime.fromisoformat(f"{day}T{hhmm}").replace(tzinfo=SHANGHAI)
-
-
-@pytest.fixture
-async def w(platform: Any, pool: Any) -> AsyncIterator[MpayWorld]:
-    async with aiohttp.ClientSession() as session:
-        yield MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys),
-                        f"http://127.0.0.1:{platform.http_port}", session)
-
-
-@pytest.fixture
-def api(w: MpayWorld) -> Api:
-    return Api(w)
 
 
 async def _cli(database_url: str, *argv: str) -> int:

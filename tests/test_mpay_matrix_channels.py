@@ -5,14 +5,9 @@ cell of the table itself, for every channel."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
-import aiohttp
 import pytest
 
 from recharge.mpay.codes import zh
-from recharge.mpay.env import Env
 from tests.mpay_world import Api, MpayWorld
 
 pytestmark = pytest.mark.usefixtures("audited")
@@ -39,13 +34,6 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "pay_change": (PASS, PASS, PASS, PASS, PASS),
     "login_change": (PASS, PASS, PASS, PASS, PASS),
 }
-
-
-@pytest.fixture
-async def w(platform: Any, pool: Any) -> AsyncIterator[MpayWorld]:
-    async with aiohttp.ClientSession() as session:
-        yield MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys),
-                        f"http://127.0.0.1:{platform.http_port}", session)
 
 
 async def _account_in(w: MpayWorld, api: Api, state: str) -> tuple[str, str, str, str]:

@@ -8,11 +8,9 @@ names the endpoints it covers, and together they cover the routing table).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import jsonschema
 import pytest
 from aiohttp import web
@@ -29,7 +27,6 @@ from http_api import (
     wallet_web,
 )
 from recharge.mpay import bank
-from recharge.mpay.env import Env
 from tests.conftest import settings_changed
 from tests.mpay_world import Api, MpayWorld, reply_validator
 
@@ -60,19 +57,7 @@ STAFF = {("POST", "/counter/otp"), ("POST", "/counter/accounts"), ("POST", "/cou
 
 
 WALLET = {("POST", "/counter/sim-swap"), ("POST", "/counter/wallet-cancel"), ("GET", "/me/wallet"),
-          ("GET", "/me/wallet/history")}
-
-
-@pytest.fixture
-async def w(platform: Any, pool: Any) -> AsyncIterator[MpayWorld]:
-    async with aiohttp.ClientSession() as session:
-        yield MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys),
-                        f"http://127.0.0.1:{platform.http_port}", session)
-
-
-@pytest.fixture
-def api(w: MpayWorld) -> Api:
-    return Api(w)
+          ("GET", "/me/wallet/history"), ("GET", "/me/wallet/log")}
 
 
 def routed() -> list[tuple[str, str, Any]]:
@@ -252,6 +237,7 @@ async def test_every_wallet_counter_and_website_endpoint_answers_as_documented(w
     token = await api.login(msisdn, opened.split("登录密码")[1].split(",")[0])
     assert (await api.ok("GET", "/me/wallet", token=token))["card_no"] == phone.sim.card_no
     assert (await api.ok("GET", "/me/wallet/history", token=token))["items"] == []
+    assert await api.ok("GET", "/me/wallet/log", token=token) == {"card_no": phone.sim.card_no, "items": []}
     assert (await api.ok("POST", "/counter/wallet-cancel", {"msisdn": msisdn, **ID, **REASON},
                          token=desk.counter))["expires_at"]
     assert api.seen >= WALLET, WALLET - api.seen

@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -22,17 +21,9 @@ import pytest
 
 from recharge.keys import MasterKeys, write_keys
 from recharge.mpay import dispatcher
-from recharge.mpay.env import Env
 from tests.conftest import ROOT
 from tests.mpay_world import MpayWorld
 from tests.smsc_standin import StandInSmsc, running_smsc
-
-
-@pytest.fixture
-async def w(platform: Any, pool: Any) -> AsyncIterator[MpayWorld]:
-    async with aiohttp.ClientSession() as session:
-        yield MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys),
-                        f"http://127.0.0.1:{platform.http_port}", session)
 
 
 @pytest.fixture

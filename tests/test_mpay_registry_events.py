@@ -6,13 +6,10 @@ the account non-real-name, 销号 of a frozen account keeps it frozen (detached)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 
-from recharge.mpay.env import Env
 from tests.mpay_world import Api, MpayWorld
 
 pytestmark = pytest.mark.usefixtures("audited")
@@ -20,13 +17,6 @@ RECORD = {"name": "张三", "id_type": "id_card", "id_number": "4301021990010112
           "brand": "GOTONE", "status": "normal", "reason": "BOSS 同步"}
 CARD = {"bank": "BOC", "province": "430000", "city": "430100", "branch": "b", "number": "6013820000009999",
         "holder": "张三"}
-
-
-@pytest.fixture
-async def w(platform: Any, pool: Any) -> AsyncIterator[MpayWorld]:
-    async with aiohttp.ClientSession() as session:
-        yield MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys),
-                        f"http://127.0.0.1:{platform.http_port}", session)
 
 
 async def _status(w: MpayWorld, msisdn: str) -> tuple[str, str | None, str]:

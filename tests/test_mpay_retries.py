@@ -1,6 +1,7 @@
 """The mobile payment channels under the code base's one retry policy (recharge.db.RetryPolicy): a request,
 an MO or a bank notice whose transaction deadlocks is rolled back whole and runs again — what it changed
-counted once. The fixtures and helpers are tests/test_mpay_api.py's."""
+counted once. The helpers are tests/test_mpay_api.py's; the
+fixtures tests/shared_fixtures.py's."""
 
 from __future__ import annotations
 
@@ -12,13 +13,10 @@ import pytest
 
 from http_api import mpay_gate
 from recharge.mpay import bank
-from tests import test_mpay_api as base
 from tests.mpay_world import Api, MpayWorld
 from tests.test_mpay_api import bank_recharge, customer
 
 pytestmark = pytest.mark.usefixtures("audited")
-w = base.w
-api = base.api
 
 
 async def test_a_request_that_meets_a_deadlock_is_run_again_whole(w: MpayWorld, api: Api,

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
 from recharge.mpay import accounts, payments, sms_channel
 from recharge.mpay.codes import HELP_TEXT, zh
-from recharge.mpay.env import Env
 from recharge.mpay.unit import atomic
 from tests.mpay_world import MpayWorld, new_msisdn
-
-
-@pytest.fixture
-async def w(platform: Any, pool: Any) -> AsyncIterator[MpayWorld]:
-    async with aiohttp.ClientSession() as session:
-        yield MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys),
-                        f"http://127.0.0.1:{platform.http_port}", session)
 
 
 async def pay_from(w: MpayWorld, msisdn: str, merchant: str, amount: int, pay_password: str) -> Any:

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from recharge import db, metrics, observability
 from recharge.config import Settings
-from tests.conftest import unique_digits
+from tests.conftest import eventually, unique_digits
 
 ROOT = Path(__file__).resolve().parent.parent
 # Label names that would identify a card, terminal, order or person: never allowed.
@@ -60,11 +60,10 @@ async def test_monitor_task_samples_lag_repeatedly_and_exports_the_order_expiry(
     task = asyncio.create_task(
         observability.run_monitors(pool, settings.replace(loop_lag_interval_s=0.01, order_expiry_s=4321))
     )
-    await asyncio.sleep(0.15)
+    await eventually(lambda: sample("recharge_event_loop_lag_seconds_count") >= before + 5, "five lag samples")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert sample("recharge_event_loop_lag_seconds_count") >= before + 5
     assert sample("recharge_order_expiry_seconds") == 4321
     observability.export_settings(settings)  # put the session's value back for other tests
 
@@ -82,8 +81,7 @@ async def test_pool_gauges_count_connections_in_use_and_tasks_waiting(database_u
                 await asyncio.sleep(0)
 
         waiters = [asyncio.create_task(borrow()) for _ in range(2)]
-        await asyncio.sleep(0.05)
-        assert observability.pool_waiting(pool) == 2
+        await eventually(lambda: observability.pool_waiting(pool) == 2, "two tasks waiting for the pool")
         observability.sample_pool(pool)
         assert sample("recharge_db_pool_waiting") == 2
         assert sample("recharge_db_pool_connections", state="in_use") == 1

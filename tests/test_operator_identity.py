@@ -9,10 +9,8 @@ peppered hash) and its log into ``operators`` and ``operator_actions``.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
@@ -21,14 +19,7 @@ from recharge.mpay import sessions
 from recharge.mpay.env import Env
 from recharge.operators import accounts
 from tests.console_world import ConsoleUser, new_operator
-from tests.mpay_world import Api, MpayWorld
-
-
-@pytest.fixture
-async def api(platform: Any, pool: Any) -> AsyncIterator[Api]:
-    async with aiohttp.ClientSession() as session:
-        yield Api(MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys),
-                            f"http://127.0.0.1:{platform.http_port}", session))
+from tests.mpay_world import Api
 
 
 async def test_a_clerk_signs_in_to_the_console_and_the_api_with_one_password(

@@ -10,7 +10,6 @@ import itertools
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,12 +69,6 @@ def fresh_raw() -> int:
 async def api(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory, known_cards: None) -> ApiPlatform:
     async with pool.acquire() as conn:
         return await register(conn, tmp_path_factory.mktemp("api"), fresh_raw(), FUND_CENTS)
-
-
-@pytest.fixture
-async def http(platform: Any) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{platform.http_port}") as session:
-        yield session
 
 
 async def post(http: aiohttp.ClientSession, endpoint: str, body: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -36,12 +35,6 @@ known_cards = base.known_cards  # registers the cards new_card() hands out
 async def api(pool: asyncpg.Pool, tmp_path_factory: pytest.TempPathFactory, known_cards: None) -> ApiPlatform:
     async with pool.acquire() as conn:
         return await base.register(conn, tmp_path_factory.mktemp("attacks"), base.fresh_raw(), base.FUND_CENTS)
-
-
-@pytest.fixture
-async def http(platform: Any) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{platform.http_port}") as session:
-        yield session
 
 
 pytestmark = pytest.mark.usefixtures("audited")

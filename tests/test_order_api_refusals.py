@@ -35,7 +35,6 @@ from tests.test_order_api import (
 # The same module fixtures as tests/test_order_api.py (a platform registered for this module).
 known_cards = base.known_cards
 api = base.api
-http = base.http
 
 
 # --- bad input: each answered status 0 with an errmsg, nothing changed

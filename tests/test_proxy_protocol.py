@@ -24,6 +24,7 @@ from recharge.network import is_trusted, parse_networks
 from server import proxy_protocol
 from server.proxy_protocol import ProxyHeaderError
 from server.stages import NO_PKI
+from tests.conftest import eventually
 
 DD01 = frame_encode(Frame(stage=0x01, user_id=b"11552001", pki=NO_PKI, info=b"", step=0))
 
@@ -141,8 +142,8 @@ async def test_behind_a_trusted_proxy_the_terminal_is_served_and_known_by_its_re
         await asyncio.sleep(0.02)
         writer.write(header[10:] + DD01[:5])
         await writer.drain()
-        await asyncio.sleep(0.05)
-        assert "203.0.113.7" in _peers(trusting_platform)  # known before the first frame is whole
+        # known before the first frame is whole
+        await eventually(lambda: "203.0.113.7" in _peers(trusting_platform), "the real address known")
         writer.write(DD01[5:])
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(4096), 3.0)
@@ -178,8 +179,7 @@ async def test_without_a_proxy_the_peer_is_the_tcp_source(platform: Any) -> None
     try:
         writer.write(DD01[:5])
         await writer.drain()
-        await asyncio.sleep(0.05)
-        assert "127.0.0.1" in _peers(platform)
+        await eventually(lambda: "127.0.0.1" in _peers(platform), "the TCP source known")
         writer.write(DD01[5:])
         assert (await asyncio.wait_for(reader.read(4096), 3.0))[:2] == b"\xdd\x02"
     finally:

@@ -13,6 +13,7 @@ from recharge.context import Busy
 from recharge.ledger.connections import KeptConnections
 from recharge.ledger.group_commit import Group
 from recharge.ledger.read_gate import ReadGate
+from tests.conftest import eventually
 
 
 def _gate(pool: asyncpg.Pool, *, max_kept: int = 6, linger_ms: float = 0.0, **limits: Any) -> ReadGate:
@@ -20,12 +21,11 @@ def _gate(pool: asyncpg.Pool, *, max_kept: int = 6, linger_ms: float = 0.0, **li
 
 
 async def test_read_answers_at_once_on_a_kept_connection(pool: asyncpg.Pool) -> None:
-    gate = _gate(pool, linger_ms=50)
+    gate = _gate(pool, linger_ms=1000)  # far longer than two reads take, however loaded the machine
     first = await gate.read(lambda c: c.fetchval("SELECT pg_backend_pid()"))
     second = await gate.read(lambda c: c.fetchval("SELECT pg_backend_pid()"))
     assert first == second and gate.connections.kept == 1  # kept, not given back to the pool in between
-    await asyncio.sleep(0.2)
-    assert gate.connections.kept == 0  # given back after the linger
+    await eventually(lambda: gate.connections.kept == 0, "given back after the linger")
     await gate.wait_idle()
 
 
@@ -110,7 +110,7 @@ async def test_lookups_arriving_while_one_runs_are_answered_by_the_next_statemen
     gate = _gate(pool)
     group = _lookup_group(calls, held)
     first = asyncio.create_task(gate.lookup(group, 1))
-    await asyncio.sleep(0.05)  # the first statement is running (held)
+    await eventually(lambda: calls == [[1]], "the first statement running (held)")
     rest = [asyncio.create_task(gate.lookup(group, k)) for k in range(2, 8)]
     await asyncio.sleep(0.05)
     held.set()
@@ -128,7 +128,7 @@ async def test_a_statement_answers_at_most_max_batch_lookups_and_one_group(pool:
     gate = _gate(pool, max_batch=3)
     group, other = _lookup_group(squares, held), _lookup_group(others, name="other")
     first = asyncio.create_task(gate.lookup(group, 1))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: squares == [[1]], "the first statement running (held)")
     queued = [asyncio.create_task(gate.lookup(other if k in (3, 6) else group, k)) for k in range(2, 9)]
     await asyncio.sleep(0.05)
     held.set()
@@ -140,16 +140,17 @@ async def test_a_statement_answers_at_most_max_batch_lookups_and_one_group(pool:
 
 
 async def test_a_failing_lookup_statement_fails_its_lookups_only(pool: asyncpg.Pool) -> None:
-    held = asyncio.Event()
+    held, running = asyncio.Event(), asyncio.Event()
 
     async def run_all(conn: asyncpg.Connection, items: list[int]) -> list[int]:
+        running.set()
         await held.wait()
         return list(await conn.fetchval("SELECT array_agg(10 / k) FROM unnest($1::int[]) AS k", items))
 
     gate = _gate(pool)
     group = Group("tenths", run_all)
     first = asyncio.create_task(gate.lookup(group, 5))
-    await asyncio.sleep(0.05)
+    await eventually(running.is_set, "the first statement running (held)")
     doomed = [asyncio.create_task(gate.lookup(group, k)) for k in (1, 0, 2)]  # 10 / 0 fails the statement
     await asyncio.sleep(0.05)
     held.set()
@@ -176,7 +177,7 @@ async def test_a_lookup_waiting_longer_than_read_wait_is_busy_and_never_run(pool
     gate = _gate(pool, read_wait_s=0.2)
     group = _lookup_group(calls, held)
     first = asyncio.create_task(gate.lookup(group, 1))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: calls == [[1]], "the first statement running (held)")
     late = asyncio.create_task(gate.lookup(group, 2))  # queued behind the statement held
     await asyncio.sleep(0.3)  # longer than read_wait_s
     held.set()
@@ -190,15 +191,16 @@ async def test_a_lookup_waiting_longer_than_read_wait_is_busy_and_never_run(pool
 
 async def test_lookups_are_busy_when_no_reader_turn_comes_in_time(pool: asyncpg.Pool) -> None:
     calls: list[list[int]] = []
-    held = asyncio.Event()
+    held, turn_taken = asyncio.Event(), asyncio.Event()
     gate = _gate(pool, max_readers=1, read_wait_s=0.2)
 
     async def slow_read(conn: asyncpg.Connection) -> int:
+        turn_taken.set()
         await held.wait()
         return int(await conn.fetchval("SELECT 7"))
 
     reading = asyncio.create_task(gate.read(slow_read))  # holds the only reader's turn
-    await asyncio.sleep(0.05)
+    await eventually(turn_taken.is_set, "the slow read running")
     with pytest.raises(Busy, match="no reader free within 0.2 s"):
         await gate.lookup(_lookup_group(calls), 4)
     held.set()
@@ -214,7 +216,7 @@ async def test_a_full_lookup_queue_answers_busy_at_once(pool: asyncpg.Pool) -> N
     gate = _gate(pool, queue_depth=2)
     group = _lookup_group(calls, held)
     running = [asyncio.create_task(gate.lookup(group, k)) for k in (1, 2)]  # one statement, held
-    await asyncio.sleep(0.05)
+    await eventually(lambda: calls == [[1, 2]], "the first statement running (held)")
     queued = [asyncio.create_task(gate.lookup(group, k)) for k in (3, 4)]
     await asyncio.sleep(0)
     with pytest.raises(Busy, match="lookup queue full"):
@@ -232,7 +234,7 @@ async def test_a_lookup_right_after_the_last_one_was_answered_starts_a_runner(po
     gate = _gate(pool)
     group = _lookup_group(calls)
     for k in range(1, 6):
-        async with asyncio.timeout(2.0):  # no task of its own: the caller itself awaits the lookup
+        async with asyncio.timeout(30.0):  # no task of its own: the caller itself awaits the lookup; a bound, not a speed
             assert await gate.lookup(group, k) == k * k
     assert calls == [[1], [2], [3], [4], [5]]
     await gate.wait_idle()

@@ -33,9 +33,10 @@ from tests.conftest import settings_changed
 
 
 @pytest.fixture
-async def term(platform: Any, conn: asyncpg.Connection, test_keys: Any, audited: None) -> SimTerminal:
-    """A fresh terminal; every test using it also checks the ledger audit afterwards."""
-    return await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
+async def term(term: SimTerminal, audited: None) -> SimTerminal:
+    """The shared fresh terminal (tests/shared_fixtures.py); every test using it here also checks the
+    ledger audit afterwards."""
+    return term
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:

@@ -19,17 +19,12 @@ import psutil
 import pytest
 
 from chaos.server import ROOT
-from tests.kkt_world import World, make_world
+from tests.kkt_world import World
 
 PORTS = ("/s/sp.php", "/s/soap")
 ENV = '<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body>'
 END = "</SOAP-ENV:Body></SOAP-ENV:Envelope>"
 LIMIT = 64 * 1024  # http_max_body_bytes of the test settings (the default)
-
-
-@pytest.fixture
-async def world(platform: Any, pool: Any, test_keys: Any) -> World:
-    return await make_world(pool, test_keys[0], platform.http_port)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ each answer, and what its observer sees; and both drivers against the real serve
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import asyncpg
 import pytest
@@ -113,11 +112,7 @@ class _Module:
 # --- both drivers against the real server --------------------------------------------------------
 
 
-@pytest.fixture
-async def term(platform: Any, conn: asyncpg.Connection, test_keys: Any, audited: None) -> SimTerminal:
-    return await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
-
-
+@pytest.mark.usefixtures("audited")
 async def test_the_blocking_and_the_asyncio_driver_run_the_same_flows(
     term: SimTerminal, conn: asyncpg.Connection
 ) -> None:

@@ -5,37 +5,18 @@ ledger audited after each test."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import pytest
 
-from core_ext.virtual_pos import SHANGHAI, VirtualPOS
+from core_ext.virtual_pos import SHANGHAI
 from core_ext.virtual_sim import STATE_CANCELLED, STATE_OPEN, VirtualRfidSim
-from recharge.mpay.env import Env
 from tests.conftest import settings_changed, unique_digits
-from tests.mpay_world import Api, MpayWorld
 from tests.wallet_counter_world import ID, REASON, WalletDesk
-from tests.wallet_world import virtual_keys
 
 pytestmark = pytest.mark.usefixtures("audited")
 WHEN = datetime(2026, 1, 5, 10, 0, 0, tzinfo=SHANGHAI)
-
-
-@pytest.fixture
-async def desk(platform: Any, pool: Any) -> AsyncIterator[WalletDesk]:
-    async with aiohttp.ClientSession() as session:
-        w = MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys), f"http://127.0.0.1:{platform.http_port}",
-                      session)
-        api = Api(w)
-        hall = "H" + unique_digits(6)
-        counter = await api.operator("counter", hall)
-        keys = virtual_keys(platform.ctx.keys)
-        desk = WalletDesk(w, api, keys, hall, counter, VirtualPOS("0", keys.purchase, keys.pos))
-        desk.pos = await desk.terminal(hall=hall)
-        yield desk
 
 
 async def test_readable_swap_carries_the_balance_to_the_new_card(desk: WalletDesk, platform: Any) -> None:
@@ -48,7 +29,7 @@ async def test_readable_swap_carries_the_balance_to_the_new_card(desk: WalletDes
     assert await desk.figure(f"C/{acct}") == (15_000, 15_000, 0), "the cash is earmarked: none of it available"
     assert (await desk.exchange(phone, "account.balance")).code == "5007", "the old card retired"
     again = await desk.send(desk.pos, desk.pos.swap_request(record))
-    assert again["code"] == "5007", "the old card is no wallet's active card any more"
+    assert again["code"] == "5011", "the same buy-out again: a duplicate (the card retired with the first)"
     new_card = await desk.stock()
     with settings_changed(platform, wallet_handset_blacklist="Nokia 6212, Moto K1"):
         before = await desk.transfers()
@@ -216,7 +197,7 @@ async def test_buy_out_refusals_void_duplicate_and_a_load_in_progress(desk: Wall
     record = desk.pos.buy_out(phone.sim, WHEN)
     assert (await desk.send(desk.pos, desk.pos.swap_request(record)))["code"] == "0000"
     again = desk.pos.request("/pos/swaps", record=record.wire())
-    assert (await desk.send(desk.pos, again))["code"] == "5007", "the old card retired with the first"
+    assert (await desk.send(desk.pos, again))["code"] == "5011", "taken with the first; the card retired"
 
 
 async def _load_state(desk: WalletDesk, load_id: str) -> str:
@@ -238,3 +219,33 @@ async def test_the_shadow_audit_gauges_count_a_shadow_spent_below_zero_without_a
     negative, unexplained = (metrics.WALLET_SHADOWS_NEGATIVE._value.get(),
                              metrics.WALLET_SHADOWS_UNEXPLAINED._value.get())
     assert negative >= unexplained >= 1
+
+
+async def test_a_buy_out_sent_again_is_a_duplicate_5011_and_changes_nothing(desk: WalletDesk) -> None:
+    """A hall POS that lost the reply of a buy-out and sends its record again under a new ``pos_seq`` (after a
+    restart, or to another route) is told ``5011`` 重复交易 — the buy-out is done — not ``5007``, which would send
+    the clerk looking for a wrong card; nothing moves twice."""
+    phone, msisdn, acct = await desk.wallet_phone(6_000)
+    swapped = desk.pos.buy_out(phone.sim, WHEN)
+    assert (await desk.send(desk.pos, desk.pos.swap_request(swapped)))["code"] == "0000"
+    before = (await desk.transfers(), await desk.figure(f"W/{acct}"), await desk.figure(f"C/{acct}"))
+    again = await desk.send(desk.pos, desk.pos.swap_request(swapped))
+    assert (again["code"], again["data"]) == ("5011", {"pos_seq": desk.pos.pos_seq, "text": "重复交易。"})
+    challenge = desk.pos.challenge(phone.sim)
+    assert (await desk.send(desk.pos, desk.pos.wallet_cancel_request(swapped, challenge)))["code"] == "5011"
+    forged = desk.pos.request("/pos/swaps", record={**swapped.wire(), "offline_serial": swapped.offline_serial + 1})
+    assert (await desk.send(desk.pos, forged))["code"] == "5011", "the same (card, terminal, TTS)"
+    assert (await desk.transfers(), await desk.figure(f"W/{acct}"), await desk.figure(f"C/{acct}")) == before
+
+    phone, msisdn, acct = await desk.wallet_phone(7_000)
+    await desk.api.ok("POST", "/counter/wallet-cancel", {"msisdn": msisdn, **ID, **REASON}, token=desk.counter)
+    cancelled = desk.pos.buy_out(phone.sim, WHEN)
+    challenge = desk.pos.challenge(phone.sim)
+    assert (await desk.send(desk.pos, desk.pos.wallet_cancel_request(cancelled, challenge)))["code"] == "0000"
+    before = (await desk.transfers(), await desk.figure(f"W/{acct}"), await desk.figure(f"C/{acct}"))
+    assert (await desk.send(desk.pos, desk.pos.wallet_cancel_request(cancelled, challenge)))["code"] == "5011"
+    assert (await desk.send(desk.pos, desk.pos.swap_request(cancelled)))["code"] == "5011"
+    assert (await desk.transfers(), await desk.figure(f"W/{acct}"), await desk.figure(f"C/{acct}")) == before
+    assert (await desk.figure(f"W/{acct}"), await desk.figure(f"C/{acct}")) == ((0, 0, 0), (7_000, 0, 0))
+    elsewhere = await desk.terminal(hall=desk.hall)  # the same record from another terminal: its TAC is not ours
+    assert (await desk.send(elsewhere, elsewhere.swap_request(cancelled)))["code"] == "5007"

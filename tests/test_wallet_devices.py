@@ -4,32 +4,17 @@ their state kept between commands (the demo walkthrough of docs/OPERATIONS.md "S
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from app.cli import main
-from recharge.mpay.env import Env
 from tests.conftest import unique_digits
 from tests.mpay_world import Api, MpayWorld
 from tests.wallet_counter_world import ID
 
-pytestmark = pytest.mark.usefixtures("audited")
-
-
-@pytest.fixture(autouse=True)
-def key_file(monkeypatch: pytest.MonkeyPatch, test_keys: Any) -> None:
-    monkeypatch.setenv("RECHARGE_KEY_FILE", str(test_keys[1]))
-
-
-@pytest.fixture
-async def w(platform: Any, pool: Any) -> AsyncIterator[MpayWorld]:
-    async with aiohttp.ClientSession() as session:
-        yield MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys), f"http://127.0.0.1:{platform.http_port}",
-                        session)
+pytestmark = pytest.mark.usefixtures("audited", "key_file")
 
 
 async def test_a_wallet_opened_paused_and_read_from_the_command_line(w: MpayWorld, platform: Any, tmp_path: Path,

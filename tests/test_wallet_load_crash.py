@@ -13,11 +13,7 @@ or processed now) and every purchase is cleared exactly once; then every SIM's c
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -28,46 +24,17 @@ from core_ext.virtual_handset import VirtualHandset
 from core_ext.virtual_pos import SignedRequest, VirtualPOS
 from recharge import db
 from recharge.config import Settings
-from recharge.keys import MasterKeys, write_keys
 from recharge.ledger.audit import audit
 from recharge.mpay.env import Env
 from recharge.wallet import terminals
-from tests.conftest import ROOT, unique_digits
+from tests.conftest import unique_digits
+from tests.crash_world import FAST_HASHING, Progress, prepared, serve
 from tests.wallet_loads_world import PAY_PASSWORD, LoadWorld
 
 HANDSETS = 10
 AMOUNT = 500
 PURCHASE = 120
 START_BALANCE = 10_000
-
-
-def _serve(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--dd-port", "0", "--http-port", "0",
-         "--database-url", database_url, "--data-dir", str(data_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "RECHARGE_DD_HOST": "127.0.0.1", "RECHARGE_HTTP_HOST": "127.0.0.1",
-             "RECHARGE_MPAY_ARGON2_TIME_COST": "1", "RECHARGE_MPAY_ARGON2_MEMORY_KIB": "1024"},
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("READY "):
-            return proc, int(line.split("http_port=")[1].split()[0])
-    raise AssertionError("serve did not start")
-
-
-class Progress:
-    """Counts answers received by all handsets; fires when the kill point is reached."""
-
-    def __init__(self, kill_after_answers: int) -> None:
-        self.answers = 0
-        self.kill_after = kill_after_answers
-        self.reached = asyncio.Event()
-
-    def tick(self) -> None:
-        self.answers += 1
-        if self.answers >= self.kill_after:
-            self.reached.set()
 
 
 async def _air_recharge(world: LoadWorld, phone: VirtualHandset, acknowledged: set[str], progress: Progress) -> None:
@@ -115,15 +82,11 @@ async def test_sigkill_during_air_recharges_loses_no_acknowledged_load(
         empty_database: str, tmp_path: Path, seed: int, settings: Settings) -> None:
     print(f"wallet crash-safety seed: {seed}")
     rng = random.Random(seed)
-    keys = MasterKeys.generate(demo=True)
-    write_keys(tmp_path / "keys.json", keys)
-    conn = await asyncpg.connect(empty_database)
-    await db.init_connection(conn)
-    await db.migrate(conn)
+    keys, conn = await prepared(empty_database, tmp_path)
     pool = await db.create_pool(empty_database, settings)
-    proc, port = _serve(empty_database, tmp_path)
+    served = serve(empty_database, tmp_path, FAST_HASHING)
     try:
-        world = LoadWorld(port, pool, Env.of(settings, keys), keys)
+        world = LoadWorld(served.http_port, pool, Env.of(settings, keys), keys)
         phones = [await world.handset(balance=START_BALANCE, cash=10_000) for _ in range(HANDSETS)]
         shop = VirtualPOS(unique_digits(12), world.keys.purchase, world.keys.pos)
         async with pool.acquire() as c:
@@ -137,15 +100,14 @@ async def test_sigkill_during_air_recharges_loses_no_acknowledged_load(
         runs = [asyncio.create_task(_air_recharge(world, phone, acknowledged, progress)) for phone, _ in phones]
         runs.append(asyncio.create_task(_upload(world, batches, answered, progress)))
         await asyncio.wait_for(progress.reached.wait(), 60)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        served.kill()
         await asyncio.gather(*runs)
         states = await conn.fetch("SELECT state, count(*) FROM wallet_loads GROUP BY state")
         print(f"acknowledged before the kill: {len(acknowledged)} of {HANDSETS}; loads: {dict(states)}")
         assert len(acknowledged) < HANDSETS, "the kill came after every load: nothing was tested"
 
-        proc, port = _serve(empty_database, tmp_path)
-        world.url = f"http://127.0.0.1:{port}/mpay/v1"
+        served = serve(empty_database, tmp_path, FAST_HASHING)
+        world.url = f"http://127.0.0.1:{served.http_port}/mpay/v1"
         for load_id in acknowledged:
             assert await conn.fetchval("SELECT state FROM wallet_loads WHERE load_id = $1", load_id) == "posted"
         print(f"batches answered before the kill: {len(answered)} of {len(batches)}")
@@ -164,8 +126,6 @@ async def test_sigkill_during_air_recharges_loses_no_acknowledged_load(
         report = await audit(conn)
         assert report.ok, report.render()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+        served.stop()
         await pool.close()
         await conn.close()

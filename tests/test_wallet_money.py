@@ -6,45 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
 from app.cli import main
 from core_ext.virtual_handset import VirtualHandset
-from core_ext.virtual_pos import SHANGHAI, VirtualPOS
+from core_ext.virtual_pos import SHANGHAI
 from core_ext.virtual_sim import VirtualRfidSim
-from recharge.mpay.env import Env
 from recharge.wallet import retired
 from tests.conftest import unique_digits
-from tests.mpay_world import Api, MpayWorld
 from tests.wallet_counter_world import WalletDesk
-from tests.wallet_world import virtual_keys
 
-pytestmark = pytest.mark.usefixtures("audited")
+pytestmark = pytest.mark.usefixtures("audited", "key_file")
 WHEN = dt.datetime(2026, 1, 5, 10, 0, 0, tzinfo=SHANGHAI)
-
-
-@pytest.fixture(autouse=True)
-def key_file(monkeypatch: pytest.MonkeyPatch, test_keys: Any) -> None:
-    monkeypatch.setenv("RECHARGE_KEY_FILE", str(test_keys[1]))
-
-
-@pytest.fixture
-async def desk(platform: Any, pool: Any) -> AsyncIterator[WalletDesk]:
-    async with aiohttp.ClientSession() as session:
-        w = MpayWorld(pool, Env.of(platform.ctx.settings, platform.ctx.keys), f"http://127.0.0.1:{platform.http_port}",
-                      session)
-        api = Api(w)
-        hall = "H" + unique_digits(6)
-        keys = virtual_keys(platform.ctx.keys)
-        desk = WalletDesk(w, api, keys, hall, await api.operator("counter", hall), VirtualPOS("0", keys.purchase,
-                                                                                            keys.pos))
-        desk.pos = await desk.terminal(hall=hall)
-        yield desk
 
 
 async def cli(database_url: str, tmp: Path, *argv: str) -> int:

@@ -12,6 +12,7 @@ import secrets
 
 from aiohttp import web
 
+from http_api import edge
 from http_api.console.web import (
     LANG_COOKIE,
     LOGIN_CSRF_COOKIE,
@@ -65,7 +66,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     console = Console(request, ctx, language(request))
     try:
         console.form = await request.post()
-    except ValueError:
+    except edge.FORM_ERRORS:
         return _login_page(console, status=400, error=console.t("The form could not be read; nothing was changed."))
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     given = console.field("login_csrf", max_chars=64)

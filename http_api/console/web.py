@@ -24,6 +24,7 @@ import asyncpg
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from http_api import edge
 from http_api.console.i18n import LANGS, ZH, translate
 from http_api.context import platform_of
 from recharge.context import Platform
@@ -208,7 +209,7 @@ def action(role: str = "operator", *, reason_required: bool = False, once: bool 
             console = Console(request, ctx, language(request), await _session(request, ctx))
             try:
                 console.form = await request.post()
-            except ValueError:
+            except edge.FORM_ERRORS:
                 console.form = None
             try:
                 _check(console, role, reason_required, while_password_must_change)

@@ -12,6 +12,7 @@ every time.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +45,17 @@ class _KeyRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Terminal:
+    id: int
+    code: str
+    kind: str
+    merchant_id: int
+    merchant_code: str
+    merchant_closed: bool
+    daily_recharge_limit_cents: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class _TerminalRow:
     id: int
     code: str
@@ -53,7 +65,7 @@ class _TerminalRow:
     merchant_code: str
     closed: bool
     is_consuming: bool
-    daily_recharge_limit_cents: int | None
+    terminal: Terminal  # what ``terminal`` answers, built once per row read, not per lookup
 
 
 _TERMINAL_COLUMNS = (
@@ -74,9 +86,10 @@ _LICENSE_SQL = (
 
 
 def _terminal_from(row: Mapping[str, Any]) -> _TerminalRow:
-    return _TerminalRow(int(row["id"]), row["code"], row["kind"], bool(row["enabled"]), int(row["merchant_id"]),
-                        row["merchant_code"], bool(row["closed"]), bool(row["is_consuming"]),
-                        row["daily_recharge_limit_cents"])
+    terminal = Terminal(int(row["id"]), row["code"], row["kind"], int(row["merchant_id"]), row["merchant_code"],
+                        bool(row["closed"]), row["daily_recharge_limit_cents"])
+    return _TerminalRow(terminal.id, terminal.code, terminal.kind, bool(row["enabled"]), terminal.merchant_id,
+                        terminal.merchant_code, terminal.merchant_closed, bool(row["is_consuming"]), terminal)
 
 
 async def _terminal_row(conn: asyncpg.Connection, code: str, settings: Settings | None) -> _TerminalRow | None:
@@ -153,12 +166,19 @@ async def authorize(
         return License(3)
     if terminal is not None and terminal.merchant_id != row.merchant_id:
         return License(3)
-    if not _address_allowed(remote_ip, list(row.allowed_networks)):
+    if not _address_allowed(remote_ip, row.allowed_networks):
         return License(4)
     return License(0, row.merchant_id, row.merchant_code, row.test_mode)
 
 
-def _address_allowed(remote_ip: str | None, networks: list[str]) -> bool:
+ADDRESS_VERDICTS_KEPT = 4096  # (caller's address, key's networks) verdicts kept: parsing them cost more than a trade's checks
+
+
+@functools.lru_cache(maxsize=ADDRESS_VERDICTS_KEPT)
+def _address_allowed(remote_ip: str | None, networks: tuple[str, ...]) -> bool:
+    """Whether ``remote_ip`` is in one of ``networks`` (malformed entries never match). A pure
+    function of its arguments, so its verdicts are kept (bounded): a key whose networks change
+    is a new argument, never a stale answer."""
     try:
         address = ipaddress.ip_address((remote_ip or "").split("%")[0])
     except ValueError:
@@ -174,26 +194,16 @@ def _address_allowed(remote_ip: str | None, networks: list[str]) -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
-class Terminal:
-    id: int
-    code: str
-    kind: str
-    merchant_id: int
-    merchant_code: str
-    merchant_closed: bool
-    daily_recharge_limit_cents: int | None
-
-
 async def terminal(
     conn: asyncpg.Connection, code: str | None, kinds: frozenset[str], settings: Settings | None = None
 ) -> Terminal:
     if not code or len(code) > 16:
         raise Refused("70")
-    row = await _terminal_row(conn, code, settings)
+    row = reference.CACHE.get(("terminal", code), reference.limits(settings)[0])  # a trade asks up to three times
+    if row is reference.MISSING:
+        row = await _terminal_row(conn, code, settings)
     if row is None or not row.enabled or row.kind not in kinds:
         raise Refused("70")
     if row.closed or not row.is_consuming:
         raise Refused("60")
-    return Terminal(row.id, row.code, row.kind, row.merchant_id, row.merchant_code, row.closed,
-                    row.daily_recharge_limit_cents)
+    return row.terminal  # type: ignore[no-any-return]

@@ -68,7 +68,7 @@ async def transfer(
     (outcome,) = await ledger.create_transfers(
         conn, [ledger.NewTransfer(transfer_id, debit, credit, amount, code=code, reference=reference)]
     )
-    metrics.LEDGER_TRANSFERS.labels("single", outcome.result.value).inc()
+    metrics.child(metrics.LEDGER_TRANSFERS, "single", outcome.result.value).inc()
     if outcome.result is ledger.Result.EXCEEDS_CREDITS:
         return None
     outcome.check(transfer_id)
@@ -126,7 +126,7 @@ async def create(conn: asyncpg.Connection, transfers: list[ledger.NewTransfer]) 
     outcomes = await ledger.create_transfers(conn, transfers)
     created = []
     for new, outcome in zip(transfers, outcomes, strict=True):
-        metrics.LEDGER_TRANSFERS.labels("single", outcome.result.value).inc()
+        metrics.child(metrics.LEDGER_TRANSFERS, "single", outcome.result.value).inc()
         if outcome.result is ledger.Result.EXCEEDS_CREDITS:
             created.append(False)
             continue

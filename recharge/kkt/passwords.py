@@ -74,7 +74,7 @@ async def _count_failure(conn: asyncpg.Connection, card: asyncpg.Record, cfg: Co
 
 def counted_right() -> None:
     """A right password took effect (the fast path's journal statement found its guard)."""
-    metrics.KKT_PASSWORD_CHECKS.labels("right").inc()
+    metrics.child(metrics.KKT_PASSWORD_CHECKS, "right").inc()
 
 
 async def check_locked(

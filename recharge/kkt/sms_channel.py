@@ -1,6 +1,6 @@
 """The SMS channel's business side (SPEC 3.3, seed 000): who sent a command, and running it.
 
-``handle(conn, cfg, msisdn, text)`` parses the text (``recharge.kkt.sms``), decides the sender's
+``handle(db, cfg, msisdn, text)`` parses the text (``recharge.kkt.sms``), decides the sender's
 role and runs the command through the card service (``recharge.kkt.trades`` and
 ``recharge.kkt.card_admin``: one implementation of every method, shared with REST and SOAP), answering an ``Answer`` — the reply SMS and the
 metric labels. It never raises for anything a sender can do.
@@ -26,6 +26,7 @@ import asyncpg
 from recharge.kkt import card_admin, cards, sms, trades
 from recharge.kkt.messages import SMS_TERMINAL_KINDS, Config, TradeRequest
 from recharge.kkt.table import TRADES
+from recharge.kkt.transaction import Db, connection
 
 HOLDER_TERMINAL_PREFIX = "SMSH"  # + the 4-digit merchant code: reserved terminal codes
 HOLDER_ACTOR = "sms-channel"
@@ -68,20 +69,26 @@ async def find_operator(conn: asyncpg.Connection, msisdn: str) -> Operator | Non
     return None if row is None else Operator(row["code"], int(row["merchant_id"]), row["merchant_code"])
 
 
-async def handle(
-    conn: asyncpg.Connection, cfg: Config, msisdn: str, text: str, message_id: str | None = None
-) -> Answer:
-    """Parse and run one inbound SMS from ``msisdn`` (11 digits for mainland mobiles)."""
+async def handle(db: Db, cfg: Config, msisdn: str, text: str, message_id: str | None = None) -> Answer:
+    """Parse and run one inbound SMS from ``msisdn`` (11 digits for mainland mobiles).
+
+    ``db``: a pool, a connection or an acquire callable (``Platform.acquire``, what the HTTP hook
+    passes). An operator's command holds no connection of its own while it waits: the lookup of
+    the sender takes one for its statement, and the trade goes to the trade lane (``Config.lane``)
+    like a REST or SOAP trade. A cardholder's command holds one connection and its transaction
+    from the binding check (the card locked) to the end of the trade."""
     s = cfg.settings
     parsed = sms.parse(text, s.sms_max_message_chars)
     if isinstance(parsed, sms.Rejected):
         code = parsed.command.code if parsed.command else "unknown"
         return Answer(sms.fit(parsed.reply, s.sms_max_reply_chars), code, parsed.outcome)
-    operator = await find_operator(conn, msisdn)
+    async with connection(db) as conn:
+        operator = await find_operator(conn, msisdn)
     if operator is not None:
-        return await _run(conn, cfg, parsed, operator.terminal_code, operator.merchant_id,
+        return await _run(db, cfg, parsed, operator.terminal_code, operator.merchant_id,
                           operator.merchant_code, parsed.card, message_id)
-    return await _run_as_holder(conn, cfg, parsed, msisdn, message_id)
+    async with connection(db) as conn:
+        return await _run_as_holder(conn, cfg, parsed, msisdn, message_id)
 
 
 async def _run_as_holder(
@@ -127,7 +134,7 @@ async def ensure_holder_terminal(conn: asyncpg.Connection, merchant_id: int, mer
 
 
 async def _run(
-    conn: asyncpg.Connection, cfg: Config, parsed: sms.SmsCommand, terminal_code: str, merchant_id: int,
+    db: Db, cfg: Config, parsed: sms.SmsCommand, terminal_code: str, merchant_id: int,
     merchant_code: str, card: str, message_id: str | None,
 ) -> Answer:
     command = parsed.command
@@ -135,24 +142,25 @@ async def _run(
     limit = cfg.settings.sms_max_reply_chars
     kinds = SMS_TERMINAL_KINDS
     if code in ("HMBD", "BDCX"):
-        result = await card_admin.bind(conn, card_admin.BindRequest(
+        result = await card_admin.bind(db, card_admin.BindRequest(
             card_no=card, password=parsed.password, id_num=parsed.id_num or "",
             trade_mode="1" if code == "HMBD" else "0", terminal_code=terminal_code, terminal_kinds=kinds,
         ), cfg)
         return Answer(sms.account_reply(command, result, limit), code, result.code)
     if code in ("MMXG", "MMCZ"):
-        result = await card_admin.change_password(conn, card_admin.PasswordRequest(
+        result = await card_admin.change_password(db, card_admin.PasswordRequest(
             card_no=card, new_password=parsed.new_password, terminal_code=terminal_code,
             license_merchant_id=merchant_id, old_password=parsed.password if code == "MMXG" else None,
             terminal_kinds=kinds,
         ), cfg)
         return Answer(sms.account_reply(command, result, limit), code, result.code)
     if code == "JYCX":
-        trade_type, trade_mode = await cancel_pair(conn, card, merchant_code, merchant_id, parsed.serial or "")
+        async with connection(db) as conn:
+            trade_type, trade_mode = await cancel_pair(conn, card, merchant_code, merchant_id, parsed.serial or "")
     else:
         trade_type, trade_mode = TRADE_PAIRS[code]
     amount = parsed.points if code == "JFXF" else parsed.amount_cents
-    result = await trades.trade(conn, TradeRequest(
+    result = await trades.trade(db, TradeRequest(
         trade_type=trade_type, trade_mode=trade_mode, card_no=card, terminal_code=terminal_code,
         password=parsed.password, amount=None if amount is None else str(amount), item_code=parsed.item_code,
         stance_rev=parsed.serial, req_id=message_id, skip_password=code not in PASSWORD_CHECKED,

@@ -62,7 +62,7 @@ async def trade(db: Db, req: TradeRequest, cfg: Config) -> TradeResult:
         result = await _query(db, req, kind, cfg)
     else:
         result = await in_transaction(db, lambda conn: _trade(conn, req, kind, cfg), cfg.settings)
-    metrics.KKT_TRADES.labels("cTRequest", result.code).inc()
+    metrics.child(metrics.KKT_TRADES, "cTRequest", result.code).inc()
     return result
 
 

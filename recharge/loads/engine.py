@@ -10,9 +10,12 @@ The steps below are the same for every kind, and they always go through the shar
   reservation can no longer time out or be voided) and only then may the CREDIT FOR LOAD script leave;
 - ``finish`` — CREDIT FOR LOAD's reply: a verified TAC posts, an error status word releases (the card was not
   credited), anything else leaves the load *loading* for customer service;
-- ``settle_proof`` — a lost outcome: the card's proof posts, ``9406`` releases, anything else stays loading.
+- ``settle_proof`` — a lost outcome (DD21, the wallet's recover): the card's proof posts, ``9406`` releases,
+  anything else stays loading.
 
-Each answers an ``Outcome`` naming what happened and the book's answer (the load, or its refusal as a value).
+The judgments (``judge_credit``, ``judge_proof``) only read the card's replies; ``settle`` writes a judged
+outcome. Each writing step answers an ``Outcome`` naming what happened and the book's answer (the load, or its
+refusal as a value).
 """
 
 from __future__ import annotations
@@ -81,40 +84,51 @@ async def mark_loading(lanes: LoadLanes, book: Book[L], load_id: str, made: pboc
     return await lanes.commit(book.loading, Marking(load_id, made.load, peer))
 
 
-async def finish(lanes: LoadLanes, book: Book[L], keys: LoadKeys, load_id: str, load: InFlight,
-                 info: bytes) -> Outcome[L]:
-    """CREDIT FOR LOAD's reply list. ``CardStepError`` (nothing written: still loading) when it is malformed."""
+def judge_credit(keys: LoadKeys, load: InFlight, info: bytes) -> Result:
+    """CREDIT FOR LOAD's reply list: a verified TAC (posted), an error status word (not credited: released), a
+    ``9000`` whose TAC does not verify (still loading). ``CardStepError`` when it is malformed."""
     reply = pboc.single_reply(info)
     if reply.sw != pboc.SW_OK:
-        released: L = await lanes.commit(book.release, load_id)
-        return Outcome(Result.RELEASED, released)
-    if not pboc.tac_ok(keys, load, reply.body):
-        return Outcome(Result.LOADING)
-    posted: L = await lanes.commit(book.post, Proven(load_id, load.balance_after))
-    return Outcome(Result.POSTED, posted)
+        return Result.RELEASED
+    return Result.POSTED if pboc.tac_ok(keys, load, reply.body) else Result.LOADING
 
 
-def judge_proof(keys: LoadKeys, load: InFlight, info: bytes) -> Result:
-    """GET TRANSACTION PROVE's reply list: proven (posted), ``9406`` (not credited), else still loading."""
+def judge_proof(keys: LoadKeys, load: InFlight | None, info: bytes) -> Result:
+    """GET TRANSACTION PROVE's reply list: proven (posted), ``9406`` (not credited), else still loading.
+    ``load`` None: what the proof covers was not stored, so only ``9406`` decides."""
     try:
         reply = pboc.single_reply(info)
     except CardStepError:
         return Result.LOADING
     if reply.sw == pboc.SW_NO_PROOF:
         return Result.RELEASED
-    if reply.sw == pboc.SW_OK and pboc.proof_ok(keys, load, reply.body):
+    if load is not None and reply.sw == pboc.SW_OK and pboc.proof_ok(keys, load, reply.body):
         return Result.POSTED
     return Result.LOADING
 
 
-async def settle_proof(lanes: LoadLanes, book: Book[L], keys: LoadKeys, load_id: str, load: InFlight,
-                       info: bytes) -> Outcome[L]:
-    """The outcome of a lost load from the card's proof, written through the lanes."""
-    result = judge_proof(keys, load, info)
+async def settle(lanes: LoadLanes, book: Book[L], load_id: str, load: InFlight | None,
+                 result: Result) -> Outcome[L]:
+    """Write a judged outcome through the lanes: posted (the balance after of ``load``), released, or nothing
+    (still loading)."""
     if result is Result.POSTED:
+        assert load is not None
         posted: L = await lanes.commit(book.post, Proven(load_id, load.balance_after))
         return Outcome(result, posted)
     if result is Result.RELEASED:
         released: L = await lanes.commit(book.release, load_id)
         return Outcome(result, released)
     return Outcome(result)
+
+
+async def finish(lanes: LoadLanes, book: Book[L], keys: LoadKeys, load_id: str, load: InFlight,
+                 info: bytes) -> Outcome[L]:
+    """CREDIT FOR LOAD's reply list. ``CardStepError`` (nothing written: still loading) when it is malformed."""
+    return await settle(lanes, book, load_id, load, judge_credit(keys, load, info))
+
+
+async def settle_proof(lanes: LoadLanes, book: Book[L], keys: LoadKeys, load_id: str, load: InFlight | None,
+                       info: bytes) -> Outcome[L]:
+    """The outcome of a lost load from the card's proof, written through the lanes (DD21, the wallet's
+    recover)."""
+    return await settle(lanes, book, load_id, load, judge_proof(keys, load, info))

@@ -2,11 +2,15 @@
 purchase and sends its record online. Shared by ``/pos/swaps`` and ``/pos/wallet-cancels``.
 
 Checks, the first failure answering (before anything is written): the terminal a hall's (``1004``); the
-record not flagged void (``1001``: a buy-out is never voided); the card the active card of an open or paused
-wallet (``5007``); the account live (``2006`` pending closure, ``2007`` closed, ``2005`` frozen); the route's
-own check (the counter's permit); a load of the account *loading* (``5006``); the TAC verifying under the
-hall terminal's id and ``balance_after`` 0 (``5008``); the record not seen before (``5011``). Then the record is
-kept (kind ``swap`` or ``cancel``, no merchant) and its amount moves ``W → C``, in the caller's transaction.
+record not flagged void (``1001``: a buy-out is never voided); the record seen before — by (card, offline
+serial) or (card, terminal, TTS) — with a TAC that verifies under this terminal's id (``5011``: a buy-out sent
+again after its reply was lost is told it is done; checked before the card, which the first buy-out retired
+or cancelled, so it is not ``5007``); the card the active card of an open or paused wallet (``5007``); the
+account live (``2006`` pending closure, ``2007`` closed, ``2005`` frozen); the route's own check (the
+counter's permit); a load of the account *loading* (``5006``); the TAC verifying under the hall terminal's id
+and ``balance_after`` 0 (``5008``); the record not seen before, again, now under the wallet's lock (``5011``).
+Then the record is kept (kind ``swap`` or ``cancel``, no merchant) and its amount moves ``W → C``, in the
+caller's transaction.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ async def check(conn: asyncpg.Connection, crypto: WalletCrypto, terminal: Termin
         raise Refused("1004")
     if record.void:
         raise Refused("1001")
+    proof = PurchaseProof(record.card, record.amount, terminal.terminal_id, record.tts, record.date, record.time,
+                          record.tac)
+    if await _seen(conn, terminal, record) and crypto.tac_ok(proof):
+        raise Refused("5011")
     wallet = await active_wallet(conn, record.card)
     if wallet is None:
         raise Refused("5007")
@@ -68,15 +76,19 @@ async def check(conn: asyncpg.Connection, crypto: WalletCrypto, terminal: Termin
         await route_check(account)
     if await loads.any_loading(conn, account["id"]):
         raise Refused("5006")
-    proof = PurchaseProof(record.card, record.amount, terminal.terminal_id, record.tts, record.date, record.time,
-                          record.tac)
     if record.balance_after != 0 or not crypto.tac_ok(proof):
         raise Refused("5008")
-    if await conn.fetchval("SELECT 1 FROM wallet_purchases WHERE card_no = $1 AND (offline_serial = $2"
-                           " OR (terminal_id = $3 AND tts = $4))", record.card, record.offline_serial,
-                           terminal.terminal_id, record.tts):
+    if await _seen(conn, terminal, record):  # one that came in while this request waited for the wallet's lock
         raise Refused("5011")
     return BuyOut(record, wallet, account, terminal)
+
+
+async def _seen(conn: asyncpg.Connection, terminal: Terminal, record: wire.Record) -> bool:
+    """Whether the platform holds a purchase record of the card with this offline serial, or this terminal's TTS."""
+    return bool(await conn.fetchval(
+        "SELECT 1 FROM wallet_purchases WHERE card_no = $1 AND (offline_serial = $2 OR (terminal_id = $3 AND tts = $4))",
+        record.card, record.offline_serial, terminal.terminal_id, record.tts,
+    ))
 
 
 async def take(conn: asyncpg.Connection, books: Books, bo: BuyOut, kind: str) -> int:

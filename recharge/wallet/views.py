@@ -10,6 +10,12 @@ platform knows, never the card itself (STK and POS read the card's balance, stat
   buy-outs (``buy_out``), the lost card's balance written off (``retired``); a load's state is the load's
   own (``waiting``, ``loading``, ``posted``, ``voided``); ``amount`` signed as the shadow
   moved (+ into the wallet); ``id`` the ledger transfer's, ``:`` spelled ``-`` (6.12 ids).
+- ``card_log``: the wallet card's last-ten log (SFI ``0x18``, SPEC 7.1) as the platform knows it — the website
+  never reads the card, so it rebuilds the records the card wrote from what the card proved: every load posted
+  onto that card (type ``02``: its online serial before the increment, terminal, CREDIT's date and time) and
+  every purchase record of that card the platform accepted (type ``06``: merchant sales uploaded, a void-flagged
+  one included — the card was debited all the same — and hall buy-outs); the ten newest by the card's own date
+  and time. A purchase not yet uploaded is missing until its batch arrives (the lag of 参考余额).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from recharge.mpay.codes import Refused
 from recharge.mpay.text import day_start, today
 from recharge.wallet import loads
 
+CARD_LOG_RECORDS = 10  # the card's cyclic log file holds ten records (SPEC 7.1): a property of the card, not a knob
 TYPES = {"wallet_load": "load", "wallet_purchase": "purchase", "wallet_void": "void", "wallet_buyout": "buy_out",
          "wallet_retired": "retired"}
 @dataclass(frozen=True, slots=True)
@@ -77,3 +84,31 @@ async def history(conn: asyncpg.Connection, account_id: int, since: dt.date, unt
     )
     return [Item(r["id"].replace(":", "-"), r["created_at"], TYPES.get(r["code"], r["code"]), int(r["amount"]),
                  _state(r["kind"], r["status"], r["load_state"])) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One record of the card's log as the platform rebuilt it (SPEC 7.1's fields but the overdraft, always 0)."""
+
+    serial: int
+    type: str  # ``load`` (02) or ``purchase`` (06)
+    amount: int
+    terminal_id: str
+    date: str  # YYYYMMDD, Shanghai, as the card logged it
+    time: str  # hhmmss
+
+
+async def card_log(conn: asyncpg.Connection, account_id: int, card_no: str) -> list[LogRecord]:
+    """The ten newest records the account's card ``card_no`` logged that the platform knows of, newest first
+    (the card's record 1 first)."""
+    rows = await conn.fetch(
+        "SELECT * FROM ("
+        " SELECT online_serial AS serial, 'load' AS type, amount, terminal_id, load_date AS date, load_time AS time,"
+        " posted_at AS known_at FROM wallet_loads WHERE account_id = $3 AND card_no = $1"
+        " AND state = 'posted'"
+        " UNION ALL SELECT offline_serial, 'purchase', amount, terminal_id, trade_date, trade_time, created_at"
+        " FROM wallet_purchases WHERE card_no = $1"
+        ") r ORDER BY date DESC, time DESC, known_at DESC, serial DESC LIMIT $2", card_no, CARD_LOG_RECORDS, account_id,
+    )
+    return [LogRecord(int(r["serial"]), r["type"], int(r["amount"]), r["terminal_id"], r["date"], r["time"])
+            for r in rows]
