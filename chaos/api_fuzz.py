@@ -183,7 +183,8 @@ def run_pass(name: str, doc: dict[str, Any], creds: dict[str, Any], work: Path, 
            "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
     with (work / f"{name}.log").open("w") as log:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
+        # cwd: the run's folder, where schemathesis keeps its cache (.schemathesis/), never the checkout
+        done = subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
     report = json.loads(next(reports.glob("json-*.json")).read_text()) if reports.exists() and any(
         reports.glob("json-*.json")) else {}
     counted = json.loads(stats.read_text()) if stats.exists() else {"cases": {}, "refused": {}}
