@@ -18,10 +18,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from http_api.app import observe
 from recharge.config import Settings
 from recharge.context import DatabaseUnavailable, Platform
-from recharge.db import breaks_connection
+from recharge.db import breaks_connection, unavailable
 from recharge.ledger.connections import KeptConnections
 from recharge.ledger.group_commit import Group, GroupCommit
 from recharge.ledger.read_gate import ReadGate
@@ -167,3 +170,29 @@ async def test_the_sweeper_outlives_a_connection_the_server_broke(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+IN_PROGRESS = "cannot perform operation: another operation is in progress"
+
+
+def test_a_connection_still_in_another_answer_is_the_database_unavailable() -> None:
+    """asyncpg raises it as an InterfaceError (its exclusive section) as well as an InternalClientError
+    (its protocol state); either way the request is answered busy and the connection is not reused."""
+    assert unavailable(asyncpg.InterfaceError(IN_PROGRESS)) and breaks_connection(asyncpg.InterfaceError(IN_PROGRESS))
+    assert unavailable(asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress"))
+    assert not unavailable(asyncpg.InterfaceError("the server expects 1 argument for this query, 2 were passed"))
+
+
+async def test_a_route_meeting_it_answers_busy_not_a_server_error() -> None:
+    """Seen once in make test: PUT /admin/kkt/license-keys answered 500 on this error (admin answers
+    busy through the plain 503 fallback of the ``observe`` middleware)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        raise asyncpg.InterfaceError(IN_PROGRESS)
+
+    app = web.Application(middlewares=[observe])
+    app.router.add_put("/admin/kkt/license-keys", handler)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.put("/admin/kkt/license-keys")
+        assert response.status == 503 and response.headers["Retry-After"] == "1"
+        assert "busy" in await response.text()
