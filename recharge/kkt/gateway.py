@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,11 +156,12 @@ async def _loaded_license(
     """The key's and the terminal's rows when the cache could not answer: an expired entry is read
     again with every live key and terminal in one statement (or waits for such a read under way,
     taking no connection); a key or terminal the cache does not hold is read on its own."""
-    asked = (("license", key), ("terminal", terminal_code)) if terminal_code else (("license", key),)
+    license_key, terminal_key = ("license", key), ("terminal", terminal_code)
+    asked: tuple[Hashable, ...] = (license_key, terminal_key) if terminal_code else (license_key,)
     ttl_s, _ = reference.limits(settings)
     if any(reference.CACHE.stale(k, ttl_s) for k in asked):
         found = await reference.refreshed(asked, _FAMILIES, settings, functools.partial(_reload, db))
-        return found.get(asked[0]), found.get(asked[1]) if terminal_code else None
+        return found.get(license_key), found.get(terminal_key) if terminal_code else None
     async with connection(db) as conn:  # ``db`` may be an acquire callable: a connection only now
         return await _license_rows(conn, key, terminal_code, settings)
 

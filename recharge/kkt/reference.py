@@ -93,7 +93,7 @@ class ReferenceCache:
         nobody asked for are forgotten on the way."""
         now = time.monotonic()
         wanted = set(families)
-        keys = []
+        keys: list[Hashable] = []
         for key, entry in list(self._entries.items()):
             if entry[_USED] and isinstance(key, tuple) and key[0] in wanted:
                 keys.append(key)
