@@ -47,23 +47,6 @@ _TRADE_CARD_SQL = (
 )
 
 
-# The cards of a group-commit round in one statement ($1 card numbers, $2 terminal merchants, $3/$4
-# each trade's merchant account kind and ledger), locked in card-number order unless it is the
-# unlocked read of queries (``_TRADE_CARDS_SQL + " FOR UPDATE OF c"``).
-_TRADE_CARDS_SQL = (
-    "SELECT c.*, m.code AS merchant_code, m.closed AS merchant_closed,"
-    " (c.merchant_id = i.merchant_id OR EXISTS (SELECT FROM kkt_acceptance x WHERE x.issuer_id = c.merchant_id"
-    " AND x.merchant_id = i.merchant_id)) AS accepted,"
-    " (SELECT a.id FROM accounts a WHERE a.card_no = c.card_no AND a.kind = 'card_purse') AS purse_account,"
-    " (SELECT a.id FROM accounts a WHERE a.card_no = c.card_no AND a.kind = 'card_points') AS points_account,"
-    " (SELECT a.id FROM accounts a WHERE a.merchant_id = i.merchant_id AND a.kind = i.account_kind"
-    " AND a.ledger = i.ledger AND a.card_no IS NULL) AS merchant_account,"
-    " i.merchant_id AS for_merchant_id, i.trade_kind"
-    " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])"
-    " AS i(card_no, merchant_id, account_kind, ledger, trade_kind)"
-    " JOIN cards c ON c.card_no = i.card_no LEFT JOIN merchants m ON m.id = c.merchant_id"
-    " WHERE c.card_no = ANY($1::text[]) ORDER BY c.card_no"  # an index probe per card, never a scan
-)
 CardKey = tuple[str, int, str, bool]  # card number, terminal merchant, trade kind, locked
 KnownCards = dict[CardKey, "asyncpg.Record | None"]
 
@@ -106,7 +89,7 @@ async def trade_card(
 ) -> asyncpg.Record:
     """The card (locked unless ``lock`` is false: a query's fast path) and the accounts
     ``kind`` moves, with ``accepted`` for the terminal's merchant (05 when none); from ``known``
-    (``read_trade_cards``) when it was read there — once: a trade read again reads it again."""
+    (``recharge.kkt.rounds.read``) when it was read there — once: a trade read again reads it again."""
     if known is not None and (key := (card_no, merchant_id, kind.kind, lock)) in known:
         known_row = known.pop(key)
         if known_row is None:
@@ -121,25 +104,6 @@ async def trade_card(
     if row is None:
         raise Refused("05")
     return row
-
-
-async def read_trade_cards(
-    conn: asyncpg.Connection, wanted: list[tuple[str, int, TradeKind]], lock: bool
-) -> KnownCards:
-    """The rows ``trade_card`` reads, for many trades of distinct cards in one statement (a round
-    of a batch): keyed by (card number, terminal merchant, trade kind, ``lock``); None: no card."""
-    if not wanted:
-        return {}
-    kinds = [MERCHANT_ACCOUNT_OF.get(kind.kind) for _, _, kind in wanted]
-    rows = await conn.fetch(
-        _TRADE_CARDS_SQL + (" FOR UPDATE OF c" if lock else ""), [c for c, _, _ in wanted], [m for _, m, _ in wanted],
-        [k.value if k else "" for k in kinds], [ledger_of(k) if k else "" for k in kinds],
-        [kind.kind for _, _, kind in wanted],
-    )
-    found: KnownCards = {(c, m, kind.kind, lock): None for c, m, kind in wanted}
-    for row in rows:
-        found[(row["card_no"], int(row["for_merchant_id"]), row["trade_kind"], lock)] = row
-    return found
 
 
 def check_accepted(card: asyncpg.Record) -> None:

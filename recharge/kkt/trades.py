@@ -14,9 +14,10 @@ On the group-commit path (``Config.lane``, what the channels use) a trade is an 
 ``TRADES`` group, and concurrent trades share one transaction and one commit
 (``recharge.ledger.group_commit``); every answer is given after that commit. ``run_trades`` runs a
 batch in rounds of distinct cards (``_round``: a card's second trade, a terminal's second recharge,
-a test-mode trade wait for a later round, which sees what the earlier ones did). A round reads its
-cards in one statement (locked, in card-number order) and its duplicate flags and daily counts in
-one statement after those locks (``_read_ahead``), checks each trade on its own exactly as alone
+a test-mode trade wait for a later round, which sees what the earlier ones did). A round locks its
+cards (in card-number order; the first round's lock carries the batch's BEGIN: ``TRADES`` is a
+``begins`` group), then reads them with its duplicate flags and daily counts in one statement after
+those locks (``_read_ahead``, ``recharge.kkt.rounds``), checks each trade on its own exactly as alone
 (``_plan``: the password under the card's row lock, held to the batch's commit, so parallel
 guesses still take effect one at a time), then creates the round's transfers in one statement and
 journals its trades in one statement (``_complete``). A refusal is the item's answer; a trade that
@@ -37,7 +38,7 @@ from recharge import metrics
 from recharge.config import Settings
 from recharge.context import Busy, DatabaseUnavailable
 from recharge.db import unavailable
-from recharge.kkt import checks, gateway, journal, limits, moves, passwords, reference, reversals
+from recharge.kkt import checks, gateway, journal, limits, moves, passwords, reference, reversals, rounds
 from recharge.kkt.gateway import Terminal
 from recharge.kkt.messages import SHANGHAI, Config, Refused, TradeRequest, TradeResult
 from recharge.kkt.table import CARD_KIND_FAMILIES, REVERSAL, TRADE_TYPES, TradeKind, kind_of
@@ -201,10 +202,11 @@ class _Ahead:
 
 async def _read_ahead(conn: asyncpg.Connection, items: list[TradeItem], now: list[int],
                       locks: dict[int, bool]) -> _Ahead:
+    """The round's reads (``rounds``): its cards locked — the first round's with the batch's BEGIN —,
+    then the cards and the figures of the trades whose limits are checked, in one statement."""
     at = dt.datetime.now(dt.UTC)
     settings = items[now[0]].cfg.settings
-    wanted: dict[bool, list[tuple[str, int, TradeKind]]] = {True: [], False: []}
-    plain: list[tuple[int, str, Terminal, int]] = []
+    wanted: list[rounds.Wanted] = []
     for k in now:
         item = items[k]
         try:  # what the trade's own checks will find (cached); a refusal there reads nothing here
@@ -213,18 +215,13 @@ async def _read_ahead(conn: asyncpg.Connection, items: list[TradeItem], now: lis
             amount, _, _ = _fields(item.req, item.kind, item.cfg)
         except Refused:
             continue
-        wanted[locks[k]].append((card_no, terminal.merchant_id, item.kind))
-        if not item.kind.query and item.kind.original is None and item.kind is not REVERSAL:
-            plain.append((k, card_no, terminal, amount))
-    cards: checks.KnownCards = {}
-    for lock, these in wanted.items():
-        cards.update(await checks.read_trade_cards(conn, these, lock))
-    asked = []
-    for k, card_no, terminal, amount in plain:
-        row = cards.get((card_no, terminal.merchant_id, items[k].kind.kind, locks[k]))
-        if row is not None and items[k].cfg.settings is settings:
-            asked.append(limits.asked(row, terminal, items[k].req, amount, settings))
-    return _Ahead(at, cards, await limits.figures(conn, asked, at, settings))
+        plain = not item.kind.query and item.kind.original is None and item.kind is not REVERSAL
+        asking = (terminal.code, item.req.trade_type, item.req.trade_mode, amount) if (
+            plain and item.cfg.settings is settings) else None
+        wanted.append(rounds.Wanted(card_no, terminal.merchant_id, item.kind, locks[k], asking))
+    await rounds.lock(conn, [w.card_no for w in wanted if w.lock], begin=not conn.is_in_transaction())
+    cards, figures = await rounds.read(conn, wanted, at, settings)
+    return _Ahead(at, cards, figures)
 
 
 def _failed(index: int, exc: Exception) -> Exception:
@@ -235,7 +232,7 @@ def _failed(index: int, exc: Exception) -> Exception:
     return ItemFailed(index, exc)
 
 
-TRADES: Group[TradeItem, TradeResult] = Group("kkt_trades", run_trades, hot=True)
+TRADES: Group[TradeItem, TradeResult] = Group("kkt_trades", run_trades, hot=True, begins=True)
 
 
 async def _query(db: Db, req: TradeRequest, kind: TradeKind, cfg: Config) -> TradeResult:
