@@ -106,6 +106,7 @@ def unkeyed(statements: list[str]) -> dict[str, set[str]]:
     """Statement → the distributed tables it touches without naming any of their keys."""
     missing: dict[str, set[str]] = {}
     for statement in statements:
+        statement = re.sub(r"^BEGIN;\s*", "", statement)  # a statement sent with the BEGIN of its transaction
         if statement.startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SELECT 1", "RESET", "SET")):
             continue
         tables = {t for t in tables_in(statement) if not any(filters_by(statement, key) for key in DISTRIBUTED[t])}
@@ -145,6 +146,9 @@ def test_the_check_finds_a_statement_without_its_key() -> None:
         "SELECT balance FROM cards WHERE merchant_id = $1": {"cards"}
     }
     assert unkeyed(["SELECT state FROM cards WHERE card_no = $1"]) == {}
+    assert unkeyed(["BEGIN; SELECT FROM cards WHERE merchant_id = 7 FOR UPDATE"]) == {
+        "SELECT FROM cards WHERE merchant_id = 7 FOR UPDATE": {"cards"}
+    }, "a statement sent with its BEGIN is checked too"
     shadows = ("SELECT count(*) AS negative FROM accounts a WHERE a.kind = 'mpay' AND a.card_no LIKE 'W/%'"
                " AND a.credits_posted - a.debits_posted < 0")
     assert unkeyed([shadows]) == {}, "the sweeper's gauge: a listed exception"
