@@ -292,3 +292,27 @@ async def test_a_kept_connection_released_by_the_pool_when_it_died_is_replaced(p
     await kept.give_back(holder, fresh, clean=True)
     kept.leave()
     await kept.wait_idle()
+
+
+async def test_a_begins_group_opens_the_transaction_in_its_first_statement(pool: asyncpg.Pool, probe: str) -> None:
+    """A ``begins`` group sends BEGIN with its first statement (the runner sends none) and its batch still
+    commits once; one that opens no transaction fails its callers (what it wrote was committed on its own,
+    outside any batch: the runner cannot vouch for it)."""
+
+    async def opening(conn: asyncpg.Connection, items: list[int]) -> list[str]:
+        assert not conn.is_in_transaction()
+        await conn.execute(f"BEGIN; INSERT INTO {probe} (k) VALUES {', '.join(f'({k})' for k in items)}")
+        return [f"opened {k}" for k in items]
+
+    async def forgetful(conn: asyncpg.Connection, items: list[int]) -> list[str]:
+        await conn.execute(f"INSERT INTO {probe} (k) SELECT unnest($1::int[])", items)  # autocommitted
+        return [f"forgot {k}" for k in items]
+
+    writer = _writer(pool, max_batch=8, max_wait_ms=5)
+    group = Group("opening", opening, begins=True)
+    answers = await asyncio.gather(*(writer.submit(group, k) for k in (1, 2, 3)))
+    assert sorted(answers) == ["opened 1", "opened 2", "opened 3"] and writer.stats.batches == 1
+    with pytest.raises(RuntimeError, match="opened no transaction"):
+        await writer.submit(Group("forgetful", forgetful, begins=True), 7)
+    async with pool.acquire() as c:
+        assert sorted(await c.fetchval(f"SELECT array_agg(k) FROM {probe}")) == [1, 2, 3, 7]
