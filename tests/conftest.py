@@ -189,6 +189,15 @@ async def audited(pool: asyncpg.Pool) -> AsyncIterator[None]:
     assert report.ok, report.render()
 
 
+MAX_SLACK = 8.0
+
+
+def slack_for_this_machine() -> float:
+    """How far to stretch a bound that only turns a hang into a failure: 1 on an idle machine; 1 + the run queue
+    per core under load (``MAX_SLACK`` at most)."""
+    return round(min(MAX_SLACK, 1.0 + os.getloadavg()[0] / (os.cpu_count() or 1)), 2)
+
+
 def unique_digits(n: int) -> str:
     """n random decimal digits, for codes and numbers that must not collide between tests."""
     return "".join(secrets.choice("0123456789") for _ in range(n))
