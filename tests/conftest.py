@@ -164,12 +164,10 @@ async def conn(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         yield c
 
 
-@pytest.fixture(scope="session")
-async def platform(settings: Settings) -> AsyncIterator[object]:
-    """The real platform (DD server + HTTP app) on free ports, shared by the session's tests.
-
-    Yields a ``app.runtime.RunningPlatform`` with ``dd_port``, ``http_port`` and ``ctx``.
-    """
+@asynccontextmanager
+async def platform_of_its_own(settings: Settings) -> AsyncIterator[Any]:
+    """The real platform (DD server + HTTP app) on free ports over ``settings.database_url``, stopped afterwards:
+    an ``app.runtime.RunningPlatform`` with ``dd_port``, ``http_port`` and ``ctx``."""
     from app.runtime import RunningPlatform
 
     running = RunningPlatform(settings, settings.database_url or "")
@@ -178,6 +176,13 @@ async def platform(settings: Settings) -> AsyncIterator[object]:
         yield running
     finally:
         await running.stop()
+
+
+@pytest.fixture(scope="session")
+async def platform(settings: Settings) -> AsyncIterator[object]:
+    """The real platform on free ports, shared by the session's tests (``platform_of_its_own``)."""
+    async with platform_of_its_own(settings) as running:
+        yield running
 
 
 @pytest.fixture

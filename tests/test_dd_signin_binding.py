@@ -21,7 +21,7 @@ from core_ext import Frame
 from recharge.network import same_network
 from server import proxy_protocol
 from server.terminal_client import TerminalClient, sign_in
-from tests.conftest import settings_changed
+from tests.conftest import platform_of_its_own, settings_changed
 
 HOME, ELSEWHERE, OTHER_NET = "127.0.0.1", "127.0.0.2", "127.0.1.2"
 
@@ -119,14 +119,8 @@ PROXY = "127.0.0.9"  # the load balancer's address in the test below
 @pytest.fixture
 async def behind_a_proxy(settings: Any) -> AsyncIterator[Any]:
     """A platform of its own that trusts 127.0.0.9 as its HAProxy (PROXY protocol v2)."""
-    from app.runtime import RunningPlatform
-
-    running = RunningPlatform(settings.replace(trusted_proxies=PROXY), settings.database_url or "")
-    await running.start()
-    try:
+    async with platform_of_its_own(settings.replace(trusted_proxies=PROXY)) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 async def test_behind_a_proxy_the_sign_in_is_bound_to_the_address_the_proxy_names(

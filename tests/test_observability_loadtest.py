@@ -18,7 +18,7 @@ from app.runtime import RunningPlatform
 from loadtest.run import parse_duration_s
 from recharge import db
 from recharge.config import Settings
-from tests.conftest import MAX_SLACK, slack_for_this_machine
+from tests.conftest import MAX_SLACK, platform_of_its_own, slack_for_this_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 # The run itself is 3 s; Locust's start, the provisioning and the report take most of the rest. This bound only
@@ -49,12 +49,8 @@ async def own_platform(empty_database: str, settings: Settings) -> AsyncIterator
         await db.migrate(conn)
     finally:
         await conn.close()
-    running = RunningPlatform(settings.replace(database_url=empty_database), empty_database)
-    await running.start()
-    try:
+    async with platform_of_its_own(settings.replace(database_url=empty_database)) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.mark.timeout(RUN_BOUND_S * MAX_SLACK + 60)
