@@ -80,3 +80,18 @@ def test_the_signed_document_generates_the_order_apis_encrypted_fields() -> None
         "properties": {"platform": {}}}
     assert "Sign" in doc["paths"]["/APPLLogin"]["post"]["requestBody"]["content"]["application/json"]["schema"][
         "properties"], "the published document is left as it is"
+
+
+def test_a_generated_body_ending_in_nul_still_travels_in_the_envelope(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Any) -> None:
+    """make chaos, seed 1497972983: schemathesis generated a text body ending in NUL for /APPLLogin;
+    the signed pass's envelope refused it (zero padding) and the run failed with a hook error."""
+    from http_api.order_envelope import open_envelope
+    from recharge.orders import platforms
+
+    pem = platforms.generate_key_pair(tmp_path / "p.pem", bits=1024)
+    assert pem
+    monkeypatch.setitem(hooks.CONFIG, "order", {"raw": 7, "crt": 1, "key_pem": (tmp_path / "p.pem").read_text()})
+    generated: Any = SimpleNamespace(body="{\"a\":1}\x00\x00")
+    envelope = json.loads(hooks._order_envelope(generated))
+    assert open_envelope(envelope) == '{"a":1}'
