@@ -164,12 +164,10 @@ async def conn(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         yield c
 
 
-@pytest.fixture(scope="session")
-async def platform(settings: Settings) -> AsyncIterator[object]:
-    """The real platform (DD server + HTTP app) on free ports, shared by the session's tests.
-
-    Yields a ``app.runtime.RunningPlatform`` with ``dd_port``, ``http_port`` and ``ctx``.
-    """
+@asynccontextmanager
+async def platform_of_its_own(settings: Settings) -> AsyncIterator[Any]:
+    """The real platform (DD server + HTTP app) on free ports over ``settings.database_url``, stopped afterwards:
+    an ``app.runtime.RunningPlatform`` with ``dd_port``, ``http_port`` and ``ctx``."""
     from app.runtime import RunningPlatform
 
     running = RunningPlatform(settings, settings.database_url or "")
@@ -180,6 +178,13 @@ async def platform(settings: Settings) -> AsyncIterator[object]:
         await running.stop()
 
 
+@pytest.fixture(scope="session")
+async def platform(settings: Settings) -> AsyncIterator[object]:
+    """The real platform on free ports, shared by the session's tests (``platform_of_its_own``)."""
+    async with platform_of_its_own(settings) as running:
+        yield running
+
+
 @pytest.fixture
 async def audited(pool: asyncpg.Pool) -> AsyncIterator[None]:
     """Fails the test if the ledger does not balance after it."""
@@ -187,6 +192,15 @@ async def audited(pool: asyncpg.Pool) -> AsyncIterator[None]:
     async with pool.acquire() as c:
         report = await audit(c)
     assert report.ok, report.render()
+
+
+MAX_SLACK = 8.0
+
+
+def slack_for_this_machine() -> float:
+    """How far to stretch a bound that only turns a hang into a failure: 1 on an idle machine; 1 + the run queue
+    per core under load (``MAX_SLACK`` at most)."""
+    return round(min(MAX_SLACK, 1.0 + os.getloadavg()[0] / (os.cpu_count() or 1)), 2)
 
 
 def unique_digits(n: int) -> str:

@@ -1,6 +1,6 @@
 """Test support for the kill -9 tests: a fresh database with its key file, the real server started as its own
 process on that data folder (``rechargectl serve``), killed with SIGKILL at a seeded moment and started again,
-and the progress counter that says when the moment has come."""
+and the progress counter that says when the moment has come; ``crash_rig`` holds them for one test."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
 from recharge import db
+from recharge.config import Settings
 from recharge.keys import MasterKeys, write_keys
 from tests.conftest import ROOT
 
@@ -80,3 +83,49 @@ class Progress:
         self.answers += 1
         if self.answers >= self.kill_after:
             self.reached.set()
+
+
+@dataclass
+class CrashRig:
+    """One kill -9 test's world: the keys, a connection to the database (and a pool, when asked for) and the
+    server process currently serving it."""
+
+    database_url: str
+    data_dir: Path
+    env: dict[str, str] | None
+    keys: MasterKeys
+    conn: asyncpg.Connection
+    pool: asyncpg.Pool | None
+    served: Served
+
+    def restart(self) -> Served:
+        """The server started again on the same database and data folder; returns once it is READY."""
+        self.served = serve(self.database_url, self.data_dir, self.env)
+        return self.served
+
+    async def kill_when(self, progress: Progress, runs: list[asyncio.Task[None]], within_s: float = 60.0) -> None:
+        """SIGKILL the server once ``progress`` reached its seeded point, then let every client run end."""
+        await asyncio.wait_for(progress.reached.wait(), within_s)
+        self.served.kill()
+        await asyncio.gather(*runs)
+
+
+@asynccontextmanager
+async def crash_rig(database_url: str, data_dir: Path, *, settings: Settings | None = None,
+                    env: dict[str, str] | None = None) -> AsyncIterator[CrashRig]:
+    """``prepared`` keys and database, a pool when ``settings`` are given, the server started; all of it stopped
+    and closed afterwards."""
+    keys, conn = await prepared(database_url, data_dir)
+    pool = None
+    rig = None
+    try:
+        if settings is not None:
+            pool = await db.create_pool(database_url, settings)
+        rig = CrashRig(database_url, data_dir, env, keys, conn, pool, serve(database_url, data_dir, env))
+        yield rig
+    finally:
+        if rig is not None:
+            rig.served.stop()
+        if pool is not None:
+            await pool.close()
+        await conn.close()

@@ -28,17 +28,13 @@ from pathlib import Path
 import pytest
 
 from chaos.server import ROOT
+from tests.conftest import slack_for_this_machine
 
 SHORT = ["--duration", "35", "--kills", "3", "--db-restarts", "1", "--frames", "10000", "--workers", "1",
          "--dd-clients", "2", "--kkt-clients", "1", "--sms-clients", "1", "--order-clients", "1",
          "--mpay-clients", "1", "--wallet-clients", "1", "--slow-clients", "1",
          "--api-examples", "0"]  # the HTTP fuzzing: tests/test_api_fuzz.py
 CHANNELS = ("dd", "kkt", "sms", "order", "mpay", "wallet_load", "wallet_purchase")
-
-
-def slack_for_this_machine() -> float:
-    """1 on an idle machine; 1 + the run queue per core under load (8 at most)."""
-    return round(min(8.0, 1.0 + os.getloadavg()[0] / (os.cpu_count() or 1)), 2)
 
 
 def expected_checks(shared_database: bool) -> set[str]:

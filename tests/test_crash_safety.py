@@ -20,7 +20,7 @@ from core_ext.virtual_card import VirtualCard
 from recharge.ledger.audit import audit
 from recharge.orders import model
 from server.terminal_client import AsyncTerminalClient, ConnectionClosed, FlowFailed
-from tests.crash_world import Progress, prepared, serve
+from tests.crash_world import Progress, crash_rig
 
 ORDERS = 24
 AMOUNT_CENTS = 500
@@ -66,11 +66,9 @@ async def _recover(client: AsyncTerminalClient, card: VirtualCard, order_no: str
 async def test_sigkill_during_recharges_loses_no_acknowledged_load(empty_database: str, tmp_path: Path, seed: int) -> None:
     print(f"crash-safety seed: {seed}")
     rng = random.Random(seed)
-    keys, conn = await prepared(empty_database, tmp_path)
-    served = serve(empty_database, tmp_path)
-    port = served.dd_port
-    try:
-        terminal = await sim_terminal(conn, "127.0.0.1", port, keys)
+    async with crash_rig(empty_database, tmp_path) as rig:
+        conn, port = rig.conn, rig.served.dd_port
+        terminal = await sim_terminal(conn, "127.0.0.1", port, rig.keys)
         cards = {}
         for _ in range(ORDERS):
             card = terminal.card(balance_cents=0, seed=rng.randrange(2**32))
@@ -86,14 +84,11 @@ async def test_sigkill_during_recharges_loses_no_acknowledged_load(empty_databas
             asyncio.create_task(_load(c, card, no, acknowledged, progress))
             for c, (no, card) in zip(clients, cards.items(), strict=True)
         ]
-        await asyncio.wait_for(progress.reached.wait(), 60)
-        served.kill()
-        await asyncio.gather(*loads)
+        await rig.kill_when(progress, loads)
 
         print(f"acknowledged before the kill: {len(acknowledged)} of {len(cards)}")
         assert len(acknowledged) < len(cards), "the kill came after every load: nothing was tested"
-        served = serve(empty_database, tmp_path)
-        port = served.dd_port
+        port = rig.restart().dd_port
         for order_no in acknowledged:
             order = await model.get_order(conn, order_no)
             assert order is not None and order.state in (model.LOADED, model.CONFIRMED), order_no
@@ -112,6 +107,3 @@ async def test_sigkill_during_recharges_loses_no_acknowledged_load(empty_databas
         print(f"after recovery, DD22 results: {outcomes}")
         report = await audit(conn)
         assert report.ok, report.render()
-    finally:
-        served.stop()
-        await conn.close()

@@ -8,7 +8,6 @@ with their ledger and order effects; the ledger audit balances after every test.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -29,10 +28,6 @@ from server.stages import INFO_REVERSAL_OK
 pytestmark = pytest.mark.usefixtures("audited")
 
 
-async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
 def query(term: SimTerminal, order_no: str) -> Any:
     with term.client().connect() as client:
         return client.dd21(order_no)
@@ -44,7 +39,7 @@ async def purse_posted(conn: asyncpg.Connection, card_no: str) -> int:
 
 
 async def test_signin_happy_path_persists_signed_in_until_and_serial(term: SimTerminal, conn: asyncpg.Connection) -> None:
-    dd08 = await in_thread(term.client().sign_in, term.module())
+    dd08 = await asyncio.to_thread(term.client().sign_in, term.module())
     assert dd08.stage == 0x08 and dd08.flow == 0xFF and dd08.result == 0
     assert dd08.pki == bytes.fromhex(term.pki) and len(dd08.info) == 15
     serial, expiry = bcd_decode(dd08.info[:8]), bcd_decode(dd08.info[8:])
@@ -68,14 +63,14 @@ async def test_signin_answers_carry_ff_pki_until_dd04_then_the_module_pki(term: 
             dd08 = client.dd07(module.ac_login2(dd06.info))
             assert dd08.result == 0 and client.closed_by_peer()
 
-    await in_thread(talk)
+    await asyncio.to_thread(talk)
 
 
 async def test_recharge_happy_path_posts_transfer_and_returns_receipt(term: SimTerminal, conn: asyncpg.Connection) -> None:
-    await in_thread(term.client().sign_in, term.module())
+    await asyncio.to_thread(term.client().sign_in, term.module())
     card = term.card(balance_cents=500)
     order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 1234)
-    dd20 = await in_thread(term.client().recharge, card, order_no, 1234)
+    dd20 = await asyncio.to_thread(term.client().recharge, card, order_no, 1234)
     assert dd20.stage == 0x20 and dd20.result == 0 and dd20.flow == 0xFF
     assert card.balance == 1734
     info = dd20.info
@@ -117,7 +112,7 @@ async def test_dd13_of_known_cpu_card_writes_nothing_and_dd15_keeps_its_balance_
     changes no row: the balance the card reported is stored by DD15's step as the order's
     balance before."""
     ran_as_task = _record_dd13_tasks(monkeypatch)
-    await in_thread(term.client().sign_in, term.module())
+    await asyncio.to_thread(term.client().sign_in, term.module())
     card = term.card(balance_cents=900)
     await conn.execute("INSERT INTO cards (card_no, kind, last_balance_cents) VALUES ($1, 'cpu', 5)", card.card_no)
     order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 100)
@@ -143,7 +138,7 @@ async def test_dd13_of_known_cpu_card_writes_nothing_and_dd15_keeps_its_balance_
             assert client.dd15(card.run_script(dd14.info)).result == 0
             seen.append(snapshot())
 
-    await in_thread(talk)
+    await asyncio.to_thread(talk)
     assert ran_as_task == []  # answered by flows.dd13_sync
     before_dd13, after_dd14, after_dd16 = seen
     assert after_dd14 == before_dd13  # no row version changed
@@ -155,7 +150,7 @@ async def test_dd13_of_a_card_not_yet_known_creates_its_cpu_row(
     term: SimTerminal, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ran_as_task = _record_dd13_tasks(monkeypatch)
-    await in_thread(term.client().sign_in, term.module())
+    await asyncio.to_thread(term.client().sign_in, term.module())
     card = term.card(balance_cents=40)
     order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 100)
 
@@ -164,53 +159,53 @@ async def test_dd13_of_a_card_not_yet_known_creates_its_cpu_row(
         with client.connect():
             assert client.dd13(card.run_script(client.dd11(100, order_no).info)).result == 0
 
-    await in_thread(talk)
+    await asyncio.to_thread(talk)
     assert ran_as_task == [card.card_no]  # a card row to write: the step runs as a task
     row = await conn.fetchrow("SELECT kind, last_balance_cents FROM cards WHERE card_no = $1", card.card_no)
     assert row is not None and (row["kind"], row["last_balance_cents"]) == ("cpu", 40)
 
 
 async def test_recharge_without_receipt_leaves_order_loaded(term: SimTerminal, conn: asyncpg.Connection) -> None:
-    await in_thread(term.client().sign_in, term.module())
+    await asyncio.to_thread(term.client().sign_in, term.module())
     card = term.card()
     order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 300)
-    dd18 = await in_thread(term.client().recharge, card, order_no, 300, receipt=False)
+    dd18 = await asyncio.to_thread(term.client().recharge, card, order_no, 300, receipt=False)
     assert (dd18.stage, dd18.flow, dd18.result, dd18.info) == (0x18, 0xFF, 0, b"")
     order = await model.get_order(conn, order_no)
     assert order is not None and order.state == model.LOADED
 
 
 async def test_recharge_of_unpaid_order_pays_it_at_dd11(term: SimTerminal, conn: asyncpg.Connection) -> None:
-    await in_thread(term.client().sign_in, term.module())
+    await asyncio.to_thread(term.client().sign_in, term.module())
     card = term.card()
     order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 777, pay=False)
     client = term.client()
     with client.connect():
-        assert (await in_thread(client.dd11, 777, order_no)).result == 0
+        assert (await asyncio.to_thread(client.dd11, 777, order_no)).result == 0
         paid = await model.get_order(conn, order_no)
         assert paid is not None and paid.state == model.PAID and paid.pay_transfer_id is not None
-    await in_thread(term.client().recharge, card, order_no, 777)
+    await asyncio.to_thread(term.client().recharge, card, order_no, 777)
     assert await purse_posted(conn, card.card_no) == 777
 
 
 async def test_recharge_of_order_naming_no_card_pays_the_card_read_at_dd13(
     term: SimTerminal, conn: asyncpg.Connection
 ) -> None:
-    await in_thread(term.client().sign_in, term.module())
+    await asyncio.to_thread(term.client().sign_in, term.module())
     card = term.card(balance_cents=10)
     order_no = await fixtures.paid_order(conn, term.merchant_id, None, 555, pay=False)
-    await in_thread(term.client().recharge, card, order_no, 555)
+    await asyncio.to_thread(term.client().recharge, card, order_no, 555)
     order = await model.get_order(conn, order_no)
     assert order is not None and order.card_no == card.card_no and order.state == model.CONFIRMED
     assert card.balance == 565 and await purse_posted(conn, card.card_no) == 555
 
 
 async def test_query_of_loaded_order_returns_receipt(term: SimTerminal, conn: asyncpg.Connection) -> None:
-    await in_thread(term.client().sign_in, term.module())
+    await asyncio.to_thread(term.client().sign_in, term.module())
     card = term.card(balance_cents=100)
     order_no = await fixtures.paid_order(conn, term.merchant_id, card.card_no, 200)
-    await in_thread(term.client().recharge, card, order_no, 200, receipt=False)
-    dd22 = await in_thread(query, term, order_no)
+    await asyncio.to_thread(term.client().recharge, card, order_no, 200, receipt=False)
+    dd22 = await asyncio.to_thread(query, term, order_no)
     assert (dd22.stage, dd22.flow, dd22.result) == (0x22, 0xFF, 0)
     assert be_decode(dd22.info[22:26]) == 200 and be_decode(dd22.info[26:30]) == 300
     order = await model.get_order(conn, order_no)
@@ -220,9 +215,9 @@ async def test_query_of_loaded_order_returns_receipt(term: SimTerminal, conn: as
 async def test_query_of_order_never_attempted_answers_A5_with_zero_amount(
     term: SimTerminal, conn: asyncpg.Connection
 ) -> None:
-    await in_thread(term.client().sign_in, term.module())
+    await asyncio.to_thread(term.client().sign_in, term.module())
     order_no = await fixtures.paid_order(conn, term.merchant_id, "1680" + fixtures.random_digits(12), 200)
-    dd22 = await in_thread(query, term, order_no)
+    dd22 = await asyncio.to_thread(query, term, order_no)
     assert (dd22.stage, dd22.flow, dd22.result) == (0x22, 0xFF, INFO_REVERSAL_OK)
     assert be_decode(dd22.info[22:26]) == 0 and be_decode(dd22.info[26:30]) == 0
 
@@ -237,9 +232,9 @@ def _deposit(term: SimTerminal, card: Any, operation: int, amount: int) -> Any:
 
 
 async def test_deposit_open_then_close_moves_money_and_card_flag(term: SimTerminal, conn: asyncpg.Connection) -> None:
-    await in_thread(term.client().sign_in, term.module())
+    await asyncio.to_thread(term.client().sign_in, term.module())
     card = term.card()
-    dd74 = await in_thread(_deposit, term, card, 0x01, 2000)
+    dd74 = await asyncio.to_thread(_deposit, term, card, 0x01, 2000)
     assert (dd74.stage, dd74.flow, dd74.result) == (0x74, 0xFF, 0)
     [instruction] = script_decode(dd74.info)
     assert instruction.apdu[:5] == DEPOSIT_UPDATE_HEADER and instruction.apdu[5] == 0x01
@@ -248,7 +243,7 @@ async def test_deposit_open_then_close_moves_money_and_card_flag(term: SimTermin
     assert (await ledger.get_balance(conn, deposit)).posted == 2000
     assert await conn.fetchval("SELECT deposit_open FROM cards WHERE card_no = $1", card.card_no)
 
-    dd74 = await in_thread(_deposit, term, card, 0x02, 2000)
+    dd74 = await asyncio.to_thread(_deposit, term, card, 0x02, 2000)
     assert dd74.result == 0
     [instruction] = script_decode(dd74.info)
     assert card.transmit(instruction.apdu) == b"\x90\x00" and card.deposit_flag == 0

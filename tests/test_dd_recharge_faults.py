@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -26,10 +25,6 @@ from server.terminal_client import FlowFailed
 from tests.conftest import sweep_until
 
 pytestmark = pytest.mark.usefixtures("audited")
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(fn, *args)
 
 
 async def get(conn: asyncpg.Connection, order_no: str) -> model.Order:
@@ -58,7 +53,7 @@ async def test_wrong_mac1_answers_AA_and_leaves_order_paid_not_loading(
             reply[-3] ^= 0x01  # the last byte of MAC1
             return client.dd15(bytes(reply))
 
-    answer = await in_thread(talk)
+    answer = await asyncio.to_thread(talk)
     assert (answer.stage, answer.result) == (0x16, 0xAA)
     order = await get(conn, order_no)
     assert order.state == model.PAID and not order.loading
@@ -73,7 +68,7 @@ async def test_wrong_tac_answers_AA_and_leaves_load_loading_without_timeout(
     card.corrupt_tac = True
     order_no = await fixtures.paid_order(conn, signed_in.merchant_id, card.card_no, 100)
     with pytest.raises(FlowFailed) as failed:
-        await in_thread(signed_in.client().recharge, card, order_no, 100)
+        await asyncio.to_thread(signed_in.client().recharge, card, order_no, 100)
     assert (failed.value.stage, failed.value.result) == (0x18, 0xAA)
     order = await get(conn, order_no)
     assert order.state == model.PAID and order.loading and order.loading_since is not None
@@ -85,7 +80,7 @@ async def test_wrong_tac_answers_AA_and_leaves_load_loading_without_timeout(
         with signed_in.client().connect() as client:
             return client.dd21_reply(order_no, card.run_script(client.dd21(order_no).info))
 
-    answer = await in_thread(recover)
+    answer = await asyncio.to_thread(recover)
     assert (answer.stage, answer.flow, answer.result) == (0x22, 0xFF, 0)
     assert (await get(conn, order_no)).state == model.CONFIRMED
 
@@ -97,13 +92,13 @@ async def test_card_error_status_word_goes_back_to_paid_and_retry_loads(
     card.fail_next_credit_with = b"\x69\x85"
     order_no = await fixtures.paid_order(conn, signed_in.merchant_id, card.card_no, 100)
     with pytest.raises(FlowFailed) as failed:
-        await in_thread(signed_in.client().recharge, card, order_no, 100)
+        await asyncio.to_thread(signed_in.client().recharge, card, order_no, 100)
     assert (failed.value.stage, failed.value.result) == (0x18, 0xAA)
     order = await get(conn, order_no)
     assert order.state == model.PAID and not order.loading
     status, timeout_at = await transfer_status(conn, order)
     assert status == "pending" and timeout_at == order.expires_at
-    await in_thread(signed_in.client().recharge, card, order_no, 100)
+    await asyncio.to_thread(signed_in.client().recharge, card, order_no, 100)
     assert card.balance == 105 and (await get(conn, order_no)).state == model.CONFIRMED
 
 
@@ -118,7 +113,7 @@ async def test_connection_dropped_after_dd16_then_dd21_posts_when_card_was_credi
             dd16 = fixtures.recharge_until_dd16(client, card, order_no, 250)
             card.run_script(dd16)  # the card is credited, but the terminal never sends DD17
 
-    await in_thread(load_and_lose_the_answer)
+    await asyncio.to_thread(load_and_lose_the_answer)
     order = await get(conn, order_no)
     assert order.loading and card.balance == 1250
     await conn.execute("UPDATE orders SET expires_at = now() - interval '1 second' WHERE order_no = $1", order_no)
@@ -131,7 +126,7 @@ async def test_connection_dropped_after_dd16_then_dd21_posts_when_card_was_credi
             dd22 = client.dd21(order_no)
             return dd22, client.dd21_reply(order_no, card.run_script(dd22.info))
 
-    prove, answer = await in_thread(recover)
+    prove, answer = await asyncio.to_thread(recover)
     assert (prove.stage, prove.flow, prove.result) == (0x22, 0x00, 0)
     assert prove.info[2:7] == bytes.fromhex("805A000202")
     assert (answer.flow, answer.result) == (0xFF, 0)
@@ -153,7 +148,7 @@ async def test_connection_dropped_after_dd16_then_dd21_back_to_paid_and_expiry_v
         with signed_in.client().connect() as client:
             return client.dd21_reply(order_no, card.run_script(client.dd21(order_no).info))
 
-    answer = await in_thread(load_without_credit_then_recover)
+    answer = await asyncio.to_thread(load_without_credit_then_recover)
     assert (answer.flow, answer.result) == (0xFF, 0xA5)
     assert be_decode(answer.info[26:30]) == 70  # the balance the card reported before the load
     order = await get(conn, order_no)
@@ -175,7 +170,7 @@ async def test_connection_dropped_after_dd16_then_dd21_back_to_paid_and_expiry_v
         with signed_in.client().connect() as client:
             return client.dd21(order_no)
 
-    assert (await in_thread(query)).result == 0xA5
+    assert (await asyncio.to_thread(query)).result == 0xA5
 
 
 async def test_recovery_with_unparseable_reply_stays_loading_A4(signed_in: SimTerminal, conn: asyncpg.Connection) -> None:
@@ -189,7 +184,7 @@ async def test_recovery_with_unparseable_reply_stays_loading_A4(signed_in: SimTe
             client.dd21(order_no)
             return client.dd21_reply(order_no, reply_encode([CardReply(1, b"\x6a\x82")]))
 
-    answer = await in_thread(talk)
+    answer = await asyncio.to_thread(talk)
     assert answer.result == 0xA4
     assert (await get(conn, order_no)).loading
 
@@ -198,7 +193,7 @@ async def test_two_terminals_racing_for_one_order_load_it_exactly_once(
     platform: Any, signed_in: SimTerminal, conn: asyncpg.Connection, test_keys: Any
 ) -> None:
     rival = await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
-    await in_thread(rival.client().sign_in, rival.module())
+    await asyncio.to_thread(rival.client().sign_in, rival.module())
     card_no = "1680" + fixtures.random_digits(12)
     order_no = await fixtures.paid_order(conn, signed_in.merchant_id, card_no, 300)
     cards = [signed_in.card(card_no, 0), rival.card(card_no, 0)]  # the same card number on two readers
@@ -216,7 +211,8 @@ async def test_two_terminals_racing_for_one_order_load_it_exactly_once(
                 return dd16.result
             return client.dd17(card.run_script(dd16.info)).result
 
-    results = await asyncio.gather(in_thread(race, signed_in, cards[0]), in_thread(race, rival, cards[1]))
+    results = await asyncio.gather(asyncio.to_thread(race, signed_in, cards[0]),
+                                   asyncio.to_thread(race, rival, cards[1]))
     assert sorted(results) == [0x00, 0x96]
     assert sorted(c.balance for c in cards) == [0, 300]
     order = await get(conn, order_no)
@@ -232,7 +228,7 @@ async def _lose_after_dd16(term: SimTerminal, card: Any, order_no: str, amount: 
             if credit:
                 card.run_script(dd16)  # credited, but the terminal never sends DD17
 
-    await in_thread(talk)
+    await asyncio.to_thread(talk)
 
 
 async def test_dd21_settles_a_lost_outcome_through_the_load_lanes(
@@ -259,11 +255,11 @@ async def test_dd21_settles_a_lost_outcome_through_the_load_lanes(
         with signed_in.client().connect() as client:
             return client.dd21_reply(order_no, card.run_script(client.dd21(order_no).info))
 
-    loaded = await in_thread(recover, credited, loaded_no)
+    loaded = await asyncio.to_thread(recover, credited, loaded_no)
     assert (loaded.result, be_decode(loaded.info[26:30])) == (0x00, 1250)
     assert committed == ["order_post", "dd19_confirm"], "posted on the lanes, confirmed as DD19 confirms"
     committed.clear()
-    back = await in_thread(recover, never, paid_no)
+    back = await asyncio.to_thread(recover, never, paid_no)
     assert (back.result, be_decode(back.info[26:30])) == (0xA5, 70)
     assert committed == ["order_release"]
     assert (await get(conn, loaded_no)).state == model.CONFIRMED
@@ -287,7 +283,7 @@ async def test_two_recoveries_of_one_order_at_once_both_get_the_receipt_and_post
             gate.wait(timeout=5)
             return client.dd21_reply(order_no, proof)
 
-    answers = await asyncio.gather(in_thread(recover), in_thread(recover))
+    answers = await asyncio.gather(asyncio.to_thread(recover), asyncio.to_thread(recover))
     assert [a.result for a in answers] == [0x00, 0x00] and answers[0].info == answers[1].info, "one receipt"
     order = await get(conn, order_no)
     assert order.state == model.CONFIRMED and (await transfer_status(conn, order))[0] == "posted"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -22,10 +22,6 @@ from server.terminal_client import TerminalMessages
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("audited")
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(fn, *args)
 
 
 def exchange(port: int, chunks: list[bytes], wait_s: float = 2.0) -> tuple[bytes, bool]:
@@ -52,40 +48,41 @@ def exchange(port: int, chunks: list[bytes], wait_s: float = 2.0) -> tuple[bytes
     ids=["http", "zeros", "platform_stage", "bad_version"],
 )
 async def test_garbage_bytes_close_the_connection_without_answer(platform: Any, garbage: bytes) -> None:
-    received, closed = await in_thread(exchange, platform.dd_port, [garbage])
+    received, closed = await asyncio.to_thread(exchange, platform.dd_port, [garbage])
     assert received == b"" and closed
 
 
 async def test_oversize_length_field_closes_without_answer(platform: Any) -> None:
-    received, closed = await in_thread(exchange, platform.dd_port, [b"\xdd\x11\x01\x01\x17" + b"\x00" * 300])
+    received, closed = await asyncio.to_thread(exchange, platform.dd_port,
+                                               [b"\xdd\x11\x01\x01\x17" + b"\x00" * 300])
     assert received == b"" and closed
 
 
 async def test_bad_crc_answers_A2_and_closes(signed_in: SimTerminal) -> None:
     data = bytearray(signed_in.client().messages.dd21("1" * 20))
     data[-1] ^= 0xFF
-    received, closed = await in_thread(exchange, signed_in.port, [bytes(data)])
+    received, closed = await asyncio.to_thread(exchange, signed_in.port, [bytes(data)])
     [answer] = FrameDecoder(False).feed(received)
     assert (answer.stage, answer.flow, answer.result) == (0x22, 0xFF, 0xA2) and closed
 
 
 async def test_stage_out_of_order_answers_A0_and_closes(signed_in: SimTerminal) -> None:
     m = signed_in.client().messages
-    received, closed = await in_thread(exchange, signed_in.port, [m.dd19("1" * 20)])
+    received, closed = await asyncio.to_thread(exchange, signed_in.port, [m.dd19("1" * 20)])
     [answer] = FrameDecoder(False).feed(received)
     assert (answer.stage, answer.result) == (0x20, 0xA0) and closed
 
 
 async def test_frame_split_into_single_bytes_is_answered(signed_in: SimTerminal) -> None:
     data = signed_in.client().messages.dd01()
-    received, _ = await in_thread(exchange, signed_in.port, [bytes([b]) for b in data], 1.0)
+    received, _ = await asyncio.to_thread(exchange, signed_in.port, [bytes([b]) for b in data], 1.0)
     [answer] = FrameDecoder(False).feed(received)
     assert (answer.stage, answer.flow, answer.result) == (0x02, 0x00, 0x00)
 
 
 async def test_second_frame_before_the_answer_is_out_of_order(signed_in: SimTerminal) -> None:
     m = signed_in.client().messages
-    received, closed = await in_thread(exchange, signed_in.port, [m.dd21("1" * 20) + m.dd21("1" * 20)])
+    received, closed = await asyncio.to_thread(exchange, signed_in.port, [m.dd21("1" * 20) + m.dd21("1" * 20)])
     answers = FrameDecoder(False).feed(received)
     assert answers[-1].result == 0xA0 and closed
 
@@ -104,13 +101,13 @@ async def quick_idle(platform: Any, pool: asyncpg.Pool) -> AsyncIterator[int]:
 
 
 async def test_idle_connection_is_closed_without_answer(quick_idle: int) -> None:
-    received, closed = await in_thread(exchange, quick_idle, [], 2.0)
+    received, closed = await asyncio.to_thread(exchange, quick_idle, [], 2.0)
     assert received == b"" and closed
 
 
 async def test_truncated_frame_is_closed_at_idle_timeout_without_answer(quick_idle: int, signed_in: SimTerminal) -> None:
     data = signed_in.client().messages.dd21("1" * 20)
-    received, closed = await in_thread(exchange, quick_idle, [data[:-3]], 2.0)
+    received, closed = await asyncio.to_thread(exchange, quick_idle, [data[:-3]], 2.0)
     assert received == b"" and closed
 
 
@@ -123,7 +120,7 @@ async def test_idle_timeout_restarts_after_each_answer(quick_idle: int, signed_i
             assert answer.result == 0
             return client.closed_by_peer(wait_s=2.0)
 
-    assert await in_thread(talk)
+    assert await asyncio.to_thread(talk)
 
 
 def _closed(sock: socket.socket) -> bool:
@@ -146,10 +143,10 @@ async def test_at_the_limit_the_connection_quiet_longest_makes_room(platform: An
         newer = socket.create_connection(("127.0.0.1", port))
         await asyncio.sleep(0.05)
         dd01 = TerminalMessages("99999999", "99999999").dd01()  # a terminal nobody registered: 0xA1, answered
-        received, _ = await in_thread(exchange, port, [dd01], 1.0)
+        received, _ = await asyncio.to_thread(exchange, port, [dd01], 1.0)
         assert received[:1] == b"\xdd", received
-        assert await in_thread(_closed, oldest)
-        assert not await in_thread(_closed, newer)
+        assert await asyncio.to_thread(_closed, oldest)
+        assert not await asyncio.to_thread(_closed, newer)
         assert len(service.connections) <= 2
         oldest.close()
         newer.close()
@@ -164,15 +161,15 @@ async def test_at_the_limit_a_connection_in_a_flow_is_kept_and_the_new_one_close
     client = signed_in.client()
     client.port = port
     try:
-        await in_thread(client.connect)
-        assert (await in_thread(client.dd01)).result == 0  # mid-flow: DD03 expected next
-        received, closed = await in_thread(exchange, port, [], 1.0)
+        await asyncio.to_thread(client.connect)
+        assert (await asyncio.to_thread(client.dd01)).result == 0  # mid-flow: DD03 expected next
+        received, closed = await asyncio.to_thread(exchange, port, [], 1.0)
         assert received == b"" and closed
         assert len(service.connections) == 1
         module = signed_in.module()
-        dd04 = await in_thread(client.dd03, module.r_init())
-        dd06 = await in_thread(client.dd05, module.ac_login1(dd04.info))
-        assert (await in_thread(client.dd07, module.ac_login2(dd06.info))).result == 0
+        dd04 = await asyncio.to_thread(client.dd03, module.r_init())
+        dd06 = await asyncio.to_thread(client.dd05, module.ac_login1(dd04.info))
+        assert (await asyncio.to_thread(client.dd07, module.ac_login2(dd06.info))).result == 0
     finally:
         client.close()
         await service.stop(0.5)
@@ -184,17 +181,17 @@ async def test_stop_lets_a_flow_in_progress_finish_and_closes_idle_connections(
     service, port = await _side(platform, pool)
     client = signed_in.client()
     client.port = port
-    await in_thread(client.connect)
-    assert (await in_thread(client.dd01)).result == 0  # mid-flow: DD03 expected next
+    await asyncio.to_thread(client.connect)
+    assert (await asyncio.to_thread(client.dd01)).result == 0  # mid-flow: DD03 expected next
     idle = socket.create_connection(("127.0.0.1", port))
     await eventually(lambda: len(service.connections) == 2, "the idle connection accepted")
     stopping = asyncio.create_task(service.stop(5.0))
     await asyncio.sleep(0.2)
     assert not stopping.done()
     module = signed_in.module()
-    dd04 = await in_thread(client.dd03, module.r_init())
-    dd06 = await in_thread(client.dd05, module.ac_login1(dd04.info))
-    dd08 = await in_thread(client.dd07, module.ac_login2(dd06.info))
+    dd04 = await asyncio.to_thread(client.dd03, module.r_init())
+    dd06 = await asyncio.to_thread(client.dd05, module.ac_login1(dd04.info))
+    dd08 = await asyncio.to_thread(client.dd07, module.ac_login2(dd06.info))
     assert dd08.result == 0
     await asyncio.wait_for(stopping, 3.0)
     idle.settimeout(1.0)

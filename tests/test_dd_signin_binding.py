@@ -8,7 +8,7 @@ from 127.0.0.x (``SimTerminal.client(source=...)``) to the server on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -21,7 +21,7 @@ from core_ext import Frame
 from recharge.network import same_network
 from server import proxy_protocol
 from server.terminal_client import TerminalClient, sign_in
-from tests.conftest import settings_changed
+from tests.conftest import platform_of_its_own, settings_changed
 
 HOME, ELSEWHERE, OTHER_NET = "127.0.0.1", "127.0.0.2", "127.0.1.2"
 
@@ -34,10 +34,6 @@ async def term(platform: Any, conn: asyncpg.Connection, test_keys: Any, audited:
     return t
 
 
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(fn, *args)
-
-
 async def dd11_from(term: SimTerminal, conn: asyncpg.Connection, source: str) -> Frame:
     order_no = await fixtures.paid_order(conn, term.merchant_id, term.card().card_no, 100)
 
@@ -45,7 +41,7 @@ async def dd11_from(term: SimTerminal, conn: asyncpg.Connection, source: str) ->
         with term.client(source=source).connect() as client:
             return client.dd11(100, order_no)
 
-    return await in_thread(talk)
+    return await asyncio.to_thread(talk)
 
 
 async def test_a_signed_in_terminals_code_and_pki_from_another_address_are_not_signed_in(
@@ -65,7 +61,7 @@ async def test_a_signed_in_terminals_code_and_pki_from_another_address_are_not_s
             deposit = client.dd73(0x01, term.card().card_no, 100, b"\x00" * 4)
         return recharge, query, deposit
 
-    answers = await in_thread(attack)
+    answers = await asyncio.to_thread(attack)
     assert [(a.stage, a.flow, a.result) for a in answers] == [(0x12, 0xFF, 0xBB), (0x22, 0xFF, 0xBB), (0x74, 0xFF, 0xBB)]
     assert REGISTRY.get_sample_value("recharge_signin_binding_refusals_total") == refusals + 3
     assert (await dd11_from(term, conn, HOME)).result == 0  # the terminal itself is unaffected
@@ -75,7 +71,7 @@ async def test_a_terminal_that_moved_signs_in_again_from_its_new_address(
     term: SimTerminal, conn: asyncpg.Connection
 ) -> None:
     assert (await dd11_from(term, conn, ELSEWHERE)).result == 0xBB
-    await in_thread(term.client(source=ELSEWHERE).sign_in, term.module())
+    await asyncio.to_thread(term.client(source=ELSEWHERE).sign_in, term.module())
     assert (await dd11_from(term, conn, ELSEWHERE)).result == 0
     assert (await dd11_from(term, conn, HOME)).result == 0xBB
 
@@ -109,7 +105,7 @@ async def test_each_dd_step_that_changes_something_records_where_it_came_from(
         with term.client(source=ELSEWHERE).connect() as client:
             assert client.dd73(0x01, card.card_no, 300, b"\x00" * 4).result == 0  # the challenge is the card's affair
 
-    await in_thread(flows)
+    await asyncio.to_thread(flows)
     rows = {r["order_no"]: (r["load_peer"], r["recovery_peer"]) for r in await conn.fetch(
         "SELECT order_no, load_peer, recovery_peer FROM orders WHERE order_no = ANY($1::text[])", [loaded, loading]
     )}
@@ -123,14 +119,8 @@ PROXY = "127.0.0.9"  # the load balancer's address in the test below
 @pytest.fixture
 async def behind_a_proxy(settings: Any) -> AsyncIterator[Any]:
     """A platform of its own that trusts 127.0.0.9 as its HAProxy (PROXY protocol v2)."""
-    from app.runtime import RunningPlatform
-
-    running = RunningPlatform(settings.replace(trusted_proxies=PROXY), settings.database_url or "")
-    await running.start()
-    try:
+    async with platform_of_its_own(settings.replace(trusted_proxies=PROXY)) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 async def test_behind_a_proxy_the_sign_in_is_bound_to_the_address_the_proxy_names(
@@ -153,7 +143,7 @@ async def test_behind_a_proxy_the_sign_in_is_bound_to_the_address_the_proxy_name
                 results.append(client.dd11(100, order_no).result)
         return results
 
-    assert await in_thread(talk) == [0xBB, 0xBB, 0x00]
+    assert await asyncio.to_thread(talk) == [0xBB, 0xBB, 0x00]
     assert await conn.fetchval("SELECT signin_peer FROM terminals WHERE code = $1", term.code) == "203.0.113.7"
 
 

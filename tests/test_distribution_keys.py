@@ -22,6 +22,7 @@ from app import fixtures
 from recharge import db
 from recharge.config import Settings
 from server.terminal_client import AsyncTerminalClient
+from tests.conftest import platform_of_its_own
 from tests.kkt_world import PASSWORD_MD5, make_world
 
 # table → its distribution key in the Citus plan (docs/SCALING.md)
@@ -66,8 +67,6 @@ EXCEPTIONS: dict[str, str] = {
 @pytest.fixture
 async def logged(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Any, list[str]]]:
     """A platform whose pool connections record every statement they run."""
-    from app.runtime import RunningPlatform
-
     statements: list[str] = []
     original = db.init_connection
 
@@ -76,12 +75,8 @@ async def logged(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
         conn.add_query_logger(lambda record: statements.append(" ".join(record.query.split())))
 
     monkeypatch.setattr(db, "init_connection", init_and_log)
-    running = RunningPlatform(settings, settings.database_url or "")
-    await running.start()
-    try:
+    async with platform_of_its_own(settings) as running:
         yield running, statements
-    finally:
-        await running.stop()
 
 
 def tables_in(statement: str) -> set[str]:

@@ -24,7 +24,7 @@ from recharge.network import is_trusted, parse_networks
 from server import proxy_protocol
 from server.proxy_protocol import ProxyHeaderError
 from server.stages import NO_PKI
-from tests.conftest import eventually
+from tests.conftest import eventually, platform_of_its_own
 
 DD01 = frame_encode(Frame(stage=0x01, user_id=b"11552001", pki=NO_PKI, info=b"", step=0))
 
@@ -102,14 +102,8 @@ def test_trusted_proxies_are_addresses_or_networks() -> None:
 @pytest.fixture
 async def trusting_platform(settings: Settings) -> AsyncIterator[Any]:
     """A platform of its own that trusts loopback as HAProxy."""
-    from app.runtime import RunningPlatform
-
-    running = RunningPlatform(settings.replace(trusted_proxies="127.0.0.1"), settings.database_url or "")
-    await running.start()
-    try:
+    async with platform_of_its_own(settings.replace(trusted_proxies="127.0.0.1")) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 async def _exchange(port: int, *chunks: bytes) -> bytes:

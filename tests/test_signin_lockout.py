@@ -14,7 +14,6 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -37,10 +36,6 @@ async def term(term: SimTerminal, audited: None) -> SimTerminal:
     """The shared fresh terminal (tests/shared_fixtures.py); every test using it here also checks the
     ledger audit afterwards."""
     return term
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(fn, *args)
 
 
 def fail_before_proof(term: SimTerminal) -> Frame:
@@ -109,10 +104,10 @@ async def test_a_stranger_who_knows_the_code_and_pki_cannot_lock_the_terminal_ou
     """The attack of issue 14 item 2: three times the lock's worth of failed sign-ins by someone
     who only saw the terminal's code and PKI number; the terminal still signs in."""
     for _ in range(settings.signin_max_failures * 3 // 2):
-        assert (await in_thread(fail_before_proof, term)).result == 0xAA
-        assert (await in_thread(wrong_pki, term)).result == 0xA1
+        assert (await asyncio.to_thread(fail_before_proof, term)).result == 0xAA
+        assert (await asyncio.to_thread(wrong_pki, term)).result == 0xA1
     assert await failures(conn, term) == (0, False)
-    assert (await in_thread(term.client().sign_in, term.module())).result == 0
+    assert (await asyncio.to_thread(term.client().sign_in, term.module())).result == 0
 
 
 async def test_five_failures_after_proof_lock_the_terminal_for_a_bounded_time(
@@ -120,15 +115,15 @@ async def test_five_failures_after_proof_lock_the_terminal_for_a_bounded_time(
 ) -> None:
     lockouts = counter("recharge_signin_lockouts_total")
     for _ in range(settings.signin_max_failures):
-        assert (await in_thread(fail_after_proof, term)).result == 0xAA
+        assert (await asyncio.to_thread(fail_after_proof, term)).result == 0xAA
     assert await failures(conn, term) == (0, True)  # locked; the count starts again
     assert settings.signin_lock_base_s - 10 < await lock_seconds_left(conn, term) <= settings.signin_lock_base_s
     assert counter("recharge_signin_lockouts_total") == lockouts + 1
     with pytest.raises(FlowFailed) as refused:  # even the right keys are refused now
-        await in_thread(term.client().sign_in, term.module())
+        await asyncio.to_thread(term.client().sign_in, term.module())
     assert (refused.value.stage, refused.value.result) == (0x02, 0xA1)
     await let_the_lock_run_out(conn, platform, term)  # no operator needed
-    assert (await in_thread(term.client().sign_in, term.module())).result == 0
+    assert (await asyncio.to_thread(term.client().sign_in, term.module())).result == 0
 
 
 async def test_each_lock_in_a_row_lasts_twice_as_long_up_to_the_maximum_and_a_success_resets_it(
@@ -138,12 +133,12 @@ async def test_each_lock_in_a_row_lasts_twice_as_long_up_to_the_maximum_and_a_su
         seen = []
         for _ in range(4):
             for _ in range(settings.signin_max_failures):
-                await in_thread(fail_after_proof, term)
+                await asyncio.to_thread(fail_after_proof, term)
             seen.append(await lock_seconds_left(conn, term))
             await let_the_lock_run_out(conn, platform, term)
-        assert (await in_thread(term.client().sign_in, term.module())).result == 0
+        assert (await asyncio.to_thread(term.client().sign_in, term.module())).result == 0
         for _ in range(settings.signin_max_failures):
-            await in_thread(fail_after_proof, term)
+            await asyncio.to_thread(fail_after_proof, term)
         seen.append(await lock_seconds_left(conn, term))
     expected = [60, 120, 200, 200, 60]
     assert all(want - 10 < got <= want for got, want in zip(seen, expected, strict=True)), seen
@@ -153,10 +148,10 @@ async def test_operator_unlock_ends_a_lock_early(
     term: SimTerminal, conn: asyncpg.Connection, platform: Any, settings: Any
 ) -> None:
     for _ in range(settings.signin_max_failures):
-        await in_thread(fail_after_proof, term)
+        await asyncio.to_thread(fail_after_proof, term)
     assert await terminals.unlock_terminal(conn, code=term.code, actor="alice", reason="test")
     platform.dd.dd.terminals.forget(term.code)  # the CLI runs in another process; the cache lives 1 s
-    assert (await in_thread(term.client().sign_in, term.module())).result == 0
+    assert (await asyncio.to_thread(term.client().sign_in, term.module())).result == 0
     assert await failures(conn, term) == (0, False)
     action = await conn.fetchrow(
         "SELECT actor, reason FROM operator_actions WHERE action = 'terminal_unlock' AND subject = $1", term.code
@@ -170,7 +165,7 @@ async def test_dd01_answers_an_unknown_a_disabled_and_a_locked_code_alike(
     disabled = await fixtures.sim_terminal(conn, "127.0.0.1", platform.dd_port, test_keys[0])
     await conn.execute("UPDATE terminals SET enabled = false WHERE code = $1", disabled.code)
     for _ in range(settings.signin_max_failures):
-        await in_thread(fail_after_proof, term)
+        await asyncio.to_thread(fail_after_proof, term)
     unknown = TerminalClient("127.0.0.1", platform.dd_port, "9" + fixtures.random_digits(7), term.pki)
 
     def dd02(client: TerminalClient) -> tuple[Any, ...]:
@@ -178,7 +173,7 @@ async def test_dd01_answers_an_unknown_a_disabled_and_a_locked_code_alike(
             answer = client.dd01()
             return answer.stage, answer.flow, answer.result, answer.pki, answer.info, client.closed_by_peer()
 
-    answers = {await in_thread(dd02, c) for c in (unknown, disabled.client(), term.client())}
+    answers = {await asyncio.to_thread(dd02, c) for c in (unknown, disabled.client(), term.client())}
     assert answers == {(0x02, 0xFF, 0xA1, b"\xff" * 4, b"", True)}
 
 
@@ -189,7 +184,7 @@ async def test_failures_before_proof_are_counted_logged_and_make_the_terminal_ta
     caplog.set_level(logging.INFO, logger="server.signin")
     with settings_changed(platform, signin_probe_alert=3):
         for _ in range(3):
-            await in_thread(fail_before_proof, term)
+            await asyncio.to_thread(fail_before_proof, term)
     assert counter("recharge_signin_failures_total", reason="cryptogram", proven="false") == before + 3
     assert any(term.code in r.getMessage() and "127.0.0.1" in r.getMessage() and r.levelname == "WARNING"
                for r in caplog.records)
@@ -199,38 +194,38 @@ async def test_failures_before_proof_are_counted_logged_and_make_the_terminal_ta
 
 
 async def test_abandoned_signin_does_not_count(term: SimTerminal, conn: asyncpg.Connection) -> None:
-    await in_thread(abandon, term)
+    await asyncio.to_thread(abandon, term)
     await asyncio.sleep(0.1)
     assert await failures(conn, term) == (0, False)
 
 
 async def test_successful_signin_resets_the_failure_count(term: SimTerminal, conn: asyncpg.Connection) -> None:
     for _ in range(3):
-        await in_thread(fail_after_proof, term)
+        await asyncio.to_thread(fail_after_proof, term)
     assert await failures(conn, term) == (3, False)
-    await in_thread(term.client().sign_in, term.module())
+    await asyncio.to_thread(term.client().sign_in, term.module())
     assert await failures(conn, term) == (0, False)
 
 
 async def test_failed_signin_leaves_earlier_signin_in_force(term: SimTerminal, conn: asyncpg.Connection) -> None:
-    await in_thread(term.client().sign_in, term.module())
+    await asyncio.to_thread(term.client().sign_in, term.module())
     before = await conn.fetchval("SELECT signed_in_until FROM terminals WHERE code = $1", term.code)
-    await in_thread(fail_after_proof, term)
-    await in_thread(fail_before_proof, term)
+    await asyncio.to_thread(fail_after_proof, term)
+    await asyncio.to_thread(fail_before_proof, term)
     assert await conn.fetchval("SELECT signed_in_until FROM terminals WHERE code = $1", term.code) == before
     order_no = await fixtures.paid_order(conn, term.merchant_id, term.card().card_no, 100)
     with term.client().connect() as client:
-        assert (await in_thread(client.dd11, 100, order_no)).result == 0
+        assert (await asyncio.to_thread(client.dd11, 100, order_no)).result == 0
 
 
 async def test_expired_signin_answers_BB(term: SimTerminal, conn: asyncpg.Connection) -> None:
-    await in_thread(term.client().sign_in, term.module())
+    await asyncio.to_thread(term.client().sign_in, term.module())
     await conn.execute(
         "UPDATE terminals SET signed_in_until = now() - interval '1 second' WHERE code = $1", term.code
     )
     order_no = await fixtures.paid_order(conn, term.merchant_id, term.card().card_no, 100)
     with term.client().connect() as client:
-        assert (await in_thread(client.dd11, 100, order_no)).result == 0xBB
+        assert (await asyncio.to_thread(client.dd11, 100, order_no)).result == 0xBB
 
 
 @pytest.mark.parametrize(

@@ -30,12 +30,11 @@ import pytest
 from core_ext.virtual_handset import VirtualHandset
 from core_ext.virtual_pos import PurchaseRecord, SignedRequest, VirtualPOS
 from core_ext.virtual_sim import STATE_CANCELLED, STATE_OPEN, VirtualRfidSim
-from recharge import db
 from recharge.config import Settings
 from recharge.ledger.audit import audit
 from recharge.mpay.env import Env
 from tests.conftest import unique_digits
-from tests.crash_world import FAST_HASHING, Progress, prepared, serve
+from tests.crash_world import FAST_HASHING, Progress, crash_rig
 from tests.mpay_world import Api, MpayWorld
 from tests.wallet_counter_world import ID, REASON, WalletDesk
 from tests.wallet_world import virtual_keys
@@ -220,15 +219,14 @@ async def test_sigkill_during_buy_outs_and_counter_steps_loses_and_repeats_nothi
         empty_database: str, tmp_path: Path, seed: int, settings: Settings) -> None:
     print(f"wallet counter crash-safety seed: {seed}")
     rng = random.Random(seed)
-    keys, conn = await prepared(empty_database, tmp_path)
-    pool = await db.create_pool(empty_database, settings)
-    served = serve(empty_database, tmp_path, FAST_HASHING)
-    session = aiohttp.ClientSession()
-    try:
-        w = MpayWorld(pool, Env.of(settings, keys), f"http://127.0.0.1:{served.http_port}", session)
+    async with crash_rig(empty_database, tmp_path, settings=settings, env=FAST_HASHING) as rig, \
+            aiohttp.ClientSession() as session:
+        conn, pool = rig.conn, rig.pool
+        assert pool is not None
+        w = MpayWorld(pool, Env.of(settings, rig.keys), f"http://127.0.0.1:{rig.served.http_port}", session)
         api = Api(w)
         hall = "H" + unique_digits(6)
-        desk = WalletDesk(w, api, virtual_keys(keys), hall, await api.operator("counter", hall),
+        desk = WalletDesk(w, api, virtual_keys(rig.keys), hall, await api.operator("counter", hall),
                           VirtualPOS("0", b"\0" * 16, b"\0" * 16))
         kinds = ["swap", "cancel"] * (SUBSCRIBERS // 2)
         rng.shuffle(kinds)
@@ -240,17 +238,14 @@ async def test_sigkill_during_buy_outs_and_counter_steps_loses_and_repeats_nothi
                             else Cancel(desk, pos, phone, msisdn, account_id))
         progress = Progress(kill_after_answers=rng.randint(SUBSCRIBERS, SUBSCRIBERS * 3))
         runs = [asyncio.create_task(_until_lost(j.run, progress)) for j in journeys]
-        await asyncio.wait_for(progress.reached.wait(), 60)
-        served.kill()
-        await asyncio.gather(*runs)
+        await rig.kill_when(progress, runs)
         done = sum(len(j.acked) for j in journeys)
         print(f"steps acknowledged before the kill: {done}; journeys finished:"
               f" {sum(1 for j in journeys if len(j.acked) == (3 if isinstance(j, Swap) else 2))} of {SUBSCRIBERS}")
         for j in journeys:  # nothing sent again yet: what was acknowledged is there, once
             await j.present_once(conn)
 
-        served = serve(empty_database, tmp_path, FAST_HASHING)
-        w.base = f"http://127.0.0.1:{served.http_port}"
+        w.base = f"http://127.0.0.1:{rig.restart().http_port}"
         for j in journeys:
             await j.resume()
         for j in journeys:
@@ -259,8 +254,3 @@ async def test_sigkill_during_buy_outs_and_counter_steps_loses_and_repeats_nothi
         assert await conn.fetchval("SELECT count(*) FROM transfers WHERE id LIKE 'wb:%'") == SUBSCRIBERS
         report = await audit(conn)
         assert report.ok, report.render()
-    finally:
-        await session.close()
-        served.stop()
-        await pool.close()
-        await conn.close()

@@ -22,13 +22,12 @@ import pytest
 
 from core_ext.virtual_handset import VirtualHandset
 from core_ext.virtual_pos import SignedRequest, VirtualPOS
-from recharge import db
 from recharge.config import Settings
 from recharge.ledger.audit import audit
 from recharge.mpay.env import Env
 from recharge.wallet import terminals
 from tests.conftest import unique_digits
-from tests.crash_world import FAST_HASHING, Progress, prepared, serve
+from tests.crash_world import FAST_HASHING, Progress, crash_rig
 from tests.wallet_loads_world import PAY_PASSWORD, LoadWorld
 
 HANDSETS = 10
@@ -82,11 +81,10 @@ async def test_sigkill_during_air_recharges_loses_no_acknowledged_load(
         empty_database: str, tmp_path: Path, seed: int, settings: Settings) -> None:
     print(f"wallet crash-safety seed: {seed}")
     rng = random.Random(seed)
-    keys, conn = await prepared(empty_database, tmp_path)
-    pool = await db.create_pool(empty_database, settings)
-    served = serve(empty_database, tmp_path, FAST_HASHING)
-    try:
-        world = LoadWorld(served.http_port, pool, Env.of(settings, keys), keys)
+    async with crash_rig(empty_database, tmp_path, settings=settings, env=FAST_HASHING) as rig:
+        conn, pool = rig.conn, rig.pool
+        assert pool is not None
+        world = LoadWorld(rig.served.http_port, pool, Env.of(settings, rig.keys), rig.keys)
         phones = [await world.handset(balance=START_BALANCE, cash=10_000) for _ in range(HANDSETS)]
         shop = VirtualPOS(unique_digits(12), world.keys.purchase, world.keys.pos)
         async with pool.acquire() as c:
@@ -99,15 +97,12 @@ async def test_sigkill_during_air_recharges_loses_no_acknowledged_load(
         progress = Progress(kill_after_answers=rng.randint(HANDSETS * 2, HANDSETS * 4 - 2))
         runs = [asyncio.create_task(_air_recharge(world, phone, acknowledged, progress)) for phone, _ in phones]
         runs.append(asyncio.create_task(_upload(world, batches, answered, progress)))
-        await asyncio.wait_for(progress.reached.wait(), 60)
-        served.kill()
-        await asyncio.gather(*runs)
+        await rig.kill_when(progress, runs)
         states = await conn.fetch("SELECT state, count(*) FROM wallet_loads GROUP BY state")
         print(f"acknowledged before the kill: {len(acknowledged)} of {HANDSETS}; loads: {dict(states)}")
         assert len(acknowledged) < HANDSETS, "the kill came after every load: nothing was tested"
 
-        served = serve(empty_database, tmp_path, FAST_HASHING)
-        world.url = f"http://127.0.0.1:{served.http_port}/mpay/v1"
+        world.url = f"http://127.0.0.1:{rig.restart().http_port}/mpay/v1"
         for load_id in acknowledged:
             assert await conn.fetchval("SELECT state FROM wallet_loads WHERE load_id = $1", load_id) == "posted"
         print(f"batches answered before the kill: {len(answered)} of {len(batches)}")
@@ -125,7 +120,3 @@ async def test_sigkill_during_air_recharges_loses_no_acknowledged_load(
         assert await conn.fetchval("SELECT count(*) FROM wallet_loads WHERE state = 'loading'") == 0
         report = await audit(conn)
         assert report.ok, report.render()
-    finally:
-        served.stop()
-        await pool.close()
-        await conn.close()
