@@ -16,30 +16,21 @@ import random
 import secrets
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from chaos import api_fuzz
 from recharge import db
 
 
-async def _execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.mark.timeout(900)
 def test_schemathesis_finds_no_5xx_no_mismatch_and_no_change_on_a_refusal(server_url: str, tmp_path: Path) -> None:
     name = f"recharge_fuzz_{secrets.token_hex(4)}"
-    asyncio.run(_execute(server_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(db.execute_once(server_url, f'CREATE DATABASE "{name}"'))
     seed = random.SystemRandom().randrange(2**31)
     try:
         result = api_fuzz.fuzz(tmp_path, database_url=db.with_database(server_url, name), examples=2, seed=seed)
     finally:
-        asyncio.run(_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(db.execute_once(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     logs = {p: Path(r["log"]).read_text()[-3000:] for p, r in result["passes"].items()}
     assert result["ok"], f"seed {seed}: {json.dumps(result, indent=1)[:4000]}\n{logs}"
     signed, unsigned = result["passes"]["signed"], result["passes"]["unsigned"]
