@@ -6,7 +6,10 @@ merchant closed or not consuming).
 first). ``terminal`` is what every card method checks first inside the service. The key and
 terminal rows come from the process's reference cache (``recharge.kkt.reference``) when
 fresh there (then ``authorize`` takes no connection at all); without settings they are read
-every time.
+every time. When a cached key or terminal expires, the first request to ask for it reads every
+live key and terminal again in one statement (``_RELOAD_SQL``), so the keys and terminals in use
+cost one statement per TTL between them; a key or terminal the cache does not hold is read on
+its own.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +88,20 @@ _LICENSE_SQL = (
 )
 
 
+# Every live license key ($1) and terminal ($2) the reference cache holds, in one statement (one
+# per TTL: ``reference.refreshed``); ``family`` tells a key's row from a terminal's.
+_RELOAD_SQL = (
+    "SELECT 'license' AS family, k.license_key AS code, k.merchant_id, km.code AS merchant_code, k.enabled,"
+    " k.valid_to, k.allowed_networks, k.test_mode, NULL::bigint AS id, NULL::text AS kind, NULL::boolean AS closed,"
+    " NULL::boolean AS is_consuming, NULL::bigint AS daily_recharge_limit_cents"
+    " FROM license_keys k JOIN merchants km ON km.id = k.merchant_id WHERE k.license_key = ANY($1::text[])"
+    " UNION ALL SELECT 'terminal', t.code, t.merchant_id, m.code, t.enabled, NULL, NULL, NULL, t.id, t.kind,"
+    " m.closed, m.is_consuming, t.daily_recharge_limit_cents"
+    " FROM terminals t JOIN merchants m ON m.id = t.merchant_id WHERE t.code = ANY($2::text[])"
+)
+_FAMILIES = ("license", "terminal")
+
+
 def _terminal_from(row: Mapping[str, Any]) -> _TerminalRow:
     terminal = Terminal(int(row["id"]), row["code"], row["kind"], int(row["merchant_id"]), row["merchant_code"],
                         bool(row["closed"]), row["daily_recharge_limit_cents"])
@@ -92,8 +109,27 @@ def _terminal_from(row: Mapping[str, Any]) -> _TerminalRow:
                         terminal.merchant_code, terminal.merchant_closed, bool(row["is_consuming"]), terminal)
 
 
+def _key_from(row: Mapping[str, Any], prefix: str = "") -> _KeyRow:
+    return _KeyRow(int(row[prefix + "merchant_id"]), row[prefix + "merchant_code"], bool(row[prefix + "enabled"]),
+                   row[prefix + "valid_to"], tuple(row[prefix + "allowed_networks"] or ()),
+                   bool(row[prefix + "test_mode"]))
+
+
+async def _reload(db: Db, keys: list[Any]) -> dict[Any, Any]:
+    """``reference.refreshed``'s ``load_all``: the rows of these license keys and terminals, one statement."""
+    async with connection(db) as conn:
+        rows = await conn.fetch(_RELOAD_SQL, [k[1] for k in keys if k[0] == "license"],
+                                [k[1] for k in keys if k[0] == "terminal"])
+    return {(row["family"], row["code"]): _key_from(row) if row["family"] == "license" else _terminal_from(row)
+            for row in rows}
+
+
 async def _terminal_row(conn: asyncpg.Connection, code: str, settings: Settings | None) -> _TerminalRow | None:
-    """The terminal and its merchant's state, from the reference cache when fresh there."""
+    """The terminal and its merchant's state, from the reference cache when fresh there; an expired
+    one is read again with every live key and terminal (one statement per TTL)."""
+    if reference.CACHE.stale(("terminal", code), reference.limits(settings)[0]):
+        found = await reference.refreshed((("terminal", code),), _FAMILIES, settings, functools.partial(_reload, conn))
+        return found.get(("terminal", code))  # type: ignore[no-any-return]
 
     async def load() -> _TerminalRow | None:
         row = await conn.fetchrow(_TERMINAL_SQL, code)
@@ -114,6 +150,22 @@ def _cached_license(key: str, terminal_code: str, settings: Settings | None) -> 
     return None if terminal_row is reference.MISSING else (key_row, terminal_row)
 
 
+async def _loaded_license(
+    db: Db, key: str, terminal_code: str, settings: Settings | None
+) -> tuple[_KeyRow | None, _TerminalRow | None]:
+    """The key's and the terminal's rows when the cache could not answer: an expired entry is read
+    again with every live key and terminal in one statement (or waits for such a read under way,
+    taking no connection); a key or terminal the cache does not hold is read on its own."""
+    license_key, terminal_key = ("license", key), ("terminal", terminal_code)
+    asked: tuple[Hashable, ...] = (license_key, terminal_key) if terminal_code else (license_key,)
+    ttl_s, _ = reference.limits(settings)
+    if any(reference.CACHE.stale(k, ttl_s) for k in asked):
+        found = await reference.refreshed(asked, _FAMILIES, settings, functools.partial(_reload, db))
+        return found.get(license_key), found.get(terminal_key) if terminal_code else None
+    async with connection(db) as conn:  # ``db`` may be an acquire callable: a connection only now
+        return await _license_rows(conn, key, terminal_code, settings)
+
+
 async def _license_rows(
     conn: asyncpg.Connection, key: str, terminal_code: str, settings: Settings | None
 ) -> tuple[_KeyRow | None, _TerminalRow | None]:
@@ -122,16 +174,16 @@ async def _license_rows(
     if cached is not reference.MISSING:
         terminal = await _terminal_row(conn, terminal_code, settings) if terminal_code else None
         return cached, terminal
+    read_at = reference.clock()
     row = await conn.fetchrow(_LICENSE_SQL, key, terminal_code)
     if row is None:
         return None, None  # unknown keys are not cached
-    key_row = _KeyRow(int(row["k_merchant_id"]), row["k_merchant_code"], bool(row["k_enabled"]), row["k_valid_to"],
-                      tuple(row["k_allowed_networks"] or ()), bool(row["k_test_mode"]))
-    reference.CACHE.put(("license", key), key_row, ttl_s, max_entries)
+    key_row = _key_from(row, "k_")
+    reference.CACHE.put(("license", key), key_row, ttl_s, max_entries, read_at=read_at)
     terminal = None
     if row["id"] is not None:
         terminal = _terminal_from(row)
-        reference.CACHE.put(("terminal", terminal.code), terminal, ttl_s, max_entries)
+        reference.CACHE.put(("terminal", terminal.code), terminal, ttl_s, max_entries, read_at=read_at)
     return key_row, terminal
 
 
@@ -155,9 +207,8 @@ async def authorize(
     found = _cached_license(key, terminal_code or "", settings)
     if found is not None:
         row, terminal = found
-    else:  # a connection only when the cache cannot answer (``db`` may be an acquire callable)
-        async with connection(db) as conn:
-            row, terminal = await _license_rows(conn, key, terminal_code or "", settings)
+    else:
+        row, terminal = await _loaded_license(db, key, terminal_code or "", settings)
     if row is None:
         return License(1)
     if row.valid_to is not None and row.valid_to < dt.datetime.now(dt.UTC):
