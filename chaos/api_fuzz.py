@@ -3,13 +3,16 @@
 ``fuzz()`` starts ``rechargectl serve`` as an operator does (chaos.server.Served: the embedded
 PostgreSQL in its data folder, or a database of its own), provisions credentials of its own —
 a card-service merchant with a LICENSEKEY, an order-API platform with its RSA key pair, a
-mobile payment customer, an operator of each role, a partner merchant with its key — fetches
+mobile payment customer, an operator of each role, a partner merchant with its key, an RFID-SIM
+bound to the customer with its wallet opened, a merchant and a hall POS, each bank gateway's key
+pair (chaos/api_fuzz_devices.py) — fetches
 ``GET /openapi.json`` and runs the schemathesis CLI twice with every check it offers, plus
 the platform's own (chaos/api_fuzz_hooks.py):
 
 - **signed**: every case carries valid credentials, so it reaches the handlers (the order
   API's operations are generated from their ``x-encrypted`` fields and sent in a real
-  envelope); a refused case must leave the money tables as they were;
+  envelope; STK and POS requests carry the run's device's ``X-MAC``, bank notices the
+  gateway's signature); a refused case must leave the money tables as they were;
 - **unsigned**: the published document as it is, no credentials: every case of an operation
   that needs them must be refused with its documented answer, and the money tables must be
   the same after the whole pass.
@@ -37,6 +40,7 @@ import requests
 from Crypto.PublicKey import RSA
 
 from app import fixtures
+from chaos import api_fuzz_devices
 from chaos.server import ROOT, Served
 from recharge.config import Settings
 from recharge.keys import MasterKeys, load_keys, write_keys
@@ -115,9 +119,11 @@ async def _provision(dsn: str, data_dir: Path) -> dict[str, Any]:
                                                                  "HN0001" if role == "counter" else None))
         partner, partner_key = "F" + secrets.token_hex(5).upper(), RSA.generate(2048)
         await merchants.add(conn, partner, "fuzz", "GENERAL", partner_key.publickey().export_key().decode())
+        devices = await api_fuzz_devices.provision(conn, env, int(account["id"]), msisdn,
+                                                   data_dir / "keys.json")
     finally:
         await conn.close()
-    return {"license_key": license_key, "terminal": terminal,
+    return {**devices, "license_key": license_key, "terminal": terminal,
             "order": {"raw": raw, "crt": 1, "key_pem": key_path.read_text()},
             "customer": {"login": msisdn, "password": LOGIN}, "operator_logins": operators,
             "merchant": {"id": partner, "key_pem": partner_key.export_key().decode()}}
@@ -134,6 +140,7 @@ def login(base_url: str, who: str, password: str, path: str = "/auth/login", fie
 def credentials_for(base_url: str, dsn: str, data_dir: Path) -> dict[str, Any]:
     found = asyncio.run(_provision(dsn, data_dir))
     found["customer"]["token"] = login(base_url, found["customer"]["login"], LOGIN)
+    api_fuzz_devices.open_wallet(base_url, found)
     found["operators"] = {role: login(base_url, name, password, "/ops/login", "operator")
                           for role, (name, password) in found.pop("operator_logins").items()}
     return {**found, "admin_token": ADMIN_TOKEN, "sms_secret": SMS_SECRET, "ivr_secret": IVR_SECRET,
@@ -191,7 +198,7 @@ def run_pass(name: str, doc: dict[str, Any], creds: dict[str, Any], work: Path, 
     return {"exit": done.returncode, "seconds": round(time.monotonic() - started, 1),
             "cases": sum(counted["cases"].values()), "refused": sum(counted["refused"].values()),
             "operations": len(counted["cases"]), "relogins": counted.get("relogins", 0),
-            "books_checked": counted.get("books_checked", 0),
+            "books_checked": counted.get("books_checked", 0), "answers": counted.get("answers", {}),
             "generated": report.get("test_cases", {}).get("generated"),
             "failures": [{k: f.get(k) for k in ("code", "title", "count", "operations")}
                          for f in report.get("failures", [])],

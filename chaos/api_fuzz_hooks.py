@@ -7,9 +7,13 @@ Read from the JSON file named by ``RECHARGE_FUZZ_CONFIG``. What they add to sche
   as its text.
 - **Credentials** (the signed pass only): the admin token, the SMS secret, a LICENSEKEY, the
   IVR secret, a customer's or an operator of the right role's bearer token are set as the
-  operation's security scheme names them; a merchant's ``Sign`` over the exact body and the
-  order API's envelope (the generated fields encrypted into ``data``, signed, mac'd) are
-  built in ``before_call``. A logout that succeeded is followed by a new login.
+  operation's security scheme names them; a merchant's ``Sign`` over the exact body, the
+  order API's envelope (the generated fields encrypted into ``data``, signed, mac'd), the
+  SIM wallet's STK and POS requests (``X-MAC``) and the bank gateways' signed notices
+  (chaos/api_fuzz_devices.py) are built in ``before_call``. A logout that succeeded is
+  followed by a new login.
+- **Figures**: cases and refusals per operation, and every answer per operation (HTTP status
+  and the channel's code), saved after each call to the file ``stats`` names.
 - **Checks of the platform's own promises**, beside every check schemathesis offers:
   ``refused_changes_nothing`` (a refused request leaves the money tables as they were) and,
   in the unsigned pass, ``unsigned_is_refused`` (a request without credentials is refused
@@ -32,6 +36,7 @@ import schemathesis
 from schemathesis.core import NOT_SET
 
 from chaos.api_fuzz import BOOKS_SQL, MPAY, login
+from chaos.api_fuzz_devices import Devices
 from http_api.kkt_openapi import trade_result
 from http_api.order_client import ClientIdentity, build_request, compact
 from recharge.mpay import merchants
@@ -58,13 +63,27 @@ class _Books:
 
 BOOKS = _Books(CONFIG["dsn"]) if CONFIG else None
 BEFORE: dict[str, dict[str, Any]] = {}  # case id → the books as its request left
-STATS: dict[str, Any] = {"cases": Counter(), "refused": Counter(), "relogins": 0}
+DEVICES = Devices(CONFIG) if SIGNED else None
+STATS: dict[str, Any] = {"cases": Counter(), "refused": Counter(), "answers": {}, "relogins": 0}
 
 
 def _save_stats() -> None:
     if CONFIG:
         Path(CONFIG["stats"]).write_text(json.dumps({**STATS, "cases": dict(STATS["cases"]),
-                                                     "refused": dict(STATS["refused"])}))
+                                                     "refused": dict(STATS["refused"]),
+                                                     "answers": {k: dict(v) for k, v in STATS["answers"].items()}}))
+
+
+def answer(response: schemathesis.Response) -> str:
+    """An answer as the figures count it: the HTTP status and the channel's code (``/mpay/v1``'s envelope
+    code, an order API ``status``) or its plain-text word (``OK``, ``FAIL``)."""
+    body = _json(response)
+    if isinstance(body, dict):
+        code = body.get("code", body.get("status"))
+        return f"{response.status_code} {code}" if code is not None else str(response.status_code)
+    if response.headers.get("content-type", [""])[0].startswith("text/plain") and len(response.content) <= 16:
+        return f"{response.status_code} {response.content.decode('utf-8', 'replace')}"
+    return str(response.status_code)
 
 
 # --- answers that are not JSON
@@ -156,6 +175,10 @@ def before_call(context: schemathesis.HookContext, case: schemathesis.Case, kwar
         return
     if case.operation.path in ORDER_PATHS:
         kwargs["data"] = _order_envelope(case)
+    elif DEVICES is not None and (signed := DEVICES.sign(case.operation.path, case.path_parameters or {},
+                                                         None if case.body is NOT_SET else case.body)):
+        kwargs["data"], headers = signed
+        case.headers.update(headers)
     elif "merchantSign" in _schemes(case):
         raw = _raw_body(case) if case.method.upper() != "GET" else b""
         stamp = str(int(time.time()))
@@ -172,6 +195,7 @@ def before_call(context: schemathesis.HookContext, case: schemathesis.Case, kwar
 def after_call(context: schemathesis.HookContext, case: schemathesis.Case, response: schemathesis.Response) -> None:
     if refused(case, response):
         STATS["refused"][case.operation.label] += 1
+    STATS["answers"].setdefault(case.operation.label, Counter())[answer(response)] += 1
     if SIGNED and case.operation.path == f"{MPAY}/auth/logout" and response.status_code == 200 and _code(response) == "0000":
         CONFIG["customer"]["token"] = login(CONFIG["base_url"], CONFIG["customer"]["login"],
                                             CONFIG["customer"]["password"])

@@ -104,6 +104,15 @@ def endpoints(routes: Iterable[web.AbstractRoute]) -> list[tuple[str, str, Endpo
     return found
 
 
+# SPEC 6.6's notice as recharge.mpay.bank reads it: ``sign`` over the other non-empty fields.
+_SERIAL = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+BANK_NOTICE = {"type": "object", "required": ["order_id", "amount", "result", "bank_serial", "sign"], "properties": {
+    "order_id": _SERIAL, "amount": {"type": "string", "pattern": "^[0-9]{1,12}$", "description": "integer cents"},
+    "result": {"enum": ["S", "F"]}, "bank_serial": _SERIAL,
+    "paid_at": {"type": "string", "pattern": "^[0-9]{14}$", "description": "yyyyMMddHHmmss, Asia/Shanghai"},
+    "sign": {"type": "string", "description": "base64 RSASSA-PKCS1-v1_5/SHA-256 of the gateway"}}}
+
+
 def document(routes: Iterable[web.AbstractRoute]) -> dict[str, Any]:
     """The document of the ``/mpay/v1`` sub-application whose routes these are."""
     paths: dict[str, dict[str, Any]] = {}
@@ -114,7 +123,7 @@ def document(routes: Iterable[web.AbstractRoute]) -> dict[str, Any]:
     paths.setdefault("/bank/notify/{gw}", {})["post"] = {
         "operationId": "post_bank_notify", "summary": "A bank gateway's signed notice (form-urlencoded)",
         "parameters": [{"name": "gw", "in": "path", "required": True, "schema": {"enum": ["icbc", "unionpay"]}}],
-        "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
+        "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": BANK_NOTICE}}},
         "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"const": "OK"}}}},
                       "403": {"description": "FAIL", "content": {"text/plain": {"schema": {"const": "FAIL"}}}}},
     }

@@ -1,6 +1,7 @@
 """The SIM wallet's STK endpoint (SPEC 7.2, ``POST /mpay/v1/stk``) and POS endpoints (7.4, ``/mpay/v1/pos/…``).
 
-One front door for both: the exact body bytes checked field by field (``1001``), by ``X-MAC`` under the
+One front door for both: the exact body bytes checked field by field (``1001``; a string the database cannot
+keep, anywhere in the body, too), by ``X-MAC`` under the
 sender's key (``K_stk`` of ``card_no``, ``K_pos`` of ``terminal_id``: ``1002``) and by sequence number
 (``1002``; a repeat is answered from the stored reply), then the operation in ``recharge.wallet`` inside the
 transaction that stores its reply. Every reply is 6.12's envelope with ``X-MAC`` of its exact bytes whenever
@@ -17,6 +18,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from http_api import edge
 from http_api.context import LANES_KEY, PLATFORM_KEY
 from http_api.mpay_env import env_of_platform
 from recharge import db, metrics
@@ -122,6 +124,8 @@ async def serve(request: web.Request, door: Door, route: str) -> web.Response:
     key = door.key_of(crypto, parsed)
     try:
         parsed_request = door.parse(parsed)
+        if not _storable(parsed):
+            raise wire.WireError("a string no database keeps")
     except wire.WireError:
         return _count(door, route, respond(reply_bytes(door, Outcome("1001"), seq), key), "1001")
     assert key is not None
@@ -136,6 +140,18 @@ async def serve(request: web.Request, door: Door, route: str) -> web.Response:
     except Busy:
         return _count(door, route, respond(envelope("9001", None), key, status=503), "9001")
     return _count(door, route, respond(reply, key), json.loads(reply)["code"])
+
+
+def _storable(value: object) -> bool:
+    """Whether every string of a parsed body, keys included, is one the database keeps (``edge.storable``:
+    no NUL, no lone surrogate): the body is kept for its sequence number before the operation runs."""
+    if isinstance(value, str):
+        return edge.storable(value)
+    if isinstance(value, dict):
+        return all(edge.storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    return True
 
 
 def _count(door: Door, route: str, response: web.Response, code: str) -> web.Response:
@@ -251,29 +267,68 @@ STK_DOOR = Door("stk", "seq", _stk_key, stk.parse, lambda r: f"stk:{r.card_no}",
 
 # --- OpenAPI (SPEC 6.12: /mpay/v1/openapi.json covers 7.2 and 7.4) -----------------------------------------------
 
-_DIGITS = {"type": "string", "pattern": "^[0-9]+$"}
+# What ``recharge.wallet.wire`` accepts, as far as JSON Schema says it (a date's day of its month, a batch
+# record's own checks are the server's): a case valid by these passes the door and reaches the operation.
+_CARD = {"type": "string", "pattern": "^[0-9]{16}$"}
+_TERMINAL = {"type": "string", "pattern": "^[0-9]{12}$"}
 _HEX = {"type": "string", "pattern": "^([0-9A-Fa-f]{2})*$"}
-_CENTS = {"type": "integer", "minimum": 0, "description": "integer cents"}
+_HEX4 = {"type": "string", "pattern": "^[0-9A-Fa-f]{8}$"}
+_CENTS = {"type": "integer", "minimum": 0, "maximum": wire.MAX_CENTS, "description": "integer cents"}
+_POSITIVE = {**_CENTS, "minimum": 1}
+_SERIAL = {"type": "integer", "minimum": 0, "maximum": 0xFFFF}
 _SEQ = {"type": "integer", "minimum": 1, "maximum": wire.MAX_SEQ}
+_PAY = {"type": "string", "pattern": "^[0-9]{6}$"}
+_TEXT = {"type": "string", "maxLength": 64}
+_LOAD_ID = {"type": "string", "pattern": "^L[0-9]{1,18}$"}
 _RECORD = {"type": "object", "additionalProperties": False, "required": list(wire.RECORD_FIELDS), "properties": {
-    "card": _DIGITS, "offline_serial": {"type": "integer", "minimum": 0, "maximum": 65535}, "amount": _CENTS,
-    "balance_after": _CENTS, "tts": _HEX, "date": _DIGITS, "time": _DIGITS, "tac": _HEX, "void": {"type": "boolean"}}}
+    "card": _CARD, "offline_serial": _SERIAL, "amount": _POSITIVE, "balance_after": _CENTS, "tts": _HEX4,
+    "date": {"type": "string", "pattern": "^[1-9][0-9]{3}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])$"},
+    "time": {"type": "string", "pattern": "^([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]$"}, "tac": _HEX4,
+    "void": {"type": "boolean"}}}
 _POS_FIELDS: dict[str, dict[str, Any]] = {
     "batches": {"batch_no": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
                 "records": {"type": "array", "maxItems": wire.MAX_BATCH_RECORDS, "items": _RECORD}},
-    "returns": {"card": _DIGITS, "offline_serial": {"type": "integer"}, "amount": _CENTS},
-    "wallet-opens": {"card": _DIGITS, "challenge": _HEX},
+    "returns": {"card": _CARD, "offline_serial": _SERIAL, "amount": _POSITIVE},
+    "wallet-opens": {"card": _CARD, "challenge": _HEX4},
     "swaps": {"record": _RECORD},
-    "wallet-cancels": {"record": _RECORD, "challenge": _HEX},
+    "wallet-cancels": {"record": _RECORD, "challenge": _HEX4},
 }
 _LOAD_FIELDS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # required, optional
-    "loads": ({"card": _DIGITS}, {"amount": _CENTS}),
-    "loads/{load_id}/continue": ({}, {"replies": _HEX, "challenge": _HEX}),
+    "loads": ({"card": _CARD}, {"amount": _POSITIVE}),
+    "loads/{load_id}/continue": ({}, {"replies": _HEX, "challenge": _HEX4}),
     "loads/{load_id}/recover": ({}, {}),
 }
-_STK_BODY = {"type": "object", "additionalProperties": False, "required": ["card_no", "seq", "op", "params"],
-             "properties": {"card_no": _DIGITS, "seq": _SEQ, "op": {"enum": sorted([*stk.PARAMS, *stk_loads.LOAD_OPS])},
-                            "params": {"type": "object"}, "challenge": _HEX, "op_password": _DIGITS}}
+STK_PARAMS: dict[str, list[dict[str, Any]]] = {  # each op's params, as stk.PARAMS and stk_loads check them
+    "wallet.open": [{}], "wallet.pause": [{}], "wallet.resume": [{}], "account.balance": [{}],
+    "wallet.limit": [{"amount": _POSITIVE, "pay_password": _PAY}],
+    "wallet.cancel": [{"balance": _CENTS, "pay_password": _PAY}],
+    "pwd.pay.change": [{"old": _TEXT, "new": _TEXT}], "pwd.op.change": [{"new": _TEXT}],
+    "pwd.op.enable": [{"pay_password": _PAY}], "pwd.op.disable": [{"pay_password": _PAY}],
+    "account.history": [{"from": {"type": "string", "format": "date"}}],
+    "account.card_recharge": [{"pin": {"type": "string", "pattern": "^[0-9]{18}$"}}],
+    "hf.self": [{"amount": _POSITIVE}],
+    "hf.other": [{"target": {"type": "string", "pattern": "^[0-9]{11}$"}, "amount": _POSITIVE, "pay_password": _PAY}],
+    "wallet.load.init": [{"amount": _POSITIVE, "pay_password": _PAY}, {"load_id": _LOAD_ID}],
+    "wallet.load.continue": [{"load_id": _LOAD_ID, "replies": _HEX}],
+    "wallet.load.recover": [{"load_id": _LOAD_ID}],
+}
+
+
+def _closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": list(properties) if required is None
+            else required, "properties": properties}
+
+
+def _stk_body() -> dict[str, Any]:
+    """One shape per op: its params, and the card's challenge on a write (``stk.parse``)."""
+    shapes = []
+    for op, params in sorted(STK_PARAMS.items()):
+        for one in params:
+            required = ["card_no", "seq", "op", "params", *(["challenge"] if op in stk.WRITE_OPS else [])]
+            shapes.append(_closed({"card_no": _CARD, "seq": _SEQ, "op": {"const": op}, "params": _closed(one),
+                                   "challenge": _HEX4, "op_password": {"type": "string", "pattern": "^[0-9]{4,12}$"}},
+                                  required))
+    return {"oneOf": shapes}
 
 
 def _mac_operation(op_id: str, summary: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -293,20 +348,20 @@ def _mac_operation(op_id: str, summary: str, schema: dict[str, Any]) -> dict[str
 def openapi_paths() -> dict[str, dict[str, Any]]:
     """The STK and POS operations for the ``/mpay/v1`` OpenAPI document."""
     paths = {"/stk": {"post": _mac_operation("post_stk", "An STK request of the RFID-SIM's menu (SPEC 7.2)",
-                                             _STK_BODY)}}
+                                             _stk_body())}}
     for route, props in _POS_FIELDS.items():
         schema = {"type": "object", "additionalProperties": False, "required": ["terminal_id", "pos_seq", *props],
-                  "properties": {"terminal_id": _DIGITS, "pos_seq": _SEQ, **props}}
+                  "properties": {"terminal_id": _TERMINAL, "pos_seq": _SEQ, **props}}
         paths[f"/pos/{route}"] = {"post": _mac_operation(f"post_pos_{route.replace('-', '_')}",
                                                          f"POS {route} (SPEC 7.4)", schema)}
     for route, (required, optional) in _LOAD_FIELDS.items():  # the hall's loads (SPEC 7.3)
         schema = {"type": "object", "additionalProperties": False, "required": ["terminal_id", "pos_seq", *required],
-                  "properties": {"terminal_id": _DIGITS, "pos_seq": _SEQ, **required, **optional}}
+                  "properties": {"terminal_id": _TERMINAL, "pos_seq": _SEQ, **required, **optional}}
         operation = _mac_operation(f"post_pos_{route.replace('/', '_').replace('{load_id}', 'id')}",
                                    f"POS {route} (SPEC 7.3)", schema)
         if "{load_id}" in route:
             operation["parameters"].append({"name": "load_id", "in": "path", "required": True,
-                                            "schema": {"type": "string", "pattern": "^L[0-9]{1,18}$"}})
+                                            "schema": _LOAD_ID})
         paths[f"/pos/{route}"] = {"post": operation}
     return paths
 

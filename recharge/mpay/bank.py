@@ -39,6 +39,8 @@ MIN_CENTS, MAX_CENTS = 100, 500_000
 ORDER_TTL = dt.timedelta(minutes=30)
 FIELDS = ("order_id", "amount", "result", "bank_serial", "paid_at")
 _SERIAL_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_AMOUNT_RE = re.compile(r"[0-9]{1,12}")  # cents, ASCII digits (str.isdigit also takes "²", int() does not)
+_PAID_AT_RE = re.compile(r"[0-9]{14}")  # YYYYMMDDhhmmss, Shanghai
 
 
 def signed_text(form: Mapping[str, str]) -> bytes:
@@ -117,9 +119,12 @@ async def create_order(conn: asyncpg.Connection, env: Env, account: asyncpg.Reco
 
 
 def _well_formed(form: Mapping[str, str]) -> bool:
-    return (bool(_SERIAL_RE.fullmatch(form.get("order_id", ""))) and form.get("amount", "").isdigit()
-            and len(form.get("amount", "")) <= 12 and form.get("result") in ("S", "F")
-            and bool(_SERIAL_RE.fullmatch(form.get("bank_serial", ""))))
+    """Every field as SPEC 6.6 has it; ``paid_at`` (kept, not used) may be left out or empty."""
+    paid_at = form.get("paid_at", "")
+    return (bool(_SERIAL_RE.fullmatch(form.get("order_id", ""))) and bool(_AMOUNT_RE.fullmatch(form.get("amount", "")))
+            and form.get("result") in ("S", "F")
+            and bool(_SERIAL_RE.fullmatch(form.get("bank_serial", "")))
+            and (paid_at == "" or bool(_PAID_AT_RE.fullmatch(paid_at))))
 
 
 async def notice(conn: asyncpg.Connection, env: Env, gateway: str, form: Mapping[str, str]) -> bool:
