@@ -10,6 +10,7 @@ flows in progress finish within ``shutdown_grace_s``, close the pool, exit 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import resource
@@ -112,6 +113,16 @@ class RunningPlatform:
         log.info("stopped")
 
 
+def settle_heap() -> None:
+    """After start-up: collect once, then move every object alive into the permanent generation
+    (``gc.freeze``). Modules, pools, caches and metrics live as long as the process; without this
+    every full collection walks them all again — measured at 160 ms in a DD worker on the shared
+    2-core machine, one pause that every step in flight waits out (bench/notes.md, issue 20's
+    ``dd_stage_p99_ms``). Frozen objects are never collected: call it once, when start-up is done."""
+    gc.collect()
+    gc.freeze()
+
+
 async def worker_main(settings: Settings, dsn: str) -> None:
     """One worker process: start everything, wait for SIGTERM/SIGINT, drain."""
     loop = asyncio.get_running_loop()
@@ -120,6 +131,7 @@ async def worker_main(settings: Settings, dsn: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     running = RunningPlatform(settings, dsn)
     await running.start()
+    settle_heap()
     # One write of the whole line: workers share stdout, and print's separate newline could interleave.
     sys.stdout.write(f"READY dd_port={running.dd_port} http_port={running.http_port} pid={os.getpid()}\n")
     sys.stdout.flush()

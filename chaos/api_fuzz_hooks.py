@@ -5,7 +5,8 @@ Read from the JSON file named by ``RECHARGE_FUZZ_CONFIG``. What they add to sche
 - **How answers that are not JSON are read**, so every answer is validated against its
   schema: the card service's XML as ``http_api.kkt_openapi.trade_result`` reads it, plain text
   as its text.
-- **Credentials** (the signed pass only): the admin token, the SMS secret, a LICENSEKEY, the
+- **Credentials** (the signed pass only): the admin token, the SMS secret (a header, or the
+  delivery report's ``secret`` query field), a LICENSEKEY, the
   IVR secret, a customer's or an operator of the right role's bearer token are set as the
   operation's security scheme names them; a merchant's ``Sign`` over the exact body, the
   order API's envelope (the generated fields encrypted into ``data``, signed, mac'd), the
@@ -136,6 +137,8 @@ class Credentials:
             headers["Authorization"] = f"Bearer {data['customer']['token']}"
         if "operatorBearer" in schemes:
             headers["Authorization"] = f"Bearer {_operator_token(case)}"
+        if case.operation.path == f"{MPAY}/sms/dlr":  # Kannel's delivery report: the secret is a query field
+            query["secret"] = data["sms_secret"]
         case.headers.update(headers)
         case.query.update(query)
 

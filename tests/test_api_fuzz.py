@@ -25,10 +25,12 @@ from http_api import wallet_api
 from recharge import db
 
 # What STK, POS and bank-notice requests are refused with before their operation: malformed (1001), a wrong
-# X-MAC or sequence number (1002), a bad signature (FAIL): a signed case must get other answers too.
+# X-MAC or sequence number (1002), a bad signature (FAIL), a delivery report's wrong secret (1002): a signed
+# case must get other answers too.
 WALLET_DOOR = frozenset({"200 1001", "400 1001", "413 1001", "200 1002"})
 SIGNATURE_CHECKED = {**{f"POST /mpay/v1{path}": WALLET_DOOR for path in wallet_api.openapi_paths()},
-                     "POST /mpay/v1/bank/notify/{gw}": frozenset({"403 FAIL"})}
+                     "POST /mpay/v1/bank/notify/{gw}": frozenset({"403 FAIL"}),
+                     "GET /mpay/v1/sms/dlr": frozenset({"403 1002"})}  # its secret is a query field
 
 
 @pytest.mark.timeout(900)

@@ -115,3 +115,18 @@ async def test_wire_ceiling_replays_a_recharges_message_sizes_and_closes_like_th
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_the_stage_benchmarks_server_view_keeps_every_answers_seconds_beside_the_histogram() -> None:
+    from bench.dd_servers import RecordingFrameMetrics
+    from recharge import metrics
+
+    recorder = RecordingFrameMetrics()
+    before = metrics.DD_STAGE_SECONDS.labels("15")._sum.get()
+    for seconds in (0.002, 0.004, 0.250):
+        recorder.answered(0x15, 0x00, seconds)
+    recorder.answered(0x17, 0x00, 0.001)
+    recorder.flush()
+    assert recorder.take() == {0x15: [0.002, 0.004, 0.250], 0x17: [0.001]}
+    assert recorder.take() == {}  # each run's seconds, not the ones before
+    assert metrics.DD_STAGE_SECONDS.labels("15")._sum.get() == pytest.approx(before + 0.256)
