@@ -159,9 +159,11 @@ def unavailable(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.InternalClientError) and "another operation" in str(exc):
         return True
     # A pool connection that died between two statements: asyncpg released its proxy to the pool.
-    # Or one still "in" another statement's answer when the next begins (asyncpg's exclusive
-    # section, an InterfaceError this time): seen once in make test, an admin request and the
-    # sweeper at the same moment; answered busy and the connection terminated (breaks_connection).
+    # Or one still "in" another statement's answer when the next begins (an InterfaceError this
+    # time; seen once in make test). Defence in depth: ``_no_session_reset`` now refuses a connection
+    # given back mid-statement, but only for statements in asyncpg's statement section (a bare
+    # ``execute(sql)`` without arguments is not in it); a caller meeting one anyway did nothing
+    # (its statement never started), so busy is the right answer, and the connection is terminated.
     return isinstance(exc, asyncpg.InterfaceError) and (
         "connection is closed" in str(exc) or "released back to the pool" in str(exc)
         or "another operation is in progress" in str(exc)
@@ -273,6 +275,16 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
+async def execute_once(dsn: str, sql: str) -> None:
+    """Run one statement on a plain connection of its own (no pool, no transaction, no session settings),
+    closed afterwards: ``CREATE DATABASE`` and ``DROP DATABASE``, which no transaction block may hold."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog")
 
@@ -296,7 +308,28 @@ async def _no_session_reset(conn: asyncpg.Connection) -> None:
     no session state on pool connections — no LISTEN, no session SETs (only SET LOCAL), no
     advisory locks (migrations take theirs on a connection of their own) — so there is
     nothing else to reset.
+
+    The reset query was also what refused a connection given back with a statement still
+    running on it (a statement its user left to another task, or abandoned without cancelling):
+    it failed "another operation is in progress" and asyncpg terminated the connection. Without
+    it asyncpg would hand that connection to the next caller mid-answer, who then fails in its
+    place (docs/RELIABILITY.md, "Defects found"). So the check is kept, without the round trip:
+    a connection still inside asyncpg's statement section is refused here, asyncpg terminates
+    it, and the error reaches the code that gave it back, not an innocent next caller.
     """
+    if statement_running(conn):
+        raise asyncpg.InterfaceError(RELEASED_MID_STATEMENT)
+
+
+RELEASED_MID_STATEMENT = "a connection was given back to the pool with a statement still running on it"
+
+
+def statement_running(conn: asyncpg.Connection) -> bool:
+    """True while a statement (``fetch*``, ``execute`` with arguments, ``executemany``) runs on
+    ``conn``: asyncpg's per-connection statement section is held (a private attribute, pinned by
+    tests/test_broken_connections.py)."""
+    section = getattr(conn, "_stmt_exclusive_section", None)
+    return bool(getattr(section, "_acquired", 0))
 
 
 async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:

@@ -196,3 +196,52 @@ async def test_a_route_meeting_it_answers_busy_not_a_server_error() -> None:
         response = await client.put("/admin/kkt/license-keys")
         assert response.status == 503 and response.headers["Retry-After"] == "1"
         assert "busy" in await response.text()
+
+
+async def test_a_connection_given_back_mid_statement_is_terminated_not_handed_to_the_next_caller(
+    settings: Settings, test_keys: Any, stuck: list[asyncio.Task[Any]]
+) -> None:
+    """The pool skips asyncpg's reset query, which was what refused a connection given back with a
+    statement still running: without it the next caller got that connection mid-answer and failed in
+    its place ("another operation is in progress": make test's admin request and sweeper). The error
+    now reaches the code that gave it back, and the next caller gets a fresh connection."""
+    from recharge import db
+
+    pool = await db.create_pool(settings.database_url or "", settings.replace(pool_min_size=1, pool_max_size=1))
+    try:
+        platform = Platform(settings, pool, test_keys[0])
+        with pytest.raises(asyncpg.InterfaceError, match="statement still running"):
+            async with platform.acquire() as conn:
+                first = await conn.fetchval("SELECT pg_backend_pid()")
+                leave_mid_answer(conn, stuck)  # a statement left to another task, not cancelled
+                await asyncio.sleep(0.05)
+        async with pool.acquire() as conn:  # the pool's only slot (the sweeper's way of asking)
+            assert await conn.fetchval("SELECT pg_backend_pid()") != first
+    finally:
+        await pool.close()
+
+
+async def test_statement_running_reads_asyncpgs_statement_section(pool: asyncpg.Pool) -> None:
+    """Pins the private attribute the release check reads (recharge.db.statement_running)."""
+    from recharge.db import statement_running
+
+    async with pool.acquire() as conn:
+        assert not statement_running(conn)
+        running = asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(0.2)"))
+        await asyncio.sleep(0.05)
+        assert statement_running(conn)
+        await running
+        assert not statement_running(conn)
+
+
+async def test_kept_connections_refuse_a_connection_given_back_twice(pool: asyncpg.Pool) -> None:
+    """A debug check: kept twice, one connection would serve two users at once."""
+    kept = KeptConnections(pool, max_kept=2, linger_ms=10_000)
+    kept.enter()
+    holder, conn = await kept.take()
+    await kept.give_back(holder, conn, clean=True)
+    with pytest.raises(AssertionError, match="given back twice"):
+        await kept.give_back(holder, conn, clean=True)
+    assert kept.kept == 1
+    kept.leave()
+    await kept.wait_idle()

@@ -40,6 +40,7 @@ class KeptConnections:
         self.max_kept = max_kept
         self.linger_s = linger_ms / 1000.0
         self._spare: list[tuple[Holder, asyncpg.Connection]] = []
+        self._out: set[int] = set()  # ids of the holders ``take`` handed out and not given back yet (debug)
         self._active = 0
         self._last_use = 0.0
         self._linger: asyncio.TimerHandle | None = None
@@ -73,13 +74,26 @@ class KeptConnections:
         while self._spare:
             holder, conn = self._spare.pop()
             if not closed(conn):
-                return holder, conn
+                return self._hand_out(holder), conn
             await holder.__aexit__(None, None, None)
         holder = self._acquire()
-        return holder, await holder.__aenter__()
+        conn = await holder.__aenter__()
+        return self._hand_out(holder), conn
+
+    def _hand_out(self, holder: Holder) -> Holder:
+        if __debug__:
+            self._out.add(id(holder))
+        return holder
 
     async def give_back(self, holder: Holder, conn: asyncpg.Connection, *, clean: bool) -> None:
-        """Keep the connection for the next use when it is clean and there is room, else return it."""
+        """Keep the connection for the next use when it is clean and there is room, else return it.
+
+        Debug builds (``assert``) refuse a holder ``take`` did not hand out or that was given back
+        already: kept twice, one connection would serve two users at once (docs/RELIABILITY.md)."""
+        if __debug__:
+            assert id(holder) in self._out, "give_back of a connection not taken, or given back twice"
+            assert all(c is not conn for _, c in self._spare), "a connection kept twice"
+            self._out.discard(id(holder))
         if (
             clean and len(self._spare) < self.max_kept and (self._active or self.linger_s > 0)
             and not closed(conn) and not conn.is_in_transaction()
