@@ -249,4 +249,4 @@ def _figures(runs: list[_Run]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     for figure, value in run().items():
-        print(f"{figure}: {value['median'] if isinstance(value, dict) else value:.3f}")
+        print(f"{figure}: {value['median']:.3f} [{value['min']:.3f} … {value['max']:.3f}]")

@@ -18,20 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from bench.measure import parent_pid
 
 ROOT = Path(__file__).resolve().parent.parent
 DURABLE = {"fsync": "on", "synchronous_commit": "on"}
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    if "dbname=" in parts.query:
-        query = "&".join(f"dbname={name}" if q.startswith("dbname=") else q for q in parts.query.split("&"))
-        return urlunsplit(parts._replace(query=query))
-    return urlunsplit(parts._replace(path="/" + name))
 
 
 @contextmanager
@@ -73,13 +64,14 @@ class BenchWorld:
 @contextmanager
 def bench_world(prefix: str) -> Iterator[BenchWorld]:
     """Create the two databases (dropped afterwards) and the keys; check that commits are durable."""
+    from recharge.db import execute_once, with_database
     from recharge.keys import MasterKeys, write_keys
 
     with _postgres() as (server_url, bin_dir), tempfile.TemporaryDirectory() as tmp:
         name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
         names = (name, name + "_pgbench")
         for db_name in names:
-            asyncio.run(admin(server_url, f'CREATE DATABASE "{db_name}"'))
+            asyncio.run(execute_once(server_url, f'CREATE DATABASE "{db_name}"'))
         try:
             keys = MasterKeys.generate(demo=True)
             write_keys(Path(tmp) / "keys.json", keys)
@@ -89,17 +81,7 @@ def bench_world(prefix: str) -> Iterator[BenchWorld]:
                              Path(tmp) / "keys.json", keys, postmaster)
         finally:
             for db_name in names:
-                asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
-
-
-async def admin(url: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+                asyncio.run(execute_once(server_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
 
 
 async def check_durable_and_find_postmaster(dsn: str) -> int:

@@ -261,14 +261,7 @@ def _own_database(seed: int) -> str:
 
     url = os.environ["DATABASE_URL"]
     name = f"api_fuzz_{seed}_{secrets.token_hex(3)}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-    asyncio.run(create())
+    asyncio.run(db.execute_once(url, f'CREATE DATABASE "{name}"'))
     return db.with_database(url, name)
 
 

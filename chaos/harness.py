@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from app import fixtures
 from app.demo import DEMO_LICENSE_KEY, DEMO_TERMINAL
 from chaos import channels, faults, mpay_client
@@ -113,7 +111,7 @@ class Harness:
         if not self.external_url:
             return None
         self.database_name = f"chaos_{self.cfg.seed}_{secrets.token_hex(3)}"
-        asyncio.run(_execute(self.external_url, f'CREATE DATABASE "{self.database_name}"'))
+        asyncio.run(db.execute_once(self.external_url, f'CREATE DATABASE "{self.database_name}"'))
         return db.with_database(self.external_url, self.database_name)
 
     @property
@@ -202,7 +200,7 @@ class Harness:
             self.embedded.pg_ctl("stop", "-m", "immediate", "-w")
             kind = faults.DB_RESTART
         else:  # a shared server is not ours to stop: every connection of the run's database is cut instead
-            asyncio.run(_execute(self.external_url or "", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            asyncio.run(db.execute_once(self.external_url or "", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                                  f" WHERE datname = '{self.database_name}' AND pid <> pg_backend_pid()"))
             kind = "db_connections_cut"
         during = self.probe_all()
@@ -270,7 +268,7 @@ class Harness:
         if self.embedded is not None:
             self.embedded.cleanup()
         if self.database_name and self.external_url:
-            asyncio.run(_execute(self.external_url, f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)'))
+            asyncio.run(db.execute_once(self.external_url, f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)'))
 
 
 def _verdict_while_down(kind: str, during: dict[str, Outcome], deadline_s: float) -> dict[str, bool]:
@@ -312,11 +310,3 @@ def _dd_probe(w: World, deadline_s: float) -> Outcome:
 
     outcome = channels.timed(call)
     return Outcome(OK, outcome.code, seconds=outcome.seconds) if outcome.status == channels.REFUSED else outcome
-
-
-async def _execute(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()

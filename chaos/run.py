@@ -134,14 +134,14 @@ def api_fuzz_phase(harness: Harness, examples: int, phases: str, seed: int) -> d
     url = None
     if harness.external_url:
         name = f"api_fuzz_{seed}_{secrets.token_hex(3)}"
-        asyncio.run(_execute(harness.external_url, f'CREATE DATABASE "{name}"'))
+        asyncio.run(db.execute_once(harness.external_url, f'CREATE DATABASE "{name}"'))
         url = db.with_database(harness.external_url, name)
     try:
         found = api_fuzz.fuzz(harness.dir / "api-fuzz", database_url=url, examples=examples, seed=seed, phases=phases,
                               timeout_s=7200.0)
     finally:
         if url is not None:
-            asyncio.run(_execute(harness.external_url or "", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            asyncio.run(db.execute_once(harness.external_url or "", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     signed, unsigned = found["passes"]["signed"], found["passes"]["unsigned"]
 
     def detail(one: dict[str, Any]) -> str:
@@ -157,14 +157,6 @@ def api_fuzz_phase(harness: Harness, examples: int, phases: str, seed: int) -> d
                      json.dumps(found["books"])),
     ]
     return found
-
-
-async def _execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def database_checks(done: list[dict[str, Any]], back_within_s: float) -> list[checks.Check]:

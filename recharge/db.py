@@ -275,6 +275,16 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
+async def execute_once(dsn: str, sql: str) -> None:
+    """Run one statement on a plain connection of its own (no pool, no transaction, no session settings),
+    closed afterwards: ``CREATE DATABASE`` and ``DROP DATABASE``, which no transaction block may hold."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=_json_dumps, decoder=_json_loads, schema="pg_catalog")
 

@@ -61,29 +61,18 @@ def database_url(server_url: str) -> Iterator[str]:
     name = f"recharge_test_{os.getpid()}_{secrets.token_hex(3)}"
 
     async def create() -> None:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
+        await db.execute_once(server_url, f'CREATE DATABASE "{name}"')
         conn = await asyncpg.connect(_with_database(server_url, name))
         try:
             await db.migrate(conn)
         finally:
             await conn.close()
 
-    async def drop() -> None:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
     asyncio.run(create())
     try:
         yield _with_database(server_url, name)
     finally:
-        asyncio.run(drop())
+        asyncio.run(db.execute_once(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

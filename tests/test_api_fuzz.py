@@ -18,7 +18,6 @@ import random
 import secrets
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from chaos import api_fuzz
@@ -34,23 +33,15 @@ SIGNATURE_CHECKED = {**{f"POST /mpay/v1{path}": WALLET_DOOR for path in wallet_a
                      "GET /mpay/v1/sms/dlr": frozenset({"403 1002"})}  # its secret is a query field
 
 
-async def _execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.mark.timeout(900)
 def test_schemathesis_finds_no_5xx_no_mismatch_and_no_change_on_a_refusal(server_url: str, tmp_path: Path) -> None:
     name = f"recharge_fuzz_{secrets.token_hex(4)}"
-    asyncio.run(_execute(server_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(db.execute_once(server_url, f'CREATE DATABASE "{name}"'))
     seed = random.SystemRandom().randrange(2**31)
     try:
         result = api_fuzz.fuzz(tmp_path, database_url=db.with_database(server_url, name), examples=2, seed=seed)
     finally:
-        asyncio.run(_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(db.execute_once(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     logs = {p: Path(r["log"]).read_text()[-3000:] for p, r in result["passes"].items()}
     assert result["ok"], f"seed {seed}: {json.dumps(result, indent=1)[:4000]}\n{logs}"
     signed, unsigned = result["passes"]["signed"], result["passes"]["unsigned"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -35,14 +34,6 @@ OPERATOR = "13900001001"
 HOLDER = "13811111111"
 START_PURSE = 1_000_000  # 10,000.00 yuan: the seed's second consume example takes 10000 yuan
 START_POINTS = 100
-
-
-def _database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    if "dbname=" in parts.query:
-        query = "&".join(f"dbname={name}" if q.startswith("dbname=") else q for q in parts.query.split("&"))
-        return urlunsplit(parts._replace(query=query))
-    return urlunsplit(parts._replace(path="/" + name))
 
 
 async def _seed(conn: asyncpg.Connection, keys: MasterKeys) -> None:
@@ -75,7 +66,7 @@ async def seed_platform(server_url: str, settings: Settings, test_keys: Any) -> 
     name = f"recharge_sms_seed_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(server_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _database(server_url, name)
+    url = db.with_database(server_url, name)
     running = None
     try:
         conn = await asyncpg.connect(url)
