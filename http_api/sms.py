@@ -16,7 +16,7 @@ time; missing or wrong → 403, and an unset secret disables the hook (403). Wit
 ``sms_allowed_networks`` set, a client outside them (its real address, behind
 ``trusted_proxies``) → 403 too. A malformed
 gateway request (no or bad ``from``, bad ``id``, undecodable body, a form body that is not its
-Content-Type's form) → 400. Everything a
+Content-Type's form) → 400; an ``id`` given empty is a bad id. Everything a
 sender can type is answered 200 with a text — business refusals, and also a busy or broken
 database (a gateway turns a 5xx into "could not fetch content" for the user).
 """
@@ -117,7 +117,7 @@ async def inbound(request: web.Request) -> web.Response:
         metrics.SMS_REQUESTS.labels("none", "forbidden").inc()
         return _text_response("forbidden", 403)
     sender = normalise_msisdn(params.get("from") or request.headers.get(KANNEL_FROM_HEADER))
-    message_id = params.get("id") or None
+    message_id = params.get("id")  # absent: no idempotency key; present, it must match (empty too)
     try:
         if not form_read:
             raise _BadRequest("bad request: the body is not the form its Content-Type names")

@@ -408,7 +408,8 @@ async def test_malformed_gateway_requests_are_400_and_change_nothing(w: SmsWorld
     before = await w.state(card)
     text = f"CZXF*{card}*1*111111"
     for params in ({"text": text}, {"from": "not-a-number", "text": text},
-                   {"from": w.operator, "text": text, "id": "bad id!"}):
+                   {"from": w.operator, "text": text, "id": "bad id!"},
+                   {"from": w.operator, "text": text, "id": ""}):  # chaos seed 1870027274: an empty id was read as none
         reply = await send_raw(w.url, {"secret": SECRET, **params})
         assert reply.status == 400, params
     bad_body = await send_raw(w.url, {"secret": SECRET, "from": w.operator}, method="POST", data=b"\xff\xfe\xfa",
