@@ -14,6 +14,10 @@ the same connection number gets the same fault in a replay:
 The counts of faults injected are written as JSON to ``--stats`` every second and at exit; with ``--log``,
 each fault as one JSON line (its time, the client's address, route, kind and direction), from which the
 harness measures how long each client took to get a definite answer again (chaos/report.py).
+
+The proxy holds each connection's task until it ends (asyncio holds tasks only weakly: a relay whose client
+had gone while the platform's side stayed open was garbage-collected mid-run, "Task was destroyed but it is
+pending!"), and ``close`` cuts and awaits every one of them, so a run leaves nothing pending.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 FAULTS = ("none", "delay", "stall", "cut_bytes", "cut_stage")
 DIRECTIONS = ("up", "down")  # up: client → platform, down: platform → client
@@ -94,23 +99,60 @@ class Proxy:
         self.log = log.open("a", encoding="utf-8") if log is not None else None
         self.counts: Counter[str] = Counter()
         self.connections: Counter[str] = Counter()
+        self.servers: list[asyncio.Server] = []
+        self.tasks: set[asyncio.Task[Any]] = set()  # one per connection relayed now (strong references)
+        self.closing = False
 
     async def serve(self, listen: int, target: int, name: str) -> asyncio.Server:
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self.closing:  # accepted as the listener closed
+                _abort(writer)
+                return
             n = self.connections[name]
             self.connections[name] += 1
             fault = Fault.draw(random.Random(f"{self.seed}:{name}:{n}"), name == "dd", self.rate)
             await self.relay(reader, writer, target, fault, name)
 
-        return await asyncio.start_server(accept, "127.0.0.1", listen, reuse_address=True, backlog=1024)
+        server = await asyncio.start_server(accept, "127.0.0.1", listen, reuse_address=True, backlog=1024)
+        self.servers.append(server)
+        return server
+
+    async def close(self) -> None:
+        """Stop listening, cut every connection still relayed and wait until each one's task has ended."""
+        self.closing = True
+        for server in self.servers:
+            server.close()
+        for _ in range(10):  # a connection accepted as the listener closed starts its task a few turns later
+            while self.tasks:
+                tasks = list(self.tasks)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0)
 
     async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: int, fault: Fault,
                     name: str) -> None:
+        """Pass bytes both ways between the client and the platform, doing ``fault`` to them."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            await self._relay(reader, writer, target, fault, name)
+        except asyncio.CancelledError:
+            pass  # cut by ``close``: ended quietly (asyncio reports a cancelled client_connected_cb as an error)
+        finally:
+            self.tasks.discard(task)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: int, fault: Fault,
+                     name: str) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target)
         except OSError:
             _abort(writer)  # the platform is down: the client sees its connection reset
             return
+        except asyncio.CancelledError:
+            _abort(writer)
+            raise
         if fault.kind != "none":
             self.counts[f"{name}:{fault.kind}:{fault.direction}"] += 1
             self._log(writer, name, fault)
@@ -122,8 +164,12 @@ class Proxy:
             for w in (writer, up_writer):
                 _abort(w)
 
-        await asyncio.gather(self.pump(reader, up_writer, fault, "up", cut, sever),
-                             self.pump(up_reader, writer, fault, "down", cut, sever), return_exceptions=True)
+        try:
+            await asyncio.gather(self.pump(reader, up_writer, fault, "up", cut, sever),
+                                 self.pump(up_reader, writer, fault, "down", cut, sever), return_exceptions=True)
+        except asyncio.CancelledError:  # the proxy closing: both sides cut
+            sever()
+            raise
         if not cut.is_set():
             for w in (writer, up_writer):
                 w.close()
@@ -181,7 +227,8 @@ def _abort(writer: asyncio.StreamWriter) -> None:
 
 async def run(routes: list[tuple[int, int, str]], seed: int, rate: float, stats: Path, log: Path | None) -> None:
     proxy = Proxy(seed, rate, log)
-    servers = [await proxy.serve(listen, target, name) for listen, target, name in routes]
+    for listen, target, name in routes:
+        await proxy.serve(listen, target, name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -193,8 +240,7 @@ async def run(routes: list[tuple[int, int, str]], seed: int, rate: float, stats:
             await asyncio.wait_for(stop.wait(), 1.0)
         except TimeoutError:
             pass
-    for server in servers:
-        server.close()
+    await proxy.close()
     _save(stats, proxy.stats())
 
 

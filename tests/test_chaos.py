@@ -165,3 +165,64 @@ async def test_a_proxy_cut_cuts_both_sides_at_once() -> None:
     writer.close()
     front.close()
     upstream.close()
+
+
+def test_the_proxy_holds_a_relay_whose_client_left_and_its_close_leaves_nothing_pending() -> None:
+    """The client gone, the platform's side open and silent: nothing but the relay itself referred to its task
+    (asyncio holds tasks weakly), so the garbage collector destroyed it mid-run — "Task was destroyed but it is
+    pending!" in make chaos's output, the platform's connection left open. The proxy holds its tasks, and
+    ``close`` cuts the connections still relayed and awaits their tasks. On the proxy's own loop (asyncio's)."""
+    import asyncio
+
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        errors, pending, cut = runner.run(_relay_left_by_its_client())
+    assert not [e["message"] for e in errors], errors
+    assert pending == [] and cut
+
+
+async def _relay_left_by_its_client() -> tuple[list[dict[str, object]], list[object], bool]:
+    """What the loop reported, the proxy's tasks left after ``close``, and whether the platform's side was cut."""
+    import asyncio
+    import contextlib
+    import gc
+
+    from chaos.proxy import Proxy
+
+    errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
+    held: list[asyncio.StreamWriter] = []  # the platform's side of the connection
+    got_eof, proxy_closed, cut = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def ignores_half_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()  # the client's end, passed on by the proxy; the platform keeps its side open
+        got_eof.set()
+        await proxy_closed.wait()
+        for _ in range(100):  # writing meets the proxy's reset once it has cut the connection
+            try:
+                writer.write(b"x")
+                await writer.drain()
+            except OSError:
+                cut.set()
+                return
+            await asyncio.sleep(0.02)
+
+    platform = await asyncio.start_server(ignores_half_close, "127.0.0.1", 0)
+    proxy = Proxy(seed=1, rate=0.0)
+    front = await proxy.serve(0, platform.sockets[0].getsockname()[1], "http")
+    _, client = await asyncio.open_connection("127.0.0.1", front.sockets[0].getsockname()[1])
+    client.write(b"GET / HTTP/1.1\r\n\r\n")
+    client.close()  # the client leaves without an answer
+    await asyncio.wait_for(got_eof.wait(), 5.0)
+    await asyncio.sleep(0.1)
+    gc.collect()  # the old proxy's relay, referred to by nothing, was destroyed here
+    await asyncio.sleep(0.1)
+    await proxy.close()
+    proxy_closed.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(cut.wait(), 5.0)
+    left = [t for t in proxy.tasks if not t.done()]
+    platform.close()
+    for writer in held:
+        writer.close()
+    return errors, left, cut.is_set()
