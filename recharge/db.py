@@ -170,6 +170,33 @@ def unavailable(exc: BaseException) -> bool:
     )
 
 
+def refused_before_sending(exc: BaseException) -> bool:
+    """True when asyncpg refused a statement before writing a byte of it: its protocol still "in" an
+    answer that will never come — the server's FATAL, read while the connection sat idle (``InternalClientError``
+    "cannot switch to state N; another operation (M) is in progress": the state switch that precedes the
+    writing of every message) — or the connection found closed, or its pool proxy released, when the
+    statement was called (``InterfaceError``, raised before anything is encoded)."""
+    text = str(exc)
+    if isinstance(exc, asyncpg.InternalClientError):
+        return text.startswith("cannot switch to state") and "another operation" in text
+    return isinstance(exc, asyncpg.InterfaceError) and (
+        text in ("connection is closed", "cannot perform operation: connection is closed")
+        or "connection has been released back to the pool" in text
+    )
+
+
+def statements_sent(conn: asyncpg.Connection) -> int | None:
+    """How many statements asyncpg has written on ``conn``: its protocol's ``queries_count`` (a private
+    attribute, pinned by tests/test_broken_connections.py), counted as each simple query or Execute message
+    is written; not a prepare's Parse/Describe, which runs nothing, nor a COPY. None when it cannot tell (a
+    pool proxy already released)."""
+    try:
+        count = conn._protocol.queries_count
+    except (AttributeError, asyncpg.InterfaceError):
+        return None
+    return count if isinstance(count, int) else None
+
+
 def breaks_connection(exc: BaseException) -> bool:
     """True when ``exc`` may leave its connection unusable: the server ended the session (a FATAL or
     PANIC error, a class 08 connection error), the socket failed or timed out, or asyncpg's protocol

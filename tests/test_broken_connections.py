@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from http_api.app import observe
 from recharge.config import Settings
 from recharge.context import DatabaseUnavailable, Platform
-from recharge.db import breaks_connection, unavailable
+from recharge.db import breaks_connection, refused_before_sending, statements_sent, unavailable
 from recharge.ledger.connections import KeptConnections
 from recharge.ledger.group_commit import Group, GroupCommit
 from recharge.ledger.read_gate import ReadGate
@@ -245,3 +245,165 @@ async def test_kept_connections_refuse_a_connection_given_back_twice(pool: async
     assert kept.kept == 1
     kept.leave()
     await kept.wait_idle()
+
+
+def test_which_errors_were_raised_before_anything_was_sent() -> None:
+    """Only asyncpg refusing a statement before writing it (its state switch, a closed connection) counts;
+    an error met while the statement's answer was awaited (the server, the socket) may follow a statement
+    that ran."""
+    assert refused_before_sending(asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress"))
+    assert refused_before_sending(asyncpg.InterfaceError("cannot perform operation: connection is closed"))
+    assert refused_before_sending(asyncpg.InterfaceError("connection is closed"))
+    assert refused_before_sending(asyncpg.InterfaceError(
+        "cannot call Connection.fetchval(): connection has been released back to the pool"))
+    assert not refused_before_sending(asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"))
+    assert not refused_before_sending(asyncpg.InterfaceError(IN_PROGRESS))  # someone else's statement: a defect
+    assert not refused_before_sending(asyncpg.InternalClientError("unknown error in protocol implementation"))
+    assert not refused_before_sending(fatal()) and not refused_before_sending(ConnectionResetError())
+
+
+async def test_statements_sent_counts_what_asyncpg_wrote(pool: asyncpg.Pool) -> None:
+    """Pins the private counter the group commit reads (recharge.db.statements_sent): every statement
+    written counts, a prepare (Parse/Describe, which runs nothing) does not."""
+    async with pool.acquire() as conn:
+        before = statements_sent(conn)
+        assert before is not None
+        await conn.prepare("SELECT $1::int + 40")
+        assert statements_sent(conn) == before
+        await conn.fetchval("SELECT $1::int + 41", 1)
+        await conn.execute("SELECT 1")
+        assert statements_sent(conn) == before + 2
+
+
+class HeldOpen:
+    """The test database behind a relay that passes bytes both ways but never the server's close: a session
+    the server ends (``end_session``) has its FATAL read by asyncpg while its connection stays open — the
+    state a failover leaves until the socket's close arrives ("another operation is in progress")."""
+
+    def __init__(self, target: str | tuple[str, int]) -> None:
+        self.target = target
+        self.holding = False  # hold the next close the server makes (``end_session``); pass on the others
+        self.server_closed = asyncio.Event()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        if isinstance(self.target, str):
+            up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers += [writer, up_writer]
+
+        async def up() -> None:
+            while data := await reader.read(65536):
+                up_writer.write(data)
+            up_writer.close()
+
+        async def down() -> None:
+            while data := await up_reader.read(65536):
+                writer.write(data)
+            if self.holding:  # the client's side stays open
+                self.holding = False
+                self.server_closed.set()
+            else:
+                writer.close()
+
+        try:
+            await asyncio.gather(up(), down(), return_exceptions=True)
+        finally:
+            self.tasks.discard(task)
+
+    async def end_session(self, admin: asyncpg.Pool, pid: int) -> None:
+        """``pg_terminate_backend(pid)``, then until asyncpg has read its FATAL (its close is held)."""
+        self.server_closed.clear()
+        self.holding = True
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.wait_for(self.server_closed.wait(), 10.0)
+        await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def held_open(database_url: str) -> AsyncIterator[tuple[HeldOpen, asyncpg.Pool]]:
+    """A ``HeldOpen`` relay and a pool of at most two connections through it."""
+    from recharge import db
+
+    probe = await asyncpg.connect(database_url)
+    target = probe._addr  # where the database listens: a Unix socket's path, or (host, port)
+    await probe.close()
+    relay = HeldOpen(target)
+    port = await relay.start()
+    held = await asyncpg.create_pool(database_url, host="127.0.0.1", port=port, ssl=False, min_size=1, max_size=2,
+                                     reset=db._no_session_reset)
+    assert held is not None
+    try:
+        yield relay, held
+    finally:
+        await held.close()
+        await relay.close()
+
+
+@pytest.mark.parametrize("begins", [False, True], ids=["BEGIN first", "the group's read first"])
+async def test_a_batch_whose_kept_connection_the_server_ended_while_idle_runs_on_another(
+    pool: asyncpg.Pool, held_open: tuple[HeldOpen, asyncpg.Pool], begins: bool
+) -> None:
+    """The server ended the lane's kept connection while it sat idle (its FATAL read, its close not yet): the
+    next batch's first statement is refused before a byte of it is written ("another operation is in
+    progress"). Nothing of the batch ran, so it runs again on another connection instead of answering every
+    caller busy (which it used to: the InternalClientError reached them all)."""
+    relay, held = held_open
+    ran_on: list[asyncpg.Connection] = []
+
+    async def pids(conn: asyncpg.Connection, items: list[int]) -> list[int]:
+        ran_on.append(conn)
+        pid = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        if begins and not conn.is_in_transaction():
+            await conn.execute("BEGIN")
+        return [pid for _ in items]
+
+    writer = GroupCommit(KeptConnections(held, max_kept=1, linger_ms=10_000), max_batch=4, max_wait_ms=5)
+    group = Group("pids", pids, begins=begins)
+    first = await writer.submit(group, 0)
+    assert writer.connections.kept == 1
+    await relay.end_session(pool, first)
+    assert not ran_on[0].is_closed()  # the FATAL was read, the close is held: the state under test
+    answers = await asyncio.gather(writer.submit(group, 1), writer.submit(group, 2))
+    assert answers[0] == answers[1] != first
+    assert writer.stats.retries == 1 and writer.stats.batches == 2
+    await writer.wait_idle()
+
+
+async def test_a_batch_that_wrote_a_statement_before_its_connection_broke_is_not_run_again(
+    pool: asyncpg.Pool, held_open: tuple[HeldOpen, asyncpg.Pool]
+) -> None:
+    """Once a statement of the batch was written its outcome is not known to the group commit: the same
+    refusal on a later statement is answered busy to its callers (``unavailable``), the batch not run again."""
+    relay, held = held_open
+    runs: list[int] = []
+
+    async def ends_midway(conn: asyncpg.Connection, items: list[int]) -> list[int]:
+        pid = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        runs.append(pid)
+        await relay.end_session(pool, pid)
+        return [int(await conn.fetchval("SELECT 1")) for _ in items]  # refused before sending, but not the first
+
+    writer = GroupCommit(KeptConnections(held, max_kept=1, linger_ms=10_000), max_batch=4, max_wait_ms=1)
+    with pytest.raises(asyncpg.InternalClientError, match="another operation") as raised:
+        await writer.submit(Group("ends_midway", ends_midway), 1)
+    assert unavailable(raised.value)  # busy, as every channel answers it
+    assert len(runs) == 1 and writer.stats.retries == 0
+    await writer.wait_idle()
