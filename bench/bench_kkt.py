@@ -32,6 +32,10 @@ unless it is 2xx with the expected body — the run fails on any bad answer or s
   ``kkt_consume_cpu_ratio_db_ceiling_vs_pgbench`` is the CPU ratio if the HTTP server cost per
   consume what that bare route costs per request, and PostgreSQL what it cost in the run.
 
+``kkt_consumes_per_batch`` and ``kkt_queries_per_batch`` (diagnostics, no goal): the trades per
+committed batch of the server's trade lane over each run (from its ``/metrics``): the lane's
+statements and commit are shared by that many trades.
+
 Before the timed runs every card answers one balance query, so the figures are the steady
 state: the server memoises a verified (stored hash, password) pair, and only a card's first
 trade in a process pays the PBKDF2 (``kkt_password_hash_iterations``).
@@ -47,6 +51,8 @@ import asyncio
 import hashlib
 import multiprocessing as mp
 import secrets
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +93,7 @@ NOTES = {
     "kkt_query_ratio_ceiling_vs_hello": "wall clock: a bare route with one DB round trip, over hello",
     "kkt_query_ratio_vs_hello": "wall clock, wrk on both sides",
     "kkt_wrk_cpu_ms_per_consume": "reported, charged to neither side",
+    "kkt_consumes_per_batch": "trades per committed batch of the server's trade lane (its /metrics)",
 }
 
 
@@ -266,18 +273,44 @@ def run() -> dict[str, Any]:
                 return wrk(base, urls, expect, connections=CONCURRENCY, threads=WRK_THREADS, seconds=SECONDS,
                            pids=[server.pid], postmaster=world.postmaster)
 
+            query_batches: list[float] = []
+            consume_batches: list[float] = []
             queries = paired(RUNS, lambda _: (_checked(load(hello, "hello"), "hello"), _checked(load(bare_db, "db 1"), "db")),
-                             lambda _: _checked(load(queries_file, PAID), "queries"))
+                             lambda _: _batched(base, query_batches, lambda: _checked(load(queries_file, PAID), "queries")))
             consumes = paired(
                 RUNS,
                 lambda _: pgbench(world.bin_dir, world.pgbench_url, CONCURRENCY, SECONDS, world.postmaster, probe),
-                lambda i: _checked(load(consume_files[i], PAID), "consumes", len(consume_paths[i])),
+                lambda i: _batched(base, consume_batches, lambda: _checked(load(consume_files[i], PAID), "consumes",
+                                                                           len(consume_paths[i]))),
             )
         finally:
             server.terminate()
     figures = _figures(queries, consumes)
+    figures["kkt_consumes_per_batch"] = spread(consume_batches)
+    figures["kkt_queries_per_batch"] = spread(query_batches)
     figures["kkt_pgbench_probe_cpu_ms"] = 1000 * probe
     return figures
+
+
+def lane_totals(base_url: str) -> tuple[float, float]:
+    """(trades, batches) the server's trade lane has committed so far, read from its ``/metrics``."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=30) as answer:
+        text = answer.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("recharge_kkt_batch_size_sum", "recharge_kkt_batch_size_count")):
+            name, value = line.rsplit(" ", 1)
+            found[name.split("{")[0]] = float(value)
+    return found.get("recharge_kkt_batch_size_sum", 0.0), found.get("recharge_kkt_batch_size_count", 0.0)
+
+
+def _batched(base_url: str, per_batch: list[float], run_load: Callable[[], WrkRun]) -> WrkRun:
+    """``run_load()``'s run; the trades per committed batch of the lane over it go to ``per_batch``."""
+    trades, batches = lane_totals(base_url)
+    run = run_load()
+    trades_after, batches_after = lane_totals(base_url)
+    per_batch.append((trades_after - trades) / max(batches_after - batches, 1.0))
+    return run
 
 
 if __name__ == "__main__":

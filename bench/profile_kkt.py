@@ -7,7 +7,8 @@ process (``bench_kkt._server_main``), warms every card with one balance query, t
 send the same stored-value consumes (``cTRequest`` 0022/1) with ``bench_kkt.CONCURRENCY``
 keep-alive connections while ``py-spy record`` samples the server (``--gil``: only where Python
 ran; ``--native`` adds the C and Cython frames of uvloop, asyncpg, aiohttp's parser). It prints
-the two tables of ``bench.profile_dd`` (self and total shares of the samples). Not part of
+the two tables of ``bench.profile_dd`` (self and total shares of the samples), and the trades per
+committed batch of the server's trade lane over the run. Not part of
 ``make bench`` (a profiler slows what it watches): run it by hand.
 """
 
@@ -51,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         raw = Path(tmp) / "raw.txt"
         try:
             asyncio.run(bench_kkt._warm(base, query_paths))
+            trades, batches = bench_kkt.lane_totals(base)
             spy = _profile(server.pid, args.seconds, raw, args.native)
             run = wrk(base, urls, bench_kkt.PAID, connections=bench_kkt.CONCURRENCY, threads=bench_kkt.WRK_THREADS,
                       seconds=args.seconds, pids=[server.pid], postmaster=world.postmaster)
+            trades_after, batches_after = bench_kkt.lane_totals(base)
             _, err = spy.communicate()
             if spy.returncode != 0:
                 raise RuntimeError(f"py-spy failed: {err.decode()[-500:]}")
@@ -62,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.raw:
             args.raw.write_text(raw.read_text())
         print(f"{run.requests} requests, {run.bad} bad, {run.errors} errors;"
-              f" server {1000 * run.cpu.platform_s / max(run.requests, 1):.3f} ms CPU each (profiled)")
+              f" server {1000 * run.cpu.platform_s / max(run.requests, 1):.3f} ms CPU each (profiled);"
+              f" {(trades_after - trades) / max(batches_after - batches, 1):.2f} trades per batch")
         print(render(*summarize(raw.read_text()), args.top).replace("of the DD server process", "of the HTTP server"))
     return 0
 

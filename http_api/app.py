@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from http_api import admin, console, kkt_rest, kkt_soap, kkt_soap_doc, mpay_api, openapi, order_api, sms
 from http_api.connections import GATE_KEY, ConnectionGate, guard_requests, runner_options
@@ -113,7 +114,10 @@ def build_app(ctx: Platform, lanes: LoadLanes | None = None) -> web.Application:
     base = ctx.settings.http_public_base_url
     if base and not _PUBLIC_BASE_URL.fullmatch(base):
         raise ValueError("http_public_base_url must be http(s)://host[:port][/path]")
-    middlewares = [observe, real_client_middleware(parse_networks(ctx.settings.trusted_proxies))]
+    middlewares: list[Middleware] = [observe]
+    trusted = parse_networks(ctx.settings.trusted_proxies)
+    if trusted:  # with no trusted proxy it would only pass every request on (a call per request)
+        middlewares.append(real_client_middleware(trusted))
     middlewares.append(guard_requests)  # innermost: a handler runs once its body has arrived
     app = web.Application(middlewares=middlewares, client_max_size=ctx.settings.http_max_body_bytes)
     app[PLATFORM_KEY] = ctx

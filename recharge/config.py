@@ -36,6 +36,10 @@ class Settings:
     # --- database pool
     pool_min_size: int = 2
     pool_max_size: int = 20
+    # Connections the pool opens at start, before the first request (asyncpg's ``init_size``; kept
+    # between pool_min_size and pool_max_size): the first sign-ins after a start then find the
+    # pool at its working size instead of waiting while it grows (bench/notes.md, issue 20).
+    pool_init_size: int = 8
     # Waiting longer than this for a connection answers busy (0xDD / 503). Long enough to ride
     # out a commit stall of a second or two (a checkpoint's fsync), short enough that a
     # terminal (which waits ~10 s) gets a clear answer instead of a timeout.

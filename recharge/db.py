@@ -360,10 +360,12 @@ def statement_running(conn: asyncpg.Connection) -> bool:
 
 
 async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
+    min_size = min(settings.pool_min_size, settings.pool_max_size)
     pool = await asyncpg.create_pool(
         dsn,
         reset=_no_session_reset,
-        min_size=min(settings.pool_min_size, settings.pool_max_size),
+        min_size=min_size,
+        init_size=min(max(settings.pool_init_size, min_size), settings.pool_max_size),
         max_size=settings.pool_max_size,
         timeout=settings.db_connect_timeout_s,
         init=init_connection,

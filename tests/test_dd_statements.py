@@ -12,8 +12,6 @@ they take), stage by stage. ``BEGIN`` and ``COMMIT`` count; the receipts' ``next
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
@@ -21,6 +19,7 @@ import pytest
 
 from app import fixtures
 from app.fixtures import SimTerminal
+from tests.statement_log import logged, without_introspection
 
 pytestmark = pytest.mark.usefixtures("audited")
 
@@ -31,52 +30,9 @@ pytestmark = pytest.mark.usefixtures("audited")
 STATEMENTS_PER_STAGE = {"DD11": 1, "DD13": 0, "DD15": 4, "DD17": 4, "DD19": 3}
 
 
-@contextmanager
-def _logged(platform: Any, loop: asyncio.AbstractEventLoop) -> Iterator[list[str]]:
-    """Every statement sent on a connection the DD server's lanes (and its read gate, which reads on the
-    writer lane's) take from now on."""
-    lanes = platform.dd.dd.lanes
-    kept = [lanes.kept, lanes.fund_writer.connections]
-    seen: list[str] = []
-
-    def log(record: Any) -> None:
-        seen.append(" ".join(record.query.split()))
-
-    def logging_acquire(acquire: Any) -> Any:
-        def acquired(*args: Any, **kwargs: Any) -> Any:
-            holder = acquire(*args, **kwargs)
-
-            class Logging:
-                async def __aenter__(self) -> asyncpg.Connection:
-                    self.conn = await holder.__aenter__()
-                    self.conn.add_query_logger(log)
-                    return self.conn
-
-                async def __aexit__(self, *exc: Any) -> Any:
-                    self.conn.remove_query_logger(log)
-                    return await holder.__aexit__(*exc)
-
-            return Logging()
-
-        return acquired
-
-    originals = [k._acquire for k in kept]
-    for k in kept:
-        k._acquire = logging_acquire(k._acquire)
-    try:
-        yield seen
-    finally:
-        for k, original in zip(kept, originals, strict=True):
-            k._acquire = original
-
-
-# asyncpg's own, once per connection and type (it learns the array types' codecs): not the recharge's.
-_INTROSPECTION = ("typeinfo_tree", "set_config('jit'", "current_setting('jit')")
-
-
 def _statements(seen: list[str]) -> list[str]:
     return [
-        q for q in seen if "nextval('dd_record_seq')" not in q and not any(mark in q for mark in _INTROSPECTION)
+        q for q in without_introspection(seen) if "nextval('dd_record_seq')" not in q
     ]
 
 
@@ -96,7 +52,7 @@ async def test_a_recharge_of_a_known_cpu_card_costs_the_pinned_statements_per_st
             asyncio.run_coroutine_threadsafe(asyncio.sleep(0.01), loop).result(5)
 
     per_stage: dict[int, list[str]] = {}
-    with _logged(platform, loop) as seen:
+    with logged([platform.dd.dd.lanes.kept, platform.dd.dd.lanes.fund_writer.connections]) as seen:
 
         def talk() -> None:
             client = term.client()

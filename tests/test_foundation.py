@@ -131,3 +131,18 @@ async def test_pool_connection_released_mid_transaction_comes_back_clean(pool: a
         async with pool.acquire() as again:
             assert not again.is_in_transaction()
             assert await again.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
+
+
+async def test_the_pool_opens_its_init_size_at_start_within_its_bounds(database_url: str) -> None:
+    """``pool_init_size`` connections are open before the first request (the first sign-ins after a
+    start do not wait while the pool grows); it is kept between ``pool_min_size`` and ``pool_max_size``."""
+    base = load_settings(None)
+    sizes = []
+    for init, low, high in ((5, 1, 6), (0, 2, 6), (9, 1, 3)):
+        pool = await db.create_pool(database_url, base.replace(pool_init_size=init, pool_min_size=low,
+                                                              pool_max_size=high))
+        try:
+            sizes.append(pool.get_size())
+        finally:
+            await pool.close()
+    assert sizes == [5, 2, 3]

@@ -228,3 +228,33 @@ def _subsets(items: range) -> list[tuple[int, ...]]:
     from itertools import combinations
 
     return [c for n in range(len(items) + 1) for c in combinations(items, n)]
+
+
+def test_a_requests_config_is_built_again_only_when_its_settings_keys_or_lane_change(
+    settings: Any, test_keys: Any
+) -> None:
+    from types import SimpleNamespace
+
+    from aiohttp import web
+
+    from http_api.context import KKT_LANE_KEY, PLATFORM_KEY, kkt_config
+    from recharge.context import Platform
+    from recharge.keys import MasterKeys
+
+    ctx = Platform(settings=settings, pool=None, keys=test_keys[0])
+    app = web.Application()
+    app[PLATFORM_KEY] = ctx
+    request = SimpleNamespace(app=app)
+    first = kkt_config(request)
+    assert kkt_config(request) is first and first.lane is None
+    ctx.settings = settings.replace(kkt_gateway_open=False)  # as an operator's change (settings_changed)
+    closed = kkt_config(request)
+    assert closed.settings is ctx.settings and not closed.settings.kkt_gateway_open
+    ctx.keys = MasterKeys.generate(demo=True)
+    assert kkt_config(request).pepper != closed.pepper
+    lane = object()
+    other = web.Application()
+    other[PLATFORM_KEY] = ctx
+    other[KKT_LANE_KEY] = lane
+    assert kkt_config(SimpleNamespace(app=other)).lane is lane
+    assert kkt_config(request).lane is None

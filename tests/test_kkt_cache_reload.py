@@ -81,6 +81,17 @@ def _warm(keys: list[Hashable], clock: _Clock, settings: Settings) -> None:
         assert kkt_reference.CACHE.get(key, TTL_S) == f"{key[1]}@0"
 
 
+async def _held_reload(key: Hashable, clock: _Clock, settings: Settings) -> tuple[_Loads, asyncio.Task[Any]]:
+    """``key`` warmed, then expired, and one caller's reload of it begun and held at its gate."""
+    _warm([key], clock, settings)
+    clock.now += TTL_S
+    loads = _Loads()
+    loads.gate = asyncio.Event()
+    reading = asyncio.create_task(ask(key, settings, loads))
+    await asyncio.sleep(0)
+    return loads, reading
+
+
 # --- the mechanics, with a clock and reads the test controls ----------------------------------
 
 
@@ -108,13 +119,8 @@ async def test_a_reload_keeps_its_entries_one_ttl_from_when_its_read_began(
     clock: _Clock, cache_settings: Settings
 ) -> None:
     key = ("license", "slow")
-    _warm([key], clock, cache_settings)
-    clock.now += TTL_S
+    loads, reading = await _held_reload(key, clock, cache_settings)
     began = clock.now
-    loads = _Loads()
-    loads.gate = asyncio.Event()
-    reading = asyncio.create_task(ask(key, cache_settings, loads))
-    await asyncio.sleep(0)
     clock.now += TTL_S / 2  # the statement takes half a TTL
     loads.gate.set()
     assert await reading == "slow@1"
@@ -142,12 +148,8 @@ async def test_keys_nobody_asked_for_are_not_read_again_and_rows_gone_are_forgot
 
 async def test_callers_wait_for_a_reload_under_way_instead_of_reading(clock: _Clock, cache_settings: Settings) -> None:
     keys: list[Hashable] = [("license", "a"), ("license", "b")]
-    _warm(keys, clock, cache_settings)
-    clock.now += TTL_S
-    loads = _Loads()
-    loads.gate = asyncio.Event()
-    first = asyncio.create_task(ask(keys[0], cache_settings, loads))
-    await asyncio.sleep(0)
+    _warm(keys[1:], clock, cache_settings)
+    loads, first = await _held_reload(keys[0], clock, cache_settings)
     second = asyncio.create_task(ask(keys[1], cache_settings, loads))
     await asyncio.sleep(0)
     loads.gate.set()
@@ -159,12 +161,7 @@ async def test_a_reload_begun_before_an_invalidation_is_neither_joined_nor_kept(
     clock: _Clock, cache_settings: Settings
 ) -> None:
     key = ("license", "k")
-    _warm([key], clock, cache_settings)
-    clock.now += TTL_S
-    loads = _Loads()
-    loads.gate = asyncio.Event()
-    before = asyncio.create_task(ask(key, cache_settings, loads))
-    await asyncio.sleep(0)
+    loads, before = await _held_reload(key, clock, cache_settings)
     kkt_reference.invalidate()  # an operator's write: its answer must be seen at once
     after = asyncio.create_task(kkt_reference.refreshed((key,), FAMILIES, cache_settings, loads))
     await asyncio.sleep(0)

@@ -182,3 +182,29 @@ async def test_an_operators_sms_trade_holds_no_pool_connection_while_its_batch_r
     await cfg.lane.wait_idle()
     assert answer.outcome == "11" and seen == [0] and held == [0]
     assert await w.balance(card) == (4_000, 0)
+
+
+async def test_a_batch_looks_each_trades_terminal_up_once_and_refuses_as_alone(
+    w: World, pool: asyncpg.Pool, settings: Settings, test_keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    card = await w.new_card(balance=1_000)
+    unknown_terminal = kkt.TradeRequest(trade_type="0022", trade_mode="1", card_no=card,
+                                        terminal_code="NOSUCHTERMINAL", password=PASSWORD_MD5, amount="100")
+    bad_card = consume(w, "12", 100)
+    alone = kkt.Config.of(settings, test_keys[0])
+    refusals = [await kkt.trade(pool, unknown_terminal, alone), await kkt.trade(pool, bad_card, alone)]
+    looked: list[str | None] = []
+    real = trades.gateway.terminal
+
+    async def counted(conn: asyncpg.Connection, code: str | None, *rest: Any) -> Any:
+        looked.append(code)
+        return await real(conn, code, *rest)
+
+    monkeypatch.setattr(trades.gateway, "terminal", counted)
+    query = kkt.TradeRequest(trade_type="0011", trade_mode="0", card_no=card, terminal_code=w.terminal,
+                             password=PASSWORD_MD5)
+    cfg = one_batch(pool, settings, test_keys[0], 4)
+    results = await run(pool, cfg, [consume(w, card, 100), unknown_terminal, bad_card, query])
+    assert [r.code for r in results] == ["11", "70", "01", "11"] and results[1:3] == refusals
+    assert results[3].integral == 900  # the card's second trade: a later round of the same batch
+    assert sorted(looked, key=str) == sorted([w.terminal, "NOSUCHTERMINAL", w.terminal, w.terminal], key=str)

@@ -12,11 +12,8 @@ carries the BEGIN); asyncpg's one-off type introspection does not.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import asyncpg
 import pytest
 
 from http_api.context import KKT_LANE_KEY
@@ -25,6 +22,7 @@ from recharge.kkt import service as kkt
 from recharge.kkt.reference import ReferenceCache
 from recharge.ledger.group_commit import GroupCommit
 from tests.kkt_world import PASSWORD_MD5, World
+from tests.statement_log import logged, without_introspection
 
 pytestmark = pytest.mark.usefixtures("audited")
 
@@ -39,53 +37,18 @@ QUERY_BATCH = 4
 MIXED_BATCH = 5
 TRADES = 4  # per batch
 
-_INTROSPECTION = ("typeinfo_tree", "set_config('jit'", "current_setting('jit')")
-
-
-@contextmanager
-def logged(lane: GroupCommit) -> Iterator[list[str]]:
-    """Every statement sent on a connection the lane takes from now on."""
-    seen: list[str] = []
-    kept = lane.connections
-    original = kept._acquire
-
-    def log(record: Any) -> None:
-        seen.append(" ".join(record.query.split()))
-
-    def acquired(*args: Any, **kwargs: Any) -> Any:
-        holder = original(*args, **kwargs)
-
-        class Logging:
-            async def __aenter__(self) -> asyncpg.Connection:
-                self.conn = await holder.__aenter__()
-                self.conn.add_query_logger(log)
-                return self.conn
-
-            async def __aexit__(self, *exc: Any) -> Any:
-                self.conn.remove_query_logger(log)
-                return await holder.__aexit__(*exc)
-
-        return Logging()
-
-    kept._acquire = acquired
-    try:
-        yield seen
-    finally:
-        kept._acquire = original
-
-
 async def one_batch(platform: Any, lane: GroupCommit, requests: list[kkt.TradeRequest], cfg: kkt.Config) -> list[str]:
     """Submit the requests together (one batch), answer the batch's statements; every trade must answer 11."""
     await lane.wait_idle()  # no connection kept from before: the batch takes one anew (and logs it)
     before = lane.stats
-    with logged(lane) as seen:
+    with logged([lane.connections]) as seen:
         results = await asyncio.gather(*[kkt.trade(platform.ctx.acquire, r, cfg) for r in requests])
         await lane.wait_idle()
         for _ in range(3):  # asyncpg calls its query loggers on the loop, soon after each statement
             await asyncio.sleep(0.01)
     assert [r.code for r in results] == ["11"] * len(requests), results
     assert (lane.stats.batches - before.batches, lane.stats.steps - before.steps) == (1, len(requests))
-    return [q for q in seen if not any(mark in q for mark in _INTROSPECTION)]
+    return without_introspection(seen)
 
 
 @pytest.fixture

@@ -68,6 +68,18 @@ async def test_posted_transfer_moves_balances_and_retry_with_same_id_returns_exi
     assert (await ledger.get_balance(conn, fund)).posted == 9_300
 
 
+async def test_outcomes_without_details_judge_alike_and_carry_no_transfer(conn: asyncpg.Connection) -> None:
+    fund, card = await _funded_pair(conn, 1_000)
+    tid, too_much = _tid(), _tid()
+    async with conn.transaction():
+        lean = await ledger.create_transfers(conn, [ledger.NewTransfer(tid, fund, card, 700),
+                                                    ledger.NewTransfer(too_much, fund, card, 700)], details=False)
+    assert [(o.result, o.transfer) for o in lean] == [(Result.CREATED, None), (Result.EXCEEDS_CREDITS, None)]
+    again = await _transfer(conn, id=tid, debit_account_id=fund, credit_account_id=card, amount=700)
+    assert again.result is Result.EXISTS and again.transfer is not None and again.transfer.amount == 700
+    assert (await ledger.get_balance(conn, card)).posted == 700
+
+
 async def test_same_id_with_different_amount_is_refused_and_changes_nothing(conn: asyncpg.Connection) -> None:
     fund, card = await _funded_pair(conn, 10_000)
     tid = _tid()

@@ -221,6 +221,17 @@ async def test_x_forwarded_for_names_the_client_only_behind_a_trusted_proxy(http
     assert (await _remote_seen(http_echo["trusting"], {"X-Forwarded-For": "evil"}))[0] == 400
 
 
+def test_the_platforms_app_reads_x_forwarded_for_only_when_a_proxy_is_trusted(settings: Any, test_keys: Any) -> None:
+    from http_api.app import build_app
+    from recharge.context import Platform
+
+    def forwarding(trusted: str) -> bool:  # with no trusted proxy the middleware would pass every request on
+        ctx = Platform(settings=settings.replace(trusted_proxies=trusted), pool=None, keys=test_keys[0])
+        return any(getattr(m, "__name__", "") == "real_client" for m in build_app(ctx).middlewares)
+
+    assert forwarding("127.0.0.1") and not forwarding("")
+
+
 def test_only_the_right_most_forwarded_entry_counts() -> None:
     assert forwarded_client("10.0.0.1,  203.0.113.5 ") == "203.0.113.5"
     assert forwarded_client("203.0.113.5, unknown") is None

@@ -66,7 +66,7 @@ async def transfer(
     (exceeds credits: nothing was written). Any other refusal is a defect and raises."""
     transfer_id = f"kkt:{uuid.uuid4().hex}"
     (outcome,) = await ledger.create_transfers(
-        conn, [ledger.NewTransfer(transfer_id, debit, credit, amount, code=code, reference=reference)]
+        conn, [ledger.NewTransfer(transfer_id, debit, credit, amount, code=code, reference=reference)], details=False
     )
     metrics.child(metrics.LEDGER_TRANSFERS, "single", outcome.result.value).inc()
     if outcome.result is ledger.Result.EXCEEDS_CREDITS:
@@ -123,7 +123,7 @@ async def create(conn: asyncpg.Connection, transfers: list[ledger.NewTransfer]) 
     defect and raises."""
     if not transfers:
         return []
-    outcomes = await ledger.create_transfers(conn, transfers)
+    outcomes = await ledger.create_transfers(conn, transfers, details=False)  # only their results are read
     created = []
     for new, outcome in zip(transfers, outcomes, strict=True):
         metrics.child(metrics.LEDGER_TRANSFERS, "single", outcome.result.value).inc()

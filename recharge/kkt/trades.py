@@ -14,7 +14,8 @@ On the group-commit path (``Config.lane``, what the channels use) a trade is an 
 ``TRADES`` group, and concurrent trades share one transaction and one commit
 (``recharge.ledger.group_commit``); every answer is given after that commit. ``run_trades`` runs a
 batch in rounds of distinct cards (``_round``: a card's second trade, a terminal's second recharge,
-a test-mode trade wait for a later round, which sees what the earlier ones did). A round locks its
+a test-mode trade wait for a later round, which sees what the earlier ones did); each trade's
+terminal and card number are looked up once per run of the batch (``_Where``). A round locks its
 cards (in card-number order; the first round's lock carries the batch's BEGIN: ``TRADES`` is a
 ``begins`` group), then reads them with its duplicate flags and daily counts in one statement after
 those locks (``_read_ahead``, ``recharge.kkt.rounds``), checks each trade on its own exactly as alone
@@ -100,14 +101,30 @@ async def _on_lane(item: TradeItem) -> TradeResult:
         raise
 
 
-async def _card_key(conn: asyncpg.Connection, item: TradeItem) -> str:
-    """The card a trade names, as its checks will find it (the 16-digit number, an 8-digit one
-    expanded with the terminal's merchant: cached); its raw text when it names none."""
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """A trade's terminal and card number as its checks find them (the 16-digit number, an 8-digit
+    one expanded with the terminal's merchant), looked up once per run of a batch; ``refused``: the
+    code the terminal's check (70 60) or the card number's (01) answered instead."""
+
+    terminal: Terminal | None
+    card_no: str = ""
+    refused: str = ""
+
+    def key(self, req: TradeRequest) -> str:
+        """The card the trade names (a round's key); its raw text when it names none."""
+        return "?" + (req.card_no or "") if self.refused else self.card_no
+
+
+async def _where(conn: asyncpg.Connection, req: TradeRequest, settings: Settings) -> _Where:
     try:
-        terminal = await gateway.terminal(conn, item.req.terminal_code, item.req.terminal_kinds, item.cfg.settings)
-        return checks.card_no(item.req.card_no, terminal.merchant_code)
-    except Refused:
-        return "?" + (item.req.card_no or "")
+        terminal = await gateway.terminal(conn, req.terminal_code, req.terminal_kinds, settings)
+    except Refused as refusal:
+        return _Where(None, refused=refusal.code)
+    try:
+        return _Where(terminal, checks.card_no(req.card_no, terminal.merchant_code))
+    except Refused as refusal:
+        return _Where(terminal, refused=refusal.code)
 
 
 def _round(items: list[TradeItem], waiting: list[int], keys: list[str]) -> tuple[list[int], list[int]]:
@@ -142,10 +159,11 @@ async def run_trades(conn: asyncpg.Connection, items: list[TradeItem]) -> list[T
     results: list[TradeResult | None] = [None] * len(items)
     under_lock: set[int] = set()
     waiting = list(range(len(items)))
-    keys = [await _card_key(conn, item) for item in items]
+    wheres = [await _where(conn, item.req, item.cfg.settings) for item in items]
+    keys = [where.key(item.req) for where, item in zip(wheres, items, strict=True)]
     while waiting:
         now, waiting = _round(items, waiting, keys)
-        again = await _run_round(conn, items, now, under_lock, results)
+        again = await _run_round(conn, items, now, under_lock, results, wheres)
         under_lock.update(again)
         waiting = sorted(waiting + again)
     return [r for r in results if r is not None]
@@ -153,18 +171,18 @@ async def run_trades(conn: asyncpg.Connection, items: list[TradeItem]) -> list[T
 
 async def _run_round(
     conn: asyncpg.Connection, items: list[TradeItem], now: list[int], under_lock: set[int],
-    results: list[TradeResult | None],
+    results: list[TradeResult | None], wheres: list[_Where],
 ) -> list[int]:
     """One round: fills ``results`` of ``now``; answers the trades to run again under the lock."""
     planned: dict[int, _Planned] = {}
     remember: list[int] = []
     again: list[int] = []
     locks = {k: k in under_lock or not (items[k].kind.query and not items[k].req.req_id) for k in now}
-    ahead = await _read_ahead(conn, items, now, locks)
+    ahead = await _read_ahead(conn, items, wheres, now, locks)
     for k in now:
         item = items[k]
         try:
-            outcome, kept = await _plan(conn, item.req, item.kind, item.cfg, locks[k], ahead)
+            outcome, kept = await _plan(conn, item.req, item.kind, item.cfg, locks[k], ahead, wheres[k])
         except passwords.Contended:
             again.append(k)
             continue
@@ -200,7 +218,7 @@ class _Ahead:
     figures: limits.Figures
 
 
-async def _read_ahead(conn: asyncpg.Connection, items: list[TradeItem], now: list[int],
+async def _read_ahead(conn: asyncpg.Connection, items: list[TradeItem], wheres: list[_Where], now: list[int],
                       locks: dict[int, bool]) -> _Ahead:
     """The round's reads (``rounds``): its cards locked — the first round's with the batch's BEGIN —,
     then the cards and the figures of the trades whose limits are checked, in one statement."""
@@ -208,10 +226,11 @@ async def _read_ahead(conn: asyncpg.Connection, items: list[TradeItem], now: lis
     settings = items[now[0]].cfg.settings
     wanted: list[rounds.Wanted] = []
     for k in now:
-        item = items[k]
-        try:  # what the trade's own checks will find (cached); a refusal there reads nothing here
-            terminal = await gateway.terminal(conn, item.req.terminal_code, item.req.terminal_kinds, settings)
-            card_no = checks.card_no(item.req.card_no, terminal.merchant_code)
+        item, where = items[k], wheres[k]
+        if where.terminal is None or where.refused:  # the trade's own checks refuse it: nothing to read
+            continue
+        terminal, card_no = where.terminal, where.card_no
+        try:
             amount, _, _ = _fields(item.req, item.kind, item.cfg)
         except Refused:
             continue
@@ -263,14 +282,17 @@ async def _trade(
 
 async def _plan(
     conn: asyncpg.Connection, req: TradeRequest, kind: TradeKind, cfg: Config, lock: bool,
-    ahead: _Ahead | None = None,
+    ahead: _Ahead | None = None, where: _Where | None = None,
 ) -> tuple[TradeResult | _Planned, bool]:
     """The trade's checks: its answer (a refusal, a replay) or what is left to do; and whether
-    its REQID remembers the answer."""
+    its REQID remembers the answer. ``where``: its terminal and card number, looked up by its batch."""
     card_no = ""
     try:
-        terminal = await gateway.terminal(conn, req.terminal_code, req.terminal_kinds, cfg.settings)
-        card_no = checks.card_no(req.card_no, terminal.merchant_code)
+        if where is None:
+            where = await _where(conn, req, cfg.settings)
+        if where.terminal is None or where.refused:
+            raise Refused(where.refused)
+        terminal, card_no = where.terminal, where.card_no
         replay = await journal.replay(conn, req, terminal)
         if replay is not None:
             return replay, False

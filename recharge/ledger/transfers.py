@@ -412,9 +412,13 @@ WITH RECURSIVE ev AS MATERIALIZED (
 """
 
 
-async def create_transfers(conn: asyncpg.Connection, transfers: Sequence[NewTransfer]) -> list[Outcome]:
-    """Create each transfer that can be created, in order; one ``Outcome`` per transfer."""
-    return await _judge(conn, _CREATE_SQL, list(transfers), _create_args)
+async def create_transfers(
+    conn: asyncpg.Connection, transfers: Sequence[NewTransfer], *, details: bool = True
+) -> list[Outcome]:
+    """Create each transfer that can be created, in order; one ``Outcome`` per transfer. Without
+    ``details`` the outcomes carry only their ``result`` (no ``Transfer`` built from each row: a
+    caller that needs no more saves that per transfer)."""
+    return await _judge(conn, _CREATE_SQL, list(transfers), _create_args, details)
 
 
 async def resolve_pending(conn: asyncpg.Connection, resolutions: Sequence[Resolution]) -> list[Outcome]:
@@ -434,7 +438,10 @@ def _resolve_args(events: list[Resolution]) -> list[list[Any]]:
     return [[r.id for r in events], [r.pending_id for r in events], [r.void for r in events]]
 
 
-async def _judge(conn: asyncpg.Connection, sql: str, events: list[Any], args: Any) -> list[Outcome]:
+_RESULTS = {result.value: result for result in Result}  # a dict probe; Result(value) is an enum call
+
+
+async def _judge(conn: asyncpg.Connection, sql: str, events: list[Any], args: Any, details: bool = True) -> list[Outcome]:
     """Run a batch statement; events it judged ``created`` whose id a concurrent transaction
     committed meanwhile (``ON CONFLICT`` skipped them, so nothing was written for them) are
     judged again by a second statement, which sees that transfer and answers ``exists…``."""
@@ -444,10 +451,11 @@ async def _judge(conn: asyncpg.Connection, sql: str, events: list[Any], args: An
     first = rows[0]
     assert first["applied"] == first["accounts"], "every account of the batch is locked: all apply"
     assert first["resolved"] == sum(1 for r in rows if r["inserted"]), "each post or void resolves its pending transfer"
-    outcomes = [Outcome(Result(r["result"]), Transfer.from_row(r) if r["id"] is not None else None) for r in rows]
+    outcomes = [Outcome(_RESULTS.get(r["result"]) or Result(r["result"]),
+                        Transfer.from_row(r) if details and r["id"] is not None else None) for r in rows]
     raced = [k for k, r in enumerate(rows) if r["result"] == Result.CREATED and not r["inserted"]]
     if raced:
-        again = await _judge(conn, sql, [events[k] for k in raced], args)
+        again = await _judge(conn, sql, [events[k] for k in raced], args, details)
         assert all(o.result is not Result.CREATED for o in again), "a committed id is visible to the next statement"
         for k, outcome in zip(raced, again, strict=True):
             outcomes[k] = outcome
