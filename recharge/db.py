@@ -198,6 +198,37 @@ def statements_sent(conn: asyncpg.Connection) -> int | None:
     return count if isinstance(count, int) else None
 
 
+def sent_nothing(conn: asyncpg.Connection, before: int | None, exc: BaseException) -> bool:
+    """True when ``exc`` is asyncpg refusing a statement before writing a byte of it (``refused_before_sending``)
+    and no statement was written on ``conn`` since ``before`` (``statements_sent`` when the work took it): the
+    refused statement was the work's first, so nothing of it ran and running it again on another connection
+    cannot do anything twice (docs/RELIABILITY.md, "Defects found")."""
+    return before is not None and refused_before_sending(exc) and statements_sent(conn) == before
+
+
+class NothingSent(Exception):
+    """Raised by an attempt that ran nothing (``sent_nothing``): ``failure`` is what it raised, what its caller
+    hears when the attempt made again on another connection meets it too (``once_more_if_nothing_sent``)."""
+
+    def __init__(self, failure: Exception) -> None:
+        super().__init__(f"nothing was sent: {failure!r}")
+        self.failure = failure
+
+
+async def once_more_if_nothing_sent(attempt: Callable[[], Awaitable[T]], count: Callable[[], None]) -> T:
+    """``attempt()``, made once more (``count()`` called) when it raised ``NothingSent`` — the server had ended
+    the connection it took while it sat idle; a second ``NothingSent`` raises its ``failure`` (busy: it is
+    ``unavailable``). The group commit's batches and the read gate's reads and lookups run this way."""
+    try:
+        return await attempt()
+    except NothingSent:
+        count()
+        try:
+            return await attempt()
+        except NothingSent as again:
+            raise again.failure from again.failure.__cause__
+
+
 def breaks_connection(exc: BaseException) -> bool:
     """True when ``exc`` may leave its connection unusable: the server ended the session (a FATAL or
     PANIC error, a class 08 connection error), the socket failed or timed out, or asyncpg's protocol

@@ -5,15 +5,15 @@ to state 15; another operation (2) is in progress"). The server's FATAL error re
 the socket closed, leaving the protocol waiting for an answer that never came; the read gate called
 the connection clean, and the pool (which skips asyncpg's reset query) gave it to the next batch.
 Most tests here leave a statement running on the connection to stand in for that lost answer (the
-state is the same: "another operation is in progress"); the last one has the server end a session
-for real (pg_terminate_backend).
+state is the same: "another operation is in progress"); the last ones have the server end a session
+for real (pg_terminate_backend), the group commit's and the read gate's single retry of what sent nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -352,8 +352,8 @@ async def held_open(database_url: str) -> AsyncIterator[tuple[HeldOpen, asyncpg.
     assert held is not None
     try:
         yield relay, held
-    finally:
-        await held.close()
+    finally:  # not close(): a connection left kept by a failed test waits for a close the relay may hold
+        held.terminate()
         await relay.close()
 
 
@@ -407,3 +407,98 @@ async def test_a_batch_that_wrote_a_statement_before_its_connection_broke_is_not
     assert unavailable(raised.value)  # busy, as every channel answers it
     assert len(runs) == 1 and writer.stats.retries == 0
     await writer.wait_idle()
+
+
+def pid_reader(gate: ReadGate, how: str) -> tuple[Callable[[], Awaitable[int]], list[asyncpg.Connection]]:
+    """A read of the backend's pid through ``gate``, by ``read`` or by ``lookup``, and the connections its
+    statements were tried on (refused ones included), in order."""
+    ran_on: list[asyncpg.Connection] = []
+
+    async def pids(conn: asyncpg.Connection, items: list[int]) -> list[int]:
+        ran_on.append(conn)
+        pid = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        return [pid for _ in items]
+
+    group = Group("pids", pids)
+
+    async def read_pid() -> int:
+        if how == "read":
+            return (await gate.read(lambda conn: pids(conn, [0])))[0]
+        return int(await gate.lookup(group, 0))
+
+    return read_pid, ran_on
+
+
+@pytest.mark.parametrize("how", ["read", "lookup"])
+async def test_a_read_whose_kept_connection_the_server_ended_while_idle_runs_on_another(
+    pool: asyncpg.Pool, held_open: tuple[HeldOpen, asyncpg.Pool], how: str
+) -> None:
+    """The read gate's kept connection was ended by the server while it sat idle (its FATAL read, its close
+    not yet): the next read's first statement is refused before a byte of it is written. Nothing of it ran,
+    so it runs again on another connection instead of answering busy (which it used to: DD11 answered the
+    terminal busy on the InternalClientError)."""
+    relay, held = held_open
+    gate = ReadGate(KeptConnections(held, max_kept=1, linger_ms=10_000))
+    read_pid, ran_on = pid_reader(gate, how)
+    first = await read_pid()
+    assert gate.connections.kept == 1
+    await relay.end_session(pool, first)
+    assert not ran_on[0].is_closed()  # the FATAL was read, the close is held: the state under test
+    assert await read_pid() != first
+    assert len(ran_on) == 3 and ran_on[1] is ran_on[0] and ran_on[2] is not ran_on[0]  # refused, then another
+    assert gate.stats.retries == 1
+    await gate.wait_idle()
+
+
+@pytest.mark.parametrize("how", ["read", "lookup"])
+async def test_a_read_refused_again_on_its_second_connection_answers_busy(
+    pool: asyncpg.Pool, held_open: tuple[HeldOpen, asyncpg.Pool], how: str
+) -> None:
+    """Both kept connections were ended by the server while idle: the read is refused on the first, run once
+    more on the second, refused again, and answered busy (``unavailable``), not tried a third time."""
+    relay, held = held_open
+    gate = ReadGate(KeptConnections(held, max_kept=2, linger_ms=10_000))
+    held_by: list[asyncpg.Connection] = []
+    both = asyncio.Event()
+
+    async def pid_while_both_are_held(conn: asyncpg.Connection) -> int:
+        held_by.append(conn)
+        if len(held_by) == 2:
+            both.set()
+        await both.wait()
+        return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+    pids = await asyncio.gather(gate.read(pid_while_both_are_held), gate.read(pid_while_both_are_held))
+    assert gate.connections.kept == 2 and pids[0] != pids[1]
+    for pid in pids:
+        await relay.end_session(pool, pid)
+    read_pid, ran_on = pid_reader(gate, how)
+    with pytest.raises(asyncpg.InternalClientError, match="another operation") as raised:
+        await read_pid()
+    assert unavailable(raised.value)  # busy, as DD11 answers it
+    assert len(ran_on) == 2 and {id(c) for c in ran_on} == {id(c) for c in held_by} and gate.stats.retries == 1
+    assert gate.connections.kept == 0
+    assert await read_pid() not in pids  # a fresh connection from the pool
+    await gate.wait_idle()
+
+
+async def test_a_read_that_sent_a_statement_before_its_connection_broke_is_not_run_again(
+    pool: asyncpg.Pool, held_open: tuple[HeldOpen, asyncpg.Pool]
+) -> None:
+    """The gate applies the group commit's rule, not a broader one: once the read wrote a statement, the same
+    refusal on a later one is answered busy, the read not run again."""
+    relay, held = held_open
+    gate = ReadGate(KeptConnections(held, max_kept=1, linger_ms=10_000))
+    runs: list[int] = []
+
+    async def ends_midway(conn: asyncpg.Connection) -> int:
+        pid = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        runs.append(pid)
+        await relay.end_session(pool, pid)
+        return int(await conn.fetchval("SELECT 1"))  # refused before sending, but not the first
+
+    with pytest.raises(asyncpg.InternalClientError, match="another operation") as raised:
+        await gate.read(ends_midway)
+    assert unavailable(raised.value)
+    assert len(runs) == 1 and gate.stats.retries == 0
+    await gate.wait_idle()

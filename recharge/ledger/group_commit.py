@@ -23,8 +23,8 @@ until that flush is done. ``GroupCommit`` pays that once per batch (TigerBeetle'
   be safe to run again (all it did was rolled back; it keeps no state outside the connection).
 - A batch whose first statement asyncpg refused before writing a byte of it runs again, once, on another
   connection (its first connection's server had ended it while it sat idle, or it was found closed): nothing
-  of the batch ran (``_NothingSent``). Once a statement of the batch has been written, a lost connection
-  fails its callers as below (busy: the outcome is not known).
+  of the batch ran (``recharge.db.sent_nothing``, ``once_more_if_nothing_sent``). Once a statement of the
+  batch has been written, a lost connection fails its callers as below (busy: the outcome is not known).
 - A group that raises anything else (a defect, an SQL error) fails its own callers with that
   exception; the batch is rolled back and run again without that group (whole, not step by step).
   A group whose items run one by one may raise ``ItemFailed(index, error)`` instead: only that
@@ -55,7 +55,14 @@ from prometheus_client import Histogram
 
 from recharge import metrics
 from recharge.context import Busy
-from recharge.db import DEFAULT_RETRY, RetryPolicy, refused_before_sending, statements_sent
+from recharge.db import (
+    DEFAULT_RETRY,
+    NothingSent,
+    RetryPolicy,
+    once_more_if_nothing_sent,
+    sent_nothing,
+    statements_sent,
+)
 from recharge.ledger.connections import KeptConnections, closed
 
 Item = TypeVar("Item")
@@ -107,15 +114,6 @@ class _StepFailed(Exception):
     def __init__(self, step: _Step, error: Exception) -> None:
         super().__init__(f"a step of group {step.group.name} failed: {error!r}")
         self.step, self.error = step, error
-
-
-class _NothingSent(Exception):
-    """An attempt's first statement was refused before asyncpg wrote a byte of it (``_sent_nothing``):
-    ``failure`` is what the attempt raised, what its callers hear when it happens again."""
-
-    def __init__(self, failure: Exception) -> None:
-        super().__init__(f"nothing of the batch was sent: {failure!r}")
-        self.failure = failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,15 +306,9 @@ class GroupCommit:
 
     async def _attempt(self, steps: list[_Step], executed: asyncio.Future[None]) -> None:
         """Run every group's items of the batch in one transaction and commit it (once); once more on another
-        connection when the first refused the batch's first statement before sending anything (``_NothingSent``)."""
-        try:
-            await self._attempt_on_a_connection(steps, executed)
-        except _NothingSent:
-            self._count_retry()
-            try:
-                await self._attempt_on_a_connection(steps, executed)
-            except _NothingSent as again:
-                raise again.failure from again.failure.__cause__
+        connection when the first refused the batch's first statement before sending anything (``NothingSent``)."""
+        await once_more_if_nothing_sent(functools.partial(self._attempt_on_a_connection, steps, executed),
+                                        self._count_retry)
 
     async def _attempt_on_a_connection(self, steps: list[_Step], executed: asyncio.Future[None]) -> None:
         holder, conn = await self.connections.take()
@@ -339,9 +331,9 @@ class GroupCommit:
                 executed.set_result(None)
             await _commit(conn, tx)
             clean = True
-        except Exception as exc:
-            if _sent_nothing(conn, sent, exc):
-                raise _NothingSent(exc) from exc
+        except Exception as exc:  # the error of the group or item it names: refused before anything was sent?
+            if sent_nothing(conn, sent, exc.error if isinstance(exc, _GroupFailed | _StepFailed) else exc):
+                raise NothingSent(exc) from exc
             raise
         finally:
             await self.connections.give_back(holder, conn, clean=clean)
@@ -380,15 +372,6 @@ async def _rollback(conn: asyncpg.Connection, tx: asyncpg.transaction.Transactio
         await tx.rollback()
     elif conn.is_in_transaction():
         await conn.execute("ROLLBACK")
-
-
-def _sent_nothing(conn: asyncpg.Connection, before: int | None, exc: Exception) -> bool:
-    """True when ``exc`` (or the error of the group or item it names) is asyncpg refusing a statement before
-    writing a byte of it (``recharge.db.refused_before_sending``) and no statement had been written on ``conn``
-    since the attempt took it (``statements_sent`` unchanged): the refused one was the batch's first. Nothing
-    of the batch ran, so running it again cannot do anything twice (docs/RELIABILITY.md, "Defects found")."""
-    error = exc.error if isinstance(exc, _GroupFailed | _StepFailed) else exc
-    return before is not None and refused_before_sending(error) and statements_sent(conn) == before
 
 
 def _fail(steps: list[_Step], exc: BaseException) -> None:

@@ -14,6 +14,12 @@
   ``Busy`` when ``queue_depth`` lookups wait, or when one has waited ``read_wait_s`` for a
   statement to take it (checked when a statement could: at worst after the statement running
   then, itself bounded by ``statement_timeout``).
+- A read (or lookup statement) whose first statement asyncpg refused before writing a byte of it (the
+  server had ended the kept connection while it sat idle, or it was found closed) runs again, once, on
+  another connection, by the group commit's rule (``recharge.db.sent_nothing``): nothing of it was sent.
+  A read changes nothing, so a broader retry would be safe too; it keeps the one rule of every user of a
+  kept connection instead: a connection lost after a statement was sent is the database going away (a
+  failover, a restart), answered busy at once rather than waited on.
 
 ``server.flows`` uses one per DD worker for DD11's reads (``DDContext.reads``).
 """
@@ -30,7 +36,13 @@ import asyncpg
 
 from recharge import metrics
 from recharge.context import Busy
-from recharge.db import breaks_connection
+from recharge.db import (
+    NothingSent,
+    breaks_connection,
+    once_more_if_nothing_sent,
+    sent_nothing,
+    statements_sent,
+)
 from recharge.ledger.connections import KeptConnections
 from recharge.ledger.group_commit import Group
 
@@ -42,10 +54,12 @@ _Lookup = tuple[Group[Any, Any], Any, "asyncio.Future[Any]", float]  # group, it
 
 @dataclass(frozen=True, slots=True)
 class LookupStats:
-    """Lookup statements run and lookups they answered since the gate was made."""
+    """Lookup statements run and lookups they answered since the gate was made; reads and lookup statements
+    run again on another connection (``retries``: the first sent nothing)."""
 
     statements: int
     lookups: int
+    retries: int
 
 
 class ReadGate:
@@ -72,7 +86,7 @@ class ReadGate:
         self._lookups: collections.deque[_Lookup] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None  # bound at first use (get_running_loop costs a getpid)
         self._runs: set[asyncio.Task[None]] = set()
-        self._stats = [0, 0]
+        self._stats = [0, 0, 0]  # lookup statements, lookups they answered, retries
 
     @property
     def stats(self) -> LookupStats:
@@ -91,14 +105,23 @@ class ReadGate:
             self.connections.leave()
 
     async def _on_a_connection(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``work`` on a kept connection; once more on another when the first sent nothing (``NothingSent``)."""
+        return await once_more_if_nothing_sent(lambda: self._on_one_connection(work), self._count_retry)
+
+    def _count_retry(self) -> None:
+        self._stats[2] += 1
+
+    async def _on_one_connection(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         holder, conn = await self.connections.take()
-        clean = False
+        sent, clean = statements_sent(conn), False
         try:
             result = await work(conn)
             clean = True
             return result
         except Exception as exc:
             clean = not breaks_connection(exc)  # an answer (a refusal, an SQL error) leaves it usable
+            if sent_nothing(conn, sent, exc):
+                raise NothingSent(exc) from exc
             raise
         finally:  # cancelled mid-statement: the connection goes back to the pool, unclean
             await self.connections.give_back(holder, conn, clean=clean)
