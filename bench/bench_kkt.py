@@ -56,6 +56,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.measure import (
     PAIRED_RUNS,
     PgbenchRun,
@@ -296,11 +298,8 @@ def lane_totals(base_url: str) -> tuple[float, float]:
     """(trades, batches) the server's trade lane has committed so far, read from its ``/metrics``."""
     with urllib.request.urlopen(base_url + "/metrics", timeout=30) as answer:
         text = answer.read().decode()
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(("recharge_kkt_batch_size_sum", "recharge_kkt_batch_size_count")):
-            name, value = line.rsplit(" ", 1)
-            found[name.split("{")[0]] = float(value)
+    found = {sample.name: sample.value for family in text_string_to_metric_families(text)
+             for sample in family.samples if sample.name.startswith("recharge_kkt_batch_size_")}
     return found.get("recharge_kkt_batch_size_sum", 0.0), found.get("recharge_kkt_batch_size_count", 0.0)
 
 

@@ -139,7 +139,9 @@ class Proxy:
         try:
             await self._relay(reader, writer, target, fault, name)
         except asyncio.CancelledError:
-            pass  # cut by ``close``: ended quietly (asyncio reports a cancelled client_connected_cb as an error)
+            if not self.closing:  # cut by anything but ``close``: a cancellation as usual
+                raise
+            # cut by ``close``: ends quietly (asyncio reports a cancelled client_connected_cb as an error)
         finally:
             self.tasks.discard(task)
 
